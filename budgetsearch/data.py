@@ -1,0 +1,267 @@
+"""Datasets: Fashion-MNIST (default), CIFAR-10/100 and a synthetic set for tests.
+
+Nothing is downloaded at import. Fashion-MNIST is looked for, in order, in ``--data-dir``,
+``$BUDGETSEARCH_DATA``, Debian's ``dataset-fashion-mnist`` package and torchvision's cache; only
+then, and only when asked (``download=True``), through torchvision's downloader.
+
+Example:
+    >>> splits = load_dataset("synthetic", train_subset=64)
+    >>> splits.num_classes, splits.in_channels
+    (10, 1)
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DATA_ENV_VAR = "BUDGETSEARCH_DATA"
+
+# Per-channel mean/std of the training images, for normalisation.
+_STATS = {
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The data set is not on this machine; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """Train / validation / test sets of one data set, with what a model needs to know of it."""
+
+    name: str
+    train: Dataset
+    val: Dataset | None
+    test: Dataset
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+    def loaders(
+        self, batch_size: int, *, eval_batch_size: int = 512, seed: int = 0
+    ) -> tuple[DataLoader, DataLoader, DataLoader | None]:
+        """Return (train, test, val) loaders; the train loader shuffles with ``seed``."""
+        generator = torch.Generator().manual_seed(seed)
+        train = DataLoader(self.train, batch_size=batch_size, shuffle=True, generator=generator)
+        test = DataLoader(self.test, batch_size=eval_batch_size)
+        val = DataLoader(self.val, batch_size=eval_batch_size) if self.val is not None else None
+        return train, test, val
+
+
+def dataset_names() -> list[str]:
+    """Names accepted by :func:`load_dataset`."""
+    return sorted(_LOADERS)
+
+
+def load_dataset(
+    name: str = "fashion-mnist",
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    train_subset: int | None = None,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    download: bool = False,
+) -> DatasetSplits:
+    """Load a data set as in-memory tensors, optionally a training subset and a validation split.
+
+    Args:
+        name: one of :func:`dataset_names`.
+        data_dir: folder holding the files (IDX files for Fashion-MNIST, torchvision's layout for
+            CIFAR); default: ``$BUDGETSEARCH_DATA``, then the usual places.
+        train_subset: keep this many training images (a seeded random choice).
+        val_fraction: move this fraction of the (subset) training images to a validation set.
+        seed: seed for the subset and the split.
+        download: let torchvision download the data when it is nowhere on this machine.
+    """
+    if name not in _LOADERS:
+        raise ValueError(f"dataset must be one of {', '.join(dataset_names())}, got {name!r}")
+    if train_subset is not None and train_subset <= 0:
+        raise ValueError(f"train_subset must be a positive number of images, got {train_subset}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    folder = Path(data_dir) if data_dir is not None else None
+    if folder is None and os.environ.get(DATA_ENV_VAR):
+        folder = Path(os.environ[DATA_ENV_VAR])
+    train, test, num_classes = _LOADERS[name](folder, download)
+    images = train.tensors[0]
+
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train), generator=generator)
+    if train_subset is not None:
+        order = order[: min(train_subset, len(train))]
+    n_val = int(round(len(order) * val_fraction))
+    val = Subset(train, order[:n_val].tolist()) if n_val else None
+    train_set: Dataset = Subset(train, order[n_val:].tolist())
+    return DatasetSplits(
+        name=name,
+        train=train_set,
+        val=val,
+        test=test,
+        num_classes=num_classes,
+        in_channels=images.shape[1],
+        image_size=images.shape[-1],
+    )
+
+
+def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Read an IDX file (optionally gzip-compressed) into a uint8 tensor.
+
+    Raises:
+        ValueError: the file is truncated or not an unsigned-byte IDX file.
+    """
+    path = Path(path)
+    opener: Callable = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as error:  # gzip raises these on truncated archives
+        raise ValueError(f"{path}: cannot read IDX file ({error})") from error
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + int(torch.tensor(shape).prod().item()) if shape else header
+    if len(raw) != expected:
+        raise ValueError(
+            f"{path}: truncated or padded IDX file: {len(raw)} bytes, expected {expected} "
+            f"for shape {tuple(shape)}"
+        )
+    data = torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8)
+    return data.reshape(shape)
+
+
+def _fashion_mnist_folders(folder: Path | None) -> list[Path]:
+    if folder is not None:
+        # Accept the folder itself or torchvision's layout below it.
+        return [folder, folder / "FashionMNIST" / "raw"]
+    cache = Path.home() / ".cache" / "budgetsearch"
+    return [DEBIAN_FASHION_MNIST, cache / "FashionMNIST" / "raw"]
+
+
+def _find_idx(folders: list[Path], stem: str) -> Path | None:
+    for folder in folders:
+        for candidate in (folder / f"{stem}.gz", folder / stem):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _normalise(images: torch.Tensor, name: str) -> torch.Tensor:
+    mean, std = _STATS[name]
+    x = images.float().div_(255.0)
+    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
+    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def _load_fashion_mnist(
+    folder: Path | None, download: bool
+) -> tuple[TensorDataset, TensorDataset, int]:
+    folders = _fashion_mnist_folders(folder)
+    found = {
+        split: tuple(_find_idx(folders, stem) for stem in stems)
+        for split, stems in _IDX_FILES.items()
+    }
+    if any(path is None for paths in found.values() for path in paths):
+        if download:
+            target = folder or Path.home() / ".cache" / "budgetsearch"
+            _torchvision_download("FashionMNIST", target)
+            return _load_fashion_mnist(target, download=False)
+        where = ", ".join(str(f) for f in folders)
+        raise DataNotFoundError(
+            f"Fashion-MNIST IDX files not found in {where}. Get them with "
+            "'apt-get install dataset-fashion-mnist' (Debian), or pass --download to let "
+            "torchvision fetch them, or point --data-dir / $BUDGETSEARCH_DATA at a folder "
+            "holding train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+            "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz."
+        )
+    sets = []
+    for split in ("train", "test"):
+        image_path, label_path = found[split]
+        images, labels = read_idx(image_path), read_idx(label_path)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"{image_path}: expected N×H×W images with N labels, got images "
+                f"{tuple(images.shape)} and labels {tuple(labels.shape)}"
+            )
+        x = _normalise(images.unsqueeze(1), "fashion-mnist")
+        sets.append(TensorDataset(x, labels.long()))
+    return sets[0], sets[1], 10
+
+
+def _torchvision_download(class_name: str, root: Path) -> None:
+    import torchvision.datasets as tv_datasets
+
+    dataset_class = getattr(tv_datasets, class_name)
+    for train in (True, False):
+        dataset_class(root=str(root), train=train, download=True)
+
+
+def _load_cifar(
+    name: str, folder: Path | None, download: bool
+) -> tuple[TensorDataset, TensorDataset, int]:
+    import torchvision.datasets as tv_datasets
+
+    root = folder or Path.home() / ".cache" / "budgetsearch"
+    dataset_class = tv_datasets.CIFAR10 if name == "cifar10" else tv_datasets.CIFAR100
+    try:
+        raw = [dataset_class(root=str(root), train=t, download=download) for t in (True, False)]
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
+        raise DataNotFoundError(
+            f"{name} not found under {root}: pass --download (needs internet) or point "
+            f"--data-dir at a folder with torchvision's {dataset_class.base_folder} layout ({error})"
+        ) from error
+    sets = []
+    for dataset in raw:
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+        labels = torch.tensor(dataset.targets, dtype=torch.long)
+        sets.append(TensorDataset(_normalise(images, name), labels))
+    return sets[0], sets[1], 100 if name == "cifar100" else 10
+
+
+def make_synthetic(
+    *,
+    num_train: int = 512,
+    num_test: int = 256,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    image_size: int = 28,
+    seed: int = 0,
+) -> tuple[TensorDataset, TensorDataset, int]:
+    """A learnable synthetic image set: each class is a fixed random pattern plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    prototypes = torch.randn(num_classes, in_channels, image_size, image_size, generator=generator)
+
+    def sample(n: int) -> TensorDataset:
+        labels = torch.randint(num_classes, (n,), generator=generator)
+        noise = torch.randn(n, in_channels, image_size, image_size, generator=generator)
+        return TensorDataset(prototypes[labels] + 1.5 * noise, labels)
+
+    return sample(num_train), sample(num_test), num_classes
+
+
+_LOADERS: dict[str, Callable[[Path | None, bool], tuple[TensorDataset, TensorDataset, int]]] = {
+    "fashion-mnist": _load_fashion_mnist,
+    "cifar10": lambda folder, download: _load_cifar("cifar10", folder, download),
+    "cifar100": lambda folder, download: _load_cifar("cifar100", folder, download),
+    "synthetic": lambda folder, download: make_synthetic(),
+}

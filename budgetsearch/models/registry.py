@@ -1,0 +1,63 @@
+"""Model registry: a plain dict behind a decorator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+ModelFactory = Callable[..., nn.Module]
+_REGISTRY: dict[str, tuple[ModelFactory, str]] = {}
+
+
+def register_model(name: str, description: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Register ``factory(num_classes=, in_channels=, width_multiplier=)`` under ``name``.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+
+    def decorate(factory: ModelFactory) -> ModelFactory:
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is already registered")
+        _REGISTRY[name] = (factory, description)
+        return factory
+
+    return decorate
+
+
+def model_names() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def describe_models() -> dict[str, str]:
+    """Name → one-line description of every registered model."""
+    return {name: _REGISTRY[name][1] for name in model_names()}
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    width_multiplier: float = 1.0,
+) -> nn.Module:
+    """Build a registered model.
+
+    Example:
+        >>> model = build_model("wrn-16-2", num_classes=10, in_channels=1)
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones) or a bad argument.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"model must be one of {', '.join(model_names())}, got {name!r}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels}")
+    if not 0.0 < width_multiplier <= 16.0:
+        raise ValueError(f"width_multiplier must be in (0, 16], got {width_multiplier}")
+    factory, _ = _REGISTRY[name]
+    return factory(num_classes=num_classes, in_channels=in_channels, width_multiplier=width_multiplier)

@@ -1,0 +1,315 @@
+"""One training/evaluation loop for every trial and every baseline.
+
+A pruner plugs in through :class:`TrainingHooks`: its own parameter groups (with their own learning
+rate, weight decay or optimizer), the loss terms of each step (it may reweight the task loss, as
+knowledge distillation does) and a hook after each optimizer step. A loss that stops being finite
+ends the run with ``status="failed"`` and the reason, never silently.
+
+Example:
+    >>> from budgetsearch.data import load_dataset
+    >>> from budgetsearch.models import build_model
+    >>> splits = load_dataset("synthetic", train_subset=128)
+    >>> model = build_model("wrn-10-1")
+    >>> result = train(model, splits, TrainConfig(epochs=1, progress=False))
+    >>> result.status
+    'ok'
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from budgetsearch.data import DatasetSplits
+
+OptimizerName = Literal["sgd", "adam"]
+ScheduleName = Literal["cosine", "cosine-restarts", "constant"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run.
+
+    ``schedule="cosine-restarts"`` restarts the cosine every ``restart_epochs`` epochs (the
+    erf-loss paper uses 120 epochs with restarts every 40).
+    """
+
+    epochs: float = 1.0
+    batch_size: int = 128
+    optimizer: OptimizerName = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: ScheduleName = "cosine"
+    restart_epochs: float | None = None
+    warmup_steps: int = 0
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise ValueError(f"epochs must be a positive number, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "cosine-restarts", "constant"):
+            raise ValueError(
+                f"schedule must be 'cosine', 'cosine-restarts' or 'constant', got {self.schedule!r}"
+            )
+        if self.restart_epochs is not None and self.restart_epochs <= 0:
+            raise ValueError(f"restart_epochs must be positive, got {self.restart_epochs}")
+
+
+@dataclass
+class StepContext:
+    """What a hook sees of one training step."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    logits: torch.Tensor
+    task_loss: torch.Tensor
+    step: int
+    total_steps: int
+    epoch: int
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1] (the BAR budget schedule's ``t``)."""
+        return self.step / max(1, self.total_steps)
+
+
+@runtime_checkable
+class TrainingHooks(Protocol):
+    """How a pruner takes part in training (both pruners implement it)."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Extra optimizer groups: ``params`` plus optional ``lr`` (absolute) or ``lr_scale``,
+        ``weight_decay`` and ``optimizer`` ("sgd"/"adam"; default: the weights' optimizer)."""
+        ...
+
+    def loss_terms(self, context: StepContext) -> dict[str, torch.Tensor]:
+        """The named terms whose sum is the step's loss; include ``context.task_loss`` (possibly
+        reweighted) under ``"task"``."""
+        ...
+
+    def after_step(self, context: StepContext) -> None:
+        """Called after each optimizer step (e.g. to re-apply masks)."""
+        ...
+
+
+@dataclass
+class TrainResult:
+    """Outcome of a run. ``status`` is "ok" or "failed" (then ``failure`` says why)."""
+
+    status: str
+    test_accuracy: float | None
+    val_accuracy: float | None
+    train_loss: float | None
+    seconds: float
+    steps: int
+    epochs_run: float
+    failure: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def as_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row.pop("history")
+        return row
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available here")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a run repeats."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None = None) -> float:
+    """Top-1 accuracy of ``model`` in eval mode on ``loader``."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for inputs, targets in loader:
+        logits = model(inputs.to(device))
+        correct += (logits.argmax(1).cpu() == targets).sum().item()
+        total += len(targets)
+    model.train(was_training)
+    return correct / max(1, total)
+
+
+class _DefaultHooks:
+    def param_groups(self) -> list[dict[str, Any]]:
+        return []
+
+    def loss_terms(self, context: StepContext) -> dict[str, torch.Tensor]:
+        return {"task": context.task_loss}
+
+    def after_step(self, context: StepContext) -> None:
+        return None
+
+
+def _build_optimizers(
+    model: nn.Module, config: TrainConfig, hooks: TrainingHooks
+) -> list[torch.optim.Optimizer]:
+    extra_groups = hooks.param_groups()
+    claimed = {id(p) for group in extra_groups for p in group["params"]}
+    weights = [p for p in model.parameters() if p.requires_grad and id(p) not in claimed]
+    # Weight decay on weights only: BN scales/shifts and biases are not decayed.
+    decay = [p for p in weights if p.ndim > 1]
+    no_decay = [p for p in weights if p.ndim <= 1]
+    groups: dict[str, list[dict[str, Any]]] = {"sgd": [], "adam": []}
+    groups[config.optimizer].append({"params": decay, "weight_decay": config.weight_decay})
+    groups[config.optimizer].append({"params": no_decay, "weight_decay": 0.0})
+    for group in extra_groups:
+        group = dict(group)
+        kind = group.pop("optimizer", config.optimizer)
+        scale = group.pop("lr_scale", 1.0)
+        group.setdefault("lr", config.lr * scale)
+        group.setdefault("weight_decay", 0.0)
+        groups[kind].append(group)
+    optimizers: list[torch.optim.Optimizer] = []
+    for kind, kind_groups in groups.items():
+        kind_groups = [g for g in kind_groups if g["params"]]
+        if not kind_groups:
+            continue
+        if kind == "sgd":
+            optimizers.append(
+                torch.optim.SGD(kind_groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+            )
+        else:
+            optimizers.append(torch.optim.Adam(kind_groups, lr=config.lr))
+    return optimizers
+
+
+def _lr_factor(step: int, total_steps: int, steps_per_epoch: int, config: TrainConfig) -> float:
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    if config.schedule == "cosine-restarts":
+        period = max(1, round((config.restart_epochs or config.epochs) * steps_per_epoch))
+        phase = (step % period) / period
+    else:
+        phase = step / max(1, total_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * phase))
+
+
+def train(
+    model: nn.Module,
+    data: DatasetSplits,
+    config: TrainConfig,
+    *,
+    hooks: TrainingHooks | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data.train`` and evaluate it on ``data.test`` (and ``data.val``).
+
+    Returns a :class:`TrainResult`; a non-finite loss gives ``status="failed"`` with the step at
+    which it happened, and the model is left as it was at that step.
+    """
+    hooks = hooks or _DefaultHooks()
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    model.to(device)
+    train_loader, test_loader, val_loader = data.loaders(
+        config.batch_size, eval_batch_size=config.eval_batch_size, seed=config.seed
+    )
+    steps_per_epoch = len(train_loader)
+    total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
+    optimizers = _build_optimizers(model, config, hooks)
+    base_lrs = [[g["lr"] for g in opt.param_groups] for opt in optimizers]
+
+    start = time.perf_counter()
+    history: list[dict[str, float]] = []
+    step = 0
+    epoch = 0
+    running_loss = float("nan")
+    failure: str | None = None
+    bar = tqdm(total=total_steps, disable=not config.progress, desc="train", leave=False,
+               dynamic_ncols=True)
+    model.train()
+    while step < total_steps and failure is None:
+        correct = seen = 0
+        for inputs, targets in train_loader:
+            if step >= total_steps:
+                break
+            inputs, targets = inputs.to(device), targets.to(device)
+            factor = _lr_factor(step, total_steps, steps_per_epoch, config)
+            for opt, lrs in zip(optimizers, base_lrs):
+                for group, lr in zip(opt.param_groups, lrs):
+                    group["lr"] = lr * factor
+            logits = model(inputs)
+            task_loss = F.cross_entropy(logits, targets)
+            context = StepContext(inputs, targets, logits, task_loss, step, total_steps, epoch)
+            terms = hooks.loss_terms(context)
+            loss = torch.stack([t.reshape(()) for t in terms.values()]).sum()
+            if not torch.isfinite(loss):
+                bad = {k: float(v.detach()) for k, v in terms.items()}
+                failure = f"loss became {float(loss.detach())} at epoch {epoch} step {step} ({bad})"
+                break
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in optimizers:
+                opt.step()
+            hooks.after_step(context)
+            step += 1
+            value = float(loss.detach())
+            running_loss = value if math.isnan(running_loss) else 0.9 * running_loss + 0.1 * value
+            correct += (logits.detach().argmax(1) == targets).sum().item()
+            seen += len(targets)
+            bar.update(1)
+            bar.set_postfix(loss=f"{running_loss:.3f}", acc=f"{correct / seen:.3f}")
+            if step % 20 == 0 or step == total_steps:
+                history.append({"step": step, "loss": value, **{
+                    f"loss_{k}": float(v.detach()) for k, v in terms.items()}})
+        epoch += 1
+    bar.close()
+
+    if failure is not None:
+        return TrainResult("failed", None, None, running_loss, time.perf_counter() - start, step,
+                           step / steps_per_epoch, failure=failure, history=history)
+    test_accuracy = evaluate(model, test_loader, device)
+    val_accuracy = evaluate(model, val_loader, device) if val_loader is not None else None
+    return TrainResult(
+        status="ok",
+        test_accuracy=test_accuracy,
+        val_accuracy=val_accuracy,
+        train_loss=running_loss,
+        seconds=time.perf_counter() - start,
+        steps=step,
+        epochs_run=step / steps_per_epoch,
+        history=history,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
