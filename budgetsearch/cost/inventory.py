@@ -1,0 +1,667 @@
+"""Layer inventory: trace a model once with fvcore, then price any pruned configuration of it.
+
+:func:`layer_inventory` runs fvcore's ``FlopCountAnalysis`` once (model in eval mode, so BatchNorm
+counts fvcore's inference cost: 2 FLOPs per element with an affine) and one forward pass with
+shape hooks. Every module that fvcore charges FLOPs to, or that owns parameters, becomes a
+:class:`LayerRecord`; ops fvcore charges to a container (a functional ``adaptive_avg_pool2d`` in a
+``forward``) become records named ``"<module>#<operator>"`` with unknown channels (their cost stays
+fixed when pruning). Totals therefore equal fvcore's ``total()`` and ``parameter_count``.
+
+FLOPs follow fvcore: **1 FLOP = 1 fused multiply-add**. Activation volume is BAR eq. (4): kept
+output channels × output area, summed over conv and linear layers (the prunable ones; BatchNorm and
+pooling records carry 0 so that nothing is counted twice). Memory is weights (4 bytes each) plus
+the peak activations of one layer (input + output, 4 bytes per element).
+
+A pruned configuration is priced from per-layer channel counts, never by re-tracing (DESIGN.md,
+"trace once, then compute"): every cost of a layer is ``a·c_in·c_out + b·c_out + c`` with
+coefficients precomputed from the trace, so :meth:`LayerInventory.price` is a few numpy operations,
+and :meth:`LayerInventory.expected_cost` is the same formula in torch, differentiable in the
+expected kept counts (independent gates: ``E[c_in·c_out] = E[c_in]·E[c_out]``) and densities.
+
+Scaling rules, for a layer with kept input channels ``i``, kept output channels ``o`` and weight
+density ``d`` (the kept fraction of its weights; biases are never pruned):
+
+============  ==============================  ===========================  =================
+op            parameters                      FLOPs                        activation volume
+============  ==============================  ===========================  =================
+conv, linear  d·k·i·o/g + bias·o              d·k·i·o/g·area               o·area
+depthwise     d·k·o + bias·o                  d·k·o·area                   o·area
+batchnorm     2·o                             2·o·area                     0
+pool          0                               o·input area                 0
+============  ==============================  ===========================  =================
+
+Example:
+    >>> from budgetsearch.models import build_model
+    >>> inv = layer_inventory(build_model("wrn-16-1"), torch.zeros(1, 1, 28, 28))
+    >>> inv["layer1.0.conv1"].out_channels
+    16
+    >>> half = inv.price(kept_channels={"layer1.0.conv1": (16, 8), "layer1.0.bn2": (8, 8),
+    ...                                 "layer1.0.conv2": (8, 16)})
+    >>> half.flops < inv.total_flops
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from budgetsearch.cost.profiles import DeviceProfile
+
+BYTES_PER_ELEMENT = 4  # float32 weights and activations for memory_bytes
+METRICS = ("params", "flops", "activation_volume", "latency")
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One op of the traced model (a conv, linear, BatchNorm, pooling or other fvcore-counted op).
+
+    ``flops`` follow fvcore (1 FLOP = 1 fused multiply-add) for the ``example_input`` batch;
+    ``activation_volume`` is ``out_channels × output area`` for conv/linear (BAR eq. 4), else 0.
+    Channels are 0 where they are unknown (functional ops): such a record's cost never changes.
+    """
+
+    name: str
+    op: str
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    groups: int
+    stride: tuple[int, ...]
+    output_hw: tuple[int, int]
+    params: int
+    flops: int
+    activation_volume: int
+    input_hw: tuple[int, int] = (1, 1)
+    input_elements: int = 0
+    output_elements: int = 0
+    weight_params: int = 0
+    calls: int = 1
+
+    @property
+    def kind(self) -> str:
+        """Op kind for latency profiles: conv, dwconv, linear, batchnorm, pool or other."""
+        if self.op == "conv" and self.groups > 1 and self.groups == self.in_channels:
+            return "dwconv"
+        return self.op if self.op in ("conv", "linear", "batchnorm", "pool") else "other"
+
+    @property
+    def depthwise(self) -> bool:
+        """True for a depthwise conv (groups = in = out channels): cost scales with ``o`` only."""
+        return (
+            self.op == "conv"
+            and self.groups > 1
+            and self.groups == self.in_channels == self.out_channels
+        )
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Cost of one configuration. FLOPs: fvcore convention, 1 FLOP = 1 fused multiply-add."""
+
+    params: float
+    flops: float
+    activation_volume: float
+    memory_bytes: float
+    latency_ms: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        """Plain mapping (a results row)."""
+        return {
+            "params": self.params,
+            "flops": self.flops,
+            "activation_volume": self.activation_volume,
+            "memory_bytes": self.memory_bytes,
+            "latency_ms": self.latency_ms,
+        }
+
+
+def _as_hw(shape: tuple[int, ...]) -> tuple[int, int]:
+    spatial = shape[2:]
+    if len(spatial) == 0:
+        return (1, 1)
+    if len(spatial) == 1:
+        return (int(spatial[0]), 1)
+    return (int(spatial[0]), int(math.prod(spatial[1:])))
+
+
+def _op_of(module: nn.Module) -> str:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return "batchnorm"
+    if isinstance(
+        module,
+        (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AvgPoolNd,
+         nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd),
+    ):
+        return "pool"
+    return type(module).__name__.lower()
+
+
+def _op_of_operator(operator: str) -> str:
+    if "conv" in operator:
+        return "conv"
+    if operator in ("linear", "addmm", "matmul", "mm", "bmm"):
+        return "linear"
+    if "batch_norm" in operator:
+        return "batchnorm"
+    if "pool" in operator:
+        return "pool"
+    return operator
+
+
+def _first_tensor(value: Any) -> Tensor | None:
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
+    """Trace ``model`` once with fvcore and record every op it counts, in forward order.
+
+    The model is put in eval mode for the trace (and restored), so BatchNorm is counted as at
+    inference. Use a batch of 1 (``example_input`` of shape ``1×C×H×W``): all costs are per
+    ``example_input``.
+
+    Raises:
+        TypeError: ``example_input`` is not a tensor.
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    if not isinstance(example_input, Tensor):
+        raise TypeError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
+    was_training = model.training
+    model.eval()
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    calls: dict[str, int] = {}
+    order: list[str] = []
+    handles = []
+
+    def hook_for(name: str):  # noqa: ANN202 - a forward hook
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if name in shapes:
+                return
+            first_in, first_out = _first_tensor(inputs), _first_tensor(output)
+            shapes[name] = (
+                tuple(first_in.shape) if first_in is not None else (),
+                tuple(first_out.shape) if first_out is not None else (),
+            )
+            order.append(name)
+
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            handles.append(module.register_forward_hook(hook_for(name)))
+        with torch.no_grad():
+            model(example_input)
+        for handle in handles:
+            handle.remove()
+        handles = []
+        analysis = FlopCountAnalysis(model, example_input)
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        by_module = analysis.by_module_and_operator()
+        total = int(analysis.total())
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+    modules = dict(model.named_modules())
+    children_of: dict[str, list[str]] = {name: [] for name in modules}
+    for name in modules:
+        if name:
+            parent = name.rsplit(".", 1)[0] if "." in name else ""
+            children_of.setdefault(parent, []).append(name)
+
+    def own_flops(name: str) -> dict[str, int]:
+        mine = dict(by_module.get(name, {}))
+        for child in children_of.get(name, []):
+            for op, count in by_module.get(child, {}).items():
+                mine[op] = mine.get(op, 0) - count
+        return {op: int(count) for op, count in mine.items() if count}
+
+    records: list[LayerRecord] = []
+    ordered = order + [name for name in modules if name not in shapes]
+    for name in ordered:
+        module = modules[name]
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        flops_by_op = own_flops(name)
+        is_leaf = not children_of.get(name)
+        if is_leaf and (params or flops_by_op):
+            records.append(
+                _leaf_record(name, module, shapes.get(name), sum(flops_by_op.values()), params,
+                             calls.get(name, 0))
+            )
+        elif not is_leaf:
+            if params:  # parameters owned directly by a container (rare): a fixed-cost record
+                records.append(_fixed_record(f"{name or '<model>'}#parameters", "other", 0, params))
+            for operator, count in flops_by_op.items():
+                records.append(
+                    _fixed_record(f"{name or '<model>'}#{operator}", _op_of_operator(operator),
+                                  count, 0)
+                )
+    inventory = LayerInventory(records)
+    if inventory.total_flops != total:  # a bookkeeping bug, not a user mistake
+        raise RuntimeError(
+            f"layer inventory lost FLOPs: records sum to {inventory.total_flops}, "
+            f"fvcore says {total}"
+        )
+    return inventory
+
+
+def _fixed_record(name: str, op: str, flops: int, params: int) -> LayerRecord:
+    return LayerRecord(
+        name=name, op=op, in_channels=0, out_channels=0, kernel_size=(), groups=1, stride=(),
+        output_hw=(1, 1), params=params, flops=flops, activation_volume=0,
+    )
+
+
+def _leaf_record(
+    name: str,
+    module: nn.Module,
+    shape: tuple[tuple[int, ...], tuple[int, ...]] | None,
+    flops: int,
+    params: int,
+    calls: int,
+) -> LayerRecord:
+    op = _op_of(module)
+    if shape is None or not shape[0] or not shape[1]:
+        return _fixed_record(name, op, flops, params)
+    in_shape, out_shape = shape
+    in_elements, out_elements = math.prod(in_shape), math.prod(out_shape)
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    groups = 1
+    weight = 0
+    if op == "conv":
+        conv: nn.modules.conv._ConvNd = module  # type: ignore[assignment]
+        cin, cout = conv.in_channels, conv.out_channels
+        kernel, stride, groups = tuple(conv.kernel_size), tuple(conv.stride), conv.groups
+        weight = conv.weight.numel()
+    elif op == "linear":
+        lin: nn.Linear = module  # type: ignore[assignment]
+        cin, cout = lin.in_features, lin.out_features
+        weight = lin.weight.numel()
+    elif op in ("batchnorm", "pool"):
+        cin = cout = int(in_shape[1]) if len(in_shape) > 1 else 0
+    else:
+        return _fixed_record(name, op, flops, params)
+    if op == "linear":
+        output_hw: tuple[int, int] = (1, 1)
+        input_hw: tuple[int, int] = (1, 1)
+    else:
+        output_hw, input_hw = _as_hw(out_shape), _as_hw(in_shape)
+    volume = out_elements if op in ("conv", "linear") else 0  # BAR eq. (4): channels × area
+    return LayerRecord(
+        name=name, op=op, in_channels=cin, out_channels=cout, kernel_size=kernel, groups=groups,
+        stride=stride, output_hw=output_hw, params=params, flops=flops, activation_volume=volume,
+        input_hw=input_hw, input_elements=in_elements, output_elements=out_elements,
+        weight_params=weight, calls=calls,
+    )
+
+
+class LayerInventory:
+    """Per-layer costs of a traced model, and the pricing of pruned configurations of it.
+
+    Attributes:
+        layers: the :class:`LayerRecord` of every counted op, in forward order.
+    """
+
+    def __init__(self, layers: Iterable[LayerRecord]) -> None:
+        self.layers: list[LayerRecord] = list(layers)
+        self._index = {record.name: i for i, record in enumerate(self.layers)}
+        if len(self._index) != len(self.layers):
+            raise ValueError("layer names in an inventory must be unique")
+        self._coefficients()
+        self._latency_cache: dict[int, tuple[DeviceProfile, dict[str, np.ndarray]]] = {}
+        self._torch_cache: dict[tuple[Any, ...], dict[str, Tensor]] = {}
+
+    # -- plain data --------------------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> LayerRecord:
+        try:
+            return self.layers[self._index[name]]
+        except KeyError:
+            raise KeyError(f"no layer named {name!r} in the inventory") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[LayerRecord]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def names(self, op: str | None = None) -> list[str]:
+        """Layer names in forward order, optionally only those of ``op`` (e.g. ``"conv"``)."""
+        return [r.name for r in self.layers if op is None or r.op == op]
+
+    @property
+    def total_params(self) -> int:
+        """Parameters of the model (equals fvcore's ``parameter_count(model)[""]``)."""
+        return sum(r.params for r in self.layers)
+
+    @property
+    def total_flops(self) -> int:
+        """FLOPs of one forward pass (fvcore: 1 FLOP = 1 fused multiply-add; equals ``total()``)."""
+        return sum(r.flops for r in self.layers)
+
+    @property
+    def total_activation_volume(self) -> int:
+        """BAR eq. (4): output channels × output area, summed over conv and linear layers."""
+        return sum(r.activation_volume for r in self.layers)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Weights plus the peak activations (input + output of one layer), float32."""
+        peak = max((r.input_elements + r.output_elements for r in self.layers), default=0)
+        return BYTES_PER_ELEMENT * (self.total_params + peak)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One plain dict per layer (build a ``pandas.DataFrame`` from it)."""
+        return [
+            {"layer": r.name, "op": r.op, "in": r.in_channels, "out": r.out_channels,
+             "kernel": "x".join(map(str, r.kernel_size)), "groups": r.groups,
+             "stride": "x".join(map(str, r.stride)),
+             "output_hw": f"{r.output_hw[0]}x{r.output_hw[1]}",
+             "params": r.params, "flops": r.flops, "activation_volume": r.activation_volume}
+            for r in self.layers
+        ]
+
+    # -- coefficients ------------------------------------------------------------------------
+
+    def _coefficients(self) -> None:
+        """Precompute ``cost = a·i·o + b·o + c`` per layer and metric (see the module table)."""
+        n = len(self.layers)
+        z = lambda: np.zeros(n)  # noqa: E731
+        full_in, full_out = z(), z()
+        w_io, w_o, p_o, p_c = z(), z(), z(), z()  # weight params (density applies), other params
+        f_io, f_o, g_o, f_c = z(), z(), z(), z()  # weight FLOPs (density applies), other FLOPs
+        v_o = z()
+        a_i, a_o, a_c = z(), z(), z()  # activation elements: per input/output channel, fixed
+        scalable = np.zeros(n, dtype=bool)
+        for k, r in enumerate(self.layers):
+            if r.out_channels <= 0:
+                p_c[k], f_c[k] = r.params, r.flops
+                a_c[k] = r.input_elements + r.output_elements
+                continue
+            scalable[k] = True
+            full_in[k], full_out[k] = r.in_channels, r.out_channels
+            a_i[k] = r.input_elements / r.in_channels
+            a_o[k] = r.output_elements / r.out_channels
+            v_o[k] = r.activation_volume / r.out_channels
+            if r.op in ("conv", "linear"):
+                bias = r.params - r.weight_params
+                p_o[k] = bias / r.out_channels
+                if r.depthwise:
+                    w_o[k] = r.weight_params / r.out_channels
+                    f_o[k] = r.flops / r.out_channels
+                else:
+                    w_io[k] = r.weight_params / (r.in_channels * r.out_channels)
+                    f_io[k] = r.flops / (r.in_channels * r.out_channels)
+            else:
+                p_o[k] = r.params / r.out_channels
+                g_o[k] = r.flops / r.out_channels
+        self._full_in, self._full_out, self._scalable = full_in, full_out, scalable
+        self._np = {
+            "w_io": w_io, "w_o": w_o, "p_o": p_o, "p_c": p_c, "f_io": f_io, "f_o": f_o,
+            "g_o": g_o, "f_c": f_c, "v_o": v_o, "a_i": a_i, "a_o": a_o, "a_c": a_c,
+        }
+
+    def _latency_arrays(self, profile: DeviceProfile) -> dict[str, np.ndarray]:
+        cached = self._latency_cache.get(id(profile))
+        if cached is not None and cached[0] is profile:
+            return cached[1]
+        coeffs = [profile.op_latency(r.kind) for r in self.layers]
+        arrays = {
+            "alpha": np.array([c.ms_per_gflop * 1e-9 for c in coeffs]),
+            "gamma": np.array([c.ms_per_mb * 1e-6 * profile.bytes_per_element for c in coeffs]),
+            "beta": np.array([c.overhead_ms for c in coeffs]),
+        }
+        self._latency_cache[id(profile)] = (profile, arrays)
+        return arrays
+
+    # -- pricing -----------------------------------------------------------------------------
+
+    def _channels(
+        self,
+        kept_channels: Mapping[str, tuple[float, float]] | None,
+        densities: Mapping[str, float] | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ci, co = self._full_in.copy(), self._full_out.copy()
+        d = np.ones(len(self.layers))
+        index = self._index
+        try:
+            if kept_channels:
+                for name, (kin, kout) in kept_channels.items():
+                    k = index[name]
+                    ci[k], co[k] = kin, kout
+            if densities:
+                for name, density in densities.items():
+                    d[index[name]] = density
+        except KeyError as error:
+            raise ValueError(
+                f"kept_channels/densities name layer {error.args[0]!r}, which is not in the "
+                f"inventory (names are as in model.named_modules(), e.g. {self.layers[0].name!r})"
+            ) from None
+        if kept_channels and (
+            np.any(ci < 0) or np.any(co < 0)
+            or np.any(ci > self._full_in) or np.any(co > self._full_out)
+        ):
+            bad = next(
+                n for n, (a, b) in kept_channels.items()
+                if not (0 <= a <= self._full_in[index[n]] and 0 <= b <= self._full_out[index[n]])
+            )
+            r = self[bad]
+            raise ValueError(
+                f"kept_channels[{bad!r}] must be (0..{r.in_channels}, 0..{r.out_channels}) "
+                f"(and the layer's channels must be known), got {kept_channels[bad]}"
+            )
+        if densities and (np.any(d < 0) or np.any(d > 1)):
+            raise ValueError(f"densities must be fractions in [0, 1], got {dict(densities)}")
+        return ci, co, d
+
+    def price(
+        self,
+        *,
+        kept_channels: Mapping[str, tuple[float, float]] | None = None,
+        densities: Mapping[str, float] | None = None,
+        profile: DeviceProfile | None = None,
+    ) -> Cost:
+        """Cost of a pruned configuration, without re-tracing.
+
+        Args:
+            kept_channels: layer name → (kept input channels, kept output channels); layers not
+                named keep all their channels. A channel removed from one layer's output must also
+                be removed from the next layers' inputs (and its BatchNorm): name them all.
+            densities: layer name → fraction of weights kept (unstructured, erf-loss): parameters
+                and FLOPs of the weights scale by it (erf-loss paper, section 3.1: dense FLOPs ×
+                density); latency drops only by the profile's declared ``sparse_speedup``.
+            profile: device profile for ``latency_ms`` (None → ``latency_ms`` is None).
+
+        Raises:
+            ValueError: an unknown layer name, or channels / densities out of range.
+        """
+        ci, co, d = self._channels(kept_channels, densities)
+        c = self._np
+        io = ci * co
+        weight_params = c["w_io"] * io + c["w_o"] * co
+        params = float((d * weight_params + c["p_o"] * co + c["p_c"]).sum())
+        weight_flops = c["f_io"] * io + c["f_o"] * co
+        other_flops = c["g_o"] * co + c["f_c"]
+        flops = float((d * weight_flops + other_flops).sum())
+        volume = float((c["v_o"] * co).sum())
+        activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
+        memory = BYTES_PER_ELEMENT * (params + float(activations.max(initial=0.0)))
+        latency = None
+        if profile is not None:
+            lat = self._latency_arrays(profile)
+            sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
+            compute = lat["alpha"] * (weight_flops * sparse + other_flops)
+            moved = lat["gamma"] * (activations + weight_params * sparse + c["p_o"] * co + c["p_c"])
+            body = np.maximum(compute, moved) if profile.combine == "max" else compute + moved
+            alive = np.where(self._scalable, co > 0, True)
+            latency = float((body + lat["beta"] * alive).sum()) + profile.network_overhead_ms
+        return Cost(params=params, flops=flops, activation_volume=volume, memory_bytes=memory,
+                    latency_ms=latency)
+
+    def predict_latency_ms(self, profile: DeviceProfile, **kwargs: Any) -> float:
+        """Shortcut for ``price(profile=profile, **kwargs).latency_ms``."""
+        latency = self.price(profile=profile, **kwargs).latency_ms
+        assert latency is not None  # price() always sets it when a profile is given
+        return latency
+
+    def layer_latency_ms(self, profile: DeviceProfile) -> dict[str, float]:
+        """Predicted time of each full layer on ``profile`` (without the network overhead)."""
+        lat = self._latency_arrays(profile)
+        c = self._np
+        ci, co = self._full_in, self._full_out
+        weight_flops = c["f_io"] * ci * co + c["f_o"] * co
+        other_flops = c["g_o"] * co + c["f_c"]
+        activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
+        weights = c["w_io"] * ci * co + c["w_o"] * co + c["p_o"] * co + c["p_c"]
+        compute = lat["alpha"] * (weight_flops + other_flops)
+        moved = lat["gamma"] * (activations + weights)
+        body = np.maximum(compute, moved) if profile.combine == "max" else compute + moved
+        times = body + lat["beta"]
+        return {r.name: float(t) for r, t in zip(self.layers, times, strict=True)}
+
+    def latency_fit(self, profile: DeviceProfile) -> dict[str, tuple[float, float]]:
+        """Per-layer linear fit ``time ≈ α·FLOPs + β`` (ms per FLOP, ms) while the layer is alive.
+
+        ``β`` is the profile's per-layer overhead for the layer's op kind; ``α`` is the secant
+        through the full layer's predicted time (DESIGN.md: latency enters BAR this way).
+        """
+        times = self.layer_latency_ms(profile)
+        fits = {}
+        for r in self.layers:
+            beta = profile.op_latency(r.kind).overhead_ms
+            alpha = (times[r.name] - beta) / r.flops if r.flops else 0.0
+            fits[r.name] = (alpha, beta)
+        return fits
+
+    # -- differentiable expected cost --------------------------------------------------------
+
+    def _torch_coefficients(self, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
+        key = (dtype, device)
+        cached = self._torch_cache.get(key)
+        if cached is None:
+            cached = {
+                k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in self._np.items()
+            }
+            cached["full_in"] = torch.as_tensor(self._full_in, dtype=dtype, device=device)
+            cached["full_out"] = torch.as_tensor(self._full_out, dtype=dtype, device=device)
+            cached["scalable"] = torch.as_tensor(self._scalable, device=device)
+            self._torch_cache[key] = cached
+        return cached
+
+    def expected_cost(
+        self,
+        metric: str,
+        *,
+        kept_channels: Mapping[str, tuple[Tensor | float, Tensor | float]] | None = None,
+        densities: Mapping[str, Tensor | float] | None = None,
+        profile: DeviceProfile | None = None,
+        layers: Iterable[str] | None = None,
+    ) -> Tensor:
+        """Expected cost as a differentiable scalar, for budget losses.
+
+        Args:
+            metric: ``"params"``, ``"flops"`` (fvcore: 1 FLOP = 1 fused multiply-add),
+                ``"activation_volume"`` or ``"latency"`` (ms; needs ``profile``).
+            kept_channels: layer name → (expected kept input channels, expected kept output
+                channels), tensors or floats; a 1-D tensor is read as per-channel keep
+                probabilities and summed. Independent gates: ``E[i·o] = E[i]·E[o]``, so a conv's
+                parameters and FLOPs scale with the product, its volume with ``E[o]``.
+            densities: layer name → expected fraction of weights kept.
+            profile: device profile (required for ``"latency"``).
+            layers: restrict the sum to these layer names (default: all layers).
+
+        Latency is the profile's per-layer model at the expected counts: ``α·E[FLOPs] (+ or
+        max) γ·E[bytes] + β·min(E[o], 1)``: the fixed overhead ``β`` is paid while the layer is
+        alive, and fades only once fewer than one output channel is expected (DESIGN.md: time ≈
+        α·FLOPs + β while the layer is alive).
+
+        Raises:
+            ValueError: unknown metric or layer name, or ``"latency"`` without a profile.
+        """
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        if metric == "latency" and profile is None:
+            raise ValueError("metric 'latency' needs a device profile (profile=load_profile(...))")
+        given = [
+            v for pair in (kept_channels or {}).values() for v in pair if isinstance(v, Tensor)
+        ] + [v for v in (densities or {}).values() if isinstance(v, Tensor)]
+        dtype = next((v.dtype for v in given if v.is_floating_point()), torch.float64)
+        device = given[0].device if given else torch.device("cpu")
+        c = self._torch_coefficients(dtype, device)
+
+        def scalar(value: Tensor | float) -> Tensor:
+            t = torch.as_tensor(value, dtype=dtype, device=device)
+            return t.sum() if t.dim() == 1 else t.reshape(())
+
+        def positions(names: Iterable[str]) -> list[int]:
+            try:
+                return [self._index[n] for n in names]
+            except KeyError as error:
+                raise ValueError(
+                    f"no layer named {error.args[0]!r} in the inventory (names are as in "
+                    f"model.named_modules())"
+                ) from None
+
+        ci, co = c["full_in"], c["full_out"]
+        d = torch.ones_like(ci)
+        if kept_channels:
+            idx = torch.as_tensor(positions(kept_channels), device=device, dtype=torch.long)
+            pairs = list(kept_channels.values())
+            ci = ci.index_put((idx,), torch.stack([scalar(p[0]) for p in pairs]))
+            co = co.index_put((idx,), torch.stack([scalar(p[1]) for p in pairs]))
+        if densities:
+            idx = torch.as_tensor(positions(densities), device=device, dtype=torch.long)
+            d = d.index_put((idx,), torch.stack([scalar(v) for v in densities.values()]))
+        if metric == "params":
+            per_layer = d * (c["w_io"] * ci * co + c["w_o"] * co) + c["p_o"] * co + c["p_c"]
+        elif metric == "flops":
+            per_layer = d * (c["f_io"] * ci * co + c["f_o"] * co) + c["g_o"] * co + c["f_c"]
+        elif metric == "activation_volume":
+            per_layer = c["v_o"] * co
+        else:
+            assert profile is not None
+            lat = {k: torch.as_tensor(v, dtype=dtype, device=device)
+                   for k, v in self._latency_arrays(profile).items()}
+            sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
+            weight_params = c["w_io"] * ci * co + c["w_o"] * co
+            compute = lat["alpha"] * ((c["f_io"] * ci * co + c["f_o"] * co) * sparse
+                                      + c["g_o"] * co + c["f_c"])
+            activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
+            moved = lat["gamma"] * (activations + weight_params * sparse + c["p_o"] * co + c["p_c"])
+            body = torch.maximum(compute, moved) if profile.combine == "max" else compute + moved
+            alive = torch.where(c["scalable"], co.clamp(max=1.0), torch.ones_like(co))
+            per_layer = body + lat["beta"] * alive
+        if layers is not None:
+            idx = torch.as_tensor(positions(layers), device=device, dtype=torch.long)
+            total = per_layer.index_select(0, idx).sum()
+        else:
+            total = per_layer.sum()
+            if metric == "latency":
+                assert profile is not None
+                total = total + profile.network_overhead_ms
+        return total

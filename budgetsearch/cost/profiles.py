@@ -1,0 +1,485 @@
+"""Device profiles: what one layer costs in time on one device, and how sure we are of it.
+
+A profile is a YAML file in ``hw_profiles/`` (read with ``yaml.safe_load`` only), validated on load:
+an unknown key, a wrong type or a negative number raises ``ValueError`` naming the file and key.
+
+The latency model is per op kind (``conv``, ``dwconv``, ``linear``, ``batchnorm``, ``pool``,
+``other``; ``default`` fills the kinds not given). For a layer with ``F`` FLOPs (fvcore: 1 FLOP =
+1 fused multiply-add) moving ``B`` bytes (input + output activations + weights)::
+
+    combine: sum  (a fit of measured times)   t = α·F + γ·B + β
+    combine: max  (a roofline from a datasheet)   t = max(α·F, γ·B) + β
+
+with ``α`` = ``ms_per_gflop``·1e-9, ``γ`` = ``ms_per_mb``·1e-6 and ``β`` = ``overhead_ms``, paid
+while the layer is alive (it has at least one output channel). ``network_overhead_ms`` is paid once
+per forward pass. Unstructured sparsity (weight density ``d``) scales the compute term by
+``1 − sparse_speedup·(1 − d)``: ``sparse_speedup: 0`` (the default, and the only honest value for a
+dense kernel) means zeros cost as much as weights.
+
+Datasheet profiles carry a ``roofline`` section (peak throughput, memory bandwidth, efficiency
+factors, per-layer overhead, each with its source) from which the ``max`` model is derived on load.
+
+Example:
+    >>> profile = load_profile("jetson")        # alias of jetson-orin-nano
+    >>> profile.name, profile.source
+    ('jetson-orin-nano', 'datasheet')
+    >>> profile.supports_sparse_speedup
+    False
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+OP_KINDS = ("conv", "dwconv", "linear", "batchnorm", "pool", "other")
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "hw_profiles"
+
+ProfileSource = Literal["measured", "datasheet"]
+
+
+@dataclass(frozen=True)
+class OpLatency:
+    """Coefficients of one op kind: ``t = α·FLOPs ⊕ γ·bytes + β`` (⊕ is + or max)."""
+
+    ms_per_gflop: float = 0.0
+    ms_per_mb: float = 0.0
+    overhead_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain mapping, as written in the YAML file."""
+        return {
+            "ms_per_gflop": self.ms_per_gflop,
+            "ms_per_mb": self.ms_per_mb,
+            "overhead_ms": self.overhead_ms,
+        }
+
+
+@dataclass(frozen=True)
+class PredictorError:
+    """How far the profile's predictions were from measured whole-network latencies."""
+
+    networks: int
+    within_10pct: float
+    median_abs_pct: float
+    p90_abs_pct: float
+    max_abs_pct: float
+    command: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain mapping, as written in the YAML file."""
+        return {
+            "networks": self.networks,
+            "within_10pct": self.within_10pct,
+            "median_abs_pct": self.median_abs_pct,
+            "p90_abs_pct": self.p90_abs_pct,
+            "max_abs_pct": self.max_abs_pct,
+            "command": self.command,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceProfile:
+    """Latency model of one device, with where its numbers come from.
+
+    Attributes:
+        name: the profile's name (file stem in ``hw_profiles/``).
+        source: ``"measured"`` (timed by ``budgetsearch profile``) or ``"datasheet"`` (roofline).
+        combine: ``"sum"`` (α·F + γ·B + β) or ``"max"`` (max(α·F, γ·B) + β, a roofline).
+        ops: coefficients per op kind; :meth:`op_latency` falls back to ``ops["default"]``.
+        sparse_speedup: fraction of the FLOPs removed by unstructured sparsity the device saves.
+        predictor_error: measured error of the predictor on held-out networks (None if never
+            measured, as for every datasheet profile).
+    """
+
+    name: str
+    description: str
+    source: ProfileSource
+    ops: Mapping[str, OpLatency]
+    combine: Literal["sum", "max"] = "sum"
+    bytes_per_element: int = 4
+    network_overhead_ms: float = 0.0
+    sparse_speedup: float = 0.0
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    predictor_error: PredictorError | None = None
+    aliases: tuple[str, ...] = ()
+    roofline: Mapping[str, Any] | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in ("measured", "datasheet"):
+            raise ValueError(f"source must be 'measured' or 'datasheet', got {self.source!r}")
+        if self.combine not in ("sum", "max"):
+            raise ValueError(f"combine must be 'sum' or 'max', got {self.combine!r}")
+        if not 0.0 <= self.sparse_speedup <= 1.0:
+            raise ValueError(f"sparse_speedup must be in [0, 1], got {self.sparse_speedup}")
+        unknown = set(self.ops) - set(OP_KINDS) - {"default"}
+        if unknown:
+            raise ValueError(
+                f"ops has unknown kind(s) {sorted(unknown)}; expected some of "
+                f"{', '.join((*OP_KINDS, 'default'))}"
+            )
+
+    @property
+    def supports_sparse_speedup(self) -> bool:
+        """True when unstructured sparsity lowers this device's predicted latency."""
+        return self.sparse_speedup > 0.0
+
+    def op_latency(self, kind: str) -> OpLatency:
+        """Coefficients for op ``kind`` (``ops["default"]`` when the kind has none)."""
+        if kind in self.ops:
+            return self.ops[kind]
+        if "default" in self.ops:
+            return self.ops["default"]
+        return OpLatency()
+
+    def predict_ms(self, kind: str, *, flops: float, bytes_moved: float, density: float = 1.0,
+                   alive: bool = True) -> float:
+        """Predicted time of one ``kind`` layer doing ``flops`` (dense), moving ``bytes_moved``.
+
+        ``density`` is the kept fraction of the weights; it lowers the compute term only by the
+        declared :attr:`sparse_speedup`.
+        """
+        if not alive:
+            return 0.0
+        c = self.op_latency(kind)
+        compute = c.ms_per_gflop * 1e-9 * flops * (1.0 - self.sparse_speedup * (1.0 - density))
+        memory = c.ms_per_mb * 1e-6 * bytes_moved
+        body = max(compute, memory) if self.combine == "max" else compute + memory
+        return body + c.overhead_ms
+
+    def with_error(self, error: PredictorError) -> DeviceProfile:
+        """A copy carrying a new measured predictor error."""
+        return replace(self, predictor_error=error)
+
+    def as_yaml_dict(self) -> dict[str, Any]:
+        """The mapping :func:`save_profile` writes (a datasheet profile keeps its roofline)."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+        }
+        if self.aliases:
+            data["aliases"] = list(self.aliases)
+        data["provenance"] = dict(self.provenance)
+        if self.roofline is not None:
+            data["roofline"] = _plain(self.roofline)
+        else:
+            data["latency_model"] = {
+                "combine": self.combine,
+                "bytes_per_element": self.bytes_per_element,
+                "network_overhead_ms": self.network_overhead_ms,
+                "ops": {kind: c.as_dict() for kind, c in self.ops.items()},
+            }
+        data["sparse_speedup"] = self.sparse_speedup
+        data["predictor_error"] = (
+            None if self.predictor_error is None else self.predictor_error.as_dict()
+        )
+        return data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+_TOP_KEYS = {
+    "name": str,
+    "description": str,
+    "source": str,
+    "aliases": list,
+    "provenance": dict,
+    "latency_model": dict,
+    "roofline": dict,
+    "sparse_speedup": (int, float),
+    "predictor_error": (dict, type(None)),
+}
+_REQUIRED_TOP = ("name", "source", "provenance", "sparse_speedup")
+_PROVENANCE_KEYS = {
+    "tool", "tool_version", "torch_version", "python_version", "dtype", "batch_size", "threads",
+    "date", "host", "cpu", "device", "power_mode", "clocks", "load_average", "method", "notes",
+    "input_shapes", "timing", "fit_networks", "sources",
+}
+_LATENCY_KEYS = {
+    "combine": str,
+    "bytes_per_element": int,
+    "network_overhead_ms": (int, float),
+    "ops": dict,
+}
+_OP_KEYS = {"ms_per_gflop", "ms_per_mb", "overhead_ms"}
+_ERROR_KEYS = {
+    "networks": int,
+    "within_10pct": (int, float),
+    "median_abs_pct": (int, float),
+    "p90_abs_pct": (int, float),
+    "max_abs_pct": (int, float),
+    "command": str,
+}
+# A roofline quantity is {value: number, unit: str, source: str}; the ones the model needs:
+_ROOFLINE_KEYS = {
+    "peak_tflops",
+    "memory_bandwidth_gbs",
+    "compute_efficiency",
+    "memory_efficiency",
+    "layer_overhead_ms",
+    "bytes_per_element",
+    "dwconv_compute_efficiency",
+}
+_ROOFLINE_REQUIRED = (
+    "peak_tflops", "memory_bandwidth_gbs", "compute_efficiency", "memory_efficiency",
+    "layer_overhead_ms", "bytes_per_element",
+)
+_QUANTITY_KEYS = {"value": (int, float), "unit": str, "source": str}
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    names = {int: "integer", float: "number", str: "string", list: "list", dict: "mapping",
+             type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _check_type(where: str, key: str, value: Any, expected: type | tuple[type, ...]) -> None:
+    # bool is an int subclass; a `true` where a number belongs is a mistake worth naming.
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ValueError(
+            f"{where}: key {key!r} must be a {_type_name(expected)}, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    if isinstance(value, (int, float)) and (not math.isfinite(value) or value < 0):
+        raise ValueError(f"{where}: key {key!r} must be a finite non-negative number, got {value}")
+
+
+def _check_keys(where: str, section: str, data: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(map(str, data)) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(repr(f'{section}{k}') for k in unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
+    """Validate a parsed profile mapping and build the :class:`DeviceProfile`.
+
+    Raises:
+        ValueError: unknown key, wrong type, negative number or missing key; the message names
+            ``where`` (the file) and the key.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{where}: a profile must be a mapping of key: value, got {type(data).__name__}"
+        )
+    _check_keys(where, "", data, set(_TOP_KEYS))
+    for key in _REQUIRED_TOP:
+        if key not in data:
+            raise ValueError(f"{where}: missing required key {key!r}")
+    for key, expected in _TOP_KEYS.items():
+        if key in data:
+            _check_type(where, key, data[key], expected)
+    source = data["source"]
+    if source not in ("measured", "datasheet"):
+        raise ValueError(f"{where}: key 'source' must be 'measured' or 'datasheet', got {source!r}")
+    if not 0.0 <= data["sparse_speedup"] <= 1.0:
+        raise ValueError(
+            f"{where}: key 'sparse_speedup' must be in [0, 1], got {data['sparse_speedup']}"
+        )
+    aliases = tuple(data.get("aliases", []))
+    for alias in aliases:
+        _check_type(where, "aliases[]", alias, str)
+    provenance = data["provenance"]
+    _check_keys(where, "provenance.", provenance, _PROVENANCE_KEYS)
+    for key, value in provenance.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _check_type(where, f"provenance.{key}", value, (int, float))
+
+    has_model, has_roofline = "latency_model" in data, "roofline" in data
+    if source == "datasheet" and (not has_roofline or has_model):
+        raise ValueError(
+            f"{where}: a datasheet profile needs a 'roofline' section (and no 'latency_model': "
+            f"it is derived from the roofline)"
+        )
+    if source == "measured" and (not has_model or has_roofline):
+        raise ValueError(
+            f"{where}: a measured profile needs a 'latency_model' section, no 'roofline'"
+        )
+
+    roofline = None
+    if has_roofline:
+        roofline = data["roofline"]
+        combine, bytes_per_element, overhead, ops = _ops_from_roofline(where, roofline)
+    else:
+        model = data["latency_model"]
+        _check_keys(where, "latency_model.", model, set(_LATENCY_KEYS))
+        for key, expected in _LATENCY_KEYS.items():
+            if key not in model:
+                raise ValueError(f"{where}: missing required key 'latency_model.{key}'")
+            _check_type(where, f"latency_model.{key}", model[key], expected)
+        combine = model["combine"]
+        if combine not in ("sum", "max"):
+            raise ValueError(
+                f"{where}: key 'latency_model.combine' must be 'sum' or 'max', got {combine!r}"
+            )
+        bytes_per_element = model["bytes_per_element"]
+        overhead = float(model["network_overhead_ms"])
+        _check_keys(where, "latency_model.ops.", model["ops"], {*OP_KINDS, "default"})
+        ops = {}
+        for kind, coeffs in model["ops"].items():
+            key = f"latency_model.ops.{kind}"
+            _check_type(where, key, coeffs, dict)
+            _check_keys(where, f"{key}.", coeffs, _OP_KEYS)
+            for name, value in coeffs.items():
+                _check_type(where, f"{key}.{name}", value, (int, float))
+            ops[kind] = OpLatency(**{k: float(v) for k, v in coeffs.items()})
+
+    error = None
+    if data.get("predictor_error") is not None:
+        raw = data["predictor_error"]
+        _check_keys(where, "predictor_error.", raw, set(_ERROR_KEYS))
+        for key, expected in _ERROR_KEYS.items():
+            if key in raw:
+                _check_type(where, f"predictor_error.{key}", raw[key], expected)
+            elif key != "command":
+                raise ValueError(f"{where}: missing required key 'predictor_error.{key}'")
+        error = PredictorError(**raw)
+
+    return DeviceProfile(
+        name=data["name"],
+        description=data.get("description", ""),
+        source=source,
+        ops=ops,
+        combine=combine,
+        bytes_per_element=int(bytes_per_element),
+        network_overhead_ms=overhead,
+        sparse_speedup=float(data["sparse_speedup"]),
+        provenance=provenance,
+        predictor_error=error,
+        aliases=aliases,
+        roofline=roofline,
+        path=None,
+    )
+
+
+def _ops_from_roofline(
+    where: str, roofline: Mapping[str, Any]
+) -> tuple[Literal["max"], int, float, dict[str, OpLatency]]:
+    """Derive the ``max`` model from peak throughput and bandwidth (each a sourced quantity)."""
+    _check_keys(where, "roofline.", roofline, _ROOFLINE_KEYS)
+    values: dict[str, float] = {}
+    for key in _ROOFLINE_REQUIRED:
+        if key not in roofline:
+            raise ValueError(f"{where}: missing required key 'roofline.{key}'")
+    for key, quantity in roofline.items():
+        name = f"roofline.{key}"
+        _check_type(where, name, quantity, dict)
+        _check_keys(where, f"{name}.", quantity, set(_QUANTITY_KEYS))
+        for part in ("value", "source"):
+            if part not in quantity:
+                raise ValueError(f"{where}: missing required key '{name}.{part}' (cite the source)")
+        for part, expected in _QUANTITY_KEYS.items():
+            if part in quantity:
+                _check_type(where, f"{name}.{part}", quantity[part], expected)
+        values[key] = float(quantity["value"])
+    for key in ("peak_tflops", "memory_bandwidth_gbs", "compute_efficiency", "memory_efficiency"):
+        if values[key] <= 0:
+            raise ValueError(
+                f"{where}: key 'roofline.{key}.value' must be positive, got {values[key]}"
+            )
+    # Peak TFLOPS count 2 FLOPs per fused multiply-add; fvcore counts 1, hence the factor 2.
+    ms_per_gflop = 2.0 / (values["peak_tflops"] * 1e3 * values["compute_efficiency"]) * 1e3
+    # 1 MB at B GB/s takes 1e6 / (B·1e9) s = 1 / B ms.
+    ms_per_mb = 1.0 / (values["memory_bandwidth_gbs"] * values["memory_efficiency"])
+    overhead = values["layer_overhead_ms"]
+    ops = {
+        "default": OpLatency(ms_per_gflop=ms_per_gflop, ms_per_mb=ms_per_mb, overhead_ms=overhead)
+    }
+    if "dwconv_compute_efficiency" in values:
+        dw = 2.0 / (values["peak_tflops"] * 1e3 * values["dwconv_compute_efficiency"]) * 1e3
+        ops["dwconv"] = OpLatency(ms_per_gflop=dw, ms_per_mb=ms_per_mb, overhead_ms=overhead)
+    return "max", int(values["bytes_per_element"]), 0.0, ops
+
+
+def profile_names(directory: str | Path | None = None) -> list[str]:
+    """Names (file stems) of the profiles shipped in ``hw_profiles/``, sorted."""
+    folder = Path(directory) if directory is not None else PROFILE_DIR
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def _aliases(folder: Path) -> dict[str, str]:
+    table: dict[str, str] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("aliases"), list):
+            for alias in data["aliases"]:
+                table.setdefault(str(alias), path.stem)
+    return table
+
+
+def resolve_profile_name(name: str, directory: str | Path | None = None) -> str:
+    """The profile file stem ``name`` refers to (``"jetson"`` → ``"jetson-orin-nano"``).
+
+    Raises:
+        ValueError: no profile or alias of that name (the message lists the valid ones).
+    """
+    folder = Path(directory) if directory is not None else PROFILE_DIR
+    names = profile_names(folder)
+    if name in names:
+        return name
+    aliases = _aliases(folder)
+    if name in aliases:
+        return aliases[name]
+    raise ValueError(
+        f"device must be a profile name ({', '.join(names)}), an alias "
+        f"({', '.join(sorted(aliases)) or 'none'}) or a path to a .yaml file, got {name!r}"
+    )
+
+
+def load_profile(name_or_path: str | Path) -> DeviceProfile:
+    """Load and validate a profile by name (file stem or alias in ``hw_profiles/``) or by path.
+
+    The alias ``"jetson"`` resolves to ``"jetson-orin-nano"``; the CLI tells the user so.
+
+    Raises:
+        ValueError: unknown name, or an invalid file (the message names the file and the key).
+        FileNotFoundError: a path that does not exist.
+    """
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or "/" in text:
+        path = Path(text)
+        if not path.is_file():
+            raise FileNotFoundError(f"profile file {path} does not exist")
+    else:
+        path = PROFILE_DIR / f"{resolve_profile_name(text)}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    profile = profile_from_dict(data, where=str(path))
+    return replace(profile, path=str(path))
+
+
+def save_profile(profile: DeviceProfile, path: str | Path, *, header: str = "") -> Path:
+    """Write ``profile`` as YAML (validated by reading it back)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(profile.as_yaml_dict(), sort_keys=False, allow_unicode=True, width=100)
+    if header:
+        text = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + text
+    profile_from_dict(yaml.safe_load(text), where=str(out))
+    out.write_text(text)
+    return out

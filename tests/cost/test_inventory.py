@@ -1,0 +1,107 @@
+"""Layer inventory and pricing, checked against fvcore's own counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from fvcore.nn import FlopCountAnalysis, parameter_count
+
+from budgetsearch.cost import layer_inventory
+from budgetsearch.cost.variants import block_names, kept_channels_of, prune_block_channels
+from budgetsearch.models import build_model, model_names
+
+FMNIST = (1, 1, 28, 28)
+CIFAR = (1, 3, 32, 32)
+LARGE = {"wrn-28-10", "wrn-16-8", "resnet-56"}
+
+
+def _fvcore(model: torch.nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
+    model.eval()
+    analysis = FlopCountAnalysis(model, torch.zeros(shape))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    return int(analysis.total()), int(parameter_count(model)[""])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n for n in model_names()],
+)
+def test_totals_equal_fvcore_on_builtin_models(name: str) -> None:
+    model = build_model(name)
+    inv = layer_inventory(model, torch.zeros(FMNIST))
+    flops, params = _fvcore(model, FMNIST)
+    assert inv.total_flops == flops
+    assert inv.total_params == params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("factory", [torchvision.models.resnet18, torchvision.models.mobilenet_v2])
+def test_totals_equal_fvcore_on_torchvision(factory) -> None:  # noqa: ANN001
+    model = factory(num_classes=10)
+    inv = layer_inventory(model, torch.zeros(CIFAR))
+    flops, params = _fvcore(model, CIFAR)
+    assert (inv.total_flops, inv.total_params) == (flops, params)
+    # the price of the unpruned model is the model
+    cost = inv.price()
+    assert (cost.flops, cost.params) == (flops, params)
+
+
+def test_records_hold_shapes_in_forward_order(wrn16_2) -> None:  # noqa: ANN001
+    _, inv = wrn16_2
+    assert inv.layers[0].name == "conv1" and inv.layers[-1].name == "fc"
+    conv = inv["layer2.0.conv1"]
+    assert (conv.op, conv.in_channels, conv.out_channels) == ("conv", 32, 64)
+    assert conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.output_hw == (14, 14)
+    assert conv.flops == 32 * 64 * 9 * 14 * 14  # fvcore: one multiply-add is one FLOP
+    assert conv.activation_volume == 64 * 14 * 14  # BAR eq. (4)
+    assert inv["fc"].output_hw == (1, 1) and inv["fc"].op == "linear"
+    assert inv["bn"].op == "batchnorm" and inv["pool"].op == "pool"
+    with pytest.raises(KeyError, match="nope"):
+        inv["nope"]
+
+
+def test_price_of_kept_channels_equals_fvcore_of_smaller_network(wrn16_2) -> None:  # noqa: ANN001
+    model, inv = wrn16_2
+    kept = {name: 3 + 5 * i for i, name in enumerate(block_names(model))}
+    small = prune_block_channels(model, kept)
+    small_inv = layer_inventory(small, torch.zeros(FMNIST))
+    flops, params = _fvcore(small, FMNIST)
+    cost = inv.price(kept_channels=kept_channels_of(small_inv, inv))
+    assert cost.flops == pytest.approx(flops, rel=1e-12)
+    assert cost.params == pytest.approx(params, rel=1e-12)
+    assert cost.activation_volume == pytest.approx(small_inv.total_activation_volume, rel=1e-12)
+    assert cost.memory_bytes == pytest.approx(small_inv.memory_bytes, rel=1e-12)
+
+
+def test_price_of_thinner_twin_equals_fvcore(wrn16_2) -> None:  # noqa: ANN001
+    model, inv = wrn16_2
+    thin = build_model("wrn-16-2", width_multiplier=0.5)
+    thin_inv = layer_inventory(thin, torch.zeros(FMNIST))
+    flops, params = _fvcore(thin, FMNIST)
+    cost = inv.price(kept_channels=kept_channels_of(thin_inv, inv))
+    assert (cost.flops, cost.params) == (pytest.approx(flops), pytest.approx(params))
+
+
+def test_densities_scale_weight_params_and_flops(wrn16_2) -> None:  # noqa: ANN001
+    _, inv = wrn16_2
+    conv = inv["layer3.0.conv2"]
+    cost = inv.price(densities={"layer3.0.conv2": 0.25})
+    assert inv.total_params - cost.params == pytest.approx(0.75 * conv.params)
+    assert inv.total_flops - cost.flops == pytest.approx(0.75 * conv.flops)
+    assert cost.activation_volume == inv.total_activation_volume
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"kept_channels": {"nope": (1, 1)}}, "'nope'"),
+        ({"kept_channels": {"layer1.0.conv1": (16, 99)}}, r"0\.\.32"),
+        ({"kept_channels": {"layer1.0.conv1": (-1, 3)}}, "layer1.0.conv1"),
+        ({"densities": {"fc": 1.5}}, r"\[0, 1\]"),
+    ],
+)
+def test_price_rejects_bad_input(wrn16_2, kwargs, match) -> None:  # noqa: ANN001
+    _, inv = wrn16_2
+    with pytest.raises(ValueError, match=match):
+        inv.price(**kwargs)
