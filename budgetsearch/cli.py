@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -258,9 +259,185 @@ def _add_train_parser(sub: Any) -> None:
     p.set_defaults(handler=_cmd_train)
 
 
+# ---------------------------------------------------------------------------------------------
+# Cost model commands: devices, cost, profile (issue 3)
+
+_PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def _input_shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected an input shape CxHxW of positive integers like 1x28x28, got {text!r}"
+        )
+    return values  # type: ignore[return-value]
+
+
+def _resolve_device(name: str) -> Any:
+    from budgetsearch.cost import load_profile, resolve_profile_name
+
+    profile = load_profile(name)
+    if "/" not in name and not name.endswith((".yaml", ".yml")):
+        resolved = resolve_profile_name(name)
+        if resolved != name:
+            print(f"device {name!r} resolves to profile {resolved!r}")
+    return profile
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from budgetsearch.cost import load_profile, profile_names
+
+    print(f"{'name':<20} {'source':<10} {'aliases':<18} predictor error (held-out networks)")
+    for name in profile_names():
+        p = load_profile(name)
+        if p.predictor_error is None:
+            error = "not measured (roofline from datasheet)"
+        else:
+            e = p.predictor_error
+            error = (f"{e.within_10pct:.0%} of {e.networks} within ±10%, "
+                     f"median |err| {e.median_abs_pct:.1f}%")
+        print(f"{name:<20} {p.source:<10} {', '.join(p.aliases) or '-':<18} {error}")
+    return 0
+
+
+def _add_devices_parser(sub: Any) -> None:
+    p = sub.add_parser("devices", help="list the device profiles (hw_profiles/*.yaml)")
+    p.set_defaults(handler=_cmd_devices)
+
+
+def _cmd_cost(args: argparse.Namespace) -> int:
+    import torch
+
+    from budgetsearch.cost import FLOP_CONVENTION, layer_inventory
+    from budgetsearch.models import build_model
+
+    channels, height, width = args.input
+    profile = _resolve_device(args.device) if args.device else None
+    model = build_model(args.model, num_classes=args.num_classes, in_channels=channels,
+                        width_multiplier=args.width)
+    inventory = layer_inventory(model, torch.zeros(1, channels, height, width))
+    times = inventory.layer_latency_ms(profile) if profile is not None else {}
+    print(f"{args.model} (width ×{args.width}), input 1x{channels}x{height}x{width}; "
+          f"FLOPs: {FLOP_CONVENTION}")
+    if profile is not None:
+        how = ("roofline from datasheet, not measured" if profile.source == "datasheet"
+               else f"measured, {profile.provenance.get('threads', '?')} thread(s)")
+        print(f"latency on {profile.name} ({how})")
+    header = (f"{'layer':<22} {'op':<9} {'in':>5} {'out':>5} {'kernel':>6} {'stride':>6} "
+              f"{'out hw':>7} {'params':>10} {'FLOPs':>13} {'act.vol':>9}")
+    print(header + (f" {'ms':>8}" if profile is not None else ""))
+    for r in inventory.layers:
+        line = (f"{r.name:<22} {r.op:<9} {r.in_channels:>5} {r.out_channels:>5} "
+                f"{'x'.join(map(str, r.kernel_size)) or '-':>6} "
+                f"{'x'.join(map(str, r.stride)) or '-':>6} "
+                f"{r.output_hw[0]}x{r.output_hw[1]:<4} {r.params:>10,} {r.flops:>13,} "
+                f"{r.activation_volume:>9,}")
+        print(line + (f" {times[r.name]:>8.4f}" if profile is not None else ""))
+    cost = inventory.price(profile=profile)
+    print(f"total: {int(cost.params):,} parameters, {int(cost.flops):,} FLOPs ({FLOP_CONVENTION}), "
+          f"activation volume {int(cost.activation_volume):,}, memory "
+          f"{cost.memory_bytes / 2**20:.2f} MiB (float32 weights + peak activations)")
+    if cost.latency_ms is not None and profile is not None:
+        error = profile.predictor_error
+        note = (f"; predictor: {error.within_10pct:.0%} of {error.networks} held-out networks "
+                f"within ±10%" if error else "; not measured: a datasheet roofline estimate")
+        print(f"predicted latency on {profile.name}: {cost.latency_ms:.3f} ms at batch 1{note}")
+    return 0
+
+
+def _add_cost_parser(sub: Any) -> None:
+    from budgetsearch.models import model_names
+
+    p = sub.add_parser(
+        "cost", help="per-layer parameters, FLOPs, activation volume and latency of a model",
+        description="Trace a built-in model once with fvcore and print its per-layer costs and "
+        "totals (FLOPs: fvcore, 1 FLOP = 1 fused multiply-add), with predicted latency on a "
+        "device profile.",
+    )
+    p.add_argument("--model", required=True, choices=model_names(), metavar="NAME",
+                   help="network (see 'budgetsearch models')")
+    p.add_argument("--device", help="profile name, alias (jetson) or YAML path; see 'devices'")
+    p.add_argument("--width", type=_positive_float, default=1.0, help="width multiplier")
+    p.add_argument("--input", type=_input_shape, default=(1, 28, 28), metavar="CxHxW",
+                   help="input shape; default 1x28x28 (Fashion-MNIST), CIFAR is 3x32x32")
+    p.add_argument("--num-classes", type=_positive_int, default=10)
+    p.set_defaults(handler=_cmd_cost)
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from budgetsearch.cost import PROFILE_DIR, save_profile
+    from budgetsearch.cost.measure import profile_this_machine
+
+    if not _PROFILE_NAME.match(args.name):
+        raise UsageError(
+            f"--name must be lower-case letters, digits, '.', '_' or '-' (like cpu-2core-x86), "
+            f"got {args.name!r}"
+        )
+    out = Path(args.out) if args.out else PROFILE_DIR / f"{args.name}.yaml"
+    if out.suffix not in (".yaml", ".yml"):
+        raise UsageError(f"--out must be a .yaml file path, got {str(out)!r}")
+    if out.exists() and not args.force:
+        raise UsageError(f"{out} already exists; choose another --out or pass --force")
+    command = "budgetsearch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "budgetsearch profile"
+    print(f"profiling this CPU with {args.threads} thread(s): {args.fit} networks to fit, "
+          f"{args.holdout} held out, {args.rounds} interleaved rounds")
+    profile, report = profile_this_machine(
+        args.name, n_fit=args.fit, n_holdout=args.holdout, rounds=args.rounds,
+        threads=args.threads, seed=args.seed, progress=not args.no_progress, command=command,
+    )
+    save_profile(profile, out, header=(
+        f"Measured latency profile written by `{command}`.\n"
+        f"Per-network measurements: {out.with_suffix('.csv').name}"))
+    table = out.with_suffix(".csv")
+    write_text_atomic(table, pd.DataFrame(report.rows).to_csv(index=False))
+    errors = report.holdout_errors_pct()
+    e = profile.predictor_error
+    assert e is not None
+    quantiles = np.percentile(errors, [0, 10, 50, 90, 100])
+    print(f"held-out error (predicted − measured, % of measured) over {e.networks} networks: "
+          f"min {quantiles[0]:+.1f}, p10 {quantiles[1]:+.1f}, median {quantiles[2]:+.1f}, "
+          f"p90 {quantiles[3]:+.1f}, max {quantiles[4]:+.1f}; {e.within_10pct:.0%} within ±10%")
+    print(f"profile: {out}  measurements: {table}  ({report.seconds:.0f} s)")
+    return 0
+
+
+def _add_profile_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "profile", help="measure this machine's CPU latency and write a device profile",
+        description="Time built-in networks (thinner and pruned variants, batch 1) on this CPU, "
+        "fit the per-op latency model, measure its error on held-out networks and write a "
+        "measured profile (YAML) plus the per-network measurements (CSV).",
+    )
+    p.add_argument("--name", required=True, help="profile name, e.g. cpu-2core-x86")
+    p.add_argument("--out", help="YAML path (default hw_profiles/NAME.yaml)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1)")
+    p.add_argument("--fit", type=_positive_int, default=60, help="networks to fit (default 60)")
+    p.add_argument("--holdout", type=_positive_int, default=40,
+                   help="held-out networks to measure the error on (default 40)")
+    p.add_argument("--rounds", type=_positive_int, default=7,
+                   help="interleaved timing rounds (default 7)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite an existing profile")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_profile)
+
+
 Registrar = Callable[[Any], None]
 # Later commands (cost, devices, profile, run, pareto, ...) add themselves here.
-_SUBCOMMANDS: list[Registrar] = [_add_train_parser]
+_SUBCOMMANDS: list[Registrar] = [
+    _add_train_parser,
+    _add_devices_parser,
+    _add_cost_parser,
+    _add_profile_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

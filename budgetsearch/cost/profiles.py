@@ -166,7 +166,7 @@ class DeviceProfile:
         }
         if self.aliases:
             data["aliases"] = list(self.aliases)
-        data["provenance"] = dict(self.provenance)
+        data["provenance"] = _plain(self.provenance)
         if self.roofline is not None:
             data["roofline"] = _plain(self.roofline)
         else:
@@ -188,6 +188,8 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, str):  # str subclasses (torch's TorchVersion) are not safe_dump-able
+        return str(value)
     return value
 
 
