@@ -128,9 +128,9 @@ _TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 1.0,
     "train_subset": None,
     "val_fraction": 0.0,
-    "batch_size": 128,
-    "optimizer": "sgd",
-    "lr": 0.05,
+    "batch_size": 64,
+    "optimizer": "adam",
+    "lr": 0.002,
     "weight_decay": 5e-4,
     "schedule": "cosine",
     "restart_epochs": None,
@@ -192,7 +192,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     params = count_parameters(model)
     print(
         f"training {settings['model']} (width ×{settings['width']}, {params:,} parameters) on "
-        f"{settings['dataset']}: {len(splits.train):,} training / {len(splits.test):,} test images, "
+        f"{settings['dataset']}: {len(splits.train):,} training / {len(splits.test):,} test "
+        "images, "
         f"{settings['epochs']} epoch(s), device {config.device}"
     )
     result = train(model, splits, config)
@@ -211,12 +212,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"results: {out / 'results.csv'}")
         return 1
     torch.save(model.state_dict(), out / "model.pt")
-    val = f", validation accuracy {result.val_accuracy:.4f}" if result.val_accuracy is not None else ""
+    val = ""
+    if result.val_accuracy is not None:
+        val = f", validation accuracy {result.val_accuracy:.4f}"
     print(
         f"test accuracy {result.test_accuracy:.4f}{val}, {result.seconds:.1f} s, "
         f"{params:,} parameters"
     )
-    print(f"results: {out / 'results.csv'}  config: {out / 'config.yaml'}  model: {out / 'model.pt'}")
+    print(f"results: {out / 'results.csv'}  config: {out / 'config.yaml'}  "
+          f"model: {out / 'model.pt'}")
     return 0
 
 
@@ -244,7 +248,7 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--val-fraction", type=_fraction, help="fraction held out for validation")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=_positive_float, help="learning rate; default 0.05")
+    p.add_argument("--lr", type=_positive_float, help="learning rate; default 0.002 (Adam)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--schedule", choices=["cosine", "cosine-restarts", "constant"])
     p.add_argument("--restart-epochs", type=_positive_float,

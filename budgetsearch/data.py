@@ -228,7 +228,8 @@ def _load_cifar(
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
         raise DataNotFoundError(
             f"{name} not found under {root}: pass --download (needs internet) or point "
-            f"--data-dir at a folder with torchvision's {dataset_class.base_folder} layout ({error})"
+            f"--data-dir at a folder with torchvision's {dataset_class.base_folder} layout "
+            f"({error})"
         ) from error
     sets = []
     for dataset in raw:

@@ -60,4 +60,6 @@ def build_model(
     if not 0.0 < width_multiplier <= 16.0:
         raise ValueError(f"width_multiplier must be in (0, 16], got {width_multiplier}")
     factory, _ = _REGISTRY[name]
-    return factory(num_classes=num_classes, in_channels=in_channels, width_multiplier=width_multiplier)
+    return factory(
+        num_classes=num_classes, in_channels=in_channels, width_multiplier=width_multiplier
+    )

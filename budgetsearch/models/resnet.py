@@ -18,7 +18,9 @@ def cifar_resnet(
 ) -> PreActResNet:
     """ResNet-``depth`` with (depth−2)/6 basic blocks per group and 16, 32, 64 channels."""
     if depth < 8 or (depth - 2) % 6 != 0:
-        raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n ≥ 1 (8, 14, 20, ...), got {depth}")
+        raise ValueError(
+            f"CIFAR ResNet depth must be 6n+2 with n ≥ 1 (8, 14, 20, ...), got {depth}"
+        )
     widths = tuple(scale_channels(c, width_multiplier) for c in (16, 16, 32, 64))
     return PreActResNet(
         widths=widths,  # type: ignore[arg-type]

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from budgetsearch.data import DatasetSplits, make_synthetic
+from budgetsearch.models import build_model
+from budgetsearch.train import StepContext, TrainConfig, _lr_factor, evaluate, train
+
+
+@pytest.fixture(scope="module")
+def data() -> DatasetSplits:
+    train_set, test_set, classes = make_synthetic(num_train=256, num_test=128, image_size=12)
+    return DatasetSplits("synthetic", train_set, None, test_set, classes, 1, 12)
+
+
+def _tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("wrn-10-1", num_classes=10, in_channels=1)
+
+
+def test_training_learns_the_synthetic_task(data: DatasetSplits) -> None:
+    model = _tiny()
+    before = evaluate(model, data.loaders(64)[1])
+    result = train(model, data, TrainConfig(epochs=3, batch_size=32, optimizer="adam", lr=3e-3,
+                                            progress=False))
+    assert result.status == "ok"
+    assert result.test_accuracy > max(0.6, before + 0.3)
+    assert result.steps == 3 * 8 and result.epochs_run == pytest.approx(3.0)
+
+
+def test_training_is_deterministic(data: DatasetSplits) -> None:
+    config = TrainConfig(epochs=1, batch_size=32, progress=False, seed=7)
+    a, b = _tiny(), _tiny()
+    train(a, data, config)
+    train(b, data, config)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_fractional_epochs_stop_early(data: DatasetSplits) -> None:
+    result = train(_tiny(), data, TrainConfig(epochs=0.5, batch_size=32, progress=False))
+    assert result.steps == 4
+
+
+class _ExplodingHooks:
+    def param_groups(self):
+        return []
+
+    def loss_terms(self, context: StepContext):
+        blow_up = torch.tensor(float("nan")) if context.step == 2 else torch.tensor(0.0)
+        return {"task": context.task_loss, "penalty": blow_up}
+
+    def after_step(self, context: StepContext) -> None:
+        return None
+
+
+def test_non_finite_loss_is_a_recorded_failure(data: DatasetSplits) -> None:
+    result = train(_tiny(), data, TrainConfig(epochs=1, batch_size=32, progress=False),
+                   hooks=_ExplodingHooks())
+    assert result.status == "failed"
+    assert "nan" in result.failure and "step 2" in result.failure and "penalty" in result.failure
+    assert result.test_accuracy is None and result.steps == 2
+
+
+class _RecordingHooks:
+    """Gives the BN parameters their own Adam optimizer and reweights the task loss."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.bn = [p for n, p in model.named_parameters() if "bn" in n]
+        self.progress: list[float] = []
+
+    def param_groups(self):
+        return [{"params": self.bn, "optimizer": "adam", "lr": 1e-2}]
+
+    def loss_terms(self, context: StepContext):
+        return {"task": 0.5 * context.task_loss}
+
+    def after_step(self, context: StepContext) -> None:
+        self.progress.append(context.progress)
+
+
+def test_hooks_get_their_own_groups_and_progress(data: DatasetSplits) -> None:
+    model = _tiny()
+    hooks = _RecordingHooks(model)
+    before = [p.detach().clone() for p in hooks.bn]
+    result = train(model, data, TrainConfig(epochs=1, batch_size=64, progress=False), hooks=hooks)
+    assert result.status == "ok"
+    assert hooks.progress == [0.0, 0.25, 0.5, 0.75]
+    assert any(not torch.equal(a, b) for a, b in zip(before, hooks.bn))
+
+
+def test_cosine_schedule_and_warm_restarts() -> None:
+    cosine = TrainConfig(epochs=4)
+    assert _lr_factor(0, 400, 100, cosine) == 1.0
+    assert _lr_factor(200, 400, 100, cosine) == pytest.approx(0.5)
+    restarts = TrainConfig(epochs=4, schedule="cosine-restarts", restart_epochs=2)
+    assert _lr_factor(100, 400, 100, restarts) == pytest.approx(0.5)
+    assert _lr_factor(200, 400, 100, restarts) == 1.0  # the restart
+    assert _lr_factor(300, 400, 100, restarts) == pytest.approx(0.5)
+    assert _lr_factor(5, 400, 100, TrainConfig(schedule="constant")) == 1.0
+    assert _lr_factor(0, 400, 100, TrainConfig(warmup_steps=4)) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"epochs": 0}, "epochs"), ({"epochs": math.nan}, "epochs"),
+    ({"batch_size": 0}, "batch_size"), ({"lr": -1.0}, "lr"),
+    ({"optimizer": "rmsprop"}, "optimizer"), ({"schedule": "step"}, "schedule"),
+])
+def test_config_validation(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
