@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Each pruner module registers itself on import; add new ones below.
+from budgetsearch.pruners import bar as _bar  # noqa: F401
 from budgetsearch.pruners.base import (
     LayerReport,
     Pruner,
@@ -11,8 +13,6 @@ from budgetsearch.pruners.base import (
     pruner_names,
     register_pruner,
 )
-
-# Each pruner module registers itself on import; add new ones below.
 
 __all__ = [
     "LayerReport",
