@@ -80,12 +80,23 @@ class BARConfig:
         enforce_budget: at the hard prune, if V still exceeds the budget, switch off the gates of
             lowest log α until it does not (reported as ``projected_channels``).
         barrier_cap: value of f at and past the asymptote.
+        pull: how the gradient of ``λ f L_S`` reaches the gates. ``"adam"``: summed with the task
+            loss and stepped by the gates' Adam (the paper, and the public re-implementation).
+            ``"separate"`` (default): the task gradient alone goes through Adam, and the budget
+            pull is a separate step ``gate_lr · s · g_i / mean|g|`` after it, with
+            ``g = ∂L_S/∂log α`` and ``s = λf / (1 + λf)`` ∈ [0, 1). Why: with Adam, once f
+            is large (always, past the asymptote) the per-gate normalisation makes every gate
+            step by the same ``gate_lr``, the task gradient is drowned, and all gates cross the
+            pruning threshold at the same step (a cliff from V_F to the clamp, seen in runs of a
+            few dozen to a few hundred steps). Kept separate, the task's Adam step orders the
+            gates while the pull moves them down at a
+            rate bounded by ``gate_lr`` and weighted by each channel's cost.
     """
 
     budget: float = 0.5
     metric: Metric = "activation_volume"
     profile: str | None = None
-    lam: float = 0.05
+    lam: float = 1.0
     hardness: float = 10.0
     transition: TransitionName = "sigmoid"
     start_factor: float = 1.01
@@ -97,6 +108,7 @@ class BARConfig:
     connectivity: Literal["mixed", "regular"] = "mixed"
     enforce_budget: bool = True
     barrier_cap: float = BARRIER_CAP
+    pull: Literal["separate", "adam"] = "separate"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget <= 1.0:
@@ -127,6 +139,8 @@ class BARConfig:
             raise ValueError(
                 f"connectivity must be 'mixed' or 'regular', got {self.connectivity!r}"
             )
+        if self.pull not in ("separate", "adam"):
+            raise ValueError(f"pull must be 'separate' or 'adam', got {self.pull!r}")
         if not self.barrier_cap > 0:
             raise ValueError(f"barrier_cap must be positive, got {self.barrier_cap}")
 
@@ -191,6 +205,7 @@ class BARPruner(Pruner):
         self.projected_channels = 0
         self.last_barrier: dict[str, float] = {}
         self.full_cost: dict[str, float] = {}
+        self._pull: tuple[list[torch.Tensor], float] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -238,16 +253,34 @@ class BARPruner(Pruner):
                                       start_factor=cfg.start_factor)
         f = barrier(hard, lower, upper, cap=cfg.barrier_cap)  # eq. (5), a constant multiplier
         self.last_barrier = {"V": hard, "a": lower, "b": upper, "f": f}
+        self._pull = None
         if f == 0.0:
             terms["bar"] = torch.zeros((), device=context.task_loss.device)
-        else:
-            expected = self.expected_cost() / self.channel_cost  # L_S in mean-channel units
+            return terms
+        expected = self.expected_cost() / self.channel_cost  # L_S in mean-channel units
+        if cfg.pull == "adam":
             terms["bar"] = cfg.lam * f * expected  # eq. (6), weighted by λ
+            return terms
+        params = [g.log_alpha for _, g in self._layout().named_gates()]
+        grads = torch.autograd.grad(expected, params)
+        strength = cfg.lam * f / (1.0 + cfg.lam * f)
+        self._pull = ([g.detach() for g in grads], strength)
+        terms["bar"] = (cfg.lam * f * expected).detach()  # reported; its step is in after_step
         return terms
 
     def after_step(self, context: StepContext) -> None:
-        """Fatal-pruning clamp (section 4.1) on the stem and the pooling shortcuts."""
-        for _, gate in self._layout().named_gates():
+        """The separate budget pull (see ``BARConfig.pull``), then the fatal-pruning clamp
+        (section 4.1) on the stem and the pooling shortcuts."""
+        gates = [g for _, g in self._layout().named_gates()]
+        if self._pull is not None:
+            grads, strength = self._pull
+            scale = torch.cat([g.abs().flatten() for g in grads]).mean().clamp_min(1e-30)
+            step = self.config.gate_lr * strength / scale
+            with torch.no_grad():
+                for gate, grad in zip(gates, grads, strict=True):
+                    gate.log_alpha.sub_(step * grad)
+            self._pull = None
+        for gate in gates:
             gate.clamp_alive()
 
     def finalize(self) -> nn.Module:

@@ -17,7 +17,7 @@ from budgetsearch.train import TrainConfig, TrainingHooks, train
 # Every registered pruner must have an entry (checked below).
 CONFORMANCE_OPTIONS: dict[str, dict[str, Any]] = {
     # BAR: halve the activation volume; gates learn fast enough for 24 steps.
-    "bar": {"budget": 0.5, "gate_lr": 0.1, "init_log_alpha": -1.0, "distillation": True},
+    "bar": {"budget": 0.5, "gate_lr": 0.2, "distillation": True},
 }
 
 
