@@ -241,3 +241,37 @@ def test_budget_projection_counts_removed_channels() -> None:
     assert pruner.report().cost["activation_volume"] <= pruner.budget_value
     assert all(not g.log_alpha.requires_grad for _, g in pruner.layout.named_gates())
     assert pruner.param_groups() == []
+
+
+@pytest.mark.parametrize("metric", ["flops", "latency"])
+def test_other_metrics_price_through_the_cost_model(metric: str) -> None:
+    pruner = BARPruner(budget=0.5, metric=metric, profile="cpu-2core-x86", distillation=False)
+    pruner.prepare(build_model("wrn-10-1"), EXAMPLE)
+    expected = pruner.expected_cost()
+    expected.backward()
+    assert torch.isfinite(expected) and 0 < float(expected.detach()) <= pruner.full_cost[metric]
+    plan = pruner.hard_prune()
+    assert pruner.hard_cost(plan) <= pruner.budget_value
+    assert pruner.report().cost["latency_ms"] > 0
+
+
+def test_fit_runs_the_three_phases_and_freezes_the_gates() -> None:
+    from budgetsearch.data import DatasetSplits, make_synthetic
+    from budgetsearch.train import TrainConfig
+
+    train_set, test_set, classes = make_synthetic(num_train=128, num_test=32, image_size=16)
+    data = DatasetSplits("synthetic", train_set, None, test_set, classes, 1, 16)
+    torch.manual_seed(0)
+    pruner = BARPruner(budget=0.5, gate_lr=0.2)
+    model = pruner.prepare(build_model("wrn-10-1"), EXAMPLE)
+    results = pruner.fit(model, data, TrainConfig(epochs=1, batch_size=32, progress=False),
+                         BARPhases(prune_epochs=2, frozen_epochs=0.5, finetune_epochs=0.5))
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    assert pruner.hard_pruned and all(g.frozen for _, g in pruner.layout.named_gates())
+    kept_before = [layer.kept for layer in pruner.report().layers]
+    compact = pruner.finalize().eval()
+    assert [layer.kept for layer in pruner.report().layers] == kept_before
+    assert pruner.report().cost["activation_volume"] <= pruner.budget_value
+    x = torch.randn(4, 1, 16, 16)
+    with torch.no_grad():
+        assert (compact(x) - model.eval()(x)).abs().max() <= 1e-4
