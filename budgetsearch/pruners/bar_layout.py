@@ -235,8 +235,11 @@ class PrunePlan:
 def prune_plan(layout: GateLayout, values: GateValues | None = None) -> PrunePlan:
     """The hard-pruned structure under gate ``values`` (default: the deterministic gates)."""
     if values is None:
+        with torch.no_grad():  # each gate's deterministic value, computed once
+            cache = {id(g): g.deterministic() for _, g in layout.named_gates()}
+
         def values(gate: HardConcreteGate) -> torch.Tensor:
-            return gate.deterministic().detach()
+            return cache[id(gate)]
     streams = [live_mask(producers, values, producers[0].gate.channels)
                for producers in layout.streams]
     blocks = []
