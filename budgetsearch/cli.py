@@ -146,7 +146,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from budgetsearch.data import load_dataset
     from budgetsearch.models import build_model
-    from budgetsearch.train import TrainConfig, count_parameters, train
+    from budgetsearch.train import TrainConfig, count_parameters, seed_everything, train
 
     settings = dict(_TRAIN_DEFAULTS)
     file_settings = load_config_defaults(args.config)
@@ -167,6 +167,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=settings["seed"],
         download=settings["download"],
     )
+    seed_everything(settings["seed"])  # so the weight init repeats too
     model = build_model(
         settings["model"],
         num_classes=splits.num_classes,
@@ -434,6 +435,143 @@ def _add_profile_parser(sub: Any) -> None:
     p.set_defaults(handler=_cmd_profile)
 
 
+# ---------------------------------------------------------------------------------------------
+# Search (issue 6): budgetsearch run
+
+# Default time budget: finishes in ≤ 15 minutes on 2 CPU cores. 12 trials or 12 minutes of
+# trials (whichever comes first; a trial in flight finishes), wrn-16-1 on 2,000 Fashion-MNIST
+# training images (400 of them held out for validation), 0.5–2 epochs per trial.
+RUN_DEFAULTS: dict[str, Any] = {
+    "model": "wrn-16-1", "width": 1.0, "dataset": "fashion-mnist", "data_dir": None,
+    "train_subset": 2000, "val_fraction": 0.2, "batch_size": 64, "seed": 0,
+    "trials": 12, "timeout": "12m", "threads": None,
+}
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from budgetsearch.search.optuna_driver import OptunaOptions
+    from budgetsearch.search.runner import RunRequest, run_search
+    from budgetsearch.search.targets import parse_timeout_seconds, target_from_options
+
+    settings = dict(RUN_DEFAULTS)
+    file_settings = load_config_defaults(args.config)
+    unknown = sorted(set(file_settings) - set(settings))
+    if unknown:
+        raise UsageError(f"--config file {args.config}: unknown option(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(settings))}")
+    settings.update(file_settings)
+    settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
+    target = target_from_options(latency=args.target_latency, flops=args.target_flops,
+                                 params=args.target_params)
+    if target is not None and target.metric == "latency_ms" and args.device is None:
+        raise UsageError("--target-latency needs --device (see 'budgetsearch devices')")
+    timeout = parse_timeout_seconds(settings["timeout"], name="timeout") if str(
+        settings["timeout"]).lower() not in ("none", "0") else None
+    from budgetsearch.search.objective import TrialSettings
+
+    trial_settings = TrialSettings(
+        model=settings["model"], width=float(settings["width"]), dataset=settings["dataset"],
+        data_dir=settings["data_dir"], train_subset=settings["train_subset"],
+        val_fraction=float(settings["val_fraction"]), batch_size=int(settings["batch_size"]),
+        device_profile=args.device, target=target, seed=int(settings["seed"]),
+        threads=settings["threads"],
+    )
+    objectives = tuple(o.strip() for o in args.objectives.split(","))
+    request = RunRequest(
+        settings=trial_settings, pruner=args.pruner, space=args.space, engine=args.engine,
+        optuna=OptunaOptions(trials=settings["trials"], timeout_s=timeout, sampler=args.sampler,
+                             objectives=objectives, seed=int(settings["seed"]),
+                             prune=not args.no_pruning),
+        ray_address=args.ray_address, max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+    )
+    out = Path(args.out or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume:
+        if not (out / "config.yaml").is_file():
+            raise UsageError(f"--resume needs an existing run folder (--out), {out} has none")
+    else:
+        prepare_output_dir(out, force=args.force)
+    command = "budgetsearch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "budgetsearch run"
+    summary = run_search(request, out, resume=args.resume, progress=not args.no_progress,
+                         command=command)
+    for note in summary.notes:
+        print(f"note: {note}")
+    table = summary.table
+    counts = table["status"].value_counts().to_dict() if len(table) else {}
+    print(f"{len(table)} trial(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    columns = [c for c in ("trial_id", "status", "accuracy", "val_accuracy", "params", "flops",
+                           "latency_ms", "feasible", "seconds") if c in table.columns]
+    if len(table):
+        print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    best = summary.best
+    if best is None:
+        print("no feasible trial finished; raise --trials/--timeout or loosen the target")
+    else:
+        latency = best.get("latency_ms")
+        line = (f"best feasible: {best['trial_id']} ({best['pruner']}), test accuracy "
+                f"{best['accuracy']:.4f}")
+        if latency is not None and args.device:
+            line += f", predicted latency on {trial_settings.device_profile or args.device}: " \
+                    f"{latency:.4f} ms"
+        if summary.measured_latency_ms is not None:
+            line += f", measured here: {summary.measured_latency_ms:.4f} ms"
+        print(line + f", {int(best['params']):,} parameters")
+        print(f"model: {best['model_path']}")
+    print(f"results: {out / 'results.csv'}  config: {out / 'config.yaml'}")
+    return 0 if best is not None else 1
+
+
+def _add_run_parser(sub: Any) -> None:
+    from budgetsearch.data import dataset_names
+    from budgetsearch.models import model_names
+
+    p = sub.add_parser(
+        "run", help="search for the most accurate pruned network that meets a target",
+        description="Search pruner hyperparameters (search_spaces/*.yaml) with Optuna or Ray "
+        "Tune for the most accurate pruned network meeting a latency/FLOPs/parameter target on "
+        "a device profile. Default time budget: 12 trials or 12 minutes on 2,000 Fashion-MNIST "
+        "images (wrn-16-1), under 15 minutes on 2 CPU cores.",
+    )
+    p.add_argument("--device", help="device profile name, alias (jetson) or YAML path")
+    p.add_argument("--target-latency", metavar="DURATION", help="e.g. 10ms, 500us, 0.01s")
+    p.add_argument("--target-flops", metavar="COUNT", help="e.g. 50M (fvcore: 1 FLOP = 1 MAC)")
+    p.add_argument("--target-params", metavar="COUNT", help="e.g. 1.5M")
+    p.add_argument("--pruner", help="bar or erf (default: chosen from the target and device)")
+    p.add_argument("--space", help="search space name in search_spaces/ or a YAML path")
+    p.add_argument("--engine", choices=["optuna", "ray"], default="optuna")
+    p.add_argument("--objectives", default="accuracy",
+                   help="accuracy (constrained) or accuracy,latency (multi-objective)")
+    p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+    p.add_argument("--no-pruning", action="store_true", help="no early stopping of trials")
+    p.add_argument("--trials", type=_positive_int, help="trials in total (default 12)")
+    p.add_argument("--timeout", help="stop starting trials after this long: 30m, 90s, 2h")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--ray-address", help="auto or HOST:PORT of a Ray cluster (default: local)")
+    p.add_argument("--max-concurrent", type=_positive_int, default=1)
+    p.add_argument("--cpus-per-trial", type=_positive_float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--config", help="YAML file of option defaults; flags override it")
+    p.add_argument("--model", choices=model_names(), metavar="NAME")
+    p.add_argument("--width", type=_positive_float)
+    p.add_argument("--dataset", choices=dataset_names(), metavar="NAME")
+    p.add_argument("--data-dir")
+    p.add_argument("--train-subset", type=_positive_int, metavar="N")
+    p.add_argument("--val-fraction", type=_fraction)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--threads", type=_positive_int, help="torch threads per trial")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run folder (default runs/run-TIME)")
+    p.add_argument("--force", action="store_true", help="reuse a non-empty output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _add_pareto_parsers(sub: Any) -> None:
+    from budgetsearch.pareto.commands import register  # pareto and baselines (issue 7)
+
+    register(sub)
+
+
 Registrar = Callable[[Any], None]
 # Later commands (cost, devices, profile, run, pareto, ...) add themselves here.
 _SUBCOMMANDS: list[Registrar] = [
@@ -441,6 +579,8 @@ _SUBCOMMANDS: list[Registrar] = [
     _add_devices_parser,
     _add_cost_parser,
     _add_profile_parser,
+    _add_run_parser,
+    _add_pareto_parsers,
 ]
 
 
