@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Each pruner module registers itself on import; add new ones below.
 from budgetsearch.pruners import bar as _bar  # noqa: F401
+from budgetsearch.pruners import erf as _erf  # noqa: F401
 from budgetsearch.pruners.base import (
     LayerReport,
     Pruner,

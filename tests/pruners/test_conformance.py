@@ -18,6 +18,9 @@ from budgetsearch.train import TrainConfig, TrainingHooks, train
 CONFORMANCE_OPTIONS: dict[str, dict[str, Any]] = {
     # BAR: halve the activation volume; gates learn fast enough for 24 steps.
     "bar": {"budget": 0.5, "gate_lr": 0.2, "distillation": True},
+    # erf-loss: adaptive bounds against a 50 % parameter budget (eq. 10), bounds on Adam.
+    "erf": {"method": "adaptive", "loss": "budget", "weighting": "wavg", "budget": 0.5,
+            "lam": 5.0, "bound_optimizer": "adam", "bound_lr": 0.05},
 }
 
 
