@@ -299,3 +299,87 @@ def test_layer_profile_sparsity_and_channels() -> None:
 
 def test_profile_names_include_the_jetsons() -> None:
     assert {"jetson-nano", "jetson-orin-nano", "jetson-xavier-nx"} <= set(profile_names())
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots and CLI
+
+
+def test_pareto_cli_writes_plots_csv_and_report(fake_run: Path, capsys) -> None:
+    from budgetsearch.cli import main
+
+    code = main(["pareto", str(fake_run), "--devices", "jetson-nano,jetson-orin-nano",
+                 "--target", "1.5ms", "--min-accuracy", "0.72"])
+    assert code == 0
+    out = fake_run / "pareto"
+    for stem in ("accuracy_vs_params", "accuracy_vs_flops", "accuracy_vs_activation_volume",
+                 "accuracy_vs_latency_ms_jetson-nano", "hardware_selection",
+                 "kept_channels_bar", "layer_sparsity_erf"):
+        for suffix in (".png", ".svg"):
+            assert (out / stem).with_suffix(suffix).stat().st_size > 1000, stem
+    assert (out / "hardware_selection.png").read_bytes()[:4] == b"\x89PNG"
+    choice = pd.read_csv(out / "hardware_selection.csv")
+    assert set(choice["device"]) == {"jetson-nano", "jetson-orin-nano"}
+    report = (out / "report.md").read_text()
+    assert "Hardware selection" in report and "1 FLOP = 1 fused multiply-add" in report
+    assert "budgetsearch pareto" in report and "baseline" in report
+    assert "devices meeting the target" in capsys.readouterr().out
+
+
+def test_pareto_cli_all_infeasible_says_so(fake_run: Path, capsys) -> None:
+    from budgetsearch.cli import main
+
+    assert main(["pareto", str(fake_run), "--devices", "jetson-nano", "--target", "0.001ms"]) == 0
+    printed = capsys.readouterr().out
+    assert "devices meeting the target: none" in printed and "infeasible" in printed
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["pareto", "/nonexistent/run"], "run folder /nonexistent/run does not exist"),
+    (["pareto", "{run}", "--devices", "toaster"], "unknown device 'toaster'; known: "),
+    (["pareto", "{run}", "--metric", "watts"], "metric must be one of"),
+    (["pareto", "{run}", "--target", "10xs"], "positive amount like '10ms'"),
+    (["pareto", "{empty}"], "has no results.csv"),
+    (["baselines", "--model", "wrn-10-1", "--ratios", "0,5"], "in (0, 1]"),
+    (["baselines", "--model", "vgg", "--ratios", "0.5", "--run", "{run}"], "--model must be"),
+])
+def test_cli_errors_are_one_line(argv: list[str], fragment: str, fake_run: Path,
+                                 tmp_path: Path, capsys) -> None:
+    from budgetsearch.cli import main
+
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(run=fake_run, empty=tmp_path / "empty") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1, err
+    if "toaster" in argv:
+        assert "jetson-orin-nano" in err
+
+
+def test_baselines_cli_trains_appends_and_resumes(fake_fashion_mnist: Path, tmp_path: Path,
+                                                  capsys) -> None:
+    from budgetsearch.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(
+        f"model: wrn-10-1\ndataset: fashion-mnist\ndata_dir: {fake_fashion_mnist}\n"
+        "epochs: 0.5\ntrain_subset: 40\ndevice: cpu\n")
+    pd.DataFrame([{"trial_id": 0, "kind": "pruned", "status": "ok", "accuracy": 0.5,
+                   "device": "jetson-nano", "target_metric": "latency_ms",
+                   "target_value": 100.0}]).to_csv(run / "results.csv", index=False)
+    argv = ["baselines", "--model", "wrn-10-1", "--ratios", "0.25", "--run", str(run),
+            "--no-progress"]
+    assert main(argv) == 0
+    table = pd.read_csv(run / "results.csv")
+    assert len(table) == 2
+    row = table.iloc[1]
+    assert row["kind"] == "baseline" and row["width"] == 0.5 and row["status"] == "ok"
+    assert row["hp_compression_ratio"] == 0.25 and row["device"] == "jetson-nano"
+    half = build_model("wrn-10-1", in_channels=1, width_multiplier=0.5)
+    assert row["params"] == sum(p.numel() for p in half.parameters())
+    assert (run / row["pruned_config_path"]).is_file() and (run / row["model_path"]).is_file()
+    # resumable: the ratio already present is skipped, nothing is appended
+    assert main(argv) == 0
+    assert "already in" in capsys.readouterr().out
+    assert len(pd.read_csv(run / "results.csv")) == 2

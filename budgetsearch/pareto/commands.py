@@ -1,0 +1,350 @@
+"""The ``budgetsearch pareto`` and ``budgetsearch baselines`` commands (registered by cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from budgetsearch.pareto.fronts import (
+    COST_COLUMNS,
+    Front,
+    front_hypervolumes,
+    fronts_by_group,
+    hardware_selection,
+    parse_ratios,
+    parse_target,
+    resolve_metric,
+    usable_trials,
+)
+from budgetsearch.pareto.results import load_results, load_run_config
+
+_PLOT_METRICS = ("params", "flops", "activation_volume")
+
+
+def _usage(message: str) -> Exception:
+    from budgetsearch.cli import UsageError
+
+    return UsageError(message)
+
+
+def _devices(text: str | None, table: pd.DataFrame) -> list[str]:
+    from budgetsearch.cost import profile_names, resolve_profile_name
+
+    if text is None:
+        if "device" in table and table["device"].notna().any():
+            return [str(table["device"].dropna().mode().iloc[0])]
+        return []
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    resolved = []
+    for name in names:
+        try:
+            resolved.append(resolve_profile_name(name))
+        except (ValueError, KeyError, FileNotFoundError):
+            raise _usage(f"--devices: unknown device {name!r}; known: "
+                         f"{', '.join(profile_names())}") from None
+    if not resolved:
+        raise _usage(f"--devices must name at least one device, got {text!r}")
+    return list(dict.fromkeys(resolved))
+
+
+def _reference(table: pd.DataFrame, metric: str, target: float | None) -> tuple[float, float]:
+    usable = usable_trials(table, metric)
+    worst = float(usable[metric].max()) if not usable.empty else 1.0
+    return (target if target is not None else worst * 1.05, 0.0)
+
+
+def _cmd_pareto(args: argparse.Namespace) -> int:
+    from budgetsearch.pareto import plots
+    from budgetsearch.pareto.report import render_report
+    from budgetsearch.pareto.reprice import (
+        InventoryCache,
+        PrunedConfig,
+        layer_profile,
+        reprice_trials,
+    )
+
+    run = Path(args.run_dir)
+    table = load_results(run)
+    metric = resolve_metric(args.metric)
+    devices = _devices(args.devices, table)
+    target = parse_target(args.target, metric) if args.target else None
+    if target is None and "target_metric" in table and "target_value" in table:
+        same = table[table["target_metric"].astype(str) == metric]["target_value"].dropna()
+        if not same.empty and math.isfinite(float(same.iloc[0])):
+            target = float(same.iloc[0])
+    out = run / "pareto"
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    notes: list[str] = []
+    fronts: dict[str, dict[str, Front]] = {}
+    hvs: dict[str, dict[str, float]] = {}
+    refs: dict[str, tuple[float, float]] = {}
+
+    # Device-free costs from the table as recorded.
+    for cost in _PLOT_METRICS:
+        if cost not in table or usable_trials(table, cost).empty:
+            continue
+        fronts[cost] = fronts_by_group(table, cost, min_accuracy=args.min_accuracy)
+        refs[cost] = _reference(table, cost, None)
+        hvs[cost] = front_hypervolumes(fronts[cost], reference=refs[cost])
+        written += plots.plot_front(table, cost, fronts[cost], out / f"accuracy_vs_{cost}",
+                                    min_accuracy=args.min_accuracy,
+                                    title=f"{run.name}: accuracy vs {cost}")
+
+    choice = None
+    cache = InventoryCache()
+    if devices:
+        repriced = reprice_trials(table, devices, base_dir=run, cache=cache)
+        missing = int((~repriced["repriced"]).sum() // len(devices))
+        if missing:
+            notes.append(f"{missing} trial(s) have no readable pruned configuration and are left "
+                         "out of the device comparison")
+        repriced = repriced[repriced["repriced"]]
+        per_device = {d: fronts_by_group(repriced[repriced["device"] == d], metric,
+                                         target=target, min_accuracy=args.min_accuracy)
+                      for d in devices}
+        choice = hardware_selection(repriced, metric=metric, target=target,
+                                    min_accuracy=args.min_accuracy)
+        for device in devices:
+            part = repriced[repriced["device"] == device]
+            key = f"{metric} on {device}"
+            fronts[key] = per_device[device]
+            refs[key] = _reference(part, metric, target)
+            hvs[key] = front_hypervolumes(per_device[device], reference=refs[key])
+            written += plots.plot_front(part, metric, per_device[device],
+                                        out / f"accuracy_vs_{metric}_{device}", target=target,
+                                        min_accuracy=args.min_accuracy,
+                                        title=f"{run.name}: accuracy vs {metric} on {device}")
+        written += plots.plot_devices(repriced, metric, per_device, choice.table,
+                                      out / "hardware_selection", target=target,
+                                      min_accuracy=args.min_accuracy)
+        repriced.to_csv(out / "repriced.csv", index=False)
+        choice.table.to_csv(out / "hardware_selection.csv", index=False)
+        written += [out / "repriced.csv", out / "hardware_selection.csv"]
+    else:
+        notes.append("no device given and the table names none: no latency comparison")
+
+    # Per-layer plots of the most accurate feasible trial of each pruner.
+    pruned_rows = usable_trials(table, "accuracy") if "pruned_config_path" in table else table[:0]
+    if "kind" in pruned_rows:
+        pruned_rows = pruned_rows[pruned_rows["kind"].astype(str) != "baseline"]
+    if "status" in pruned_rows:
+        pruned_rows = pruned_rows[pruned_rows["status"] == "ok"]
+    if "pruner" in pruned_rows and not pruned_rows.empty:
+        for pruner, rows in pruned_rows.groupby(pruned_rows["pruner"].fillna("?").astype(str)):
+            best = rows.sort_values("accuracy", kind="stable").iloc[-1]
+            path = Path(str(best["pruned_config_path"]))
+            path = path if path.is_absolute() or path.exists() else run / path
+            try:
+                config = PrunedConfig.load(path)
+            except (FileNotFoundError, ValueError) as error:
+                notes.append(f"trial {best['trial_id']}: {error}")
+                continue
+            layers = layer_profile(config, cache=cache)
+            title = f"{pruner} trial {best['trial_id']} (accuracy {best['accuracy']:.3f})"
+            if config.densities:
+                written += plots.plot_layer_sparsity(layers, out / f"layer_sparsity_{pruner}",
+                                                     title=f"per-layer sparsity, {title}")
+            if config.kept_channels:
+                written += plots.plot_kept_channels(layers, out / f"kept_channels_{pruner}",
+                                                    title=f"kept channels, {title}")
+
+    front_rows = []
+    for cost, groups in fronts.items():
+        for name, front in groups.items():
+            for _, row in front.points.iterrows():
+                front_rows.append({"cost": cost, "group": name, "trial_id": row.get("trial_id"),
+                                   "accuracy": row["accuracy"], "value": row[front.metric]})
+    pd.DataFrame(front_rows).to_csv(out / "fronts.csv", index=False)
+    written.append(out / "fronts.csv")
+    kinds = table["kind"].value_counts() if "kind" in table else pd.Series({"pruned": len(table)})
+    counts = {str(k): int(v) for k, v in kinds.items()}
+    command = f"budgetsearch pareto {run} --metric {metric}"
+    command += f" --devices {','.join(devices)}" if devices else ""
+    command += f" --target {args.target}" if args.target else ""
+    command += f" --min-accuracy {args.min_accuracy:g}" if args.min_accuracy is not None else ""
+    text = render_report(run_dir=str(run), command=command, metric=metric, fronts=fronts,
+                         hypervolumes=hvs, references=refs, choice=choice,
+                         plots=[p.name for p in written if p.suffix == ".png"], counts=counts,
+                         notes=notes)
+    (out / "report.md").write_text(text)
+    written.append(out / "report.md")
+    if choice is not None:
+        print(f"devices meeting the target: {', '.join(choice.devices_meeting) or 'none'}")
+        for note in (f.note for f in fronts.get(f"{metric} on {devices[0]}", {}).values()):
+            if note:
+                print(f"note: {note}")
+    print(f"wrote {len(written)} files to {out} (report: {out / 'report.md'})")
+    return 0
+
+
+def _add_pareto_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "pareto", help="Pareto fronts, baseline curves, hardware selection plots and report",
+        description="Read RUN_DIR/results.csv, compute accuracy-vs-cost fronts per pruner against "
+        "the thinner dense baselines, re-price every trial on the named devices (no "
+        "retraining) and write plots (PNG+SVG), CSVs and report.md to RUN_DIR/pareto/.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder holding results.csv")
+    p.add_argument("--metric", default="latency_ms",
+                   help=f"cost for the device comparison: {', '.join(COST_COLUMNS)} (or latency, "
+                   "params, ...); default latency_ms")
+    p.add_argument("--devices", help="comma-separated device profiles (see 'budgetsearch "
+                   "devices'); default: the run's device")
+    p.add_argument("--target", help="budget in the metric's units: 10ms, 2M, 300k; default: "
+                   "the run's target when it is the same metric")
+    p.add_argument("--min-accuracy", type=float, metavar="A",
+                   help="only models at least this accurate qualify")
+    p.set_defaults(handler=_cmd_pareto)
+
+
+# ---------------------------------------------------------------------------------------------
+# baselines
+
+
+_BASELINE_DEFAULTS: dict[str, Any] = {
+    "dataset": "fashion-mnist", "data_dir": None, "epochs": 1.0, "train_subset": None,
+    "val_fraction": 0.0, "batch_size": 64, "optimizer": "adam", "lr": 0.002,
+    "weight_decay": 5e-4, "schedule": "cosine", "restart_epochs": None, "seed": 0,
+    "device": "auto",
+}
+
+
+def _cmd_baselines(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    import torch
+
+    from budgetsearch.cost import load_profile
+    from budgetsearch.data import load_dataset
+    from budgetsearch.models import build_model, model_names
+    from budgetsearch.pareto.fronts import baseline_widths
+    from budgetsearch.pareto.reprice import PrunedConfig, price_config
+    from budgetsearch.pareto.results import RESULTS_FILE, append_rows
+    from budgetsearch.train import TrainConfig, train
+
+    ratios = parse_ratios(args.ratios)
+    run = Path(args.run) if args.run else Path(f"runs/baselines-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.run and not run.is_dir():
+        raise _usage(f"--run folder {run} does not exist")
+    config = load_run_config(run) if run.is_dir() else {}
+    model_name = args.model or config.get("model")
+    if model_name is None:
+        raise _usage("--model is required when the run's config.yaml names no model")
+    if model_name not in model_names():
+        raise _usage(f"--model must be one of {', '.join(model_names())}, got {model_name!r}")
+    settings = {k: config.get(k, v) for k, v in _BASELINE_DEFAULTS.items()}
+    for key in ("dataset", "data_dir", "epochs", "train_subset", "seed"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if settings["device"] not in ("auto", "cpu") and not str(settings["device"]).startswith(
+            "cuda"):
+        settings["device"] = "auto"  # a hardware profile name, not a torch device
+    run.mkdir(parents=True, exist_ok=True)
+    existing = pd.read_csv(run / RESULTS_FILE) if (run / RESULTS_FILE).is_file() else None
+    done: set[float] = set()
+    profile_name = None
+    target_metric, target_value = None, None
+    if existing is not None and not existing.empty:
+        if "hp_compression_ratio" in existing and "kind" in existing:
+            mine = existing[(existing["kind"] == "baseline") &
+                            (existing.get("model", model_name) == model_name)]
+            done = {round(float(r), 9) for r in mine["hp_compression_ratio"].dropna()}
+        if "device" in existing and existing["device"].notna().any():
+            profile_name = str(existing["device"].dropna().mode().iloc[0])
+        if "target_metric" in existing and existing["target_metric"].notna().any():
+            target_metric = str(existing["target_metric"].dropna().iloc[0])
+            target_value = float(existing["target_value"].dropna().iloc[0])
+    profile = None
+    if profile_name is not None:
+        try:
+            profile = load_profile(profile_name)
+        except (ValueError, KeyError, FileNotFoundError):
+            profile = None
+    todo = [r for r in ratios if round(r, 9) not in done]
+    for r in ratios:
+        if r not in todo:
+            print(f"ratio {r:g}: already in {run / RESULTS_FILE}, skipped")
+    if not todo:
+        return 0
+    splits = load_dataset(settings["dataset"], data_dir=settings["data_dir"],
+                          train_subset=settings["train_subset"],
+                          val_fraction=settings["val_fraction"], seed=settings["seed"])
+    shape = (splits.in_channels, splits.image_size, splits.image_size)
+    folder = run / "baselines"
+    folder.mkdir(exist_ok=True)
+    for ratio, width in baseline_widths(todo).items():
+        model = build_model(model_name, num_classes=splits.num_classes,
+                            in_channels=splits.in_channels, width_multiplier=width)
+        pruned = PrunedConfig(model=model_name, width=width, input_shape=shape,
+                              num_classes=splits.num_classes)
+        cost = price_config(pruned, profile)
+        print(f"ratio {ratio:g}: {model_name} width √{ratio:g} = {width:.4f}, "
+              f"{int(cost.params):,} parameters; training {settings['epochs']} epoch(s)")
+        result = train(model, splits, TrainConfig(
+            epochs=float(settings["epochs"]), batch_size=int(settings["batch_size"]),
+            optimizer=settings["optimizer"], lr=float(settings["lr"]),
+            weight_decay=float(settings["weight_decay"]), schedule=settings["schedule"],
+            restart_epochs=settings["restart_epochs"], seed=int(settings["seed"]),
+            device=settings["device"], progress=not args.no_progress))
+        stem = folder / f"{model_name}-r{ratio:g}"
+        config_path = stem.with_suffix(".json")
+        config_path.write_text(json.dumps(pruned.as_dict(), indent=1))
+        model_path = stem.with_suffix(".pt")
+        if result.status == "ok":
+            torch.save(model.state_dict(), model_path)
+        costs = cost.as_dict()
+        feasible = True
+        if target_metric in costs and costs[target_metric] is not None and target_value:
+            feasible = bool(costs[target_metric] <= target_value)
+        row = {
+            "trial_id": f"baseline-{model_name}-r{ratio:g}", "engine": "baselines",
+            "kind": "baseline", "pruner": None, "model": model_name, "width": width,
+            "status": result.status if result.status != "ok" or feasible else "infeasible",
+            "failure": result.failure, "accuracy": result.test_accuracy,
+            "val_accuracy": result.val_accuracy, **costs,
+            "device": profile.name if profile is not None else None,
+            "target_metric": target_metric, "target_value": target_value, "feasible": feasible,
+            "seconds": result.seconds, "hp_compression_ratio": ratio,
+            "model_path": str(model_path.relative_to(run)) if result.status == "ok" else None,
+            "pruned_config_path": str(config_path.relative_to(run)), "report_path": None,
+        }
+        append_rows(run, [row])  # one row at a time: an interrupted run resumes where it stopped
+        acc = f"{result.test_accuracy:.4f}" if result.test_accuracy is not None else "–"
+        print(f"ratio {ratio:g}: {result.status}, accuracy {acc}, {result.seconds:.1f} s")
+        if result.status != "ok":
+            print(f"ratio {ratio:g} failed: {result.failure}", file=sys.stderr)
+    print(f"results: {run / RESULTS_FILE}")
+    return 0
+
+
+def _add_baselines_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "baselines", help="train thinner dense baselines (width √r) into a run's results",
+        description="For each compression ratio r, train the same network with every layer's "
+        "channels × √r (erf-loss paper, eq. 12) with the run's data and epochs, and append a "
+        "row of kind 'baseline' to RUN/results.csv. Ratios already there are skipped.",
+    )
+    p.add_argument("--model", help="network; default: the run's config.yaml model")
+    p.add_argument("--ratios", required=True, help="kept fractions of parameters, e.g. 0.5,0.25")
+    p.add_argument("--run", metavar="RUN_DIR", help="run folder to add to (its config.yaml sets "
+                   "data and epochs); default a new runs/baselines-TIME")
+    p.add_argument("--dataset", help="override the run's data set")
+    p.add_argument("--data-dir", help="folder holding the data set files")
+    p.add_argument("--epochs", type=float, help="override the run's epochs")
+    p.add_argument("--train-subset", type=int, metavar="N", help="override the run's subset")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_baselines)
+
+
+def register(sub: Any) -> None:
+    """Add ``pareto`` and ``baselines`` to the ``budgetsearch`` subcommands."""
+    _add_pareto_parser(sub)
+    _add_baselines_parser(sub)
