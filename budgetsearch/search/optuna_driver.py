@@ -1,0 +1,156 @@
+"""The Optuna engine: a study in SQLite in the run folder, constraints, multi-objective, resume.
+
+Single objective (default): maximize accuracy subject to ``cost − target ≤ 0`` through
+``Trial.set_constraint`` (Optuna 5's replacement of ``constraints_func``; TPE by
+default), with trial pruning on intermediate accuracy
+(``MedianPruner``). Multi-objective (``objectives=("accuracy", "latency")``): NSGA-II over
+accuracy (max) and the cost (min), same constraint. The storage is ``RUN_DIR/study.db``; open it
+with ``optuna-dashboard sqlite:///RUN_DIR/study.db``.
+
+Resume: the study is loaded by name; trials that finished (complete, pruned or failed) are kept
+and not redone; a trial left RUNNING by a killed process is marked FAIL and its slot re-run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from budgetsearch.search.objective import (
+    TrialSettings,
+    objective_value,
+    run_trial,
+)
+from budgetsearch.search.results import trial_rows, write_results
+from budgetsearch.search.space import SearchSpace
+
+STUDY_NAME = "budgetsearch"
+STUDY_FILE = "study.db"
+OBJECTIVES = ("accuracy", "latency", "flops", "params", "activation_volume")
+_COST_COLUMN = {"latency": "latency_ms", "flops": "flops", "params": "params",
+                "activation_volume": "activation_volume"}
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class OptunaOptions:
+    """Engine settings: trial budget, sampler, objectives, pruning."""
+
+    trials: int | None = 10
+    timeout_s: float | None = None
+    sampler: str = "tpe"
+    objectives: tuple[str, ...] = ("accuracy",)
+    seed: int = 0
+    prune: bool = True
+    n_startup_trials: int = 3
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("tpe", "random"):
+            raise ValueError(f"sampler must be 'tpe' or 'random', got {self.sampler!r}")
+        if not self.objectives or self.objectives[0] != "accuracy" or any(
+                o not in OBJECTIVES for o in self.objectives) or len(self.objectives) > 2:
+            raise ValueError("objectives must be 'accuracy' or 'accuracy,COST' with COST one of "
+                             f"{', '.join(OBJECTIVES[1:])}, got {','.join(self.objectives)!r}")
+        if self.trials is None and self.timeout_s is None:
+            raise ValueError("give trials or timeout (or both), so the search ends")
+
+
+def _constraint(row: dict[str, Any]) -> float:
+    """≤ 0 when the trial meets the target (Optuna's convention); positive otherwise."""
+    target = row.get("target_value")
+    if target is None or row.get("target_metric") is None:
+        return 0.0 if row.get("status") in ("ok", "pruned") else 1.0
+    value = row.get(row["target_metric"])
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return 1.0
+    return float(value) - float(target)
+
+
+def make_study(run_dir: Path, options: OptunaOptions, *, resume: bool) -> Any:
+    """Create (or, with ``resume``, load) the study in ``run_dir/study.db``."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}")
+    multi = len(options.objectives) > 1
+    if options.sampler == "random":
+        sampler: Any = optuna.samplers.RandomSampler(seed=options.seed)
+    elif multi:
+        sampler = optuna.samplers.NSGAIISampler(seed=options.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=options.seed,
+                                             n_startup_trials=options.n_startup_trials)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=options.n_startup_trials)
+              if options.prune and not multi else optuna.pruners.NopPruner())
+    directions = ["maximize"] + ["minimize"] * (len(options.objectives) - 1)
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, sampler=sampler,
+                                pruner=pruner, directions=directions, load_if_exists=resume)
+    if resume:
+        for trial in study.get_trials(deepcopy=False,
+                                      states=(optuna.trial.TrialState.RUNNING,)):
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    return study
+
+
+def finished_trials(study: Any) -> int:
+    """Trials that ended (complete, pruned, or failed with a row written) and are not redone."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    done = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.FAIL))
+    return sum(1 for t in done if t.state != states.FAIL or "status" in t.user_attrs)
+
+
+def run_optuna(space: SearchSpace, settings: TrialSettings, run_dir: Path,
+               options: OptunaOptions, *, resume: bool = False,
+               progress: ProgressFn | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) the search; returns every trial's row, also in ``run_dir/results.csv``.
+
+    With ``trials=N`` the study ends with N finished trials in total (a resumed run only adds
+    the missing ones).
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = make_study(run_dir, options, resume=resume)
+    multi = len(options.objectives) > 1
+
+    def objective(trial: optuna.Trial) -> Any:
+        params = space.suggest(trial)
+        trial_id = f"optuna-{trial.number:04d}"
+
+        def report(step: int, accuracy: float) -> bool:
+            if multi or math.isnan(accuracy):
+                return False
+            trial.report(accuracy, step)
+            return trial.should_prune()
+
+        row = run_trial(params, settings, run_dir / "trials" / trial_id, trial_id=trial_id,
+                        engine="optuna", space=space, report=report)
+        trial.set_user_attr("constraint", _constraint(row))
+        trial.set_constraint("cost_minus_target", _constraint(row))  # ≤ 0: feasible
+        trial.set_user_attr("status", row["status"])
+        write_results(run_dir, trial_rows(run_dir))
+        if progress is not None:
+            progress(row)
+        if row["status"] == "pruned":
+            raise optuna.TrialPruned()
+        if row["status"] == "failed":
+            return float("nan") if not multi else [float("nan")] * len(options.objectives)
+        values = [objective_value(row) if row["status"] == "ok" else 0.0]
+        for name in options.objectives[1:]:
+            cost = row.get(_COST_COLUMN[name])
+            values.append(float(cost) if cost is not None else float("inf"))
+        return values[0] if not multi else values
+
+    remaining = None
+    if options.trials is not None:
+        remaining = max(0, options.trials - finished_trials(study))
+    if remaining != 0:
+        study.optimize(objective, n_trials=remaining, timeout=options.timeout_s,
+                       catch=(), gc_after_trial=True)
+    rows = trial_rows(run_dir)
+    write_results(run_dir, rows)
+    return rows

@@ -1,0 +1,220 @@
+"""One search run end to end: plan the target, pick the pruner, run an engine, summarize.
+
+Example:
+    >>> request = RunRequest(device="jetson", target=Target("latency_ms", 10.0))   # doctest: +SKIP
+    >>> summary = run_search(request, Path("runs/demo"))                            # doctest: +SKIP
+    >>> summary.best["accuracy"]                                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from budgetsearch.cost import load_profile, resolve_profile_name
+from budgetsearch.pruners import pruner_class, pruner_names
+from budgetsearch.search.objective import TrialSettings, full_inventory
+from budgetsearch.search.optuna_driver import STUDY_FILE, OptunaOptions, run_optuna
+from budgetsearch.search.results import best_feasible, results_frame, write_results
+from budgetsearch.search.space import SearchSpace, load_space
+from budgetsearch.search.targets import TargetPlan, plan_target
+
+CONFIG_FILE = "config.yaml"
+# Default preference when the user names no pruner: BAR gives a physically smaller network.
+PRUNER_PREFERENCE = ("bar", "erf")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked for (after the CLI parsed it)."""
+
+    settings: TrialSettings = field(default_factory=TrialSettings)
+    pruner: str | None = None
+    space: str | None = None
+    engine: str = "optuna"
+    optuna: OptunaOptions = field(default_factory=OptunaOptions)
+    ray_address: str | None = None
+    max_concurrent: int = 1
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    """What a run found: the table, the best feasible row, notes on pruner choice."""
+
+    run_dir: Path
+    table: pd.DataFrame
+    best: dict[str, Any] | None
+    notes: list[str]
+    measured_latency_ms: float | None = None
+    plan: TargetPlan | None = None
+
+
+def _input_shape(settings: TrialSettings) -> tuple[tuple[int, int, int], int]:
+    from budgetsearch.search.objective import _splits
+
+    data = _splits(settings.dataset, settings.data_dir, settings.train_subset,
+                   settings.val_fraction, settings.seed)
+    return (data.in_channels, data.image_size, data.image_size), data.num_classes
+
+
+def choose_space(request: RunRequest) -> tuple[SearchSpace, TargetPlan | None, list[str]]:
+    """Pick the pruner (and its space) that can meet the target, before any training.
+
+    Raises:
+        ValueError: the target is below the reachable minimum, or the named pruner cannot meet
+            it (the message says why).
+    """
+    settings = request.settings
+    profile = load_profile(settings.device_profile) if settings.device_profile else None
+    if request.space is not None:
+        spaces = [load_space(request.space)]
+    else:
+        names = [request.pruner] if request.pruner else [
+            n for n in PRUNER_PREFERENCE if n in pruner_names()]
+        if request.pruner is not None and request.pruner not in pruner_names():
+            pruner_class(request.pruner)  # raises, listing the valid names
+        spaces = [load_space(n) for n in names]
+    notes: list[str] = []
+    plan = None
+    if settings.target is not None:
+        shape, classes = _input_shape(settings)
+        inventory = full_inventory(settings.model, settings.width, shape, classes)
+        candidates = {s.pruner: pruner_class(s.pruner).granularity for s in spaces}
+        if len(spaces) == 1 and candidates[spaces[0].pruner] == "unstructured" and \
+                "bar" in pruner_names():
+            candidates["bar"] = "channel"  # a fallback the plan may need
+        plan = plan_target(settings.target, inventory, profile, pruners=candidates,
+                           model_label=settings.model)
+        notes.extend(plan.notes)
+        chosen = next((s for s in spaces if s.pruner in plan.pruners), None)
+        if chosen is None:
+            chosen = load_space(plan.pruners[0])
+            notes.append(f"chose {chosen.pruner}: it is the pruner that can meet the target")
+        return chosen, plan, notes
+    return spaces[0], plan, notes
+
+
+def measure_latency_ms(model: Any, input_shape: tuple[int, ...], *, threads: int | None = None,
+                       repeats: int = 30) -> float:
+    """Median wall time of one batch-1 forward pass on this CPU, in ms (after warm-up)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = model.eval().cpu()
+    x = torch.zeros(1, *input_shape)
+    times = []
+    with torch.inference_mode():
+        for _ in range(5):
+            model(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def write_config(run_dir: Path, request: RunRequest, space: SearchSpace, notes: list[str],
+                 command: str = "") -> Path:
+    """The resolved config (every setting, the search space as used), next to the results."""
+    from budgetsearch.cli import write_text_atomic
+
+    config = {
+        "command": command,
+        "engine": request.engine,
+        "settings": request.settings.as_dict(),
+        "optuna": {**asdict(request.optuna), "objectives": list(request.optuna.objectives)},
+        "ray": {"address": request.ray_address, "max_concurrent": request.max_concurrent,
+                "cpus_per_trial": request.cpus_per_trial,
+                "gpus_per_trial": request.gpus_per_trial},
+        "space": {"name": space.name, "path": space.path, **space.as_dict()},
+        "notes": notes,
+    }
+    path = run_dir / CONFIG_FILE
+    write_text_atomic(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def _progress_bar(total: int | None) -> Any:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="trials", unit="trial", dynamic_ncols=True)
+    best = {"value": -math.inf}
+
+    def update(row: dict[str, Any]) -> None:
+        value = row.get("val_accuracy")
+        if value is None:
+            value = row.get("accuracy")
+        if row.get("feasible") and value is not None and value > best["value"]:
+            best["value"] = float(value)
+        bar.update(1)
+        shown = "-" if best["value"] == -math.inf else f"{best['value']:.4f}"
+        bar.set_postfix(best=shown, last=row.get("status"))
+
+    update.close = bar.close  # type: ignore[attr-defined]
+    return update
+
+
+def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
+               progress: bool = True, command: str = "") -> RunSummary:
+    """Plan, search with the chosen engine, write ``results.csv`` and ``config.yaml``."""
+    settings = request.settings
+    if settings.device_profile is not None:
+        settings = replace(settings, device_profile=resolve_profile_name(settings.device_profile)
+                           if "/" not in settings.device_profile else settings.device_profile)
+        request = replace(request, settings=settings)
+    space, plan, notes = choose_space(request)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:  # a new run in a reused (--force) folder starts from a clean study
+        (run_dir / STUDY_FILE).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "trials", ignore_errors=True)
+    write_config(run_dir, request, space, notes, command)
+    bar = _progress_bar(request.optuna.trials) if progress else None
+    try:
+        if request.engine == "ray":
+            from budgetsearch.search.ray_driver import run_ray
+
+            rows = run_ray(space, settings, run_dir, request, resume=resume, progress=bar)
+        elif request.engine == "optuna":
+            rows = run_optuna(space, settings, run_dir, request.optuna, resume=resume,
+                              progress=bar)
+        else:
+            raise ValueError(f"engine must be 'optuna' or 'ray', got {request.engine!r}")
+    finally:
+        if bar is not None:
+            bar.close()
+    write_results(run_dir, rows)
+    table = results_frame(rows)
+    best = best_feasible(table) if len(table) else None
+    measured = None
+    if best is not None and settings.device_profile and _is_local_cpu(settings.device_profile) \
+            and isinstance(best.get("model_path"), str):
+        import torch
+
+        model = torch.load(best["model_path"], weights_only=False)
+        shape, _ = _input_shape(settings)
+        measured = measure_latency_ms(model, shape, threads=_profile_threads(settings))
+    return RunSummary(run_dir, table, None if best is None else best.to_dict(), notes,
+                      measured, plan)
+
+
+def _is_local_cpu(profile_name: str) -> bool:
+    # A measured CPU profile is this machine (budgetsearch profile wrote it here).
+    profile = load_profile(profile_name)
+    return profile.source == "measured" and profile.name.startswith("cpu")
+
+
+def _profile_threads(settings: TrialSettings) -> int | None:
+    profile = load_profile(settings.device_profile)  # type: ignore[arg-type]
+    threads = profile.provenance.get("threads")
+    return int(threads) if isinstance(threads, int) else None

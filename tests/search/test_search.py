@@ -1,0 +1,137 @@
+"""Search: targets, spaces, objective row, Optuna resume, CLI end to end (tiny, synthetic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from budgetsearch.cli import main
+from budgetsearch.cost import layer_inventory, load_profile
+from budgetsearch.models import build_model
+from budgetsearch.search.objective import RESULT_COLUMNS, TrialSettings, run_trial
+from budgetsearch.search.optuna_driver import OptunaOptions, make_study, run_optuna
+from budgetsearch.search.space import load_space, space_from_dict
+from budgetsearch.search.targets import (
+    Target,
+    parse_count,
+    parse_duration_ms,
+    plan_target,
+    target_from_options,
+)
+
+# Tiny settings: wrn-10-1 on 32 synthetic images, a few steps per trial.
+TINY = dict(model="wrn-10-1", dataset="synthetic", train_subset=32, val_fraction=0.25,
+            batch_size=16, threads=1)
+FAST = {"epochs": 0.5, "lam": 1.0, "budget": 0.6, "lr": 0.002}
+
+
+@pytest.mark.parametrize(("text", "ms"), [("10ms", 10.0), ("500us", 0.5), ("0.01s", 10.0),
+                                          ("1e-1ms", 0.1)])
+def test_durations(text: str, ms: float) -> None:
+    assert parse_duration_ms(text) == pytest.approx(ms)
+
+
+@pytest.mark.parametrize("text", ["10xs", "-5ms", "0", "0ms", "nan", "nanms", "1e309ms", "10",
+                                  ""])
+def test_bad_durations_name_the_rule(text: str) -> None:
+    with pytest.raises(ValueError, match="positive duration like '10ms'"):
+        parse_duration_ms(text)
+
+
+def test_counts() -> None:
+    assert parse_count("50M", name="target_flops") == 50e6
+    assert parse_count("1.5M", name="target_params") == 1.5e6
+    assert parse_count("200k", name="x") == 2e5
+    for bad in ("-1M", "0", "nan", "1e309", "5Q"):
+        with pytest.raises(ValueError, match="target_params must be a positive count"):
+            parse_count(bad, name="target_params")
+    with pytest.raises(ValueError, match="one target at a time"):
+        target_from_options(latency="1ms", flops="5M")
+
+
+def test_infeasible_target_states_the_minimum() -> None:
+    inventory = layer_inventory(build_model("wrn-10-1"), torch.zeros(1, 1, 28, 28))
+    jetson = load_profile("jetson")
+    with pytest.raises(ValueError, match=r"below what wrn-10-1 can reach .*ask for at least"):
+        plan_target(Target("latency_ms", 0.01), inventory, jetson,
+                    pruners={"bar": "channel"}, model_label="wrn-10-1")
+    plan = plan_target(Target("latency_ms", 0.2), inventory, jetson,
+                       pruners={"erf": "unstructured", "bar": "channel"})
+    assert plan.pruners == ("bar",)
+    assert any("no sparse speed-up" in note for note in plan.notes)
+    assert 0 < plan.budget_fraction < 1
+
+
+def test_space_validation_names_file_and_key(tmp_path: Path) -> None:
+    space = load_space("bar")
+    assert space.pruner == "bar" and space.parameters["lam"].log
+    assert space.parameters["lam"].low == 0.01 and space.parameters["lam"].high == 10.0
+    assert set(space.to_optuna()) == set(space.parameters)
+    bad = {"pruner": "bar", "parameters": {"lam": {"type": "float", "low": 0, "high": 1,
+                                                   "log": True}}}
+    with pytest.raises(ValueError, match=r"f\.yaml: parameters\.lam is log-scaled"):
+        space_from_dict(bad, where="f.yaml")
+    with pytest.raises(ValueError, match=r"f\.yaml: parameters\.d\.type must be"):
+        space_from_dict({"pruner": "bar", "parameters": {"d": {"type": "uniform"}}},
+                        where="f.yaml")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) eval"):
+        space_from_dict({"pruner": "bar", "parameters": {}, "eval": "x"}, where="f.yaml")
+    path = tmp_path / "s.yaml"
+    path.write_text("pruner: bar\nparameters:\n  lam: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_space(path)
+
+
+def test_objective_writes_a_row_and_rejects_before_training(tmp_path: Path) -> None:
+    settings = TrialSettings(**TINY, device_profile="jetson-orin-nano",
+                             target=Target("latency_ms", 0.2))
+    space = load_space("bar")
+    row = run_trial(FAST, settings, tmp_path / "a", trial_id="a", engine="optuna", space=space)
+    assert set(RESULT_COLUMNS) <= set(row)
+    assert row["status"] == "ok", row["failure"]
+    assert row["feasible"] and row["latency_ms"] <= 0.2
+    assert Path(row["model_path"]).is_file() and Path(row["pruned_config_path"]).is_file()
+    rejected = run_trial({**FAST, "budget": 1.0}, settings, tmp_path / "b", trial_id="b",
+                         engine="optuna", space=space)
+    assert rejected["status"] == "infeasible" and rejected["seconds"] < 5
+    assert rejected["latency_ms"] > 0.2
+
+
+def test_optuna_resume_keeps_completed_trials(tmp_path: Path) -> None:
+    space = load_space("bar").override(epochs=0.25, kd_alpha=0.0)
+    settings = TrialSettings(**TINY, device_profile="jetson-orin-nano",
+                             target=Target("latency_ms", 0.2))
+    rows = run_optuna(space, settings, tmp_path, OptunaOptions(trials=1, n_startup_trials=1))
+    assert len(rows) == 1
+    first = pd.read_csv(tmp_path / "results.csv")
+    rows = run_optuna(space, settings, tmp_path, OptunaOptions(trials=2, n_startup_trials=1),
+                      resume=True)
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert list(table["trial_id"]) == ["optuna-0000", "optuna-0001"]
+    assert table.iloc[0]["seconds"] == pytest.approx(first.iloc[0]["seconds"])  # not redone
+    study = make_study(tmp_path, OptunaOptions(trials=2), resume=True)
+    assert len(study.trials) == 2
+
+
+def test_cli_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    code = main(["run", "--device", "jetson", "--target-latency", "200us", "--model", "wrn-10-1",
+                 "--dataset", "synthetic", "--train-subset", "32", "--batch-size", "16",
+                 "--trials", "1", "--threads", "1", "--out", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 1 and (out / "config.yaml").is_file() and (out / "study.db").is_file()
+    assert "results:" in text
+    assert code in (0, 1)  # 1: the one trial happened not to be feasible
+
+
+def test_cli_bad_target_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--device", "jetson", "--target-latency", "10xs"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'10xs'" in err
+    assert main(["run", "--device", "jetson", "--target-latency", "1us", "--model", "wrn-10-1",
+                 "--dataset", "synthetic"]) == 2
+    assert "ask for at least" in capsys.readouterr().err
