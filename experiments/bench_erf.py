@@ -1,0 +1,236 @@
+"""Benchmarks of the erf-loss pruner (issue 4): step overhead, threshold selection, precision.
+
+Three parts, each printable on its own:
+
+- ``overhead``: training-step time (forward + backward + SGD step) of WRN-16-2 on CPU against the
+  same dense model and batch, for GA, BS, adaptive, and ``torch.nn.utils.prune.l1_unstructured``
+  masks (static, as torch applies them). The machine is shared: variants are interleaved in a
+  rotating order on every repeat and medians are reported.
+- ``threshold``: bound selection on a 10M-weight tensor: ``torch.kthvalue`` (exact), BS from the
+  Gaussian guess (cold), BS bracketed from the last step's bound (warm), GA.
+- ``precision``: a short Fashion-MNIST run of WRN-16-2 with fixed-BS (target per layer, ±0.1 %)
+  and with budget-wavg against an 85 % parameter sparsity budget (±1 %).
+
+Usage:
+    .venv/bin/python experiments/bench_erf.py overhead --repeats 7 --steps 10
+    .venv/bin/python experiments/bench_erf.py threshold
+    .venv/bin/python experiments/bench_erf.py precision --train-subset 10000 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import prune
+
+from budgetsearch.models import build_model
+from budgetsearch.pruners.erf import ErfPruner, prunable_layers
+from budgetsearch.pruners.erf_functional import binary_search_bound, gaussian_bound
+
+INPUT = (1, 28, 28)
+
+
+# -- overhead -------------------------------------------------------------------------------------
+
+
+def _variant(name: str) -> tuple[nn.Module, ErfPruner | None]:
+    torch.manual_seed(0)
+    model = build_model("wrn-16-2", num_classes=10, in_channels=1)
+    example = torch.zeros(1, *INPUT)
+    pruner = None
+    if name == "ga":
+        pruner = ErfPruner(method="ga", sparsity=0.85)
+    elif name == "bs":
+        pruner = ErfPruner(method="bs", sparsity=0.85)
+    elif name == "adaptive":
+        pruner = ErfPruner(method="adaptive", loss="budget", weighting="wavg", budget=0.15,
+                           lam=5.0)
+    elif name == "torch-l1":
+        for layer in prunable_layers(model):
+            prune.l1_unstructured(dict(model.named_modules())[layer], "weight", amount=0.85)
+    if pruner is not None:
+        pruner.prepare(model, example)
+    model.train()
+    return model, pruner
+
+
+def _stepper(model: nn.Module, pruner: ErfPruner | None, batch: int) -> Callable[[], None]:
+    groups: list[dict[str, Any]] = pruner.param_groups() if pruner is not None else []
+    claimed = {id(p) for g in groups for p in g["params"]}
+    weights = [p for p in model.parameters() if id(p) not in claimed]
+    opt = torch.optim.SGD([{"params": weights}] + [{"params": g["params"], "lr": 5e-4}
+                                                   for g in groups],
+                          lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, *INPUT, generator=g)
+    y = torch.randint(0, 10, (batch,), generator=g)
+
+    def step() -> None:
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if pruner is not None and pruner.config.method == "adaptive":
+            loss = loss + pruner.sparsity_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bench_overhead(repeats: int, steps: int, batch: int, threads: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    names = ["dense", "ga", "bs", "adaptive", "torch-l1"]
+    steppers = {}
+    for name in names:
+        model, pruner = _variant(name)
+        steppers[name] = _stepper(model, pruner, batch)
+        for _ in range(2):  # warm-up
+            steppers[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate: shared machine
+        for name in order:
+            start = time.perf_counter()
+            for _ in range(steps):
+                steppers[name]()
+            times[name].append((time.perf_counter() - start) / steps)
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    dense = medians["dense"]
+    return {
+        "model": "wrn-16-2", "input": list(INPUT), "batch": batch, "threads": threads,
+        "repeats": repeats, "steps_per_repeat": steps,
+        "median_step_ms": {n: round(1e3 * m, 2) for n, m in medians.items()},
+        "overhead_vs_dense_pct": {n: round(100 * (m / dense - 1), 2) for n, m in medians.items()
+                                  if n != "dense"},
+    }
+
+
+# -- threshold selection ---------------------------------------------------------------------------
+
+
+def bench_threshold(numel: int, sparsity: float, repeats: int, threads: int,
+                    distribution: str = "gaussian") -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    if distribution == "laplace":  # heavier tails: the Gaussian guess is off, BS must search
+        w = torch.distributions.Laplace(0.0, 0.05).sample((numel,))
+    else:
+        w = torch.randn(numel) * 0.05
+    k = round(sparsity * numel)
+    previous = binary_search_bound(w, sparsity).bound
+    w_next = w + 1e-4 * torch.randn_like(w)  # the next training step's weights
+    runs: dict[str, list[float]] = {"kthvalue": [], "bs_cold": [], "bs_warm": [], "ga": []}
+    attained: dict[str, float] = {}
+    passes: dict[str, int] = {}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kth = float(torch.kthvalue(w_next.abs(), k).values)
+        runs["kthvalue"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        cold = binary_search_bound(w_next, sparsity)
+        runs["bs_cold"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        warm = binary_search_bound(w_next, sparsity, start=previous)
+        runs["bs_warm"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        ga = float(gaussian_bound(w_next, sparsity))
+        runs["ga"].append(time.perf_counter() - start)
+    a = w_next.abs()
+    attained = {"kthvalue": float((a < kth).float().mean()), "bs_cold": cold.sparsity,
+                "bs_warm": warm.sparsity, "ga": float((a < ga).float().mean())}
+    passes = {"bs_cold": cold.passes, "bs_warm": warm.passes}
+    return {"numel": numel, "distribution": distribution, "sparsity": sparsity,
+            "threads": threads, "repeats": repeats,
+            "median_ms": {n: round(1e3 * statistics.median(t), 1) for n, t in runs.items()},
+            "attained_sparsity": attained, "bs_passes": passes}
+
+
+# -- precision ------------------------------------------------------------------------------------
+
+
+def bench_precision(train_subset: int, epochs: float, batch: int, threads: int,
+                    bound_lr: float, lam: float) -> dict[str, Any]:
+    from budgetsearch.data import load_dataset
+    from budgetsearch.train import TrainConfig, train
+
+    torch.set_num_threads(threads)
+    data = load_dataset("fashion-mnist", train_subset=train_subset)
+    example = data.train[0][0].unsqueeze(0)
+    config = TrainConfig(epochs=epochs, batch_size=batch, progress=False, lr=0.05)
+    out: dict[str, Any] = {"train_subset": train_subset, "epochs": epochs, "batch": batch}
+
+    def run(pruner: ErfPruner) -> tuple[Any, Any]:
+        torch.manual_seed(0)
+        model = build_model("wrn-16-2", num_classes=data.num_classes, in_channels=1)
+        pruner.prepare(model, example)
+        result = train(model, data, config, hooks=pruner)
+        pruner.finalize()
+        return result, pruner.report()
+
+    result, report = run(ErfPruner(method="bs", sparsity=0.85))
+    errors = [layer.counted - 0.85 for layer in report.layers]
+    out["fixed_bs"] = {
+        "test_accuracy": result.test_accuracy, "seconds": round(result.seconds, 1),
+        "max_abs_layer_error_pct": round(100 * max(abs(e) for e in errors), 4),
+        "overall_sparsity": report.overall_sparsity,
+        "layers_within_0.1pct": sum(abs(e) <= 1e-3 for e in errors), "layers": len(errors),
+    }
+    result, report = run(ErfPruner(method="adaptive", loss="budget", weighting="wavg",
+                                   budget=0.15, lam=lam, bound_optimizer="adam",
+                                   bound_lr=bound_lr))
+    kept = report.extra["kept_fraction"]["params"]
+    out["budget_wavg"] = {
+        "test_accuracy": result.test_accuracy, "seconds": round(result.seconds, 1),
+        "lam": lam, "bound_lr(adam)": bound_lr,
+        "param_sparsity_counted_pct": round(100 * (1 - kept), 3),
+        "param_sparsity_gaussian_pct": round(100 * (1 - report.extra["last_loss"]["density"]), 3),
+        "overall_sparsity_counted_pct": round(100 * report.overall_sparsity, 3),
+        "per_layer_counted": {r.name: round(r.counted, 3) for r in report.layers},
+        "params": report.cost["params"], "dense_params": report.extra["dense_cost"]["params"],
+    }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="part", required=True)
+    p = sub.add_parser("overhead")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p = sub.add_parser("threshold")
+    p.add_argument("--numel", type=int, default=10_000_000)
+    p.add_argument("--sparsity", type=float, default=0.85)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--distribution", choices=("gaussian", "laplace"), default="gaussian")
+    p = sub.add_parser("precision")
+    p.add_argument("--train-subset", type=int, default=10_000)
+    p.add_argument("--epochs", type=float, default=3)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--bound-lr", type=float, default=0.02)
+    p.add_argument("--lam", type=float, default=5.0)
+    args = parser.parse_args()
+    if args.part == "overhead":
+        result = bench_overhead(args.repeats, args.steps, args.batch, args.threads)
+    elif args.part == "threshold":
+        result = bench_threshold(args.numel, args.sparsity, args.repeats, args.threads,
+                                 args.distribution)
+    else:
+        result = bench_precision(args.train_subset, args.epochs, args.batch, args.threads,
+                                 args.bound_lr, args.lam)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
