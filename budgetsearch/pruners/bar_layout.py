@@ -109,8 +109,10 @@ def _multiply_by(gate: HardConcreteGate) -> Callable[..., torch.Tensor]:
 def _mask_live(producers: list[Producer], width: int) -> Callable[..., torch.Tensor]:
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
              ) -> torch.Tensor:
-        mask = live_mask(producers, _last_gate, width).to(output.dtype)
-        return output * mask.view(1, -1, 1, 1)
+        mask = live_mask(producers, _last_gate, width)
+        if bool(mask.all()):  # nothing dead yet: skip a full-size multiply (step time)
+            return output
+        return output * mask.to(output.dtype).view(1, -1, 1, 1)
 
     return hook
 
