@@ -157,7 +157,7 @@ def bench_threshold(numel: int, sparsity: float, repeats: int, threads: int,
 
 
 def bench_precision(train_subset: int, epochs: float, batch: int, threads: int,
-                    bound_lr: float, lam: float) -> dict[str, Any]:
+                    bound_lr: float, lam: float, skip_bs: bool = False) -> dict[str, Any]:
     from budgetsearch.data import load_dataset
     from budgetsearch.train import TrainConfig, train
 
@@ -175,19 +175,28 @@ def bench_precision(train_subset: int, epochs: float, batch: int, threads: int,
         pruner.finalize()
         return result, pruner.report()
 
-    result, report = run(ErfPruner(method="bs", sparsity=0.85))
+    if not skip_bs:
+        out["fixed_bs"] = _fixed_bs(*run(ErfPruner(method="bs", sparsity=0.85)))
+    result, report = run(ErfPruner(method="adaptive", loss="budget", weighting="wavg",
+                                   budget=0.15, lam=lam, bound_optimizer="adam",
+                                   bound_lr=bound_lr))
+    out["budget_wavg"] = _budget_wavg(result, report, lam, bound_lr)
+    return out
+
+
+def _fixed_bs(result: Any, report: Any) -> dict[str, Any]:
     errors = [layer.counted - 0.85 for layer in report.layers]
-    out["fixed_bs"] = {
+    return {
         "test_accuracy": result.test_accuracy, "seconds": round(result.seconds, 1),
         "max_abs_layer_error_pct": round(100 * max(abs(e) for e in errors), 4),
         "overall_sparsity": report.overall_sparsity,
         "layers_within_0.1pct": sum(abs(e) <= 1e-3 for e in errors), "layers": len(errors),
     }
-    result, report = run(ErfPruner(method="adaptive", loss="budget", weighting="wavg",
-                                   budget=0.15, lam=lam, bound_optimizer="adam",
-                                   bound_lr=bound_lr))
+
+
+def _budget_wavg(result: Any, report: Any, lam: float, bound_lr: float) -> dict[str, Any]:
     kept = report.extra["kept_fraction"]["params"]
-    out["budget_wavg"] = {
+    return {
         "test_accuracy": result.test_accuracy, "seconds": round(result.seconds, 1),
         "lam": lam, "bound_lr(adam)": bound_lr,
         "param_sparsity_counted_pct": round(100 * (1 - kept), 3),
@@ -196,7 +205,6 @@ def bench_precision(train_subset: int, epochs: float, batch: int, threads: int,
         "per_layer_counted": {r.name: round(r.counted, 3) for r in report.layers},
         "params": report.cost["params"], "dense_params": report.extra["dense_cost"]["params"],
     }
-    return out
 
 
 def main() -> None:
@@ -220,6 +228,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--bound-lr", type=float, default=0.02)
     p.add_argument("--lam", type=float, default=5.0)
+    p.add_argument("--skip-bs", action="store_true", help="only the budget-wavg run")
     args = parser.parse_args()
     if args.part == "overhead":
         result = bench_overhead(args.repeats, args.steps, args.batch, args.threads)
@@ -228,7 +237,7 @@ def main() -> None:
                                  args.distribution)
     else:
         result = bench_precision(args.train_subset, args.epochs, args.batch, args.threads,
-                                 args.bound_lr, args.lam)
+                                 args.bound_lr, args.lam, args.skip_bs)
     print(json.dumps(result, indent=2))
 
 

@@ -308,3 +308,12 @@ def test_loss_terms_include_task_and_sparsity() -> None:
     terms = pruner.loss_terms(ctx)
     assert set(terms) == {"task", "sparsity"}
     assert float(terms["sparsity"]) == pytest.approx(2.0 * (1 - 0.3), rel=1e-5)
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from budgetsearch.pruners import erf, erf_functional
+
+    for module in (erf, erf_functional):
+        assert doctest.testmod(module).failed == 0
