@@ -57,6 +57,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     eval_batch_size: int = 512
+    bn_recalibration_batches: int = 0
 
     def __post_init__(self) -> None:
         if not (self.epochs > 0 and math.isfinite(self.epochs)):
@@ -174,6 +175,37 @@ class _DefaultHooks:
 
     def after_step(self, context: StepContext) -> None:
         return None
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, loader: DataLoader, *, batches: int, device: torch.device | None = None
+) -> None:
+    """Re-estimate every BatchNorm's running statistics on ``batches`` training batches.
+
+    Why: in short runs (and while pruning gates rescale channels) the running averages lag far
+    behind the weights, and the eval-mode network can fall to chance while the same weights
+    score well with batch statistics. The rest of the model runs in eval mode (deterministic
+    gates), BN takes a cumulative average (``momentum=None``), and no weight changes.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches < 1:
+        return
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    saved = [(m, m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    for index, (inputs, _) in enumerate(loader):
+        if index >= batches:
+            break
+        model(inputs.to(device))
+    for m, momentum in saved:
+        m.momentum = momentum
+    model.train(was_training)
 
 
 def _build_optimizers(
@@ -296,6 +328,9 @@ def train(
     if failure is not None:
         return TrainResult("failed", None, None, running_loss, time.perf_counter() - start, step,
                            step / steps_per_epoch, failure=failure, history=history)
+    if config.bn_recalibration_batches:
+        recalibrate_batchnorm(model, train_loader, batches=config.bn_recalibration_batches,
+                              device=device)
     test_accuracy = evaluate(model, test_loader, device)
     val_accuracy = evaluate(model, val_loader, device) if val_loader is not None else None
     return TrainResult(

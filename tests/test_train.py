@@ -7,7 +7,14 @@ import torch
 
 from budgetsearch.data import DatasetSplits, make_synthetic
 from budgetsearch.models import build_model
-from budgetsearch.train import StepContext, TrainConfig, _lr_factor, evaluate, train
+from budgetsearch.train import (
+    StepContext,
+    TrainConfig,
+    _lr_factor,
+    evaluate,
+    recalibrate_batchnorm,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +119,19 @@ def test_cosine_schedule_and_warm_restarts() -> None:
 def test_config_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
+
+
+def test_batchnorm_recalibration_matches_the_data_statistics() -> None:
+    torch.manual_seed(0)
+    data = torch.randn(256, 3, 4, 4) * 2.0 + 5.0
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(data, torch.zeros(256)), batch_size=64)
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).eval()
+    recalibrate_batchnorm(model, loader, batches=4)
+    bn = model[0]
+    # Cumulative average of equal-sized batch means = the overall per-channel mean (oracle).
+    torch.testing.assert_close(bn.running_mean, data.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-5)
+    batch_vars = torch.stack([data[i:i + 64].var(dim=(0, 2, 3), unbiased=True)
+                              for i in range(0, 256, 64)]).mean(0)
+    torch.testing.assert_close(bn.running_var, batch_vars, rtol=1e-5, atol=1e-5)
+    assert bn.momentum == 0.1 and not model.training  # restored
