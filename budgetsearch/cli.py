@@ -49,6 +49,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -477,21 +487,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
         threads=settings["threads"],
     )
     objectives = tuple(o.strip() for o in args.objectives.split(","))
+    ray_options = {"ray_address": args.ray_address, "max_concurrent": args.max_concurrent,
+                   "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}
+    given = [f"--{k.replace('_', '-')}" for k, v in ray_options.items() if v is not None]
+    if args.engine != "ray" and given:
+        raise UsageError(f"{', '.join(given)} need(s) --engine ray, got --engine {args.engine}")
     request = RunRequest(
         settings=trial_settings, pruner=args.pruner, space=args.space, engine=args.engine,
         optuna=OptunaOptions(trials=settings["trials"], timeout_s=timeout, sampler=args.sampler,
                              objectives=objectives, seed=int(settings["seed"]),
                              prune=not args.no_pruning),
+        **{k: v for k, v in ray_options.items() if v is not None},
     )
+    if args.engine == "ray":
+        from budgetsearch.search.ray_driver import check_reachable, validate_request
+
+        validate_request(request)  # before the output folder is made (bad address, objectives)
+        if request.ray_address is not None:
+            try:
+                check_reachable(request.ray_address)
+            except ConnectionError as error:
+                raise UsageError(str(error)) from None
     out = Path(args.out or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume:
         if not (out / "config.yaml").is_file():
             raise UsageError(f"--resume needs an existing run folder (--out), {out} has none")
+        first = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("engine")
+        if first not in (None, args.engine):
+            raise UsageError(f"--resume: {out} was run with --engine {first}, got --engine "
+                             f"{args.engine}")
     else:
         prepare_output_dir(out, force=args.force)
     command = "budgetsearch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "budgetsearch run"
-    summary = run_search(request, out, resume=args.resume, progress=not args.no_progress,
-                         command=command)
+    try:
+        summary = run_search(request, out, resume=args.resume, progress=not args.no_progress,
+                             command=command)
+    except (ConnectionError, ImportError) as error:  # no Ray cluster there / Ray not installed
+        raise UsageError(str(error)) from None
     for note in summary.notes:
         print(f"note: {note}")
     table = summary.table
@@ -536,8 +568,16 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--target-params", metavar="COUNT", help="e.g. 1.5M")
     p.add_argument("--pruner", help="bar or erf (default: chosen from the target and device)")
     p.add_argument("--space", help="search space name in search_spaces/ or a YAML path")
-    # The Ray Tune engine (issue 6) is not built yet: the option offers only what works.
-    p.add_argument("--engine", choices=["optuna"], default="optuna")
+    p.add_argument("--engine", choices=["optuna", "ray"], default="optuna",
+                   help="optuna (local study) or ray (Ray Tune, local or on a cluster)")
+    p.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                   help="join a running Ray cluster (default with --engine ray: start a local one)")
+    p.add_argument("--max-concurrent", type=_positive_int, metavar="N",
+                   help="Ray: trials running at once (default 1)")
+    p.add_argument("--cpus-per-trial", type=_positive_float, metavar="X",
+                   help="Ray: CPUs reserved per trial (default 1; also its torch threads)")
+    p.add_argument("--gpus-per-trial", type=_non_negative_float, metavar="Y",
+                   help="Ray: GPUs reserved per trial (default 0; > 0 trains on CUDA)")
     p.add_argument("--objectives", default="accuracy",
                    help="accuracy (constrained) or accuracy,latency (multi-objective)")
     p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
@@ -612,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error) if not isinstance(error, KeyError) else f"unknown key {error}"
         print(f"budgetsearch: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("budgetsearch: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print("budgetsearch: interrupted" + (f": {interrupt}" if str(interrupt) else ""),
+              file=sys.stderr)
         return 130

@@ -1,0 +1,355 @@
+"""The Ray Tune engine: the same objective on a local or remote Ray cluster.
+
+A ``tune.Tuner`` runs :func:`~budgetsearch.search.objective.run_trial` as a function trainable
+over ``SearchSpace.to_ray()``: ``OptunaSearch`` (TPE or random, maximizing ``objective``) behind
+a ``ConcurrencyLimiter``, ``ASHAScheduler`` on the intermediate validation accuracy, per-trial
+CPU/GPU resources (``tune.with_resources``), ``FailureConfig(max_failures=2)`` retries of a trial
+whose worker died. The experiment lives in ``RUN_DIR/ray/``; ``resume=True`` restores it with
+``Tuner.restore``: finished trials are kept, unfinished and errored ones restart from scratch
+(trials save no checkpoints), and the searcher goes on to the trial count first asked for.
+
+The search metric ``objective`` is the validation accuracy of a feasible trial that finished,
+and 0.0 for an infeasible (priced over the target before training) or failed one, so that the
+searcher learns to avoid those regions without ever seeing a missing or NaN value.
+
+Rows land in ``RUN_DIR/trials/ray-NNNNN/row.json`` and ``RUN_DIR/results.csv``, the table the
+Optuna engine writes (``NNNNN`` counts trials in the order the searcher proposed them). A trial
+ASHA stops early never returns from ``run_trial``, so its row (``status="pruned"``) is written by
+the driver from the last reported result; so is the row of a trial whose worker ran on another
+node (its artifacts stay on that node) and of a trial that failed on every retry.
+
+Example:
+    >>> rows = run_ray(load_space("bar"), TrialSettings(model="wrn-10-1"), Path("runs/r"),
+    ...                RunRequest(engine="ray", max_concurrent=2))           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import socket
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from budgetsearch.search.objective import (
+    ARTIFACT_COLUMNS,
+    PHASE_FRACTIONS,
+    RESULT_COLUMNS,
+    TrialSettings,
+    empty_row,
+    objective_value,
+    run_trial,
+)
+from budgetsearch.search.results import trial_rows, write_results
+from budgetsearch.search.space import SearchSpace
+
+if TYPE_CHECKING:
+    from budgetsearch.search.runner import RunRequest
+
+EXPERIMENT_NAME = "budgetsearch"
+RAY_DIR = "ray"
+METRIC = "objective"
+MAX_FAILURES = 2
+INSTALL_HINT = "pip install 'ray[tune]'"
+CONNECT_TIMEOUT_S = 5.0
+# Ray's own connect loop retries an unreachable address for minutes: probe it first.
+_ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d+)$")
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def import_tune() -> Any:
+    """``ray.tune``, or an ``ImportError`` that names the install command."""
+    try:
+        from ray import tune
+    except ImportError as error:
+        raise ImportError(f"--engine ray needs Ray Tune: {INSTALL_HINT} ({error})") from error
+    return tune
+
+
+def parse_ray_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``HOST:PORT`` address; None for ``auto``.
+
+    The driver runs on a node of the cluster (``ray://`` client mode is not offered: the rows
+    are written by a callback that runs where the driver runs).
+
+    Raises:
+        ValueError: anything else, naming the value and the accepted forms.
+
+    Example:
+        >>> parse_ray_address("10.0.0.5:6379")
+        ('10.0.0.5', 6379)
+    """
+    if address == "auto":
+        return None
+    match = _ADDRESS.match(address)
+    port = int(match["port"]) if match else 0
+    if match is None or not 0 < port < 65536:
+        raise ValueError("ray_address must be 'auto' or HOST:PORT of a Ray head (e.g. "
+                         f"127.0.0.1:6379, the address 'ray start --head' prints), got {address!r}")
+    return match["host"].strip("[]"), port
+
+
+def validate_request(request: RunRequest) -> None:
+    """Reject Ray settings the engine cannot run, naming the option and the value."""
+    if isinstance(request.max_concurrent, bool) or not isinstance(request.max_concurrent, int) \
+            or request.max_concurrent < 1:
+        raise ValueError(f"max_concurrent must be an integer ≥ 1, got {request.max_concurrent!r}")
+    if not (math.isfinite(request.cpus_per_trial) and request.cpus_per_trial > 0):
+        raise ValueError(f"cpus_per_trial must be a finite number > 0, got "
+                         f"{request.cpus_per_trial!r}")
+    if not (math.isfinite(request.gpus_per_trial) and request.gpus_per_trial >= 0):
+        raise ValueError(f"gpus_per_trial must be a finite number ≥ 0, got "
+                         f"{request.gpus_per_trial!r}")
+    if len(request.optuna.objectives) > 1:
+        raise ValueError("objectives must be 'accuracy' with engine 'ray' (multi-objective "
+                         f"search is Optuna-only), got {','.join(request.optuna.objectives)!r}")
+    if request.ray_address is not None:
+        parse_ray_address(request.ray_address)
+
+
+def search_value(row: dict[str, Any]) -> float:
+    """The value the searcher maximizes: accuracy of a feasible finished trial, else 0.0."""
+    if row.get("status") != "ok" or not row.get("feasible"):
+        return 0.0
+    value = objective_value(row)
+    return value if math.isfinite(value) else 0.0
+
+
+def trial_name(trial: Any) -> str:
+    """``ray-NNNNN`` from the searcher's counter (``experiment_tag`` starts ``N_``).
+
+    Tune's trial ids are random hex; the counter keeps folders (and ``results.csv``) in the
+    order the searcher proposed the trials, and it survives ``Tuner.restore``.
+    """
+    head = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
+    return f"ray-{int(head):05d}" if head.isdigit() else f"ray-{trial.trial_id}"
+
+
+def _final_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as Tune metrics: scalars only (Tune adds its own ``trial_id``)."""
+    metrics = {k: v for k, v in row.items() if k != "trial_id" and v is not None
+               and isinstance(v, (str, int, float, bool))}
+    return {**metrics, METRIC: search_value(row), "final": True}
+
+
+def trial_settings_for(settings: TrialSettings, request: RunRequest) -> TrialSettings:
+    """Settings as a trial sees them: torch threads = its CPUs, CUDA when it holds a GPU."""
+    threads = settings.threads or max(1, int(request.cpus_per_trial))
+    device = "cuda" if request.gpus_per_trial > 0 and settings.torch_device == "cpu" \
+        else settings.torch_device
+    return replace(settings, threads=threads, torch_device=device)
+
+
+def make_trainable(space: SearchSpace, settings: TrialSettings, run_dir: Path) -> Callable[
+        [dict[str, Any]], None]:
+    """The function trainable: one :func:`run_trial` per Tune trial."""
+
+    def trainable(config: dict[str, Any]) -> None:
+        from ray import tune
+
+        name = tune.get_context().get_trial_name()
+
+        def report(step: int, accuracy: float) -> bool:
+            # Intermediate accuracy for ASHA; Tune itself stops the trial if ASHA says so.
+            tune.report({METRIC: 0.0 if math.isnan(accuracy) else accuracy, "step": step})
+            return False
+
+        row = run_trial(dict(config), settings, run_dir / "trials" / name,
+                        trial_id=name, engine="ray", space=space, report=report)
+        tune.report(_final_metrics(row))
+
+    return trainable
+
+
+def row_from_result(trial_id: str, config: dict[str, Any], result: dict[str, Any],
+                    settings: TrialSettings, space: SearchSpace, *,
+                    error: str | None = None) -> dict[str, Any]:
+    """A results row rebuilt on the driver from a trial's last Tune result."""
+    row = empty_row(trial_id, "ray", settings, space.pruner, dict(config))
+    if result.get("final"):
+        known = set(RESULT_COLUMNS) | set(ARTIFACT_COLUMNS) | {f"hp_{k}" for k in config}
+        row.update({k: v for k, v in result.items() if k in known and k != "trial_id"})
+    elif error is None:
+        # Stopped by ASHA (or the time budget) after an intermediate report.
+        row.update(status="pruned", val_accuracy=result.get(METRIC),
+                   seconds=float(result.get("time_total_s", 0.0)))
+    if error is not None:
+        row.update(status="failed", feasible=False, failure=error[:500],
+                   seconds=float(result.get("time_total_s", 0.0)))
+    return row
+
+
+def _recorder(tune: Any, space: SearchSpace, settings: TrialSettings, run_dir: Path,
+              progress: ProgressFn | None) -> Any:
+    # Tune pickles the RunConfig (callbacks included, with cloudpickle) into the experiment for
+    # restore: the instance keeps plain data only, and drops the progress function when pickled.
+    class RowRecorder(tune.Callback):
+        """Writes the row of every ended trial and refreshes ``results.csv`` as trials end."""
+
+        def __init__(self) -> None:
+            self.space, self.settings, self.run_dir = space, settings, run_dir
+            self.progress = progress
+            self.unfinished: list[str] = []
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {**self.__dict__, "progress": None}
+
+        def _record(self, trial: Any, error: str | None) -> None:
+            name = trial_name(trial)
+            trial_dir = self.run_dir / "trials" / name
+            path = trial_dir / "row.json"
+            if path.is_file() and error is None:
+                row = json.loads(path.read_text())
+            else:
+                row = row_from_result(name, trial.config, trial.last_result or {},
+                                      self.settings, self.space, error=error)
+                trial_dir.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(row, default=str))
+            write_results(self.run_dir, trial_rows(self.run_dir))
+            if self.progress is not None:
+                self.progress(row)
+
+        def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
+                              **info: Any) -> None:
+            self._record(trial, None)
+
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any,
+                           **info: Any) -> None:
+            error = trial.get_error() if hasattr(trial, "get_error") else None
+            lines = str(error).strip().splitlines() if error is not None else []
+            reason = f"Ray trial error after {MAX_FAILURES} retries"
+            self._record(trial, reason + (f": {lines[-1]}" if lines else ""))
+
+        def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+            # Tune returns normally from fit() after Ctrl-C: trials still pending or running
+            # at the end are how the driver tells an interrupted experiment from a finished one.
+            self.unfinished = [trial_name(t) for t in trials
+                               if t.status not in ("TERMINATED", "ERROR")]
+
+    return RowRecorder()
+
+
+def check_reachable(address: str) -> None:
+    """Raise ``ConnectionError`` (one line) when nothing listens at ``address``."""
+    parsed = parse_ray_address(address)
+    if parsed is None:
+        return
+    try:
+        socket.create_connection(parsed, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"no Ray cluster at ray_address {address!r} ({error.strerror or error}); start one "
+            "with 'ray start --head --port PORT' and pass the address it prints") from None
+
+
+def _init_ray(address: str | None) -> bool:
+    """Connect to ``address`` (None: a new local instance). True when this call started Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR"}
+    if address is None:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
+        return True
+    check_reachable(address)
+    try:
+        ray.init(address=address, **kwargs)
+    except ConnectionError as error:  # 'auto' with no cluster running
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConnectionError(f"cannot join the Ray cluster at ray_address {address!r}: "
+                              f"{first}") from None
+    return True
+
+
+def run_ray(space: SearchSpace, settings: TrialSettings, run_dir: Path, request: RunRequest, *,
+            resume: bool = False, progress: ProgressFn | None = None) -> list[dict[str, Any]]:
+    """Run (or, with ``resume``, restore) the Tune experiment; returns every trial's row.
+
+    ``request.ray_address``: None starts a local Ray (all CPUs of this machine); ``"auto"`` or
+    ``HOST:PORT`` joins a running cluster (``ray start --head``). Trials need ``run_dir`` on a
+    filesystem the workers share for their artifacts; the rows reach ``results.csv`` either way.
+    A timeout (``request.optuna.timeout_s``) stops the trials still running (recorded as
+    ``pruned``), unlike the Optuna engine, which lets them finish.
+
+    Raises:
+        ImportError: Ray Tune is not installed (the message names the install command).
+        ValueError: a bad Ray setting (see :func:`validate_request`).
+        ConnectionError: no Ray cluster at ``request.ray_address``.
+        KeyboardInterrupt: the experiment was interrupted (Ctrl-C); its state is saved and
+            ``resume=True`` continues it.
+    """
+    validate_request(request)
+    tune = import_tune()
+    import ray
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    options = request.optuna
+    settings = trial_settings_for(settings, request)
+    run_dir = run_dir.resolve()
+    storage = run_dir / RAY_DIR
+    experiment = storage / EXPERIMENT_NAME
+    if not resume:
+        shutil.rmtree(storage, ignore_errors=True)
+    # The classic reporter honours verbose=0; the new one still prints tables and hints.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    started = _init_ray(request.ray_address)
+    try:
+        trainable = tune.with_resources(
+            make_trainable(space, settings, run_dir),
+            {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial})
+        callback = _recorder(tune, space, settings, run_dir, progress)
+        if resume and tune.Tuner.can_restore(str(experiment)):
+            # No checkpoints are saved, so errored trials restart from scratch.
+            tuner = tune.Tuner.restore(str(experiment), trainable, restart_errored=True)
+            # The restored RunConfig brings back the pickled recorder without its progress
+            # function; Tuner.restore takes no callbacks, so swap in this run's recorder.
+            run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+            if run_config is not None:
+                run_config.callbacks = [callback]
+        else:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            sampler = (optuna.samplers.RandomSampler(seed=options.seed)
+                       if options.sampler == "random" else
+                       optuna.samplers.TPESampler(seed=options.seed,
+                                                  n_startup_trials=options.n_startup_trials))
+            searcher = ConcurrencyLimiter(
+                OptunaSearch(metric=METRIC, mode="max", sampler=sampler),
+                max_concurrent=request.max_concurrent)
+            # One report per phase (BAR has three) plus the final row.
+            scheduler = (ASHAScheduler(time_attr="training_iteration",
+                                       max_t=len(PHASE_FRACTIONS) + 1, grace_period=1,
+                                       reduction_factor=2)
+                         if options.prune else FIFOScheduler())
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space.to_ray(),
+                tune_config=tune.TuneConfig(
+                    metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
+                    num_samples=options.trials if options.trials is not None else -1,
+                    time_budget_s=options.timeout_s, trial_name_creator=trial_name),
+                run_config=tune.RunConfig(
+                    storage_path=str(storage), name=EXPERIMENT_NAME, verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+                    callbacks=[callback]),
+            )
+        tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    rows = trial_rows(run_dir)
+    write_results(run_dir, rows)
+    if callback.unfinished:
+        raise KeyboardInterrupt(f"Ray Tune experiment interrupted with {len(callback.unfinished)} "
+                                f"trial(s) unfinished; continue it with --resume")
+    return rows
