@@ -30,7 +30,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -194,12 +196,13 @@ def _recorder(tune: Any, space: SearchSpace, settings: TrialSettings, run_dir: P
         def __init__(self) -> None:
             self.space, self.settings, self.run_dir = space, settings, run_dir
             self.progress = progress
-            self.unfinished: list[str] = []
+            self.trials: list[Any] = []
 
         def __getstate__(self) -> dict[str, Any]:
             return {**self.__dict__, "progress": None}
 
-        def _record(self, trial: Any, error: str | None) -> None:
+        def record(self, trial: Any, error: str | None, *, note: str | None = None) -> None:
+            """Write the trial's row (rebuilt from its last result when the worker wrote none)."""
             name = trial_name(trial)
             trial_dir = self.run_dir / "trials" / name
             path = trial_dir / "row.json"
@@ -208,6 +211,8 @@ def _recorder(tune: Any, space: SearchSpace, settings: TrialSettings, run_dir: P
             else:
                 row = row_from_result(name, trial.config, trial.last_result or {},
                                       self.settings, self.space, error=error)
+                if note is not None:
+                    row["failure"] = note
                 trial_dir.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(row, default=str))
             write_results(self.run_dir, trial_rows(self.run_dir))
@@ -216,20 +221,24 @@ def _recorder(tune: Any, space: SearchSpace, settings: TrialSettings, run_dir: P
 
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
                               **info: Any) -> None:
-            self._record(trial, None)
+            self.record(trial, None)
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any,
                            **info: Any) -> None:
             error = trial.get_error() if hasattr(trial, "get_error") else None
             lines = str(error).strip().splitlines() if error is not None else []
             reason = f"Ray trial error after {MAX_FAILURES} retries"
-            self._record(trial, reason + (f": {lines[-1]}" if lines else ""))
+            self.record(trial, reason + (f": {lines[-1]}" if lines else ""))
 
         def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-            # Tune returns normally from fit() after Ctrl-C: trials still pending or running
-            # at the end are how the driver tells an interrupted experiment from a finished one.
-            self.unfinished = [trial_name(t) for t in trials
-                               if t.status not in ("TERMINATED", "ERROR")]
+            # Trials still running when the time budget ran out (or at Ctrl-C) are stopped
+            # without on_trial_complete: the driver decides what their rows say.
+            self.trials = list(trials)
+
+        def unrecorded(self) -> list[Any]:
+            """Trials of the experiment that have no row yet."""
+            return [t for t in self.trials
+                    if not (self.run_dir / "trials" / trial_name(t) / "row.json").is_file()]
 
     return RowRecorder()
 
@@ -261,10 +270,15 @@ def _init_ray(address: str | None) -> bool:
     check_reachable(address)
     try:
         ray.init(address=address, **kwargs)
-    except ConnectionError as error:  # 'auto' with no cluster running
+    except ConnectionError as error:  # 'auto' with no cluster running, or refused
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # Ray ≥ 2.5x clusters use token authentication, but a driver given an explicit address
+        # sends its token only when told to (Ray's choice: a token is not offered to any host).
+        hint = ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token (token from "
+                "~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
+                if address != "auto" and os.environ.get("RAY_AUTH_MODE") != "token" else "")
         raise ConnectionError(f"cannot join the Ray cluster at ray_address {address!r}: "
-                              f"{first}") from None
+                              f"{first}{hint}") from None
     return True
 
 
@@ -276,7 +290,8 @@ def run_ray(space: SearchSpace, settings: TrialSettings, run_dir: Path, request:
     ``HOST:PORT`` joins a running cluster (``ray start --head``). Trials need ``run_dir`` on a
     filesystem the workers share for their artifacts; the rows reach ``results.csv`` either way.
     A timeout (``request.optuna.timeout_s``) stops the trials still running (recorded as
-    ``pruned``), unlike the Optuna engine, which lets them finish.
+    ``pruned``), unlike the Optuna engine, which lets them finish. ``results.csv`` is refreshed
+    as each trial ends.
 
     Raises:
         ImportError: Ray Tune is not installed (the message names the install command).
@@ -343,13 +358,35 @@ def run_ray(space: SearchSpace, settings: TrialSettings, run_dir: Path, request:
                     failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
                     callbacks=[callback]),
             )
-        tuner.fit()
+        interrupted = _fit(tuner)
     finally:
         if started:
             ray.shutdown()
+    if interrupted:
+        write_results(run_dir, trial_rows(run_dir))
+        raise KeyboardInterrupt(f"Ray Tune experiment interrupted, its state saved in {experiment}"
+                                "; continue it with --resume")
+    for trial in callback.unrecorded():  # stopped by the time budget
+        callback.record(trial, None, note="stopped: the time budget (--timeout) ran out")
     rows = trial_rows(run_dir)
     write_results(run_dir, rows)
-    if callback.unfinished:
-        raise KeyboardInterrupt(f"Ray Tune experiment interrupted with {len(callback.unfinished)} "
-                                f"trial(s) unfinished; continue it with --resume")
     return rows
+
+
+def _fit(tuner: Any) -> bool:
+    """``tuner.fit()``; True when Ctrl-C ended it (Tune then saves its state and returns).
+
+    Tune's SIGINT handler puts the previous handler back when it fires, and stays installed
+    otherwise: that is the only trace an interrupt leaves that the caller can read.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") != "0":
+        tuner.fit()
+        return False
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        tuner.fit()
+    finally:
+        after = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, before)
+    return after is before
