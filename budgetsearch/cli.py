@@ -6,10 +6,9 @@ Bad input gives one line on stderr and exit code 2 (``--debug`` shows the traceb
 from __future__ import annotations
 
 import argparse
-import os
 import re
+import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from budgetsearch import __version__
+from budgetsearch.files import write_text_atomic, yaml_problem
 
 
 class UsageError(ValueError):
@@ -73,29 +73,53 @@ def _fraction(text: str) -> float:
 # Output folders and files
 
 
-def prepare_output_dir(path: Path, *, force: bool = False) -> Path:
-    """Create ``path`` for a new run; refuse a non-empty folder unless ``force``."""
+def check_output_dir(path: Path, *, force: bool = False, resume_hint: bool = False) -> None:
+    """Refuse a file, or a non-empty folder unless ``force``; creates nothing."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out must be a folder, but {path} is a file")
     if path.exists() and any(path.iterdir()) and not force:
+        also = ", --resume to continue it" if resume_hint else ""
         raise UsageError(
-            f"output folder {path} already holds another run; choose a new --out or pass --force"
+            f"output folder {path} already holds another run; choose a new --out{also} or pass "
+            "--force to replace it"
         )
+
+
+def prepare_output_dir(path: Path, *, force: bool = False) -> Path:
+    """Create ``path`` for a new run; refuse a non-empty folder unless ``force``."""
+    check_output_dir(path, force=force)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write-then-rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+def resume_command(argv: Sequence[str], out: Path) -> str:
+    """The exact ``budgetsearch run ... --resume --out OUT`` that continues this run."""
+    words: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--out":
+            skip = True
+        elif word not in ("--force", "--resume") and not word.startswith("--out="):
+            words.append(word)
+    return shlex.join(["budgetsearch", *words, "--resume", "--out", str(out)])
+
+
+_NEGATIVE_VALUE = re.compile(r"^-[0-9.]")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--target-latency -5ms`` → ``--target-latency=-5ms``, so the value reaches the option's
+    own check (argparse would otherwise say only "expected one argument")."""
+    out: list[str] = []
+    for word in argv:
+        if (out and out[-1].startswith("--") and "=" not in out[-1]
+                and _NEGATIVE_VALUE.match(word)):
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
 
 
 def load_config_defaults(path: str | None) -> dict[str, Any]:
@@ -107,7 +131,7 @@ def load_config_defaults(path: str | None) -> dict[str, Any]:
     except FileNotFoundError:
         raise UsageError(f"--config file {path} does not exist") from None
     except yaml.YAMLError as error:
-        raise UsageError(f"--config file {path} is not valid YAML: {error}") from None
+        raise UsageError(f"--config file {path} is not valid YAML: {yaml_problem(error)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -516,14 +540,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if first not in (None, args.engine):
             raise UsageError(f"--resume: {out} was run with --engine {first}, got --engine "
                              f"{args.engine}")
-    else:
-        prepare_output_dir(out, force=args.force)
+    else:  # refused now, made by run_search once every input checked out (nothing half-done)
+        check_output_dir(out, force=args.force, resume_hint=True)
     command = "budgetsearch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "budgetsearch run"
     try:
         summary = run_search(request, out, resume=args.resume, progress=not args.no_progress,
                              command=command)
     except (ConnectionError, ImportError) as error:  # no Ray cluster there / Ray not installed
         raise UsageError(str(error)) from None
+    except KeyboardInterrupt as interrupt:
+        again = resume_command(getattr(args, "argv", None) or ["run"], out)
+        detail = f" ({interrupt})" if str(interrupt) else ""
+        print(f"budgetsearch: interrupted{detail}; finished trials are kept in "
+              f"{out / 'results.csv'}. Resume with:\n  {again}", file=sys.stderr)
+        return 130
     for note in summary.notes:
         print(f"note: {note}")
     table = summary.table
@@ -637,11 +667,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``budgetsearch`` console script; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in argv
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.argv = [w for w in argv if w != "--debug"]  # for the resume command after Ctrl-C
         if args.command is None:
             parser.print_help()
             return 2

@@ -37,6 +37,8 @@ from typing import Any, Literal
 
 import yaml
 
+from budgetsearch.files import yaml_problem
+
 OP_KINDS = ("conv", "dwconv", "linear", "batchnorm", "pool", "other")
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "hw_profiles"
 
@@ -470,7 +472,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from None
+        raise ValueError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     profile = profile_from_dict(data, where=str(path))
     return replace(profile, path=str(path))
 

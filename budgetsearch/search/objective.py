@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +29,7 @@ from torch import nn
 
 from budgetsearch.cost import DeviceProfile, LayerInventory, layer_inventory, load_profile
 from budgetsearch.data import DatasetSplits, load_dataset
+from budgetsearch.files import torch_save_atomic, write_text_atomic
 from budgetsearch.models import build_model
 from budgetsearch.pruners import Pruner, PrunerReport, build_pruner, pruner_class
 from budgetsearch.search.space import TRAIN_KEYS, SearchSpace
@@ -121,6 +123,60 @@ def price_before_training(options: dict[str, Any], granularity: str, inventory: 
     return float(inventory.price(densities=densities, profile=profile).as_dict()[target.cost_key])  # type: ignore[arg-type]
 
 
+def _extremes(spec: Any) -> list[Any]:
+    if spec.type == "categorical":
+        return list(spec.choices)
+    if spec.type == "int":
+        return [int(spec.low), int(spec.high)]
+    return [spec.low, spec.high]
+
+
+def validate_space(space: SearchSpace) -> None:
+    """Check, before any trial, that every value the space can propose is a valid option.
+
+    Each searched parameter is tried at its ends (every choice of a categorical one), the others
+    held at a valid value, through the pruner's own constructor and :class:`TrainConfig`, so an
+    unknown option name or a range outside what the pruner accepts fails the run at once instead
+    of failing every trial.
+
+    Raises:
+        ValueError: unknown pruner, or a value the pruner or training rejects (the message names
+            the file, the parameter, the value and the pruner's rule).
+    """
+    where = space.path or space.name
+    try:
+        pruner_class(space.pruner)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    base = dict(space.fixed)
+    for name, spec in space.parameters.items():
+        base[name] = _extremes(spec)[0]
+    probes: list[tuple[str | None, Any]] = [(None, None)]
+    probes += [(name, v) for name, spec in space.parameters.items() for v in _extremes(spec)]
+    for name, value in probes:
+        merged = dict(base) if name is None else {**base, name: value}
+        training = {k: v for k, v in merged.items() if k in TRAIN_KEYS}
+        options = {k: v for k, v in merged.items() if k not in TRAIN_KEYS}
+        try:
+            build_pruner(space.pruner, **options)
+            TrainConfig(**{k: (int(v) if k == "batch_size" else float(v))
+                           for k, v in training.items()})
+        except (ValueError, TypeError) as error:
+            if name is None:  # the base point failed: name the parameter the error names
+                rule = str(error).split(";")[0]  # "unknown option(s) [...]; valid: ..."
+                named = [n for n in merged if re.search(rf"\b{re.escape(n)}\b", rule)]
+                name = max(named, key=len) if named else None
+                value = merged.get(name) if name is not None else None
+            if name is None:
+                what = "the fixed settings"
+            elif name in space.parameters:
+                what = f"parameters.{name} = {value!r}"
+            else:
+                what = f"fixed.{name} = {value!r}"
+            raise ValueError(f"{where}: {what} is not valid for pruner {space.pruner!r}: "
+                             f"{error}") from None
+
+
 def _accuracy_of(result: TrainResult) -> float:
     value = result.val_accuracy if result.val_accuracy is not None else result.test_accuracy
     return float(value) if value is not None else float("nan")
@@ -182,6 +238,10 @@ def empty_row(trial_id: str, engine: str, settings: TrialSettings, pruner: str,
 
 
 BN_RECALIBRATION_BATCHES = 20
+ROW_FILE = "row.json"
+INTERRUPTED_BY_USER = "interrupted by the user (Ctrl-C); its slot is re-run on --resume"
+INTERRUPTED_BY_KILL = ("interrupted: the process stopped during this trial (killed or crashed); "
+                       "its slot was re-run on --resume")
 
 
 def run_trial(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, *,
@@ -201,9 +261,22 @@ def run_trial(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, 
         _run(params, settings, trial_dir, space, report, row)
     except Exception as error:  # a trial's own failure is data, not a crash of the search
         row.update(status="failed", failure=f"{type(error).__name__}: {error}")
+    except KeyboardInterrupt:
+        # Ctrl-C: record the trial as failed (the search re-runs its slot on --resume), then stop.
+        row.update(status="failed", failure=INTERRUPTED_BY_USER, feasible=False,
+                   seconds=time.perf_counter() - start)
+        write_row(trial_dir, row)
+        raise
     row["seconds"] = time.perf_counter() - start
-    (trial_dir / "row.json").write_text(json.dumps(row, default=str))
+    write_row(trial_dir, row)
     return row
+
+
+def write_row(trial_dir: Path, row: dict[str, Any]) -> Path:
+    """Write a trial's ``row.json`` (write-then-rename: a killed process leaves no half row)."""
+    path = trial_dir / ROW_FILE
+    write_text_atomic(path, json.dumps(row, default=str))
+    return path
 
 
 def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space: SearchSpace,
@@ -269,14 +342,14 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
     row.update({k: v for k, v in cost.as_dict().items()})
     if status == "ok":
         model_path = trial_dir / "model.pt"
-        torch.save(compact.cpu(), model_path)
+        torch_save_atomic(compact.cpu(), model_path)
         row["model_path"] = str(model_path)
     config_path = trial_dir / "pruned_config.json"
-    config_path.write_text(json.dumps({
+    write_text_atomic(config_path, json.dumps({
         "model": settings.model, "width": settings.width, "input_shape": list(shape),
         "num_classes": data.num_classes, **configuration}, indent=1))
     report_path = trial_dir / "report.json"
-    report_path.write_text(json.dumps({
+    write_text_atomic(report_path, json.dumps({
         "pruner": outcome.pruner, "granularity": outcome.granularity, "cost": outcome.cost,
         "budget": outcome.budget, "overall_sparsity": outcome.overall_sparsity,
         "layers": outcome.layer_table(), "extra": outcome.extra,

@@ -8,7 +8,8 @@ accuracy (max) and the cost (min), same constraint. The storage is ``RUN_DIR/stu
 with ``optuna-dashboard sqlite:///RUN_DIR/study.db``.
 
 Resume: the study is loaded by name; trials that finished (complete, pruned or failed) are kept
-and not redone; a trial left RUNNING by a killed process is marked FAIL and its slot re-run.
+and not redone; a trial left RUNNING by a killed process is marked FAIL, gets a ``failed`` row
+that says it was interrupted, and its slot is re-run (it does not count towards ``trials``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from budgetsearch.search.objective import (
+    INTERRUPTED_BY_KILL,
+    ROW_FILE,
     TrialSettings,
+    empty_row,
     objective_value,
     run_trial,
+    write_row,
 )
 from budgetsearch.search.results import trial_rows, write_results
 from budgetsearch.search.space import SearchSpace
+from budgetsearch.search.targets import Target
 
 STUDY_NAME = "budgetsearch"
 STUDY_FILE = "study.db"
@@ -54,6 +60,15 @@ class OptunaOptions:
                 o not in OBJECTIVES for o in self.objectives) or len(self.objectives) > 2:
             raise ValueError("objectives must be 'accuracy' or 'accuracy,COST' with COST one of "
                              f"{', '.join(OBJECTIVES[1:])}, got {','.join(self.objectives)!r}")
+        if self.trials is not None and (isinstance(self.trials, bool) or
+                                        not isinstance(self.trials, int) or self.trials < 1):
+            raise ValueError(f"trials must be a positive integer (or None with a timeout), "
+                             f"got {self.trials!r}")
+        if self.timeout_s is not None and not (isinstance(self.timeout_s, (int, float))
+                                               and math.isfinite(self.timeout_s)
+                                               and self.timeout_s > 0):
+            raise ValueError(f"timeout_s must be a positive number of seconds, "
+                             f"got {self.timeout_s!r}")
         if self.trials is None and self.timeout_s is None:
             raise ValueError("give trials or timeout (or both), so the search ends")
 
@@ -91,7 +106,37 @@ def make_study(run_dir: Path, options: OptunaOptions, *, resume: bool) -> Any:
         for trial in study.get_trials(deepcopy=False,
                                       states=(optuna.trial.TrialState.RUNNING,)):
             storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            _record_interrupted(run_dir, trial)
     return study
+
+
+def _record_interrupted(run_dir: Path, trial: Any) -> None:
+    """Give a trial a killed process left RUNNING one ``failed`` row (its slot is re-run).
+
+    A row the trial wrote before the kill (it finished, but the study was not told) is kept as
+    it is: the work is not lost, and the trial id stays unique.
+    """
+    trial_id = f"optuna-{trial.number:04d}"
+    trial_dir = run_dir / "trials" / trial_id
+    if (trial_dir / ROW_FILE).is_file():
+        return
+    config = run_dir / "config.yaml"
+    settings = TrialSettings()
+    pruner = "?"
+    if config.is_file():
+        import yaml
+
+        data = yaml.safe_load(config.read_text()) or {}
+        pruner = str((data.get("space") or {}).get("pruner", "?"))
+        known = {k: v for k, v in (data.get("settings") or {}).items()
+                 if k in TrialSettings.__dataclass_fields__ and k != "target"}
+        raw_target = (data.get("settings") or {}).get("target")
+        target = (Target(raw_target["metric"], float(raw_target["value"]))
+                  if isinstance(raw_target, dict) else None)
+        settings = TrialSettings(**known, target=target)
+    row = empty_row(trial_id, "optuna", settings, pruner, dict(trial.params))
+    row.update(failure=INTERRUPTED_BY_KILL)
+    write_row(trial_dir, row)
 
 
 def finished_trials(study: Any) -> int:
@@ -116,6 +161,7 @@ def run_optuna(space: SearchSpace, settings: TrialSettings, run_dir: Path,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = make_study(run_dir, options, resume=resume)
     multi = len(options.objectives) > 1
+    interrupted: list[int] = []
 
     def objective(trial: optuna.Trial) -> Any:
         params = space.suggest(trial)
@@ -127,8 +173,15 @@ def run_optuna(space: SearchSpace, settings: TrialSettings, run_dir: Path,
             trial.report(accuracy, step)
             return trial.should_prune()
 
-        row = run_trial(params, settings, run_dir / "trials" / trial_id, trial_id=trial_id,
-                        engine="optuna", space=space, report=report)
+        try:
+            row = run_trial(params, settings, run_dir / "trials" / trial_id, trial_id=trial_id,
+                            engine="optuna", space=space, report=report)
+        except KeyboardInterrupt:
+            # Ctrl-C: end this trial as failed (not counted, so --resume re-runs the slot) and
+            # stop the study; re-raised below. Raising here would make Optuna log a traceback.
+            interrupted.append(trial.number)
+            study.stop()
+            return float("nan") if not multi else [float("nan")] * len(options.objectives)
         trial.set_user_attr("constraint", _constraint(row))
         trial.set_constraint("cost_minus_target", _constraint(row))  # ≤ 0: feasible
         trial.set_user_attr("status", row["status"])
@@ -148,9 +201,13 @@ def run_optuna(space: SearchSpace, settings: TrialSettings, run_dir: Path,
     remaining = None
     if options.trials is not None:
         remaining = max(0, options.trials - finished_trials(study))
-    if remaining != 0:
-        study.optimize(objective, n_trials=remaining, timeout=options.timeout_s,
-                       catch=(), gc_after_trial=True)
-    rows = trial_rows(run_dir)
-    write_results(run_dir, rows)
+    try:
+        if remaining != 0:
+            study.optimize(objective, n_trials=remaining, timeout=options.timeout_s,
+                           catch=(), gc_after_trial=True)
+    finally:  # Ctrl-C included: the table holds every trial that ended, the interrupted one too
+        rows = trial_rows(run_dir)
+        write_results(run_dir, rows)
+    if interrupted:
+        raise KeyboardInterrupt(f"during trial optuna-{interrupted[0]:04d}")
     return rows

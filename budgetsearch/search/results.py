@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from budgetsearch.files import write_text_atomic
 from budgetsearch.search.objective import ARTIFACT_COLUMNS, RESULT_COLUMNS
 
 RESULTS_FILE = "results.csv"
@@ -40,8 +41,6 @@ def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 def write_results(run_dir: Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Write ``run_dir/results.csv`` (write-then-rename) and return its path."""
-    from budgetsearch.cli import write_text_atomic
-
     path = run_dir / RESULTS_FILE
     write_text_atomic(path, results_frame(rows).to_csv(index=False))
     return path

@@ -20,8 +20,10 @@ import pandas as pd
 import yaml
 
 from budgetsearch.cost import load_profile, resolve_profile_name
+from budgetsearch.files import write_text_atomic
+from budgetsearch.models.files import load_model_file
 from budgetsearch.pruners import pruner_class, pruner_names
-from budgetsearch.search.objective import TrialSettings, full_inventory
+from budgetsearch.search.objective import TrialSettings, full_inventory, validate_space
 from budgetsearch.search.optuna_driver import STUDY_FILE, OptunaOptions, run_optuna
 from budgetsearch.search.results import best_feasible, results_frame, write_results
 from budgetsearch.search.space import SearchSpace, load_space
@@ -30,6 +32,7 @@ from budgetsearch.search.targets import TargetPlan, plan_target
 CONFIG_FILE = "config.yaml"
 # Default preference when the user names no pruner: BAR gives a physically smaller network.
 PRUNER_PREFERENCE = ("bar", "erf")
+ENGINES = ("optuna", "ray")
 
 
 @dataclass(frozen=True)
@@ -124,12 +127,10 @@ def measure_latency_ms(model: Any, input_shape: tuple[int, ...], *, threads: int
     return statistics.median(times)
 
 
-def write_config(run_dir: Path, request: RunRequest, space: SearchSpace, notes: list[str],
-                 command: str = "") -> Path:
-    """The resolved config (every setting, the search space as used), next to the results."""
-    from budgetsearch.cli import write_text_atomic
-
-    config = {
+def resolved_config(request: RunRequest, space: SearchSpace, notes: list[str],
+                    command: str = "") -> dict[str, Any]:
+    """Every setting of the run and the search space as used (what ``config.yaml`` holds)."""
+    return {
         "command": command,
         "engine": request.engine,
         "settings": request.settings.as_dict(),
@@ -140,9 +141,57 @@ def write_config(run_dir: Path, request: RunRequest, space: SearchSpace, notes: 
         "space": {"name": space.name, "path": space.path, **space.as_dict()},
         "notes": notes,
     }
+
+
+def write_config(run_dir: Path, request: RunRequest, space: SearchSpace, notes: list[str],
+                 command: str = "") -> Path:
+    """The resolved config (every setting, the search space as used), next to the results."""
+    config = resolved_config(request, space, notes, command)
     path = run_dir / CONFIG_FILE
     write_text_atomic(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     return path
+
+
+# What may change between a run and its --resume: how long to go on, and how it is reported.
+_RESUME_MAY_CHANGE = {"command", "notes", "optuna.trials", "optuna.timeout_s", "ray.address"}
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): data}
+
+
+def check_resume(run_dir: Path, request: RunRequest, space: SearchSpace) -> None:
+    """Refuse to resume a run folder with other settings than the ones it was started with.
+
+    Raises:
+        ValueError: no ``config.yaml`` in ``run_dir``, or a setting differs (each one is named
+            with its old and new value).
+    """
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"cannot resume: {run_dir} holds no {CONFIG_FILE} (not a run folder, or "
+                         "the run stopped before it started)")
+    try:
+        old = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"cannot resume: {path} is not valid YAML ({error})") from None
+    if not isinstance(old, dict):
+        raise ValueError(f"cannot resume: {path} must hold a mapping, got {type(old).__name__}")
+    new = yaml.safe_load(yaml.safe_dump(resolved_config(request, space, []), allow_unicode=True))
+    before, after = _flatten(old), _flatten(new)
+    changed = sorted(k for k in set(before) | set(after)
+                     if k not in _RESUME_MAY_CHANGE and before.get(k) != after.get(k))
+    if changed:
+        shown = "; ".join(f"{k}: {before.get(k)!r} then, {after.get(k)!r} now" for k in changed[:4])
+        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise ValueError(f"cannot resume {run_dir} with other settings: {shown}{more}; resume "
+                         "with the original options, or start a new run (another --out, or "
+                         "--force to replace it)")
 
 
 def _progress_bar(total: int | None) -> Any:
@@ -173,7 +222,13 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
         settings = replace(settings, device_profile=resolve_profile_name(settings.device_profile)
                            if "/" not in settings.device_profile else settings.device_profile)
         request = replace(request, settings=settings)
+    if request.engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {request.engine!r}")
     space, plan, notes = choose_space(request)
+    validate_space(space)
+    _input_shape(settings)  # the data set loads (or says what is missing) before any file
+    if resume:
+        check_resume(run_dir, request, space)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:  # a new run in a reused (--force) folder starts from a clean study
         (run_dir / STUDY_FILE).unlink(missing_ok=True)
@@ -199,11 +254,13 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
     measured = None
     if best is not None and settings.device_profile and _is_local_cpu(settings.device_profile) \
             and isinstance(best.get("model_path"), str):
-        import torch
-
-        model = torch.load(best["model_path"], weights_only=False)
-        shape, _ = _input_shape(settings)
-        measured = measure_latency_ms(model, shape, threads=_profile_threads(settings))
+        try:
+            model = load_model_file(best["model_path"])
+        except (ValueError, FileNotFoundError) as error:
+            notes.append(f"latency not measured here: {error}")
+        else:
+            shape, _ = _input_shape(settings)
+            measured = measure_latency_ms(model, shape, threads=_profile_threads(settings))
     return RunSummary(run_dir, table, None if best is None else best.to_dict(), notes,
                       measured, plan)
 

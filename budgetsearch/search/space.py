@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 import yaml
 
+from budgetsearch.files import yaml_problem
+
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 TRAIN_KEYS = ("lr", "epochs", "weight_decay", "batch_size")
 ParamType = Literal["float", "int", "categorical"]
@@ -243,5 +245,5 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from None
+        raise ValueError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     return space_from_dict(data, where=str(path), name=path.stem)
