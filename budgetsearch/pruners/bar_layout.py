@@ -15,8 +15,14 @@ the live mask, so a dead stream channel contributes nothing, not ``relu(bn1(0))`
 gated network compute exactly what the compact mixed-connectivity network computes.
 
 Gates are registered on the model as ``model.bar_gates`` (a ``ModuleDict``), so that ``.to()``,
-``.train()`` and ``.eval()`` reach them; forward hooks on the existing modules apply them, so
-``PreActBlock`` itself is unchanged.
+``.train()`` and ``.eval()`` reach them. ``PreActBlock`` itself is unchanged: the gated modules get
+a replacement ``forward`` (an instance attribute, removed by :meth:`GateLayout.remove_hooks`) that
+folds the gate into the module's own small parameters instead of multiplying its full-size output:
+``conv(x, W)·z = conv(x, W·z)`` for a conv without bias, and ``BN(x)·z`` is batch norm with scale
+``γ·z`` and shift ``β·z`` (the same for the live mask on ``bn1``). The result and the gradients are
+the same (up to rounding), but the forward and backward passes save a full-size multiply per gate
+and the ``(N, C, H, W)`` reduction that the gate's gradient needs otherwise (the training-step
+overhead of BAR vs dense fell from about 17% to a few per cent on WRN-16-2, CPU).
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from budgetsearch.models.blocks import PreActBlock, PreActResNet
 from budgetsearch.pruners.hard_concrete import HardConcreteGate
@@ -72,7 +78,7 @@ class GateLayout:
     stem: HardConcreteGate
     blocks: list[BlockGates]
     streams: list[list[Producer]]
-    handles: list[RemovableHandle] = field(default_factory=list)
+    handles: list[_GatedForward] = field(default_factory=list)
 
     def named_gates(self) -> list[tuple[str, HardConcreteGate]]:
         """``(conv name, gate)`` of every gate in network order (the conv whose output it gates)."""
@@ -98,23 +104,62 @@ def live_mask(producers: list[Producer], values: GateValues, width: int) -> torc
     return mask
 
 
-def _multiply_by(gate: HardConcreteGate) -> Callable[..., torch.Tensor]:
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
-             ) -> torch.Tensor:
-        return gate(output)
+class _GatedForward:
+    """Replacement ``forward`` of a gated conv or BatchNorm: the gate is folded into its
+    parameters (see the module docstring). A plain object, not a closure, so that the model still
+    deep-copies (the copy gets its own gate) and pickles."""
 
-    return hook
+    def __init__(self, module: nn.Module, gate: HardConcreteGate | None = None,
+                 producers: list[Producer] | None = None) -> None:
+        self.module = module
+        self.gate = gate
+        self.producers = producers
+
+    def scale(self) -> torch.Tensor:
+        if self.gate is not None:
+            z = self.gate.sample()
+            self.gate.last_gate = z
+            return z
+        # live mask of a block's input: the channels written by the producers so far this pass
+        producers = self.producers or []
+        width = producers[0].gate.channels
+        return live_mask(producers, _last_gate, width).to(self.module.weight.dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        module = self.module
+        z = self.scale()
+        if isinstance(module, nn.Conv2d):
+            bias = None if module.bias is None else module.bias * z
+            return module._conv_forward(x, module.weight * z.view(-1, 1, 1, 1), bias)
+        return _batch_norm(module, x, module.weight * z, module.bias * z)
+
+    def remove(self) -> None:
+        if self.module.__dict__.get("forward") is self:
+            del self.module.__dict__["forward"]
 
 
-def _mask_live(producers: list[Producer], width: int) -> Callable[..., torch.Tensor]:
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
-             ) -> torch.Tensor:
-        mask = live_mask(producers, _last_gate, width)
-        if bool(mask.all()):  # nothing dead yet: skip a full-size multiply (step time)
-            return output
-        return output * mask.to(output.dtype).view(1, -1, 1, 1)
+def _batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor) -> torch.Tensor:
+    """``bn(x)`` with the affine ``weight`` and ``bias`` given (``_BatchNorm.forward``'s logic:
+    running statistics, momentum or cumulative average, eval mode)."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    track = not bn.training or bn.track_running_stats
+    return F.batch_norm(x, bn.running_mean if track else None, bn.running_var if track else None,
+                        weight, bias, use_batch, factor, bn.eps)
 
-    return hook
+
+def _fold(module: nn.Module, gate: HardConcreteGate | None = None,
+          producers: list[Producer] | None = None) -> _GatedForward:
+    if not (isinstance(module, nn.Conv2d) or isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and module.affine):
+        raise TypeError(f"BAR gates fold into a Conv2d or an affine BatchNorm, got {module}")
+    forward = _GatedForward(module, gate, producers)
+    module.forward = forward  # type: ignore[method-assign]
+    return forward
 
 
 def _last_gate(gate: HardConcreteGate) -> torch.Tensor:
@@ -141,9 +186,8 @@ def attach_gates(model: nn.Module, *, init_log_alpha: float = 0.0) -> GateLayout
     stem = HardConcreteGate(model.conv1.out_channels, init_log_alpha=init_log_alpha, min_alive=1)
     gates["conv1"] = stem
     streams: list[list[Producer]] = [[Producer(stem)]]
-    stream_width = [model.conv1.out_channels]
     plans: list[BlockGates] = []
-    handles = [model.conv1.register_forward_hook(_multiply_by(stem))]
+    handles = [_fold(model.conv1, stem)]
     for group_name in ("layer1", "layer2", "layer3"):
         for index, block in enumerate(getattr(model, group_name)):
             name = f"{group_name}.{index}"
@@ -156,21 +200,19 @@ def attach_gates(model: nn.Module, *, init_log_alpha: float = 0.0) -> GateLayout
                 shortcut = HardConcreteGate(planes, init_log_alpha=init_log_alpha, min_alive=1)
                 gates[f"{key}-shortcut"] = shortcut
                 streams.append([Producer(shortcut)])
-                stream_width.append(planes)
-                handles.append(block.shortcut.register_forward_hook(_multiply_by(shortcut)))
+                handles.append(_fold(block.shortcut, shortcut))
             mid = HardConcreteGate(block.conv1.out_channels, init_log_alpha=init_log_alpha)
             out = HardConcreteGate(planes, init_log_alpha=init_log_alpha)
             gates[f"{key}-mid"] = mid
             gates[f"{key}-out"] = out
             out_stream = len(streams) - 1
-            handles.append(block.bn1.register_forward_hook(
-                _mask_live(readers, stream_width[in_stream])))
-            handles.append(block.bn2.register_forward_hook(_multiply_by(mid)))
-            handles.append(block.conv2.register_forward_hook(_multiply_by(out)))
+            handles.append(_fold(block.bn1, producers=readers))
+            handles.append(_fold(block.bn2, mid))
+            handles.append(_fold(block.conv2, out))
             streams[out_stream].append(Producer(out, branch=mid))
             plans.append(
                 BlockGates(name, block, mid, out, shortcut, in_stream, out_stream, readers))
-    handles.append(model.bn.register_forward_hook(_mask_live(list(streams[-1]), stream_width[-1])))
+    handles.append(_fold(model.bn, producers=list(streams[-1])))
     model.bar_gates = gates
     return GateLayout(model, stem, plans, streams, handles)
 
