@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from budgetsearch import __version__
-from budgetsearch.files import write_text_atomic, yaml_problem
+from budgetsearch.files import torch_save_atomic, write_text_atomic, yaml_problem
 
 
 class UsageError(ValueError):
@@ -246,7 +246,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"training failed: {result.failure}", file=sys.stderr)
         print(f"results: {out / 'results.csv'}")
         return 1
-    torch.save(model.state_dict(), out / "model.pt")
+    torch_save_atomic(model.state_dict(), out / "model.pt")
     val = ""
     if result.val_accuracy is not None:
         val = f", validation accuracy {result.val_accuracy:.4f}"

@@ -459,3 +459,65 @@ def test_ctrl_c_stops_cleanly_then_resume(tmp_path: Path) -> None:
     assert final.iloc[0]["seconds"] == pytest.approx(table.iloc[0]["seconds"])
     stopped = final[final["failure"] == INTERRUPTED_BY_USER]
     assert len(stopped) <= 1  # none when Ctrl-C fell between two trials
+
+
+def _tiny_argv(space: Path, out: Path, trials: int) -> list[str]:
+    return ["run", "--space", str(space), *TINY_RUN, "--trials", str(trials), "--out", str(out)]
+
+
+def test_killed_trial_is_marked_failed_and_its_slot_rerun(tmp_path: Path) -> None:
+    """In-process twin of the kill -9 test: a trial left RUNNING, a half-written temp file."""
+    space = tmp_path / "space.yaml"
+    space.write_text(FAST_SPACE)
+    out = tmp_path / "run"
+    assert main(_tiny_argv(space, out, 1)) in (0, 1)
+    first = pd.read_csv(out / "results.csv")
+    study = make_study(out, OptunaOptions(), resume=True)
+    killed = study.ask(fixed_distributions=load_space(space).to_optuna())  # left RUNNING
+    (out / "trials" / "optuna-0001").mkdir()
+    (out / "trials" / "optuna-0001" / ".row.json.tmp123").write_text('{"trial_id": "opt')
+    assert killed.number == 1
+
+    assert main([*_tiny_argv(space, out, 2), "--resume"]) in (0, 1)
+    table = _check_table(out, finished=2)
+    assert list(table["trial_id"]) == ["optuna-0000", "optuna-0001", "optuna-0002"]
+    assert table.iloc[0]["seconds"] == pytest.approx(first.iloc[0]["seconds"])
+    row = table.iloc[1]
+    assert row["status"] == "failed" and row["failure"] == INTERRUPTED_BY_KILL
+    assert row["hp_lam"] == pytest.approx(killed.params["lam"])
+    states = [t.state.name for t in make_study(out, OptunaOptions(), resume=True).trials]
+    assert states[:2] == ["COMPLETE", "FAIL"] and "RUNNING" not in states
+
+
+def test_ctrl_c_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process twin of the Ctrl-C test: SIGINT while trial 1 runs."""
+    import threading
+
+    space = tmp_path / "space.yaml"
+    space.write_text(FAST_SPACE.replace("epochs: 0.5", "epochs: 2"))
+    out = tmp_path / "run"
+    argv = _tiny_argv(space, out, 3)
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _rows_done(out) >= 1 and (out / "trials" / "optuna-0001").is_dir():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=interrupt, daemon=True)
+    thread.start()
+    code = main(argv)
+    thread.join()
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err
+    command = err.strip().splitlines()[-1].strip()
+    assert command == shlex.join(["budgetsearch", *argv[:-2], "--resume", "--out", str(out)])
+    table = pd.read_csv(out / "results.csv")
+    assert table.iloc[0]["trial_id"] == "optuna-0000" and table["trial_id"].is_unique
+
+    assert main(shlex.split(command)[1:]) in (0, 1)
+    final = _check_table(out, finished=3)
+    assert final.iloc[0]["seconds"] == pytest.approx(table.iloc[0]["seconds"])
+    assert (final["failure"] == INTERRUPTED_BY_USER).sum() <= 1

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import yaml
 
-from budgetsearch.files import yaml_problem
+from budgetsearch.files import write_text_atomic, yaml_problem
 
 OP_KINDS = ("conv", "dwconv", "linear", "batchnorm", "pool", "other")
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "hw_profiles"
@@ -485,5 +485,5 @@ def save_profile(profile: DeviceProfile, path: str | Path, *, header: str = "") 
     if header:
         text = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + text
     profile_from_dict(yaml.safe_load(text), where=str(out))
-    out.write_text(text)
+    write_text_atomic(out, text)
     return out

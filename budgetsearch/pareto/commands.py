@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from budgetsearch.files import torch_save_atomic, write_text_atomic
 from budgetsearch.pareto.fronts import (
     COST_COLUMNS,
     Front,
@@ -21,7 +22,7 @@ from budgetsearch.pareto.fronts import (
     resolve_metric,
     usable_trials,
 )
-from budgetsearch.pareto.results import load_results, load_run_config
+from budgetsearch.pareto.results import load_results, load_run_config, write_csv_atomic
 
 _PLOT_METRICS = ("params", "flops", "activation_volume")
 
@@ -123,8 +124,8 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
         written += plots.plot_devices(repriced, metric, per_device, choice.table,
                                       out / "hardware_selection", target=target,
                                       min_accuracy=args.min_accuracy)
-        repriced.to_csv(out / "repriced.csv", index=False)
-        choice.table.to_csv(out / "hardware_selection.csv", index=False)
+        write_csv_atomic(repriced, out / "repriced.csv")
+        write_csv_atomic(choice.table, out / "hardware_selection.csv")
         written += [out / "repriced.csv", out / "hardware_selection.csv"]
     else:
         notes.append("no device given and the table names none: no latency comparison")
@@ -160,7 +161,7 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
             for _, row in front.points.iterrows():
                 front_rows.append({"cost": cost, "group": name, "trial_id": row.get("trial_id"),
                                    "accuracy": row["accuracy"], "value": row[front.metric]})
-    pd.DataFrame(front_rows).to_csv(out / "fronts.csv", index=False)
+    write_csv_atomic(pd.DataFrame(front_rows), out / "fronts.csv")
     written.append(out / "fronts.csv")
     kinds = table["kind"].value_counts() if "kind" in table else pd.Series({"pruned": len(table)})
     counts = {str(k): int(v) for k, v in kinds.items()}
@@ -172,7 +173,7 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
                          hypervolumes=hvs, references=refs, choice=choice,
                          plots=[p.name for p in written if p.suffix == ".png"], counts=counts,
                          notes=notes)
-    (out / "report.md").write_text(text)
+    write_text_atomic(out / "report.md", text)
     written.append(out / "report.md")
     if choice is not None:
         print(f"devices meeting the target: {', '.join(choice.devices_meeting) or 'none'}")
@@ -218,8 +219,6 @@ _BASELINE_DEFAULTS: dict[str, Any] = {
 def _cmd_baselines(args: argparse.Namespace) -> int:
     import json
     import time
-
-    import torch
 
     from budgetsearch.cost import load_profile
     from budgetsearch.data import load_dataset
@@ -295,10 +294,10 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
             device=settings["device"], progress=not args.no_progress))
         stem = folder / f"{model_name}-r{ratio:g}"
         config_path = stem.with_suffix(".json")
-        config_path.write_text(json.dumps(pruned.as_dict(), indent=1))
+        write_text_atomic(config_path, json.dumps(pruned.as_dict(), indent=1))
         model_path = stem.with_suffix(".pt")
         if result.status == "ok":
-            torch.save(model.state_dict(), model_path)
+            torch_save_atomic(model.state_dict(), model_path)
         costs = cost.as_dict()
         feasible = True
         if target_metric in costs and costs[target_metric] is not None and target_value:
