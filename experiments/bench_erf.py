@@ -14,7 +14,8 @@ Three parts, each printable on its own:
 Usage:
     .venv/bin/python experiments/bench_erf.py overhead --repeats 7 --steps 10
     .venv/bin/python experiments/bench_erf.py threshold
-    .venv/bin/python experiments/bench_erf.py precision --train-subset 10000 --epochs 3
+    .venv/bin/python experiments/bench_erf.py precision --train-subset 5000 --epochs 2 \
+        --skip-bs --seeds 0 1
 """
 
 from __future__ import annotations
@@ -157,30 +158,42 @@ def bench_threshold(numel: int, sparsity: float, repeats: int, threads: int,
 
 
 def bench_precision(train_subset: int, epochs: float, batch: int, threads: int,
-                    bound_lr: float, lam: float, skip_bs: bool = False) -> dict[str, Any]:
+                    bound_lr: float, lam: float | None, skip_bs: bool = False,
+                    seeds: tuple[int, ...] = (0,),
+                    initial_sparsity: float | None = None) -> dict[str, Any]:
     from budgetsearch.data import load_dataset
     from budgetsearch.train import TrainConfig, train
 
     torch.set_num_threads(threads)
     data = load_dataset("fashion-mnist", train_subset=train_subset)
     example = data.train[0][0].unsqueeze(0)
-    config = TrainConfig(epochs=epochs, batch_size=batch, progress=False, lr=0.05)
-    out: dict[str, Any] = {"train_subset": train_subset, "epochs": epochs, "batch": batch}
+    out: dict[str, Any] = {"train_subset": train_subset, "epochs": epochs, "batch": batch,
+                           "seeds": list(seeds)}
 
-    def run(pruner: ErfPruner) -> tuple[Any, Any]:
-        torch.manual_seed(0)
+    def run(pruner: ErfPruner, seed: int) -> tuple[Any, Any]:
+        torch.manual_seed(seed)
         model = build_model("wrn-16-2", num_classes=data.num_classes, in_channels=1)
         pruner.prepare(model, example)
+        config = TrainConfig(epochs=epochs, batch_size=batch, progress=False, lr=0.05, seed=seed)
         result = train(model, data, config, hooks=pruner)
         pruner.finalize()
         return result, pruner.report()
 
-    if not skip_bs:
-        out["fixed_bs"] = _fixed_bs(*run(ErfPruner(method="bs", sparsity=0.85)))
-    result, report = run(ErfPruner(method="adaptive", loss="budget", weighting="wavg",
-                                   budget=0.15, lam=lam, bound_optimizer="adam",
-                                   bound_lr=bound_lr))
-    out["budget_wavg"] = _budget_wavg(result, report, lam, bound_lr)
+    for seed in seeds:
+        key = f"seed_{seed}"
+        out[key] = {}
+        if not skip_bs:
+            out[key]["fixed_bs"] = _fixed_bs(*run(ErfPruner(method="bs", sparsity=0.85), seed))
+        pruner = ErfPruner(method="adaptive", loss="budget", weighting="wavg", budget=0.15,
+                           lam=lam, bound_optimizer="adam", bound_lr=bound_lr,
+                           initial_sparsity=initial_sparsity)
+        result, report = run(pruner, seed)
+        out[key]["budget_wavg"] = _budget_wavg(result, report, pruner.config.effective_lam,
+                                               bound_lr)
+    errors = [abs(out[f"seed_{s}"]["budget_wavg"]["param_sparsity_counted_pct"] - 85.0)
+              for s in seeds]
+    out["budget_wavg_max_abs_error_pct"] = round(max(errors), 3)
+    out["budget_wavg_within_1pct_all_seeds"] = max(errors) <= 1.0
     return out
 
 
@@ -195,6 +208,7 @@ def _fixed_bs(result: Any, report: Any) -> dict[str, Any]:
 
 
 def _budget_wavg(result: Any, report: Any, lam: float, bound_lr: float) -> dict[str, Any]:
+    ratios = [r.extra["ratio"] for r in report.layers]
     kept = report.extra["kept_fraction"]["params"]
     return {
         "test_accuracy": result.test_accuracy, "seconds": round(result.seconds, 1),
@@ -203,6 +217,7 @@ def _budget_wavg(result: Any, report: Any, lam: float, bound_lr: float) -> dict[
         "param_sparsity_gaussian_pct": round(100 * (1 - report.extra["last_loss"]["density"]), 3),
         "overall_sparsity_counted_pct": round(100 * report.overall_sparsity, 3),
         "per_layer_counted": {r.name: round(r.counted, 3) for r in report.layers},
+        "bound_ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
         "params": report.cost["params"], "dense_params": report.extra["dense_cost"]["params"],
     }
 
@@ -226,9 +241,13 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=3)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--bound-lr", type=float, default=0.02)
-    p.add_argument("--lam", type=float, default=5.0)
-    p.add_argument("--skip-bs", action="store_true", help="only the budget-wavg run")
+    p.add_argument("--bound-lr", type=float, default=0.02, help="Adam lr of the bounds")
+    p.add_argument("--lam", type=float, default=None,
+                   help="λ_p of eq. 10 (default: ErfConfig's, BUDGET_LAM)")
+    p.add_argument("--initial-sparsity", type=float, default=None,
+                   help="where the bounds start (default: ErfConfig's, the budget)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
+    p.add_argument("--skip-bs", action="store_true", help="only the budget-wavg runs")
     args = parser.parse_args()
     if args.part == "overhead":
         result = bench_overhead(args.repeats, args.steps, args.batch, args.threads)
@@ -237,7 +256,8 @@ def main() -> None:
                                  args.distribution)
     else:
         result = bench_precision(args.train_subset, args.epochs, args.batch, args.threads,
-                                 args.bound_lr, args.lam, args.skip_bs)
+                                 args.bound_lr, args.lam, args.skip_bs, tuple(args.seeds),
+                                 args.initial_sparsity)
     print(json.dumps(result, indent=2))
 
 

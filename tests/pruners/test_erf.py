@@ -6,13 +6,18 @@ import math
 
 import pytest
 import torch
-from scipy import special
+from scipy import optimize, special
 from torch import nn
 
 from budgetsearch.data import DatasetSplits, make_synthetic
 from budgetsearch.models import build_model
 from budgetsearch.pruners import build_pruner
-from budgetsearch.pruners.erf import ErfPruner, make_pruning_permanent, prunable_layers
+from budgetsearch.pruners.erf import (
+    BUDGET_LAM,
+    ErfPruner,
+    make_pruning_permanent,
+    prunable_layers,
+)
 from budgetsearch.pruners.erf_functional import (
     ErfSparsityLoss,
     binary_search_bound,
@@ -241,6 +246,48 @@ def test_budget_variants_move_toward_the_budget(
     density_start = 1 - initial
     density_end = pruner.last_loss["density"]
     assert abs(density_end - budget) < abs(density_start - budget)
+
+
+@pytest.mark.parametrize("weighting", ["avg", "wavg", "flops"])
+def test_bounds_start_at_the_budget_so_eq10_is_met_at_step_0(weighting: str) -> None:
+    pruner = ErfPruner(loss="budget", budget=0.15, weighting=weighting)
+    pruner.prepare(_model(), EXAMPLE)
+    expected = math.sqrt(2) * special.erfinv(0.85)  # eq. (3) in σ units
+    assert _ratios(pruner) == pytest.approx([expected] * len(pruner.layers), rel=1e-6)
+    loss = float(pruner.sparsity_loss())
+    assert pruner.last_loss["density"] == pytest.approx(0.15, abs=1e-6)  # the c_i average to 1
+    assert loss == pytest.approx(0.0, abs=1e-9)
+    assert pruner.config.effective_lam == BUDGET_LAM
+    assert ErfPruner(loss="unconstrained").config.effective_lam == 1.0
+    assert ErfPruner(loss="budget", budget=0.5, lam=3.0).config.effective_lam == 3.0
+
+
+@pytest.mark.parametrize("lam", [5.0, 50.0])
+def test_budget_penalty_settles_above_the_budget_by_a_gap_in_one_over_lambda(lam: float) -> None:
+    # Eq. (10) is a soft constraint. Against a constant pull t on every bound (a stand-in for
+    # the task gradient of eq. 18, which lowers the bounds) its minimum is where
+    # 2λ·(L_s − B)·c_i·φ(r_i)/N = t, φ(r) = √(2/π)·e^{−r²/2} (eq. 19): a density gap ≈ t/λ.
+    pull, budget = 0.01, 0.15
+    pruner = ErfPruner(loss="budget", budget=budget, weighting="avg", lam=lam)
+    pruner.prepare(_model(), EXAMPLE)
+    ratios = [pruner._param(m).ratio for m in pruner.layers.values()]
+    opt = torch.optim.SGD(ratios, lr=0.5)  # the Hessian is rank one: 2λφ²/N ≤ 1.7 here
+    for _ in range(200):
+        opt.zero_grad()
+        (pruner.sparsity_loss() + pull * torch.stack(ratios).sum()).backward()
+        opt.step()
+    n = len(ratios)
+
+    def stationarity(r: float) -> float:
+        density = 1 - special.erf(r / math.sqrt(2))
+        return 2 * lam * (density - budget) * math.sqrt(2 / math.pi) * math.exp(-r * r / 2) / n \
+            - pull
+
+    root = optimize.brentq(stationarity, 0.5, math.sqrt(2) * special.erfinv(1 - budget))
+    assert _ratios(pruner) == pytest.approx([root] * n, abs=1e-4)
+    gap = pruner.last_loss["density"] - budget
+    assert gap > 0
+    assert gap == pytest.approx(1 - special.erf(root / math.sqrt(2)) - budget, abs=1e-4)
 
 
 def test_flops_budget_term_eq10(tiny_data: DatasetSplits) -> None:
