@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,6 +230,7 @@ def ray_cluster() -> Iterator[SimpleNamespace]:
             yield SimpleNamespace(address=f"127.0.0.1:{port}", temp_dir=temp_dir)
         finally:
             _stop_node(temp_dir)
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _run_args(address: str, out: Path, tmp_path: Path, *extra: str) -> list[str]:
