@@ -157,8 +157,8 @@ def _profile_text(**changes: object) -> str:
     ("name: x\nsource: measured\nprovenance: {tool: budgetsearch\n", "not valid YAML"),
     ("", "a profile must be a mapping of key: value, got NoneType"),
     ("- 1\n- 2\n", "a profile must be a mapping of key: value, got list"),
-    (_profile_text(sparse_speedup="fast"), "key 'sparse_speedup' must be a integer or number, "
-     "got str 'fast'"),
+    (_profile_text(sparse_speedup="fast"),
+     "key 'sparse_speedup' must be of type integer or number, got str 'fast'"),
     (_profile_text(latency_model__network_overhead_ms=-0.5),
      "key 'latency_model.network_overhead_ms' must be a finite non-negative number, got -0.5"),
     (_profile_text(latency_model__ops__conv__ms_per_gflop=-3.0),
@@ -511,7 +511,9 @@ def test_ctrl_c_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     code = main(argv)
     thread.join()
     err = capsys.readouterr().err
-    assert code == 130 and "Traceback" not in err
+    # (No "Traceback" check here: Optuna's log handler may hold an earlier test's closed capture
+    # stream and print a logging error; the subprocess test checks the real stderr.)
+    assert code == 130 and "interrupted (during trial optuna-0001)" in err
     command = err.strip().splitlines()[-1].strip()
     assert command == shlex.join(["budgetsearch", *argv[:-2], "--resume", "--out", str(out)])
     table = pd.read_csv(out / "results.csv")

@@ -259,8 +259,8 @@ def _check_type(where: str, key: str, value: Any, expected: type | tuple[type, .
     types = expected if isinstance(expected, tuple) else (expected,)
     if isinstance(value, bool) or not isinstance(value, types):
         raise ValueError(
-            f"{where}: key {key!r} must be a {_type_name(expected)}, got {type(value).__name__} "
-            f"{value!r}"
+            f"{where}: key {key!r} must be of type {_type_name(expected)}, got "
+            f"{type(value).__name__} {value!r}"
         )
     if isinstance(value, (int, float)) and (not math.isfinite(value) or value < 0):
         raise ValueError(f"{where}: key {key!r} must be a finite non-negative number, got {value}")
