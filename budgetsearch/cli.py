@@ -478,7 +478,7 @@ def _add_profile_parser(sub: Any) -> None:
 RUN_DEFAULTS: dict[str, Any] = {
     "model": "wrn-16-1", "width": 1.0, "dataset": "fashion-mnist", "data_dir": None,
     "train_subset": 2000, "val_fraction": 0.2, "batch_size": 64, "seed": 0,
-    "trials": 12, "timeout": "12m", "threads": None,
+    "trials": 12, "timeout": "12m", "threads": None, "reference_epochs": 2.0,
 }
 
 
@@ -508,7 +508,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         data_dir=settings["data_dir"], train_subset=settings["train_subset"],
         val_fraction=float(settings["val_fraction"]), batch_size=int(settings["batch_size"]),
         device_profile=args.device, target=target, seed=int(settings["seed"]),
-        threads=settings["threads"],
+        threads=settings["threads"], reference_epochs=float(settings["reference_epochs"]),
     )
     objectives = tuple(o.strip() for o in args.objectives.split(","))
     ray_options = {"ray_address": args.ray_address, "max_concurrent": args.max_concurrent,
@@ -624,6 +624,9 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--val-fraction", type=_fraction)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--threads", type=_positive_int, help="torch threads per trial")
+    p.add_argument("--reference-epochs", type=_non_negative_float, metavar="E",
+                   help="train the unpruned network E epochs once; trials start from it and BAR "
+                   "distils from it (default 2; 0: trials start from random weights, no KD)")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run folder (default runs/run-TIME)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty output folder")

@@ -232,7 +232,14 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     run = Path(args.run) if args.run else Path(f"runs/baselines-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.run and not run.is_dir():
         raise _usage(f"--run folder {run} does not exist")
-    config = load_run_config(run) if run.is_dir() else {}
+    raw = load_run_config(run) if run.is_dir() else {}
+    # A search run's config.yaml keeps the training settings under "settings"; a baselines-only
+    # run folder has none. Baselines train as long as a trial's network did in all: the
+    # reference's epochs (trials start from it) plus a trial's.
+    config = {**raw, **(raw.get("settings") or {})}
+    if "reference_epochs" in config:
+        config["epochs"] = float(config.get("reference_epochs") or 0) + float(
+            config.get("epochs") or 0)
     model_name = args.model or config.get("model")
     if model_name is None:
         raise _usage("--model is required when the run's config.yaml names no model")
@@ -292,10 +299,11 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
             weight_decay=float(settings["weight_decay"]), schedule=settings["schedule"],
             restart_epochs=settings["restart_epochs"], seed=int(settings["seed"]),
             device=settings["device"], progress=not args.no_progress))
-        stem = folder / f"{model_name}-r{ratio:g}"
-        config_path = stem.with_suffix(".json")
+        # Not Path.with_suffix: "r0.25" would lose its ".25" and two ratios share one file.
+        stem = f"{model_name}-r{ratio:g}"
+        config_path = folder / f"{stem}.json"
         write_text_atomic(config_path, json.dumps(pruned.as_dict(), indent=1))
-        model_path = stem.with_suffix(".pt")
+        model_path = folder / f"{stem}.pt"
         if result.status == "ok":
             torch_save_atomic(model.state_dict(), model_path)
         costs = cost.as_dict()
@@ -314,6 +322,9 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
             "model_path": str(model_path.relative_to(run)) if result.status == "ok" else None,
             "pruned_config_path": str(config_path.relative_to(run)), "report_path": None,
         }
+        # The row also lands next to the model, where a search run's results table collects it
+        # (search/results.trial_rows) when it rewrites results.csv.
+        write_text_atomic(folder / f"{stem}.row.json", json.dumps(row, default=str))
         append_rows(run, [row])  # one row at a time: an interrupted run resumes where it stopped
         acc = f"{result.test_accuracy:.4f}" if result.test_accuracy is not None else "–"
         print(f"ratio {ratio:g}: {result.status}, accuracy {acc}, {result.seconds:.1f} s")

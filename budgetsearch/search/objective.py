@@ -67,6 +67,10 @@ class TrialSettings:
     seed: int = 0
     torch_device: str = "cpu"
     threads: int | None = None
+    # The unpruned network is trained this long once per run; every trial starts from it and BAR
+    # distils from it (search/reference.py). 0: trials start from random weights, without KD.
+    reference_epochs: float = 2.0
+    reference_path: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain mapping (for the resolved config)."""
@@ -306,10 +310,18 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
                    failure=f"priced before training at {target.describe(committed)} > target "
                            f"{target.describe()}; not trained")
         return
+    if space.pruner == "bar" and settings.reference_path is None:
+        # A frozen copy of an untrained network teaches noise (section 3.5 distils from the
+        # trained, unpruned network): without a reference, no distillation.
+        options["distillation"] = False
     pruner = build_pruner(space.pruner, **options)
     seed_everything(settings.seed)
     model = build_model(settings.model, num_classes=data.num_classes, in_channels=shape[0],
                         width_multiplier=settings.width)
+    if settings.reference_path is not None:
+        from budgetsearch.search.reference import load_reference_weights
+
+        load_reference_weights(model, settings.reference_path)  # BAR's teacher is this copy
     try:
         model = pruner.prepare(model, torch.zeros(1, *shape))
     except ValueError as error:

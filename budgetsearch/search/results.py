@@ -16,9 +16,15 @@ RESULTS_FILE = "results.csv"
 
 
 def trial_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """Rows the trials of ``run_dir`` wrote (``trials/*/row.json``), in trial order."""
+    """Rows of ``run_dir``: the unpruned reference (``reference/row.json``), the trials
+    (``trials/*/row.json``, in trial order) and the thinner dense baselines
+    (``baselines/*.row.json``)."""
     rows = []
-    for path in sorted((run_dir / "trials").glob("*/row.json")):
+    paths = [run_dir / "reference" / "row.json", *sorted((run_dir / "trials").glob("*/row.json")),
+             *sorted((run_dir / "baselines").glob("*.row.json"))]
+    for path in paths:
+        if not path.is_file():
+            continue
         try:
             rows.append(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError):  # a trial killed while writing: not completed

@@ -234,6 +234,19 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
         (run_dir / STUDY_FILE).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "trials", ignore_errors=True)
     write_config(run_dir, request, space, notes, command)
+    if settings.reference_epochs > 0:
+        from budgetsearch.search.reference import ensure_reference
+
+        if progress:
+            print(f"training the unpruned {settings.model} once ({settings.reference_epochs:g} "
+                  "epoch(s)): every trial starts from it and BAR distils from it", flush=True)
+        reference = ensure_reference(settings, run_dir)
+        notes.append(f"unpruned reference {settings.model}: accuracy "
+                     f"{reference['accuracy']:.4f}, {reference['params']:,.0f} parameters "
+                     f"(trained {settings.reference_epochs:g} epoch(s) in "
+                     f"{reference['seconds']:.0f} s; trials start from it)")
+        # Absolute: Ray workers run in other folders.
+        settings = replace(settings, reference_path=str(Path(reference["model_path"]).resolve()))
     bar = _progress_bar(request.optuna.trials) if progress else None
     try:
         if request.engine == "ray":

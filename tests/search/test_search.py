@@ -123,7 +123,10 @@ def test_cli_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
                  "--trials", "1", "--threads", "1", "--out", str(out), "--no-progress"])
     text = capsys.readouterr().out
     table = pd.read_csv(out / "results.csv")
-    assert len(table) == 1 and (out / "config.yaml").is_file() and (out / "study.db").is_file()
+    # the unpruned reference (trained once; trials start from it), then the one trial
+    assert table["kind"].tolist() == ["reference", "pruned"]
+    assert (out / "config.yaml").is_file() and (out / "study.db").is_file()
+    assert (out / "reference" / "model.pt").is_file()
     assert "results:" in text
     assert code in (0, 1)  # 1: the one trial happened not to be feasible
 
@@ -135,3 +138,35 @@ def test_cli_bad_target_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--device", "jetson", "--target-latency", "1us", "--model", "wrn-10-1",
                  "--dataset", "synthetic"]) == 2
     assert "ask for at least" in capsys.readouterr().err
+
+
+def test_reference_trained_once_then_trials_start_from_it(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from budgetsearch.pruners.bar import BARPruner
+    from budgetsearch.search.reference import ensure_reference
+
+    settings = TrialSettings(**TINY, reference_epochs=1.0)
+    row = ensure_reference(settings, tmp_path)
+    assert row["kind"] == "reference" and row["status"] == "ok" and row["params"] > 0
+    weights = tmp_path / "reference" / "model.pt"
+    stamp = weights.stat().st_mtime_ns
+    assert ensure_reference(settings, tmp_path)["accuracy"] == row["accuracy"]  # reused
+    assert weights.stat().st_mtime_ns == stamp
+    reference = torch.load(weights, weights_only=False).state_dict()
+
+    seen: dict[str, torch.Tensor] = {}
+    prepare = BARPruner.prepare
+
+    def spy(self: BARPruner, model: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
+        seen.update({k: v.clone() for k, v in model.state_dict().items()})
+        result = prepare(self, model, example)
+        seen["teacher_conv1"] = self.teacher.conv1.weight.detach().clone()
+        return result
+
+    monkeypatch.setattr(BARPruner, "prepare", spy)
+    settings = TrialSettings(**TINY, reference_path=str(weights))
+    run_trial({"lam": 1.0, "budget": 0.9, "epochs": 0.5}, settings, tmp_path / "t0",
+              trial_id="t0", engine="optuna", space=load_space("bar"))
+    # The trial's network starts from the reference and distils from a copy of it.
+    assert all(torch.equal(seen[k], v) for k, v in reference.items())
+    assert torch.equal(seen["teacher_conv1"], reference["conv1.weight"])

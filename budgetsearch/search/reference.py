@@ -1,0 +1,118 @@
+"""The unpruned reference network of a run: trained once, the start and the teacher of every trial.
+
+BAR distils from "the unpruned network" (paper section 3.5) and, on its larger data set, starts
+pruning from that network's weights (section 4.2); the erf-loss paper prunes while training. A
+search trial is short, so both pruners start from one dense network trained once per run and saved
+in ``RUN_DIR/reference/``: the trials then spend their epochs on pruning and recovery, and BAR's
+teacher knows something (a frozen copy of an untrained network is a teacher of noise: every BAR
+trial of an early 12-trial run ended at chance accuracy with one).
+
+The reference is also a row of the results table (``kind="reference"``): the accuracy the pruned
+trials are compared with, and, where the unpruned network already meets the target, an honest
+answer of its own. ``--resume`` reuses it.
+
+Example:
+    >>> row = ensure_reference(TrialSettings(model="wrn-10-1", dataset="synthetic"),
+    ...                        Path("runs/r"))                                   # doctest: +SKIP
+    >>> row["model_path"]                                                        # doctest: +SKIP
+    'runs/r/reference/model.pt'
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from budgetsearch.cost import load_profile
+from budgetsearch.files import torch_save_atomic
+from budgetsearch.models import build_model
+from budgetsearch.models.files import load_model_file
+from budgetsearch.search.objective import (
+    BN_RECALIBRATION_BATCHES,
+    TrialSettings,
+    _splits,
+    empty_row,
+    full_inventory,
+    write_row,
+)
+from budgetsearch.train import TrainConfig, seed_everything, train
+
+REFERENCE_DIR = "reference"
+MODEL_FILE = "model.pt"
+
+
+def reference_dir(run_dir: Path) -> Path:
+    """Where a run keeps its reference network and its row."""
+    return run_dir / REFERENCE_DIR
+
+
+def _finished(folder: Path) -> dict[str, Any] | None:
+    path = folder / "row.json"
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if row.get("status") != "ok" or not (folder / MODEL_FILE).is_file():
+        return None
+    return row
+
+
+def ensure_reference(settings: TrialSettings, run_dir: Path) -> dict[str, Any]:
+    """Train the unpruned network for ``settings.reference_epochs`` (or reuse the run's), save it
+    as ``reference/model.pt`` and return its results row.
+
+    Raises:
+        RuntimeError: the reference did not train (a NaN loss): no trial could start from it.
+    """
+    folder = reference_dir(run_dir)
+    done = _finished(folder)
+    if done is not None:
+        return done
+    start = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    data = _splits(settings.dataset, settings.data_dir, settings.train_subset,
+                   settings.val_fraction, settings.seed)
+    shape = (data.in_channels, data.image_size, data.image_size)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    seed_everything(settings.seed)
+    model = build_model(settings.model, num_classes=data.num_classes, in_channels=shape[0],
+                        width_multiplier=settings.width)
+    result = train(model, data, TrainConfig(
+        epochs=settings.reference_epochs, batch_size=settings.batch_size, optimizer="adam",
+        lr=settings.lr, weight_decay=settings.weight_decay, seed=settings.seed,
+        device=settings.torch_device, progress=False,
+        bn_recalibration_batches=BN_RECALIBRATION_BATCHES))
+    row = empty_row(f"reference-{settings.model}", "reference", settings, "", {
+        "epochs": settings.reference_epochs, "lr": settings.lr})
+    row.update(kind="reference", pruner=None, status=result.status, failure=result.failure,
+               accuracy=result.test_accuracy, val_accuracy=result.val_accuracy)
+    if result.status != "ok":
+        row["seconds"] = time.perf_counter() - start
+        write_row(folder, row)
+        raise RuntimeError(f"the unpruned reference {settings.model} did not train "
+                           f"({result.failure}); no trial can start from it")
+    profile = load_profile(settings.device_profile) if settings.device_profile else None
+    inventory = full_inventory(settings.model, settings.width, shape, data.num_classes)
+    row.update(inventory.price(profile=profile).as_dict())
+    model_path = folder / MODEL_FILE
+    torch_save_atomic(model.cpu().eval(), model_path)
+    target = settings.target
+    achieved = row.get(target.cost_key) if target is not None else None
+    row.update(model_path=str(model_path), seconds=time.perf_counter() - start,
+               feasible=target is None or (achieved is not None
+                                           and achieved <= target.value * (1 + 1e-9)))
+    write_row(folder, row)  # last: a row.json means the model file is complete
+    return row
+
+
+def load_reference_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Copy the reference network's weights into ``model`` (the same architecture)."""
+    reference = load_model_file(path)
+    model.load_state_dict(reference.state_dict())
+    return model
