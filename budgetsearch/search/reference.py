@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from budgetsearch.cost import load_profile
-from budgetsearch.files import torch_save_atomic
+from budgetsearch.files import torch_save_atomic, write_text_atomic
 from budgetsearch.models import build_model
 from budgetsearch.models.files import load_model_file
 from budgetsearch.search.objective import (
@@ -102,6 +102,12 @@ def ensure_reference(settings: TrialSettings, run_dir: Path) -> dict[str, Any]:
     row.update(inventory.price(profile=profile).as_dict())
     model_path = folder / MODEL_FILE
     torch_save_atomic(model.cpu().eval(), model_path)
+    # The dense configuration, so that the Pareto module re-prices the reference on any device.
+    config_path = folder / "pruned_config.json"
+    write_text_atomic(config_path, json.dumps({
+        "model": settings.model, "width": settings.width, "input_shape": list(shape),
+        "num_classes": data.num_classes}, indent=1))
+    row["pruned_config_path"] = str(config_path)
     target = settings.target
     achieved = row.get(target.cost_key) if target is not None else None
     row.update(model_path=str(model_path), seconds=time.perf_counter() - start,

@@ -148,6 +148,9 @@ def test_reference_trained_once_then_trials_start_from_it(tmp_path: Path,
     settings = TrialSettings(**TINY, reference_epochs=1.0)
     row = ensure_reference(settings, tmp_path)
     assert row["kind"] == "reference" and row["status"] == "ok" and row["params"] > 0
+    from budgetsearch.pareto.reprice import PrunedConfig, price_config
+    dense = price_config(PrunedConfig.load(row["pruned_config_path"]))  # re-priceable
+    assert dense.params == row["params"]
     weights = tmp_path / "reference" / "model.pt"
     stamp = weights.stat().st_mtime_ns
     assert ensure_reference(settings, tmp_path)["accuracy"] == row["accuracy"]  # reused
