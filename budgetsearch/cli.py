@@ -577,8 +577,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
             line += f", measured here: {summary.measured_latency_ms:.4f} ms"
         print(line + f", {int(best['params']):,} parameters")
         print(f"model: {best['model_path']}")
-    print(f"results: {out / 'results.csv'}  config: {out / 'config.yaml'}")
+    plot = plot_run(table, out, trial_settings) if len(table) else None
+    print(f"results: {out / 'results.csv'}  config: {out / 'config.yaml'}"
+          + (f"  Pareto plot: {plot}" if plot is not None else ""))
     return 0 if best is not None else 1
+
+
+PLOT_STEM = "pareto"
+
+
+def plot_run(table: Any, run_dir: Path, settings: Any) -> Path | None:
+    """``RUN/pareto.png`` (and .svg): accuracy vs the target's metric (parameters without a
+    target), every trial, the front per pruner, the reference, the target's feasible region.
+    None when no trial has both an accuracy and that cost."""
+    from budgetsearch.pareto import plots
+    from budgetsearch.pareto.fronts import fronts_by_group, usable_trials
+
+    target = settings.target
+    metric = target.cost_key if target is not None else "params"
+    if metric not in table.columns or usable_trials(table, metric).empty:
+        return None
+    value = target.value if target is not None else None
+    fronts = fronts_by_group(table, metric, target=value)
+    device = f" on {settings.device_profile}" if metric == "latency_ms" else ""
+    paths = plots.plot_front(table, metric, fronts, run_dir / PLOT_STEM, target=value,
+                             title=f"{settings.model} on {settings.dataset}: accuracy vs "
+                                   f"{metric}{device}")
+    return next((p for p in paths if p.suffix == ".png"), paths[0] if paths else None)
 
 
 def _add_run_parser(sub: Any) -> None:

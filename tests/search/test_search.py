@@ -127,6 +127,7 @@ def test_cli_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert table["kind"].tolist() == ["reference", "pruned"]
     assert (out / "config.yaml").is_file() and (out / "study.db").is_file()
     assert (out / "reference" / "model.pt").is_file()
+    assert (out / "pareto.png").is_file() and "Pareto plot:" in text  # end-of-run plot
     assert "results:" in text
     assert code in (0, 1)  # 1: the one trial happened not to be feasible
 
