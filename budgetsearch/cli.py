@@ -479,6 +479,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "model": "wrn-16-1", "width": 1.0, "dataset": "fashion-mnist", "data_dir": None,
     "train_subset": 2000, "val_fraction": 0.2, "batch_size": 64, "seed": 0,
     "trials": 12, "timeout": "12m", "threads": None, "reference_epochs": 2.0,
+    "sampler_seed": None,  # None: the same as seed
 }
 
 
@@ -519,7 +520,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     request = RunRequest(
         settings=trial_settings, pruner=args.pruner, space=args.space, engine=args.engine,
         optuna=OptunaOptions(trials=settings["trials"], timeout_s=timeout, sampler=args.sampler,
-                             objectives=objectives, seed=int(settings["seed"]),
+                             objectives=objectives,
+                             seed=int(settings["seed"] if settings["sampler_seed"] is None
+                                      else settings["sampler_seed"]),
                              prune=not args.no_pruning),
         **{k: v for k, v in ray_options.items() if v is not None},
     )
@@ -652,7 +655,10 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--reference-epochs", type=_non_negative_float, metavar="E",
                    help="train the unpruned network E epochs once; trials start from it and BAR "
                    "distils from it (default 2; 0: trials start from random weights, no KD)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="data split, weight init and training (default 0)")
+    p.add_argument("--sampler-seed", type=int, metavar="N",
+                   help="the Optuna sampler's seed alone (default: --seed), so that samplers "
+                   "can be compared over seeds on the same data split and reference network")
     p.add_argument("--out", help="run folder (default runs/run-TIME)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -43,7 +43,11 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class OptunaOptions:
-    """Engine settings: trial budget, sampler, objectives, pruning."""
+    """Engine settings: trial budget, sampler, objectives, pruning.
+
+    ``seed`` seeds the sampler only; the data split, weight init and training follow
+    :attr:`TrialSettings.seed`, so sampler seeds can vary over one split and one reference.
+    """
 
     trials: int | None = 10
     timeout_s: float | None = None

@@ -132,6 +132,27 @@ def test_cli_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert code in (0, 1)  # 1: the one trial happened not to be feasible
 
 
+@pytest.mark.parametrize(("flags", "sampler_seed"), [([], 3), (["--sampler-seed", "7"], 7)])
+def test_cli_sampler_seed_is_apart_from_the_training_seed(
+        flags: list[str], sampler_seed: int, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Samplers are compared over sampler seeds on one data split and one reference network:
+    # --sampler-seed must move the sampler alone (and default to --seed).
+    from budgetsearch.search import runner
+
+    seen: list[runner.RunRequest] = []
+
+    def record(request: runner.RunRequest, *args: object, **kwargs: object) -> None:
+        seen.append(request)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_search", record)
+    main(["run", "--target-params", "50k", "--model", "wrn-10-1", "--dataset", "synthetic",
+          "--seed", "3", *flags, "--out", str(tmp_path / "run"), "--no-progress"])
+    assert seen[0].settings.seed == 3
+    assert seen[0].optuna.seed == sampler_seed
+
+
 def test_cli_bad_target_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--device", "jetson", "--target-latency", "10xs"]) == 2
     err = capsys.readouterr().err.strip()
