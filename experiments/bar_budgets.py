@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import time
 from dataclasses import replace
@@ -120,7 +121,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("experiments/results/bar"))
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--plot-from", type=Path, help="only redraw the plot from a summary.json")
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only re-measure the step overhead into OUT/summary.json")
     args = parser.parse_args()
+    if args.overhead_only:
+        torch.set_num_threads(1)
+        path = args.out / "summary.json"
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+        data = load_dataset("fashion-mnist", train_subset=args.train_subset, seed=0)
+        summary["step_overhead"] = _step_overhead(data, args.overhead_steps, 64)
+        summary["step_overhead"]["loadavg_1m"] = os.getloadavg()[0]
+        print(json.dumps(summary["step_overhead"]), flush=True)
+        path.write_text(json.dumps(summary, indent=2))
+        return
     if args.plot_from is not None:
         rows = json.loads(args.plot_from.read_text())["runs"]
         plot_kept_channels(rows, args.plot_from.with_name("kept_channels.png"))
