@@ -21,13 +21,18 @@ from budgetsearch.pareto import (
     hardware_selection,
     hypervolume,
     layer_profile,
+    load_runs,
     pareto_front,
     pareto_mask,
     parse_ratios,
     parse_target,
     price_config,
+    reference_rows,
     reprice_trials,
+    resolve_artifact,
+    split_kinds,
 )
+from budgetsearch.pareto.results import run_label
 
 SHAPE = (1, 28, 28)
 
@@ -383,3 +388,149 @@ def test_baselines_cli_trains_appends_and_resumes(fake_fashion_mnist: Path, tmp_
     assert main(argv) == 0
     assert "already in" in capsys.readouterr().out
     assert len(pd.read_csv(run / "results.csv")) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Several runs in one report (e.g. a BAR run and an erf-loss run)
+
+
+def _tiny_run(folder: Path, rows: list[dict], command: str = "") -> Path:
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
+    if command:
+        (folder / "config.yaml").write_text(f"command: {command}\n")
+    return folder
+
+
+def test_resolve_artifact_reads_against_its_run_then_cwd_then_a_tail(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "moved" / "a"
+    (run / "trials" / "0").mkdir(parents=True)
+    (run / "trials" / "0" / "c.json").write_text("{}")
+    (tmp_path / "trials" / "0").mkdir(parents=True)
+    (tmp_path / "trials" / "0" / "c.json").write_text("{}")  # a decoy in the working directory
+    assert resolve_artifact("trials/0/c.json", run) == run / "trials/0/c.json"
+    # recorded from the repository root before the run folder moved: the tail is found
+    assert resolve_artifact("runs/a/trials/0/c.json", run) == run / "trials/0/c.json"
+    assert resolve_artifact("trials/0/c.json", None) == Path("trials/0/c.json")
+    assert resolve_artifact(math.nan, run) is None and resolve_artifact("", run) is None
+    assert resolve_artifact("nowhere/x.json", run) == run / "nowhere/x.json"
+
+
+def test_load_runs_merges_keeps_run_and_resolves_paths(tmp_path: Path) -> None:
+    a = _tiny_run(tmp_path / "x" / "bar", [
+        {"trial_id": "t0", "kind": "pruned", "pruner": "bar", "status": "ok", "accuracy": 0.7,
+         "params": 10.0, "pruned_config_path": "trials/t0.json", "hp_hardness": 5.0}])
+    (a / "trials").mkdir()
+    (a / "trials" / "t0.json").write_text("{}")
+    b = _tiny_run(tmp_path / "y" / "erf", [
+        {"trial_id": "t0", "kind": "pruned", "pruner": "erf", "status": "ok", "accuracy": 0.8,
+         "params": 20.0, "pruned_config_path": "old/place/erf/trials/t0.json",
+         "hp_loss": "budget"},
+        {"trial_id": "t1", "kind": "pruned", "pruner": "erf", "status": "failed",
+         "accuracy": np.nan, "params": np.nan, "pruned_config_path": np.nan,
+         "hp_loss": "budget"}])
+    (b / "trials").mkdir()
+    (b / "trials" / "t0.json").write_text("{}")
+    table = load_runs([a, b])
+    assert table["run"].tolist() == ["bar", "erf", "erf"]
+    assert table["run_dir"].tolist() == [str(a), str(b), str(b)]
+    assert table["trial_id"].tolist() == ["t0", "t0", "t1"]  # ids repeat; the run tells apart
+    paths = table["pruned_config_path"].tolist()
+    assert Path(paths[0]) == a / "trials" / "t0.json"
+    assert Path(paths[1]) == b / "trials" / "t0.json"
+    assert paths[2] is None or (isinstance(paths[2], float) and math.isnan(paths[2]))
+    # a column one run lacks is NaN in the other's rows
+    assert math.isnan(table.loc[1, "hp_hardness"]) and pd.isna(table.loc[0, "hp_loss"])
+    fronts = fronts_by_group(table, "params")
+    assert set(fronts) == {"bar", "erf", "all"}
+
+
+def test_load_runs_rejects_none_and_the_same_folder_twice(tmp_path: Path) -> None:
+    a = _tiny_run(tmp_path / "a", [{"trial_id": 0, "accuracy": 0.5}])
+    with pytest.raises(ValueError, match="at least one run folder"):
+        load_runs([])
+    with pytest.raises(ValueError, match="given once"):
+        load_runs([a, tmp_path / "." / "a"])
+    assert run_label(["p/run", "q/run", "q/other"]) == ["p/run", "q/run", "other"]
+
+
+def test_reference_rows_are_no_pruner_trial() -> None:
+    t = _table(params=[10, 20, 40], accuracy=[0.6, 0.7, 0.9], pruner=["bar", "bar", None],
+               kind=["pruned", "pruned", "reference"])
+    pruned, baselines = split_kinds(t)
+    assert pruned["trial_id"].tolist() == [0, 1] and baselines.empty
+    assert reference_rows(t)["trial_id"].tolist() == [2]
+    fronts = fronts_by_group(t, "params")
+    assert set(fronts) == {"bar", "all"}  # no "?" front for the reference
+    assert fronts["all"].points["trial_id"].tolist() == [0, 1, 2]
+
+
+@pytest.fixture
+def two_runs(fake_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """fake_run split in two: a BAR run (with the baselines and a reference) and an erf run
+    whose config paths were recorded from another working directory."""
+    table = pd.read_csv(fake_run / "results.csv")
+    bar = table[(table["pruner"] == "bar") | (table["kind"] == "baseline")].copy()
+    reference = {**bar.iloc[0].to_dict(), "trial_id": "reference-wrn-10-1", "kind": "reference",
+                 "pruner": None, "accuracy": 0.83, "pruned_config_path": "trials/ref.json"}
+    (fake_run / "trials" / "ref.json").write_text(json.dumps(
+        {"model": "wrn-10-1", "width": 1.0, "input_shape": list(SHAPE), "num_classes": 10}))
+    bar = pd.concat([bar, pd.DataFrame([reference])], ignore_index=True)
+    bar.to_csv(fake_run / "results.csv", index=False)
+    (fake_run / "config.yaml").write_text("command: budgetsearch run --pruner bar --out x/bar\n")
+    (fake_run / "baselines").mkdir()
+    (fake_run / "baselines" / "commands.txt").write_text(
+        "budgetsearch baselines --run x/bar --ratios 0.5,0.25\n")
+    erf_run = tmp_path / "erf"
+    (erf_run / "trials").mkdir(parents=True)
+    erf = table[table["pruner"] == "erf"].copy()
+    for path in erf["pruned_config_path"]:
+        (erf_run / path).write_text((fake_run / path).read_text())
+    erf["pruned_config_path"] = ["runs/erf/" + p for p in erf["pruned_config_path"]]
+    erf.to_csv(erf_run / "results.csv", index=False)
+    (erf_run / "config.yaml").write_text("command: budgetsearch run --pruner erf --out x/erf\n")
+    return fake_run, erf_run
+
+
+def test_pareto_cli_merges_several_runs(two_runs: tuple[Path, Path], tmp_path: Path,
+                                        capsys) -> None:
+    from budgetsearch.cli import main
+
+    bar, erf = two_runs
+    out = tmp_path / "both"
+    argv = ["pareto", str(bar), str(erf), "--devices", "jetson-nano,jetson-orin-nano",
+            "--target", "1.5ms", "--out", str(out)]
+    assert main(argv) == 0
+    repriced = pd.read_csv(out / "repriced.csv")
+    assert repriced["repriced"].all()  # every config found, in its own run folder
+    assert set(repriced["run"]) == {"run", "erf"}
+    assert len(repriced) == 2 * (len(pd.read_csv(bar / "results.csv")) +
+                                 len(pd.read_csv(erf / "results.csv")))
+    fronts = pd.read_csv(out / "fronts.csv")
+    assert {"bar", "erf", "baseline", "all"} <= set(fronts["group"])
+    assert set(fronts.loc[fronts["group"] == "erf", "run"]) == {"erf"}
+    assert "?" not in set(fronts["group"])  # the reference is no pruner's
+    choice = pd.read_csv(out / "hardware_selection.csv")
+    assert "run" in choice.columns
+    for stem in ("accuracy_vs_params", "hardware_selection", "kept_channels_bar",
+                 "layer_sparsity_erf"):
+        assert (out / stem).with_suffix(".png").stat().st_size > 1000, stem
+    report = (out / "report.md").read_text()
+    assert "| run | trial_id |" in report
+    tail = report.rstrip().split("## Regenerate")[1]
+    assert tail.index("--pruner bar") < tail.index("baselines --run x/bar") < tail.index(
+        "--pruner erf") < tail.index("budgetsearch pareto")
+    assert report.rstrip().endswith("```") and f"--out {out}" in tail
+    assert not (bar / "pareto").exists()
+
+
+def test_pareto_cli_several_runs_need_out(two_runs: tuple[Path, Path], capsys) -> None:
+    from budgetsearch.cli import main
+
+    bar, erf = two_runs
+    assert main(["pareto", str(bar), str(erf)]) == 2
+    assert "--out is required with several run folders" in capsys.readouterr().err
+    assert main(["pareto", str(bar), str(bar), "--out", str(bar / "p")]) == 2
+    assert "given once" in capsys.readouterr().err

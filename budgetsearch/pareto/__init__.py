@@ -29,6 +29,7 @@ from budgetsearch.pareto.fronts import (
     pareto_mask,
     parse_ratios,
     parse_target,
+    reference_rows,
     resolve_metric,
     split_kinds,
     usable_trials,
@@ -40,7 +41,13 @@ from budgetsearch.pareto.reprice import (
     price_config,
     reprice_trials,
 )
-from budgetsearch.pareto.results import append_rows, load_results, load_run_config
+from budgetsearch.pareto.results import (
+    append_rows,
+    load_results,
+    load_run_config,
+    load_runs,
+    resolve_artifact,
+)
 
 __all__ = [
     "COST_COLUMNS",
@@ -60,12 +67,15 @@ __all__ = [
     "layer_profile",
     "load_results",
     "load_run_config",
+    "load_runs",
     "pareto_front",
     "pareto_mask",
     "parse_ratios",
     "parse_target",
     "price_config",
+    "reference_rows",
     "reprice_trials",
+    "resolve_artifact",
     "resolve_metric",
     "split_kinds",
     "usable_trials",

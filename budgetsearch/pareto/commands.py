@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,14 @@ from budgetsearch.pareto.fronts import (
     resolve_metric,
     usable_trials,
 )
-from budgetsearch.pareto.results import load_results, load_run_config, write_csv_atomic
+from budgetsearch.pareto.results import load_run_config, load_runs, write_csv_atomic
 
 _PLOT_METRICS = ("params", "flops", "activation_volume")
+#: Plot titles' names of the cost columns (the axis labels carry the units).
+_TITLE_NAMES = {"params": "parameters", "flops": "FLOPs", "activation_volume": "activation volume",
+                "memory_bytes": "memory", "latency_ms": "latency"}
+#: One line per ``budgetsearch baselines`` invocation, in RUN/baselines/ (read by the report).
+BASELINE_COMMANDS_FILE = "commands.txt"
 
 
 def _usage(message: str) -> Exception:
@@ -59,6 +65,37 @@ def _reference(table: pd.DataFrame, metric: str, target: float | None) -> tuple[
     return (target if target is not None else worst * 1.05, 0.0)
 
 
+def _table_target(table: pd.DataFrame, metric: str) -> float | None:
+    """The runs' own target when it counts ``metric`` (the first one found), else None."""
+    if "target_metric" not in table or "target_value" not in table:
+        return None
+    same = table[table["target_metric"].astype(str) == metric]["target_value"].dropna()
+    if not same.empty and math.isfinite(float(same.iloc[0])):
+        return float(same.iloc[0])
+    return None
+
+
+def _trial_name(row: pd.Series, several_runs: bool) -> str:
+    """``trial_id``, prefixed by its run where several runs share one table (ids repeat)."""
+    return f"{row['run']}/{row['trial_id']}" if several_runs and "run" in row else str(
+        row["trial_id"])
+
+
+def regenerate_commands(runs: list[Path]) -> list[str]:
+    """The commands that made the runs' rows, in order: each run's ``budgetsearch run`` (its
+    config.yaml ``command``), then its ``budgetsearch baselines`` (``RUN/baselines/commands.txt``).
+    """
+    commands: list[str] = []
+    for run in runs:
+        recorded = str(load_run_config(run).get("command") or "").strip()
+        if recorded:
+            commands.append(recorded)
+        log = run / "baselines" / BASELINE_COMMANDS_FILE
+        if log.is_file():
+            commands += [line.strip() for line in log.read_text().splitlines() if line.strip()]
+    return list(dict.fromkeys(commands))
+
+
 def _cmd_pareto(args: argparse.Namespace) -> int:
     from budgetsearch.pareto import plots
     from budgetsearch.pareto.report import render_report
@@ -69,38 +106,57 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
         reprice_trials,
     )
 
-    run = Path(args.run_dir)
-    table = load_results(run)
+    runs = [Path(r) for r in args.run_dirs]
+    several = len(runs) > 1
+    if several and args.out is None:
+        raise _usage(f"--out is required with several run folders (got {len(runs)}): the "
+                     "report belongs to none of them alone")
+    table = load_runs(runs)
     metric = resolve_metric(args.metric)
     devices = _devices(args.devices, table)
-    target = parse_target(args.target, metric) if args.target else None
-    if target is None and "target_metric" in table and "target_value" in table:
-        same = table[table["target_metric"].astype(str) == metric]["target_value"].dropna()
-        if not same.empty and math.isfinite(float(same.iloc[0])):
-            target = float(same.iloc[0])
-    out = run / "pareto"
+    target = parse_target(args.target, metric) if args.target else _table_target(table, metric)
+    out = Path(args.out) if args.out is not None else runs[0] / "pareto"
     out.mkdir(parents=True, exist_ok=True)
+    name = " + ".join(dict.fromkeys(table["run"].astype(str))) if "run" in table else runs[0].name
     written: list[Path] = []
     notes: list[str] = []
     fronts: dict[str, dict[str, Front]] = {}
     hvs: dict[str, dict[str, float]] = {}
     refs: dict[str, tuple[float, float]] = {}
+    rejected = table[(table.get("status", pd.Series(dtype=str)) == "infeasible")
+                     & table["accuracy"].isna()]
+    if not rejected.empty:
+        notes.append(f"{len(rejected)} trial(s) were priced over the target before training and "
+                     "never trained: they have no accuracy and appear in no plot")
+    status = table.get("status", pd.Series(dtype=str)).astype(str)
+    for word, why in (("pruned", "stopped early by Optuna's pruner (their accuracy is an "
+                                 "intermediate one)"),
+                      ("failed", "failed"), ("interrupted", "were interrupted")):
+        if (status == word).any():
+            notes.append(f"{int((status == word).sum())} trial(s) {why}: status {word!r}, in "
+                         "no front or plot")
 
-    # Device-free costs from the table as recorded.
+    # Device-free costs from the table as recorded; the runs' own target (if it counts this
+    # cost) shades the feasible region.
     for cost in _PLOT_METRICS:
         if cost not in table or usable_trials(table, cost).empty:
             continue
-        fronts[cost] = fronts_by_group(table, cost, min_accuracy=args.min_accuracy)
-        refs[cost] = _reference(table, cost, None)
+        own = target if cost == metric else _table_target(table, cost)
+        fronts[cost] = fronts_by_group(table, cost, target=own, min_accuracy=args.min_accuracy)
+        refs[cost] = _reference(table, cost, own)
         hvs[cost] = front_hypervolumes(fronts[cost], reference=refs[cost])
         written += plots.plot_front(table, cost, fronts[cost], out / f"accuracy_vs_{cost}",
-                                    min_accuracy=args.min_accuracy,
-                                    title=f"{run.name}: accuracy vs {cost}")
+                                    target=own, min_accuracy=args.min_accuracy,
+                                    title=f"{name}: accuracy vs {_TITLE_NAMES[cost]}")
 
     choice = None
     cache = InventoryCache()
     if devices:
-        repriced = reprice_trials(table, devices, base_dir=run, cache=cache)
+        from budgetsearch.cost import load_profile
+
+        # A datasheet roofline is a prediction, a measured profile is not: say which, per device.
+        sources = {d: f"{load_profile(d).source} profile" for d in devices}
+        repriced = reprice_trials(table, devices, cache=cache)
         missing = int((~repriced["repriced"]).sum() // len(devices))
         if missing:
             notes.append(f"{missing} trial(s) have no readable pruned configuration and are left "
@@ -117,37 +173,38 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
             fronts[key] = per_device[device]
             refs[key] = _reference(part, metric, target)
             hvs[key] = front_hypervolumes(per_device[device], reference=refs[key])
-            written += plots.plot_front(part, metric, per_device[device],
-                                        out / f"accuracy_vs_{metric}_{device}", target=target,
-                                        min_accuracy=args.min_accuracy,
-                                        title=f"{run.name}: accuracy vs {metric} on {device}")
+            written += plots.plot_front(
+                part, metric, per_device[device], out / f"accuracy_vs_{metric}_{device}",
+                target=target, min_accuracy=args.min_accuracy,
+                title=f"{name}: accuracy vs {_TITLE_NAMES[metric]} on {device} "
+                      f"({sources[device]})")
         written += plots.plot_devices(repriced, metric, per_device, choice.table,
                                       out / "hardware_selection", target=target,
-                                      min_accuracy=args.min_accuracy)
+                                      min_accuracy=args.min_accuracy, several_runs=several,
+                                      sources=sources)
         write_csv_atomic(repriced, out / "repriced.csv")
         write_csv_atomic(choice.table, out / "hardware_selection.csv")
         written += [out / "repriced.csv", out / "hardware_selection.csv"]
     else:
         notes.append("no device given and the table names none: no latency comparison")
 
-    # Per-layer plots of the most accurate feasible trial of each pruner.
+    # Per-layer plots of the most accurate finished trial of each pruner.
     pruned_rows = usable_trials(table, "accuracy") if "pruned_config_path" in table else table[:0]
     if "kind" in pruned_rows:
-        pruned_rows = pruned_rows[pruned_rows["kind"].astype(str) != "baseline"]
+        pruned_rows = pruned_rows[pruned_rows["kind"].astype(str) == "pruned"]
     if "status" in pruned_rows:
         pruned_rows = pruned_rows[pruned_rows["status"] == "ok"]
     if "pruner" in pruned_rows and not pruned_rows.empty:
         for pruner, rows in pruned_rows.groupby(pruned_rows["pruner"].fillna("?").astype(str)):
             best = rows.sort_values("accuracy", kind="stable").iloc[-1]
-            path = Path(str(best["pruned_config_path"]))
-            path = path if path.is_absolute() or path.exists() else run / path
             try:
-                config = PrunedConfig.load(path)
+                config = PrunedConfig.load(Path(str(best["pruned_config_path"])))
             except (FileNotFoundError, ValueError) as error:
-                notes.append(f"trial {best['trial_id']}: {error}")
+                notes.append(f"trial {_trial_name(best, several)}: {error}")
                 continue
             layers = layer_profile(config, cache=cache)
-            title = f"{pruner} trial {best['trial_id']} (accuracy {best['accuracy']:.3f})"
+            title = (f"trial {_trial_name(best, several)} ({pruner}, "
+                     f"accuracy {best['accuracy']:.3f})")
             if config.densities:
                 written += plots.plot_layer_sparsity(layers, out / f"layer_sparsity_{pruner}",
                                                      title=f"per-layer sparsity, {title}")
@@ -157,22 +214,23 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
 
     front_rows = []
     for cost, groups in fronts.items():
-        for name, front in groups.items():
+        for group, front in groups.items():
             for _, row in front.points.iterrows():
-                front_rows.append({"cost": cost, "group": name, "trial_id": row.get("trial_id"),
+                front_rows.append({"cost": cost, "group": group, "run": row.get("run"),
+                                   "trial_id": row.get("trial_id"), "kind": row.get("kind"),
                                    "accuracy": row["accuracy"], "value": row[front.metric]})
     write_csv_atomic(pd.DataFrame(front_rows), out / "fronts.csv")
     written.append(out / "fronts.csv")
     kinds = table["kind"].value_counts() if "kind" in table else pd.Series({"pruned": len(table)})
     counts = {str(k): int(v) for k, v in kinds.items()}
-    command = f"budgetsearch pareto {run} --metric {metric}"
-    command += f" --devices {','.join(devices)}" if devices else ""
-    command += f" --target {args.target}" if args.target else ""
-    command += f" --min-accuracy {args.min_accuracy:g}" if args.min_accuracy is not None else ""
-    text = render_report(run_dir=str(run), command=command, metric=metric, fronts=fronts,
-                         hypervolumes=hvs, references=refs, choice=choice,
-                         plots=[p.name for p in written if p.suffix == ".png"], counts=counts,
-                         notes=notes)
+    argv = [w for w in (getattr(args, "argv", None) or []) if w != "--debug"]
+    command = "budgetsearch " + shlex.join(argv) if argv else _pareto_command(args, metric,
+                                                                               devices)
+    text = render_report(run_dir=", ".join(str(r) for r in runs), command=command,
+                         metric=metric, fronts=fronts, hypervolumes=hvs, references=refs,
+                         choice=choice, plots=[p.name for p in written if p.suffix == ".png"],
+                         counts=counts, notes=notes, show_run=several,
+                         regenerate=[*regenerate_commands(runs), command])
     write_text_atomic(out / "report.md", text)
     written.append(out / "report.md")
     if choice is not None:
@@ -184,21 +242,37 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pareto_command(args: argparse.Namespace, metric: str, devices: list[str]) -> str:
+    command = "budgetsearch pareto " + " ".join(shlex.quote(str(r)) for r in args.run_dirs)
+    command += f" --metric {metric}"
+    command += f" --devices {','.join(devices)}" if devices else ""
+    command += f" --target {shlex.quote(args.target)}" if args.target else ""
+    command += f" --min-accuracy {args.min_accuracy:g}" if args.min_accuracy is not None else ""
+    command += f" --out {shlex.quote(str(args.out))}" if args.out is not None else ""
+    return command
+
+
 def _add_pareto_parser(sub: Any) -> None:
     p = sub.add_parser(
         "pareto", help="Pareto fronts, baseline curves, hardware selection plots and report",
-        description="Read RUN_DIR/results.csv, compute accuracy-vs-cost fronts per pruner against "
-        "the thinner dense baselines, re-price every trial on the named devices (no "
-        "retraining) and write plots (PNG+SVG), CSVs and report.md to RUN_DIR/pareto/.",
+        description="Read the results.csv of one or more run folders (e.g. a BAR run and an "
+        "erf-loss run, with the thinner dense baselines added to either), compute "
+        "accuracy-vs-cost fronts per pruner against the baselines, re-price every trial on the "
+        "named devices (no retraining) and write plots (PNG+SVG), CSVs and report.md to --out "
+        "(default RUN_DIR/pareto for one run).",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder holding results.csv")
+    p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+",
+                   help="run folder(s) holding results.csv; several are merged into one table "
+                   "with a 'run' column")
+    p.add_argument("--out", metavar="DIR", help="output folder; default RUN_DIR/pareto for one "
+                   "run, required for several")
     p.add_argument("--metric", default="latency_ms",
                    help=f"cost for the device comparison: {', '.join(COST_COLUMNS)} (or latency, "
                    "params, ...); default latency_ms")
     p.add_argument("--devices", help="comma-separated device profiles (see 'budgetsearch "
-                   "devices'); default: the run's device")
+                   "devices'); default: the runs' device")
     p.add_argument("--target", help="budget in the metric's units: 10ms, 2M, 300k; default: "
-                   "the run's target when it is the same metric")
+                   "the runs' target when it is the same metric")
     p.add_argument("--min-accuracy", type=float, metavar="A",
                    help="only models at least this accurate qualify")
     p.set_defaults(handler=_cmd_pareto)
@@ -220,13 +294,16 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     import json
     import time
 
+    import torch
+
     from budgetsearch.cost import load_profile
     from budgetsearch.data import load_dataset
     from budgetsearch.models import build_model, model_names
     from budgetsearch.pareto.fronts import baseline_widths
     from budgetsearch.pareto.reprice import PrunedConfig, price_config
     from budgetsearch.pareto.results import RESULTS_FILE, append_rows
-    from budgetsearch.train import TrainConfig, train
+    from budgetsearch.search.objective import BN_RECALIBRATION_BATCHES
+    from budgetsearch.train import TrainConfig, seed_everything, train
 
     ratios = parse_ratios(args.ratios)
     run = Path(args.run) if args.run else Path(f"runs/baselines-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -245,6 +322,8 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         raise _usage("--model is required when the run's config.yaml names no model")
     if model_name not in model_names():
         raise _usage(f"--model must be one of {', '.join(model_names())}, got {model_name!r}")
+    if config.get("torch_device") and "device" not in raw:
+        config["device"] = config["torch_device"]  # a search run's torch device
     settings = {k: config.get(k, v) for k, v in _BASELINE_DEFAULTS.items()}
     for key in ("dataset", "data_dir", "epochs", "train_subset", "seed"):
         if getattr(args, key) is not None:
@@ -252,7 +331,18 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     if settings["device"] not in ("auto", "cpu") and not str(settings["device"]).startswith(
             "cuda"):
         settings["device"] = "auto"  # a hardware profile name, not a torch device
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))  # as the run's trials were trained
     run.mkdir(parents=True, exist_ok=True)
+    argv = [w for w in (getattr(args, "argv", None) or []) if w != "--debug"]
+    if argv:
+        # The pareto report lists it among the commands that regenerate the run.
+        log = run / "baselines" / BASELINE_COMMANDS_FILE
+        line = "budgetsearch " + shlex.join(argv)
+        previous = log.read_text().splitlines() if log.is_file() else []
+        if line not in previous:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(log, "\n".join([*previous, line]) + "\n")
     existing = pd.read_csv(run / RESULTS_FILE) if (run / RESULTS_FILE).is_file() else None
     done: set[float] = set()
     profile_name = None
@@ -286,6 +376,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     folder = run / "baselines"
     folder.mkdir(exist_ok=True)
     for ratio, width in baseline_widths(todo).items():
+        seed_everything(int(settings["seed"]))  # the same initial draw whichever ratios ran
         model = build_model(model_name, num_classes=splits.num_classes,
                             in_channels=splits.in_channels, width_multiplier=width)
         pruned = PrunedConfig(model=model_name, width=width, input_shape=shape,
@@ -298,7 +389,10 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
             optimizer=settings["optimizer"], lr=float(settings["lr"]),
             weight_decay=float(settings["weight_decay"]), schedule=settings["schedule"],
             restart_epochs=settings["restart_epochs"], seed=int(settings["seed"]),
-            device=settings["device"], progress=not args.no_progress))
+            device=settings["device"], progress=not args.no_progress,
+            # As the search run's reference and trials: BN statistics re-estimated before the
+            # test, so that the curve and the fronts are measured the same way.
+            bn_recalibration_batches=BN_RECALIBRATION_BATCHES))
         # Not Path.with_suffix: "r0.25" would lose its ".25" and two ratios share one file.
         stem = f"{model_name}-r{ratio:g}"
         config_path = folder / f"{stem}.json"

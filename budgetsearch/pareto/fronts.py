@@ -223,7 +223,8 @@ def pareto_front(table: pd.DataFrame, metric: str, *, target: float | None = Non
 def fronts_by_group(table: pd.DataFrame, metric: str, *, by: str = "pruner",
                     target: float | None = None,
                     min_accuracy: float | None = None) -> dict[str, Front]:
-    """One front per pruner (pruned trials) plus ``"baseline"`` (dense baselines) and ``"all"``."""
+    """One front per pruner (pruned trials) plus ``"baseline"`` (dense baselines) and ``"all"``
+    (every row, the unpruned reference included)."""
     pruned, baselines = split_kinds(table)
     fronts: dict[str, Front] = {}
     if by in pruned and not pruned.empty:
@@ -238,11 +239,22 @@ def fronts_by_group(table: pd.DataFrame, metric: str, *, by: str = "pruner",
 
 
 def split_kinds(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(pruned rows, baseline rows) by the ``kind`` column (missing → all pruned)."""
+    """(pruned rows, baseline rows) by the ``kind`` column (missing → all pruned).
+
+    Rows of kind ``"reference"`` (the unpruned network a search run trains once) are in neither:
+    they are no pruner's trial (see :func:`reference_rows`).
+    """
     if "kind" not in table:
         return table, table.iloc[0:0]
-    is_baseline = table["kind"].astype(str) == "baseline"
-    return table[~is_baseline], table[is_baseline]
+    kind = table["kind"].astype(str)
+    return table[~kind.isin(["baseline", "reference"])], table[kind == "baseline"]
+
+
+def reference_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of kind ``"reference"``: the unpruned network of each run (none without ``kind``)."""
+    if "kind" not in table:
+        return table.iloc[0:0]
+    return table[table["kind"].astype(str) == "reference"]
 
 
 def baseline_curve(table: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -371,8 +383,11 @@ def hardware_selection(repriced: pd.DataFrame, *, metric: str = "latency_ms",
         if not ok.empty:
             best = ok.sort_values(["accuracy", metric], ascending=[False, True],
                                   kind="stable").iloc[0]
-            for column in ("trial_id", "kind", "pruner", "width", "accuracy", *COST_COLUMNS):
-                row[column] = best.get(column, np.nan)
+            # "run": which run folder, where several were merged (trial ids repeat across runs)
+            for column in ("run", "trial_id", "kind", "pruner", "width", "accuracy",
+                           *COST_COLUMNS):
+                if column in best or column != "run":
+                    row[column] = best.get(column, np.nan)
         else:
             cheapest = usable[metric].min() if not usable.empty else np.nan
             row["cheapest_" + metric] = cheapest

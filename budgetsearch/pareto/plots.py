@@ -6,6 +6,7 @@ Each function takes plain data made by :mod:`budgetsearch.pareto.fronts` /
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,11 +19,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from budgetsearch.pareto.fronts import (  # noqa: E402
     COST_LABELS,
     Front,
     feasibility,
+    reference_rows,
     split_kinds,
     usable_trials,
 )
@@ -55,7 +58,8 @@ def _use_log(values: pd.Series) -> bool:
 
 
 def _draw_front_axes(ax: Axes, table: pd.DataFrame, metric: str, fronts: Mapping[str, Front],
-                     *, target: float | None, min_accuracy: float | None) -> None:
+                     *, target: float | None, min_accuracy: float | None,
+                     shade: bool = True, annotate: bool = True) -> None:
     usable = usable_trials(table, metric)
     feasible = feasibility(usable, metric, target)
     pruned, baselines = split_kinds(usable)
@@ -69,8 +73,9 @@ def _draw_front_axes(ax: Axes, table: pd.DataFrame, metric: str, fronts: Mapping
         color = _color(name, seen)
         ok = rows[feasible.loc[rows.index]]
         bad = rows[~feasible.loc[rows.index]]
-        ax.scatter(ok[metric], ok["accuracy"], s=22, color=color, alpha=0.45, zorder=2,
-                   label=f"{name} trials ({len(ok)})")
+        if not ok.empty:
+            ax.scatter(ok[metric], ok["accuracy"], s=22, color=color, alpha=0.45, zorder=2,
+                       label=f"{name} trials ({len(ok)})")
         if not bad.empty:
             ax.scatter(bad[metric], bad["accuracy"], s=30, marker="x", color=color, alpha=0.6,
                        zorder=2, label=f"{name} infeasible ({len(bad)})")
@@ -85,12 +90,19 @@ def _draw_front_axes(ax: Axes, table: pd.DataFrame, metric: str, fronts: Mapping
         ax.plot(curve[metric], curve["accuracy"], color="black", marker="s", markersize=5,
                 linewidth=1.5, linestyle="-", zorder=3,
                 label="thinner dense baseline (width √r)")
-        if "width" in curve:
+        if "width" in curve and annotate:
             for _, row in curve.iterrows():
                 ax.annotate(f"×{float(row['width']):.2f}", (row[metric], row["accuracy"]),
                             textcoords="offset points", xytext=(4, -10), fontsize=7)
+    reference = reference_rows(usable)
+    if not reference.empty:
+        ax.scatter(reference[metric], reference["accuracy"], s=60, marker="D", color="white",
+                   edgecolor="black", linewidth=1.2, zorder=4,
+                   label=f"unpruned reference ({len(reference)})")
     if _use_log(usable[metric]):
         ax.set_xscale("log")
+    if metric != "latency_ms":
+        ax.xaxis.set_major_formatter(FuncFormatter(_count_tick))
     ax.set_xlabel(COST_LABELS.get(metric, metric))
     ax.set_ylabel("test accuracy")
     if not usable.empty:
@@ -104,13 +116,33 @@ def _draw_front_axes(ax: Axes, table: pd.DataFrame, metric: str, fronts: Mapping
         else:
             span = float(xs.max() - xs.min()) or float(xs.max()) or 1.0
             ax.set_xlim(max(0.0, float(xs.min()) - 0.08 * span), float(xs.max()) + 0.08 * span)
-            if target is not None and target < ax.get_xlim()[1] * 3:
-                ax.set_xlim(ax.get_xlim()[0], max(ax.get_xlim()[1], target * 1.05))
-    _shade_feasible(ax, target, min_accuracy)
+            # Bring a target within reach into view, on either side: a target left of every
+            # point (nothing meets it) is the answer the plot has to show.
+            x0, x1 = ax.get_xlim()
+            if target is not None and x0 / 3 <= target < x1 * 3:
+                ax.set_xlim(min(x0, max(0.0, target - 0.08 * span)), max(x1, target * 1.05))
+    if shade:
+        _shade_feasible(ax, metric, target, min_accuracy)
     ax.grid(True, alpha=0.3)
 
 
-def _shade_feasible(ax: Axes, target: float | None, min_accuracy: float | None) -> None:
+def _count_tick(value: float, _position: object = None) -> str:
+    """``175k``, ``2.5M``: tick labels for counts, whose axis label gives the unit."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def _amount(value: float, metric: str) -> str:
+    """``60,000`` / ``0.48 ms``: a budget as a reader writes it."""
+    if metric == "latency_ms":
+        return f"{value:.3g} ms"
+    return f"{value:,.0f}" if value >= 1000 else f"{value:g}"
+
+
+def _shade_feasible(ax: Axes, metric: str, target: float | None,
+                    min_accuracy: float | None) -> None:
     """Shade cost ≤ target and accuracy ≥ min_accuracy within the current limits."""
     if target is None and min_accuracy is None:
         return
@@ -122,7 +154,7 @@ def _shade_feasible(ax: Axes, target: float | None, min_accuracy: float | None) 
                         zorder=0, label="feasible region", linewidth=0)
     if target is not None and x0 < target < x1:
         ax.axvline(target, color="tab:green", linestyle="--", linewidth=1,
-                   label=f"target ≤ {target:g}")
+                   label=f"target ≤ {_amount(target, metric)}")
     if min_accuracy is not None and y0 < min_accuracy < y1:
         ax.axhline(min_accuracy, color="tab:green", linestyle=":", linewidth=1,
                    label=f"accuracy ≥ {min_accuracy:g}")
@@ -138,40 +170,68 @@ def plot_front(table: pd.DataFrame, metric: str, fronts: Mapping[str, Front], st
     fig, ax = plt.subplots(figsize=(7.5, 5))
     _draw_front_axes(ax, table, metric, fronts, target=target, min_accuracy=min_accuracy)
     ax.set_title(title or f"accuracy vs {metric}")
-    ax.legend(fontsize=7, loc="lower right")
+    # Outside the axes: inside, it hid trials in the lower right corner.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, stem)
 
 
 def plot_devices(repriced: pd.DataFrame, metric: str,
                  fronts_per_device: Mapping[str, Mapping[str, Front]], choice: pd.DataFrame,
                  stem: Path, *, target: float | None = None,
-                 min_accuracy: float | None = None) -> list[Path]:
+                 min_accuracy: float | None = None, several_runs: bool = False,
+                 sources: Mapping[str, str] | None = None) -> list[Path]:
     """One panel per device: accuracy vs its re-priced ``metric``, the best qualifying model
-    starred (hardware selection)."""
+    starred (hardware selection). ``several_runs``: name the chosen trial with its run;
+    ``sources``: where each device's numbers come from ("datasheet", "measured")."""
     devices = list(fronts_per_device)
     cols = min(3, len(devices))
     rows = int(np.ceil(len(devices) / cols))
+    # One latency axis for all devices: how far apart the devices are is the point of the figure.
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), squeeze=False,
-                             sharey=True)
+                             sharey=True, sharex=True)
     best = choice.set_index("device") if not choice.empty else choice
     for ax, device in zip(axes.flat, devices, strict=False):
         part = repriced[repriced["device"] == device]
         _draw_front_axes(ax, part, metric, fronts_per_device[device], target=target,
-                         min_accuracy=min_accuracy)
+                         min_accuracy=min_accuracy, shade=False, annotate=False)
         meets = bool(best.loc[device, "meets"]) if device in best.index else False
         if meets:
             ax.scatter([best.loc[device, metric]], [best.loc[device, "accuracy"]], marker="*",
                        s=220, color="gold", edgecolor="black", zorder=5, label="best that meets")
-            verdict = (f"meets: trial {best.loc[device, 'trial_id']}, "
+            trial = str(best.loc[device, "trial_id"])
+            if several_runs and "run" in best.columns:
+                trial = f"{best.loc[device, 'run']}/{trial}"
+            verdict = (f"meets: {trial}, "
                        f"accuracy {best.loc[device, 'accuracy']:.3f}")
         else:
-            verdict = "does not meet the target"
-        ax.set_title(f"{device}\n{verdict}", fontsize=9)
-        ax.legend(fontsize=6, loc="lower right")
+            cheapest = usable_trials(part, metric)[metric].astype(float)
+            verdict = ("does not meet the target" if cheapest.empty else
+                       f"does not meet: its cheapest model is {_amount(cheapest.min(), metric)}")
+        source = f" ({sources[device]})" if sources and device in sources else ""
+        ax.set_title(f"{device}{source}\n{verdict}", fontsize=9)
     for ax in list(axes.flat)[len(devices):]:
         ax.set_visible(False)
+    # Shared axes: one x range for all panels (each panel set its own), then the shading.
+    used = list(axes.flat)[:len(devices)]
+    xs = usable_trials(repriced, metric)[metric].astype(float) if metric in repriced else None
+    if xs is not None and not xs.empty:
+        lo, hi = float(xs.min()), float(xs.max())
+        if target is not None:
+            lo, hi = min(lo, target), max(hi, target)
+        pad = 0.06 * ((hi - lo) or hi or 1.0)
+        used[0].set_xlim(max(0.0, lo - pad), hi + pad)
+    for ax in used:
+        _shade_feasible(ax, metric, target, min_accuracy)
+    # One legend for the figure (the panels share their entries), below the panels.
+    # Counts differ per device (a trial feasible on one is not on another): entries without them.
+    handles: dict[str, object] = {}
+    for ax in used:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(re.sub(r" \(\d+\)$", "", label), handle)
     fig.suptitle("hardware selection: every trial re-priced on each device", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(list(handles.values()), list(handles), loc="lower center",
+               ncol=min(5, len(handles)), fontsize=7, frameon=False)
     return _save(fig, stem)
 
 

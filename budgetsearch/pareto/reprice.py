@@ -26,6 +26,7 @@ import torch
 
 from budgetsearch.cost import Cost, DeviceProfile, LayerInventory, layer_inventory, load_profile
 from budgetsearch.models import build_model
+from budgetsearch.pareto.results import resolve_artifact
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,7 @@ def price_config(config: PrunedConfig, profile: DeviceProfile | None = None, *,
 
 
 def _resolve_path(value: Any, base_dir: Path | None) -> Path | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
-        return None
-    path = Path(str(value))
-    if not path.is_absolute() and base_dir is not None and not path.exists():
-        path = base_dir / path
-    return path
+    return resolve_artifact(value, base_dir)
 
 
 def reprice_trials(table: pd.DataFrame, devices: Sequence[str | DeviceProfile], *,
@@ -127,7 +123,9 @@ def reprice_trials(table: pd.DataFrame, devices: Sequence[str | DeviceProfile], 
     Keeps every column of ``table`` except the cost columns and ``device``, which are replaced by
     the re-priced values; adds ``repriced`` (False where a trial has no readable configuration:
     then its cost columns are NaN, and ``reprice_note`` says why). Relative config paths are read
-    against ``base_dir`` (the run folder).
+    against ``base_dir``, the run folder (see
+    :func:`~budgetsearch.pareto.results.resolve_artifact`); a table merged from several runs
+    by :func:`~budgetsearch.pareto.results.load_runs` has its paths resolved already.
     """
     profiles = [load_profile(d) if isinstance(d, str) else d for d in devices]
     if not profiles:
