@@ -227,7 +227,28 @@ class BARPruner(Pruner):
         self.layout = attach_gates(model, init_log_alpha=self.config.init_log_alpha)
         gated = sum(g.channels for _, g in self.layout.named_gates())
         self.channel_cost = max(self.full_cost[self.config.metric], 1e-12) / gated
+        smallest = self.minimum_cost()
+        if smallest > self.budget_value * (1 + 1e-9):
+            # Known before any training: the budget's projection at the hard prune would fail.
+            raise ValueError(
+                f"the budget {self.config.metric} ≤ {self.budget_value:.4g} cannot be met even "
+                f"with every prunable channel removed (the smallest network costs {smallest:.4g})")
         return model
+
+    @torch.no_grad()
+    def minimum_cost(self) -> float:
+        """The hard cost with every gate at its fatal-pruning minimum (the smallest network the
+        gates can express); the gates are left as they were."""
+        gates = [g for _, g in self._layout().named_gates()]
+        saved = [g.log_alpha.detach().clone() for g in gates]
+        try:
+            for gate in gates:
+                gate.log_alpha.fill_(-LOG_ALPHA_LIMIT)
+                gate.clamp_alive()
+            return self.hard_cost(prune_plan(self._layout()))
+        finally:
+            for gate, values in zip(gates, saved, strict=True):
+                gate.log_alpha.copy_(values)
 
     @property
     def budget_value(self) -> float:

@@ -275,3 +275,21 @@ def test_fit_runs_the_three_phases_and_freezes_the_gates() -> None:
     x = torch.randn(4, 1, 16, 16)
     with torch.no_grad():
         assert (compact(x) - model.eval()(x)).abs().max() <= 1e-4
+
+
+def test_budget_below_the_smallest_network_is_refused_at_prepare() -> None:
+    # Oracle: the hard cost of the network with every gate at its fatal-pruning minimum (the
+    # stem and shortcuts keep one channel, every other gate none), priced by the cost model.
+    probe = BARPruner(budget=1.0, metric="params", distillation=False)
+    probe.prepare(build_model("wrn-10-1", num_classes=10, in_channels=1), torch.zeros(1, 1, 28, 28))
+    smallest = probe.minimum_cost()
+    assert 0 < smallest < probe.full_cost["params"]
+    assert all(g.kept_mask().all() for _, g in probe.layout.named_gates())  # gates restored
+    too_small = 0.9 * smallest / probe.full_cost["params"]
+    pruner = BARPruner(budget=too_small, metric="params", distillation=False)
+    with pytest.raises(ValueError, match="cannot be met"):
+        pruner.prepare(build_model("wrn-10-1", num_classes=10, in_channels=1),
+                       torch.zeros(1, 1, 28, 28))
+    enough = 1.1 * smallest / probe.full_cost["params"]
+    BARPruner(budget=enough, metric="params", distillation=False).prepare(
+        build_model("wrn-10-1", num_classes=10, in_channels=1), torch.zeros(1, 1, 28, 28))
