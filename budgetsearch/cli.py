@@ -571,10 +571,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("no feasible trial finished; raise --trials/--timeout or loosen the target")
     else:
         latency = best.get("latency_ms")
-        line = (f"best feasible: {best['trial_id']} ({best['pruner']}), test accuracy "
-                f"{best['accuracy']:.4f}")
+        what = ("the unpruned reference: no pruned trial was more accurate"
+                if best.get("kind") == "reference" else best["pruner"])
+        line = f"best feasible: {best['trial_id']} ({what}), test accuracy {best['accuracy']:.4f}"
         if latency is not None and args.device:
-            line += f", predicted latency on {trial_settings.device_profile or args.device}: " \
+            line += f", predicted latency on {best.get('device') or args.device}: " \
                     f"{latency:.4f} ms"
         if summary.measured_latency_ms is not None:
             line += f", measured here: {summary.measured_latency_ms:.4f} ms"
@@ -602,7 +603,9 @@ def plot_run(table: Any, run_dir: Path, settings: Any) -> Path | None:
         return None
     value = target.value if target is not None else None
     fronts = fronts_by_group(table, metric, target=value)
-    device = f" on {settings.device_profile}" if metric == "latency_ms" else ""
+    named = table["device"].dropna() if "device" in table.columns else []
+    device = (f" on {named.iloc[0] if len(named) else settings.device_profile}"
+              if metric == "latency_ms" else "")
     paths = plots.plot_front(table, metric, fronts, run_dir / PLOT_STEM, target=value,
                              title=f"{settings.model} on {settings.dataset}: accuracy vs "
                                    f"{metric}{device}")
