@@ -342,8 +342,12 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
         bn_recalibration_batches=BN_RECALIBRATION_BATCHES,
     )
     result, status = _train_pruned(model, pruner, data, config, report)
-    row.update(status=status, failure=result.failure, accuracy=result.test_accuracy,
-               val_accuracy=result.val_accuracy)
+    # A trial stopped early was scored on the validation set only, mid-pruning (soft gates): its
+    # "test accuracy" would be that intermediate figure beside the cost of a network never built.
+    stopped = status == "pruned"
+    row.update(status=status, failure=result.failure,
+               val_accuracy=_accuracy_of(result) if stopped else result.val_accuracy,
+               accuracy=None if stopped else result.test_accuracy)
     if status == "failed":
         return
     compact = pruner.finalize()
