@@ -195,3 +195,22 @@ def test_reference_trained_once_then_trials_start_from_it(tmp_path: Path,
     # The trial's network starts from the reference and distils from a copy of it.
     assert all(torch.equal(seen[k], v) for k, v in reference.items())
     assert torch.equal(seen["teacher_conv1"], reference["conv1.weight"])
+
+
+def test_multi_objective_study_reports_accuracy_and_latency(tmp_path: Path) -> None:
+    # --objectives accuracy,latency: NSGA-II, maximize accuracy and minimize predicted latency;
+    # each finished trial's two values are its row's accuracy figure and latency (no pruner).
+    space = load_space("bar").override(epochs=0.25, kd_alpha=0.0)
+    settings = TrialSettings(**TINY, device_profile="jetson-orin-nano")
+    options = OptunaOptions(trials=2, objectives=("accuracy", "latency"))
+    rows = run_optuna(space, settings, tmp_path, options)
+    study = make_study(tmp_path, options, resume=True)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert type(study.sampler).__name__ == "NSGAIISampler"
+    by_id = {r["trial_id"]: r for r in rows}
+    finished = [t for t in study.trials if t.values is not None]
+    assert finished
+    for trial in finished:
+        row = by_id[f"optuna-{trial.number:04d}"]
+        accuracy = row["val_accuracy"] if row["val_accuracy"] is not None else row["accuracy"]
+        assert trial.values == pytest.approx([accuracy, row["latency_ms"]])
