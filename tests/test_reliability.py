@@ -394,15 +394,21 @@ def _wait_for(condition: object, process: subprocess.Popen[str], timeout: float 
         time.sleep(0.02)
 
 
+def _trial_table(out: Path) -> pd.DataFrame:
+    """The run's results without the unpruned reference's row (trained once, before any trial)."""
+    table = pd.read_csv(out / "results.csv")
+    return table[table["kind"] != "reference"].reset_index(drop=True)
+
+
 def _rows_done(out: Path) -> int:
     try:
-        return len(pd.read_csv(out / "results.csv"))
+        return len(_trial_table(out))
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return 0
 
 
 def _check_table(out: Path, finished: int) -> pd.DataFrame:
-    table = pd.read_csv(out / "results.csv")  # parses: never half-written
+    table = _trial_table(out)  # parses: never half-written
     assert table["trial_id"].is_unique
     ended = table[table["failure"].fillna("").str.startswith("interrupted") == False]  # noqa: E712
     assert len(ended) == finished
@@ -420,7 +426,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path: Path) -> None:
               process)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    first = pd.read_csv(out / "results.csv")
+    first = _trial_table(out)
     interrupted = not (out / "trials" / "optuna-0001" / "row.json").is_file()
     assert list(first["trial_id"])[:1] == ["optuna-0000"]
 
@@ -451,7 +457,7 @@ def test_ctrl_c_stops_cleanly_then_resume(tmp_path: Path) -> None:
     assert "interrupted (during trial optuna-0001); finished trials are kept in" in lines[-2]
     command = lines[-1].strip()
     assert command == shlex.join(["budgetsearch", *argv[:-2], "--resume", "--out", str(out)])
-    table = pd.read_csv(out / "results.csv")
+    table = _trial_table(out)
     assert table.iloc[0]["status"] in ("ok", "pruned") and table["trial_id"].is_unique
 
     assert main(shlex.split(command)[1:]) in (0, 1)
@@ -471,7 +477,7 @@ def test_killed_trial_is_marked_failed_and_its_slot_rerun(tmp_path: Path) -> Non
     space.write_text(FAST_SPACE)
     out = tmp_path / "run"
     assert main(_tiny_argv(space, out, 1)) in (0, 1)
-    first = pd.read_csv(out / "results.csv")
+    first = _trial_table(out)
     study = make_study(out, OptunaOptions(), resume=True)
     killed = study.ask(fixed_distributions=load_space(space).to_optuna())  # left RUNNING
     (out / "trials" / "optuna-0001").mkdir()
@@ -516,7 +522,7 @@ def test_ctrl_c_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert code == 130 and "interrupted (during trial optuna-0001)" in err
     command = err.strip().splitlines()[-1].strip()
     assert command == shlex.join(["budgetsearch", *argv[:-2], "--resume", "--out", str(out)])
-    table = pd.read_csv(out / "results.csv")
+    table = _trial_table(out)
     assert table.iloc[0]["trial_id"] == "optuna-0000" and table["trial_id"].is_unique
 
     assert main(shlex.split(command)[1:]) in (0, 1)
