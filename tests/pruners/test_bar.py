@@ -293,3 +293,51 @@ def test_budget_below_the_smallest_network_is_refused_at_prepare() -> None:
     enough = 1.1 * smallest / probe.full_cost["params"]
     BARPruner(budget=enough, metric="params", distillation=False).prepare(
         build_model("wrn-10-1", num_classes=10, in_channels=1), torch.zeros(1, 1, 28, 28))
+
+
+@pytest.mark.parametrize("pull", ["cost", "separate"])
+def test_budget_pull_step_matches_its_formula(pull: str) -> None:
+    # Oracle (BARConfig.pull): log α moves by −gate_lr · s · w_i with s = λf / (1 + λf),
+    # g = ∂L_S/∂log α from autograd, w = clamp(g / mean|g|, −1, 1) ("cost") or sign(g).
+    from budgetsearch.train import StepContext
+
+    torch.manual_seed(0)
+    pruner = BARPruner(budget=0.3, gate_lr=0.1, lam=2.0, pull=pull, distillation=False)
+    pruner.prepare(build_model("wrn-10-1"), EXAMPLE)
+    gates = [g for _, g in pruner.layout.named_gates()]
+    logits = torch.zeros(1, 10)
+    context = StepContext(EXAMPLE, torch.zeros(1, dtype=torch.long), logits,
+                          torch.zeros(()), step=50, total_steps=100, epoch=0)
+    terms = pruner.loss_terms(context)
+    f = pruner.last_barrier["f"]
+    assert f > 0 and float(terms["bar"]) > 0
+    grads = torch.autograd.grad(pruner.expected_cost(), [g.log_alpha for g in gates])
+    mean = torch.cat(grads).abs().mean()
+    before = [g.log_alpha.detach().clone() for g in gates]
+    pruner.after_step(context)
+    s = 2.0 * f / (1.0 + 2.0 * f)
+    for gate, grad, old in zip(gates, grads, before, strict=True):
+        w = (grad / mean).clamp(-1, 1) if pull == "cost" else torch.sign(grad)
+        expected = old - 0.1 * s * w
+        if gate.min_alive:  # the fatal-pruning clamp may lift the top gates afterwards
+            expected = torch.maximum(expected, gate.log_alpha.detach())
+        torch.testing.assert_close(gate.log_alpha.detach(), expected)
+    steps = torch.cat([(old - g.log_alpha.detach()) for g, old in zip(gates, before, strict=True)])
+    assert float(steps.max()) <= 0.1 * s + 1e-6  # never faster than gate_lr
+    if pull == "cost":  # cheaper channels (smaller g) move less than the costliest
+        assert float(steps.min()) < float(steps.max())
+
+
+def test_gates_start_near_one_so_pruning_starts_from_the_trained_function() -> None:
+    # init_log_alpha = 3: every deterministic gate is 1, so the gated network in evaluation
+    # computes exactly what the network computed before prepare().
+    torch.manual_seed(0)
+    model = build_model("wrn-10-1").eval()
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+    pruner = BARPruner(budget=0.5, distillation=False)
+    gated = pruner.prepare(model, EXAMPLE).eval()
+    assert all(bool((g.deterministic() == 1).all()) for _, g in pruner.layout.named_gates())
+    with torch.no_grad():
+        torch.testing.assert_close(gated(x), before)

@@ -1,0 +1,230 @@
+"""BAR pruning factors vs thinner dense and weight-magnitude pruning, with ablations (issue 9, exp. 3).
+
+The BAR paper's Fig. 6 / Table 1 at CPU scale: WRN-16-2 on Fashion-MNIST at 2×, 4×, 8×, 16×
+activation-volume reduction. Every method starts from the same budget of training passes:
+
+- ``bar``: BAR from the trained reference (three phases, KD from the reference, sigmoid schedule);
+- ``bar-no-kd`` / ``bar-linear``: Table 1's ablations (cross-entropy only; linear schedule);
+- ``wm``: weight magnitude (Li et al., the paper's WM): every gated layer keeps the same fraction
+  of its channels, those whose filters have the largest L1 norm, the fraction chosen (bisection)
+  so that the mixed-connectivity volume meets the budget; one-shot from the reference, then the
+  same epochs as BAR's three phases (the paper prunes 50% at a time with 50 epochs between);
+- ``dense``: the thinner dense network (width 1/f, so that its volume is about V_F/f), trained
+  from scratch for the reference's epochs plus BAR's.
+
+Every accuracy is measured after re-estimating BatchNorm statistics on 20 training batches (what
+the search does for every trial). Writes ``bar_factors.csv``/``.json``/``.png`` into ``--out``.
+
+Usage:
+    .venv/bin/python experiments/bar_factors.py --out experiments/results/bar_factors
+    .venv/bin/python experiments/bar_factors.py --plot-only --out experiments/results/bar_factors
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from budgetsearch.cost import layer_inventory
+from budgetsearch.data import DatasetSplits, load_dataset
+from budgetsearch.models import build_model
+from budgetsearch.pruners.bar import BARPhases, BARPruner
+from budgetsearch.pruners.bar_layout import prune_plan
+from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
+from budgetsearch.train import TrainConfig, train
+
+METHODS = ("bar", "bar-no-kd", "bar-linear", "wm", "dense")
+
+
+def _volume(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
+    cost = layer_inventory(model, example).price()
+    return {"activation_volume": float(cost.activation_volume), "flops": float(cost.flops),
+            "params": float(cost.params)}
+
+
+@torch.no_grad()
+def _weight_magnitude_gates(pruner: BARPruner, budget: float) -> float:
+    """Set the gates to keep, in every gated layer, the same fraction of channels with the
+    largest filter L1 norms; the largest fraction whose hard volume ≤ ``budget``."""
+    layout = pruner.layout
+    assert layout is not None
+    modules = dict(layout.model.named_modules())
+    norms = {name: modules[name].weight.abs().sum(dim=(1, 2, 3)) for name, _ in layout.named_gates()}
+
+    def apply(fraction: float) -> float:
+        for name, gate in layout.named_gates():
+            keep = max(gate.min_alive, round(fraction * gate.channels), 1)
+            top = torch.topk(norms[name], keep).indices
+            gate.log_alpha.fill_(-LOG_ALPHA_LIMIT)
+            gate.log_alpha[top] = LOG_ALPHA_LIMIT
+        return pruner.hard_cost(prune_plan(layout))
+
+    low, high = 0.0, 1.0
+    for _ in range(30):
+        mid = (low + high) / 2
+        if apply(mid) <= budget:
+            low = mid
+        else:
+            high = mid
+    apply(low)
+    return low
+
+
+def run_method(method: str, factor: float, reference: nn.Module, data: DatasetSplits,
+               config: TrainConfig, phases: BARPhases, args: argparse.Namespace
+               ) -> dict[str, Any]:
+    example = data.train[0][0].unsqueeze(0)
+    full = _volume(reference, example)
+    budget = full["activation_volume"] / factor
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    row: dict[str, Any] = {"method": method, "factor": factor}
+    if method == "dense":
+        width = 1.0 / factor
+        model = build_model(args.model, num_classes=10, in_channels=1, width_multiplier=width)
+        total = args.reference_epochs + phases.prune_epochs + phases.frozen_epochs + \
+            phases.finetune_epochs
+        result = train(model, data, replace(config, epochs=total))
+        row.update(width=width, epochs=total, status=result.status,
+                   test_accuracy=result.test_accuracy, **_volume(model, example))
+    else:
+        model = copy.deepcopy(reference)
+        options: dict[str, Any] = {"budget": 1.0 / factor, "gate_lr": args.gate_lr}
+        if method == "bar-no-kd" or method == "wm":
+            options["distillation"] = False
+        else:
+            options["teacher"] = copy.deepcopy(reference).eval()
+        if method == "bar-linear":
+            options["transition"] = "linear"
+        pruner = BARPruner(**options)
+        pruner.prepare(model, example)
+        if method == "wm":
+            row["wm_fraction"] = _weight_magnitude_gates(pruner, pruner.budget_value)
+            pruner.hard_prune()
+            results = [train(model, data, replace(
+                config, epochs=phases.prune_epochs + phases.frozen_epochs), hooks=pruner)]
+            results.append(train(model, data, replace(
+                config, epochs=phases.finetune_epochs, lr=config.lr * phases.finetune_lr_factor),
+                hooks=pruner))
+        else:
+            results = pruner.fit(model, data, config, phases)
+        compact = pruner.finalize().eval()
+        row.update(status=results[-1].status, test_accuracy=results[-1].test_accuracy,
+                   projected_channels=pruner.projected_channels,
+                   removed_blocks=len(pruner.report().extra["removed_blocks"]),
+                   **_volume(compact, example))
+    row["achieved_factor"] = full["activation_volume"] / row["activation_volume"]
+    row["flops_factor"] = full["flops"] / row["flops"]
+    row["met_budget"] = row["activation_volume"] <= budget * (1 + 1e-9)
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def plot(table: pd.DataFrame, reference_accuracy: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, column, label in ((axes[0], "achieved_factor", "activation-volume reduction (×)"),
+                              (axes[1], "flops_factor", "FLOP reduction (×)")):
+        for method, rows in table.groupby("method", sort=False):
+            rows = rows.sort_values(column)
+            style = "o-" if method in ("bar", "wm", "dense") else "s--"
+            ax.plot(rows[column], rows["test_accuracy"], style, label=method)
+        ax.axhline(reference_accuracy, color="grey", lw=0.8, ls=":", label="unpruned reference")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("WRN-16-2 / Fashion-MNIST (CPU-scale runs): BAR vs WM vs thinner dense")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="wrn-16-2")
+    parser.add_argument("--train-subset", type=int, default=4000)
+    parser.add_argument("--test-subset", type=int, default=2000)
+    parser.add_argument("--factors", type=float, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--ablation-factors", type=float, nargs="+", default=[2, 16],
+                        help="factors at which bar-no-kd and bar-linear run (Table 1: 2×, 16×)")
+    parser.add_argument("--reference-epochs", type=float, default=1.0)
+    parser.add_argument("--prune-epochs", type=float, default=2.0)
+    parser.add_argument("--frozen-epochs", type=float, default=0.5)
+    parser.add_argument("--finetune-epochs", type=float, default=0.5)
+    parser.add_argument("--gate-lr", type=float, default=0.1)
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/bar_factors"))
+    parser.add_argument("--plot-only", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows_path = args.out / "bar_factors.jsonl"
+    if args.plot_only:
+        summary = json.loads((args.out / "bar_factors.json").read_text())
+        plot(pd.DataFrame(summary["rows"]), summary["reference_accuracy"],
+             args.out / "bar_factors.png")
+        return
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    load = {"start": os.getloadavg()}
+    data = load_dataset("fashion-mnist", train_subset=args.train_subset, seed=0)
+    data = replace(data, test=Subset(data.test, range(min(args.test_subset, len(data.test)))))
+    config = TrainConfig(epochs=args.reference_epochs, batch_size=64, optimizer="adam", lr=2e-3,
+                         weight_decay=5e-4, progress=False, bn_recalibration_batches=20)
+    phases = BARPhases(prune_epochs=args.prune_epochs, frozen_epochs=args.frozen_epochs,
+                       finetune_epochs=args.finetune_epochs)
+    reference_path = args.out / "reference.pt"
+    torch.manual_seed(0)
+    if reference_path.is_file():  # shared by parallel invocations (different --methods)
+        reference = torch.load(reference_path, weights_only=False)
+        reference_accuracy = json.loads((args.out / "reference.json").read_text())["accuracy"]
+    else:
+        reference = build_model(args.model, num_classes=10, in_channels=1)
+        result = train(reference, data, config)
+        reference_accuracy = result.test_accuracy
+        torch.save(reference, reference_path)
+        (args.out / "reference.json").write_text(json.dumps(
+            {"accuracy": reference_accuracy, "seconds": result.seconds}))
+    print(f"reference: acc {reference_accuracy:.4f}", flush=True)
+
+    for method in args.methods:
+        factors = args.ablation_factors if method in ("bar-no-kd", "bar-linear") else args.factors
+        for factor in factors:
+            row = run_method(method, factor, reference, data, config, phases, args)
+            row["loadavg_1m"] = os.getloadavg()[0]
+            print(json.dumps(row), flush=True)
+            with rows_path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    table = pd.DataFrame(rows).drop_duplicates(["method", "factor"], keep="last")
+    table = table.sort_values(["method", "factor"])
+    table.to_csv(args.out / "bar_factors.csv", index=False)
+    load["end"] = os.getloadavg()
+    (args.out / "bar_factors.json").write_text(json.dumps({
+        "reference_accuracy": reference_accuracy, "rows": table.to_dict("records"),
+        "args": {k: str(v) for k, v in vars(args).items()}, "loadavg": load,
+        "wall_seconds": time.perf_counter() - started}, indent=2))
+    plot(table, reference_accuracy, args.out / "bar_factors.png")
+    print(table[["method", "factor", "achieved_factor", "flops_factor", "test_accuracy",
+                 "met_budget", "seconds"]].to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
