@@ -1,4 +1,4 @@
-"""BAR pruning factors vs thinner dense and weight-magnitude pruning, with ablations (issue 9, exp. 3).
+"""BAR pruning factors vs thinner dense and weight-magnitude pruning, with ablations (exp. 3).
 
 The BAR paper's Fig. 6 / Table 1 at CPU scale: WRN-16-2 on Fashion-MNIST at 2×, 4×, 8×, 16×
 activation-volume reduction. Every method starts from the same budget of training passes:
@@ -60,7 +60,8 @@ def _weight_magnitude_gates(pruner: BARPruner, budget: float) -> float:
     layout = pruner.layout
     assert layout is not None
     modules = dict(layout.model.named_modules())
-    norms = {name: modules[name].weight.abs().sum(dim=(1, 2, 3)) for name, _ in layout.named_gates()}
+    norms = {name: modules[name].weight.abs().sum(dim=(1, 2, 3))
+             for name, _ in layout.named_gates()}
 
     def apply(fraction: float) -> float:
         for name, gate in layout.named_gates():
