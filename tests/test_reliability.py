@@ -497,7 +497,14 @@ def test_killed_trial_is_marked_failed_and_its_slot_rerun(tmp_path: Path) -> Non
 
 def test_ctrl_c_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process twin of the Ctrl-C test: a real SIGINT delivered while trial 1 trains."""
+    """In-process twin of the Ctrl-C test: Ctrl-C (KeyboardInterrupt) arrives as trial 1 trains.
+
+    The interrupt is raised where a SIGINT would surface, not sent as a real signal: a real SIGINT
+    sent to the pytest process went unseen in 1 full-suite CI run of 3 (the run finished, exit 0;
+    the likeliest cause, not proven, is Python running the handler inside a finalizer, which drops
+    exceptions). The real signal is what the subprocess twin,
+    ``test_ctrl_c_stops_cleanly_then_resume`` (marker ``slow``), sends.
+    """
     from budgetsearch.search import objective
 
     space = tmp_path / "space.yaml"
@@ -508,11 +515,9 @@ def test_ctrl_c_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     sent: list[bool] = []
 
     def train_then_interrupt(*args: object, **kwargs: object) -> object:
-        # Deterministic timing (a watcher thread raced fast trials): the signal goes out as trial
-        # 1's training starts, and Python raises it inside that training.
         if not sent and (out / "trials" / "optuna-0001").is_dir():
             sent.append(True)
-            os.kill(os.getpid(), signal.SIGINT)
+            raise KeyboardInterrupt
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(objective, "train", train_then_interrupt)
