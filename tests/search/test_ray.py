@@ -261,8 +261,12 @@ def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: 
 
 
 def _results(out: Path) -> pd.DataFrame:
+    """The run's trial rows, without the unpruned reference's (trained once, before any trial)."""
     path = out / "results.csv"
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame({"trial_id": []})
+    if not path.is_file():
+        return pd.DataFrame({"trial_id": []})
+    table = pd.read_csv(path)
+    return table[table["kind"] != "reference"].reset_index(drop=True)
 
 
 def _trial_failures(out: Path) -> dict[str, int]:
