@@ -56,7 +56,7 @@ def _latencies(models: dict[str, nn.Module], x: torch.Tensor, repeats: int) -> d
 def _step_overhead(data: Any, steps: int, batch: int) -> dict[str, float]:
     """Median seconds per training step, dense vs BAR (prune phase, KD on), interleaved."""
     torch.manual_seed(0)
-    dense = build_model("wrn-16-2", num_classes=10, in_channels=1)
+    dense = build_model("wrn-16-2", num_classes=data.num_classes, in_channels=data.in_channels)
     teacher = copy.deepcopy(dense)
     gated = copy.deepcopy(dense)
     example = data.train[0][0].unsqueeze(0)
@@ -109,6 +109,9 @@ def plot_kept_channels(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion-mnist",
+                        help="fashion-mnist (default) or cifar10/cifar100 (the paper's data)")
+    parser.add_argument("--data-dir", default=None, help="where the data set's files are")
     parser.add_argument("--train-subset", type=int, default=4000)
     parser.add_argument("--test-subset", type=int, default=2000)
     parser.add_argument("--factors", type=float, nargs="+", default=[2, 4, 8, 16])
@@ -131,7 +134,8 @@ def main() -> None:
         torch.set_num_threads(1)
         path = args.out / "summary.json"
         summary = json.loads(path.read_text()) if path.is_file() else {}
-        data = load_dataset("fashion-mnist", train_subset=args.train_subset, seed=0)
+        data = load_dataset(args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
+                        seed=0)
         summary["step_overhead"] = _step_overhead(data, args.overhead_steps, 64)
         summary["step_overhead"]["loadavg_1m"] = os.getloadavg()[0]
         print(json.dumps(summary["step_overhead"]), flush=True)
@@ -144,12 +148,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # a shared 2-core machine: one thread gives steadier timings
 
-    data = load_dataset("fashion-mnist", train_subset=args.train_subset, seed=0)
+    data = load_dataset(args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
+                        seed=0)
     data = replace(data, test=Subset(data.test, range(min(args.test_subset, len(data.test)))))
     config = TrainConfig(epochs=args.dense_epochs, batch_size=64, optimizer="adam", lr=2e-3,
                          weight_decay=5e-4, progress=False, bn_recalibration_batches=20)
     torch.manual_seed(0)
-    dense = build_model("wrn-16-2", num_classes=10, in_channels=1)
+    dense = build_model("wrn-16-2", num_classes=data.num_classes, in_channels=data.in_channels)
     dense_result = train(dense, data, config)
     print(f"dense: acc {dense_result.test_accuracy:.4f} in {dense_result.seconds:.0f}s", flush=True)
     example = data.train[0][0].unsqueeze(0)

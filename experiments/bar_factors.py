@@ -93,7 +93,8 @@ def run_method(method: str, factor: float, reference: nn.Module, data: DatasetSp
     row: dict[str, Any] = {"method": method, "factor": factor}
     if method == "dense":
         width = 1.0 / factor
-        model = build_model(args.model, num_classes=10, in_channels=1, width_multiplier=width)
+        model = build_model(args.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                            width_multiplier=width)
         total = args.reference_epochs + phases.prune_epochs + phases.frozen_epochs + \
             phases.finetune_epochs
         result = train(model, data, replace(config, epochs=total))
@@ -151,7 +152,7 @@ def plot(table: pd.DataFrame, reference_accuracy: float, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")
     axes[0].legend(fontsize=8)
-    fig.suptitle("WRN-16-2 / Fashion-MNIST (CPU-scale runs): BAR vs WM vs thinner dense")
+    fig.suptitle("BAR vs WM vs thinner dense at equal activation volume (CPU-scale runs)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -160,6 +161,9 @@ def plot(table: pd.DataFrame, reference_accuracy: float, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="wrn-16-2")
+    parser.add_argument("--dataset", default="fashion-mnist",
+                        help="fashion-mnist (default) or cifar10/cifar100 (the paper's data)")
+    parser.add_argument("--data-dir", default=None, help="where the data set's files are")
     parser.add_argument("--train-subset", type=int, default=4000)
     parser.add_argument("--test-subset", type=int, default=2000)
     parser.add_argument("--factors", type=float, nargs="+", default=[2, 4, 8, 16])
@@ -184,7 +188,8 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     load = {"start": os.getloadavg()}
-    data = load_dataset("fashion-mnist", train_subset=args.train_subset, seed=0)
+    data = load_dataset(args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
+                        seed=0)
     data = replace(data, test=Subset(data.test, range(min(args.test_subset, len(data.test)))))
     config = TrainConfig(epochs=args.reference_epochs, batch_size=64, optimizer="adam", lr=2e-3,
                          weight_decay=5e-4, progress=False, bn_recalibration_batches=20)
@@ -196,7 +201,8 @@ def main() -> None:
         reference = torch.load(reference_path, weights_only=False)
         reference_accuracy = json.loads((args.out / "reference.json").read_text())["accuracy"]
     else:
-        reference = build_model(args.model, num_classes=10, in_channels=1)
+        reference = build_model(args.model, num_classes=data.num_classes,
+                                in_channels=data.in_channels)
         result = train(reference, data, config)
         reference_accuracy = result.test_accuracy
         torch.save(reference, reference_path)

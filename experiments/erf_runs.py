@@ -32,6 +32,8 @@ class RunSetting:
     """What every run of an experiment shares."""
 
     model: str = "wrn-16-2"
+    dataset: str = "fashion-mnist"  # or cifar10 / cifar100 for users who have the data
+    data_dir: str | None = None
     train_subset: int = 4000
     epochs: float = 2.0
     batch_size: int = 128
@@ -46,8 +48,10 @@ class RunSetting:
 
 
 def load_data(setting: RunSetting) -> DatasetSplits:
-    """Fashion-MNIST with the setting's training subset (the full 10 000-image test set)."""
-    return load_dataset("fashion-mnist", train_subset=setting.train_subset, seed=setting.seed)
+    """The setting's data set (Fashion-MNIST by default) with its training subset (the full
+    10 000-image test set)."""
+    return load_dataset(setting.dataset, data_dir=setting.data_dir,
+                        train_subset=setting.train_subset, seed=setting.seed)
 
 
 def _build(setting: RunSetting, data: DatasetSplits, width: float = 1.0) -> torch.nn.Module:

@@ -105,6 +105,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="wrn-16-2")
+    parser.add_argument("--dataset", default="fashion-mnist",
+                        help="fashion-mnist (default) or cifar10/cifar100 (the papers' data)")
+    parser.add_argument("--data-dir", default=None, help="where the data set's files are")
     parser.add_argument("--train-subset", type=int, default=4000)
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--batch", type=int, default=128)
@@ -117,7 +120,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("experiments/results/erf"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    setting = RunSetting(model=args.model, train_subset=args.train_subset, epochs=args.epochs,
+    setting = RunSetting(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+                         train_subset=args.train_subset, epochs=args.epochs,
                          batch_size=args.batch, lr=args.lr, seed=args.seed)
     adaptive = {k: v for k, v in (("lam", args.lam), ("bound_optimizer", args.bound_optimizer),
                                   ("bound_lr", args.bound_lr)) if v is not None}
