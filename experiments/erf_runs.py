@@ -12,9 +12,14 @@ Table 2 "Sparsity"); ``overall_sparsity`` counts every parameter (stem, BatchNor
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+import os
+import platform
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +29,8 @@ from budgetsearch.models import build_model, thinner_dense_width
 from budgetsearch.pruners.erf import ErfPruner
 from budgetsearch.train import TrainConfig, count_parameters, train
 
-__all__ = ["RunSetting", "ideal_pruned_params", "load_data", "run_dense", "run_pruned"]
+__all__ = ["RunSetting", "ideal_pruned_params", "load_data", "run_dense", "run_pruned",
+           "write_rows"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +137,17 @@ def wall(start: float) -> str:
     """Seconds since ``start`` as ``12m34s``."""
     seconds = time.perf_counter() - start
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def write_rows(rows: list[dict[str, Any]], out: Path, stem: str, meta: dict[str, Any]) -> None:
+    """``OUT/STEM.csv`` (one row per run, every key any row has) and ``OUT/STEM.json`` (``meta``
+    plus the machine and the load average at the end)."""
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / f"{stem}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = meta | {"machine": platform.processor() or platform.machine(),
+                   "cpus": os.cpu_count(), "load_average_end": os.getloadavg()}
+    (out / f"{stem}.json").write_text(json.dumps(meta, indent=2))

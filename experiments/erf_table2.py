@@ -17,16 +17,22 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from erf_runs import RunSetting, fmt, ideal_pruned_params, load_data, run_dense, run_pruned, wall
+from erf_runs import (
+    RunSetting,
+    fmt,
+    ideal_pruned_params,
+    load_data,
+    run_dense,
+    run_pruned,
+    wall,
+    write_rows,
+)
 
 from budgetsearch.pruners.erf import ErfPruner
 
@@ -128,19 +134,12 @@ def main() -> None:
     start = time.perf_counter()
     rows = table2_rows(setting, adaptive)
     elapsed = wall(start)
-    args.out.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(args.out / "table2.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    title = (f"{args.model} / Fashion-MNIST ({args.train_subset} images, {args.epochs} epochs, "
+    meta = {"setting": vars(args) | {"out": str(args.out)}, "adaptive_overrides": adaptive,
+            "wall_time": elapsed}
+    write_rows(rows, args.out, "table2", meta)
+    title = (f"{args.model} / {args.dataset} ({args.train_subset} images, {args.epochs} epochs, "
              f"seed {args.seed}), 85 % parameter sparsity target")
     plot_table2(rows, args.out / "table2.png", title)
-    meta = {"setting": vars(args) | {"out": str(args.out)}, "adaptive_overrides": adaptive,
-            "wall_time": elapsed, "machine": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "load_average_end": os.getloadavg()}
-    (args.out / "table2.json").write_text(json.dumps(meta, indent=2))
     print(markdown(rows))
     print(f"\nwall time {elapsed}; load average at the end {os.getloadavg()}")
 

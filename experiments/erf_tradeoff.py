@@ -18,16 +18,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from erf_runs import RunSetting, fmt, load_data, run_dense, run_pruned, wall
+from erf_runs import RunSetting, fmt, load_data, run_dense, run_pruned, wall, write_rows
 
 from budgetsearch.pruners.erf import ErfPruner
 
@@ -144,19 +141,12 @@ def main() -> None:
     start = time.perf_counter()
     rows = tradeoff_rows(setting, sparsities=args.sparsities, lams=args.lams, adaptive=adaptive)
     elapsed = wall(start)
-    args.out.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(args.out / "tradeoff.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    title = (f"{args.model} / Fashion-MNIST ({args.train_subset} images, {args.epochs} epochs, "
+    meta = {"setting": vars(args) | {"out": str(args.out)}, "adaptive_overrides": adaptive,
+            "wall_time": elapsed}
+    write_rows(rows, args.out, "tradeoff", meta)
+    title = (f"{args.model} / {args.dataset} ({args.train_subset} images, {args.epochs} epochs, "
              f"seed {args.seed})")
     plot_tradeoff(rows, args.out / "tradeoff.png", title)
-    meta = {"setting": vars(args) | {"out": str(args.out)}, "adaptive_overrides": adaptive,
-            "wall_time": elapsed, "machine": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "load_average_end": os.getloadavg()}
-    (args.out / "tradeoff.json").write_text(json.dumps(meta, indent=2))
     print(markdown(rows))
     print(f"\nwall time {elapsed}; load average at the end {os.getloadavg()}")
 
