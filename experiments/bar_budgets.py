@@ -32,10 +32,33 @@ from torch import nn
 from torch.utils.data import Subset
 
 from budgetsearch.cost import load_profile
-from budgetsearch.data import load_dataset
+from budgetsearch.data import DatasetSplits, load_dataset
 from budgetsearch.models import build_model
 from budgetsearch.pruners.bar import BARPhases, BARPruner
 from budgetsearch.train import TrainConfig, train
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data options both BAR experiments share."""
+    parser.add_argument("--dataset", default="fashion-mnist",
+                        help="fashion-mnist (default) or cifar10/cifar100 (the paper's data)")
+    parser.add_argument("--data-dir", default=None, help="where the data set's files are")
+    parser.add_argument("--train-subset", type=int, default=4000)
+    parser.add_argument("--test-subset", type=int, default=2000)
+
+
+def load_data(args: argparse.Namespace) -> DatasetSplits:
+    """The training subset (seed 0) and the first ``--test-subset`` test images."""
+    data = load_dataset(args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
+                        seed=0)
+    return replace(data, test=Subset(data.test, range(min(args.test_subset, len(data.test)))))
+
+
+def short_run_config(epochs: float) -> TrainConfig:
+    """The BAR experiments' training settings (the paper's Adam, batch 64, weight decay 5e-4),
+    with BatchNorm re-estimated before every score."""
+    return TrainConfig(epochs=epochs, batch_size=64, optimizer="adam", lr=2e-3, weight_decay=5e-4,
+                       progress=False, bn_recalibration_batches=20)
 
 
 def _latencies(models: dict[str, nn.Module], x: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -87,7 +110,7 @@ def kept_channels_table(rows: list[dict[str, Any]]) -> tuple[list[str], dict[flo
                                   for n in layers] for r in rows}
 
 
-def plot_kept_channels(rows: list[dict[str, Any]], path: Path) -> None:
+def plot_kept_channels(rows: list[dict[str, Any]], path: Path, dataset: str) -> None:
     """Kept fraction of channels per gated layer and budget, like the paper's Fig. 7."""
     import matplotlib
 
@@ -100,7 +123,7 @@ def plot_kept_channels(rows: list[dict[str, Any]], path: Path) -> None:
         ax.plot(range(len(layers)), fractions, marker="o", label=f"{factor:.0f}×")
     ax.set_xticks(range(len(layers)), layers, rotation=70, fontsize=7)
     ax.set_ylabel("kept fraction of channels")
-    ax.set_title("BAR on WRN-16-2 / Fashion-MNIST: kept channels per gated layer")
+    ax.set_title(f"BAR on WRN-16-2 / {dataset}: kept channels per gated layer")
     ax.legend(title="volume reduction")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -109,11 +132,7 @@ def plot_kept_channels(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="fashion-mnist",
-                        help="fashion-mnist (default) or cifar10/cifar100 (the paper's data)")
-    parser.add_argument("--data-dir", default=None, help="where the data set's files are")
-    parser.add_argument("--train-subset", type=int, default=4000)
-    parser.add_argument("--test-subset", type=int, default=2000)
+    add_data_arguments(parser)
     parser.add_argument("--factors", type=float, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--dense-epochs", type=float, default=1.0)
     parser.add_argument("--prune-epochs", type=float, default=2.0)
@@ -134,25 +153,22 @@ def main() -> None:
         torch.set_num_threads(1)
         path = args.out / "summary.json"
         summary = json.loads(path.read_text()) if path.is_file() else {}
-        data = load_dataset(args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
-                        seed=0)
+        data = load_data(args)
         summary["step_overhead"] = _step_overhead(data, args.overhead_steps, 64)
         summary["step_overhead"]["loadavg_1m"] = os.getloadavg()[0]
         print(json.dumps(summary["step_overhead"]), flush=True)
         path.write_text(json.dumps(summary, indent=2))
         return
     if args.plot_from is not None:
-        rows = json.loads(args.plot_from.read_text())["runs"]
-        plot_kept_channels(rows, args.plot_from.with_name("kept_channels.png"))
+        summary = json.loads(args.plot_from.read_text())
+        plot_kept_channels(summary["runs"], args.plot_from.with_name("kept_channels.png"),
+                           summary["args"].get("dataset", "fashion-mnist"))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # a shared 2-core machine: one thread gives steadier timings
 
-    data = load_dataset(args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
-                        seed=0)
-    data = replace(data, test=Subset(data.test, range(min(args.test_subset, len(data.test)))))
-    config = TrainConfig(epochs=args.dense_epochs, batch_size=64, optimizer="adam", lr=2e-3,
-                         weight_decay=5e-4, progress=False, bn_recalibration_batches=20)
+    data = load_data(args)
+    config = short_run_config(args.dense_epochs)
     torch.manual_seed(0)
     dense = build_model("wrn-16-2", num_classes=data.num_classes, in_channels=data.in_channels)
     dense_result = train(dense, data, config)
@@ -218,7 +234,7 @@ def main() -> None:
         summary["step_overhead"] = _step_overhead(data, args.overhead_steps, 64)
         print(json.dumps(summary["step_overhead"]), flush=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_kept_channels(rows, args.out / "kept_channels.png")
+    plot_kept_channels(rows, args.out / "kept_channels.png", args.dataset)
     print("\nfactor | met | V/B | acc | mixed vs regular V | F | compact/gated/dense ms | pred ms")
     for r in rows:
         ratio = r["volume"] / r["budget_volume"]

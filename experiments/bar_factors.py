@@ -33,11 +33,11 @@ from typing import Any
 
 import pandas as pd
 import torch
+from bar_budgets import add_data_arguments, load_data, short_run_config
 from torch import nn
-from torch.utils.data import Subset
 
 from budgetsearch.cost import layer_inventory
-from budgetsearch.data import DatasetSplits, load_dataset
+from budgetsearch.data import DatasetSplits
 from budgetsearch.models import build_model
 from budgetsearch.pruners.bar import BARPhases, BARPruner
 from budgetsearch.pruners.bar_layout import prune_plan
@@ -161,11 +161,7 @@ def plot(table: pd.DataFrame, reference_accuracy: float, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="wrn-16-2")
-    parser.add_argument("--dataset", default="fashion-mnist",
-                        help="fashion-mnist (default) or cifar10/cifar100 (the paper's data)")
-    parser.add_argument("--data-dir", default=None, help="where the data set's files are")
-    parser.add_argument("--train-subset", type=int, default=4000)
-    parser.add_argument("--test-subset", type=int, default=2000)
+    add_data_arguments(parser)
     parser.add_argument("--factors", type=float, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--ablation-factors", type=float, nargs="+", default=[2, 16],
@@ -188,11 +184,8 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     load = {"start": os.getloadavg()}
-    data = load_dataset(args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
-                        seed=0)
-    data = replace(data, test=Subset(data.test, range(min(args.test_subset, len(data.test)))))
-    config = TrainConfig(epochs=args.reference_epochs, batch_size=64, optimizer="adam", lr=2e-3,
-                         weight_decay=5e-4, progress=False, bn_recalibration_batches=20)
+    data = load_data(args)
+    config = short_run_config(args.reference_epochs)
     phases = BARPhases(prune_epochs=args.prune_epochs, frozen_epochs=args.frozen_epochs,
                        finetune_epochs=args.finetune_epochs)
     reference_path = args.out / "reference.pt"
