@@ -17,11 +17,8 @@ from typing import Any
 import yaml
 
 from budgetsearch import __version__
+from budgetsearch.errors import UsageError
 from budgetsearch.files import torch_save_atomic, write_text_atomic, yaml_problem
-
-
-class UsageError(ValueError):
-    """A user mistake the CLI reports in one line (exit code 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -669,7 +666,7 @@ def _add_run_parser(sub: Any) -> None:
 
 
 def _add_pareto_parsers(sub: Any) -> None:
-    from budgetsearch.pareto.commands import register  # pareto and baselines (issue 7)
+    from budgetsearch.commands.pareto import register  # pareto and baselines
 
     register(sub)
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,6 +32,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from budgetsearch.data import DatasetSplits
+from budgetsearch.train_hooks import (
+    Phase,
+    StepContext,
+    TrainingHooks,
+    optimizer_of,
+    phases_of,
+)
+
+__all__ = ["Phase", "StepContext", "TrainConfig", "TrainResult", "TrainingHooks", "evaluate",
+           "recalibrate_batchnorm", "seed_everything", "train", "train_phases"]
 
 OptimizerName = Literal["sgd", "adam"]
 ScheduleName = Literal["cosine", "cosine-restarts", "constant"]
@@ -76,43 +87,6 @@ class TrainConfig:
             )
         if self.restart_epochs is not None and self.restart_epochs <= 0:
             raise ValueError(f"restart_epochs must be positive, got {self.restart_epochs}")
-
-
-@dataclass
-class StepContext:
-    """What a hook sees of one training step."""
-
-    inputs: torch.Tensor
-    targets: torch.Tensor
-    logits: torch.Tensor
-    task_loss: torch.Tensor
-    step: int
-    total_steps: int
-    epoch: int
-
-    @property
-    def progress(self) -> float:
-        """Fraction of training done, in [0, 1] (the BAR budget schedule's ``t``)."""
-        return self.step / max(1, self.total_steps)
-
-
-@runtime_checkable
-class TrainingHooks(Protocol):
-    """How a pruner takes part in training (both pruners implement it)."""
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        """Extra optimizer groups: ``params`` plus optional ``lr`` (absolute) or ``lr_scale``,
-        ``weight_decay`` and ``optimizer`` ("sgd"/"adam"; default: the weights' optimizer)."""
-        ...
-
-    def loss_terms(self, context: StepContext) -> dict[str, torch.Tensor]:
-        """The named terms whose sum is the step's loss; include ``context.task_loss`` (possibly
-        reweighted) under ``"task"``."""
-        ...
-
-    def after_step(self, context: StepContext) -> None:
-        """Called after each optimizer step (e.g. to re-apply masks)."""
-        ...
 
 
 @dataclass
@@ -167,7 +141,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None =
 
 
 class _DefaultHooks:
-    def param_groups(self) -> list[dict[str, Any]]:
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
         return []
 
     def loss_terms(self, context: StepContext) -> dict[str, torch.Tensor]:
@@ -211,7 +185,7 @@ def recalibrate_batchnorm(
 def _build_optimizers(
     model: nn.Module, config: TrainConfig, hooks: TrainingHooks
 ) -> list[torch.optim.Optimizer]:
-    extra_groups = hooks.param_groups()
+    extra_groups = hooks.param_groups(config.lr)
     claimed = {id(p) for group in extra_groups for p in group["params"]}
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in claimed]
     # Weight decay on weights only: BN scales/shifts and biases are not decayed.
@@ -220,11 +194,10 @@ def _build_optimizers(
     groups: dict[str, list[dict[str, Any]]] = {"sgd": [], "adam": []}
     groups[config.optimizer].append({"params": decay, "weight_decay": config.weight_decay})
     groups[config.optimizer].append({"params": no_decay, "weight_decay": 0.0})
+    kind = optimizer_of(hooks) or config.optimizer
     for group in extra_groups:
         group = dict(group)
-        kind = group.pop("optimizer", config.optimizer)
-        scale = group.pop("lr_scale", 1.0)
-        group.setdefault("lr", config.lr * scale)
+        group.setdefault("lr", config.lr)
         group.setdefault("weight_decay", 0.0)
         groups[kind].append(group)
     optimizers: list[torch.optim.Optimizer] = []
@@ -348,3 +321,55 @@ def train(
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())
+
+
+PhaseCallback = Callable[[int, Phase, TrainResult], bool]
+
+
+def train_phases(
+    model: nn.Module,
+    data: DatasetSplits,
+    config: TrainConfig,
+    hooks: TrainingHooks,
+    *,
+    on_phase_end: PhaseCallback | None = None,
+    quick_intermediate: bool = True,
+) -> TrainResult:
+    """Train through the hooks' phases (a pruner's, e.g. BAR's prune → frozen → fine-tune).
+
+    Each phase gets its share of ``config.epochs`` at ``lr_factor`` × ``config.lr``; the hooks'
+    ``begin_phase(phase)`` runs before it. After each phase, ``on_phase_end(index, phase,
+    result)`` may return True to stop (the result's status is then ``"stopped"``). With
+    ``quick_intermediate`` the phases before the last are scored on the validation split only
+    (a full test pass per short phase costs more than the phase). Every phase sees the data in
+    a different order (the seed is offset by the phase index).
+
+    Returns:
+        The last phase's :class:`TrainResult`, with ``steps``, ``seconds`` and ``history``
+        summed over the phases that ran.
+    """
+    phases = phases_of(hooks)
+    begin = getattr(hooks, "begin_phase", None)
+    quick = replace(data, test=data.val) if quick_intermediate and data.val is not None else data
+    results: list[TrainResult] = []
+    for index, phase in enumerate(phases):
+        if callable(begin):
+            begin(phase)
+        last = index == len(phases) - 1
+        phase_config = replace(config, epochs=config.epochs * phase.fraction,
+                               lr=config.lr * phase.lr_factor, seed=config.seed + index)
+        result = train(model, data if last else quick, phase_config, hooks=hooks)
+        results.append(result)
+        if result.status != "ok":
+            break
+        if on_phase_end is not None and on_phase_end(index, phase, result) and not last:
+            result.status = "stopped"
+            break
+    final = results[-1]
+    final.steps = sum(r.steps for r in results)
+    final.seconds = sum(r.seconds for r in results)
+    final.epochs_run = sum(r.epochs_run for r in results)
+    final.history = [entry for r in results for entry in r.history]
+    if final.status == "stopped":
+        final.test_accuracy = None  # scored on the validation split only, mid-way
+    return final

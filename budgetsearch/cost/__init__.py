@@ -1,10 +1,11 @@
 """Cost model: parameters, FLOPs, activation volume, memory and device latency of a network.
 
-Trace once, then compute (DESIGN.md): :func:`layer_inventory` traces a model with fvcore and
-records every layer; :meth:`LayerInventory.price` prices a pruned configuration (kept channels per
-layer, or weight densities per layer) in microseconds; :meth:`LayerInventory.expected_cost` gives
-the same costs as a differentiable scalar of expected kept counts / densities, for budget losses.
-Latency comes from a :class:`DeviceProfile` (``hw_profiles/*.yaml``), measured or datasheet.
+Trace once, then compute: :func:`layer_inventory` traces a model with fvcore and records every
+layer; :meth:`LayerInventory.price` prices a pruned configuration (kept channels per layer, or
+weight densities per layer) in microseconds; :meth:`LayerInventory.expected_cost` gives the same
+costs as a differentiable scalar of expected kept counts / densities, for budget losses. Latency
+comes from a :class:`DeviceProfile` (``hw_profiles/*.yaml``), measured or datasheet. The names of
+the metrics, their units and targets on them live in :mod:`budgetsearch.cost.metrics`.
 
 FLOPs follow fvcore: **1 FLOP = 1 fused multiply-add**.
 
@@ -21,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Literal
+
 from budgetsearch.cost.inventory import (
     BYTES_PER_ELEMENT,
     METRICS,
@@ -28,6 +31,18 @@ from budgetsearch.cost.inventory import (
     LayerInventory,
     LayerRecord,
     layer_inventory,
+)
+from budgetsearch.cost.metrics import (
+    FLOP_CONVENTION,
+    TARGET_METRICS,
+    TOLERANCE,
+    Target,
+    canonical_metric,
+    format_value,
+    is_met,
+    metric_label,
+    parse_count,
+    parse_duration_ms,
 )
 from budgetsearch.cost.profiles import (
     OP_KINDS,
@@ -42,7 +57,8 @@ from budgetsearch.cost.profiles import (
     save_profile,
 )
 
-FLOP_CONVENTION = "fvcore: 1 FLOP = 1 fused multiply-add"
+#: A metric a target or a budget may count (canonical names; see ``cost.metrics``).
+TargetMetric = Literal["latency_ms", "flops", "params", "activation_volume"]
 
 __all__ = [
     "BYTES_PER_ELEMENT",
@@ -50,14 +66,24 @@ __all__ = [
     "METRICS",
     "OP_KINDS",
     "PROFILE_DIR",
+    "TARGET_METRICS",
+    "TOLERANCE",
     "Cost",
     "DeviceProfile",
     "LayerInventory",
     "LayerRecord",
     "OpLatency",
     "PredictorError",
+    "Target",
+    "TargetMetric",
+    "canonical_metric",
+    "format_value",
+    "is_met",
     "layer_inventory",
     "load_profile",
+    "metric_label",
+    "parse_count",
+    "parse_duration_ms",
     "profile_from_dict",
     "profile_names",
     "resolve_profile_name",

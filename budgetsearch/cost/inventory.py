@@ -52,10 +52,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from budgetsearch.cost.metrics import canonical_metric
 from budgetsearch.cost.profiles import DeviceProfile
 
 BYTES_PER_ELEMENT = 4  # float32 weights and activations for memory_bytes
-METRICS = ("params", "flops", "activation_volume", "latency")
+METRICS = ("params", "flops", "activation_volume", "latency_ms")
 
 
 @dataclass(frozen=True)
@@ -586,7 +587,8 @@ class LayerInventory:
 
         Args:
             metric: ``"params"``, ``"flops"`` (fvcore: 1 FLOP = 1 fused multiply-add),
-                ``"activation_volume"`` or ``"latency"`` (ms; needs ``profile``).
+                ``"activation_volume"`` or ``"latency_ms"`` (needs ``profile``); aliases such
+                as ``"latency"`` are accepted (``budgetsearch.cost.metrics``).
             kept_channels: layer name → (expected kept input channels, expected kept output
                 channels), tensors or floats; a 1-D tensor is read as per-channel keep
                 probabilities and summed. Independent gates: ``E[i·o] = E[i]·E[o]``, so a conv's
@@ -603,9 +605,10 @@ class LayerInventory:
         Raises:
             ValueError: unknown metric or layer name, or ``"latency"`` without a profile.
         """
+        metric = canonical_metric(metric)
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-        if metric == "latency" and profile is None:
+        if metric == "latency_ms" and profile is None:
             raise ValueError("metric 'latency' needs a device profile (profile=load_profile(...))")
         given = [
             v for pair in (kept_channels or {}).values() for v in pair if isinstance(v, Tensor)
@@ -661,7 +664,7 @@ class LayerInventory:
             total = per_layer.index_select(0, idx).sum()
         else:
             total = per_layer.sum()
-            if metric == "latency":
+            if metric == "latency_ms":
                 assert profile is not None
                 total = total + profile.network_overhead_ms
         return total

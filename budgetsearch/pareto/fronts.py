@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from budgetsearch.cost.metrics import Target, canonical_metric, metric_label, tolerated
 from budgetsearch.models import thinner_dense_width
 
 #: Cost columns of the results table, each minimized.
@@ -29,32 +30,16 @@ COST_COLUMNS: tuple[str, ...] = (
 )
 
 #: Axis label of each cost column, with its unit (FLOPs: fvcore's convention).
-COST_LABELS: dict[str, str] = {
-    "params": "parameters (count)",
-    "flops": "FLOPs per image (fvcore: 1 FLOP = 1 fused multiply-add)",
-    "activation_volume": "activation volume (kept channels × output area, elements)",
-    "memory_bytes": "memory (bytes: float32 weights + peak activations)",
-    "latency_ms": "latency at batch 1 (ms)",
-}
-
-#: Short aliases accepted for a metric name (``--metric latency``).
-METRIC_ALIASES: dict[str, str] = {
-    "latency": "latency_ms", "parameters": "params", "param": "params", "flop": "flops",
-    "volume": "activation_volume", "activations": "activation_volume", "memory": "memory_bytes",
-}
+COST_LABELS: dict[str, str] = {name: metric_label(name) for name in COST_COLUMNS}
 
 
 def resolve_metric(name: str) -> str:
-    """Map a metric name or alias to its results-table column.
+    """Map a metric name or alias to its results-table column (``cost.canonical_metric``).
 
     Raises:
         ValueError: an unknown name (the message lists the valid ones).
     """
-    column = METRIC_ALIASES.get(name, name)
-    if column not in COST_COLUMNS:
-        valid = ", ".join(list(COST_COLUMNS) + sorted(METRIC_ALIASES))
-        raise ValueError(f"metric must be one of {valid}; got {name!r}")
-    return column
+    return canonical_metric(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +155,7 @@ def feasibility(table: pd.DataFrame, metric: str, target: float | None = None) -
     """Per row: meets the budget. With ``target``: ``metric ≤ target``; else the table's own
     ``feasible`` column and ``status != "infeasible"`` (missing → feasible)."""
     if target is not None:
-        return pd.to_numeric(table[metric], errors="coerce") <= target
+        return pd.to_numeric(table[metric], errors="coerce") <= tolerated(target)
     feasible = pd.Series(True, index=table.index)
     if "feasible" in table:
         feasible &= table["feasible"].map(_truthy)
@@ -300,40 +285,22 @@ def parse_ratios(text: str) -> list[float]:
     return values
 
 
-_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-
-
-def parse_target(text: str, metric: str) -> float:
-    """A budget in the metric's units: ``10ms``/``0.5s`` for latency, ``2M``/``1.5G``/``300k``
-    for counts and bytes (``MiB``/``GiB`` also accepted for memory).
+def parse_target(text: str, metric: str, *, full: float | None = None) -> float:
+    """A ceiling in the metric's units (:meth:`budgetsearch.cost.Target.parse`): ``10ms`` /
+    ``0.5s`` for latency, ``2M`` / ``300k`` for counts, ``1MiB`` for memory, or ``50%`` of
+    ``full`` (the unpruned network's cost).
 
     Example:
         >>> parse_target("10ms", "latency_ms"), parse_target("1.5M", "params")
         (10.0, 1500000.0)
     """
-    metric = resolve_metric(metric)
-    raw = text.strip().lower().replace("_", "")
-    number, unit = raw, ""
-    for i, ch in enumerate(raw):
-        if not (ch.isdigit() or ch in ".e+-") or (ch == "e" and i == len(raw) - 1):
-            number, unit = raw[:i], raw[i:].strip()
-            break
-    try:
-        value = float(number)
-    except ValueError:
-        value = math.nan
-    scale: float | None
-    if metric == "latency_ms":
-        scale = {"": 1.0, "ms": 1.0, "s": 1000.0, "us": 1e-3}.get(unit)
-    elif metric == "memory_bytes" and unit in ("kib", "mib", "gib"):
-        scale = {"kib": 2.0**10, "mib": 2.0**20, "gib": 2.0**30}[unit]
-    else:
-        scale = _SUFFIX.get(unit.removesuffix("b") if metric == "memory_bytes" else unit)
-    if scale is None or not (value > 0 and math.isfinite(value)):
-        example = "10ms" if metric == "latency_ms" else "2M"
-        raise ValueError(f"target for {metric} must be a positive amount like {example!r}, "
-                         f"got {text!r}")
-    return value * scale
+    target = Target.parse(metric, text, flag="--target")
+    if target.is_relative:
+        if full is None:
+            raise ValueError(f"--target {text!r} is relative: the results need the unpruned "
+                             "reference's row to resolve it against; give an absolute value")
+        target = target.resolve(full)
+    return target.limit()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +342,8 @@ def hardware_selection(repriced: pd.DataFrame, *, metric: str = "latency_ms",
     rows = []
     for device, group in repriced.groupby("device", sort=False):
         usable = usable_trials(group, metric)
-        ok = usable[pd.to_numeric(usable[metric]) <= target] if target is not None else usable
+        ok = (usable[pd.to_numeric(usable[metric]) <= tolerated(target)] if target is not None
+              else usable)
         if min_accuracy is not None:
             ok = ok[ok["accuracy"].astype(float) >= min_accuracy]
         row: dict[str, object] = {"device": device, "meets": not ok.empty,

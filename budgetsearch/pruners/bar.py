@@ -24,16 +24,27 @@ the network size: the paper's λ = 1e-5 on raw volume pulls a gate of area A wit
 reaches only the gates, which Adam updates with bounded steps whatever the scale.
 
 Example:
-    >>> pruner = BARPruner(budget=0.25, metric="activation_volume")      # doctest: +SKIP
-    >>> model = pruner.prepare(build_model("wrn-16-2"), example)         # doctest: +SKIP
-    >>> results = pruner.fit(model, data, TrainConfig(epochs=2))         # doctest: +SKIP
-    >>> compact = pruner.finalize(); torch.save(compact, "pruned.pt")    # doctest: +SKIP
+    >>> import torch
+    >>> from budgetsearch.cost import Target
+    >>> from budgetsearch.data import load_dataset
+    >>> from budgetsearch.models import build_model
+    >>> from budgetsearch.train import TrainConfig, train_phases
+    >>> pruner = BARPruner(target=Target.parse("activation_volume", "50%"), lam=2.0)
+    >>> model = pruner.prepare(build_model("wrn-10-1"), torch.zeros(1, 1, 28, 28))
+    >>> [phase.name for phase in pruner.phases()]
+    ['prune', 'frozen', 'finetune']
+    >>> data = load_dataset("synthetic", train_subset=64)
+    >>> result = train_phases(model, data, TrainConfig(epochs=1, progress=False), pruner)
+    >>> compact = pruner.finalize()
+    >>> pruner.report().cost["activation_volume"] <= pruner.target.value
+    True
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal
 
@@ -41,19 +52,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from budgetsearch.cost import DeviceProfile, layer_inventory, load_profile
-from budgetsearch.data import DatasetSplits
+from budgetsearch.cost import (
+    DeviceProfile,
+    Target,
+    TargetMetric,
+    canonical_metric,
+    layer_inventory,
+)
+from budgetsearch.cost.metrics import TARGET_METRICS, is_met
 from budgetsearch.pruners.bar_layout import GateLayout, PrunePlan, attach_gates, prune_plan
 from budgetsearch.pruners.bar_schedule import BARRIER_CAP, TransitionName, barrier, budget_margins
-from budgetsearch.pruners.base import LayerReport, Pruner, PrunerReport, register_pruner
+from budgetsearch.pruners.base import (
+    BudgetInfeasible,
+    LayerReport,
+    PrunedConfiguration,
+    Pruner,
+    PrunerReport,
+    register_pruner,
+)
 from budgetsearch.pruners.compaction import compact_model
 from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
-from budgetsearch.train import StepContext, TrainConfig, TrainResult, train
+from budgetsearch.train_hooks import Phase, StepContext
 
-Metric = Literal["activation_volume", "flops", "params", "latency"]
-_METRICS = ("activation_volume", "flops", "params", "latency")
-_COST_KEYS = {"activation_volume": "activation_volume", "flops": "flops", "params": "params",
-              "latency": "latency_ms"}
+_METRICS = TARGET_METRICS
 
 
 @dataclass(frozen=True)
@@ -61,10 +82,12 @@ class BARConfig:
     """Settings of a BAR run.
 
     Attributes:
-        budget: the allowed cost as a fraction of the unpruned network's (0.25 = 4× reduction).
+        budget: the allowed cost as a fraction of the whole unpruned network's (0.25 = 4×
+            reduction). With a ``target`` (the protocol's way) the budget is derived from it at
+            ``prepare`` and this value is not used.
         metric: what the budget counts: ``"activation_volume"`` (eq. 4, the paper's), ``"flops"``
-            (fvcore: 1 FLOP = 1 fused multiply-add), ``"params"`` or ``"latency"`` (needs
-            ``profile``).
+            (fvcore: 1 FLOP = 1 fused multiply-add), ``"params"`` or ``"latency_ms"`` (needs
+            ``profile``); aliases such as ``"latency"`` are accepted. A target sets it.
         profile: device profile (name, path) for the latency metric and for reporting latency.
         lam: λ of the budget term, on L_S in units of the mean cost of one gated channel (see the
             module docstring).
@@ -79,7 +102,9 @@ class BARConfig:
             training, which throws away what the network learned before any pruning
             (4× volume, as above: 0.672 from 0, 0.688 from 3). The paper starts CIFAR from
             random weights, where it does not matter.
-        distillation: knowledge distillation from the unpruned network (section 3.5).
+        distillation: knowledge distillation from the unpruned network (section 3.5). None
+            (default): distil when a ``teacher`` is given. True without a teacher: distil from a
+            frozen copy of the model as ``prepare`` receives it (prepare a trained network).
         kd_alpha, kd_temperature: α and T of the distillation loss (0.9 and 4 in the paper).
         connectivity: structure priced for V: ``"mixed"`` (supp. section 2) or ``"regular"``.
         enforce_budget: at the hard prune, if V still exceeds the budget, switch off the gates of
@@ -105,7 +130,7 @@ class BARConfig:
     """
 
     budget: float = 0.5
-    metric: Metric = "activation_volume"
+    metric: TargetMetric = "activation_volume"
     profile: str | None = None
     lam: float = 1.0
     hardness: float = 10.0
@@ -113,23 +138,25 @@ class BARConfig:
     start_factor: float = 1.01
     gate_lr: float = 1e-3
     init_log_alpha: float = 3.0
-    distillation: bool = True
+    distillation: bool | None = None
     kd_alpha: float = 0.9
     kd_temperature: float = 4.0
     connectivity: Literal["mixed", "regular"] = "mixed"
     enforce_budget: bool = True
     barrier_cap: float = BARRIER_CAP
     pull: Literal["cost", "separate", "adam"] = "cost"
+    phase_fractions: tuple[float, float, float] = (0.6, 0.25, 0.15)
+    finetune_lr_factor: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget <= 1.0:
             raise ValueError(
                 f"budget must be a fraction of the full cost in (0, 1], got {self.budget}"
             )
-        if self.metric not in _METRICS:
+        metric = canonical_metric(self.metric)
+        if metric not in _METRICS:
             raise ValueError(f"metric must be one of {', '.join(_METRICS)}, got {self.metric!r}")
-        if self.metric == "latency" and self.profile is None:
-            raise ValueError("metric 'latency' needs profile= (a name in hw_profiles/ or a path)")
+        object.__setattr__(self, "metric", metric)
         if not (self.lam >= 0 and math.isfinite(self.lam)):
             raise ValueError(f"lam must be a finite number ≥ 0, got {self.lam}")
         if self.hardness <= 0:
@@ -154,32 +181,15 @@ class BARConfig:
             raise ValueError(f"pull must be 'separate', 'cost' or 'adam', got {self.pull!r}")
         if not self.barrier_cap > 0:
             raise ValueError(f"barrier_cap must be positive, got {self.barrier_cap}")
-
-
-@dataclass(frozen=True)
-class BARPhases:
-    """Epochs of the three phases (supp. section 3.1: 80 / 40 / 10 on CIFAR).
-
-    1. ``prune_epochs``: train and prune (gates learn, b moves from C_F to B);
-    2. hard prune and freeze the gates, then ``frozen_epochs`` at the same learning rate;
-    3. ``finetune_epochs`` at ``finetune_lr_factor`` × the learning rate.
-    """
-
-    prune_epochs: float = 80.0
-    frozen_epochs: float = 40.0
-    finetune_epochs: float = 10.0
-    finetune_lr_factor: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not self.prune_epochs > 0:
-            raise ValueError(f"prune_epochs must be positive, got {self.prune_epochs}")
-        if self.frozen_epochs < 0 or self.finetune_epochs < 0:
-            raise ValueError(
-                f"frozen_epochs and finetune_epochs must be ≥ 0, got {self.frozen_epochs}, "
-                f"{self.finetune_epochs}"
-            )
+        fractions = tuple(float(f) for f in self.phase_fractions)
+        if (len(fractions) != 3 or fractions[0] <= 0 or min(fractions) < 0
+                or abs(sum(fractions) - 1.0) > 1e-6):
+            raise ValueError("phase_fractions must be three shares (prune, frozen, finetune) "
+                             f"≥ 0 summing to 1, the first > 0, got {self.phase_fractions!r}")
+        object.__setattr__(self, "phase_fractions", fractions)
         if not 0 < self.finetune_lr_factor <= 1:
-            raise ValueError(f"finetune_lr_factor must be in (0, 1], got {self.finetune_lr_factor}")
+            raise ValueError(f"finetune_lr_factor must be in (0, 1], got "
+                             f"{self.finetune_lr_factor}")
 
 
 @register_pruner
@@ -187,8 +197,9 @@ class BARPruner(Pruner):
     """Budget-Aware Regularization with Hard-Concrete channel gates.
 
     Options are the fields of :class:`BARConfig` (keyword-only), or ``config=BARConfig(...)``;
-    ``teacher=`` gives the distillation teacher (default: a frozen copy of the model as
-    ``prepare`` receives it, so prepare a trained network for KD to help).
+    ``target`` (a :class:`~budgetsearch.cost.Target`) sets the budget's metric and value at
+    ``prepare``; ``profile`` prices latency; ``teacher`` is the distillation teacher (see
+    ``BARConfig.distillation``).
 
     Example:
         >>> pruner = BARPruner(budget=0.5, lam=10.0)
@@ -198,18 +209,28 @@ class BARPruner(Pruner):
 
     name: ClassVar[str] = "bar"
     granularity: ClassVar[Literal["channel"]] = "channel"
+    search_rank: ClassVar[int | None] = 0
+    param_group_optimizer = "adam"
 
-    def __init__(self, *, config: BARConfig | None = None, teacher: nn.Module | None = None,
+    def __init__(self, *, config: BARConfig | None = None, target: Target | None = None,
+                 profile: DeviceProfile | str | None = None, teacher: nn.Module | None = None,
                  **options: Any) -> None:
         known = {f.name for f in fields(BARConfig)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"unknown BAR option(s) {unknown}; valid: {sorted(known)}")
-        self.config = replace(config or BARConfig(), **options)
-        self.teacher = teacher
-        self.profile: DeviceProfile | None = (
-            load_profile(self.config.profile) if self.config.profile is not None else None
-        )
+        config = replace(config or BARConfig(), **options)
+        if target is not None:
+            config = replace(config, metric=target.metric)
+        if profile is None:
+            profile = config.profile
+        elif config.profile is None and isinstance(profile, str):
+            config = replace(config, profile=profile)
+        super().__init__(target=target, profile=profile, teacher=teacher)
+        if config.metric == "latency_ms" and self.profile is None:
+            raise ValueError("metric 'latency_ms' needs profile= (a name in hw_profiles/ or a "
+                             "path)")
+        self.config = config
         self.layout: GateLayout | None = None
         self.compact: nn.Module | None = None
         self.hard_pruned = False
@@ -221,27 +242,45 @@ class BARPruner(Pruner):
     # -- lifecycle -----------------------------------------------------------------------------
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor) -> nn.Module:
-        """Trace the model with the cost model, snapshot the teacher, attach the gates."""
+        """Trace the model with the cost model, turn the target into the budget, snapshot the
+        teacher, attach the gates.
+
+        Raises:
+            BudgetInfeasible: the budget is below the smallest network the gates can express.
+        """
         if self.layout is not None:
             raise ValueError("this BAR pruner is already prepared; build a new one per model")
         was_training = model.training
         self.inventory = layer_inventory(model, example_input)
         model.train(was_training)
-        full = self.inventory.price(profile=self.profile)
-        self.full_cost = {m: float(getattr(full, _COST_KEYS[m]) or 0.0) for m in _METRICS}
-        if self.config.distillation and self.teacher is None:
+        full = self.inventory.price(profile=self.profile).as_dict()
+        self.full_cost = {m: float(full.get(m) or 0.0) for m in _METRICS}
+        target = self.resolve_target(full)
+        if target is not None:
+            # The target is the budget: a fraction of the whole network's cost on its metric
+            # (a target the unpruned network already meets asks for no pruning).
+            fraction = min(1.0, target.limit() / max(self.full_cost[target.metric], 1e-30))
+            self.config = replace(self.config, metric=target.metric, budget=fraction)
+        distil = self.config.distillation
+        if distil and self.teacher is None:
             self.teacher = copy.deepcopy(model)
+        if not distil and distil is not None:
+            self.teacher = None
         if self.teacher is not None:
             self.teacher.eval().requires_grad_(False)
         self.layout = attach_gates(model, init_log_alpha=self.config.init_log_alpha)
         gated = sum(g.channels for _, g in self.layout.named_gates())
         self.channel_cost = max(self.full_cost[self.config.metric], 1e-12) / gated
         smallest = self.minimum_cost()
-        if smallest > self.budget_value * (1 + 1e-9):
+        if not is_met(smallest, self.budget_value):
             # Known before any training: the budget's projection at the hard prune would fail.
-            raise ValueError(
+            self.layout.remove_hooks()
+            self.layout = None
+            raise BudgetInfeasible(
                 f"the budget {self.config.metric} ≤ {self.budget_value:.4g} cannot be met even "
-                f"with every prunable channel removed (the smallest network costs {smallest:.4g})")
+                f"with every prunable channel removed (the smallest network BAR can express "
+                f"costs {smallest:.4g})",
+                metric=self.config.metric, target=self.budget_value, minimum=smallest)
         return model
 
     @torch.no_grad()
@@ -264,13 +303,29 @@ class BARPruner(Pruner):
         """The budget B in the metric's unit."""
         return self.config.budget * self.full_cost[self.config.metric]
 
-    def param_groups(self) -> list[dict[str, Any]]:
-        """log α on Adam at ``gate_lr`` with no weight decay (none once the gates are frozen)."""
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """log α at ``gate_lr`` (absolute, tuned for Adam) with no weight decay; none once the
+        gates are frozen."""
         if self.hard_pruned:
             return []
         params = [g.log_alpha for _, g in self._layout().named_gates()]
-        return [{"params": params, "optimizer": "adam", "lr": self.config.gate_lr,
-                 "weight_decay": 0.0}]
+        return [{"params": params, "lr": self.config.gate_lr, "weight_decay": 0.0}]
+
+    def phases(self) -> tuple[Phase, ...]:
+        """Prune (gates learn, b moves from C_F to B), frozen (hard-pruned, same learning rate),
+        fine-tune (at ``finetune_lr_factor``): supp. section 3.1 (80 / 40 / 10 epochs on CIFAR)."""
+        prune, frozen, finetune = self.config.phase_fractions
+        phases = [Phase("prune", prune)]
+        if frozen > 0:
+            phases.append(Phase("frozen", frozen))
+        if finetune > 0:
+            phases.append(Phase("finetune", finetune, self.config.finetune_lr_factor))
+        return tuple(phases)
+
+    def begin_phase(self, phase: Phase) -> None:
+        """Hard-prune and freeze the gates when the pruning phase is over."""
+        if phase.name != "prune" and not self.hard_pruned:
+            self.hard_prune()
 
     def loss_terms(self, context: StepContext) -> dict[str, torch.Tensor]:
         """KD-weighted task loss and, while pruning, ``"bar"`` = λ f(V, a, b) L_S / C_F."""
@@ -342,26 +397,6 @@ class BARPruner(Pruner):
         self.hard_pruned = True
         return prune_plan(layout)
 
-    def fit(self, model: nn.Module, data: DatasetSplits, config: TrainConfig,
-            phases: BARPhases | None = None) -> list[TrainResult]:
-        """Run the three phases with :func:`budgetsearch.train.train` (``config.epochs`` is
-        ignored; ``phases`` sets them). Stops after a failed phase."""
-        phases = phases or BARPhases()
-        results = [train(model, data, replace(config, epochs=phases.prune_epochs), hooks=self)]
-        if results[-1].status != "ok":
-            return results
-        self.hard_prune()
-        if phases.frozen_epochs > 0:
-            results.append(train(model, data, replace(config, epochs=phases.frozen_epochs),
-                                 hooks=self))
-            if results[-1].status != "ok":
-                return results
-        if phases.finetune_epochs > 0:
-            finetune = replace(config, epochs=phases.finetune_epochs,
-                               lr=config.lr * phases.finetune_lr_factor)
-            results.append(train(model, data, finetune, hooks=self))
-        return results
-
     # -- costs ---------------------------------------------------------------------------------
 
     def kept_channels(self, plan: PrunePlan, connectivity: str | None = None
@@ -389,7 +424,7 @@ class BARPruner(Pruner):
         metric = metric or self.config.metric
         cost = self.inventory.price(kept_channels=self.kept_channels(plan, connectivity),
                                     profile=self.profile)
-        return float(getattr(cost, _COST_KEYS[metric]))
+        return float(cost.as_dict()[canonical_metric(metric)])  # type: ignore[arg-type]
 
     def expected_cost(self) -> torch.Tensor:
         """L_S: the expected cost under the gates' ``P(z > 0)``, differentiable in log α.
@@ -458,10 +493,35 @@ class BARPruner(Pruner):
         }
         if self.compact is not None:
             extra["compact_params_counted"] = sum(p.numel() for p in self.compact.parameters())
-        budget = {"metric_value": self.budget_value, "fraction": self.config.budget,
-                  "full": self.full_cost[self.config.metric]}
-        return PrunerReport(self.name, self.granularity, layers, cost,
-                            budget={self.config.metric: self.budget_value, **budget}, extra=extra)
+        budget = {"metric": self.config.metric, "value": self.budget_value,
+                  "fraction": self.config.budget, "full": self.full_cost[self.config.metric],
+                  "scope": "network"}
+        return PrunerReport(self.name, self.granularity, layers, cost, budget=budget,
+                            extra=extra)
+
+    def pruned_configuration(self) -> PrunedConfiguration:
+        """Kept (in, out) channels of every conv, BatchNorm and the head (hard gates)."""
+        kept = self.kept_channels(prune_plan(self._layout()))
+        return {"kept_channels": {k: [int(a), int(b)] for k, (a, b) in kept.items()}}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Phase flags and counters (log α is in the model's ``state_dict``, ``bar_gates``)."""
+        return {"hard_pruned": self.hard_pruned, "projected_channels": self.projected_channels,
+                "budget": self.config.budget, "metric": self.config.metric}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (after ``prepare`` and the model's ``load_state_dict``)."""
+        layout = self._layout()
+        unknown = sorted(set(state) - {"hard_pruned", "projected_channels", "budget", "metric"})
+        if unknown:
+            raise ValueError(f"unknown BAR state key(s) {unknown}")
+        self.config = replace(self.config, budget=float(state.get("budget", self.config.budget)),
+                              metric=state.get("metric", self.config.metric))
+        self.projected_channels = int(state.get("projected_channels", 0))
+        if state.get("hard_pruned") and not self.hard_pruned:
+            for _, gate in layout.named_gates():
+                gate.freeze()
+            self.hard_pruned = True
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -477,7 +537,7 @@ class BARPruner(Pruner):
         student, so the gradients are the same and the term is 0 when the student matches.
         """
         cfg = self.config
-        if not cfg.distillation or self.teacher is None:
+        if self.teacher is None:  # prepare() kept a teacher only where distillation is on
             return context.task_loss
         device = context.inputs.device
         if next(self.teacher.parameters()).device != device:
@@ -509,7 +569,8 @@ class BARPruner(Pruner):
             self.projected_channels += 1
             if self.hard_cost(prune_plan(layout)) <= budget:
                 return
-        raise ValueError(
+        smallest = self.hard_cost(prune_plan(layout))
+        raise BudgetInfeasible(
             f"the budget {self.config.metric} ≤ {budget:.4g} cannot be met even with every "
-            f"prunable channel removed (got {self.hard_cost(prune_plan(layout)):.4g})"
-        )
+            f"prunable channel removed (got {smallest:.4g})",
+            metric=self.config.metric, target=budget, minimum=smallest)

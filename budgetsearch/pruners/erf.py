@@ -39,8 +39,16 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-from budgetsearch.cost import DeviceProfile, LayerInventory, layer_inventory, load_profile
-from budgetsearch.pruners.base import LayerReport, Pruner, PrunerReport, register_pruner
+from budgetsearch.cost import DeviceProfile, LayerInventory, Target, layer_inventory
+from budgetsearch.cost.metrics import is_met
+from budgetsearch.pruners.base import (
+    BudgetInfeasible,
+    LayerReport,
+    PrunedConfiguration,
+    Pruner,
+    PrunerReport,
+    register_pruner,
+)
 from budgetsearch.pruners.erf_functional import (
     binary_search_bound,
     erf_sparsity_loss,
@@ -48,7 +56,8 @@ from budgetsearch.pruners.erf_functional import (
     ste_prune,
     ste_prune_relative,
 )
-from budgetsearch.train import StepContext
+from budgetsearch.pruners.weight_masks import drop_smallest_until
+from budgetsearch.train_hooks import StepContext
 
 __all__ = ["BUDGET_LAM", "ErfConfig", "ErfPruner", "make_pruning_permanent", "prunable_layers"]
 
@@ -98,7 +107,10 @@ class ErfConfig:
             eq. 6), ``"params"``/``"wavg"`` (eq. 9), ``"flops"`` (fvcore: 1 FLOP = 1 fused
             multiply-add) or ``"latency"`` (needs ``profile`` with a sparse speed-up).
         budget: budget variants: ``B`` of eq. 10/11, the fraction of the ``weighting`` cost of
-            the pruned layers to *keep* (0.15 keeps 15 %, i.e. 85 % sparsity).
+            the *pruned layers* to keep (0.15 keeps 15 %, i.e. 85 % sparsity). With a ``target``
+            (the protocol's way, counting the whole network) it is derived at ``prepare``:
+            ``B = (T − U) / (C − U)`` with ``C`` the network's cost and ``U`` what stays when
+            every pruned layer is empty (unpruned layers, BatchNorm, biases).
         lam: λ (λ_p in eq. 10/11) of the sparsity term, ≥ 0. Default (None): 1 for
             ``unconstrained`` (eq. 7, where λ *is* the accuracy/sparsity trade-off) and
             :data:`BUDGET_LAM` = 50 for ``budget``/``budget-max``. Why 50: the quadratic
@@ -130,6 +142,10 @@ class ErfConfig:
         layer_types: which module types are pruned: ``"conv"``, ``"linear"``.
         include: if given, prune exactly these layer names (other rules still validated).
         exclude: layer names never pruned.
+        enforce_budget: with a target, :meth:`ErfPruner.finalize` checks the counted zeros
+            against it (the Gaussian estimate can be off on weights that are not bell-shaped)
+            and, if over, zeroes the smallest remaining weights (by ``|w|/σ``, the bounds'
+            unit) until the whole network meets it (reported as ``projected_weights``).
     """
 
     method: Method = "adaptive"
@@ -152,6 +168,7 @@ class ErfConfig:
     layer_types: tuple[str, ...] = ("conv", "linear")
     include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = field(default_factory=tuple)
+    enforce_budget: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in _METHODS:
@@ -276,6 +293,29 @@ def prunable_layers(
     return [n for n in chosen if n not in set(exclude)]
 
 
+def _skipped_layers(model: nn.Module, chosen: Sequence[str], cfg: ErfConfig,
+                    include: Sequence[str] | None) -> dict[str, tuple[int, str]]:
+    """Every conv/linear layer the pruner leaves dense: name → (weights, why)."""
+    types = tuple(t for name in cfg.layer_types for t in _LAYER_TYPES[name])
+    every = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    skipped: dict[str, tuple[int, str]] = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(module, every) or name in chosen or weight is None:
+            continue
+        if not isinstance(module, types):
+            reason = f"layer type not in layer_types {list(cfg.layer_types)}"
+        elif name in cfg.exclude:
+            reason = "excluded (exclude option)"
+        elif include is not None:
+            reason = "not named in include / the sparsity dict"
+        else:
+            reason = (f"fewer than min_weights = {cfg.min_weights} weights (left dense, the "
+                      "authors' rule for the stem and small layers)")
+        skipped[name] = (weight.numel(), reason)
+    return skipped
+
+
 class _ErfPrune(nn.Module):
     """Parametrization of one layer's weight: ``w ↦ w̃`` by the layer's bound (eqs. 1, 14/15)."""
 
@@ -343,24 +383,47 @@ class ErfPruner(Pruner):
 
     name = "erf"
     granularity = "unstructured"
+    search_rank = 1
 
-    def __init__(self, *, config: ErfConfig | None = None, **options: Any) -> None:
+    def __init__(self, *, config: ErfConfig | None = None, target: Target | None = None,
+                 profile: DeviceProfile | str | None = None, teacher: nn.Module | None = None,
+                 **options: Any) -> None:
         known = {f.name for f in fields(ErfConfig)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"unknown erf option(s) {unknown}; valid: {sorted(known)}")
-        self.config = replace(config, **options) if config is not None else ErfConfig(**options)
-        self.profile: DeviceProfile | None = None
-        if self.config.profile is not None:
-            self.profile = (self.config.profile if isinstance(self.config.profile, DeviceProfile)
-                            else load_profile(self.config.profile))
+        if target is not None:
+            if options.get("budget") is not None or options.get("sparsity") is not None:
+                raise ValueError("with a target the budget is derived from it at prepare; give "
+                                 "target or budget/sparsity, not both")
+            options.setdefault("method", "adaptive")
+            options.setdefault("loss", "budget")
+            # eq. 8: the c_i count the target's metric; the budget is set at prepare.
+            options["weighting"] = {"latency_ms": "latency"}.get(target.metric, target.metric)
+            options["budget"] = 1.0
+        if profile is not None:
+            options.setdefault("profile", profile)
+        if config is not None:
+            self.config = replace(config, **options)
+        elif target is not None and target.metric == "activation_volume":
+            # Zeroed weights leave every activation in place: no volume budget to weight by.
+            self.config = ErfConfig(**{**options, "weighting": "params"})
+        else:
+            self.config = ErfConfig(**options)
+        given = self.config.profile
+        super().__init__(target=target, profile=given, teacher=teacher)
+        sparse_fast = self.profile is not None and self.profile.supports_sparse_speedup
+        if target is not None and self.config.weighting == "latency" and not sparse_fast:
+            # Zeros buy no time on this profile: prepare() says so (BudgetInfeasible) unless the
+            # unpruned network already meets the target; the loss weights parameters meanwhile.
+            self.config = replace(self.config, weighting="params")
         if (self.config.method == "adaptive" and self.config.weighting == "latency"
-                and self.profile is not None and not self.profile.supports_sparse_speedup):
+                and self.profile is not None and not sparse_fast):
             raise ValueError(
                 f"weighting='latency' needs a device profile that declares a sparse speed-up; "
                 f"profile {self.profile.name!r} has sparse_speedup={self.profile.sparse_speedup}: "
                 f"unstructured sparsity does not make it faster. For a latency target there, "
-                f"use the BAR pruner (build_pruner('bar', metric='latency', ...)), which removes "
+                f"use a channel pruner (build_pruner('bar', target=...)), which removes "
                 f"whole channels")
         self.model: nn.Module | None = None
         self.inventory: LayerInventory | None = None
@@ -370,11 +433,20 @@ class ErfPruner(Pruner):
         self.finalized = False
         self._final_info: dict[str, dict[str, Any]] = {}
         self.last_loss: dict[str, float] = {}
+        self.skipped: dict[str, tuple[int, str]] = {}
+        self.target_scope: dict[str, float] = {}
+        self.projected_weights = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor) -> nn.Module:
-        """Price the model with the cost model and parametrize each pruned layer's weight."""
+        """Price the model with the cost model, turn the target into the budget and parametrize
+        each pruned layer's weight.
+
+        Raises:
+            BudgetInfeasible: the target is below the cost of what this pruner leaves dense (or,
+                on a metric zeros do not lower, below the unpruned cost).
+        """
         if self.model is not None:
             raise ValueError("this erf pruner is already prepared; build a new one per model")
         cfg = self.config
@@ -387,9 +459,13 @@ class ErfPruner(Pruner):
         include = tuple(targets) if targets is not None else cfg.include
         names = prunable_layers(model, layer_types=cfg.layer_types, min_weights=cfg.min_weights,
                                 include=include, exclude=cfg.exclude)
+        self.skipped = _skipped_layers(model, names, cfg, include)
         if not names:
             raise ValueError(f"no layer to prune: no {'/'.join(cfg.layer_types)} layer of this "
                              f"model has ≥ {cfg.min_weights} weights (lower min_weights)")
+        if self.target is not None:
+            self._budget_from_target(names)
+            cfg = self.config
         initial = cfg.initial_sparsity
         if initial is None:
             wanted = cfg.budget_sparsity
@@ -416,6 +492,35 @@ class ErfPruner(Pruner):
                 self.flops_contributions = self._contributions("flops")
         return model
 
+    def _budget_from_target(self, names: Sequence[str]) -> None:
+        """``B = (T − U) / (C − U)`` (see ``ErfConfig.budget``), on the target's metric."""
+        inventory = self._inventory()
+        full = inventory.price(profile=self.profile).as_dict()
+        target = self.resolve_target(full)
+        assert target is not None
+        empty = {n: 0.0 for n in names}
+        floor = float(inventory.price(densities=empty, profile=self.profile).as_dict()[  # type: ignore[arg-type]
+            target.metric])
+        whole = float(full[target.metric])  # type: ignore[arg-type]
+        limit = target.limit()
+        if is_met(whole, target):
+            fraction = 1.0
+        elif whole - floor <= whole * 1e-12 or not is_met(floor, target):
+            why = ("zeroed weights do not lower it on this profile (no sparse speed-up)"
+                   if target.metric == "latency_ms" else
+                   "zeroed weights leave every activation in place"
+                   if target.metric == "activation_volume" else
+                   "the layers it leaves dense (and BatchNorm, biases) cost that much")
+            raise BudgetInfeasible(
+                f"{self.name} cannot bring {target.metric} to {target.describe()}: the smallest "
+                f"it reaches is {target.describe(floor)} ({why})",
+                metric=target.metric, target=limit, minimum=floor)
+        else:
+            fraction = (limit - floor) / (whole - floor)
+        self.config = replace(self.config, budget=min(1.0, max(fraction, 1e-9)))
+        self.target_scope = {"metric": target.metric, "value": limit, "full": whole,
+                             "dense_part": floor}
+
     def finalize(self) -> nn.Module:
         """Write real zeros and keep a persistent mask; returns the (same) model.
 
@@ -426,11 +531,18 @@ class ErfPruner(Pruner):
         model = self._model()
         if self.finalized:
             return model
+        masks: dict[str, torch.Tensor] = {}
         for name, module in self.layers.items():
             with torch.no_grad():
                 param = self._param(module)
                 original = module.parametrizations.weight.original
-                mask = (original.abs() >= param.bound(original)).to(original.dtype)
+                masks[name] = (original.abs() >= param.bound(original)).to(original.dtype)
+        if self.target is not None and self.config.enforce_budget:
+            self._project_to_target(masks)
+        for name, module in self.layers.items():
+            with torch.no_grad():
+                param = self._param(module)
+                mask = masks[name]
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
             with torch.no_grad():
                 module.weight.mul_(mask)  # real zeros
@@ -444,8 +556,26 @@ class ErfPruner(Pruner):
         self.finalized = True
         return model
 
+    @torch.no_grad()
+    def _project_to_target(self, masks: dict[str, torch.Tensor]) -> None:
+        """Zero the smallest kept weights (by ``|w|/σ``, the bounds' unit) until the counted
+        cost of the whole network meets the target."""
+        assert self.target is not None
+        target, inventory = self.target, self._inventory()
+
+        def meets(densities: dict[str, float]) -> bool:
+            cost = inventory.price(densities=densities, profile=self.profile).as_dict()
+            return target.is_met(cost[target.metric])
+
+        scores = {}
+        for name in masks:
+            original = self.layers[name].parametrizations.weight.original.detach()
+            scores[name] = original.abs() / (float(original.std()) or 1.0)
+        self.projected_weights = drop_smallest_until(masks, scores, meets)
+
     def report(self) -> PrunerReport:
-        """Per layer: target, Gaussian-estimated and counted sparsity; cost of the pruned model."""
+        """Per layer: target, Gaussian-estimated and counted sparsity; cost of the pruned model.
+        Layers it leaves dense are listed too, with the reason."""
         self._model()
         inventory = self._inventory()
         layers: list[LayerReport] = []
@@ -469,15 +599,23 @@ class ErfPruner(Pruner):
                 extra={"ratio": info["ratio"]} if info["ratio"] is not None else {},
             ))
         densities = {layer.name: layer.kept / layer.total for layer in layers}
+        for name, (total, reason) in self.skipped.items():
+            layers.append(LayerReport(name=name, total=total, kept=total, counted=0.0,
+                                      pruned=False, reason=reason))
         priced = inventory.price(densities=densities, profile=self.profile)
         dense = inventory.price(profile=self.profile)
         cost = {k: float(v) for k, v in priced.as_dict().items() if v is not None}
         cfg = self.config
-        budget: dict[str, float] = {}
+        budget: dict[str, Any] = {}
         if cfg.method == "adaptive" and cfg.budget is not None:
-            budget[cfg.weighting] = cfg.budget
+            budget = {"metric": cfg.cost_metric or "avg", "fraction": cfg.budget,
+                      "scope": "pruned layers (eq. 8)"}
+            if self.target_scope:
+                budget.update(value=self.target_scope["value"], full=self.target_scope["full"],
+                              dense_part=self.target_scope["dense_part"],
+                              target_scope="network")
         if cfg.method == "adaptive" and cfg.flops_budget is not None:
-            budget["flops"] = cfg.flops_budget
+            budget["flops_fraction"] = cfg.flops_budget
         prunable = {m: self._prunable_cost(m, densities) for m in ("params", "flops")}
         extra: dict[str, Any] = {
             "method": cfg.method,
@@ -487,6 +625,7 @@ class ErfPruner(Pruner):
             "kept_fraction": {m: kept / full for m, (kept, full) in prunable.items() if full},
             "finalized": self.finalized,
             "last_loss": dict(self.last_loss),
+            "projected_weights": self.projected_weights,
         }
         if cfg.method == "adaptive":
             extra["loss"] = cfg.loss
@@ -496,19 +635,40 @@ class ErfPruner(Pruner):
 
     # -- training hooks ------------------------------------------------------------------------
 
-    def param_groups(self) -> list[dict[str, Any]]:
-        """The adaptive bounds, with their own learning rate and weight decay (none if fixed)."""
+    @property
+    def param_group_optimizer(self) -> str:  # type: ignore[override]
+        """The bounds' optimizer (``bound_optimizer``)."""
+        return self.config.bound_optimizer
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The adaptive bounds as a plain torch group: ``bound_lr``, else ``bound_lr_scale × lr``
+        (the authors: 1/100 of the weights' rate), and their weight decay; none if fixed."""
         if self.config.method != "adaptive" or self.finalized:
             return []
         cfg = self.config
-        group: dict[str, Any] = {"params": [self._param(m).ratio for m in self.layers.values()],
-                                 "weight_decay": cfg.bound_weight_decay,
-                                 "optimizer": cfg.bound_optimizer}
-        if cfg.bound_lr is not None:
-            group["lr"] = cfg.bound_lr
-        else:
-            group["lr_scale"] = cfg.bound_lr_scale
-        return [group]
+        rate = cfg.bound_lr if cfg.bound_lr is not None else cfg.bound_lr_scale * float(lr)
+        return [{"params": [self._param(m).ratio for m in self.layers.values()],
+                 "lr": rate, "weight_decay": cfg.bound_weight_decay}]
+
+    def pruned_configuration(self) -> PrunedConfiguration:
+        """Weight density of every pruned layer (counted from the model)."""
+        return {"densities": {r.name: (r.kept / r.total if r.total else 1.0)
+                              for r in self.report().layers if r.pruned}}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The derived budget and phase flag (the bounds are in the model's ``state_dict``)."""
+        return {"budget": self.config.budget, "finalized": self.finalized}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` on a pruner prepared the same way (before finalize)."""
+        unknown = sorted(set(state) - {"budget", "finalized"})
+        if unknown:
+            raise ValueError(f"unknown erf state key(s) {unknown}")
+        if state.get("finalized"):
+            raise ValueError("a finalized erf pruner's state cannot be loaded into a prepared "
+                             "one: save and load the finalized model instead")
+        if state.get("budget") is not None:
+            self.config = replace(self.config, budget=float(state["budget"]))
 
     def loss_terms(self, context: StepContext) -> dict[str, torch.Tensor]:
         """The task loss and, for the adaptive method, ``"sparsity"`` (eq. 7, 10 or 11)."""

@@ -20,24 +20,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from budgetsearch.search.objective import (
+from budgetsearch.cost import Target, is_met
+from budgetsearch.cost.metrics import ALIASES
+from budgetsearch.search.objective import run_trial
+from budgetsearch.search.results import (
     INTERRUPTED_BY_KILL,
     ROW_FILE,
-    TrialSettings,
     empty_row,
     objective_value,
-    run_trial,
+    trial_rows,
+    write_results,
     write_row,
 )
-from budgetsearch.search.results import trial_rows, write_results
+from budgetsearch.search.settings import TrialSettings
 from budgetsearch.search.space import SearchSpace
-from budgetsearch.search.targets import Target
 
 STUDY_NAME = "budgetsearch"
 STUDY_FILE = "study.db"
-OBJECTIVES = ("accuracy", "latency", "flops", "params", "activation_volume")
-_COST_COLUMN = {"latency": "latency_ms", "flops": "flops", "params": "params",
-                "activation_volume": "activation_volume"}
+OBJECTIVES = ("accuracy", "latency_ms", "flops", "params", "activation_volume")
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
@@ -58,6 +58,12 @@ class OptunaOptions:
     n_startup_trials: int = 3
 
     def __post_init__(self) -> None:
+        known = {name: name for name in OBJECTIVES}
+        known.update({alias: canonical for alias, canonical in ALIASES.items()
+                      if canonical in OBJECTIVES})
+        # Unknown names stay as given and are reported below with the whole list.
+        object.__setattr__(self, "objectives",
+                           tuple(known.get(str(o).lower(), o) for o in self.objectives))
         if self.sampler not in ("tpe", "random"):
             raise ValueError(f"sampler must be 'tpe' or 'random', got {self.sampler!r}")
         if not self.objectives or self.objectives[0] != "accuracy" or any(
@@ -85,7 +91,7 @@ def _constraint(row: dict[str, Any]) -> float:
     value = row.get(row["target_metric"])
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return 1.0
-    return float(value) - float(target)
+    return 0.0 if is_met(value, float(target)) else float(value) - float(target)
 
 
 def make_study(run_dir: Path, options: OptunaOptions, *, resume: bool) -> Any:
@@ -135,8 +141,7 @@ def _record_interrupted(run_dir: Path, trial: Any) -> None:
         known = {k: v for k, v in (data.get("settings") or {}).items()
                  if k in TrialSettings.__dataclass_fields__ and k != "target"}
         raw_target = (data.get("settings") or {}).get("target")
-        target = (Target(raw_target["metric"], float(raw_target["value"]))
-                  if isinstance(raw_target, dict) else None)
+        target = (Target(**raw_target) if isinstance(raw_target, dict) else None)
         settings = TrialSettings(**known, target=target)
     row = empty_row(trial_id, "optuna", settings, pruner, dict(trial.params))
     row.update(failure=INTERRUPTED_BY_KILL)
@@ -198,7 +203,7 @@ def run_optuna(space: SearchSpace, settings: TrialSettings, run_dir: Path,
             return float("nan") if not multi else [float("nan")] * len(options.objectives)
         values = [objective_value(row) if row["status"] == "ok" else 0.0]
         for name in options.objectives[1:]:
-            cost = row.get(_COST_COLUMN[name])
+            cost = row.get(name)
             values.append(float(cost) if cost is not None else float("inf"))
         return values[0] if not multi else values
 

@@ -36,22 +36,21 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from budgetsearch.search.objective import (
+from budgetsearch.cost import Target
+from budgetsearch.search.objective import build_trial_pruner, run_trial, split_params
+from budgetsearch.search.request import RunRequest
+from budgetsearch.search.results import (
     ARTIFACT_COLUMNS,
-    PHASE_FRACTIONS,
     RESULT_COLUMNS,
-    TrialSettings,
     empty_row,
     objective_value,
-    run_trial,
+    trial_rows,
+    write_results,
 )
-from budgetsearch.search.results import trial_rows, write_results
+from budgetsearch.search.settings import TrialSettings
 from budgetsearch.search.space import SearchSpace
-
-if TYPE_CHECKING:
-    from budgetsearch.search.runner import RunRequest
 
 EXPERIMENT_NAME = "budgetsearch"
 RAY_DIR = "ray"
@@ -145,6 +144,14 @@ def trial_settings_for(settings: TrialSettings, request: RunRequest) -> TrialSet
     device = "cuda" if request.gpus_per_trial > 0 and settings.torch_device == "cpu" \
         else settings.torch_device
     return replace(settings, threads=threads, torch_device=device)
+
+
+def reports_per_trial(space: SearchSpace, settings: TrialSettings) -> int:
+    """How many times a trial reports: once per phase of its pruner, plus its final row."""
+    _, options = split_params({}, space)
+    target = settings.target or Target("params", fraction=0.5)  # phases do not depend on it
+    profile = settings.device_profile if target.metric == "latency_ms" else None
+    return len(build_trial_pruner(space, options, target, profile).phases()) + 1
 
 
 def make_trainable(space: SearchSpace, settings: TrialSettings, run_dir: Path) -> Callable[
@@ -341,9 +348,9 @@ def run_ray(space: SearchSpace, settings: TrialSettings, run_dir: Path, request:
             searcher = ConcurrencyLimiter(
                 OptunaSearch(metric=METRIC, mode="max", sampler=sampler),
                 max_concurrent=request.max_concurrent)
-            # One report per phase (BAR has three) plus the final row.
+            # One report per phase of the pruner plus the final row.
             scheduler = (ASHAScheduler(time_attr="training_iteration",
-                                       max_t=len(PHASE_FRACTIONS) + 1, grace_period=1,
+                                       max_t=reports_per_trial(space, settings), grace_period=1,
                                        reduction_factor=2)
                          if options.prune else FIFOScheduler())
             tuner = tune.Tuner(

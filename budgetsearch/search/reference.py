@@ -30,15 +30,15 @@ from torch import nn
 
 from budgetsearch.cost import load_profile
 from budgetsearch.files import torch_save_atomic, write_text_atomic
-from budgetsearch.models import build_model
 from budgetsearch.models.files import load_model_file
-from budgetsearch.search.objective import (
+from budgetsearch.search.results import empty_row, write_row
+from budgetsearch.search.settings import (
     BN_RECALIBRATION_BATCHES,
     TrialSettings,
-    _splits,
-    empty_row,
-    full_inventory,
-    write_row,
+    build_network,
+    input_shape,
+    settings_inventory,
+    trial_data,
 )
 from budgetsearch.train import TrainConfig, seed_everything, train
 
@@ -75,14 +75,12 @@ def ensure_reference(settings: TrialSettings, run_dir: Path) -> dict[str, Any]:
         return done
     start = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
-    data = _splits(settings.dataset, settings.data_dir, settings.train_subset,
-                   settings.val_fraction, settings.seed)
-    shape = (data.in_channels, data.image_size, data.image_size)
+    data = trial_data(settings)
+    shape = input_shape(settings)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     seed_everything(settings.seed)
-    model = build_model(settings.model, num_classes=data.num_classes, in_channels=shape[0],
-                        width_multiplier=settings.width)
+    model = build_network(settings)
     result = train(model, data, TrainConfig(
         epochs=settings.reference_epochs, batch_size=settings.batch_size, optimizer="adam",
         lr=settings.lr, weight_decay=settings.weight_decay, seed=settings.seed,
@@ -98,8 +96,7 @@ def ensure_reference(settings: TrialSettings, run_dir: Path) -> dict[str, Any]:
         raise RuntimeError(f"the unpruned reference {settings.model} did not train "
                            f"({result.failure}); no trial can start from it")
     profile = load_profile(settings.device_profile) if settings.device_profile else None
-    inventory = full_inventory(settings.model, settings.width, shape, data.num_classes)
-    row.update(inventory.price(profile=profile).as_dict())
+    row.update(settings_inventory(settings).price(profile=profile).as_dict())
     model_path = folder / MODEL_FILE
     torch_save_atomic(model.cpu().eval(), model_path)
     # The dense configuration, so that the Pareto module re-prices the reference on any device.
@@ -109,10 +106,8 @@ def ensure_reference(settings: TrialSettings, run_dir: Path) -> dict[str, Any]:
         "num_classes": data.num_classes}, indent=1))
     row["pruned_config_path"] = str(config_path)
     target = settings.target
-    achieved = row.get(target.cost_key) if target is not None else None
     row.update(model_path=str(model_path), seconds=time.perf_counter() - start,
-               feasible=target is None or (achieved is not None
-                                           and achieved <= target.value * (1 + 1e-9)))
+               feasible=target is None or target.is_met(row.get(target.metric)))
     write_row(folder, row)  # last: a row.json means the model file is complete
     return row
 

@@ -1,8 +1,9 @@
-"""The results table of a run folder: one row per trial, written atomically."""
+"""The results table of a run folder: one row per trial, its columns, written atomically."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,49 @@ from typing import Any
 import pandas as pd
 
 from budgetsearch.files import write_text_atomic
-from budgetsearch.search.objective import ARTIFACT_COLUMNS, RESULT_COLUMNS
+from budgetsearch.search.settings import TrialSettings
 
 RESULTS_FILE = "results.csv"
+ROW_FILE = "row.json"
+RESULT_COLUMNS = (
+    "trial_id", "engine", "kind", "pruner", "model", "width", "status", "failure", "accuracy",
+    "val_accuracy", "params", "flops", "activation_volume", "memory_bytes", "latency_ms",
+    "device", "target_metric", "target_value", "feasible", "seconds",
+)
+ARTIFACT_COLUMNS = ("model_path", "pruned_config_path", "report_path")
+INTERRUPTED_BY_USER = "interrupted by the user (Ctrl-C); its slot is re-run on --resume"
+INTERRUPTED_BY_KILL = ("interrupted: the process stopped during this trial (killed or crashed); "
+                       "its slot was re-run on --resume")
+
+
+def empty_row(trial_id: str, engine: str, settings: TrialSettings, pruner: str | None,
+              params: dict[str, Any]) -> dict[str, Any]:
+    """A row with every column present (NaN/None where nothing is known yet)."""
+    target = settings.target
+    row: dict[str, Any] = {c: None for c in RESULT_COLUMNS + ARTIFACT_COLUMNS}
+    row.update(trial_id=trial_id, engine=engine, kind="pruned", pruner=pruner,
+               model=settings.model, width=settings.width, status="failed",
+               device=settings.device_profile,
+               target_metric=target.metric if target else None,
+               target_value=target.value if target else None, feasible=False, seconds=0.0)
+    row.update({f"hp_{k}": v for k, v in params.items()})
+    return row
+
+
+def write_row(trial_dir: Path, row: dict[str, Any]) -> Path:
+    """Write a trial's ``row.json`` (write-then-rename: a killed process leaves no half row)."""
+    path = trial_dir / ROW_FILE
+    write_text_atomic(path, json.dumps(row, default=str))
+    return path
+
+
+def objective_value(row: dict[str, Any]) -> float:
+    """The accuracy the search maximizes: validation accuracy if there is one, else test."""
+    for key in ("val_accuracy", "accuracy"):
+        value = row.get(key)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return float(value)
+    return 0.0
 
 
 def trial_rows(run_dir: Path) -> list[dict[str, Any]]:

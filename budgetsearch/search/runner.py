@@ -1,9 +1,17 @@
 """One search run end to end: plan the target, pick the pruner, run an engine, summarize.
 
 Example:
-    >>> request = RunRequest(device="jetson", target=Target("latency_ms", 10.0))   # doctest: +SKIP
-    >>> summary = run_search(request, Path("runs/demo"))                            # doctest: +SKIP
-    >>> summary.best["accuracy"]                                                    # doctest: +SKIP
+    >>> import tempfile
+    >>> from budgetsearch.cost import Target
+    >>> from budgetsearch.search.settings import TrialSettings
+    >>> settings = TrialSettings(model="wrn-10-1", dataset="synthetic", train_subset=64,
+    ...                          target=Target.parse("params", "50%"), reference_epochs=0.5)
+    >>> request = RunRequest(settings=settings, pruner="magnitude",
+    ...                      optuna=OptunaOptions(trials=1, prune=False))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     summary = run_search(request, Path(folder), progress=False)
+    >>> summary.best["feasible"]
+    True
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import math
 import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +30,19 @@ import yaml
 from budgetsearch.cost import load_profile, resolve_profile_name
 from budgetsearch.files import write_text_atomic
 from budgetsearch.models.files import load_model_file
-from budgetsearch.pruners import pruner_class, pruner_names
-from budgetsearch.search.objective import TrialSettings, full_inventory, validate_space
+from budgetsearch.pruners import pruner_class, search_order
+from budgetsearch.search.objective import validate_space
 from budgetsearch.search.optuna_driver import STUDY_FILE, OptunaOptions, run_optuna
+from budgetsearch.search.plan import TargetPlan, plan_target
+from budgetsearch.search.request import ENGINES, RunRequest
 from budgetsearch.search.results import best_feasible, results_frame, write_results
+from budgetsearch.search.settings import TrialSettings, input_shape, trial_data
 from budgetsearch.search.space import SearchSpace, load_space
-from budgetsearch.search.targets import TargetPlan, plan_target
+
+__all__ = ["CONFIG_FILE", "ENGINES", "OptunaOptions", "RunRequest", "RunSummary",
+           "choose_space", "run_search"]
 
 CONFIG_FILE = "config.yaml"
-# Default preference when the user names no pruner: BAR gives a physically smaller network.
-PRUNER_PREFERENCE = ("bar", "erf")
-ENGINES = ("optuna", "ray")
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """What the user asked for (after the CLI parsed it)."""
-
-    settings: TrialSettings = field(default_factory=TrialSettings)
-    pruner: str | None = None
-    space: str | None = None
-    engine: str = "optuna"
-    optuna: OptunaOptions = field(default_factory=OptunaOptions)
-    ray_address: str | None = None
-    max_concurrent: int = 1
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
 
 
 @dataclass
@@ -62,16 +57,12 @@ class RunSummary:
     plan: TargetPlan | None = None
 
 
-def _input_shape(settings: TrialSettings) -> tuple[tuple[int, int, int], int]:
-    from budgetsearch.search.objective import _splits
-
-    data = _splits(settings.dataset, settings.data_dir, settings.train_subset,
-                   settings.val_fraction, settings.seed)
-    return (data.in_channels, data.image_size, data.image_size), data.num_classes
-
-
 def choose_space(request: RunRequest) -> tuple[SearchSpace, TargetPlan | None, list[str]]:
     """Pick the pruner (and its space) that can meet the target, before any training.
+
+    With a named pruner or space, that one; otherwise the registered pruners in their
+    ``search_rank`` order, and the first that can meet the target (each asked through the
+    protocol: :func:`~budgetsearch.search.plan.plan_target`).
 
     Raises:
         ValueError: the target is below the reachable minimum, or the named pruner cannot meet
@@ -81,30 +72,19 @@ def choose_space(request: RunRequest) -> tuple[SearchSpace, TargetPlan | None, l
     profile = load_profile(settings.device_profile) if settings.device_profile else None
     if request.space is not None:
         spaces = [load_space(request.space)]
+    elif request.pruner is not None:
+        pruner_class(request.pruner)  # an unknown name raises, listing the valid ones
+        spaces = [load_space(request.pruner)]
     else:
-        names = [request.pruner] if request.pruner else [
-            n for n in PRUNER_PREFERENCE if n in pruner_names()]
-        if request.pruner is not None and request.pruner not in pruner_names():
-            pruner_class(request.pruner)  # raises, listing the valid names
-        spaces = [load_space(n) for n in names]
-    notes: list[str] = []
-    plan = None
-    if settings.target is not None:
-        shape, classes = _input_shape(settings)
-        inventory = full_inventory(settings.model, settings.width, shape, classes)
-        candidates = {s.pruner: pruner_class(s.pruner).granularity for s in spaces}
-        if len(spaces) == 1 and candidates[spaces[0].pruner] == "unstructured" and \
-                "bar" in pruner_names():
-            candidates["bar"] = "channel"  # a fallback the plan may need
-        plan = plan_target(settings.target, inventory, profile, pruners=candidates,
-                           model_label=settings.model)
-        notes.extend(plan.notes)
-        chosen = next((s for s in spaces if s.pruner in plan.pruners), None)
-        if chosen is None:
-            chosen = load_space(plan.pruners[0])
-            notes.append(f"chose {chosen.pruner}: it is the pruner that can meet the target")
-        return chosen, plan, notes
-    return spaces[0], plan, notes
+        spaces = [load_space(name) for name in search_order()]
+    if settings.target is None:
+        return spaces[0], None, []
+    plan = plan_target(settings.target, settings, profile, spaces)
+    notes = list(plan.notes)
+    chosen = next(s for s in spaces if s.pruner == plan.pruners[0])
+    if len(spaces) > 1 and chosen is not spaces[0]:
+        notes.append(f"chose {chosen.pruner}: the first pruner that can meet the target")
+    return chosen, plan, notes
 
 
 def measure_latency_ms(model: Any, input_shape: tuple[int, ...], *, threads: int | None = None,
@@ -224,9 +204,12 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
         request = replace(request, settings=settings)
     if request.engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {request.engine!r}")
+    trial_data(settings)  # the data set loads (or says what is missing) before any file
     space, plan, notes = choose_space(request)
-    validate_space(space)
-    _input_shape(settings)  # the data set loads (or says what is missing) before any file
+    if plan is not None:  # trials see the absolute target (a relative one resolved once here)
+        settings = replace(settings, target=plan.target)
+        request = replace(request, settings=settings)
+    validate_space(space, settings.target)
     if resume:
         check_resume(run_dir, request, space)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -239,7 +222,8 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
 
         if progress:
             print(f"training the unpruned {settings.model} once ({settings.reference_epochs:g} "
-                  "epoch(s)): every trial starts from it and BAR distils from it", flush=True)
+                  "epoch(s)): every trial starts from it (and distils from it where its pruner "
+                  "does)", flush=True)
         reference = ensure_reference(settings, run_dir)
         notes.append(f"unpruned reference {settings.model}: accuracy "
                      f"{reference['accuracy']:.4f}, {reference['params']:,.0f} parameters "
@@ -272,8 +256,8 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
         except (ValueError, FileNotFoundError) as error:
             notes.append(f"latency not measured here: {error}")
         else:
-            shape, _ = _input_shape(settings)
-            measured = measure_latency_ms(model, shape, threads=_profile_threads(settings))
+            measured = measure_latency_ms(model, input_shape(settings),
+                                          threads=_profile_threads(settings))
     return RunSummary(run_dir, table, None if best is None else best.to_dict(), notes,
                       measured, plan)
 

@@ -11,8 +11,8 @@ from fvcore.nn import FlopCountAnalysis, parameter_count
 
 from budgetsearch.models import build_model
 from budgetsearch.models.mixed import CompactResNet, MixedBlock
-from budgetsearch.pruners import build_pruner
-from budgetsearch.pruners.bar import BARConfig, BARPhases, BARPruner
+from budgetsearch.pruners import BudgetInfeasible, build_pruner
+from budgetsearch.pruners.bar import BARConfig, BARPruner
 from budgetsearch.pruners.bar_layout import attach_gates, prune_plan
 from budgetsearch.pruners.bar_schedule import BARRIER_CAP, barrier, budget_margins, transition
 from budgetsearch.pruners.compaction import compact_model
@@ -127,11 +127,13 @@ def test_config_validation_names_the_option() -> None:
     with pytest.raises(ValueError, match="budget"):
         BARConfig(budget=1.5)
     with pytest.raises(ValueError, match="profile"):
-        BARConfig(metric="latency")
+        BARPruner(metric="latency")
     with pytest.raises(TypeError, match="unknown BAR option"):
         BARPruner(bugdet=0.5)
     with pytest.raises(ValueError, match="finetune_lr_factor"):
-        BARPhases(finetune_lr_factor=2.0)
+        BARConfig(finetune_lr_factor=2.0)
+    with pytest.raises(ValueError, match="phase_fractions"):
+        BARConfig(phase_fractions=(0.5, 0.5, 0.5))
 
 
 # -- compaction -------------------------------------------------------------------------------
@@ -240,7 +242,7 @@ def test_budget_projection_counts_removed_channels() -> None:
     assert pruner.projected_channels > 0
     assert pruner.report().cost["activation_volume"] <= pruner.budget_value
     assert all(not g.log_alpha.requires_grad for _, g in pruner.layout.named_gates())
-    assert pruner.param_groups() == []
+    assert pruner.param_groups(lr=0.1) == []
 
 
 @pytest.mark.parametrize("metric", ["flops", "latency"])
@@ -249,24 +251,29 @@ def test_other_metrics_price_through_the_cost_model(metric: str) -> None:
     pruner.prepare(build_model("wrn-10-1"), EXAMPLE)
     expected = pruner.expected_cost()
     expected.backward()
-    assert torch.isfinite(expected) and 0 < float(expected.detach()) <= pruner.full_cost[metric]
+    key = pruner.config.metric
+    assert torch.isfinite(expected) and 0 < float(expected.detach()) <= pruner.full_cost[key]
     plan = pruner.hard_prune()
     assert pruner.hard_cost(plan) <= pruner.budget_value
     assert pruner.report().cost["latency_ms"] > 0
 
 
-def test_fit_runs_the_three_phases_and_freezes_the_gates() -> None:
+def test_one_trainer_runs_the_three_phases_and_freezes_the_gates() -> None:
     from budgetsearch.data import DatasetSplits, make_synthetic
-    from budgetsearch.train import TrainConfig
+    from budgetsearch.train import TrainConfig, train_phases
 
     train_set, test_set, classes = make_synthetic(num_train=128, num_test=32, image_size=16)
     data = DatasetSplits("synthetic", train_set, None, test_set, classes, 1, 16)
     torch.manual_seed(0)
-    pruner = BARPruner(budget=0.5, gate_lr=0.2)
+    pruner = BARPruner(budget=0.5, gate_lr=0.2, phase_fractions=(2 / 3, 1 / 6, 1 / 6))
     model = pruner.prepare(build_model("wrn-10-1"), EXAMPLE)
-    results = pruner.fit(model, data, TrainConfig(epochs=1, batch_size=32, progress=False),
-                         BARPhases(prune_epochs=2, frozen_epochs=0.5, finetune_epochs=0.5))
-    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    seen = []
+    result = train_phases(model, data, TrainConfig(epochs=3, batch_size=32, progress=False),
+                          pruner, on_phase_end=lambda i, phase, r: seen.append(
+                              (phase.name, r.steps, pruner.hard_pruned)) or False)
+    assert result.status == "ok"
+    # 3 epochs of 4 steps: 8 / 2 / 2 steps; hard prune between the first and second phase.
+    assert seen == [("prune", 8, False), ("frozen", 2, True), ("finetune", 2, True)]
     assert pruner.hard_pruned and all(g.frozen for _, g in pruner.layout.named_gates())
     kept_before = [layer.kept for layer in pruner.report().layers]
     compact = pruner.finalize().eval()
@@ -287,9 +294,10 @@ def test_budget_below_the_smallest_network_is_refused_at_prepare() -> None:
     assert all(g.kept_mask().all() for _, g in probe.layout.named_gates())  # gates restored
     too_small = 0.9 * smallest / probe.full_cost["params"]
     pruner = BARPruner(budget=too_small, metric="params", distillation=False)
-    with pytest.raises(ValueError, match="cannot be met"):
+    with pytest.raises(BudgetInfeasible, match="cannot be met") as refused:
         pruner.prepare(build_model("wrn-10-1", num_classes=10, in_channels=1),
                        torch.zeros(1, 1, 28, 28))
+    assert refused.value.minimum == pytest.approx(smallest)
     enough = 1.1 * smallest / probe.full_cost["params"]
     BARPruner(budget=enough, metric="params", distillation=False).prepare(
         build_model("wrn-10-1", num_classes=10, in_channels=1), torch.zeros(1, 1, 28, 28))

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from budgetsearch.cost.metrics import METRICS, is_met
+from budgetsearch.errors import UsageError
 from budgetsearch.files import torch_save_atomic, write_text_atomic
 from budgetsearch.pareto.fronts import (
     COST_COLUMNS,
@@ -27,15 +29,12 @@ from budgetsearch.pareto.results import load_run_config, load_runs, write_csv_at
 
 _PLOT_METRICS = ("params", "flops", "activation_volume")
 #: Plot titles' names of the cost columns (the axis labels carry the units).
-_TITLE_NAMES = {"params": "parameters", "flops": "FLOPs", "activation_volume": "activation volume",
-                "memory_bytes": "memory", "latency_ms": "latency"}
+_TITLE_NAMES = {name: info.short for name, info in METRICS.items()}
 #: One line per ``budgetsearch baselines`` invocation, in RUN/baselines/ (read by the report).
 BASELINE_COMMANDS_FILE = "commands.txt"
 
 
 def _usage(message: str) -> Exception:
-    from budgetsearch.cli import UsageError
-
     return UsageError(message)
 
 
@@ -63,6 +62,15 @@ def _reference(table: pd.DataFrame, metric: str, target: float | None) -> tuple[
     usable = usable_trials(table, metric)
     worst = float(usable[metric].max()) if not usable.empty else 1.0
     return (target if target is not None else worst * 1.05, 0.0)
+
+
+def _unpruned_cost(table: pd.DataFrame, metric: str) -> float | None:
+    """The unpruned reference's cost on ``metric`` (a relative --target is a share of it)."""
+    if "kind" not in table or metric not in table:
+        return None
+    values = pd.to_numeric(table.loc[table["kind"] == "reference", metric], errors="coerce")
+    values = values.dropna()
+    return float(values.iloc[0]) if len(values) else None
 
 
 def _table_target(table: pd.DataFrame, metric: str) -> float | None:
@@ -114,7 +122,8 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
     table = load_runs(runs)
     metric = resolve_metric(args.metric)
     devices = _devices(args.devices, table)
-    target = parse_target(args.target, metric) if args.target else _table_target(table, metric)
+    target = (parse_target(args.target, metric, full=_unpruned_cost(table, metric))
+              if args.target else _table_target(table, metric))
     out = Path(args.out) if args.out is not None else runs[0] / "pareto"
     out.mkdir(parents=True, exist_ok=True)
     name = " + ".join(dict.fromkeys(table["run"].astype(str))) if "run" in table else runs[0].name
@@ -302,7 +311,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     from budgetsearch.pareto.fronts import baseline_widths
     from budgetsearch.pareto.reprice import PrunedConfig, price_config
     from budgetsearch.pareto.results import RESULTS_FILE, append_rows
-    from budgetsearch.search.objective import BN_RECALIBRATION_BATCHES
+    from budgetsearch.search.settings import BN_RECALIBRATION_BATCHES
     from budgetsearch.train import TrainConfig, seed_everything, train
 
     ratios = parse_ratios(args.ratios)
@@ -403,7 +412,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         costs = cost.as_dict()
         feasible = True
         if target_metric in costs and costs[target_metric] is not None and target_value:
-            feasible = bool(costs[target_metric] <= target_value)
+            feasible = is_met(costs[target_metric], target_value)
         row = {
             "trial_id": f"baseline-{model_name}-r{ratio:g}", "engine": "baselines",
             "kind": "baseline", "pruner": None, "model": model_name, "width": width,

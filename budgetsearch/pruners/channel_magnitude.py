@@ -1,0 +1,167 @@
+"""Channel magnitude pruning (L1-norm filter pruning, Li et al. 2017; the BAR paper's "WM").
+
+At ``prepare`` every gated channel group is scored by the L1 norm of the filters that write it,
+and the lowest are switched off — the same fraction in every group (``scope="uniform"``, the
+BAR paper's WM) or the lowest scores across groups, each normalised by its group's mean
+(``scope="global"``) — as few as needed for the whole network's cost to meet the target. The
+structure is then fixed, training fine-tunes what is left, and :meth:`finalize` returns the
+physically smaller network.
+
+It shares BAR's channel machinery (where the gates sit, what they keep, how the result is priced
+and compacted) and differs only in how channels are chosen: by weight magnitude, once, instead of
+learned Hard-Concrete gates under a budget barrier.
+
+Example:
+    >>> import torch
+    >>> from budgetsearch.cost import Target
+    >>> from budgetsearch.models import build_model
+    >>> pruner = ChannelMagnitudePruner(target=Target.parse("flops", "50%"))
+    >>> model = pruner.prepare(build_model("wrn-10-1"), torch.zeros(1, 1, 28, 28))
+    >>> pruner.report().cost["flops"] <= pruner.target.value
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from budgetsearch.cost import DeviceProfile, Target, is_met
+from budgetsearch.pruners.bar import BARConfig, BARPruner
+from budgetsearch.pruners.bar_layout import prune_plan
+from budgetsearch.pruners.base import register_pruner
+from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
+from budgetsearch.train_hooks import Phase
+
+Scope = Literal["uniform", "global"]
+_BISECTION_STEPS = 30
+
+
+@register_pruner
+class ChannelMagnitudePruner(BARPruner):
+    """Keep the channels with the largest filter L1 norms, then fine-tune.
+
+    Args:
+        target: the ceiling on any metric (``params``, ``flops``, ``activation_volume``,
+            ``latency_ms`` on a profile).
+        profile: device profile (latency targets and reporting).
+        teacher: optional distillation teacher for the fine-tuning (section 3.5 of BAR).
+        budget: without a target: the allowed cost as a fraction of the unpruned network's, on
+            ``metric``.
+        metric: what ``budget`` counts (default FLOPs).
+        scope: ``"uniform"`` (the same kept fraction in every group) or ``"global"``.
+    """
+
+    name: ClassVar[str] = "channel-magnitude"
+    search_rank: ClassVar[int | None] = None
+    param_group_optimizer = None
+
+    def __init__(self, *, target: Target | None = None, profile: DeviceProfile | str | None = None,
+                 teacher: nn.Module | None = None, budget: float = 0.5, metric: str = "flops",
+                 scope: Scope = "uniform", connectivity: Literal["mixed", "regular"] = "mixed",
+                 kd_alpha: float = 0.9, kd_temperature: float = 4.0) -> None:
+        if scope not in ("uniform", "global"):
+            raise ValueError(f"scope must be 'uniform' or 'global', got {scope!r}")
+        config = BARConfig(budget=budget, metric=metric, connectivity=connectivity,
+                           kd_alpha=kd_alpha, kd_temperature=kd_temperature,
+                           distillation=None, enforce_budget=False)
+        super().__init__(config=config, target=target, profile=profile, teacher=teacher)
+        self.scope = scope
+        self.kept_fraction: float | None = None
+
+    def prepare(self, model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+        """Attach the channel gates, choose the channels by magnitude, fix the structure."""
+        model = super().prepare(model, example_input)
+        with torch.no_grad():
+            if self.scope == "uniform":
+                self._choose_uniform()
+            else:
+                self._choose_global()
+        self.hard_prune()
+        return model
+
+    def phases(self) -> tuple[Phase, ...]:
+        """One fine-tuning phase: the structure is fixed at ``prepare``."""
+        return (Phase("finetune"),)
+
+    def _norms(self) -> dict[str, torch.Tensor]:
+        modules = dict(self._layout().model.named_modules())
+        norms = {}
+        for name, gate in self._layout().named_gates():
+            weight = modules[name].weight.detach()
+            norms[name] = weight.abs().reshape(gate.channels, -1).sum(dim=1)
+        return norms
+
+    def _set(self, keep: dict[str, torch.Tensor]) -> float:
+        for name, gate in self._layout().named_gates():
+            gate.log_alpha.fill_(-LOG_ALPHA_LIMIT)
+            gate.log_alpha[keep[name]] = LOG_ALPHA_LIMIT
+        return self.hard_cost(prune_plan(self._layout()))
+
+    def _fits(self, keep: dict[str, torch.Tensor]) -> bool:
+        return is_met(self._set(keep), self.budget_value)
+
+    def _choose_uniform(self) -> None:
+        """The largest kept fraction (the same in every group) whose cost meets the budget."""
+        norms = self._norms()
+        gates = dict(self._layout().named_gates())
+
+        def keep_at(fraction: float) -> dict[str, torch.Tensor]:
+            keep = {}
+            for name, gate in gates.items():
+                count = max(gate.min_alive, round(fraction * gate.channels), 1)
+                keep[name] = torch.topk(norms[name], count).indices
+            return keep
+
+        low, high = 0.0, 1.0
+        if self._fits(keep_at(high)):
+            low = high
+        else:
+            for _ in range(_BISECTION_STEPS):
+                mid = (low + high) / 2
+                if self._fits(keep_at(mid)):
+                    low = mid
+                else:
+                    high = mid
+        self._set(keep_at(low))
+        self.kept_fraction = low
+
+    def _choose_global(self) -> None:
+        """Drop the lowest normalised norms across groups, as few as meet the budget."""
+        norms = self._norms()
+        gates = dict(self._layout().named_gates())
+        entries: list[tuple[float, str, int]] = []
+        for name, values in norms.items():
+            scale = float(values.mean()) or 1.0
+            entries += [(float(v) / scale, name, i) for i, v in enumerate(values)]
+        entries.sort()
+
+        def keep_after(dropped: int) -> dict[str, torch.Tensor]:
+            off: dict[str, set[int]] = {name: set() for name in gates}
+            for _, name, index in entries[:dropped]:
+                if gates[name].channels - len(off[name]) > max(gates[name].min_alive, 1):
+                    off[name].add(index)
+            return {name: torch.tensor([i for i in range(gate.channels) if i not in off[name]],
+                                       dtype=torch.long) for name, gate in gates.items()}
+
+        low, high = 0, len(entries)
+        if not self._fits(keep_after(low)):
+            while high - low > 1:  # meets(high) is the smallest network the groups allow
+                mid = (low + high) // 2
+                if self._fits(keep_after(mid)):
+                    high = mid
+                else:
+                    low = mid
+            low = high
+        self._set(keep_after(low))
+        kept = sum(int(g.kept_mask().sum()) for g in gates.values())
+        self.kept_fraction = kept / sum(g.channels for g in gates.values())
+
+    def report(self) -> Any:
+        """BAR's report, with the selection rule and kept fraction."""
+        report = super().report()
+        report.extra.update(selection=f"filter L1 norm, {self.scope}",
+                            kept_fraction=self.kept_fraction)
+        return report

@@ -1,0 +1,101 @@
+"""Run-wide settings of every trial, and what they load once per process (data, inventory).
+
+Example:
+    >>> settings = TrialSettings(model="wrn-10-1", dataset="synthetic", train_subset=64)
+    >>> splits = trial_data(settings)
+    >>> input_shape(settings)
+    (1, 28, 28)
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from budgetsearch.cost import LayerInventory, Target, layer_inventory
+from budgetsearch.data import DatasetSplits, load_dataset
+from budgetsearch.models import build_model
+
+# Short pruning runs leave BN running statistics far behind the (re-gated) weights: the eval
+# network fell to chance in every trial of a 12-trial run without re-estimating them.
+BN_RECALIBRATION_BATCHES = 20
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Run-wide settings of every trial (hyperparameters come per trial).
+
+    ``target`` is absolute by the time trials run (a relative one is resolved against the
+    unpruned network once, by the runner).
+    """
+
+    model: str = "wrn-16-2"
+    width: float = 1.0
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    train_subset: int | None = 2000
+    val_fraction: float = 0.2
+    batch_size: int = 64
+    lr: float = 2e-3
+    epochs: float = 1.0
+    weight_decay: float = 5e-4
+    device_profile: str | None = None
+    target: Target | None = None
+    seed: int = 0
+    torch_device: str = "cpu"
+    threads: int | None = None
+    # The unpruned network is trained this long once per run; every trial starts from it and
+    # distils from it where its pruner distils (search/reference.py). 0: trials start from
+    # random weights, without a teacher.
+    reference_epochs: float = 2.0
+    reference_path: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain mapping (for the resolved config)."""
+        data = asdict(self)
+        data["target"] = None if self.target is None else self.target.as_dict()
+        return data
+
+
+@functools.lru_cache(maxsize=4)
+def _splits(dataset: str, data_dir: str | None, train_subset: int | None, val_fraction: float,
+            seed: int) -> DatasetSplits:
+    return load_dataset(dataset, data_dir=data_dir, train_subset=train_subset,
+                        val_fraction=val_fraction, seed=seed)
+
+
+def trial_data(settings: TrialSettings) -> DatasetSplits:
+    """The run's data split, loaded once per worker process (every trial uses the same)."""
+    return _splits(settings.dataset, settings.data_dir, settings.train_subset,
+                   settings.val_fraction, settings.seed)
+
+
+def input_shape(settings: TrialSettings) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of one input image of the run's data."""
+    data = trial_data(settings)
+    return (data.in_channels, data.image_size, data.image_size)
+
+
+def build_network(settings: TrialSettings) -> torch.nn.Module:
+    """The unpruned network of the run, freshly initialised."""
+    data = trial_data(settings)
+    return build_model(settings.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                       width_multiplier=settings.width)
+
+
+@functools.lru_cache(maxsize=16)
+def full_inventory(model: str, width: float, shape: tuple[int, int, int],
+                   num_classes: int) -> LayerInventory:
+    """Layer inventory of the unpruned network (traced once per process)."""
+    net = build_model(model, num_classes=num_classes, in_channels=shape[0],
+                      width_multiplier=width)
+    return layer_inventory(net, torch.zeros(1, *shape))
+
+
+def settings_inventory(settings: TrialSettings) -> LayerInventory:
+    """:func:`full_inventory` of the run's network."""
+    return full_inventory(settings.model, settings.width, input_shape(settings),
+                          trial_data(settings).num_classes)
