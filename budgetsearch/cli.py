@@ -409,15 +409,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from budgetsearch.cost import PROFILE_DIR, save_profile
+    from budgetsearch.cost import save_profile
     from budgetsearch.cost.measure import profile_this_machine
+    from budgetsearch.cost.profiles import default_profile_path
 
     if not _PROFILE_NAME.match(args.name):
         raise UsageError(
             f"--name must be lower-case letters, digits, '.', '_' or '-' (like cpu-2core-x86), "
             f"got {args.name!r}"
         )
-    out = Path(args.out) if args.out else PROFILE_DIR / f"{args.name}.yaml"
+    out = Path(args.out) if args.out else default_profile_path(args.name)
     if out.suffix not in (".yaml", ".yml"):
         raise UsageError(f"--out must be a .yaml file path, got {str(out)!r}")
     if out.exists() and not args.force:
@@ -453,7 +454,9 @@ def _add_profile_parser(sub: Any) -> None:
         "measured profile (YAML) plus the per-network measurements (CSV).",
     )
     p.add_argument("--name", required=True, help="profile name, e.g. cpu-2core-x86")
-    p.add_argument("--out", help="YAML path (default hw_profiles/NAME.yaml)")
+    p.add_argument("--out", help="YAML path (default NAME.yaml in $BUDGETSEARCH_PROFILE_DIR "
+                   "when set, else in hw_profiles/ of a writable source checkout, else in "
+                   "~/.config/budgetsearch/hw_profiles)")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1)")
     p.add_argument("--fit", type=_positive_int, default=60, help="networks to fit (default 60)")
     p.add_argument("--holdout", type=_positive_int, default=40,

@@ -1,7 +1,9 @@
 """Files that survive a crash: write to a temporary file beside the target, then rename.
 
 ``os.replace`` is atomic on POSIX within one folder, so a reader (or a resumed run) sees either
-the old file or the new one, never a half-written one, even after ``kill -9``.
+the old file or the new one, never a half-written one, even after ``kill -9``. The new file gets the
+mode a plain ``open(path, "w")`` would leave: an existing file's mode is kept, and a new file is
+``0o666`` less the umask (``0o644`` under umask ``022``), not ``tempfile``'s private ``0o600``.
 
 Example:
     >>> import tempfile
@@ -13,18 +15,36 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 
+def _create_beside(path: Path) -> tuple[int, Path]:
+    """A new empty file next to ``path``, opened for writing, mode ``0o666`` less the umask."""
+    # tempfile.mkstemp always creates 0o600; os.open with 0o666 lets the kernel apply the umask
+    # (reading the umask would mean setting it, which races with other threads).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        try:
+            return os.open(temp, flags, 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}: 100 names taken")
+
+
 def _write_atomic(path: Path, mode: str, write: Callable[[IO[Any]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    handle, temp = _create_beside(path)
     try:
         with os.fdopen(handle, mode) as stream:
+            with contextlib.suppress(FileNotFoundError):  # an overwrite keeps the old file's mode
+                os.chmod(temp, stat.S_IMODE(os.stat(path).st_mode))
             write(stream)
         os.replace(temp, path)
     except BaseException:  # KeyboardInterrupt too: never leave the temporary file behind

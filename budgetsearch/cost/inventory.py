@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -181,7 +182,12 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
     Raises:
         TypeError: ``example_input`` is not a tensor.
     """
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():
+        # fvcore.nn runs torch.jit.script on its focal loss at import, and torch warns that
+        # jit.script is deprecated: noise for us (we never use that loss). Only that warning.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                                category=FutureWarning, module=r"torch\.jit\._script")
+        from fvcore.nn import FlopCountAnalysis
 
     if not isinstance(example_input, Tensor):
         raise TypeError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")

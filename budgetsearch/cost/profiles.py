@@ -1,7 +1,16 @@
 """Device profiles: what one layer costs in time on one device, and how sure we are of it.
 
-A profile is a YAML file in ``hw_profiles/`` (read with ``yaml.safe_load`` only), validated on load:
-an unknown key, a wrong type or a negative number raises ``ValueError`` naming the file and key.
+A profile is a YAML file (read with ``yaml.safe_load`` only), validated on load: an unknown key, a
+wrong type or a negative number raises ``ValueError`` naming the file and key. A profile is named by
+its file stem (or an alias) and looked up in two folders, in this order:
+
+1. the shipped profiles, :data:`PROFILE_DIR`: ``hw_profiles/`` at the top of a source checkout,
+   installed as the package data ``budgetsearch/hw_profiles/`` by a wheel;
+2. the user's profiles, :func:`user_profile_dir`: ``$BUDGETSEARCH_PROFILE_DIR`` when set, else
+   ``$XDG_CONFIG_HOME/budgetsearch/hw_profiles`` (``~/.config/budgetsearch/hw_profiles``).
+
+``budgetsearch profile`` writes to the first when it is a writable source checkout, else to the
+second (:func:`default_profile_path`). A path to a ``.yaml`` file works anywhere a name does.
 
 The latency model is per op kind (``conv``, ``dwconv``, ``linear``, ``batchnorm``, ``pool``,
 ``other``; ``default`` fills the kinds not given). For a layer with ``F`` FLOPs (fvcore: 1 FLOP =
@@ -30,8 +39,10 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +51,24 @@ import yaml
 from budgetsearch.files import write_text_atomic, yaml_problem
 
 OP_KINDS = ("conv", "dwconv", "linear", "batchnorm", "pool", "other")
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "hw_profiles"
+#: Environment variable naming the folder of the user's own profiles (see :func:`user_profile_dir`).
+PROFILE_DIR_ENV = "BUDGETSEARCH_PROFILE_DIR"
+
+
+def _shipped_profile_dir() -> Path:
+    """The shipped profiles: inside the installed package, else beside it in a checkout."""
+    # pyproject.toml maps the top-level hw_profiles/ to the package budgetsearch.hw_profiles, so a
+    # wheel holds it inside the package; a source checkout (editable install, PYTHONPATH=.) keeps
+    # it beside the package. Asking for budgetsearch itself, not budgetsearch.hw_profiles, finds
+    # the copy next to whichever budgetsearch was imported.
+    packaged = files("budgetsearch") / "hw_profiles"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "hw_profiles"
+
+
+#: Folder of the profiles shipped with budgetsearch.
+PROFILE_DIR = _shipped_profile_dir()
 
 ProfileSource = Literal["measured", "datasheet"]
 
@@ -415,15 +443,82 @@ def _ops_from_roofline(
     return "max", int(values["bytes_per_element"]), 0.0, ops
 
 
+def user_profile_dir() -> Path:
+    """Folder of the user's own profiles (it need not exist).
+
+    ``$BUDGETSEARCH_PROFILE_DIR`` when set, else ``$XDG_CONFIG_HOME/budgetsearch/hw_profiles``,
+    with ``XDG_CONFIG_HOME`` defaulting to ``~/.config``.
+
+    Example:
+        >>> user_profile_dir()  # doctest: +SKIP
+        PosixPath('/home/me/.config/budgetsearch/hw_profiles')
+    """
+    chosen = os.environ.get(PROFILE_DIR_ENV)
+    if chosen:
+        return Path(chosen).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config).expanduser() / "budgetsearch" / "hw_profiles"
+
+
+def _in_source_checkout(folder: Path) -> bool:
+    # An installed wheel has the profiles inside the package; a checkout has them beside it.
+    return folder.resolve().parent != Path(__file__).resolve().parents[1]
+
+
+def default_profile_path(name: str) -> Path:
+    """Where ``budgetsearch profile --name NAME`` writes when no ``--out`` is given.
+
+    ``$BUDGETSEARCH_PROFILE_DIR/NAME.yaml`` when that variable is set; else
+    ``hw_profiles/NAME.yaml`` of a source checkout that is writable (the profile can be committed);
+    else ``NAME.yaml`` in :func:`user_profile_dir` (an installed package is not the place to
+    write). Profiles in either folder load by name.
+
+    Raises:
+        ValueError: ``name`` is a shipped profile but would be written to the user folder, where
+            the shipped one would hide it.
+    """
+    shipped = PROFILE_DIR
+    if (not os.environ.get(PROFILE_DIR_ENV) and _in_source_checkout(shipped)
+            and os.access(shipped, os.W_OK)):
+        return shipped / f"{name}.yaml"
+    if (shipped / f"{name}.yaml").is_file():
+        raise ValueError(
+            f"name {name!r} is a profile shipped in {shipped}; a user profile of that name would "
+            f"be hidden by it, so choose another name or give an explicit path"
+        )
+    return user_profile_dir() / f"{name}.yaml"
+
+
+def _profile_dirs(directory: str | Path | None) -> list[Path]:
+    if directory is not None:
+        return [Path(directory)]
+    user = user_profile_dir()
+    if user.resolve() == PROFILE_DIR.resolve():
+        return [PROFILE_DIR]
+    return [PROFILE_DIR, user]
+
+
+def _profile_files(directory: str | Path | None) -> dict[str, Path]:
+    """``{stem: path}``, the first folder winning a name found in more than one."""
+    found: dict[str, Path] = {}
+    for folder in _profile_dirs(directory):
+        for path in sorted(folder.glob("*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
 def profile_names(directory: str | Path | None = None) -> list[str]:
-    """Names (file stems) of the profiles shipped in ``hw_profiles/``, sorted."""
-    folder = Path(directory) if directory is not None else PROFILE_DIR
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    """Names (file stems) of the profiles: shipped ones sorted, then the user's own sorted.
+
+    With ``directory``, only the profiles in that folder. A user profile named like a shipped one
+    is not listed (the shipped one wins; see :func:`default_profile_path`).
+    """
+    return list(_profile_files(directory))
 
 
-def _aliases(folder: Path) -> dict[str, str]:
+def _aliases(paths: list[Path]) -> dict[str, str]:
     table: dict[str, str] = {}
-    for path in sorted(folder.glob("*.yaml")):
+    for path in paths:
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError:
@@ -434,27 +529,35 @@ def _aliases(folder: Path) -> dict[str, str]:
     return table
 
 
-def resolve_profile_name(name: str, directory: str | Path | None = None) -> str:
-    """The profile file stem ``name`` refers to (``"jetson"`` → ``"jetson-orin-nano"``).
-
-    Raises:
-        ValueError: no profile or alias of that name (the message lists the valid ones).
-    """
-    folder = Path(directory) if directory is not None else PROFILE_DIR
-    names = profile_names(folder)
-    if name in names:
-        return name
-    aliases = _aliases(folder)
+def _find_profile(name: str, directory: str | Path | None = None) -> Path:
+    table = _profile_files(directory)
+    if name in table:
+        return table[name]
+    aliases = _aliases(list(table.values()))
     if name in aliases:
-        return aliases[name]
+        return table[aliases[name]]
     raise ValueError(
-        f"device must be a profile name ({', '.join(names)}), an alias "
+        f"device must be a profile name ({', '.join(table)}), an alias "
         f"({', '.join(sorted(aliases)) or 'none'}) or a path to a .yaml file, got {name!r}"
     )
 
 
+def resolve_profile_name(name: str, directory: str | Path | None = None) -> str:
+    """The profile file stem ``name`` refers to (``"jetson"`` → ``"jetson-orin-nano"``).
+
+    Looks in the shipped and then the user's profiles (:func:`profile_names`), or in
+    ``directory`` only.
+
+    Raises:
+        ValueError: no profile or alias of that name (the message lists the valid ones).
+    """
+    return _find_profile(name, directory).stem
+
+
 def load_profile(name_or_path: str | Path) -> DeviceProfile:
-    """Load and validate a profile by name (file stem or alias in ``hw_profiles/``) or by path.
+    """Load and validate a profile by name (file stem or alias) or by path.
+
+    A name is looked up among the shipped profiles, then in :func:`user_profile_dir`.
 
     The alias ``"jetson"`` resolves to ``"jetson-orin-nano"``; the CLI tells the user so.
 
@@ -468,7 +571,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
         if not path.is_file():
             raise FileNotFoundError(f"profile file {path} does not exist")
     else:
-        path = PROFILE_DIR / f"{resolve_profile_name(text)}.yaml"
+        path = _find_profile(text)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
