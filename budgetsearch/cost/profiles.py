@@ -113,6 +113,19 @@ class PublishedCheck:
         """Plain mapping, as written in the YAML file."""
         return {f: getattr(self, f) for f in _PUBLISHED_KEYS}
 
+    def summary(self) -> str:
+        """One line for ``budgetsearch devices``."""
+        head = f"error vs {self.measurements} published measurements"
+        if self.measurements == 0 or self.median_abs_pct is None:
+            return f"{head}: none found, {self.stands_for}"
+        within = "" if self.within_25pct is None else f", {self.within_25pct:.0%} within ±25%"
+        if self.heldout:
+            return (f"{head} ({self.runtime}): median |err| {self.median_abs_pct:.1f}% on "
+                    f"{self.heldout} held out{within}; datasheet constants "
+                    f"{self.datasheet_median_abs_pct:.1f}%")
+        return (f"{head} ({self.runtime}): median |err| {self.median_abs_pct:.1f}%{within}; "
+                f"not fitted (too few)")
+
 
 @dataclass(frozen=True, eq=False)
 class DeviceProfile:
