@@ -338,6 +338,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
             error = (f"{e.within_10pct:.0%} of {e.networks} within ±10%, "
                      f"median |err| {e.median_abs_pct:.1f}%")
         print(f"{name:<20} {p.source:<10} {', '.join(p.aliases) or '-':<18} {error}")
+        if p.published_check is not None:
+            print(f"{'':<50} {p.published_check.summary()}")
     return 0
 
 

@@ -113,6 +113,48 @@ class PredictorError:
         }
 
 
+@dataclass(frozen=True)
+class PublishedCheck:
+    """How far the profile's predictions were from latencies other people published.
+
+    ``stands_for`` names the runtime the profile models (e.g. ``"TensorRT FP16"``); ``runtime``
+    names the runtime of the published numbers it was compared with (the same one where such
+    numbers exist) and ``measurements`` counts them (0: none found). With ``heldout > 0`` the
+    roofline's free constants were fitted on the other measurements and the errors are the
+    held-out ones'; otherwise they are over all ``measurements``.
+    ``datasheet_median_abs_pct`` is the datasheet constants' error on the same points.
+    """
+
+    stands_for: str
+    runtime: str
+    measurements: int
+    table: str
+    date: str
+    heldout: int = 0
+    median_abs_pct: float | None = None
+    within_25pct: float | None = None
+    within_50pct: float | None = None
+    datasheet_median_abs_pct: float | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain mapping, as written in the YAML file."""
+        return {f: getattr(self, f) for f in _PUBLISHED_KEYS}
+
+    def summary(self) -> str:
+        """One line for ``budgetsearch devices``."""
+        head = f"error vs {self.measurements} published measurements"
+        if self.measurements == 0 or self.median_abs_pct is None:
+            return f"{head}: none found, {self.stands_for}"
+        within = "" if self.within_25pct is None else f", {self.within_25pct:.0%} within ±25%"
+        if self.heldout:
+            return (f"{head} ({self.runtime}): median |err| {self.median_abs_pct:.1f}% on "
+                    f"{self.heldout} held out{within}; datasheet constants "
+                    f"{self.datasheet_median_abs_pct:.1f}%")
+        return (f"{head} ({self.runtime}): median |err| {self.median_abs_pct:.1f}%{within}; "
+                f"not fitted (too few)")
+
+
 @dataclass(frozen=True, eq=False)
 class DeviceProfile:
     """Latency model of one device, with where its numbers come from.
@@ -125,6 +167,7 @@ class DeviceProfile:
         sparse_speedup: fraction of the FLOPs removed by unstructured sparsity the device saves.
         predictor_error: measured error of the predictor on held-out networks (None if never
             measured, as for every datasheet profile).
+        published_check: error against latencies published by others (None if never checked).
     """
 
     name: str
@@ -140,6 +183,7 @@ class DeviceProfile:
     aliases: tuple[str, ...] = ()
     roofline: Mapping[str, Any] | None = None
     path: str | None = None
+    published_check: PublishedCheck | None = None
 
     def __post_init__(self) -> None:
         if self.source not in ("measured", "datasheet"):
@@ -210,6 +254,8 @@ class DeviceProfile:
         data["predictor_error"] = (
             None if self.predictor_error is None else self.predictor_error.as_dict()
         )
+        if self.published_check is not None:
+            data["published_check"] = self.published_check.as_dict()
         return data
 
 
@@ -236,6 +282,7 @@ _TOP_KEYS = {
     "roofline": dict,
     "sparse_speedup": (int, float),
     "predictor_error": (dict, type(None)),
+    "published_check": dict,
 }
 _REQUIRED_TOP = ("name", "source", "provenance", "sparse_speedup")
 _PROVENANCE_KEYS = {
@@ -272,7 +319,22 @@ _ROOFLINE_REQUIRED = (
     "peak_tflops", "memory_bandwidth_gbs", "compute_efficiency", "memory_efficiency",
     "layer_overhead_ms", "bytes_per_element",
 )
-_QUANTITY_KEYS = {"value": (int, float), "unit": str, "source": str}
+_QUANTITY_KEYS = {"value": (int, float), "unit": str, "source": str, "fitted_from": str}
+_OPTIONAL_NUMBER = (int, float, type(None))
+_PUBLISHED_KEYS = {
+    "stands_for": str,
+    "runtime": str,
+    "measurements": int,
+    "table": str,
+    "date": str,
+    "heldout": int,
+    "median_abs_pct": _OPTIONAL_NUMBER,
+    "within_25pct": _OPTIONAL_NUMBER,
+    "within_50pct": _OPTIONAL_NUMBER,
+    "datasheet_median_abs_pct": _OPTIONAL_NUMBER,
+    "note": str,
+}
+_PUBLISHED_REQUIRED = ("stands_for", "runtime", "measurements", "table", "date")
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
@@ -387,6 +449,18 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
                 raise ValueError(f"{where}: missing required key 'predictor_error.{key}'")
         error = PredictorError(**raw)
 
+    published = None
+    if "published_check" in data:
+        raw = data["published_check"]
+        _check_keys(where, "published_check.", raw, set(_PUBLISHED_KEYS))
+        for key in _PUBLISHED_REQUIRED:
+            if key not in raw:
+                raise ValueError(f"{where}: missing required key 'published_check.{key}'")
+        for key, value in raw.items():
+            if value is not None:
+                _check_type(where, f"published_check.{key}", value, _PUBLISHED_KEYS[key])
+        published = PublishedCheck(**raw)
+
     return DeviceProfile(
         name=data["name"],
         description=data.get("description", ""),
@@ -401,6 +475,7 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
         aliases=aliases,
         roofline=roofline,
         path=None,
+        published_check=published,
     )
 
 
