@@ -8,12 +8,15 @@ import torch
 from budgetsearch.data import DatasetSplits, make_synthetic
 from budgetsearch.models import build_model
 from budgetsearch.train import (
+    Phase,
     StepContext,
     TrainConfig,
+    _build_optimizers,
     _lr_factor,
     evaluate,
     recalibrate_batchnorm,
     train,
+    train_phases,
 )
 
 
@@ -53,7 +56,7 @@ def test_fractional_epochs_stop_early(data: DatasetSplits) -> None:
 
 
 class _ExplodingHooks:
-    def param_groups(self):
+    def param_groups(self, lr: float):
         return []
 
     def loss_terms(self, context: StepContext):
@@ -75,12 +78,16 @@ def test_non_finite_loss_is_a_recorded_failure(data: DatasetSplits) -> None:
 class _RecordingHooks:
     """Gives the BN parameters their own Adam optimizer and reweights the task loss."""
 
+    param_group_optimizer = "adam"
+
     def __init__(self, model: torch.nn.Module) -> None:
         self.bn = [p for n, p in model.named_parameters() if "bn" in n]
         self.progress: list[float] = []
+        self.lrs: list[float] = []
 
-    def param_groups(self):
-        return [{"params": self.bn, "optimizer": "adam", "lr": 1e-2}]
+    def param_groups(self, lr: float):
+        self.lrs.append(lr)
+        return [{"params": self.bn, "lr": 1e-2}]
 
     def loss_terms(self, context: StepContext):
         return {"task": 0.5 * context.task_loss}
@@ -96,7 +103,96 @@ def test_hooks_get_their_own_groups_and_progress(data: DatasetSplits) -> None:
     result = train(model, data, TrainConfig(epochs=1, batch_size=64, progress=False), hooks=hooks)
     assert result.status == "ok"
     assert hooks.progress == [0.0, 0.25, 0.5, 0.75]
+    assert hooks.lrs == [0.05]  # the weights' learning rate is handed to the hooks
     assert any(not torch.equal(a, b) for a, b in zip(before, hooks.bn))
+
+
+def test_hook_groups_go_to_the_hooks_optimizer_with_their_own_rate() -> None:
+    model = _tiny()
+    hooks = _RecordingHooks(model)
+    optimizers = _build_optimizers(model, TrainConfig(lr=0.05, weight_decay=1e-4), hooks)
+    by_kind = {type(opt).__name__: opt for opt in optimizers}
+    assert set(by_kind) == {"SGD", "Adam"}
+    (adam_group,) = by_kind["Adam"].param_groups
+    assert {id(p) for p in adam_group["params"]} == {id(p) for p in hooks.bn}
+    assert adam_group["lr"] == 1e-2 and adam_group["weight_decay"] == 0.0
+    sgd_ids = {id(p) for g in by_kind["SGD"].param_groups for p in g["params"]}
+    assert sgd_ids.isdisjoint({id(p) for p in hooks.bn})
+    assert sgd_ids | {id(p) for p in hooks.bn} == {id(p) for p in model.parameters()}
+
+
+class _PlainHooks:
+    """Declares no phases: the trainer runs one plain ``train``."""
+
+    def param_groups(self, lr: float):
+        return []
+
+    def loss_terms(self, context: StepContext):
+        return {"task": context.task_loss}
+
+    def after_step(self, context: StepContext) -> None:
+        return None
+
+
+class _PhasedHooks:
+    """Three phases; records what the trainer tells it and may stop after the first."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.stop_after = stop_after
+        self.begun: list[str] = []
+        self.lrs: list[float] = []
+        self.ended: list[tuple[int, str, int]] = []
+
+    def phases(self):
+        return (Phase("a", 0.5, 1.0), Phase("b", 0.25, 0.1), Phase("c", 0.25, 0.5))
+
+    def begin_phase(self, phase: Phase) -> None:
+        self.begun.append(phase.name)
+
+    def param_groups(self, lr: float):
+        self.lrs.append(lr)
+        return []
+
+    def loss_terms(self, context: StepContext):
+        return {"task": context.task_loss}
+
+    def after_step(self, context: StepContext) -> None:
+        return None
+
+    def on_phase_end(self, index: int, phase: Phase, result) -> bool:
+        self.ended.append((index, phase.name, result.steps))
+        return self.stop_after is not None and index >= self.stop_after
+
+
+def test_train_phases_runs_each_phase_with_its_share_and_rate(data: DatasetSplits) -> None:
+    hooks = _PhasedHooks()
+    result = train_phases(_tiny(), data, TrainConfig(epochs=2, batch_size=32, progress=False),
+                          hooks, on_phase_end=hooks.on_phase_end)
+    assert result.status == "ok"
+    assert hooks.begun == ["a", "b", "c"]
+    assert hooks.lrs == pytest.approx([0.05, 0.005, 0.025])
+    assert [(i, name) for i, name, _ in hooks.ended] == [(0, "a"), (1, "b"), (2, "c")]
+    assert [steps for *_, steps in hooks.ended] == [8, 4, 4]  # 8 steps per epoch, 2 epochs
+    assert result.steps == 16 and result.epochs_run == pytest.approx(2.0)
+    assert result.test_accuracy is not None
+
+
+def test_train_phases_stops_when_the_callback_says_so(data: DatasetSplits) -> None:
+    hooks = _PhasedHooks(stop_after=0)
+    result = train_phases(_tiny(), data, TrainConfig(epochs=2, batch_size=32, progress=False),
+                          hooks, on_phase_end=hooks.on_phase_end)
+    assert result.status == "stopped" and result.test_accuracy is None
+    assert hooks.begun == ["a"] and result.steps == 8
+
+
+def test_train_phases_without_phases_is_one_train_run(data: DatasetSplits) -> None:
+    config = TrainConfig(epochs=1, batch_size=32, progress=False, seed=3)
+    a, b = _tiny(), _tiny()
+    plain = train(a, data, config)
+    phased = train_phases(b, data, config, _PlainHooks())
+    assert phased.status == plain.status == "ok" and phased.steps == plain.steps
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_cosine_schedule_and_warm_restarts() -> None:
