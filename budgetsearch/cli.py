@@ -488,7 +488,7 @@ RUN_DEFAULTS: dict[str, Any] = {
 def _cmd_run(args: argparse.Namespace) -> int:
     from budgetsearch.search.optuna_driver import OptunaOptions
     from budgetsearch.search.runner import RunRequest, run_search
-    from budgetsearch.search.targets import parse_timeout_seconds, target_from_options
+    from budgetsearch.cost.metrics import parse_timeout_seconds, target_from_options
 
     settings = dict(RUN_DEFAULTS)
     file_settings = load_config_defaults(args.config)
@@ -499,12 +499,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings.update(file_settings)
     settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
     target = target_from_options(latency=args.target_latency, flops=args.target_flops,
-                                 params=args.target_params)
+                                 params=args.target_params, activation_volume=args.target_volume)
     if target is not None and target.metric == "latency_ms" and args.device is None:
         raise UsageError("--target-latency needs --device (see 'budgetsearch devices')")
     timeout = parse_timeout_seconds(settings["timeout"], name="timeout") if str(
         settings["timeout"]).lower() not in ("none", "0") else None
-    from budgetsearch.search.objective import TrialSettings
+    from budgetsearch.search.settings import TrialSettings
 
     trial_settings = TrialSettings(
         model=settings["model"], width=float(settings["width"]), dataset=settings["dataset"],
@@ -600,7 +600,7 @@ def plot_run(table: Any, run_dir: Path, settings: Any) -> Path | None:
     from budgetsearch.pareto.fronts import fronts_by_group, usable_trials
 
     target = settings.target
-    metric = target.cost_key if target is not None else "params"
+    metric = target.metric if target is not None else "params"
     if metric not in table.columns or usable_trials(table, metric).empty:
         return None
     value = target.value if target is not None else None
@@ -617,6 +617,7 @@ def plot_run(table: Any, run_dir: Path, settings: Any) -> Path | None:
 def _add_run_parser(sub: Any) -> None:
     from budgetsearch.data import dataset_names
     from budgetsearch.models import model_names
+    from budgetsearch.pruners import pruner_names, search_order
 
     p = sub.add_parser(
         "run", help="search for the most accurate pruned network that meets a target",
@@ -626,10 +627,16 @@ def _add_run_parser(sub: Any) -> None:
         "images (wrn-16-1), under 15 minutes on 2 CPU cores.",
     )
     p.add_argument("--device", help="device profile name, alias (jetson) or YAML path")
-    p.add_argument("--target-latency", metavar="DURATION", help="e.g. 10ms, 500us, 0.01s")
-    p.add_argument("--target-flops", metavar="COUNT", help="e.g. 50M (fvcore: 1 FLOP = 1 MAC)")
-    p.add_argument("--target-params", metavar="COUNT", help="e.g. 1.5M")
-    p.add_argument("--pruner", help="bar or erf (default: chosen from the target and device)")
+    p.add_argument("--target-latency", metavar="DURATION",
+                   help="e.g. 10ms, 500us, 0.01s, or 50%% of the unpruned network's")
+    p.add_argument("--target-flops", metavar="COUNT",
+                   help="e.g. 50M (fvcore: 1 FLOP = 1 MAC) or 25%%")
+    p.add_argument("--target-params", metavar="COUNT", help="e.g. 1.5M or 50%%")
+    p.add_argument("--target-volume", metavar="COUNT",
+                   help="activation volume (BAR eq. 4), e.g. 200k or 50%%")
+    p.add_argument("--pruner", metavar="NAME",
+                   help=f"one of {', '.join(pruner_names())} (default: the first of "
+                        f"{', '.join(search_order())} that can meet the target)")
     p.add_argument("--space", help="search space name in search_spaces/ or a YAML path")
     p.add_argument("--engine", choices=["optuna", "ray"], default="optuna",
                    help="optuna (local study) or ray (Ray Tune, local or on a cluster)")

@@ -99,7 +99,7 @@ def load_dataset(
     if folder is None and os.environ.get(DATA_ENV_VAR):
         folder = Path(os.environ[DATA_ENV_VAR])
     train, test, num_classes = _LOADERS[name](folder, download)
-    images = train.tensors[0]
+    shape = train[0][0].shape  # (channels, height, width) of one image
 
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train), generator=generator)
@@ -114,9 +114,30 @@ def load_dataset(
         val=val,
         test=test,
         num_classes=num_classes,
-        in_channels=images.shape[1],
-        image_size=images.shape[-1],
+        in_channels=int(shape[0]),
+        image_size=int(shape[-1]),
     )
+
+
+def register_dataset(name: str, train: Dataset, test: Dataset, num_classes: int) -> str:
+    """Make the user's own data loadable by name in this process (``load_dataset(name)``, and so
+    a search's trials). Items are ``(image tensor C×H×W, class index)``; square images.
+
+    Re-registering a name replaces it (a notebook re-running its cell).
+
+    Raises:
+        ValueError: a built-in name, or items that are not (C×H×W tensor, label).
+    """
+    if name in _BUILT_IN:
+        raise ValueError(f"dataset name {name!r} is built in; choose another")
+    image, _ = train[0]
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        raise ValueError(f"dataset {name!r}: items must be (C×H×W tensor, label), got an image "
+                         f"of type {type(image).__name__}")
+    if not (isinstance(num_classes, int) and num_classes >= 2):
+        raise ValueError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
+    _LOADERS[name] = lambda folder, download: (train, test, num_classes)
+    return name
 
 
 def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
@@ -260,9 +281,10 @@ def make_synthetic(
     return sample(num_train), sample(num_test), num_classes
 
 
-_LOADERS: dict[str, Callable[[Path | None, bool], tuple[TensorDataset, TensorDataset, int]]] = {
+_LOADERS: dict[str, Callable[[Path | None, bool], tuple[Dataset, Dataset, int]]] = {
     "fashion-mnist": _load_fashion_mnist,
     "cifar10": lambda folder, download: _load_cifar("cifar10", folder, download),
     "cifar100": lambda folder, download: _load_cifar("cifar100", folder, download),
     "synthetic": lambda folder, download: make_synthetic(),
 }
+_BUILT_IN = frozenset(_LOADERS)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -60,6 +62,20 @@ def build_model(
     if not 0.0 < width_multiplier <= 16.0:
         raise ValueError(f"width_multiplier must be in (0, 16], got {width_multiplier}")
     factory, _ = _REGISTRY[name]
-    return factory(
-        num_classes=num_classes, in_channels=in_channels, width_multiplier=width_multiplier
-    )
+    given = factory_keywords(factory, num_classes=num_classes, in_channels=in_channels,
+                             width_multiplier=width_multiplier)
+    if width_multiplier != 1.0 and "width_multiplier" not in given:
+        raise ValueError(f"model {name!r} takes no width_multiplier; got {width_multiplier}")
+    return factory(**given)
+
+
+def factory_keywords(factory: Callable[..., Any], **available: Any) -> dict[str, Any]:
+    """The subset of ``available`` keywords the factory's signature accepts (all of them for a
+    factory with ``**kwargs``): a user's factory may take only ``num_classes``, say."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return dict(available)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(available)
+    return {k: v for k, v in available.items() if k in parameters}

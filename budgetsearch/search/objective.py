@@ -39,8 +39,8 @@ import torch
 
 from budgetsearch.cost import DeviceProfile, Target, load_profile
 from budgetsearch.files import torch_save_atomic, write_text_atomic
-from budgetsearch.models.files import load_model_file
 from budgetsearch.pruners import BudgetInfeasible, Pruner, build_pruner, pruner_class
+from budgetsearch.search.reference import load_reference_weights
 from budgetsearch.search.results import (
     ARTIFACT_COLUMNS,
     INTERRUPTED_BY_KILL,
@@ -192,8 +192,7 @@ def _start_network(settings: TrialSettings) -> tuple[torch.nn.Module, torch.nn.M
     model = build_network(settings)
     if settings.reference_path is None:
         return model, None
-    reference = load_model_file(settings.reference_path)
-    model.load_state_dict(reference.state_dict())
+    load_reference_weights(model, settings.reference_path)
     return model, copy.deepcopy(model).eval()
 
 

@@ -93,10 +93,15 @@ def plan_target(target: Target, settings: TrialSettings, profile: DeviceProfile 
             minimum[space.pruner] = error.minimum
             notes.append(f"{space.pruner} cannot meet the target: {error}")
             continue
+        except (ValueError, TypeError) as error:  # the pruner cannot handle this network
+            notes.append(f"{space.pruner} cannot prune {settings.model}: {error}")
+            continue
         usable.append(space.pruner)
     where = f" on {profile.name}" if profile is not None and target.metric == "latency_ms" else ""
+    if not usable and not minimum:
+        raise ValueError("no pruner can prune this network: " + "; ".join(notes))
     if not usable:
-        best = min(minimum.values()) if minimum else full
+        best = min(minimum.values())
         raise ValueError(
             f"target {target.describe()} is below what {settings.model} can reach{where}: the "
             f"smallest configuration costs {target.describe(best)} (unpruned: "

@@ -30,7 +30,6 @@ from torch import nn
 
 from budgetsearch.cost import load_profile
 from budgetsearch.files import torch_save_atomic, write_text_atomic
-from budgetsearch.models.files import load_model_file
 from budgetsearch.search.results import empty_row, write_row
 from budgetsearch.search.settings import (
     BN_RECALIBRATION_BATCHES,
@@ -44,6 +43,7 @@ from budgetsearch.train import TrainConfig, seed_everything, train
 
 REFERENCE_DIR = "reference"
 MODEL_FILE = "model.pt"
+STATE_FILE = "state_dict.pt"
 
 
 def reference_dir(run_dir: Path) -> Path:
@@ -57,7 +57,8 @@ def _finished(folder: Path) -> dict[str, Any] | None:
         row = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if row.get("status") != "ok" or not (folder / MODEL_FILE).is_file():
+    if row.get("status") != "ok" or not (folder / MODEL_FILE).is_file() \
+            or not (folder / STATE_FILE).is_file():
         return None
     return row
 
@@ -99,6 +100,9 @@ def ensure_reference(settings: TrialSettings, run_dir: Path) -> dict[str, Any]:
     row.update(settings_inventory(settings).price(profile=profile).as_dict())
     model_path = folder / MODEL_FILE
     torch_save_atomic(model.cpu().eval(), model_path)
+    # Plain tensors: trials rebuild the network from the run's factory and load these, so any
+    # architecture works (a pickled module of a user's class would be refused on load).
+    torch_save_atomic(model.state_dict(), folder / STATE_FILE)
     # The dense configuration, so that the Pareto module re-prices the reference on any device.
     config_path = folder / "pruned_config.json"
     write_text_atomic(config_path, json.dumps({
@@ -112,8 +116,12 @@ def ensure_reference(settings: TrialSettings, run_dir: Path) -> dict[str, Any]:
     return row
 
 
+def reference_state_path(row: dict[str, Any]) -> Path:
+    """The reference's ``state_dict.pt`` (next to its ``model.pt``)."""
+    return Path(row["model_path"]).with_name(STATE_FILE)
+
+
 def load_reference_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Copy the reference network's weights into ``model`` (the same architecture)."""
-    reference = load_model_file(path)
-    model.load_state_dict(reference.state_dict())
+    """Copy the reference network's weights (its ``state_dict.pt``) into ``model``."""
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model

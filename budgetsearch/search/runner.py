@@ -218,7 +218,7 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
         shutil.rmtree(run_dir / "trials", ignore_errors=True)
     write_config(run_dir, request, space, notes, command)
     if settings.reference_epochs > 0:
-        from budgetsearch.search.reference import ensure_reference
+        from budgetsearch.search.reference import ensure_reference, reference_state_path
 
         if progress:
             print(f"training the unpruned {settings.model} once ({settings.reference_epochs:g} "
@@ -230,7 +230,7 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
                      f"(trained {settings.reference_epochs:g} epoch(s) in "
                      f"{reference['seconds']:.0f} s; trials start from it)")
         # Absolute: Ray workers run in other folders.
-        settings = replace(settings, reference_path=str(Path(reference["model_path"]).resolve()))
+        settings = replace(settings, reference_path=str(reference_state_path(reference).resolve()))
     bar = _progress_bar(request.optuna.trials) if progress else None
     try:
         if request.engine == "ray":

@@ -1,0 +1,128 @@
+"""The public Python API: price a network, prune it in your own loop, search, load the winner.
+
+Everything here is re-exported by ``import budgetsearch``; the README's "Python API" section is
+executed by a test.
+
+Example:
+    >>> import torch
+    >>> from torchvision.models import resnet18
+    >>> cost = price(resnet18(num_classes=10), torch.zeros(1, 3, 32, 32), device="jetson")
+    >>> cost.params, cost.latency_ms > 0
+    (11181642, True)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from budgetsearch.cost import Cost, DeviceProfile, Target, layer_inventory, load_profile
+from budgetsearch.data import register_dataset
+from budgetsearch.models.files import load_model_file
+from budgetsearch.models.registry import model_names, register_model
+from budgetsearch.search.optuna_driver import OptunaOptions
+from budgetsearch.search.request import RunRequest
+from budgetsearch.search.results import RESULTS_FILE, best_feasible
+from budgetsearch.search.runner import RunSummary, run_search
+from budgetsearch.search.settings import TrialSettings
+
+_counter = itertools.count()
+
+
+def price(model: nn.Module, example_input: torch.Tensor, *,
+          device: str | DeviceProfile | None = None) -> Cost:
+    """Parameters, FLOPs (fvcore: 1 FLOP = 1 fused multiply-add), activation volume, memory and,
+    with a device profile, predicted batch-1 latency of ``model`` on ``example_input``'s shape.
+
+    Args:
+        model: any ``nn.Module``.
+        example_input: one batch of the input (its shape is what is priced).
+        device: a profile name or alias (``"jetson"``), a YAML path, or a :class:`DeviceProfile`.
+    """
+    profile = load_profile(device) if isinstance(device, str) else device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        inventory = layer_inventory(model, example_input)
+    model.train(was_training)
+    return inventory.price(profile=profile)
+
+
+def _as_target(target: Target | str, metric: str | None) -> Target:
+    if isinstance(target, Target):
+        return target
+    if metric is None:
+        raise ValueError("a target given as text needs its metric, e.g. "
+                         "search(..., target='10ms', metric='latency')")
+    return Target.parse(metric, target)
+
+
+def run(model_factory: Callable[..., nn.Module], train_data: Dataset, test_data: Dataset, *,
+           num_classes: int, target: Target | str, metric: str | None = None,
+           device: str | None = None, pruner: str | None = None, trials: int = 4,
+           out: str | Path = "runs/api", epochs: float = 1.0, reference_epochs: float = 1.0,
+           train_subset: int | None = None, val_fraction: float = 0.2, batch_size: int = 64,
+           seed: int = 0, progress: bool = False, resume: bool = False) -> RunSummary:
+    """Search for the most accurate pruned version of the user's network that meets a target.
+
+    The factory is called as ``model_factory(num_classes=..., in_channels=...)`` (with only the
+    keywords its signature accepts); the data are the user's own datasets of ``(C×H×W image,
+    label)`` items. Trials run in this process with the Optuna engine (the factory and data need
+    not be importable elsewhere).
+
+    Args:
+        model_factory: builds the unpruned network.
+        train_data, test_data: the user's datasets (a validation split is held out of
+            ``train_data``).
+        num_classes: number of classes.
+        target: a :class:`Target`, or text such as ``"10ms"``, ``"50%"`` with ``metric``.
+        metric: the target's metric when ``target`` is text (``latency``, ``flops``, ...).
+        device: device profile (needed for a latency target).
+        pruner: a registered pruner name; default: the search's order.
+        trials: number of trials.
+        out: the run folder (must be new unless ``resume``).
+        epochs: default epochs per trial (the search space may search them).
+        reference_epochs: the unpruned network is trained this long once; trials start from it.
+
+    Returns:
+        The :class:`~budgetsearch.search.runner.RunSummary` (``.best`` row, ``.table``).
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ValueError(f"out folder {out} already holds a run; choose a new one or resume=True")
+    name = f"user-{getattr(model_factory, '__name__', 'model')}-{next(_counter)}"
+    dataset = register_dataset(f"{name}-data", train_data, test_data, num_classes)
+    if name not in model_names():
+        register_model(name, "a network given to budgetsearch.run")(model_factory)
+    settings = TrialSettings(
+        model=name, dataset=dataset, train_subset=train_subset, val_fraction=val_fraction,
+        batch_size=batch_size, epochs=epochs, device_profile=device, seed=seed,
+        target=_as_target(target, metric), reference_epochs=reference_epochs)
+    request = RunRequest(settings=settings, pruner=pruner,
+                         optuna=OptunaOptions(trials=trials, seed=seed))
+    return run_search(request, out, resume=resume, progress=progress)
+
+
+def load_best_model(run_dir: str | Path) -> nn.Module:
+    """The most accurate feasible network of a run, as a plain eval-mode ``nn.Module``.
+
+    Raises:
+        ValueError: the folder holds no results, or no trial (nor the reference) met the target.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        raise ValueError(f"{run_dir} holds no {RESULTS_FILE}: not a run folder")
+    best = best_feasible(pd.read_csv(path))
+    if best is None or not isinstance(best.get("model_path"), str):
+        raise ValueError(f"no trial of {run_dir} met the target with a saved model")
+    model_path = Path(best["model_path"])
+    if not model_path.is_absolute() and not model_path.is_file():
+        model_path = run_dir / model_path
+    return load_model_file(model_path).eval()
