@@ -11,6 +11,11 @@ averages lag the weights and the eval-mode network reads near chance (0.10 at ev
 the first version of this script). Then a training-step overhead benchmark, BAR vs
 dense, interleaved.
 
+The pruner is driven through the protocol alone (``build_pruner`` with a relative
+activation-volume target, ``prepare``, :func:`budgetsearch.train.train_phases` over the pruner's
+own phases, ``finalize``, ``report``): ``--prune-epochs``/``--frozen-epochs``/``--finetune-epochs``
+become one run of their sum, split by the pruner's ``phase_fractions``.
+
 Usage:
     .venv/bin/python experiments/bar_budgets.py --train-subset 4000 --out experiments/results/bar
 """
@@ -31,11 +36,14 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from budgetsearch.cost import load_profile
+from budgetsearch.cost import Target, layer_inventory, load_profile
 from budgetsearch.data import DatasetSplits, load_dataset
 from budgetsearch.models import build_model
-from budgetsearch.pruners.bar import BARPhases, BARPruner
-from budgetsearch.train import TrainConfig, train
+from budgetsearch.pruners import Pruner, build_pruner
+from budgetsearch.train import Phase, TrainConfig, TrainResult, train, train_phases
+
+#: The pruner this experiment studies (data: the name given to ``build_pruner``).
+PRUNER = "bar"
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +60,31 @@ def load_data(args: argparse.Namespace) -> DatasetSplits:
     data = load_dataset(args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
                         seed=0)
     return replace(data, test=Subset(data.test, range(min(args.test_subset, len(data.test)))))
+
+
+def phase_split(prune: float, frozen: float, finetune: float) -> tuple[float, tuple[float, ...]]:
+    """The run's total epochs and the three phases' shares of it (``phase_fractions``), from
+    the epochs of each phase as the command line gives them."""
+    total = prune + frozen + finetune
+    if not prune > 0 or frozen < 0 or finetune < 0:
+        raise ValueError(f"phase epochs must be prune > 0, frozen ≥ 0, finetune ≥ 0, got "
+                         f"{prune}, {frozen}, {finetune}")
+    return total, (prune / total, frozen / total, finetune / total)
+
+
+def train_pruned(model: nn.Module, data: DatasetSplits, config: TrainConfig, pruner: Pruner
+                 ) -> tuple[TrainResult, list[tuple[str, float | None]]]:
+    """Run the pruner's phases with the one trainer; the last phase's result and every phase's
+    (name, test accuracy), each phase scored on the test split as it ends."""
+    scores: list[tuple[str, float | None]] = []
+
+    def record(index: int, phase: Phase, result: TrainResult) -> bool:
+        scores.append((phase.name, result.test_accuracy))
+        return False
+
+    result = train_phases(model, data, config, pruner, on_phase_end=record,
+                          quick_intermediate=False)
+    return result, scores
 
 
 def short_run_config(epochs: float) -> TrainConfig:
@@ -80,22 +113,27 @@ def _step_overhead(data: Any, steps: int, batch: int) -> dict[str, float]:
     """Median seconds per training step, dense vs BAR (prune phase, KD on), interleaved."""
     torch.manual_seed(0)
     dense = build_model("wrn-16-2", num_classes=data.num_classes, in_channels=data.in_channels)
-    teacher = copy.deepcopy(dense)
-    gated = copy.deepcopy(dense)
+    teacher = copy.deepcopy(dense).eval()
     example = data.train[0][0].unsqueeze(0)
-    pruner_kd = BARPruner(budget=0.25, gate_lr=0.05, teacher=teacher)
+    target = Target("activation_volume", fraction=0.25, text="25%")
+    # Only the pruning phase (its whole run): its steps are the ones that carry the overhead.
+    options: dict[str, Any] = {"gate_lr": 0.05, "phase_fractions": (1.0, 0.0, 0.0)}
+    gated = copy.deepcopy(dense)
+    pruner_kd = build_pruner(PRUNER, target=target, teacher=teacher, **options)
     pruner_kd.prepare(gated, example)
     gated_nokd = copy.deepcopy(dense)
-    pruner_nokd = BARPruner(budget=0.25, gate_lr=0.05, distillation=False)
+    pruner_nokd = build_pruner(PRUNER, target=target, **options)  # no teacher: no KD
     pruner_nokd.prepare(gated_nokd, example)
     small = replace(data, train=Subset(data.train, range(batch * steps)),
                     test=Subset(data.test, range(64)))
     config = TrainConfig(epochs=1, batch_size=batch, progress=False)
     per_step: dict[str, list[float]] = {"dense": [], "bar_no_kd": [], "bar_kd": []}
     for _ in range(3):
-        for name, model, hooks in (("dense", dense, None), ("bar_no_kd", gated_nokd, pruner_nokd),
-                                   ("bar_kd", gated, pruner_kd)):
-            result = train(model, small, config, hooks=hooks)
+        result = train(dense, small, config)
+        per_step["dense"].append(result.seconds / result.steps)
+        for name, model, pruner in (("bar_no_kd", gated_nokd, pruner_nokd),
+                                    ("bar_kd", gated, pruner_kd)):
+            result = train_phases(model, small, config, pruner)
             per_step[name].append(result.seconds / result.steps)
     medians = {name: statistics.median(v) for name, v in per_step.items()}
     medians["overhead_no_kd"] = medians["bar_no_kd"] / medians["dense"] - 1.0
@@ -175,18 +213,22 @@ def main() -> None:
     print(f"dense: acc {dense_result.test_accuracy:.4f} in {dense_result.seconds:.0f}s", flush=True)
     example = data.train[0][0].unsqueeze(0)
     profile = load_profile(args.profile)
-    phases = BARPhases(prune_epochs=args.prune_epochs, frozen_epochs=args.frozen_epochs,
-                       finetune_epochs=args.finetune_epochs)
+    total_epochs, fractions = phase_split(args.prune_epochs, args.frozen_epochs,
+                                          args.finetune_epochs)
+    pruned_config = replace(config, epochs=total_epochs)
+    full = layer_inventory(dense, example).price(profile=profile).as_dict()
 
     rows = []
     for factor in args.factors:
         torch.manual_seed(0)
         model = copy.deepcopy(dense)
-        pruner = BARPruner(budget=1.0 / factor, gate_lr=args.gate_lr, lam=args.lam,
-                           teacher=copy.deepcopy(dense).eval(), profile=args.profile)
+        target = Target("activation_volume", fraction=1.0 / factor, text=f"{100 / factor:g}%")
+        pruner = build_pruner(PRUNER, target=target, profile=profile,
+                              teacher=copy.deepcopy(dense).eval(), gate_lr=args.gate_lr,
+                              lam=args.lam, phase_fractions=fractions)
         pruner.prepare(model, example)
-        results = pruner.fit(model, data, config, phases)
-        status = results[-1].status
+        result, phase_scores = train_pruned(model, data, pruned_config, pruner)
+        status = result.status
         compact = pruner.finalize().eval()
         model.eval()
         x1 = torch.stack([data.test[i][0] for i in range(64)])
@@ -197,15 +239,16 @@ def main() -> None:
         x = example.expand(1, -1, -1, -1).contiguous()
         latency = _latencies({"compact": compact, "gated": model, "dense": dense}, x,
                              args.latency_repeats)
-        budget = pruner.budget_value
+        assert pruner.target is not None  # resolved against the unpruned network at prepare
+        budget = pruner.target.limit()
         row = {
             "factor": factor, "status": status,
-            "test_accuracy": results[-1].test_accuracy,
-            "prune_phase_accuracy": results[0].test_accuracy,
+            "test_accuracy": result.test_accuracy,
+            "prune_phase_accuracy": phase_scores[0][1] if phase_scores else None,
             "budget_volume": budget, "volume": mixed["activation_volume"],
-            "met_budget": mixed["activation_volume"] <= budget,
-            "achieved_factor": pruner.full_cost["activation_volume"] / mixed["activation_volume"],
-            "projected_channels": pruner.projected_channels,
+            "met_budget": pruner.target.is_met(mixed["activation_volume"]),
+            "achieved_factor": full["activation_volume"] / mixed["activation_volume"],
+            "projected_channels": report.extra.get("projected_channels"),
             "volume_regular": regular["activation_volume"],
             "volume_mixed_vs_regular":
                 mixed["activation_volume"] / regular["activation_volume"] - 1,
@@ -213,7 +256,7 @@ def main() -> None:
             "flops_mixed_vs_regular": mixed["flops"] / regular["flops"] - 1,
             "params": mixed["params"], "params_regular": regular["params"],
             "latency_predicted_ms": mixed.get("latency_ms"),
-            "latency_predicted_dense_ms": pruner.full_cost["latency"],
+            "latency_predicted_dense_ms": full["latency_ms"],
             "latency_compact_ms": latency["compact"], "latency_gated_ms": latency["gated"],
             "latency_dense_ms": latency["dense"],
             "speedup_vs_dense": latency["dense"] / latency["compact"],
