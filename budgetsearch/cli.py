@@ -6,6 +6,7 @@ Bad input gives one line on stderr and exit code 2 (``--debug`` shows the traceb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shlex
 import sys
@@ -486,9 +487,9 @@ RUN_DEFAULTS: dict[str, Any] = {
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from budgetsearch.cost.metrics import parse_timeout_seconds, target_from_options
     from budgetsearch.search.optuna_driver import OptunaOptions
     from budgetsearch.search.runner import RunRequest, run_search
-    from budgetsearch.cost.metrics import parse_timeout_seconds, target_from_options
 
     settings = dict(RUN_DEFAULTS)
     file_settings = load_config_defaults(args.config)
@@ -583,7 +584,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             line += f", measured here: {summary.measured_latency_ms:.4f} ms"
         print(line + f", {int(best['params']):,} parameters")
         print(f"model: {best['model_path']}")
-    plot = plot_run(table, out, trial_settings) if len(table) else None
+    resolved = (trial_settings if summary.plan is None
+                else dataclasses.replace(trial_settings, target=summary.plan.target))
+    plot = plot_run(table, out, resolved) if len(table) else None
     print(f"results: {out / 'results.csv'}  config: {out / 'config.yaml'}"
           + (f"  Pareto plot: {plot}" if plot is not None else ""))
     return 0 if best is not None else 1
@@ -665,8 +668,9 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--threads", type=_positive_int, help="torch threads per trial")
     p.add_argument("--reference-epochs", type=_non_negative_float, metavar="E",
-                   help="train the unpruned network E epochs once; trials start from it and BAR "
-                   "distils from it (default 2; 0: trials start from random weights, no KD)")
+                   help="train the unpruned network E epochs once; trials start from it and "
+                   "distilling pruners distil from it (default 2; 0: trials start from random "
+                   "weights, no teacher)")
     p.add_argument("--seed", type=int, help="data split, weight init and training (default 0)")
     p.add_argument("--sampler-seed", type=int, metavar="N",
                    help="the Optuna sampler's seed alone (default: --seed), so that samplers "
