@@ -67,7 +67,8 @@ class GroupMember:
             functional pooling call (the cost inventory's name for it).
         dim: ``"out"``, ``"in"`` or ``"both"`` (BatchNorm, depthwise conv, pooling: one channel
             axis).
-        op: ``"conv"``, ``"depthwise"``, ``"linear"``, ``"batchnorm"`` or ``"pool"``.
+        op: ``"conv"``, ``"depthwise"``, ``"linear"``, ``"batchnorm"`` or ``"pool"`` (in an
+            unprunable group also the lower-case class name of a layer it cannot prune).
         indices: the layer's channel indices (along ``dim``) that belong to the group.
         group_channels: the group channel of each of ``indices`` (same length).
     """
@@ -215,7 +216,8 @@ class _TraceRecorder(TorchFunctionMode):
             self.shapes[result.grad_fn] = tuple(result.shape)
             operator = getattr(func, "__name__", "")
             if operator in FUNCTIONAL_POOLS and self.stack:
-                self.layer_of.setdefault(result.grad_fn, f"{self.stack[-1] or '<model>'}#{operator}")
+                layer = f"{self.stack[-1] or '<model>'}#{operator}"
+                self.layer_of.setdefault(result.grad_fn, layer)
         return result
 
 
@@ -323,16 +325,17 @@ def find_channel_groups(model: nn.Module, example_input: Tensor) -> ChannelGroup
             if member is None:
                 continue
             members.append(member)
-            if member.dim in ("in", "both") and member.op != "pool":
+            if member.dim in ("in", "both"):
                 read.add(member.layer)
             if member.op == "batchnorm":
                 bn_nodes.add(node)
-            elif member.op in ("conv", "linear", "depthwise") and member.dim in ("out", "both"):
+            elif isinstance(target, (nn.modules.conv._ConvNd, nn.Linear)) and member.dim != "in":
                 produced.add(target)
                 producers.append((member.layer, node))
         layer_names = tuple(dict.fromkeys(m.layer for m in members))
         if reasons:
-            unprunable.append(UnprunableGroup(layer_names, width, "; ".join(dict.fromkeys(reasons))))
+            reason = "; ".join(dict.fromkeys(reasons))
+            unprunable.append(UnprunableGroup(layer_names, width, reason))
             continue
         sites = [m.layer for m in members if m.op == "batchnorm"]
         sites += [layer for layer, node in producers
@@ -365,14 +368,14 @@ def _member(
     if isinstance(target, _POOL_MODULES):
         return GroupMember(name, "both", "pool", indices, roots)
     reason = _unsupported(name, target)
-    if reason is not None:
+    dim = "out" if item.dep.handler.__name__ == "prune_out_channels" else "in"
+    if reason is not None:  # listed in the unprunable group, with the reason
         reasons.append(reason)
-        return None
+        return GroupMember(name, dim, type(target).__name__.lower(), indices, roots)
     if isinstance(target, nn.modules.batchnorm._BatchNorm):
         return GroupMember(name, "both", "batchnorm", indices, roots)
     if isinstance(target, nn.modules.conv._ConvNd) and _depthwise(target):
         return GroupMember(name, "both", "depthwise", indices, roots)
-    dim = "out" if item.dep.handler.__name__ == "prune_out_channels" else "in"
     op = "conv" if isinstance(target, nn.modules.conv._ConvNd) else "linear"
     return GroupMember(name, dim, op, indices, roots)
 
