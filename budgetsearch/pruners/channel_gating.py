@@ -34,12 +34,11 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from budgetsearch.cost.inventory import LayerInventory
+from budgetsearch.pruners.channel_group_cost import expected_kept_channels, kept_channels
 from budgetsearch.pruners.channel_groups import (
     ChannelGroup,
     ChannelGroups,
     build_dependency_graph,
-    expected_kept_channels,
-    kept_channels,
 )
 from budgetsearch.pruners.hard_concrete import HardConcreteGate
 

@@ -15,11 +15,11 @@ from torch import nn
 
 from budgetsearch.cost.inventory import LayerInventory, layer_inventory
 from budgetsearch.pruners.channel_gating import GroupGating, attach_group_gates
+from budgetsearch.pruners.channel_group_cost import expected_kept_channels
 from budgetsearch.pruners.channel_groups import (
     INPUT_REASON,
     OUTPUT_REASON,
     ChannelGroups,
-    expected_kept_channels,
     find_channel_groups,
 )
 
