@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from budgetsearch.cost.metrics import canonical_metric
 from budgetsearch.cost.profiles import DeviceProfile
@@ -172,6 +173,40 @@ def _first_tensor(value: Any) -> Tensor | None:
     return None
 
 
+#: Functional pooling ops whose cost fvcore charges per input element (so per channel).
+_FUNCTIONAL_POOLS = frozenset({
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "avg_pool1d", "avg_pool2d", "avg_pool3d",
+})
+
+
+class _FunctionalPoolShapes(TorchFunctionMode):
+    """Input/output shapes of functional pooling calls, keyed by (calling module, operator)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.shapes: dict[tuple[str, str], list[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
+
+    def enter(self, name: str):  # noqa: ANN201 - a forward pre-hook
+        def pre_hook(module: nn.Module, inputs: Any) -> None:
+            self.stack.append(name)
+
+        return pre_hook
+
+    def leave(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        self.stack.pop()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        result = func(*args, **(kwargs or {}))
+        operator = getattr(func, "__name__", "")
+        if operator in _FUNCTIONAL_POOLS and self.stack and isinstance(args[0], Tensor):
+            self.shapes.setdefault((self.stack[-1], operator), []).append(
+                (tuple(args[0].shape), tuple(result.shape))
+            )
+        return result
+
+
 def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
     """Trace ``model`` once with fvcore and record every op it counts, in forward order.
 
@@ -212,10 +247,13 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
 
         return hook
 
+    functional = _FunctionalPoolShapes()
     try:
         for name, module in model.named_modules():
             handles.append(module.register_forward_hook(hook_for(name)))
-        with torch.no_grad():
+            handles.append(module.register_forward_pre_hook(functional.enter(name)))
+            handles.append(module.register_forward_hook(functional.leave))
+        with torch.no_grad(), functional:
             model(example_input)
         for handle in handles:
             handle.remove()
@@ -260,10 +298,16 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
             if params:  # parameters owned directly by a container (rare): a fixed-cost record
                 records.append(_fixed_record(f"{name or '<model>'}#parameters", "other", 0, params))
             for operator, count in flops_by_op.items():
-                records.append(
-                    _fixed_record(f"{name or '<model>'}#{operator}", _op_of_operator(operator),
-                                  count, 0)
-                )
+                record_name = f"{name or '<model>'}#{operator}"
+                pool_shapes = functional.shapes.get((name, operator))
+                if pool_shapes is not None and len(pool_shapes) == 1:
+                    # a pooling call in a forward (mobilenet_v2's adaptive_avg_pool2d): its cost
+                    # scales with its channels, so record them (one call, shapes known)
+                    records.append(_functional_pool_record(record_name, pool_shapes[0], count))
+                else:
+                    records.append(
+                        _fixed_record(record_name, _op_of_operator(operator), count, 0)
+                    )
     inventory = LayerInventory(records)
     if inventory.total_flops != total:  # a bookkeeping bug, not a user mistake
         raise RuntimeError(
@@ -277,6 +321,19 @@ def _fixed_record(name: str, op: str, flops: int, params: int) -> LayerRecord:
     return LayerRecord(
         name=name, op=op, in_channels=0, out_channels=0, kernel_size=(), groups=1, stride=(),
         output_hw=(1, 1), params=params, flops=flops, activation_volume=0,
+    )
+
+
+def _functional_pool_record(
+    name: str, shape: tuple[tuple[int, ...], tuple[int, ...]], flops: int
+) -> LayerRecord:
+    in_shape, out_shape = shape
+    channels = int(in_shape[1])
+    return LayerRecord(
+        name=name, op="pool", in_channels=channels, out_channels=channels, kernel_size=(),
+        groups=1, stride=(), output_hw=_as_hw(out_shape), params=0, flops=flops,
+        activation_volume=0, input_hw=_as_hw(in_shape), input_elements=math.prod(in_shape),
+        output_elements=math.prod(out_shape),
     )
 
 
