@@ -5,15 +5,22 @@ activation-volume reduction. Every method starts from the same budget of trainin
 
 - ``bar``: BAR from the trained reference (three phases, KD from the reference, sigmoid schedule);
 - ``bar-no-kd`` / ``bar-linear``: Table 1's ablations (cross-entropy only; linear schedule);
-- ``wm``: weight magnitude (Li et al., the paper's WM): every gated layer keeps the same fraction
-  of its channels, those whose filters have the largest L1 norm, the fraction chosen (bisection)
-  so that the mixed-connectivity volume meets the budget; one-shot from the reference, then the
-  same epochs as BAR's three phases (the paper prunes 50% at a time with 50 epochs between);
+- ``wm``: weight magnitude (Li et al., the paper's WM; the library's ``channel-magnitude`` pruner,
+  ``scope="uniform"``): every gated layer keeps the same fraction of its channels, those whose
+  filters have the largest L1 norm, the fraction chosen (bisection) so that the
+  mixed-connectivity volume meets the budget; one-shot from the reference, then fine-tuned in one
+  phase for the same epochs as BAR's three phases together, at the run's learning rate (the
+  paper prunes 50% at a time with 50 epochs between);
 - ``dense``: the thinner dense network (width 1/f, so that its volume is about V_F/f), trained
   from scratch for the reference's epochs plus BAR's.
 
 Every accuracy is measured after re-estimating BatchNorm statistics on 20 training batches (what
 the search does for every trial). Writes ``bar_factors.csv``/``.json``/``.png`` into ``--out``.
+
+Every pruned method is driven blind through the pruner protocol: ``build_pruner(name,
+target=Target("activation_volume", fraction=1/f), ...)``, ``prepare``, one trainer over the
+pruner's own phases (:func:`budgetsearch.train.train_phases`), ``finalize``, ``report``. A
+method is data: a pruner name and its options (:func:`method_specs`).
 
 Usage:
     .venv/bin/python experiments/bar_factors.py --out experiments/results/bar_factors
@@ -33,18 +40,30 @@ from typing import Any
 
 import pandas as pd
 import torch
-from bar_budgets import add_data_arguments, load_data, short_run_config
+from bar_budgets import add_data_arguments, load_data, phase_split, short_run_config, train_pruned
 from torch import nn
 
-from budgetsearch.cost import layer_inventory
+from budgetsearch.cost import Target, layer_inventory
 from budgetsearch.data import DatasetSplits
 from budgetsearch.models import build_model
-from budgetsearch.pruners.bar import BARPhases, BARPruner
-from budgetsearch.pruners.bar_layout import prune_plan
-from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
+from budgetsearch.pruners import build_pruner
 from budgetsearch.train import TrainConfig, train
 
 METHODS = ("bar", "bar-no-kd", "bar-linear", "wm", "dense")
+#: Methods that train the thinner dense network instead of pruning (no pruner).
+DENSE_METHODS = ("dense",)
+
+
+def method_specs(args: argparse.Namespace, fractions: tuple[float, ...]
+                 ) -> dict[str, tuple[str, dict[str, Any], bool]]:
+    """Each pruned method as data: (pruner name, its options, distil from the reference)."""
+    bar = {"gate_lr": args.gate_lr, "phase_fractions": fractions}
+    return {
+        "bar": ("bar", bar, True),
+        "bar-no-kd": ("bar", bar, False),
+        "bar-linear": ("bar", {**bar, "transition": "linear"}, True),
+        "wm": ("channel-magnitude", {"scope": "uniform"}, False),
+    }
 
 
 def _volume(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
@@ -53,79 +72,41 @@ def _volume(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
             "params": float(cost.params)}
 
 
-@torch.no_grad()
-def _weight_magnitude_gates(pruner: BARPruner, budget: float) -> float:
-    """Set the gates to keep, in every gated layer, the same fraction of channels with the
-    largest filter L1 norms; the largest fraction whose hard volume ≤ ``budget``."""
-    layout = pruner.layout
-    assert layout is not None
-    modules = dict(layout.model.named_modules())
-    norms = {name: modules[name].weight.abs().sum(dim=(1, 2, 3))
-             for name, _ in layout.named_gates()}
-
-    def apply(fraction: float) -> float:
-        for name, gate in layout.named_gates():
-            keep = max(gate.min_alive, round(fraction * gate.channels), 1)
-            top = torch.topk(norms[name], keep).indices
-            gate.log_alpha.fill_(-LOG_ALPHA_LIMIT)
-            gate.log_alpha[top] = LOG_ALPHA_LIMIT
-        return pruner.hard_cost(prune_plan(layout))
-
-    low, high = 0.0, 1.0
-    for _ in range(30):
-        mid = (low + high) / 2
-        if apply(mid) <= budget:
-            low = mid
-        else:
-            high = mid
-    apply(low)
-    return low
-
-
 def run_method(method: str, factor: float, reference: nn.Module, data: DatasetSplits,
-               config: TrainConfig, phases: BARPhases, args: argparse.Namespace
-               ) -> dict[str, Any]:
+               config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """One (method, factor) run from the reference; ``config.epochs`` is the pruned run's total
+    (BAR's three phases together)."""
     example = data.train[0][0].unsqueeze(0)
     full = _volume(reference, example)
     budget = full["activation_volume"] / factor
     torch.manual_seed(0)
     start = time.perf_counter()
     row: dict[str, Any] = {"method": method, "factor": factor}
-    if method == "dense":
+    if method in DENSE_METHODS:
         width = 1.0 / factor
         model = build_model(args.model, num_classes=data.num_classes, in_channels=data.in_channels,
                             width_multiplier=width)
-        total = args.reference_epochs + phases.prune_epochs + phases.frozen_epochs + \
-            phases.finetune_epochs
+        total = args.reference_epochs + config.epochs
         result = train(model, data, replace(config, epochs=total))
         row.update(width=width, epochs=total, status=result.status,
                    test_accuracy=result.test_accuracy, **_volume(model, example))
     else:
+        name, options, distil = method_specs(args, args.phase_fractions)[method]
         model = copy.deepcopy(reference)
-        options: dict[str, Any] = {"budget": 1.0 / factor, "gate_lr": args.gate_lr}
-        if method == "bar-no-kd" or method == "wm":
-            options["distillation"] = False
-        else:
-            options["teacher"] = copy.deepcopy(reference).eval()
-        if method == "bar-linear":
-            options["transition"] = "linear"
-        pruner = BARPruner(**options)
+        teacher = copy.deepcopy(reference).eval() if distil else None
+        target = Target("activation_volume", fraction=1.0 / factor, text=f"{100 / factor:g}%")
+        pruner = build_pruner(name, target=target, teacher=teacher, **options)
         pruner.prepare(model, example)
-        if method == "wm":
-            row["wm_fraction"] = _weight_magnitude_gates(pruner, pruner.budget_value)
-            pruner.hard_prune()
-            results = [train(model, data, replace(
-                config, epochs=phases.prune_epochs + phases.frozen_epochs), hooks=pruner)]
-            results.append(train(model, data, replace(
-                config, epochs=phases.finetune_epochs, lr=config.lr * phases.finetune_lr_factor),
-                hooks=pruner))
-        else:
-            results = pruner.fit(model, data, config, phases)
+        result, _ = train_pruned(model, data, config, pruner)
         compact = pruner.finalize().eval()
-        row.update(status=results[-1].status, test_accuracy=results[-1].test_accuracy,
-                   projected_channels=pruner.projected_channels,
-                   removed_blocks=len(pruner.report().extra["removed_blocks"]),
+        report = pruner.report()
+        removed = report.extra.get("removed_blocks")
+        row.update(pruner=name, status=result.status, test_accuracy=result.test_accuracy,
+                   projected_channels=report.extra.get("projected_channels"),
+                   removed_blocks=None if removed is None else len(removed),
                    **_volume(compact, example))
+        if report.extra.get("kept_fraction") is not None:
+            row["wm_fraction"] = report.extra["kept_fraction"]
     row["achieved_factor"] = full["activation_volume"] / row["activation_volume"]
     row["flops_factor"] = full["flops"] / row["flops"]
     row["met_budget"] = row["activation_volume"] <= budget * (1 + 1e-9)
@@ -186,8 +167,8 @@ def main() -> None:
     load = {"start": os.getloadavg()}
     data = load_data(args)
     config = short_run_config(args.reference_epochs)
-    phases = BARPhases(prune_epochs=args.prune_epochs, frozen_epochs=args.frozen_epochs,
-                       finetune_epochs=args.finetune_epochs)
+    pruned_epochs, args.phase_fractions = phase_split(args.prune_epochs, args.frozen_epochs,
+                                                      args.finetune_epochs)
     reference_path = args.out / "reference.pt"
     torch.manual_seed(0)
     if reference_path.is_file():  # shared by parallel invocations (different --methods)
@@ -206,7 +187,8 @@ def main() -> None:
     for method in args.methods:
         factors = args.ablation_factors if method in ("bar-no-kd", "bar-linear") else args.factors
         for factor in factors:
-            row = run_method(method, factor, reference, data, config, phases, args)
+            row = run_method(method, factor, reference, data,
+                             replace(config, epochs=pruned_epochs), args)
             row["loadavg_1m"] = os.getloadavg()[0]
             print(json.dumps(row), flush=True)
             with rows_path.open("a") as handle:
