@@ -6,8 +6,10 @@ once into ``WORK/_reference/reference/`` and copied into each run folder before 
 so :func:`~budgetsearch.search.reference.ensure_reference` reuses it. Only the sampler and the
 sampler's seed (``OptunaOptions.seed``; ``TrialSettings.seed``, which fixes the split and the
 training, stays 0) change between runs. Trial pruning is off for both samplers, so a trained
-trial costs the same whichever sampler proposed it; trials whose budget is priced over the
-target before training are rejected at once (~0 s) and still count towards the trial budget.
+trial costs the same whichever sampler proposed it. The target is the pruner's budget (the
+pruner derives it at ``prepare``); a trial whose pruner cannot meet it is rejected there, before
+training (~0 s, status ``infeasible``), and still counts towards the trial budget. Where the
+space still searches a ``budget`` option its value is listed; otherwise that column is empty.
 
 Per run: best feasible validation accuracy, its test accuracy, trials-to-best (1-based index of
 the first trial reaching the run's best), feasible / trained-but-over-target / rejected-before-
@@ -33,11 +35,12 @@ from typing import Any
 
 import pandas as pd
 
-from budgetsearch.search.objective import TrialSettings
+from budgetsearch.cost import Target, parse_count
 from budgetsearch.search.optuna_driver import OptunaOptions
 from budgetsearch.search.reference import REFERENCE_DIR, ensure_reference
-from budgetsearch.search.runner import RunRequest, run_search
-from budgetsearch.search.targets import Target, parse_count
+from budgetsearch.search.request import RunRequest
+from budgetsearch.search.runner import run_search
+from budgetsearch.search.settings import TrialSettings
 
 SAMPLERS = ("tpe", "random")
 COLOURS = {"tpe": "tab:blue", "random": "tab:orange"}
@@ -60,6 +63,14 @@ def copy_reference(source_run: Path, run_dir: Path) -> None:
     (target / "row.json").write_text(json.dumps(row, default=str))
 
 
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """``frame[name]`` as floats, NaN where the column is absent (a hyperparameter the space
+    does not search)."""
+    if name in frame:
+        return frame[name].astype(float)
+    return pd.Series(math.nan, index=frame.index, dtype=float)
+
+
 def trial_table(table: pd.DataFrame, *, sampler: str, seed: int) -> pd.DataFrame:
     """The pruned trials of one run in the order they ran, with the best-so-far curve."""
     trials = table[table["kind"] == "pruned"].sort_values("trial_id").reset_index(drop=True)
@@ -69,8 +80,8 @@ def trial_table(table: pd.DataFrame, *, sampler: str, seed: int) -> pd.DataFrame
         "trial_id": trials["trial_id"], "status": trials["status"],
         "feasible": feasible, "val_accuracy": trials["val_accuracy"].astype(float),
         "test_accuracy": trials["accuracy"].astype(float),
-        "params": trials["params"].astype(float), "budget": trials["hp_budget"].astype(float),
-        "epochs": trials["hp_epochs"].astype(float), "seconds": trials["seconds"].astype(float),
+        "params": trials["params"].astype(float), "budget": _column(trials, "hp_budget"),
+        "epochs": _column(trials, "hp_epochs"), "seconds": trials["seconds"].astype(float),
     })
     out["best_so_far_val"] = best_so_far(out)
     return out
@@ -182,6 +193,8 @@ def main() -> None:
     parser.add_argument("--target-params", default="50k")
     parser.add_argument("--model", default="wrn-16-1")
     parser.add_argument("--space", default="bar")
+    parser.add_argument("--dataset", default="fashion-mnist",
+                        help="fashion-mnist (default); synthetic for a quick check")
     parser.add_argument("--train-subset", type=int, default=1500)
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--reference-epochs", type=float, default=2.0)
@@ -197,7 +210,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     target_value = parse_count(args.target_params, name="target_params")
-    title = (f"{args.model}, Fashion-MNIST {args.train_subset} images, params ≤ "
+    title = (f"{args.model}, {args.dataset} {args.train_subset} images, params ≤ "
              f"{args.target_params}, {args.trials} trials, no trial pruning")
     if args.plot_only:
         info = json.loads((args.out / "run.json").read_text())
@@ -212,8 +225,9 @@ def main() -> None:
     started = time.perf_counter()
     load_start = os.getloadavg()
     settings = TrialSettings(
-        model=args.model, dataset="fashion-mnist", train_subset=args.train_subset,
-        val_fraction=args.val_fraction, target=Target("params", target_value), seed=0,
+        model=args.model, dataset=args.dataset, train_subset=args.train_subset,
+        val_fraction=args.val_fraction,
+        target=Target("params", target_value, text=args.target_params), seed=0,
         threads=args.threads, reference_epochs=args.reference_epochs)
     source = args.work / "_reference"
     shutil.rmtree(args.work, ignore_errors=True)
