@@ -4,10 +4,14 @@ One :class:`RunSetting` (model, data, epochs, seed) is used for every row of an 
 dense, thinner-dense and pruned networks see the same data for the same number of steps. Each run
 returns a plain dict (one CSV row); plotting lives in the scripts.
 
+Pruned runs drive the pruner through its protocol alone: ``build_pruner(name, **options)``,
+``prepare``, :func:`budgetsearch.train.train_phases` over the pruner's phases, ``finalize`` and
+``report``; the pruner and its options are data (``PRUNER`` and the option dicts of the scripts).
+
 Parameter counts are taken from the trained model itself: every parameter, with the pruned
-weights counted as zeros after :meth:`ErfPruner.finalize` (real zeros). ``prunable_sparsity`` is
-the fraction of the pruned layers' weights that are zero (what the budget constrains, the paper's
-Table 2 "Sparsity"); ``overall_sparsity`` counts every parameter (stem, BatchNorm, biases).
+weights counted as zeros after ``finalize`` (real zeros). ``prunable_sparsity`` is the fraction of
+the pruned layers' weights that are zero (what the budget constrains, the paper's Table 2
+"Sparsity"); ``overall_sparsity`` counts every parameter (stem, BatchNorm, biases).
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ import torch
 
 from budgetsearch.data import DatasetSplits, load_dataset
 from budgetsearch.models import build_model, thinner_dense_width
-from budgetsearch.pruners.erf import ErfPruner
-from budgetsearch.train import TrainConfig, count_parameters, train
+from budgetsearch.pruners import PrunerReport, build_pruner
+from budgetsearch.train import TrainConfig, count_parameters, train, train_phases
 
-__all__ = ["RunSetting", "ideal_pruned_params", "load_data", "run_dense", "run_pruned",
-           "write_rows"]
+__all__ = ["PRUNER", "RunSetting", "ideal_pruned_params", "load_data", "run_dense",
+           "run_pruned", "write_rows"]
+
+#: The pruner the erf-loss experiments study (data: the name given to ``build_pruner``).
+PRUNER = "erf"
 
 
 @dataclass(frozen=True)
@@ -66,13 +73,38 @@ def _build(setting: RunSetting, data: DatasetSplits, width: float = 1.0) -> torc
                        width_multiplier=width)
 
 
-def ideal_pruned_params(setting: RunSetting, data: DatasetSplits, sparsity: float) -> int:
-    """Parameters of the model whose pruned layers have exactly ``sparsity`` zeros."""
+def ideal_pruned_params(setting: RunSetting, data: DatasetSplits, sparsity: float,
+                        pruner: str = PRUNER, **options: Any) -> int:
+    """Parameters of the model whose pruned layers have exactly ``sparsity`` zeros (the layers
+    the pruner, built with ``options``, prunes: its report lists them)."""
     model = _build(setting, data)
-    pruner = ErfPruner(method="ga", sparsity=0.5)  # only to list the pruned layers
-    pruner.prepare(model, data.train[0][0].unsqueeze(0))
-    pruned = sum(m.weight.numel() for m in pruner.layers.values())
+    options = options or {"method": "ga", "sparsity": 0.5}  # only to list the pruned layers
+    probe = build_pruner(pruner, **options)
+    probe.prepare(model, data.train[0][0].unsqueeze(0))
+    pruned = sum(layer.total for layer in probe.report().layers if layer.pruned)
     return count_parameters(model) - round(sparsity * pruned)
+
+
+def _target_sparsity(report: PrunerReport) -> float | None:
+    """What sparsity the run asked for: the layers' fixed targets (weighted by their weights), or
+    one minus the budget's kept fraction; None when the sparsity was learnt freely."""
+    fixed = [layer for layer in report.layers if layer.pruned and layer.target is not None]
+    if fixed:
+        return sum(layer.total * float(layer.target) for layer in fixed) / sum(
+            layer.total for layer in fixed)
+    fraction = report.budget.get("fraction")
+    return None if fraction is None else 1.0 - float(fraction)
+
+
+def _gaussian_estimate(report: PrunerReport) -> float | None:
+    """The pruner's own estimate of the sparsity of the layers it learnt freely (the Gaussian
+    erf(r/√2) of each, eq. 5), weighted by their weights; None when every layer had a fixed
+    target."""
+    learnt = [layer for layer in report.layers if layer.pruned and layer.target is None]
+    total = sum(layer.total for layer in learnt)
+    if not total:
+        return None
+    return sum(layer.total * (layer.estimated or 0.0) for layer in learnt) / total
 
 
 def run_dense(setting: RunSetting, data: DatasetSplits, *, label: str,
@@ -96,30 +128,28 @@ def run_dense(setting: RunSetting, data: DatasetSplits, *, label: str,
 
 
 def run_pruned(setting: RunSetting, data: DatasetSplits, *, label: str, family: str,
-               pruner: ErfPruner) -> dict[str, Any]:
-    """Train the full-width model under ``pruner``, finalize (real zeros) and count."""
+               options: dict[str, Any], pruner: str = PRUNER) -> dict[str, Any]:
+    """Train the full-width model under the pruner ``pruner`` built with ``options`` (its
+    phases, one trainer), finalize (real zeros) and count."""
     model = _build(setting, data)
     dense_params = count_parameters(model)
-    pruner.prepare(model, data.train[0][0].unsqueeze(0))
-    result = train(model, data, setting.train_config(), hooks=pruner)
-    pruner.finalize()
-    report = pruner.report()
+    hooks = build_pruner(pruner, **options)
+    hooks.prepare(model, data.train[0][0].unsqueeze(0))
+    config = setting.train_config()
+    groups = hooks.param_groups(config.lr)  # the pruner's own parameters (the bounds), if any
+    result = train_phases(model, data, config, hooks)
+    hooks.finalize()
+    report = hooks.report()
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
-    cfg = pruner.config
-    gaussian = None
-    if cfg.method == "adaptive":
-        # Gaussian estimate erf(r/√2) of each layer, weighted by its weights (eq. 5).
-        total = sum(layer.total for layer in report.layers)
-        gaussian = sum(layer.total * (layer.estimated or 0.0) for layer in report.layers) / total
-    target = (cfg.sparsity if cfg.method != "adaptive"
-              else cfg.budget_sparsity)
     return {
-        "method": label, "family": family, "width": 1.0,
-        "target_sparsity": target, "lam": cfg.effective_lam if cfg.method == "adaptive" else None,
+        "method": label, "family": family, "width": 1.0, "pruner": pruner,
+        "target_sparsity": _target_sparsity(report), "lam": report.extra.get("lam"),
         "params": nonzero, "dense_params": dense_params,
         "prunable_sparsity": report.overall_sparsity,
-        "prunable_sparsity_gaussian": gaussian,
+        "prunable_sparsity_gaussian": _gaussian_estimate(report),
         "overall_sparsity": 1.0 - nonzero / dense_params,
+        "pruner_optimizer": (hooks.param_group_optimizer or config.optimizer) if groups else None,
+        "pruner_lr": groups[0]["lr"] if groups else None,
         "test_accuracy": result.test_accuracy, "status": result.status,
         "seconds": round(result.seconds, 1), **{f"setting_{k}": v
                                                  for k, v in asdict(setting).items()},

@@ -34,8 +34,6 @@ from erf_runs import (
     write_rows,
 )
 
-from budgetsearch.pruners.erf import ErfPruner
-
 TARGET = 0.85
 
 
@@ -46,16 +44,17 @@ def table2_rows(setting: RunSetting, adaptive: dict[str, Any]) -> list[dict[str,
     ratio = ideal_pruned_params(setting, data, TARGET) / rows[0]["dense_params"]
     rows.append(run_dense(setting, data, label="thinner dense (eq. 12)", compression_ratio=ratio))
     rows.append(run_pruned(setting, data, label="fixed-BS", family="fixed-BS",
-                           pruner=ErfPruner(method="bs", sparsity=TARGET)))
+                           options={"method": "bs", "sparsity": TARGET}))
     rows.append(run_pruned(setting, data, label="fixed-GA", family="fixed-GA",
-                           pruner=ErfPruner(method="ga", sparsity=TARGET)))
+                           options={"method": "ga", "sparsity": TARGET}))
     for weighting in ("avg", "wavg"):
-        pruner = ErfPruner(method="adaptive", loss="budget", weighting=weighting,
-                           budget=1.0 - TARGET, **adaptive)
+        options = {"method": "adaptive", "loss": "budget", "weighting": weighting,
+                   "budget": 1.0 - TARGET, **adaptive}
         rows.append(run_pruned(setting, data, label=f"budget-{weighting}",
-                               family=f"budget-{weighting}", pruner=pruner))
-        rows[-1]["bound_optimizer"] = pruner.config.bound_optimizer
-        rows[-1]["bound_lr"] = pruner.config.bound_lr
+                               family=f"budget-{weighting}", options=options))
+        # The bounds' optimizer in effect; their lr as given (None: a multiple of the weights').
+        rows[-1]["bound_optimizer"] = rows[-1]["pruner_optimizer"]
+        rows[-1]["bound_lr"] = adaptive.get("bound_lr")
     return rows
 
 

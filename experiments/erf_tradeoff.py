@@ -26,8 +26,6 @@ from typing import Any
 import torch
 from erf_runs import RunSetting, fmt, load_data, run_dense, run_pruned, wall, write_rows
 
-from budgetsearch.pruners.erf import ErfPruner
-
 
 def tradeoff_rows(setting: RunSetting, *, sparsities: list[float], lams: list[float],
                   adaptive: dict[str, Any]) -> list[dict[str, Any]]:
@@ -39,18 +37,18 @@ def tradeoff_rows(setting: RunSetting, *, sparsities: list[float], lams: list[fl
                               compression_ratio=1.0 - s))
     for s in sparsities:
         rows.append(run_pruned(setting, data, label=f"fixed-GA s={s:.2f}", family="fixed-GA",
-                               pruner=ErfPruner(method="ga", sparsity=s)))
+                               options={"method": "ga", "sparsity": s}))
     for s in sparsities:
         rows.append(run_pruned(setting, data, label=f"budget-wavg B={1 - s:.2f}",
                                family="budget-wavg",
-                               pruner=ErfPruner(method="adaptive", loss="budget",
-                                                weighting="wavg", budget=1.0 - s, **adaptive)))
+                               options={"method": "adaptive", "loss": "budget",
+                                        "weighting": "wavg", "budget": 1.0 - s, **adaptive}))
     unconstrained = {k: v for k, v in adaptive.items() if k != "lam"}
     for lam in lams:
         rows.append(run_pruned(setting, data, label=f"unconstrained λ={lam:g}",
                                family="unconstrained",
-                               pruner=ErfPruner(method="adaptive", loss="unconstrained",
-                                                weighting="wavg", lam=lam, **unconstrained)))
+                               options={"method": "adaptive", "loss": "unconstrained",
+                                        "weighting": "wavg", "lam": lam, **unconstrained}))
     return rows
 
 
