@@ -175,7 +175,7 @@ def test_registered_and_options_validated() -> None:
 def test_latency_weighting_needs_a_sparse_speedup_and_points_to_bar() -> None:
     with pytest.raises(ValueError, match="needs profile"):
         ErfPruner(budget=0.5, weighting="latency")
-    with pytest.raises(ValueError, match="BAR"):
+    with pytest.raises(ValueError, match=r"channel pruner \(build_pruner\('bar'"):
         ErfPruner(budget=0.5, weighting="latency", profile="jetson-nano")
 
 
@@ -197,8 +197,15 @@ def test_fixed_sparsity_per_layer_and_dict(method: str) -> None:
     pruner.prepare(model, EXAMPLE)
     model(EXAMPLE)
     pruner.finalize()
-    report = {layer.name: layer for layer in pruner.report().layers}
+    layers = pruner.report().layers
+    report = {layer.name: layer for layer in layers if layer.pruned}
     assert set(report) == {"layer2.0.conv1", "layer3.0.conv2"}
+    # Every other conv/linear layer is listed as left dense, with the reason.
+    dense = [layer for layer in layers if not layer.pruned]
+    convs = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert {layer.name for layer in dense} == convs - set(report)
+    assert all(layer.kept == layer.total and layer.counted == 0.0 for layer in dense)
+    assert all(layer.reason == "not named in include / the sparsity dict" for layer in dense)
     tol = 5e-4 + 0.5 / report["layer2.0.conv1"].total if method == "bs" else 0.05
     assert report["layer2.0.conv1"].counted == pytest.approx(0.7, abs=tol)
     assert report["layer3.0.conv2"].counted == pytest.approx(0.9, abs=tol)
@@ -308,9 +315,93 @@ def test_flops_budget_term_eq10(tiny_data: DatasetSplits) -> None:
 def test_bound_param_group_has_its_own_lr_and_no_decay() -> None:
     pruner = ErfPruner(budget=0.5, bound_lr_scale=0.01)
     pruner.prepare(_model(), EXAMPLE)
-    (group,) = pruner.param_groups()
-    assert group["lr_scale"] == 0.01 and group["weight_decay"] == 0.0
+    (group,) = pruner.param_groups(0.1)
+    # A plain torch group: the bounds' absolute rate is bound_lr_scale × the weights' rate.
+    assert set(group) == {"params", "lr", "weight_decay"}
+    assert group["lr"] == pytest.approx(0.001) and group["weight_decay"] == 0.0
     assert len(group["params"]) == len(pruner.layers)
+    assert {id(p) for p in group["params"]} == {
+        id(pruner._param(m).ratio) for m in pruner.layers.values()}
+    torch.optim.SGD([group], lr=0.1)  # a stock optimizer takes it as is
+    absolute = ErfPruner(budget=0.5, bound_lr=0.02, bound_weight_decay=1e-4)
+    absolute.prepare(_model(), EXAMPLE)
+    (group,) = absolute.param_groups(0.1)
+    assert group["lr"] == 0.02 and group["weight_decay"] == 1e-4  # bound_lr overrides the scale
+    assert absolute.param_group_optimizer == "sgd"
+    assert ErfPruner(budget=0.5, bound_optimizer="adam").param_group_optimizer == "adam"
+    fixed = ErfPruner(method="ga", sparsity=0.5)
+    fixed.prepare(_model(), EXAMPLE)
+    assert fixed.param_groups(0.1) == []  # fixed bounds train nothing
+    pruner.finalize()
+    assert pruner.param_groups(0.1) == []  # nor do finalized ones
+
+
+# -- with a target (the protocol) ---------------------------------------------------------------
+
+
+def test_target_becomes_the_budget_of_the_pruned_layers_at_prepare() -> None:
+    from budgetsearch.cost import Target, layer_inventory
+
+    inventory = layer_inventory(_model(), EXAMPLE)
+    full = inventory.price().as_dict()["params"]
+    pruner = build_pruner("erf", target=Target.parse("params", "50%"))
+    assert pruner.config.method == "adaptive" and pruner.config.loss == "budget"
+    assert pruner.config.weighting == "params"
+    pruner.prepare(_model(), EXAMPLE)
+    assert pruner.target.is_resolved and pruner.target.value == pytest.approx(0.5 * full)
+    # B = (T − U) / (C − U): U what stays with every pruned layer empty.
+    floor = inventory.price(densities={n: 0.0 for n in pruner.layers}).as_dict()["params"]
+    expected = (0.5 * full - floor) / (full - floor)
+    assert pruner.config.budget == pytest.approx(expected, rel=1e-9)
+    assert pruner.state_dict() == {"budget": pruner.config.budget, "finalized": False}
+    pruner.finalize()
+    assert pruner.target.is_met(pruner.report().cost["params"])  # enforced at finalize
+    budget = pruner.report().budget
+    assert budget["target_scope"] == "network" and budget["value"] == pytest.approx(0.5 * full)
+
+
+def test_target_and_budget_together_are_refused() -> None:
+    from budgetsearch.cost import Target
+
+    with pytest.raises(ValueError, match="not both"):
+        ErfPruner(target=Target.parse("params", "50%"), budget=0.5)
+    with pytest.raises(ValueError, match="not both"):
+        ErfPruner(target=Target.parse("params", "50%"), sparsity=0.5)
+
+
+def test_latency_target_without_sparse_speedup_is_infeasible_at_prepare() -> None:
+    from budgetsearch.cost import Target, layer_inventory, load_profile
+    from budgetsearch.pruners import BudgetInfeasible
+
+    nano = load_profile("jetson-nano")
+    full = layer_inventory(_model(), EXAMPLE).price(profile=nano).as_dict()["latency_ms"]
+    with pytest.raises(ValueError, match="device profile"):
+        build_pruner("erf", target=Target.parse("latency", "10ms"))  # latency needs a profile
+    tight = Target("latency_ms", 0.5 * full, text="half")
+    pruner = build_pruner("erf", target=tight, profile="jetson-nano")
+    with pytest.raises(BudgetInfeasible, match="no sparse speed-up") as refused:
+        pruner.prepare(_model(), EXAMPLE)
+    assert refused.value.metric == "latency_ms"
+    assert refused.value.target == pytest.approx(0.5 * full)
+    assert refused.value.minimum == pytest.approx(full)  # zeros buy no time there
+    # Unless the unpruned network already meets it: nothing to prune for.
+    loose = build_pruner("erf", target=Target("latency_ms", 2.0 * full), profile="jetson-nano")
+    loose.prepare(_model(), EXAMPLE)
+    assert loose.config.budget == 1.0
+
+
+def test_params_target_below_the_dense_layers_is_infeasible() -> None:
+    from budgetsearch.cost import Target, layer_inventory
+    from budgetsearch.pruners import BudgetInfeasible
+
+    inventory = layer_inventory(_model(), EXAMPLE)
+    probe = ErfPruner(method="ga", sparsity=0.5)
+    probe.prepare(_model(), EXAMPLE)
+    floor = inventory.price(densities={n: 0.0 for n in probe.layers}).as_dict()["params"]
+    with pytest.raises(BudgetInfeasible) as refused:
+        build_pruner("erf", target=Target("params", 0.9 * floor)).prepare(_model(), EXAMPLE)
+    assert refused.value.minimum == pytest.approx(floor)
+    build_pruner("erf", target=Target("params", 1.1 * floor)).prepare(_model(), EXAMPLE)
 
 
 def test_finalize_gives_real_zeros_that_training_does_not_refill(tiny_data: DatasetSplits) -> None:
