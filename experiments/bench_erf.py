@@ -11,6 +11,11 @@ Three parts, each printable on its own:
 - ``precision``: a short Fashion-MNIST run of WRN-16-2 with fixed-BS (target per layer, ±0.1 %)
   and with budget-wavg against an 85 % parameter sparsity budget (±1 %).
 
+The pruners are built by name with their options as data (``VARIANTS``, ``build_pruner``) and
+driven through the protocol alone: the overhead step takes the pruner's ``param_groups``, its
+``loss_terms`` and ``after_step``; the precision runs go through
+:func:`budgetsearch.train.train_phases` and read ``report()``.
+
 Usage:
     .venv/bin/python experiments/bench_erf.py overhead --repeats 7 --steps 10
     .venv/bin/python experiments/bench_erf.py threshold
@@ -33,62 +38,90 @@ from torch import nn
 from torch.nn.utils import prune
 
 from budgetsearch.models import build_model
-from budgetsearch.pruners.erf import ErfPruner, prunable_layers
+from budgetsearch.pruners import Pruner, build_pruner
+from budgetsearch.pruners.erf import prunable_layers
 from budgetsearch.pruners.erf_functional import binary_search_bound, gaussian_bound
+from budgetsearch.train_hooks import StepContext
 
 INPUT = (1, 28, 28)
+#: The pruner under test (data: the name given to ``build_pruner``).
+PRUNER = "erf"
+#: The overhead variants: the pruner's options, None for the dense network and for torch's own
+#: ``l1_unstructured`` masks (the reference the pruners are measured against).
+VARIANTS: dict[str, dict[str, Any] | None] = {
+    "dense": None,
+    "ga": {"method": "ga", "sparsity": 0.85},
+    "bs": {"method": "bs", "sparsity": 0.85},
+    "adaptive": {"method": "adaptive", "loss": "budget", "weighting": "wavg", "budget": 0.15,
+                 "lam": 5.0},
+    "torch-l1": None,
+}
+#: Precision runs: fixed-BS and budget-wavg (85 % parameter sparsity).
+FIXED_BS: dict[str, Any] = {"method": "bs", "sparsity": 0.85}
+BUDGET_WAVG: dict[str, Any] = {"method": "adaptive", "loss": "budget", "weighting": "wavg",
+                               "budget": 0.15}
+LR = 0.05
 
 
 # -- overhead -------------------------------------------------------------------------------------
 
 
-def _variant(name: str) -> tuple[nn.Module, ErfPruner | None]:
+def _variant(name: str) -> tuple[nn.Module, Pruner | None]:
     torch.manual_seed(0)
     model = build_model("wrn-16-2", num_classes=10, in_channels=1)
     example = torch.zeros(1, *INPUT)
     pruner = None
-    if name == "ga":
-        pruner = ErfPruner(method="ga", sparsity=0.85)
-    elif name == "bs":
-        pruner = ErfPruner(method="bs", sparsity=0.85)
-    elif name == "adaptive":
-        pruner = ErfPruner(method="adaptive", loss="budget", weighting="wavg", budget=0.15,
-                           lam=5.0)
+    options = VARIANTS[name]
+    if options is not None:
+        pruner = build_pruner(PRUNER, **options)
+        pruner.prepare(model, example)
     elif name == "torch-l1":
         for layer in prunable_layers(model):
             prune.l1_unstructured(dict(model.named_modules())[layer], "weight", amount=0.85)
-    if pruner is not None:
-        pruner.prepare(model, example)
     model.train()
     return model, pruner
 
 
-def _stepper(model: nn.Module, pruner: ErfPruner | None, batch: int) -> Callable[[], None]:
-    groups: list[dict[str, Any]] = pruner.param_groups() if pruner is not None else []
+def _stepper(model: nn.Module, pruner: Pruner | None, batch: int) -> Callable[[], None]:
+    """One training step (forward, the pruner's loss terms, backward, step, its after_step hook),
+    the pruner's own parameters in their groups on the optimizer they are tuned for."""
+    groups: list[dict[str, Any]] = pruner.param_groups(LR) if pruner is not None else []
     claimed = {id(p) for g in groups for p in g["params"]}
     weights = [p for p in model.parameters() if id(p) not in claimed]
-    opt = torch.optim.SGD([{"params": weights}] + [{"params": g["params"], "lr": 5e-4}
-                                                   for g in groups],
-                          lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    kind = (pruner.param_group_optimizer if pruner is not None else None) or "sgd"
+    sgd_groups = [{"params": weights}] + (groups if kind == "sgd" else [])
+    optimizers: list[torch.optim.Optimizer] = [torch.optim.SGD(
+        sgd_groups, lr=LR, momentum=0.9, nesterov=True, weight_decay=5e-4)]
+    if groups and kind == "adam":
+        optimizers.append(torch.optim.Adam(groups, lr=LR))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, *INPUT, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
+    counter = [0]
 
     def step() -> None:
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        if pruner is not None and pruner.config.method == "adaptive":
-            loss = loss + pruner.sparsity_loss()
-        opt.zero_grad(set_to_none=True)
+        task = F.cross_entropy(logits, y)
+        context = StepContext(x, y, logits, task, counter[0], 1_000_000, 0)
+        if pruner is None:
+            loss = task
+        else:
+            loss = torch.stack([t.reshape(()) for t in pruner.loss_terms(context).values()]).sum()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        for opt in optimizers:
+            opt.step()
+        if pruner is not None:
+            pruner.after_step(context)
+        counter[0] += 1
 
     return step
 
 
 def bench_overhead(repeats: int, steps: int, batch: int, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
-    names = ["dense", "ga", "bs", "adaptive", "torch-l1"]
+    names = list(VARIANTS)
     steppers = {}
     for name in names:
         model, pruner = _variant(name)
@@ -162,7 +195,7 @@ def bench_precision(train_subset: int, epochs: float, batch: int, threads: int,
                     seeds: tuple[int, ...] = (0,),
                     initial_sparsity: float | None = None) -> dict[str, Any]:
     from budgetsearch.data import load_dataset
-    from budgetsearch.train import TrainConfig, train
+    from budgetsearch.train import TrainConfig, train_phases
 
     torch.set_num_threads(threads)
     data = load_dataset("fashion-mnist", train_subset=train_subset)
@@ -170,12 +203,13 @@ def bench_precision(train_subset: int, epochs: float, batch: int, threads: int,
     out: dict[str, Any] = {"train_subset": train_subset, "epochs": epochs, "batch": batch,
                            "seeds": list(seeds)}
 
-    def run(pruner: ErfPruner, seed: int) -> tuple[Any, Any]:
+    def run(options: dict[str, Any], seed: int) -> tuple[Any, Any]:
         torch.manual_seed(seed)
         model = build_model("wrn-16-2", num_classes=data.num_classes, in_channels=1)
+        pruner = build_pruner(PRUNER, **options)
         pruner.prepare(model, example)
-        config = TrainConfig(epochs=epochs, batch_size=batch, progress=False, lr=0.05, seed=seed)
-        result = train(model, data, config, hooks=pruner)
+        config = TrainConfig(epochs=epochs, batch_size=batch, progress=False, lr=LR, seed=seed)
+        result = train_phases(model, data, config, pruner)
         pruner.finalize()
         return result, pruner.report()
 
@@ -183,12 +217,11 @@ def bench_precision(train_subset: int, epochs: float, batch: int, threads: int,
         key = f"seed_{seed}"
         out[key] = {}
         if not skip_bs:
-            out[key]["fixed_bs"] = _fixed_bs(*run(ErfPruner(method="bs", sparsity=0.85), seed))
-        pruner = ErfPruner(method="adaptive", loss="budget", weighting="wavg", budget=0.15,
-                           lam=lam, bound_optimizer="adam", bound_lr=bound_lr,
-                           initial_sparsity=initial_sparsity)
-        result, report = run(pruner, seed)
-        out[key]["budget_wavg"] = _budget_wavg(result, report, pruner.config.effective_lam,
+            out[key]["fixed_bs"] = _fixed_bs(*run(FIXED_BS, seed))
+        options = {**BUDGET_WAVG, "lam": lam, "bound_optimizer": "adam", "bound_lr": bound_lr,
+                   "initial_sparsity": initial_sparsity}
+        result, report = run(options, seed)
+        out[key]["budget_wavg"] = _budget_wavg(result, report, report.extra.get("lam"),
                                                bound_lr)
     errors = [abs(out[f"seed_{s}"]["budget_wavg"]["param_sparsity_counted_pct"] - 85.0)
               for s in seeds]
@@ -198,7 +231,7 @@ def bench_precision(train_subset: int, epochs: float, batch: int, threads: int,
 
 
 def _fixed_bs(result: Any, report: Any) -> dict[str, Any]:
-    errors = [layer.counted - 0.85 for layer in report.layers]
+    errors = [layer.counted - 0.85 for layer in report.layers if layer.pruned]
     return {
         "test_accuracy": result.test_accuracy, "seconds": round(result.seconds, 1),
         "max_abs_layer_error_pct": round(100 * max(abs(e) for e in errors), 4),
@@ -207,8 +240,10 @@ def _fixed_bs(result: Any, report: Any) -> dict[str, Any]:
     }
 
 
-def _budget_wavg(result: Any, report: Any, lam: float, bound_lr: float) -> dict[str, Any]:
-    ratios = [r.extra["ratio"] for r in report.layers]
+def _budget_wavg(result: Any, report: Any, lam: float | None, bound_lr: float
+                 ) -> dict[str, Any]:
+    pruned = [r for r in report.layers if r.pruned]  # the layers left dense are listed too
+    ratios = [r.extra["ratio"] for r in pruned]
     kept = report.extra["kept_fraction"]["params"]
     return {
         "test_accuracy": result.test_accuracy, "seconds": round(result.seconds, 1),
@@ -216,7 +251,7 @@ def _budget_wavg(result: Any, report: Any, lam: float, bound_lr: float) -> dict[
         "param_sparsity_counted_pct": round(100 * (1 - kept), 3),
         "param_sparsity_gaussian_pct": round(100 * (1 - report.extra["last_loss"]["density"]), 3),
         "overall_sparsity_counted_pct": round(100 * report.overall_sparsity, 3),
-        "per_layer_counted": {r.name: round(r.counted, 3) for r in report.layers},
+        "per_layer_counted": {r.name: round(r.counted, 3) for r in pruned},
         "bound_ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
         "params": report.cost["params"], "dense_params": report.extra["dense_cost"]["params"],
     }

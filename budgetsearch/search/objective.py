@@ -209,7 +209,9 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
         model = pruner.prepare(model, torch.zeros(1, *shape))
     except BudgetInfeasible as error:
         # Known before training: the trial is infeasible, not failed, and costs no training.
-        row.update(status="infeasible", feasible=False, failure=f"{error}; not trained")
+        # The row records the smallest cost reachable on the target's metric (why infeasible).
+        row.update(status="infeasible", feasible=False, failure=f"{error}; not trained",
+                   **{error.metric: error.minimum})
         return
     config = TrainConfig(
         epochs=float(training.get("epochs", settings.epochs)),

@@ -9,60 +9,60 @@ import pytest
 import torch
 
 from budgetsearch.cli import main
-from budgetsearch.cost import layer_inventory, load_profile
+from budgetsearch.cost import Target, layer_inventory, load_profile
 from budgetsearch.models import build_model
 from budgetsearch.search.objective import RESULT_COLUMNS, TrialSettings, run_trial
 from budgetsearch.search.optuna_driver import OptunaOptions, make_study, run_optuna
+from budgetsearch.search.plan import plan_target
+from budgetsearch.search.settings import input_shape
 from budgetsearch.search.space import load_space, space_from_dict
-from budgetsearch.search.targets import (
-    Target,
-    parse_count,
-    parse_duration_ms,
-    plan_target,
-    target_from_options,
-)
 
 # Tiny settings: wrn-10-1 on 32 synthetic images, a few steps per trial.
 TINY = dict(model="wrn-10-1", dataset="synthetic", train_subset=32, val_fraction=0.25,
             batch_size=16, threads=1)
-FAST = {"epochs": 0.5, "lam": 1.0, "budget": 0.6, "lr": 0.002}
+# The budget is not searched: the run's target is the budget.
+FAST = {"epochs": 0.5, "lam": 1.0, "lr": 0.002}
+
+# Duration/count parsing and target_from_options moved with the vocabulary:
+# tests/cost/test_metrics.py.
 
 
-@pytest.mark.parametrize(("text", "ms"), [("10ms", 10.0), ("500us", 0.5), ("0.01s", 10.0),
-                                          ("1e-1ms", 0.1)])
-def test_durations(text: str, ms: float) -> None:
-    assert parse_duration_ms(text) == pytest.approx(ms)
-
-
-@pytest.mark.parametrize("text", ["10xs", "-5ms", "0", "0ms", "nan", "nanms", "1e309ms", "10",
-                                  ""])
-def test_bad_durations_name_the_rule(text: str) -> None:
-    with pytest.raises(ValueError, match="positive duration like '10ms'"):
-        parse_duration_ms(text)
-
-
-def test_counts() -> None:
-    assert parse_count("50M", name="target_flops") == 50e6
-    assert parse_count("1.5M", name="target_params") == 1.5e6
-    assert parse_count("200k", name="x") == 2e5
-    for bad in ("-1M", "0", "nan", "1e309", "5Q"):
-        with pytest.raises(ValueError, match="target_params must be a positive count"):
-            parse_count(bad, name="target_params")
-    with pytest.raises(ValueError, match="one target at a time"):
-        target_from_options(latency="1ms", flops="5M")
+def _full_cost(metric: str, profile: str | None = None) -> float:
+    inventory = layer_inventory(build_model("wrn-10-1"), torch.zeros(1, 1, 28, 28))
+    return inventory.price(profile=load_profile(profile) if profile else None).as_dict()[metric]
 
 
 def test_infeasible_target_states_the_minimum() -> None:
-    inventory = layer_inventory(build_model("wrn-10-1"), torch.zeros(1, 1, 28, 28))
+    settings = TrialSettings(**TINY)
+    assert input_shape(settings) == (1, 28, 28)
     jetson = load_profile("jetson")
+    bar, erf = load_space("bar"), load_space("erf")
     with pytest.raises(ValueError, match=r"below what wrn-10-1 can reach .*ask for at least"):
-        plan_target(Target("latency_ms", 0.01), inventory, jetson,
-                    pruners={"bar": "channel"}, model_label="wrn-10-1")
-    plan = plan_target(Target("latency_ms", 0.2), inventory, jetson,
-                       pruners={"erf": "unstructured", "bar": "channel"})
+        plan_target(Target("latency_ms", 0.01), settings, jetson, [bar])
+    full = _full_cost("latency_ms", "jetson")
+    plan = plan_target(Target("latency_ms", 0.2), settings, jetson, [erf, bar])
     assert plan.pruners == ("bar",)
     assert any("no sparse speed-up" in note for note in plan.notes)
+    # erf was asked through the protocol: zeros buy no time on this profile.
+    assert plan.minimum_cost == {"erf": pytest.approx(full)}
+    assert plan.full_cost == pytest.approx(full)
     assert 0 < plan.budget_fraction < 1
+
+
+def test_plan_resolves_a_relative_target_once() -> None:
+    settings = TrialSettings(**TINY)
+    full = _full_cost("flops")
+    plan = plan_target(Target.parse("flops", "25%"), settings, None,
+                       [load_space("bar"), load_space("erf")])
+    assert plan.pruners == ("bar", "erf") and plan.minimum_cost == {}
+    assert plan.target.is_resolved and plan.target.fraction == 0.25
+    assert plan.target.value == pytest.approx(0.25 * full) and plan.full_cost == pytest.approx(full)
+    assert plan.budget_fraction == pytest.approx(0.25)
+    loose = plan_target(Target("flops", 2 * full), settings, None, [load_space("erf")])
+    assert loose.budget_fraction == 1.0
+    assert any("already meets the target" in note for note in loose.notes)
+    with pytest.raises(ValueError, match="a latency target needs --device"):
+        plan_target(Target("latency_ms", 1.0), settings, None, [load_space("bar")])
 
 
 def test_space_validation_names_file_and_key(tmp_path: Path) -> None:
@@ -88,16 +88,23 @@ def test_space_validation_names_file_and_key(tmp_path: Path) -> None:
 def test_objective_writes_a_row_and_rejects_before_training(tmp_path: Path) -> None:
     settings = TrialSettings(**TINY, device_profile="jetson-orin-nano",
                              target=Target("latency_ms", 0.2))
+    full = _full_cost("latency_ms", "jetson-orin-nano")
+    assert full > 0.2  # the unpruned network misses the target: pruning must meet it
     space = load_space("bar")
     row = run_trial(FAST, settings, tmp_path / "a", trial_id="a", engine="optuna", space=space)
     assert set(RESULT_COLUMNS) <= set(row)
     assert row["status"] == "ok", row["failure"]
     assert row["feasible"] and row["latency_ms"] <= 0.2
     assert Path(row["model_path"]).is_file() and Path(row["pruned_config_path"]).is_file()
-    rejected = run_trial({**FAST, "budget": 1.0}, settings, tmp_path / "b", trial_id="b",
-                         engine="optuna", space=space)
+    # The target itself is out of the pruner's reach: erf's zeros buy no time on this profile
+    # (no sparse speed-up), so prepare refuses before any training.
+    rejected = run_trial(FAST, settings, tmp_path / "b", trial_id="b", engine="optuna",
+                         space=load_space("erf"))
     assert rejected["status"] == "infeasible" and rejected["seconds"] < 5
-    assert rejected["latency_ms"] > 0.2
+    assert not rejected["feasible"] and "not trained" in rejected["failure"]
+    assert rejected["accuracy"] is None and rejected["model_path"] is None
+    assert rejected["latency_ms"] > 0.2  # the smallest it can reach, recorded
+    assert rejected["latency_ms"] == pytest.approx(full)
 
 
 def test_optuna_resume_keeps_completed_trials(tmp_path: Path) -> None:
@@ -165,7 +172,7 @@ def test_cli_bad_target_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 def test_reference_trained_once_then_trials_start_from_it(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from budgetsearch.pruners.bar import BARPruner
-    from budgetsearch.search.reference import ensure_reference
+    from budgetsearch.search.reference import ensure_reference, reference_state_path
 
     settings = TrialSettings(**TINY, reference_epochs=1.0)
     row = ensure_reference(settings, tmp_path)
@@ -177,7 +184,13 @@ def test_reference_trained_once_then_trials_start_from_it(tmp_path: Path,
     stamp = weights.stat().st_mtime_ns
     assert ensure_reference(settings, tmp_path)["accuracy"] == row["accuracy"]  # reused
     assert weights.stat().st_mtime_ns == stamp
-    reference = torch.load(weights, weights_only=False).state_dict()
+    # Trials load the reference's plain state_dict (any architecture), next to its model.pt.
+    state = reference_state_path(row)
+    assert state == weights.with_name("state_dict.pt") and state.is_file()
+    reference = torch.load(state, weights_only=True)
+    whole = torch.load(weights, weights_only=False).state_dict()
+    assert reference.keys() == whole.keys()
+    assert all(torch.equal(reference[k], whole[k]) for k in whole)
 
     seen: dict[str, torch.Tensor] = {}
     prepare = BARPruner.prepare
@@ -189,7 +202,7 @@ def test_reference_trained_once_then_trials_start_from_it(tmp_path: Path,
         return result
 
     monkeypatch.setattr(BARPruner, "prepare", spy)
-    settings = TrialSettings(**TINY, reference_path=str(weights))
+    settings = TrialSettings(**TINY, reference_path=str(state))
     run_trial({"lam": 1.0, "budget": 0.9, "epochs": 0.5}, settings, tmp_path / "t0",
               trial_id="t0", engine="optuna", space=load_space("bar"))
     # The trial's network starts from the reference and distils from a copy of it.
