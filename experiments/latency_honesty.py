@@ -4,9 +4,11 @@ prediction beside it, on the measured device (this machine's CPU, profile ``cpu-
 Models: the unpruned WRN-16-2 (1×28×28, Fashion-MNIST shape); BAR's compact networks at 2×, 4×,
 8×, 16× volume reduction (``experiments/bar_budgets.py`` writes them to
 ``experiments/results/bar/wrn16-2_bar_*x.pt``); and unstructured (erf-loss-style) WRN-16-2s with
-50%, 85% and 95% of the conv/linear weights zeroed by magnitude. Unstructured zeros are priced as
-the FLOPs fvcore would count on the non-zero weights (density × dense FLOPs), the figure papers
-report, while the profile declares no sparse speed-up, so the predicted latency stays dense.
+50%, 85% and 95% of the conv/linear weights zeroed by magnitude (the library's ``magnitude``
+pruner, the same density in every conv/linear layer, ``finalize`` gives real zeros; priced from
+its ``pruned_configuration()``). Unstructured zeros are priced as the FLOPs fvcore would count on
+the non-zero weights (density × dense FLOPs), the figure papers report, while the profile declares
+no sparse speed-up, so the predicted latency stays dense.
 
 All networks are timed as ``budgetsearch profile`` times them (interleaved rounds in shuffled
 order, batch 1, one torch thread, median), so that load from other processes on a shared
@@ -36,25 +38,24 @@ from budgetsearch.cost import layer_inventory, load_profile  # noqa: E402
 from budgetsearch.cost.measure import time_networks  # noqa: E402
 from budgetsearch.models import build_model  # noqa: E402
 from budgetsearch.models.files import load_model_file  # noqa: E402
+from budgetsearch.pruners import build_pruner  # noqa: E402
 
 SHAPE = (1, 28, 28)
 PROFILE = "cpu-2core-x86"
+#: The unstructured baseline (data: the pruner name and options given to ``build_pruner``):
+#: every conv/linear layer (``min_weights=0``) at the same density (``scope="layer"``).
+UNSTRUCTURED = ("magnitude", {"scope": "layer", "min_weights": 0})
 
 
 def magnitude_pruned(model: nn.Module, sparsity: float) -> tuple[nn.Module, dict[str, float]]:
-    """Zero the smallest-magnitude ``sparsity`` of each conv/linear weight (in place) and return
-    the per-layer densities (the erf-loss pruner's fixed-sparsity end state)."""
-    densities = {}
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                weight = module.weight
-                k = int(round(sparsity * weight.numel()))
-                if k > 0:
-                    threshold = weight.abs().flatten().kthvalue(k).values
-                    weight.mul_((weight.abs() > threshold).to(weight.dtype))
-                densities[name] = float((weight != 0).float().mean())
-    return model, densities
+    """Zero the smallest-magnitude ``sparsity`` of the conv/linear weights with the unstructured
+    baseline pruner (in place) and return the finalized model and its per-layer densities (the
+    erf-loss pruner's fixed-sparsity end state)."""
+    name, options = UNSTRUCTURED
+    pruner = build_pruner(name, sparsity=sparsity, **options)
+    pruner.prepare(model, torch.zeros(1, *SHAPE))
+    model = pruner.finalize()
+    return model, dict(pruner.pruned_configuration()["densities"])
 
 
 def main() -> None:
