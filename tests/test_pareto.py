@@ -153,8 +153,18 @@ def test_parse_target_and_ratios() -> None:
     assert parse_target("2M", "params") == 2e6
     assert parse_target("300k", "flops") == 3e5
     assert parse_target("1MiB", "memory_bytes") == 2**20
-    with pytest.raises(ValueError, match="positive amount like '10ms'"):
+    assert parse_target("2M", "parameters") == 2e6  # aliases of the cost vocabulary
+    with pytest.raises(ValueError, match="--target must be a positive duration like '10ms'"):
         parse_target("10xs", "latency_ms")
+    # A bare number is refused for latency (ms or s?), as `run --target-latency 10` is.
+    with pytest.raises(ValueError, match="--target must be a positive duration .*got '10'"):
+        parse_target("10", "latency_ms")
+    # Relative targets resolve against the unpruned network's cost, and need it.
+    assert parse_target("50%", "flops", full=2e6) == 1e6
+    with pytest.raises(ValueError, match="'50%' is relative"):
+        parse_target("50%", "flops")
+    with pytest.raises(ValueError, match="metric must be one of"):
+        parse_target("10ms", "watts")
     assert parse_ratios("0.5, 0.25,0.5") == [0.5, 0.25]
     with pytest.raises(ValueError, match=r"in \(0, 1\]"):
         parse_ratios("0.5,2")
@@ -343,7 +353,11 @@ def test_pareto_cli_all_infeasible_says_so(fake_run: Path, capsys) -> None:
     (["pareto", "/nonexistent/run"], "run folder /nonexistent/run does not exist"),
     (["pareto", "{run}", "--devices", "toaster"], "unknown device 'toaster'; known: "),
     (["pareto", "{run}", "--metric", "watts"], "metric must be one of"),
-    (["pareto", "{run}", "--target", "10xs"], "positive amount like '10ms'"),
+    (["pareto", "{run}", "--target", "10xs"],
+     "--target must be a positive duration like '10ms', '500us' or '0.01s', got '10xs'"),
+    # A bare latency number is refused, like `run --target-latency 10`.
+    (["pareto", "{run}", "--target", "10"],
+     "--target must be a positive duration like '10ms', '500us' or '0.01s', got '10'"),
     (["pareto", "{empty}"], "has no results.csv"),
     (["baselines", "--model", "wrn-10-1", "--ratios", "0,5"], "in (0, 1]"),
     (["baselines", "--model", "vgg", "--ratios", "0.5", "--run", "{run}"], "--model must be"),
