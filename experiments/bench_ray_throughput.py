@@ -72,7 +72,8 @@ def run_once(concurrent: int, args: argparse.Namespace, work: Path, index: int) 
     if done.returncode != 0:
         raise RuntimeError(f"sweep failed (rc {done.returncode}):\n{done.stdout}\n{done.stderr}")
     with open(out / "results.csv") as handle:
-        rows = list(csv.DictReader(handle))
+        # results.csv starts with the unpruned reference's row: count the trials only.
+        rows = [r for r in csv.DictReader(handle) if r.get("kind") != "reference"]
     span = trial_span_s(out)
     return {
         "max_concurrent": concurrent, "trials": len(rows),

@@ -221,15 +221,12 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
         seed=settings.seed, device=settings.torch_device, progress=False,
         bn_recalibration_batches=BN_RECALIBRATION_BATCHES,
     )
-    phases = pruner.phases()
-
     def on_phase_end(index: int, phase: Phase, result: TrainResult) -> bool:
         return report is not None and bool(report(index + 1, _accuracy_of(result)))
 
     result = train_phases(model, data, config, pruner, on_phase_end=on_phase_end)
+    # on_phase_end reported every phase, the last one included (its answer ignored: it ended).
     status = "pruned" if result.status == "stopped" else result.status
-    if status == "ok" and report is not None:
-        report(len(phases), _accuracy_of(result))
     # A trial stopped early was scored on the validation set only, mid-pruning: its "test
     # accuracy" would be that intermediate figure beside the cost of a network never built.
     row.update(status=status, failure=result.failure, val_accuracy=_accuracy_of(result)
