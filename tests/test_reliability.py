@@ -52,12 +52,16 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 @pytest.mark.parametrize("flag,value,rule", [
-    *[("--target-latency", v, "target_latency must be a positive duration like '10ms'")
+    *[("--target-latency", v, "--target-latency must be a positive duration like '10ms'")
       for v in ("10xs", "-5ms", "0", "nan", "1e309ms", "10")],
-    *[("--target-flops", v, "target_flops must be a positive count like '50M'")
+    *[("--target-flops", v, "--target-flops must be a positive count like '50M'")
       for v in ("10xs", "-5M", "0", "nan", "1e309", "inf")],
-    *[("--target-params", v, "target_params must be a positive count like '50M'")
+    *[("--target-params", v, "--target-params must be a positive count like '50M'")
       for v in ("10xs", "-5", "0", "nan", "1e309")],
+    *[("--target-volume", v, "--target-volume must be a positive count like '50M'")
+      for v in ("10xs", "-5", "0")],
+    *[(flag, v, f"{flag} must be a percentage in (0%, 100%] like '50%'")
+      for flag in ("--target-latency", "--target-flops") for v in ("0%", "150%", "-5%")],
 ])
 def test_bad_target_numbers(flag: str, value: str, rule: str, tmp_path: Path,
                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -98,14 +102,15 @@ def test_api_rejects_zero_trials() -> None:
     (["--model", "vgg"], "invalid choice: 'vgg' (choose from 'resnet-20'"),
     (["--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'cifar10'"),
     (["--pruner", "foo", "--model", "wrn-10-1", "--dataset", "synthetic"],
-     "pruner must be one of bar, erf, got 'foo'"),
+     "pruner must be one of bar, channel-magnitude, erf, magnitude, got 'foo'"),
     (["--engine", "foo"], "invalid choice: 'foo' (choose from 'optuna', 'ray')"),
-    (["--space", "nosuch"], "search space must be one of bar, erf or a path"),
+    (["--space", "nosuch"], "search space must be one of bar, channel-magnitude, erf, magnitude "
+                            "or a path"),
     (["--device", "..", "--target-latency", "1ms"], "device must be a profile name"),
-    (["--space", ".."], "search space must be one of bar, erf or a path to a .yaml file, "
-                        "got '..'"),
+    (["--space", ".."], "search space must be one of bar, channel-magnitude, erf, magnitude or a "
+                        "path to a .yaml file, got '..'"),
     (["--pruner", "../bar", "--model", "wrn-10-1", "--dataset", "synthetic"],
-     "pruner must be one of bar, erf, got '../bar'"),
+     "pruner must be one of bar, channel-magnitude, erf, magnitude, got '../bar'"),
 ])
 def test_unknown_names_list_the_valid_ones(argv: list[str], fragment: str, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,8 +133,21 @@ def test_pareto_devices_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_unreachable_target_states_the_minimum(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    for flag, value, minimum in (("--target-params", "5", "31 parameters"),
-                                 ("--target-flops", "10", "7,213 FLOPs")):
+    # The minimum is what the best pruner can reach, as each says through the protocol
+    # (BudgetInfeasible.minimum at prepare): BAR's smallest expressible network here.
+    from budgetsearch.cost import Target
+    from budgetsearch.pruners import BudgetInfeasible, build_pruner, search_order
+
+    for flag, metric, value, minimum in (("--target-params", "params", "5", "37 parameters"),
+                                         ("--target-flops", "flops", "10", "9,418 FLOPs")):
+        reachable = []
+        for name in search_order():
+            with pytest.raises(BudgetInfeasible) as refused:
+                build_pruner(name, target=Target(metric, float(value))).prepare(
+                    build_model("wrn-10-1", num_classes=10, in_channels=1),
+                    torch.zeros(1, 1, 28, 28))
+            reachable.append(refused.value.minimum)
+        assert Target(metric, 1.0).describe(min(reachable)) == minimum
         code, err = run_cli(["run", flag, value, *TINY_RUN, "--out", str(tmp_path / "r")],
                             capsys)
         assert code == 2 and f"ask for at least {minimum}" in err
@@ -199,7 +217,8 @@ SPACE = "pruner: bar\nparameters:\n  lam: {type: float, low: 0.1, high: 1.0, log
     (SPACE + "  epochs: {type: float, low: -2, high: 1}\n",
      "parameters.epochs = -2.0 is not valid for pruner 'bar': epochs must be a positive number"),
     (SPACE + "fixed:\n  transition: cubic\n", "fixed.transition = 'cubic' is not valid"),
-    (SPACE.replace("pruner: bar", "pruner: foo"), "pruner must be one of bar, erf, got 'foo'"),
+    (SPACE.replace("pruner: bar", "pruner: foo"),
+     "pruner must be one of bar, channel-magnitude, erf, magnitude, got 'foo'"),
 ])
 def test_bad_space_file(text: str, fragment: str, tmp_path: Path,
                         capsys: pytest.CaptureFixture[str]) -> None:
@@ -347,17 +366,18 @@ fixed:
 def test_nan_loss_is_a_failed_trial_and_the_study_goes_on(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import budgetsearch.search.objective as objective
+    from budgetsearch.search.settings import build_network
 
     built: list[int] = []
 
-    def build_poisoned(*args: object, **kwargs: object) -> torch.nn.Module:
-        model = build_model(*args, **kwargs)  # type: ignore[arg-type]
+    def build_poisoned(settings: TrialSettings) -> torch.nn.Module:
+        model = build_network(settings)
         built.append(1)
         if len(built) == 1:  # the first trial's network outputs NaN from its first step
             model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
         return model
 
-    monkeypatch.setattr(objective, "build_model", build_poisoned)
+    monkeypatch.setattr(objective, "build_network", build_poisoned)
     path = tmp_path / "space.yaml"
     path.write_text(FAST_SPACE)
     settings = TrialSettings(model="wrn-10-1", dataset="synthetic", train_subset=32,
@@ -511,7 +531,7 @@ def test_ctrl_c_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     space.write_text(FAST_SPACE.replace("epochs: 0.5", "epochs: 2"))
     out = tmp_path / "run"
     argv = _tiny_argv(space, out, 3)
-    real_train = objective.train
+    real_train = objective.train_phases
     sent: list[bool] = []
 
     def train_then_interrupt(*args: object, **kwargs: object) -> object:
@@ -520,7 +540,7 @@ def test_ctrl_c_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str],
             raise KeyboardInterrupt
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(objective, "train", train_then_interrupt)
+    monkeypatch.setattr(objective, "train_phases", train_then_interrupt)
     code = main(argv)
     err = capsys.readouterr().err
     # (No "Traceback" check here: Optuna's log handler may hold an earlier test's closed capture
