@@ -107,6 +107,37 @@ def test_objective_writes_a_row_and_rejects_before_training(tmp_path: Path) -> N
     assert rejected["latency_ms"] == pytest.approx(full)
 
 
+def test_objective_reports_once_per_phase_and_stops_when_told(tmp_path: Path) -> None:
+    # Intermediate accuracy goes to report(step, accuracy) once after each of the pruner's
+    # phases (BAR: prune, frozen, finetune); True after a phase stops the trial ("pruned").
+    settings = TrialSettings(**TINY)
+    space = load_space("bar")
+    steps: list[int] = []
+
+    def record(step: int, accuracy: float) -> bool:
+        assert 0.0 <= accuracy <= 1.0
+        steps.append(step)
+        return False
+
+    row = run_trial({**FAST, "budget": 0.9}, settings, tmp_path / "a", trial_id="a",
+                    engine="optuna", space=space, report=record)
+    assert row["status"] == "ok", row["failure"]
+    assert steps == [1, 2, 3]  # each step once (Optuna ignores a step reported twice)
+
+    steps.clear()
+
+    def stop_after_first(step: int, accuracy: float) -> bool:
+        steps.append(step)
+        return True
+
+    stopped = run_trial({**FAST, "budget": 0.9}, settings, tmp_path / "b", trial_id="b",
+                        engine="optuna", space=space, report=stop_after_first)
+    assert steps == [1] and stopped["status"] == "pruned"
+    # Scored on the validation split mid-pruning: no test accuracy, no deployable model.
+    assert stopped["val_accuracy"] is not None and stopped["accuracy"] is None
+    assert stopped["model_path"] is None and not stopped["feasible"]
+
+
 def test_optuna_resume_keeps_completed_trials(tmp_path: Path) -> None:
     space = load_space("bar").override(epochs=0.25, kd_alpha=0.0)
     settings = TrialSettings(**TINY, device_profile="jetson-orin-nano",
