@@ -85,6 +85,39 @@ def test_space_validation_names_file_and_key(tmp_path: Path) -> None:
         load_space(path)
 
 
+def test_the_target_is_the_budget_spaces_do_not_search_it() -> None:
+    from budgetsearch.search.objective import validate_space
+    from budgetsearch.search.space import space_names
+
+    half = Target.parse("flops", "50%")
+    for name in space_names():  # every shipped space runs beside a target
+        space = load_space(name)
+        assert "budget" not in {**space.fixed, **space.parameters}, name
+        validate_space(space, half)
+    searched = space_from_dict({"pruner": "bar", "parameters": {
+        "budget": {"type": "float", "low": 0.2, "high": 0.9}}}, where="b.yaml")
+    with pytest.raises(ValueError, match=r"b\.yaml: 'budget' is derived from the target "
+                                         r"\(50% of the unpruned network's FLOPs\)"):
+        validate_space(searched, half)
+    fixed = space_from_dict({"pruner": "erf", "parameters": {
+        "lam": {"type": "float", "low": 0.1, "high": 1.0}}, "fixed": {"budget": 0.5}},
+        where="f.yaml")
+    with pytest.raises(ValueError, match="'budget' is derived from the target"):
+        validate_space(fixed, Target("params", 1000.0))
+    validate_space(searched)  # without a target, the budget is the pruner's own option
+
+
+def test_objectives_take_canonical_metric_names_and_aliases() -> None:
+    assert OptunaOptions(objectives=("accuracy", "latency")).objectives == ("accuracy",
+                                                                            "latency_ms")
+    assert OptunaOptions(objectives=("accuracy", "parameters")).objectives == ("accuracy",
+                                                                               "params")
+    assert OptunaOptions(objectives=("accuracy", "flops")).objectives == ("accuracy", "flops")
+    for bad in (("accuracy", "watts"), ("latency",), ("accuracy", "flops", "params")):
+        with pytest.raises(ValueError, match="objectives must be 'accuracy' or 'accuracy,COST'"):
+            OptunaOptions(objectives=bad)
+
+
 def test_objective_writes_a_row_and_rejects_before_training(tmp_path: Path) -> None:
     settings = TrialSettings(**TINY, device_profile="jetson-orin-nano",
                              target=Target("latency_ms", 0.2))
