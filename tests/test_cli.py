@@ -95,3 +95,16 @@ def test_console_script_help() -> None:
     result = subprocess.run([sys.executable, "-m", "budgetsearch", "--help"],
                             capture_output=True, text=True, check=True)
     assert "train" in result.stdout and "models" in result.stdout
+
+
+def test_usage_error_lives_in_errors_and_exits_2(capsys) -> None:
+    # Commands (budgetsearch.commands.pareto among them) raise budgetsearch.errors.UsageError;
+    # the CLI re-imports it and reports it in one line with exit code 2.
+    from budgetsearch import cli, errors
+    from budgetsearch.commands import pareto as pareto_command
+
+    assert cli.UsageError is errors.UsageError and issubclass(errors.UsageError, ValueError)
+    assert pareto_command.UsageError is errors.UsageError
+    assert main(["pareto", "/nonexistent/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("budgetsearch: error: ") and len(err.splitlines()) == 1
