@@ -30,9 +30,10 @@ from budgetsearch.pareto.fronts import (  # noqa: E402
     usable_trials,
 )
 
-_COLORS = {"bar": "tab:blue", "erf": "tab:orange", "erf-loss": "tab:orange",
-           "baseline": "black"}
-_CYCLE = ["tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+# Groups (pruners, runs) take colours in the order they appear; the dense baselines are black.
+_COLORS = {"baseline": "black"}
+_CYCLE = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",
+          "tab:olive", "tab:cyan"]
 
 
 def _color(name: str, seen: dict[str, str]) -> str:
