@@ -367,8 +367,10 @@ def train(
     if config.bn_recalibration_batches:
         recalibrate_batchnorm(model, train_loader, batches=config.bn_recalibration_batches,
                               device=device)
-    test_accuracy = evaluate(model, test_loader, device, acceleration=acceleration)
-    val_accuracy = (evaluate(model, val_loader, device, acceleration=acceleration)
+    # Evaluation keeps the memory format but not autocast: accuracy is that of the fp32 weights.
+    evaluation = acceleration.without_autocast()
+    test_accuracy = evaluate(model, test_loader, device, acceleration=evaluation)
+    val_accuracy = (evaluate(model, val_loader, device, acceleration=evaluation)
                     if val_loader is not None else None)
     acceleration.restore_model(model)
     return TrainResult(

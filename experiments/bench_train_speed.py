@@ -12,9 +12,9 @@ Two parts:
   medians over rounds. The CPU used by *other* processes during each run is read from
   /proc/stat (all busy jiffies) minus this process's own (/proc/self/stat), in cores.
 - ``accuracy``: the same seed and data trained with ``precision="fp32", memory_format=
-  "contiguous"`` (the plain loop) and with ``auto``; the test accuracy of both, and the auto
-  model's accuracy evaluated in plain fp32 as well (so the effect of autocast on evaluation alone
-  shows).
+  "contiguous"`` (bit for bit the loop before acceleration), with fp32 + channels_last (which
+  changes only the rounding: the run-to-run noise floor) and with ``auto``; test accuracy of
+  each (train() evaluates in fp32), and the auto model evaluated under bf16 autocast as well.
 
 Usage:
     PYTHONPATH=. .venv/bin/python experiments/bench_train_speed.py speed --rounds 7 --steps 20
@@ -242,26 +242,29 @@ def main_accuracy(args: argparse.Namespace) -> None:
     data = load_dataset(args.dataset, train_subset=args.train_subset, seed=0)
     test_loader = data.loaders(args.batch_size)[1]
     meter = LoadMeter()
-    print("| seed | fp32 (contiguous) | auto | auto, evaluated in fp32 | auto − fp32 | "
-          "others (cores) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    runs = (("fp32", "fp32", "contiguous"), ("fp32+cl", "fp32", "channels_last"),
+            ("auto", "auto", "auto"))
+    print("| seed | fp32 | fp32+channels_last | auto (bf16+channels_last) | "
+          "auto, evaluated under bf16 | auto − fp32 | fp32+cl − fp32 | others (cores) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for seed in args.seeds:
         meter.start()
-        accuracies = {}
-        for name, precision, memory_format in (("fp32", "fp32", "contiguous"),
-                                                ("auto", "auto", "auto")):
+        accuracy = {}
+        for name, precision, memory_format in runs:
             model = _fresh_model(seed)
             config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed,
                                  progress=False, device="cpu", precision=precision,
                                  memory_format=memory_format)
-            result = train(model, data, config)
-            accuracies[name] = result.test_accuracy
+            accuracy[name] = 100 * train(model, data, config).test_accuracy  # fp32 evaluation
             if name == "auto":
-                accuracies["auto-fp32-eval"] = evaluate(model, test_loader)
-        gap = 100 * (accuracies["auto"] - accuracies["fp32"])
-        print(f"| {seed} | {100 * accuracies['fp32']:.2f} | {100 * accuracies['auto']:.2f} | "
-              f"{100 * accuracies['auto-fp32-eval']:.2f} | {gap:+.2f} | "
-              f"{meter.others_cores():.2f} |", flush=True)
+                bf16 = choose_acceleration("cpu", precision="bf16", model=model)
+                accuracy["auto-bf16-eval"] = 100 * evaluate(model, test_loader,
+                                                             acceleration=bf16)
+        print(f"| {seed} | {accuracy['fp32']:.2f} | {accuracy['fp32+cl']:.2f} | "
+              f"{accuracy['auto']:.2f} | {accuracy['auto-bf16-eval']:.2f} | "
+              f"{accuracy['auto'] - accuracy['fp32']:+.2f} | "
+              f"{accuracy['fp32+cl'] - accuracy['fp32']:+.2f} | {meter.others_cores():.2f} |",
+              flush=True)
 
 
 def main() -> None:

@@ -153,7 +153,10 @@ def test_bf16_training_gives_finite_loss_and_a_sane_accuracy(data: DatasetSplits
     # master weights stay fp32 and the model comes back contiguous
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert model.conv1.weight.is_contiguous()
-    # evaluating under the same autocast agrees with plain fp32 up to a couple of flipped argmaxes
+    # train() reports the accuracy of the fp32 weights (evaluation without autocast) …
+    assert result.test_accuracy == evaluate(model, data.loaders(32)[1])
+    assert choose_acceleration("cpu", precision="bf16").without_autocast().autocast_dtype is None
+    # … and evaluating under autocast agrees up to a couple of flipped argmaxes
     loader = data.loaders(32)[1]
     bf16 = evaluate(model, loader, acceleration=choose_acceleration("cpu", precision="bf16"))
     assert bf16 == pytest.approx(evaluate(model, loader), abs=2 / len(data.test))
