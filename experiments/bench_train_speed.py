@@ -6,11 +6,13 @@ Two parts:
   ``plain-fp32`` (a plain NCHW fp32 loop written out below: model, SGD, cross_entropy; no
   budgetsearch code), and budgetsearch's ``train()`` with ``auto`` acceleration, ``fp32+cl``
   (channels_last only), ``bf16`` (autocast only, contiguous) and ``fp32`` (neither: the loop's
-  own overhead against the plain one). Every round runs each variant once, in a rotating order
-  (interleaved), from a fresh model; a run's throughput is timed from the end of its first step
-  (warm-up) to the end of its last, so evaluation and set-up are not counted. The table gives
-  medians over rounds. The CPU used by *other* processes during each run is read from
-  /proc/stat (all busy jiffies) minus this process's own (/proc/self/stat), in cores.
+  own overhead against the plain one). Every round runs each variant once from a fresh model,
+  each run in a fresh Python process, in an order rotated every round and reversed every other
+  round (an in-process first version, fixed order rotation, had the fp32 train() run, which
+  always followed the bf16 one, 21 % below the plain loop). A run's throughput is timed from the
+  end of its first step (warm-up) to the end of its last, so evaluation and set-up are not
+  counted. The table gives medians over rounds. The CPU used by *other* processes during each
+  run is read from /proc/stat (all busy jiffies) minus the run's own (/proc/self/stat), in cores.
 - ``accuracy``: the same seed and data trained with ``precision="fp32", memory_format=
   "contiguous"`` (bit for bit the loop before acceleration), with fp32 + channels_last (which
   changes only the rounding: the run-to-run noise floor) and with ``auto``; test accuracy of
@@ -19,16 +21,19 @@ Two parts:
 Usage:
     PYTHONPATH=. .venv/bin/python experiments/bench_train_speed.py speed --rounds 7 --steps 20
     PYTHONPATH=. .venv/bin/python experiments/bench_train_speed.py accuracy \
-        --train-subset 10000 --epochs 1 --seeds 0 1 2
+        --train-subset 10000 --epochs 1 --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,34 +157,53 @@ def _images_per_second(stamps: list[float], batch: int) -> float:
     return batch * (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-def run_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _speed_data(args: argparse.Namespace) -> DatasetSplits:
     data = load_dataset(args.dataset, train_subset=args.batch_size * (args.steps + 1), seed=0)
     # a one-batch test set: train() evaluates at the end, outside the timed steps anyway
-    data = DatasetSplits(data.name, data.train, None,
+    return DatasetSplits(data.name, data.train, None,
                          torch.utils.data.Subset(data.test, range(args.batch_size)),
                          data.num_classes, data.in_channels, data.image_size)
+
+
+def run_one(name: str, data: DatasetSplits, args: argparse.Namespace) -> dict[str, Any]:
+    """One timed run of one variant, from a fresh model."""
+    model = _fresh_model(args.seed)
+    meter = LoadMeter()
+    meter.start()
+    settings = VARIANTS[name]
+    if settings is None:
+        stamps = _plain_fp32_loop(model, data, args.batch_size, args.steps, args.seed)
+    else:
+        stamps = _budgetsearch_train(model, data, args.batch_size, args.steps, args.seed,
+                                     *settings)
+    others = meter.others_cores()
+    rate = _images_per_second(stamps, args.batch_size)
+    return {"variant": name, "steps": len(stamps), "batch_size": args.batch_size,
+            "images_per_s": round(rate, 1), "step_ms": round(1000 * args.batch_size / rate, 1),
+            "others_cores": round(others, 2)}
+
+
+def run_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every round runs each variant once, in a fresh Python process (so that no run inherits
+    another's allocator, oneDNN caches or AMX state), in an order rotated every round and
+    reversed every other round (each variant follows each other one)."""
     names = list(VARIANTS)
     rows = []
-    meter = LoadMeter()
     for round_index in range(args.rounds):
         shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:  # rotate the order every round
-            model = _fresh_model(args.seed)
-            meter.start()
-            settings = VARIANTS[name]
-            if settings is None:
-                stamps = _plain_fp32_loop(model, data, args.batch_size, args.steps, args.seed)
-            else:
-                stamps = _budgetsearch_train(model, data, args.batch_size, args.steps,
-                                             args.seed, *settings)
-            others = meter.others_cores()
-            rate = _images_per_second(stamps, args.batch_size)
-            rows.append({"round": round_index, "variant": name, "steps": len(stamps),
-                         "batch_size": args.batch_size, "images_per_s": round(rate, 1),
-                         "step_ms": round(1000 * args.batch_size / rate, 1),
-                         "others_cores": round(others, 2)})
-            print(f"round {round_index} {name:<14} {rate:7.1f} images/s  "
-                  f"(others: {others:.2f} cores)", flush=True)
+        order = names[shift:] + names[:shift]
+        if round_index % 2:
+            order.reverse()
+        for name in order:
+            command = [sys.executable, __file__, "one", "--variant", name,
+                       "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                       "--seed", str(args.seed), "--dataset", args.dataset,
+                       "--threads", str(args.threads)]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            row = {"round": round_index, **json.loads(output.strip().splitlines()[-1])}
+            rows.append(row)
+            print(f"round {round_index} {name:<14} {row['images_per_s']:7.1f} images/s  "
+                  f"(others: {row['others_cores']:.2f} cores)", flush=True)
     return rows
 
 
@@ -276,11 +300,15 @@ def main() -> None:
                        help="steps per run; the first is warm-up, not timed")
     speed.add_argument("--seed", type=int, default=0)
     speed.add_argument("--out", type=Path, default=RESULTS)
+    one = sub.add_parser("one", help="(internal) one timed run of one variant, as JSON")
+    one.add_argument("--variant", choices=list(VARIANTS), required=True)
+    one.add_argument("--steps", type=int, default=20)
+    one.add_argument("--seed", type=int, default=0)
     accuracy = sub.add_parser("accuracy", help="test accuracy of fp32 vs auto, same seed/data")
     accuracy.add_argument("--train-subset", type=int, default=10_000)
     accuracy.add_argument("--epochs", type=float, default=1.0)
     accuracy.add_argument("--seeds", type=int, nargs="+", default=[0])
-    for part in (speed, accuracy):
+    for part in (speed, one, accuracy):
         part.add_argument("--dataset", default="fashion-mnist")
         part.add_argument("--batch-size", type=int, default=128)
         part.add_argument("--threads", type=int, default=1)
@@ -288,6 +316,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.part == "speed":
         main_speed(args)
+    elif args.part == "one":
+        print(json.dumps(run_one(args.variant, _speed_data(args), args)))
     else:
         main_accuracy(args)
 
