@@ -169,6 +169,7 @@ _TRAIN_DEFAULTS: dict[str, Any] = {
     "width": 1.0,
     "seed": 0,
     "device": "auto",
+    "precision": "auto",
 }
 
 
@@ -216,6 +217,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         restart_epochs=settings["restart_epochs"],
         seed=settings["seed"],
         device=settings["device"],
+        precision=settings["precision"],
         progress=not args.no_progress,
     )
     out = Path(args.out or f"runs/train-{settings['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -290,6 +292,8 @@ def _add_train_parser(sub: Any) -> None:
                    help="width multiplier (a thinner dense twin: √r for compression r)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="auto (default): bf16 autocast where the hardware has native bf16")
     p.add_argument("--out", help="output folder (default runs/train-MODEL-TIME)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

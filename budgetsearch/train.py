@@ -31,6 +31,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from budgetsearch.acceleration import (
+    MEMORY_FORMATS,
+    PRECISIONS,
+    Acceleration,
+    choose_acceleration,
+)
 from budgetsearch.data import DatasetSplits
 from budgetsearch.train_hooks import (
     Phase,
@@ -53,6 +59,10 @@ class TrainConfig:
 
     ``schedule="cosine-restarts"`` restarts the cosine every ``restart_epochs`` epochs (the
     erf-loss paper uses 120 epochs with restarts every 40).
+
+    ``precision`` ("auto", "fp32", "bf16") and ``memory_format`` ("auto", "channels_last",
+    "contiguous") choose the acceleration (:func:`budgetsearch.acceleration.choose_acceleration`):
+    "auto" uses bf16 autocast and channels_last where the hardware has native bf16.
     """
 
     epochs: float = 1.0
@@ -69,6 +79,8 @@ class TrainConfig:
     progress: bool = True
     eval_batch_size: int = 512
     bn_recalibration_batches: int = 0
+    precision: str = "auto"
+    memory_format: str = "auto"
 
     def __post_init__(self) -> None:
         if not (self.epochs > 0 and math.isfinite(self.epochs)):
@@ -87,11 +99,18 @@ class TrainConfig:
             )
         if self.restart_epochs is not None and self.restart_epochs <= 0:
             raise ValueError(f"restart_epochs must be positive, got {self.restart_epochs}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, "
+                             f"got {self.memory_format!r}")
 
 
 @dataclass
 class TrainResult:
-    """Outcome of a run. ``status`` is "ok" or "failed" (then ``failure`` says why)."""
+    """Outcome of a run. ``status`` is "ok" or "failed" (then ``failure`` says why);
+    ``acceleration`` names the precision and memory format used (e.g. "bf16+channels_last")."""
 
     status: str
     test_accuracy: float | None
@@ -102,6 +121,7 @@ class TrainResult:
     epochs_run: float
     failure: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    acceleration: str = "fp32"
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
@@ -126,14 +146,20 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None = None) -> float:
-    """Top-1 accuracy of ``model`` in eval mode on ``loader``."""
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None = None, *,
+             acceleration: Acceleration | None = None) -> float:
+    """Top-1 accuracy of ``model`` in eval mode on ``loader`` (forward under ``acceleration``'s
+    autocast and memory format when given)."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     correct = total = 0
     for inputs, targets in loader:
-        logits = model(inputs.to(device))
+        if acceleration is None:
+            logits = model(inputs.to(device))
+        else:
+            with acceleration.autocast():
+                logits = model(acceleration.prepare_inputs(inputs.to(device)))
         correct += (logits.argmax(1).cpu() == targets).sum().item()
         total += len(targets)
     model.train(was_training)
@@ -237,12 +263,17 @@ def train(
     """Train ``model`` on ``data.train`` and evaluate it on ``data.test`` (and ``data.val``).
 
     Returns a :class:`TrainResult`; a non-finite loss gives ``status="failed"`` with the step at
-    which it happened, and the model is left as it was at that step.
+    which it happened, and the model is left as it was at that step. ``config.precision`` and
+    ``config.memory_format`` choose bf16 autocast and channels_last (``result.acceleration``
+    names the choice); the model goes back to contiguous parameters at the end.
     """
     hooks = hooks or _DefaultHooks()
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model.to(device)
+    acceleration = choose_acceleration(device, config.precision, config.memory_format,
+                                       model=model)
+    acceleration.prepare_model(model)
     train_loader, test_loader, val_loader = data.loaders(
         config.batch_size, eval_batch_size=config.eval_batch_size, seed=config.seed
     )
@@ -265,12 +296,15 @@ def train(
         for inputs, targets in train_loader:
             if step >= total_steps:
                 break
-            inputs, targets = inputs.to(device), targets.to(device)
+            inputs, targets = acceleration.prepare_inputs(inputs.to(device)), targets.to(device)
             factor = _lr_factor(step, total_steps, steps_per_epoch, config)
             for opt, lrs in zip(optimizers, base_lrs):
                 for group, lr in zip(opt.param_groups, lrs):
                     group["lr"] = lr * factor
-            logits = model(inputs)
+            # Only the forward is autocast; the loss, the hooks' terms and backward run in fp32.
+            with acceleration.autocast():
+                logits = model(inputs)
+            logits = logits.float()
             task_loss = F.cross_entropy(logits, targets)
             context = StepContext(inputs, targets, logits, task_loss, step, total_steps, epoch)
             terms = hooks.loss_terms(context)
@@ -299,13 +333,19 @@ def train(
     bar.close()
 
     if failure is not None:
+        acceleration.restore_model(model)
         return TrainResult("failed", None, None, running_loss, time.perf_counter() - start, step,
-                           step / steps_per_epoch, failure=failure, history=history)
+                           step / steps_per_epoch, failure=failure, history=history,
+                           acceleration=acceleration.label)
     if config.bn_recalibration_batches:
         recalibrate_batchnorm(model, train_loader, batches=config.bn_recalibration_batches,
                               device=device)
-    test_accuracy = evaluate(model, test_loader, device)
-    val_accuracy = evaluate(model, val_loader, device) if val_loader is not None else None
+    # Evaluation keeps the memory format but not autocast: accuracy is that of the fp32 weights.
+    evaluation = acceleration.without_autocast()
+    test_accuracy = evaluate(model, test_loader, device, acceleration=evaluation)
+    val_accuracy = (evaluate(model, val_loader, device, acceleration=evaluation)
+                    if val_loader is not None else None)
+    acceleration.restore_model(model)
     return TrainResult(
         status="ok",
         test_accuracy=test_accuracy,
@@ -315,6 +355,7 @@ def train(
         steps=step,
         epochs_run=step / steps_per_epoch,
         history=history,
+        acceleration=acceleration.label,
     )
 
 

@@ -231,3 +231,25 @@ def test_batchnorm_recalibration_matches_the_data_statistics() -> None:
                               for i in range(0, 256, 64)]).mean(0)
     torch.testing.assert_close(bn.running_var, batch_vars, rtol=1e-5, atol=1e-5)
     assert bn.momentum == 0.1 and not model.training  # restored
+
+
+def test_hooks_see_fp32_logits_and_failures_record_the_acceleration(
+    data: DatasetSplits,
+) -> None:
+    # Under bf16 autocast only the forward is low precision: the logits and loss terms that hooks
+    # see are fp32, and a failed run still names the acceleration and returns a contiguous model.
+    seen: list[torch.dtype] = []
+
+    class _Recording(_ExplodingHooks):
+        def loss_terms(self, context: StepContext):
+            seen.extend([context.logits.dtype, context.task_loss.dtype])
+            return super().loss_terms(context)
+
+    model = _tiny()
+    config = TrainConfig(epochs=1, batch_size=32, progress=False, precision="bf16",
+                         memory_format="channels_last")
+    result = train(model, data, config, hooks=_Recording())
+    assert result.status == "failed" and result.acceleration == "bf16+channels_last"
+    assert result.as_row()["acceleration"] == "bf16+channels_last"
+    assert set(seen) == {torch.float32}
+    assert model.conv1.weight.is_contiguous()
