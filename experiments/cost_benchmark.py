@@ -16,7 +16,7 @@ import torch
 from fvcore.nn import FlopCountAnalysis, parameter_count
 
 from budgetsearch.cost import layer_inventory, load_profile
-from budgetsearch.cost.variants import block_names, prune_block_channels
+from budgetsearch.profiling.variants import block_names, prune_block_channels
 from budgetsearch.models import build_model
 
 
