@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from budgetsearch.cost.ops import EXTRA_KINDS, ExtraOp, trace_extra_ops
+from budgetsearch.cost.ops import ExtraOp, trace_extra_ops
 from budgetsearch.cost.profiles import DeviceProfile
 
 BYTES_PER_ELEMENT = 4  # float32 weights and activations for memory_bytes

@@ -224,9 +224,10 @@ def fit_profile(
                                           ("holdout", holdout, holdout_ms, holdout_features)):
         for network, ms, row in zip(networks, times, feats, strict=True):
             predicted = float(row @ coefficients)
+            flops = network.inventory.price(kept_channels=network.kept_channels).flops
             rows.append({"runtime": runtime, "set": which, "family": network.family,
                          "network": network.label,
-                         "flops": network.inventory.price(kept_channels=network.kept_channels).flops,
+                         "flops": flops,
                          "measured_ms": float(ms), "predicted_ms": predicted,
                          "error_pct": 100.0 * (predicted - ms) / ms})
     lofo = leave_one_family_out(

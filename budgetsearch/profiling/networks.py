@@ -204,7 +204,8 @@ def _blocks(family: str, rng: random.Random, cin: int, act: str, odd: bool) -> t
                     layers.append(_cba(c, mid, 1, 1, act))
                 layers.append(_cba(mid, mid, k, stride, act, groups=mid))
                 if family == "inverted" and rng.random() < 0.5:
-                    layers.append(_SE(mid, max(4, mid // 4), rng.choice(("hardsigmoid", "sigmoid"))))
+                    gate = rng.choice(("hardsigmoid", "sigmoid"))
+                    layers.append(_SE(mid, max(4, mid // 4), gate))
                 layers.append(_cba(mid, width, 1, 1, act if family == "dwsep" else None))
                 body = nn.Sequential(*layers)
                 if family == "dwsep" or stride > 1 or c != width:
@@ -299,7 +300,9 @@ def build_spec(spec: NetworkSpec) -> BuiltNetwork:
     return BuiltNetwork(spec.label, spec.family, model, x, inventory, kept)
 
 
-def sample_specs(count: int, *, seed: int, families: tuple[str, ...] = FAMILIES) -> list[NetworkSpec]:
+def sample_specs(
+    count: int, *, seed: int, families: tuple[str, ...] = FAMILIES
+) -> list[NetworkSpec]:
     """``count`` specs cycling through ``families`` and :data:`INPUT_SHAPES`."""
     rng = random.Random(seed)
     specs = []

@@ -63,7 +63,9 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def onnx_runner(onnx_bytes: bytes, example_input: torch.Tensor, *, threads: int) -> Callable[[], Any]:
+def onnx_runner(
+    onnx_bytes: bytes, example_input: torch.Tensor, *, threads: int
+) -> Callable[[], Any]:
     """A zero-argument call that runs one forward pass in onnxruntime (CPU execution provider)."""
     try:
         import onnxruntime as ort
