@@ -11,7 +11,8 @@ state file (``$BUDGETSEARCH_STATE_DIR`` or ``~/.cache/budgetsearch``) that ``bud
 shows; a check younger than ``$BUDGETSEARCH_DRIFT_MAX_AGE_S`` (default 3600 s) is reused, so that
 worker processes of a search do not re-time the anchors while trials load the CPU.
 
-``BUDGETSEARCH_DRIFT_CHECK=0`` turns the check off (the test suite does).
+``BUDGETSEARCH_DRIFT_CHECK=0`` turns the check off; inside pytest it is off unless that variable
+is set to 1 (the suite times nothing by default).
 
 This module imports only torch and :mod:`budgetsearch.cost` (never the model zoo): the anchors
 are plain ``torch.nn`` networks defined here.
@@ -291,9 +292,15 @@ def is_this_machine(profile: DeviceProfile) -> bool:
 
 
 def check_enabled() -> bool:
-    """False when ``BUDGETSEARCH_DRIFT_CHECK`` is 0/off/false/no."""
-    return os.environ.get("BUDGETSEARCH_DRIFT_CHECK", "1").strip().lower() not in (
-        "0", "off", "false", "no")
+    """False when ``BUDGETSEARCH_DRIFT_CHECK`` is 0/off/false/no, or unset inside a pytest test.
+
+    The test suite must not time anything by default (pytest sets ``PYTEST_CURRENT_TEST``);
+    ``BUDGETSEARCH_DRIFT_CHECK=1`` turns the check on there too.
+    """
+    setting = os.environ.get("BUDGETSEARCH_DRIFT_CHECK")
+    if setting is None:
+        return "PYTEST_CURRENT_TEST" not in os.environ
+    return setting.strip().lower() not in ("0", "off", "false", "no")
 
 
 def checked(profile: DeviceProfile) -> DeviceProfile:

@@ -92,3 +92,12 @@ def test_check_can_be_turned_off(state: Path, monkeypatch: pytest.MonkeyPatch) -
     profile = profile_from_dict(MEASURED)
     assert checked(profile) is profile
     assert load_profile("jetson").last_check is None
+
+
+def test_check_is_off_in_the_test_suite_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from budgetsearch.profiling.anchors import check_enabled
+
+    monkeypatch.delenv("BUDGETSEARCH_DRIFT_CHECK", raising=False)
+    assert not check_enabled()
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "1")
+    assert check_enabled()
