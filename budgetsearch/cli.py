@@ -330,26 +330,87 @@ def _resolve_device(name: str) -> Any:
     return profile
 
 
-def _cmd_devices(args: argparse.Namespace) -> int:
-    from budgetsearch.cost import load_profile, profile_names
+def _device_summary(profile: Any, check: Any) -> dict[str, Any]:
+    """One profile as plain data for ``devices`` (and ``devices --json``)."""
+    error = profile.predictor_error
+    summary: dict[str, Any] = {
+        "name": profile.name, "source": profile.source, "runtime": profile.runtime,
+        "threads": profile.provenance.get("threads"), "aliases": list(profile.aliases),
+        "measured_on": profile.provenance.get("date"),
+        "predictor_error": None if error is None else error.as_dict(),
+        "leave_one_family_out": None, "last_check": None,
+        "published_check": (None if profile.published_check is None
+                            else profile.published_check.summary()),
+    }
+    if profile.transfer_error:
+        families = profile.transfer_error.get("families", {})
+        within = [f["within_10pct"] for f in families.values()]
+        summary["leave_one_family_out"] = {
+            "families": len(families),
+            "mean_within_10pct": round(sum(within) / len(within), 4) if within else None,
+            "per_family": families,
+        }
+    if check:
+        summary["last_check"] = {
+            k: check.get(k) for k in ("date", "seconds", "scale", "drift_pct", "recalibrated",
+                                      "tolerance_pct", "residual_pct")
+        }
+    return summary
 
-    print(f"{'name':<20} {'source':<10} {'aliases':<18} predictor error (held-out networks)")
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    import json
+
+    from budgetsearch.cost import load_profile, profile_names
+    from budgetsearch.profiling.anchors import last_check
+
+    rows = []
     for name in profile_names():
-        p = load_profile(name)
-        if p.predictor_error is None:
-            error = "not measured (roofline from datasheet)"
+        profile = load_profile(name, check=not args.no_check)
+        rows.append(_device_summary(profile, profile.last_check or last_check(name)))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'name':<20} {'source':<9} {'runtime':<14} {'thr':>3}  predictor error")
+    for row in rows:
+        error = row["predictor_error"]
+        if error is None:
+            text = "not measured (roofline from datasheet)"
         else:
-            e = p.predictor_error
-            error = (f"{e.within_10pct:.0%} of {e.networks} within ±10%, "
-                     f"median |err| {e.median_abs_pct:.1f}%")
-        print(f"{name:<20} {p.source:<10} {', '.join(p.aliases) or '-':<18} {error}")
-        if p.published_check is not None:
-            print(f"{'':<50} {p.published_check.summary()}")
+            text = (f"{error['within_10pct']:.0%} of {error['networks']} held-out within ±10% "
+                    f"(median |err| {error['median_abs_pct']:.1f}%, {row['measured_on']})")
+            lofo = row["leave_one_family_out"]
+            if lofo:
+                text += (f"; unseen family: {lofo['mean_within_10pct']:.0%} within ±10% "
+                         f"(leave-one-family-out, {lofo['families']} families)")
+            check = row["last_check"]
+            if check:
+                state = (f"rescaled x{check['scale']:.3f}" if check["recalibrated"]
+                         else f"within ±{check['tolerance_pct']:.0f}%, holds")
+                worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),
+                            default=0.0)
+                text += (f"; last check {check['date']}: drift {check['drift_pct']:+.1f}% "
+                         f"({state}; anchors within ±{worst:.1f}% after)")
+            else:
+                text += "; never checked on this machine"
+        threads = row["threads"] if row["threads"] is not None else "-"
+        print(f"{row['name']:<20} {row['source']:<9} {row['runtime']:<14} {threads!s:>3}  {text}")
+        if row.get("published_check"):
+            print(f"{'':<50} {row['published_check']}")
     return 0
 
 
 def _add_devices_parser(sub: Any) -> None:
-    p = sub.add_parser("devices", help="list the device profiles (hw_profiles/*.yaml)")
+    p = sub.add_parser(
+        "devices", help="list the device profiles (hw_profiles/*.yaml) and how true they are",
+        description="List the device profiles: source, runtime, threads, the predictor's error "
+        "(held-out and leave-one-family-out, as measured) and the drift check of this machine "
+        "as of its last run, with its date. Measured profiles of this CPU are checked now "
+        "(≤ 2 s each) unless --no-check.",
+    )
+    p.add_argument("--json", action="store_true", help="print the same as JSON, for scripts")
+    p.add_argument("--no-check", action="store_true",
+                   help="do not re-time the anchors; show the last stored check")
     p.set_defaults(handler=_cmd_devices)
 
 
@@ -389,6 +450,12 @@ def _cmd_cost(args: argparse.Namespace) -> int:
         error = profile.predictor_error
         note = (f"; predictor: {error.within_10pct:.0%} of {error.networks} held-out networks "
                 f"within ±10%" if error else "; not measured: a datasheet roofline estimate")
+        if profile.last_check and profile.last_check.get("recalibrated"):
+            note += f" (rescaled x{profile.last_check['scale']:.3f} by today's drift check)"
+        extra = sum(inventory.extra_latency_ms(profile).values())
+        if extra:
+            note += (f"; of which {extra:.3f} ms in {len(inventory.extra_ops)} ops fvcore does "
+                     f"not count (activations, adds, ...)")
         print(f"predicted latency on {profile.name}: {cost.latency_ms:.3f} ms at batch 1{note}")
     return 0
 
@@ -413,12 +480,14 @@ def _add_cost_parser(sub: Any) -> None:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
+    import json
+
     import numpy as np
     import pandas as pd
 
     from budgetsearch.cost import save_profile
-    from budgetsearch.cost.measure import profile_this_machine
     from budgetsearch.cost.profiles import default_profile_path
+    from budgetsearch.profiling.fit import RUNTIME_SUFFIX, profile_this_machine
 
     if not _PROFILE_NAME.match(args.name):
         raise UsageError(
@@ -428,48 +497,65 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_profile_path(args.name)
     if out.suffix not in (".yaml", ".yml"):
         raise UsageError(f"--out must be a .yaml file path, got {str(out)!r}")
-    if out.exists() and not args.force:
-        raise UsageError(f"{out} already exists; choose another --out or pass --force")
+    runtimes = ["pytorch-eager", "onnxruntime"] if args.runtime == "both" else [args.runtime]
+    outs = {rt: out.with_name(out.stem + RUNTIME_SUFFIX[rt] + out.suffix) for rt in runtimes}
+    for path in outs.values():
+        if path.exists() and not args.force:
+            raise UsageError(f"{path} already exists; choose another --out or pass --force")
     command = "budgetsearch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "budgetsearch profile"
-    print(f"profiling this CPU with {args.threads} thread(s): {args.fit} networks to fit, "
-          f"{args.holdout} held out, {args.rounds} interleaved rounds")
-    profile, report = profile_this_machine(
-        args.name, n_fit=args.fit, n_holdout=args.holdout, rounds=args.rounds,
+    print(f"profiling this CPU ({', '.join(runtimes)}) with {args.threads} thread(s): "
+          f"{args.fit} networks to fit, {args.holdout} held out, {args.rounds} interleaved rounds")
+    profiles, report = profile_this_machine(
+        args.name, runtimes=runtimes, n_fit=args.fit, n_holdout=args.holdout, rounds=args.rounds,
         threads=args.threads, seed=args.seed, progress=not args.no_progress, command=command,
     )
-    save_profile(profile, out, header=(
-        f"Measured latency profile written by `{command}`.\n"
-        f"Per-network measurements: {out.with_suffix('.csv').name}"))
     table = out.with_suffix(".csv")
     write_text_atomic(table, pd.DataFrame(report.rows).to_csv(index=False))
-    errors = report.holdout_errors_pct()
-    e = profile.predictor_error
-    assert e is not None
-    quantiles = np.percentile(errors, [0, 10, 50, 90, 100])
-    print(f"held-out error (predicted − measured, % of measured) over {e.networks} networks: "
-          f"min {quantiles[0]:+.1f}, p10 {quantiles[1]:+.1f}, median {quantiles[2]:+.1f}, "
-          f"p90 {quantiles[3]:+.1f}, max {quantiles[4]:+.1f}; {e.within_10pct:.0%} within ±10%")
-    print(f"profile: {out}  measurements: {table}  ({report.seconds:.0f} s)")
+    for runtime, profile in profiles.items():
+        path = outs[runtime]
+        save_profile(profile, path, header=(
+            f"Measured latency profile ({runtime}) written by `{command}`.\n"
+            f"Per-network measurements: {table.name}"))
+        errors = report.holdout_errors_pct(runtime)
+        e = profile.predictor_error
+        assert e is not None
+        quantiles = np.percentile(errors, [0, 10, 50, 90, 100])
+        print(f"{runtime}: held-out error (predicted − measured, % of measured) over "
+              f"{e.networks} networks: min {quantiles[0]:+.1f}, p10 {quantiles[1]:+.1f}, median "
+              f"{quantiles[2]:+.1f}, p90 {quantiles[3]:+.1f}, max {quantiles[4]:+.1f}; "
+              f"{e.within_10pct:.0%} within ±10%")
+        lofo = report.leave_one_family_out[runtime]
+        print(f"{runtime}: leave-one-family-out within ±10%: "
+              + json.dumps({f: v["within_10pct"] for f, v in lofo.items()}))
+        print(f"profile: {path}")
+    print(f"measurements: {table}  ({report.seconds:.0f} s)")
     return 0
 
 
 def _add_profile_parser(sub: Any) -> None:
     p = sub.add_parser(
         "profile", help="measure this machine's CPU latency and write a device profile",
-        description="Time built-in networks (thinner and pruned variants, batch 1) on this CPU, "
-        "fit the per-op latency model, measure its error on held-out networks and write a "
-        "measured profile (YAML) plus the per-network measurements (CSV).",
+        description="Time a varied set of generated networks (plain, residual, bottleneck, "
+        "depthwise-separable, inverted residual with squeeze-excitation, grouped, concat, "
+        "shuffle, built-in WRN/ResNets dense and pruned; 1x28x28, 3x32x32, 3x64x64; batch 1) on "
+        "this CPU in PyTorch eager and/or onnxruntime, fit the per-op latency model, measure its "
+        "error on held-out networks and leave-one-family-out, and write a measured profile (YAML, "
+        "with the anchors its drift check re-times) plus the per-network measurements (CSV).",
     )
     p.add_argument("--name", required=True, help="profile name, e.g. cpu-2core-x86")
     p.add_argument("--out", help="YAML path (default NAME.yaml in $BUDGETSEARCH_PROFILE_DIR "
                    "when set, else in hw_profiles/ of a writable source checkout, else in "
-                   "~/.config/budgetsearch/hw_profiles)")
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1)")
-    p.add_argument("--fit", type=_positive_int, default=60, help="networks to fit (default 60)")
-    p.add_argument("--holdout", type=_positive_int, default=40,
-                   help="held-out networks to measure the error on (default 40)")
-    p.add_argument("--rounds", type=_positive_int, default=7,
-                   help="interleaved timing rounds (default 7)")
+                   "~/.config/budgetsearch/hw_profiles; onnxruntime: NAME-ort.yaml)")
+    p.add_argument("--runtime", choices=("pytorch-eager", "onnxruntime", "both"),
+                   default="pytorch-eager",
+                   help="runtime to time in (both: NAME.yaml and NAME-ort.yaml from one build)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="threads (default 1)")
+    p.add_argument("--fit", type=_positive_int, default=108,
+                   help="networks to fit (default 108, 12 per family)")
+    p.add_argument("--holdout", type=_positive_int, default=27,
+                   help="held-out networks to measure the error on (default 27)")
+    p.add_argument("--rounds", type=_positive_int, default=5,
+                   help="interleaved timing rounds (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite an existing profile")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -16,8 +16,8 @@ import torch
 from fvcore.nn import FlopCountAnalysis, parameter_count
 
 from budgetsearch.cost import layer_inventory, load_profile
-from budgetsearch.cost.variants import block_names, prune_block_channels
 from budgetsearch.models import build_model
+from budgetsearch.profiling.variants import block_names, prune_block_channels
 
 
 def random_config(model: torch.nn.Module, inventory, rng: random.Random):  # noqa: ANN001, ANN201

@@ -35,10 +35,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from budgetsearch.cost import Cost, DeviceProfile, layer_inventory, load_profile  # noqa: E402
-from budgetsearch.cost.measure import time_networks  # noqa: E402
 from budgetsearch.models import build_model  # noqa: E402
 from budgetsearch.models.files import load_model_file  # noqa: E402
 from budgetsearch.models.mixed import CompactResNet, MixedBlock  # noqa: E402
+from budgetsearch.profiling.timing import time_networks  # noqa: E402
 
 SHAPE = (1, 28, 28)
 PROFILE = "cpu-2core-x86"

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from budgetsearch.cost.metrics import canonical_metric
+from budgetsearch.cost.ops import ExtraOp, trace_extra_ops
 from budgetsearch.cost.profiles import DeviceProfile
 
 BYTES_PER_ELEMENT = 4  # float32 weights and activations for memory_bytes
@@ -89,10 +90,17 @@ class LayerRecord:
 
     @property
     def kind(self) -> str:
-        """Op kind for latency profiles: conv, dwconv, linear, batchnorm, pool or other."""
+        """Op kind for latency profiles: conv, dwconv, gconv, linear, batchnorm, pool or other."""
         if self.op == "conv" and self.groups > 1 and self.groups == self.in_channels:
             return "dwconv"
+        if self.op == "conv" and self.groups > 1:
+            return "gconv"
         return self.op if self.op in ("conv", "linear", "batchnorm", "pool") else "other"
+
+    @property
+    def functional(self) -> bool:
+        """True for an op fvcore charged to a container (``"<module>#<operator>"``)."""
+        return "#" in self.name and not self.name.endswith("#parameters")
 
     @property
     def depthwise(self) -> bool:
@@ -308,7 +316,9 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
                     records.append(
                         _fixed_record(record_name, _op_of_operator(operator), count, 0)
                     )
-    inventory = LayerInventory(records)
+    scalable = {r.name for r in records if r.out_channels > 0}
+    extra_ops = trace_extra_ops(model, example_input, layer_names=scalable)
+    inventory = LayerInventory(records, extra_ops=extra_ops)
     if inventory.total_flops != total:  # a bookkeeping bug, not a user mistake
         raise RuntimeError(
             f"layer inventory lost FLOPs: records sum to {inventory.total_flops}, "
@@ -386,10 +396,14 @@ class LayerInventory:
 
     Attributes:
         layers: the :class:`LayerRecord` of every counted op, in forward order.
+        extra_ops: the calls fvcore does not count (activations, adds, concat, ...; see
+            :mod:`budgetsearch.cost.ops`): they carry no parameters or FLOPs, only latency.
     """
 
-    def __init__(self, layers: Iterable[LayerRecord]) -> None:
+    def __init__(self, layers: Iterable[LayerRecord], *,
+                 extra_ops: Iterable[ExtraOp] = ()) -> None:
         self.layers: list[LayerRecord] = list(layers)
+        self.extra_ops: list[ExtraOp] = list(extra_ops)
         self._index = {record.name: i for i, record in enumerate(self.layers)}
         if len(self._index) != len(self.layers):
             raise ValueError("layer names in an inventory must be unique")
@@ -485,6 +499,21 @@ class LayerInventory:
                 p_o[k] = r.params / r.out_channels
                 g_o[k] = r.flops / r.out_channels
         self._full_in, self._full_out, self._scalable = full_in, full_out, scalable
+        # extra ops: elements / FLOPs at full width, scaled by kept/full of their channel source
+        m = len(self.extra_ops)
+        source = np.full(m, -1, dtype=np.int64)
+        for j, op in enumerate(self.extra_ops):
+            k = self._index.get(op.source, -1) if op.source is not None else -1
+            if k >= 0 and scalable[k]:
+                source[j] = k
+        self._extra_source = source
+        self._extra_np = {
+            "elements": np.array([op.elements for op in self.extra_ops], dtype=float),
+            "flops": np.array([op.flops for op in self.extra_ops], dtype=float),
+            "per_channel": np.where(
+                source >= 0, 1.0 / np.maximum(full_out[np.maximum(source, 0)], 1.0), 0.0
+            ) if m else np.zeros(0),
+        }
         self._np = {
             "w_io": w_io, "w_o": w_o, "p_o": p_o, "p_c": p_c, "f_io": f_io, "f_o": f_o,
             "g_o": g_o, "f_c": f_c, "v_o": v_o, "a_i": a_i, "a_o": a_o, "a_c": a_c,
@@ -494,14 +523,53 @@ class LayerInventory:
         cached = self._latency_cache.get(id(profile))
         if cached is not None and cached[0] is profile:
             return cached[1]
-        coeffs = [profile.op_latency(r.kind) for r in self.layers]
+        # A profile that prices the extra ops (the calls fvcore does not count) prices a
+        # functional op fvcore charged to a container through its extra op, not twice.
+        drop = profile.prices_extra_ops and bool(self.extra_ops)
+        coeffs = [
+            profile.op_latency("none" if drop and r.functional else r.kind) for r in self.layers
+        ]
+        per_byte = 1e-6 * profile.bytes_per_element
         arrays = {
             "alpha": np.array([c.ms_per_gflop * 1e-9 for c in coeffs]),
-            "gamma": np.array([c.ms_per_mb * 1e-6 * profile.bytes_per_element for c in coeffs]),
+            "gamma": np.array([c.ms_per_mb * per_byte for c in coeffs]),
+            "gamma_w": np.array([c.weight_ms_per_mb * per_byte for c in coeffs]),
             "beta": np.array([c.overhead_ms for c in coeffs]),
         }
+        # Extra-op kinds the profile does not name cost nothing (a datasheet roofline prices
+        # fvcore's layers only: its compiler fuses element-wise ops into them).
+        extra = [profile.ops.get(op.kind) for op in self.extra_ops]
+        arrays["e_alpha"] = np.array([c.ms_per_gflop * 1e-9 if c else 0.0 for c in extra])
+        arrays["e_gamma"] = np.array([c.ms_per_mb * per_byte if c else 0.0 for c in extra])
+        arrays["e_beta"] = np.array([c.overhead_ms if c else 0.0 for c in extra])
         self._latency_cache[id(profile)] = (profile, arrays)
         return arrays
+
+    def _latency_numpy(
+        self, profile: DeviceProfile, ci: np.ndarray, co: np.ndarray, d: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted ms of each layer and of each extra op at kept channels ``ci``/``co``."""
+        lat = self._latency_arrays(profile)
+        c = self._np
+        sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
+        weight_flops = c["f_io"] * ci * co + c["f_o"] * co
+        other_flops = c["g_o"] * co + c["f_c"]
+        weights = (c["w_io"] * ci * co + c["w_o"] * co) * sparse + c["p_o"] * co + c["p_c"]
+        activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
+        compute = lat["alpha"] * (weight_flops * sparse + other_flops)
+        moved = lat["gamma"] * activations + lat["gamma_w"] * weights
+        body = np.maximum(compute, moved) if profile.combine == "max" else compute + moved
+        alive = np.where(self._scalable, co > 0, True)
+        layers = body + lat["beta"] * alive
+        src = self._extra_source
+        e = self._extra_np
+        kept = np.where(src >= 0, co[np.maximum(src, 0)], 1.0) if len(src) else np.zeros(0)
+        scale = np.where(src >= 0, kept * e["per_channel"], 1.0)
+        e_compute = lat["e_alpha"] * e["flops"] * scale
+        e_moved = lat["e_gamma"] * e["elements"] * scale
+        e_body = np.maximum(e_compute, e_moved) if profile.combine == "max" else e_compute + e_moved
+        extras = e_body + lat["e_beta"] * (kept > 0)
+        return layers, extras
 
     # -- pricing -----------------------------------------------------------------------------
 
@@ -577,13 +645,8 @@ class LayerInventory:
         memory = BYTES_PER_ELEMENT * (params + float(activations.max(initial=0.0)))
         latency = None
         if profile is not None:
-            lat = self._latency_arrays(profile)
-            sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
-            compute = lat["alpha"] * (weight_flops * sparse + other_flops)
-            moved = lat["gamma"] * (activations + weight_params * sparse + c["p_o"] * co + c["p_c"])
-            body = np.maximum(compute, moved) if profile.combine == "max" else compute + moved
-            alive = np.where(self._scalable, co > 0, True)
-            latency = float((body + lat["beta"] * alive).sum()) + profile.network_overhead_ms
+            layer_ms, extra_ms = self._latency_numpy(profile, ci, co, d)
+            latency = float(layer_ms.sum() + extra_ms.sum()) + profile.network_overhead_ms
         return Cost(params=params, flops=flops, activation_volume=volume, memory_bytes=memory,
                     latency_ms=latency)
 
@@ -594,19 +657,22 @@ class LayerInventory:
         return latency
 
     def layer_latency_ms(self, profile: DeviceProfile) -> dict[str, float]:
-        """Predicted time of each full layer on ``profile`` (without the network overhead)."""
-        lat = self._latency_arrays(profile)
-        c = self._np
-        ci, co = self._full_in, self._full_out
-        weight_flops = c["f_io"] * ci * co + c["f_o"] * co
-        other_flops = c["g_o"] * co + c["f_c"]
-        activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
-        weights = c["w_io"] * ci * co + c["w_o"] * co + c["p_o"] * co + c["p_c"]
-        compute = lat["alpha"] * (weight_flops + other_flops)
-        moved = lat["gamma"] * (activations + weights)
-        body = np.maximum(compute, moved) if profile.combine == "max" else compute + moved
-        times = body + lat["beta"]
+        """Predicted time of each full layer on ``profile`` (without the network overhead).
+
+        Extra ops (activations, adds, ... see :attr:`extra_ops`) are not layers: their time is
+        in :meth:`extra_latency_ms`, and both add up to :meth:`price`'s ``latency_ms``.
+        """
+        times, _ = self._latency_numpy(
+            profile, self._full_in, self._full_out, np.ones(len(self.layers))
+        )
         return {r.name: float(t) for r, t in zip(self.layers, times, strict=True)}
+
+    def extra_latency_ms(self, profile: DeviceProfile) -> dict[str, float]:
+        """Predicted time of each extra op of the full network on ``profile``."""
+        _, times = self._latency_numpy(
+            profile, self._full_in, self._full_out, np.ones(len(self.layers))
+        )
+        return {op.name: float(t) for op, t in zip(self.extra_ops, times, strict=True)}
 
     def latency_fit(self, profile: DeviceProfile) -> dict[str, tuple[float, float]]:
         """Per-layer linear fit ``time ≈ α·FLOPs + β`` (ms per FLOP, ms) while the layer is alive.
@@ -634,6 +700,12 @@ class LayerInventory:
             cached["full_in"] = torch.as_tensor(self._full_in, dtype=dtype, device=device)
             cached["full_out"] = torch.as_tensor(self._full_out, dtype=dtype, device=device)
             cached["scalable"] = torch.as_tensor(self._scalable, device=device)
+            cached["e_source"] = torch.as_tensor(
+                np.maximum(self._extra_source, 0), dtype=torch.long, device=device
+            )
+            cached["e_sourced"] = torch.as_tensor(self._extra_source >= 0, device=device)
+            for key, value in self._extra_np.items():
+                cached[f"e_{key}"] = torch.as_tensor(value, dtype=dtype, device=device)
             self._torch_cache[key] = cached
         return cached
 
@@ -714,14 +786,24 @@ class LayerInventory:
             lat = {k: torch.as_tensor(v, dtype=dtype, device=device)
                    for k, v in self._latency_arrays(profile).items()}
             sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
-            weight_params = c["w_io"] * ci * co + c["w_o"] * co
+            weights = (c["w_io"] * ci * co + c["w_o"] * co) * sparse + c["p_o"] * co + c["p_c"]
             compute = lat["alpha"] * ((c["f_io"] * ci * co + c["f_o"] * co) * sparse
                                       + c["g_o"] * co + c["f_c"])
             activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
-            moved = lat["gamma"] * (activations + weight_params * sparse + c["p_o"] * co + c["p_c"])
+            moved = lat["gamma"] * activations + lat["gamma_w"] * weights
             body = torch.maximum(compute, moved) if profile.combine == "max" else compute + moved
             alive = torch.where(c["scalable"], co.clamp(max=1.0), torch.ones_like(co))
             per_layer = body + lat["beta"] * alive
+            # extra ops follow the kept output channels of their channel source
+            kept = torch.where(c["e_sourced"], co.index_select(0, c["e_source"]),
+                               torch.ones_like(c["e_elements"]))
+            scale = torch.where(c["e_sourced"], kept * c["e_per_channel"],
+                                torch.ones_like(kept))
+            e_compute = lat["e_alpha"] * c["e_flops"] * scale
+            e_moved = lat["e_gamma"] * c["e_elements"] * scale
+            e_body = (torch.maximum(e_compute, e_moved) if profile.combine == "max"
+                      else e_compute + e_moved)
+            extra_total = (e_body + lat["e_beta"] * kept.clamp(max=1.0)).sum()
         if layers is not None:
             idx = torch.as_tensor(positions(layers), device=device, dtype=torch.long)
             total = per_layer.index_select(0, idx).sum()
@@ -729,5 +811,5 @@ class LayerInventory:
             total = per_layer.sum()
             if metric == "latency_ms":
                 assert profile is not None
-                total = total + profile.network_overhead_ms
+                total = total + extra_total + profile.network_overhead_ms
         return total

@@ -50,7 +50,11 @@ import yaml
 
 from budgetsearch.files import write_text_atomic, yaml_problem
 
-OP_KINDS = ("conv", "dwconv", "linear", "batchnorm", "pool", "other")
+# Layer kinds (fvcore-counted) then the extra-op kinds of :mod:`budgetsearch.cost.ops`.
+OP_KINDS = (
+    "conv", "dwconv", "gconv", "linear", "batchnorm", "pool", "other",
+    "activation", "binary", "concat", "reshape",
+)
 #: Environment variable naming the folder of the user's own profiles (see :func:`user_profile_dir`).
 PROFILE_DIR_ENV = "BUDGETSEARCH_PROFILE_DIR"
 
@@ -75,19 +79,41 @@ ProfileSource = Literal["measured", "datasheet"]
 
 @dataclass(frozen=True)
 class OpLatency:
-    """Coefficients of one op kind: ``t = α·FLOPs ⊕ γ·bytes + β`` (⊕ is + or max)."""
+    """Coefficients of one op kind: ``t = α·FLOPs ⊕ (γ·activation bytes + γ_w·weight bytes) + β``.
+
+    ``ms_per_weight_mb`` (γ_w) prices weight bytes apart from activation bytes; None (a datasheet
+    roofline) means weights stream at the activations' rate ``ms_per_mb``.
+    """
 
     ms_per_gflop: float = 0.0
     ms_per_mb: float = 0.0
     overhead_ms: float = 0.0
+    ms_per_weight_mb: float | None = None
+
+    @property
+    def weight_ms_per_mb(self) -> float:
+        """γ_w: ms per MB of weights (``ms_per_mb`` when not given separately)."""
+        return self.ms_per_mb if self.ms_per_weight_mb is None else self.ms_per_weight_mb
+
+    def scaled(self, factor: float) -> OpLatency:
+        """Every coefficient times ``factor`` (a recalibration to a faster or slower day)."""
+        return OpLatency(
+            ms_per_gflop=self.ms_per_gflop * factor, ms_per_mb=self.ms_per_mb * factor,
+            overhead_ms=self.overhead_ms * factor,
+            ms_per_weight_mb=None if self.ms_per_weight_mb is None
+            else self.ms_per_weight_mb * factor,
+        )
 
     def as_dict(self) -> dict[str, float]:
         """Plain mapping, as written in the YAML file."""
-        return {
+        data = {
             "ms_per_gflop": self.ms_per_gflop,
             "ms_per_mb": self.ms_per_mb,
             "overhead_ms": self.overhead_ms,
         }
+        if self.ms_per_weight_mb is not None:
+            data["ms_per_weight_mb"] = self.ms_per_weight_mb
+        return data
 
 
 @dataclass(frozen=True)
@@ -100,10 +126,12 @@ class PredictorError:
     p90_abs_pct: float
     max_abs_pct: float
     command: str = ""
+    date: str = ""
+    networks_set: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain mapping, as written in the YAML file."""
-        return {
+        data: dict[str, Any] = {
             "networks": self.networks,
             "within_10pct": self.within_10pct,
             "median_abs_pct": self.median_abs_pct,
@@ -111,6 +139,11 @@ class PredictorError:
             "max_abs_pct": self.max_abs_pct,
             "command": self.command,
         }
+        if self.date:
+            data["date"] = self.date
+        if self.networks_set:
+            data["networks_set"] = self.networks_set
+        return data
 
 
 @dataclass(frozen=True)
@@ -184,6 +217,14 @@ class DeviceProfile:
     roofline: Mapping[str, Any] | None = None
     path: str | None = None
     published_check: PublishedCheck | None = None
+    anchors: Mapping[str, Any] | None = None
+    transfer_error: Mapping[str, Any] | None = None
+    last_check: Mapping[str, Any] | None = None  # the drift check of this process (not saved)
+
+    @property
+    def prices_extra_ops(self) -> bool:
+        """True when the profile prices the ops fvcore does not count (activations, adds, ...)."""
+        return bool(set(self.ops) & {"activation", "binary", "concat", "reshape"})
 
     def __post_init__(self) -> None:
         if self.source not in ("measured", "datasheet"):
@@ -205,9 +246,17 @@ class DeviceProfile:
         return self.sparse_speedup > 0.0
 
     def op_latency(self, kind: str) -> OpLatency:
-        """Coefficients for op ``kind`` (``ops["default"]`` when the kind has none)."""
+        """Coefficients for op ``kind`` (``ops["default"]`` when the kind has none).
+
+        A grouped conv (``gconv``) without its own coefficients is priced as a ``conv``; the kind
+        ``"none"`` always costs nothing.
+        """
+        if kind == "none":
+            return OpLatency()
         if kind in self.ops:
             return self.ops[kind]
+        if kind == "gconv" and "conv" in self.ops:
+            return self.ops["conv"]
         if "default" in self.ops:
             return self.ops["default"]
         return OpLatency()
@@ -223,13 +272,39 @@ class DeviceProfile:
             return 0.0
         c = self.op_latency(kind)
         compute = c.ms_per_gflop * 1e-9 * flops * (1.0 - self.sparse_speedup * (1.0 - density))
-        memory = c.ms_per_mb * 1e-6 * bytes_moved
+        memory = c.ms_per_mb * 1e-6 * bytes_moved  # activation bytes
         body = max(compute, memory) if self.combine == "max" else compute + memory
         return body + c.overhead_ms
 
     def with_error(self, error: PredictorError) -> DeviceProfile:
         """A copy carrying a new measured predictor error."""
         return replace(self, predictor_error=error)
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network: ``pytorch-eager``, ``onnxruntime`` or the datasheet's stack."""
+        return str(self.provenance.get("runtime", "pytorch-eager" if self.source == "measured"
+                                       else "datasheet"))
+
+    def scaled(self, factor: float) -> DeviceProfile:
+        """A copy whose every time (coefficients, network overhead, anchors) is ``factor`` ×.
+
+        Used by the drift check to recalibrate to a faster or slower day, and by the benchmark to
+        simulate one (a profile recorded on a machine ``factor`` × slower than this one).
+        """
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"factor must be a positive number, got {factor}")
+        anchors = self.anchors
+        if anchors is not None:
+            anchors = dict(anchors)
+            anchors["networks"] = [
+                {**a, "recorded_ms": float(a["recorded_ms"]) * factor}
+                for a in anchors.get("networks", [])
+            ]
+        return replace(
+            self, ops={k: c.scaled(factor) for k, c in self.ops.items()},
+            network_overhead_ms=self.network_overhead_ms * factor, anchors=anchors,
+        )
 
     def as_yaml_dict(self) -> dict[str, Any]:
         """The mapping :func:`save_profile` writes (a datasheet profile keeps its roofline)."""
@@ -256,6 +331,10 @@ class DeviceProfile:
         )
         if self.published_check is not None:
             data["published_check"] = self.published_check.as_dict()
+        if self.transfer_error is not None:
+            data["transfer_error"] = _plain(self.transfer_error)
+        if self.anchors is not None:
+            data["anchors"] = _plain(self.anchors)
         return data
 
 
@@ -283,12 +362,15 @@ _TOP_KEYS = {
     "sparse_speedup": (int, float),
     "predictor_error": (dict, type(None)),
     "published_check": dict,
+    "transfer_error": dict,
+    "anchors": dict,
 }
 _REQUIRED_TOP = ("name", "source", "provenance", "sparse_speedup")
 _PROVENANCE_KEYS = {
     "tool", "tool_version", "torch_version", "python_version", "dtype", "batch_size", "threads",
     "date", "host", "cpu", "device", "power_mode", "clocks", "load_average", "method", "notes",
-    "input_shapes", "timing", "fit_networks", "sources",
+    "input_shapes", "timing", "fit_networks", "sources", "runtime", "runtime_version",
+    "cpu_flags", "onnx_opset", "fit_families", "seconds",
 }
 _LATENCY_KEYS = {
     "combine": str,
@@ -296,7 +378,7 @@ _LATENCY_KEYS = {
     "network_overhead_ms": (int, float),
     "ops": dict,
 }
-_OP_KEYS = {"ms_per_gflop", "ms_per_mb", "overhead_ms"}
+_OP_KEYS = {"ms_per_gflop", "ms_per_mb", "overhead_ms", "ms_per_weight_mb"}
 _ERROR_KEYS = {
     "networks": int,
     "within_10pct": (int, float),
@@ -304,6 +386,8 @@ _ERROR_KEYS = {
     "p90_abs_pct": (int, float),
     "max_abs_pct": (int, float),
     "command": str,
+    "date": str,
+    "networks_set": str,
 }
 # A roofline quantity is {value: number, unit: str, source: str}; the ones the model needs:
 _ROOFLINE_KEYS = {
@@ -437,6 +521,9 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
             for name, value in coeffs.items():
                 _check_type(where, f"{key}.{name}", value, (int, float))
             ops[kind] = OpLatency(**{k: float(v) for k, v in coeffs.items()})
+    anchors = data.get("anchors")
+    if anchors is not None:
+        _check_anchors(where, anchors)
 
     error = None
     if data.get("predictor_error") is not None:
@@ -445,7 +532,7 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
         for key, expected in _ERROR_KEYS.items():
             if key in raw:
                 _check_type(where, f"predictor_error.{key}", raw[key], expected)
-            elif key != "command":
+            elif key not in ("command", "date", "networks_set"):
                 raise ValueError(f"{where}: missing required key 'predictor_error.{key}'")
         error = PredictorError(**raw)
 
@@ -476,7 +563,36 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
         roofline=roofline,
         path=None,
         published_check=published,
+        anchors=anchors,
+        transfer_error=data.get("transfer_error"),
     )
+
+
+_ANCHOR_KEYS = {"networks", "rounds", "inner", "warmup", "tolerance_pct", "budget_s", "method"}
+_ANCHOR_NETWORK_KEYS = {"name", "input_shape", "recorded_ms", "predicted_ms"}
+
+
+def _check_anchors(where: str, anchors: Mapping[str, Any]) -> None:
+    """The anchor section: a few networks and their recorded times (the drift check's oracle)."""
+    _check_keys(where, "anchors.", anchors, _ANCHOR_KEYS)
+    networks = anchors.get("networks")
+    if not isinstance(networks, list) or not networks:
+        raise ValueError(f"{where}: key 'anchors.networks' must be a non-empty list")
+    for i, network in enumerate(networks):
+        key = f"anchors.networks[{i}]"
+        _check_type(where, key, network, dict)
+        _check_keys(where, f"{key}.", network, _ANCHOR_NETWORK_KEYS)
+        for part in ("name", "recorded_ms"):
+            if part not in network:
+                raise ValueError(f"{where}: missing required key '{key}.{part}'")
+        _check_type(where, f"{key}.recorded_ms", network["recorded_ms"], (int, float))
+        if network["recorded_ms"] <= 0:
+            raise ValueError(
+                f"{where}: key '{key}.recorded_ms' must be positive, got {network['recorded_ms']}"
+            )
+    for part in ("rounds", "inner", "warmup", "tolerance_pct", "budget_s"):
+        if part in anchors:
+            _check_type(where, f"anchors.{part}", anchors[part], (int, float))
 
 
 def _ops_from_roofline(
@@ -629,12 +745,17 @@ def resolve_profile_name(name: str, directory: str | Path | None = None) -> str:
     return _find_profile(name, directory).stem
 
 
-def load_profile(name_or_path: str | Path) -> DeviceProfile:
+def load_profile(name_or_path: str | Path, *, check: bool = True) -> DeviceProfile:
     """Load and validate a profile by name (file stem or alias) or by path.
 
     A name is looked up among the shipped profiles, then in :func:`user_profile_dir`.
 
     The alias ``"jetson"`` resolves to ``"jetson-orin-nano"``; the CLI tells the user so.
+
+    A measured profile of this machine (same CPU model, runtime available) that records anchors is
+    checked for drift once per process (≤ 2 s, :mod:`budgetsearch.profiling.anchors`) and rescaled
+    when this machine runs its anchors more than 10 % faster or slower than on the day it was
+    measured; ``check=False`` or ``BUDGETSEARCH_DRIFT_CHECK=0`` skips that.
 
     Raises:
         ValueError: unknown name, or an invalid file (the message names the file and the key).
@@ -651,8 +772,14 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
-    profile = profile_from_dict(data, where=str(path))
-    return replace(profile, path=str(path))
+    profile = replace(profile_from_dict(data, where=str(path)), path=str(path))
+    if check and profile.source == "measured" and profile.anchors:
+        # Lazy: the check times torch networks; the anchors module imports only torch and
+        # budgetsearch.cost (never the model zoo), so pricing stays free of it until needed.
+        from budgetsearch.profiling.anchors import checked
+
+        profile = checked(profile)
+    return profile
 
 
 def save_profile(profile: DeviceProfile, path: str | Path, *, header: str = "") -> Path:

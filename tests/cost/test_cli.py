@@ -43,9 +43,23 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys) -> None:  # noqa: A
 @pytest.mark.slow
 def test_profile_writes_a_valid_measured_profile(tmp_path: Path) -> None:
     out = tmp_path / "mine.yaml"
-    argv = ["profile", "--name", "mine", "--out", str(out), "--fit", "12", "--holdout", "4",
+    argv = ["profile", "--name", "mine", "--out", str(out), "--fit", "18", "--holdout", "4",
             "--rounds", "2", "--no-progress"]
     assert main(argv) == 0
     profile = load_profile(out)
     assert profile.source == "measured" and profile.predictor_error.networks == 4
     assert out.with_suffix(".csv").exists()
+
+
+def test_devices_json_gives_runtime_threads_and_errors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "0")
+    assert main(["devices", "--json", "--no-check"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["jetson-orin-nano"]["predictor_error"] is None
+    measured = [row for row in rows.values() if row["source"] == "measured"]
+    assert measured and all(row["runtime"] in ("pytorch-eager", "onnxruntime") for row in measured)
+    assert all(row["threads"] and row["predictor_error"]["networks"] > 0 for row in measured)

@@ -8,8 +8,8 @@ import torchvision
 from fvcore.nn import FlopCountAnalysis, parameter_count
 
 from budgetsearch.cost import layer_inventory
-from budgetsearch.cost.variants import block_names, kept_channels_of, prune_block_channels
 from budgetsearch.models import build_model, model_names
+from budgetsearch.profiling.variants import block_names, kept_channels_of, prune_block_channels
 
 FMNIST = (1, 1, 28, 28)
 CIFAR = (1, 3, 32, 32)

@@ -1,0 +1,225 @@
+"""The ops fvcore does not count: activations, adds, SE gating, concat, shuffle, reshapes, pools.
+
+fvcore charges FLOPs to convolutions, linear layers, BatchNorm and a few pools; a ReLU, the
+residual add, the squeeze-excitation multiply, ``torch.cat`` or a channel shuffle cost it nothing,
+yet on a CPU at batch 1 they are a large share of the time (each is one dispatch plus one pass over
+its tensor). :func:`trace_extra_ops` runs one forward pass under a ``TorchFunctionMode`` and
+records every tensor-producing call made *outside* the modules the inventory already prices (conv,
+linear, BatchNorm, pooling modules and leaf modules that own parameters): its kind, the elements it
+reads and writes, and the *channel source*, the inventory layer whose output channels the op's
+tensor carries. The source is followed through element-wise and shape-keeping ops, so that when a
+conv's output channels are pruned, the ReLU, add or pool that consumes them is priced at the kept
+width (:meth:`LayerInventory.price` scales the op by ``kept / full`` of its source).
+
+Kinds (latency profiles price each with its own coefficients):
+
+==========  =====================================================================================
+activation  unary element-wise maps: relu, relu6 (hardtanh), hardswish, hardsigmoid, sigmoid, silu
+binary      element-wise add / mul / sub / div, including the broadcast SE gating ``x * scale``
+concat      ops that copy: ``cat``, ``stack``, ``contiguous`` / ``reshape`` that copy (shuffle)
+pool        functional pools and channel means (``adaptive_avg_pool2d``, ``x.mean([2, 3])``)
+linear      functional matmul (``F.linear``, ``@``), priced with FLOPs = out elements × in features
+reshape     metadata only (view, flatten, transpose, chunk, eval-mode dropout): dispatch cost only
+==========  =====================================================================================
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten())
+    >>> [(op.kind, op.source) for op in trace_extra_ops(net, torch.zeros(1, 1, 8, 8))]
+    [('activation', '0'), ('reshape', '0')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+EXTRA_KINDS = ("activation", "binary", "concat", "pool", "linear", "reshape")
+
+_ACTIVATIONS = {
+    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "hardswish", "hardswish_", "hardsigmoid",
+    "hardsigmoid_", "sigmoid", "sigmoid_", "silu", "silu_", "gelu", "tanh", "tanh_", "elu",
+    "leaky_relu", "softmax", "log_softmax", "clamp", "clamp_", "mish", "selu", "prelu",
+}
+_BINARY = {
+    "add", "add_", "__add__", "__iadd__", "__radd__", "mul", "mul_", "__mul__", "__imul__",
+    "__rmul__", "sub", "sub_", "__sub__", "__isub__", "__rsub__", "div", "div_", "__truediv__",
+    "__itruediv__",
+}
+_COPIES = {"cat", "concat", "concatenate", "stack", "contiguous", "clone", "reshape", "flatten"}
+_POOLS = {
+    "mean", "sum", "amax", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d",
+    "max_pool2d", "adaptive_avg_pool1d", "avg_pool1d", "max_pool1d",
+}
+_MATMULS = {"linear", "matmul", "__matmul__", "addmm", "mm", "bmm"}
+
+
+@dataclass(frozen=True)
+class ExtraOp:
+    """One call the network makes outside the inventory's layers (see the module table).
+
+    ``elements`` counts the elements read and written (inputs + outputs) for batch 1; ``source``
+    names the inventory layer whose output channels the op's tensor carries (None: the op's
+    width never changes when channels are pruned).
+    """
+
+    name: str
+    kind: str
+    elements: int
+    flops: int = 0
+    source: str | None = None
+
+
+def _func_name(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__name__", None) or str(func)
+    return name.rsplit(".", 1)[-1]
+
+
+def _tensors(value: Any) -> list[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+def _storage(t: Tensor) -> int:
+    try:
+        return t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return -1
+
+
+def _prices_itself(module: nn.Module) -> bool:
+    """Leaf modules the inventory records (their inner calls must not be counted twice)."""
+    if any(True for _ in module.parameters(recurse=False)):
+        return True
+    return isinstance(
+        module,
+        (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm,
+         nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AvgPoolNd,
+         nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd),
+    )
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0  # > 0 while inside a module the inventory prices itself
+        self.scopes = ["<model>"]  # module names, innermost last
+        self.sources: dict[int, str] = {}  # id(tensor) → inventory layer name
+        self.keep: list[Tensor] = []  # keeps ids unique during the pass
+        self.ops: list[ExtraOp] = []
+        self.counts: dict[str, int] = {}
+
+    def tag(self, value: Any, source: str) -> None:
+        for t in _tensors(value):
+            self.sources[id(t)] = source
+            self.keep.append(t)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        out = func(*args, **(kwargs or {}))
+        if self.depth:
+            return out
+        outputs = _tensors(out)
+        if not outputs:
+            return out  # size(), dim(), shape, ...: no work
+        inputs = _tensors(list(args) + list((kwargs or {}).values()))
+        name = _func_name(func)
+        in_storage = {_storage(t) for t in inputs}
+        shares = all(_storage(t) in in_storage for t in outputs)
+        if name in _ACTIVATIONS:
+            kind = "activation"
+        elif name in _BINARY:
+            kind = "binary"
+        elif name in _POOLS:
+            kind = "pool"
+        elif name in _MATMULS:
+            kind = "linear"
+        elif name in _COPIES and not shares:
+            kind = "concat"
+        else:
+            kind = "reshape"
+        elements = sum(t.numel() for t in inputs if t.is_floating_point())
+        elements += sum(t.numel() for t in outputs)
+        if kind == "reshape":
+            elements = 0
+        flops = 0
+        if kind == "linear" and inputs:
+            flops = int(sum(t.numel() for t in outputs) * inputs[0].shape[-1])
+        source = None
+        first = outputs[0]
+        for t in inputs:
+            known = self.sources.get(id(t))
+            if known is not None and t.dim() >= 2 and first.dim() >= 2 and len(outputs) == 1 \
+                    and t.shape[1] == first.shape[1] and t.shape[0] == first.shape[0]:
+                source = known
+                break
+        scope = self.scopes[-1]
+        index = self.counts.get(scope, 0)
+        self.counts[scope] = index + 1
+        self.ops.append(ExtraOp(name=f"{scope}:{name}#{index}", kind=kind,
+                                elements=int(elements), flops=flops, source=source))
+        if source is not None:
+            self.tag(out, source)
+        return out
+
+
+def trace_extra_ops(
+    model: nn.Module, example_input: Tensor, *, layer_names: set[str] | None = None
+) -> list[ExtraOp]:
+    """Record the calls ``model`` makes outside the modules the inventory prices (one pass).
+
+    Args:
+        model: the network (put in eval mode for the pass, then restored).
+        example_input: a batch-1 input.
+        layer_names: names of the inventory's layers; outputs of these modules become channel
+            sources (default: every module that prices itself).
+    """
+    recorder = _Recorder()
+    handles = []
+    leaves = {
+        name: module for name, module in model.named_modules()
+        if not any(True for _ in module.children()) and _prices_itself(module)
+    }
+
+    def enter(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: Any) -> None:
+            if name in leaves:
+                recorder.depth += 1
+            elif recorder.depth == 0:
+                recorder.scopes.append(name or "<model>")
+
+        return hook
+
+    def leave(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if name in leaves:
+                recorder.depth -= 1
+                if layer_names is None or name in layer_names:
+                    recorder.tag(output, name)
+            elif recorder.depth == 0 and len(recorder.scopes) > 1:
+                recorder.scopes.pop()
+
+        return hook
+
+    was_training = model.training
+    model.eval()
+    try:
+        for name, module in model.named_modules():
+            handles.append(module.register_forward_pre_hook(enter(name)))
+            handles.append(module.register_forward_hook(leave(name)))
+        with torch.no_grad(), recorder:
+            model(example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return recorder.ops
+

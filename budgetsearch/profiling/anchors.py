@@ -1,0 +1,335 @@
+"""The drift check: does a measured profile still hold on this machine today?
+
+A measured profile is a snapshot of one day (issue 16: the same commands ran ~2× faster a later
+day, and nothing noticed). So it records a few small *anchor* networks and their times, measured
+in the same timing run as the fit. On use (:func:`budgetsearch.cost.load_profile` calls
+:func:`checked` lazily, at most once per process, for a measured profile of this CPU), the anchors
+are re-timed (≤ 2 s, the same timer and method, :mod:`budgetsearch.profiling.timing`); the drift is
+the median ratio ``today / recorded``. Beyond ±10 % the profile is recalibrated: every coefficient
+is scaled by that ratio, and one line on stderr says so. The result, with its date, goes to a small
+state file (``$BUDGETSEARCH_STATE_DIR`` or ``~/.cache/budgetsearch``) that ``budgetsearch devices``
+shows; a check younger than ``$BUDGETSEARCH_DRIFT_MAX_AGE_S`` (default 3600 s) is reused, so that
+worker processes of a search do not re-time the anchors while trials load the CPU.
+
+``BUDGETSEARCH_DRIFT_CHECK=0`` turns the check off; inside pytest it is off unless that variable
+is set to 1 (the suite times nothing by default).
+
+This module imports only torch and :mod:`budgetsearch.cost` (never the model zoo): the anchors
+are plain ``torch.nn`` networks defined here.
+
+Example:
+    >>> from budgetsearch.cost import load_profile
+    >>> profile = load_profile("cpu-2core-x86")          # doctest: +SKIP
+    >>> profile.last_check["scale"]                       # doctest: +SKIP
+    1.03
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from budgetsearch.cost.profiles import DeviceProfile
+
+TOLERANCE_PCT = 10.0
+BUDGET_S = 2.0
+ANCHOR_ROUNDS, ANCHOR_INNER, ANCHOR_WARMUP = 5, 5, 2
+_CHECKED: dict[str, DeviceProfile] = {}  # once per process: profile key → checked profile
+
+
+def _stack(cin: int, width: int, depth: int) -> nn.Module:
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                   nn.ReLU(inplace=True)]
+        cin = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+
+
+class _InvertedSE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16),
+                                  nn.Hardswish())
+        self.expand = nn.Sequential(nn.Conv2d(16, 64, 1, bias=False), nn.BatchNorm2d(64),
+                                    nn.Hardswish())
+        self.dw = nn.Sequential(nn.Conv2d(64, 64, 3, 1, 1, groups=64, bias=False),
+                                nn.BatchNorm2d(64), nn.Hardswish())
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(64, 16, 1), nn.ReLU(),
+                                nn.Conv2d(16, 64, 1), nn.Hardsigmoid())
+        self.project = nn.Sequential(nn.Conv2d(64, 16, 1, bias=False), nn.BatchNorm2d(16))
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        z = self.dw(self.expand(y))
+        y = y + self.project(z * self.se(z))
+        return self.head(y.mean((2, 3)))
+
+
+# name → (builder, input shape): one compute-bound, one overhead-bound, one weight-bound network
+ANCHORS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int, int]]] = {
+    "conv-stack-32": (lambda: _stack(3, 32, 3), (1, 3, 32, 32)),
+    "inverted-se-28": (_InvertedSE, (1, 1, 28, 28)),
+    "mlp-1024": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 1024), nn.ReLU(),
+                                       nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)),
+                 (1, 1, 28, 28)),
+}
+
+
+def build_anchor(name: str) -> tuple[nn.Module, torch.Tensor]:
+    """The anchor network ``name`` (fixed weights) and its input."""
+    if name not in ANCHORS:
+        raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}, got {name!r}")
+    builder, shape = ANCHORS[name]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = builder().eval()
+        x = torch.randn(shape)
+    return model, x
+
+
+def state_dir() -> Path:
+    """Where drift checks are remembered (``$BUDGETSEARCH_STATE_DIR`` or the user cache)."""
+    env = os.environ.get("BUDGETSEARCH_STATE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "budgetsearch"
+
+
+def cpu_name() -> str:
+    """The CPU model string (``/proc/cpuinfo``), as profiles record it."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> str:
+    """The SIMD flags that decide kernel choice (avx2, avx512*, amx*, fma, f16c)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    keep = [f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "sse4"))]
+                    return " ".join(sorted(keep))
+    except OSError:
+        pass
+    return ""
+
+
+def _onnx_cached(name: str, model: nn.Module, x: torch.Tensor) -> bytes:
+    from budgetsearch.profiling.timing import ONNX_OPSET, export_onnx
+
+    path = state_dir() / "anchors" / f"{name}-torch{torch.__version__}-opset{ONNX_OPSET}.onnx"
+    if path.is_file():
+        return path.read_bytes()
+    data = export_onnx(model, x)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError:
+        pass
+    return data
+
+
+def measure_anchors(
+    names: list[str], *, runtime: str, threads: int, budget_s: float = BUDGET_S
+) -> dict[str, float]:
+    """Milliseconds of each anchor today, by the profile's timer and method, within ``budget_s``."""
+    from budgetsearch.profiling.timing import make_runner, time_runners
+
+    runners = []
+    for name in names:
+        model, x = build_anchor(name)
+        data = _onnx_cached(name, model, x) if runtime == "onnxruntime" else None
+        runners.append(make_runner(model, x, runtime=runtime, threads=threads, onnx_bytes=data))
+    times = time_runners(runners, rounds=ANCHOR_ROUNDS, inner=ANCHOR_INNER,
+                         warmup=ANCHOR_WARMUP, threads=threads, deadline_s=budget_s * 0.6)
+    return dict(zip(names, map(float, times), strict=True))
+
+
+def fingerprint(profile: DeviceProfile) -> str:
+    """A short hash of what the check compares against (coefficients and anchor times)."""
+    text = json.dumps([profile.name, sorted((k, v.as_dict()) for k, v in profile.ops.items()),
+                       profile.network_overhead_ms, profile.anchors], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def recalibration(recorded: Mapping[str, float], today: Mapping[str, float]) -> dict[str, Any]:
+    """Drift of the anchors: the median ratio ``today / recorded``, and each anchor's residual.
+
+    Returns a plain mapping: ``scale`` (the ratio), ``drift_pct`` (``100·(scale − 1)``),
+    ``ratios`` per anchor and ``residual_pct`` per anchor after scaling (the error of the
+    recalibrated profile on the anchors).
+    """
+    names = [n for n in recorded if n in today and recorded[n] > 0 and today[n] > 0]
+    if not names:
+        raise ValueError("recorded and today must share at least one anchor with a positive time")
+    ratios = {n: today[n] / recorded[n] for n in names}
+    scale = statistics.median(ratios.values())
+    return {
+        "scale": round(scale, 4),
+        "drift_pct": round(100.0 * (scale - 1.0), 2),
+        "ratios": {n: round(r, 4) for n, r in ratios.items()},
+        "residual_pct": {n: round(100.0 * (r / scale - 1.0), 2) for n, r in ratios.items()},
+    }
+
+
+def check_drift(
+    profile: DeviceProfile,
+    *,
+    measure: Callable[[list[str]], Mapping[str, float]] | None = None,
+    tolerance_pct: float = TOLERANCE_PCT,
+    announce: Callable[[str], None] | None = None,
+    save: bool = True,
+) -> DeviceProfile:
+    """Re-time the profile's anchors and recalibrate it when they drifted beyond ``tolerance_pct``.
+
+    Args:
+        profile: a measured profile with an ``anchors`` section.
+        measure: anchor names → milliseconds today (default: time them here; tests pass fakes).
+        tolerance_pct: drift beyond which the profile is rescaled.
+        announce: where the one-line notice goes (default: stderr).
+        save: write the result to the state file.
+
+    Returns:
+        The profile (rescaled when it drifted) with ``last_check`` set.
+
+    Raises:
+        ValueError: the profile has no anchors.
+    """
+    if not profile.anchors or not profile.anchors.get("networks"):
+        raise ValueError(f"profile {profile.name!r} has no anchors to check against")
+    recorded = {a["name"]: float(a["recorded_ms"]) for a in profile.anchors["networks"]}
+    threads = int(profile.provenance.get("threads", 1))
+    started = time.perf_counter()
+    if measure is None:
+        today = measure_anchors(list(recorded), runtime=profile.runtime, threads=threads)
+    else:
+        today = dict(measure(list(recorded)))
+    seconds = time.perf_counter() - started
+    result = recalibration(recorded, today)
+    recalibrated = abs(result["drift_pct"]) > tolerance_pct
+    check = {
+        "profile": profile.name,
+        "fingerprint": fingerprint(profile),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "tolerance_pct": tolerance_pct,
+        "recalibrated": recalibrated,
+        "today_ms": {n: round(v, 4) for n, v in today.items()},
+        **result,
+    }
+    if save:
+        _write_state(profile.name, check)
+    checked_profile = profile.scaled(result["scale"]) if recalibrated else profile
+    if recalibrated:
+        direction = "slower" if result["scale"] > 1 else "faster"
+        message = (f"budgetsearch: this machine runs the {profile.name} anchors "
+                   f"{abs(result['drift_pct']):.0f}% {direction} than when profiled "
+                   f"({profile.provenance.get('date', '?')}); latency predictions rescaled "
+                   f"x{result['scale']:.3f} ({seconds:.1f} s check; re-profile with "
+                   f"'budgetsearch profile --name {profile.name} --runtime {profile.runtime} "
+                   f"--force')")
+        (announce or (lambda line: print(line, file=sys.stderr)))(message)
+    return replace(checked_profile, last_check=check)
+
+
+def _state_path(name: str) -> Path:
+    return state_dir() / f"drift-{name}.json"
+
+
+def _write_state(name: str, check: Mapping[str, Any]) -> None:
+    try:
+        path = _state_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(check, indent=1))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only home must not break pricing
+
+
+def last_check(name: str) -> dict[str, Any] | None:
+    """The last drift check of profile ``name`` on this machine (None if never checked)."""
+    try:
+        return json.loads(_state_path(name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_this_machine(profile: DeviceProfile) -> bool:
+    """True when ``profile`` was measured on this CPU kind, in a runtime available here."""
+    cpu = str(profile.provenance.get("cpu", ""))
+    if not cpu or cpu_name() not in cpu:
+        return False
+    if int(profile.provenance.get("threads", 1)) > (os.cpu_count() or 1):
+        return False
+    if profile.runtime == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+    return profile.runtime in ("pytorch-eager", "onnxruntime")
+
+
+def check_enabled() -> bool:
+    """False when ``BUDGETSEARCH_DRIFT_CHECK`` is 0/off/false/no, or unset inside a pytest test.
+
+    The test suite must not time anything by default (pytest sets ``PYTEST_CURRENT_TEST``);
+    ``BUDGETSEARCH_DRIFT_CHECK=1`` turns the check on there too.
+    """
+    setting = os.environ.get("BUDGETSEARCH_DRIFT_CHECK")
+    if setting is None:
+        return "PYTEST_CURRENT_TEST" not in os.environ
+    return setting.strip().lower() not in ("0", "off", "false", "no")
+
+
+def checked(profile: DeviceProfile) -> DeviceProfile:
+    """The profile as it holds today: the lazy hook :func:`~budgetsearch.cost.load_profile` calls.
+
+    Runs :func:`check_drift` at most once per process per profile; reuses a state-file check of the
+    same profile younger than ``$BUDGETSEARCH_DRIFT_MAX_AGE_S`` (default 3600 s). Profiles without
+    anchors, of another machine, or with the check turned off come back unchanged.
+    """
+    if (not check_enabled() or profile.source != "measured" or not profile.anchors
+            or not is_this_machine(profile)):
+        return profile
+    key = f"{profile.path}:{fingerprint(profile)}"
+    if key in _CHECKED:
+        return _CHECKED[key]
+    previous = last_check(profile.name)
+    max_age = float(os.environ.get("BUDGETSEARCH_DRIFT_MAX_AGE_S", "3600"))
+    result: DeviceProfile | None = None
+    if previous and previous.get("fingerprint") == fingerprint(profile):
+        try:
+            age = (datetime.datetime.now()
+                   - datetime.datetime.fromisoformat(previous["date"])).total_seconds()
+        except (KeyError, ValueError):
+            age = math.inf
+        if 0 <= age <= max_age:
+            scale = float(previous.get("scale", 1.0))
+            result = profile.scaled(scale) if previous.get("recalibrated") else profile
+            result = replace(result, last_check=previous)
+    if result is None:
+        result = check_drift(profile)
+    _CHECKED[key] = result
+    return result

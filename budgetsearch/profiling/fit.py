@@ -1,0 +1,346 @@
+"""Fit a measured latency profile of this machine (``budgetsearch profile``).
+
+1. Build the varied fit set of :mod:`budgetsearch.profiling.networks` (plus a disjoint held-out
+   draw of the same families) and the anchors of :mod:`budgetsearch.profiling.anchors`.
+2. Time them all in one interleaved run per runtime (:mod:`budgetsearch.profiling.timing`: one
+   timer, one method, written into the profile).
+3. Fit, by non-negative least squares on *relative* error, the per-op-kind model of
+   :mod:`budgetsearch.cost.profiles`: per kind ``t = α·FLOPs + γ·activation bytes + γ_w·weight
+   bytes + β`` over conv, dwconv, gconv, linear, BatchNorm, pool and the ops fvcore does not count
+   (activation, binary add/mul, concat/copy, reshape), plus one per-forward overhead. A network's
+   design row is the inventory's own prediction under unit profiles, so the fit and the
+   prediction are one formula.
+4. Measure the error on the held-out draw, and leave-one-family-out (fit without a family, predict
+   it): the error to expect on a family the fit never saw.
+
+Example:
+    >>> profiles, report = profile_this_machine("my-cpu", n_fit=36, n_holdout=9)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from budgetsearch import __version__
+from budgetsearch.cost.profiles import DeviceProfile, OpLatency, PredictorError
+from budgetsearch.profiling.anchors import ANCHORS, build_anchor, cpu_flags, cpu_name
+from budgetsearch.profiling.networks import FAMILIES, BuiltNetwork, build_spec, sample_specs
+from budgetsearch.profiling.timing import (
+    ONNX_OPSET,
+    RUNTIMES,
+    check_runtime,
+    export_onnx,
+    make_runner,
+    method_text,
+    time_runners,
+)
+
+# (kind, term) pairs fitted, in design-matrix order; then one per-forward intercept.
+FEATURES: tuple[tuple[str, str], ...] = (
+    ("conv", "ms_per_gflop"), ("conv", "ms_per_mb"), ("conv", "ms_per_weight_mb"),
+    ("conv", "overhead_ms"),
+    ("dwconv", "ms_per_gflop"), ("dwconv", "ms_per_mb"), ("dwconv", "overhead_ms"),
+    ("gconv", "ms_per_gflop"), ("gconv", "ms_per_mb"), ("gconv", "overhead_ms"),
+    ("linear", "ms_per_gflop"), ("linear", "ms_per_weight_mb"), ("linear", "overhead_ms"),
+    ("batchnorm", "ms_per_mb"), ("batchnorm", "overhead_ms"),
+    ("pool", "ms_per_mb"), ("pool", "overhead_ms"),
+    ("activation", "ms_per_mb"), ("activation", "overhead_ms"),
+    ("binary", "ms_per_mb"), ("binary", "overhead_ms"),
+    ("concat", "ms_per_mb"), ("concat", "overhead_ms"),
+    ("reshape", "overhead_ms"),
+)
+KINDS = tuple(dict.fromkeys(kind for kind, _ in FEATURES))
+RUNTIME_SUFFIX = {"pytorch-eager": "", "onnxruntime": "-ort"}
+
+
+def _unit_profile(kind: str, term: str) -> DeviceProfile:
+    coeffs = {"ms_per_gflop": 0.0, "ms_per_mb": 0.0, "overhead_ms": 0.0, "ms_per_weight_mb": 0.0}
+    coeffs[term] = 1.0
+    # every unit profile names all kinds, so that all price the same set of ops
+    ops = {k: OpLatency(**coeffs) if k == kind else OpLatency(ms_per_weight_mb=0.0)
+           for k in KINDS}
+    return DeviceProfile(name=f"unit-{kind}-{term}", description="", source="measured", ops=ops,
+                         combine="sum", bytes_per_element=4)
+
+
+_UNITS = [_unit_profile(kind, term) for kind, term in FEATURES]
+
+
+def network_features(network: BuiltNetwork) -> np.ndarray:
+    """The fit's design row: the cost model's prediction under each unit profile, then 1."""
+    values = [network.inventory.predict_latency_ms(unit, kept_channels=network.kept_channels)
+              for unit in _UNITS]
+    return np.array([*values, 1.0])
+
+
+def fit_coefficients(features: np.ndarray, measured_ms: np.ndarray) -> np.ndarray:
+    """Non-negative least squares on relative error: minimise Σ ((A·c − t)/t)², c ≥ 0."""
+    from scipy.optimize import nnls
+
+    weighted = features / measured_ms[:, None]
+    scale = np.maximum(np.abs(weighted).max(axis=0), 1e-12)  # equal column scales for nnls
+    solution, _ = nnls(weighted / scale, np.ones(len(measured_ms)), maxiter=20_000)
+    return solution / scale
+
+
+def profile_from_coefficients(
+    name: str, coefficients: np.ndarray, *, provenance: dict[str, Any], description: str
+) -> DeviceProfile:
+    """Turn fitted coefficients (in :data:`FEATURES` order, then the intercept) into a profile."""
+    terms: dict[str, dict[str, float]] = {
+        kind: {"ms_per_gflop": 0.0, "ms_per_mb": 0.0, "overhead_ms": 0.0, "ms_per_weight_mb": 0.0}
+        for kind in KINDS
+    }
+    for (kind, term), value in zip(FEATURES, coefficients[:-1], strict=True):
+        terms[kind][term] = float(value)
+    # other (ops fvcore counts that are none of the above) borrows the activation's price
+    terms["other"] = dict(terms["activation"])
+    ops = {kind: OpLatency(**values) for kind, values in terms.items()}
+    return DeviceProfile(
+        name=name, description=description, source="measured", ops=ops, combine="sum",
+        bytes_per_element=4, network_overhead_ms=float(coefficients[-1]), sparse_speedup=0.0,
+        provenance=provenance,
+    )
+
+
+def summarize_errors(errors_pct: np.ndarray, *, command: str = "", date: str = "",
+                     networks_set: str = "") -> PredictorError:
+    """Distribution of signed percentage errors as a :class:`PredictorError`."""
+    absolute = np.abs(np.asarray(errors_pct, dtype=float))
+    return PredictorError(
+        networks=int(len(absolute)),
+        within_10pct=round(float(np.mean(absolute <= 10.0)), 4),
+        median_abs_pct=round(float(np.median(absolute)), 2),
+        p90_abs_pct=round(float(np.percentile(absolute, 90)), 2),
+        max_abs_pct=round(float(absolute.max()), 2),
+        command=command, date=date, networks_set=networks_set,
+    )
+
+
+def leave_one_family_out(
+    features: np.ndarray, measured_ms: np.ndarray, families: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Fit without each family, predict that family: its error distribution, per family."""
+    families = np.asarray(families)
+    table: dict[str, dict[str, float]] = {}
+    for family in dict.fromkeys(families.tolist()):
+        out = families == family
+        coefficients = fit_coefficients(features[~out], measured_ms[~out])
+        errors = 100.0 * (features[out] @ coefficients - measured_ms[out]) / measured_ms[out]
+        e = summarize_errors(errors)
+        table[family] = {"networks": e.networks, "within_10pct": e.within_10pct,
+                         "within_20pct": round(float(np.mean(np.abs(errors) <= 20.0)), 4),
+                         "median_abs_pct": e.median_abs_pct, "median_pct": round(
+                             float(np.median(errors)), 2)}
+    return table
+
+
+@dataclass
+class ProfileReport:
+    """Per-network measurements and predictions (fit, held-out, anchors) of one profiling run."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    leave_one_family_out: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def holdout_errors_pct(self, runtime: str) -> np.ndarray:
+        """Signed percentage errors of the held-out networks timed in ``runtime``."""
+        return np.array([r["error_pct"] for r in self.rows
+                         if r["set"] == "holdout" and r["runtime"] == runtime])
+
+
+def _load_average() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "?"
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+def build_fit_set(n_fit: int, n_holdout: int, *, seed: int, progress: bool = False
+                  ) -> tuple[list[BuiltNetwork], list[BuiltNetwork]]:
+    """Build (fit, held-out) networks: disjoint draws over all :data:`FAMILIES`."""
+    from tqdm.auto import tqdm
+
+    specs = sample_specs(n_fit, seed=seed) + sample_specs(n_holdout, seed=seed + 1000)
+    built = [build_spec(s) for s in tqdm(specs, desc="building", disable=not progress)]
+    return built[:n_fit], built[n_fit:]
+
+
+def time_fit_set(
+    networks: Sequence[BuiltNetwork], *, runtime: str, threads: int, rounds: int, inner: int,
+    warmup: int = 3, seed: int = 0, progress: bool = False,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Time ``networks`` and the anchors in one interleaved run: (network ms, anchor name → ms)."""
+    from tqdm.auto import tqdm
+
+    check_runtime(runtime)
+    pairs = [(n.model, n.example_input) for n in networks]
+    pairs += [build_anchor(name) for name in ANCHORS]
+    runners = []
+    for model, x in tqdm(pairs, desc=f"preparing {runtime}", disable=not progress):
+        data = export_onnx(model, x) if runtime == "onnxruntime" else None
+        runners.append(make_runner(model, x, runtime=runtime, threads=threads, onnx_bytes=data))
+    with tqdm(total=rounds * len(runners), desc=f"timing {runtime}", disable=not progress) as bar:
+        times = time_runners(runners, rounds=rounds, inner=inner, warmup=warmup,
+                             threads=threads, seed=seed, progress=bar.update)
+    n = len(networks)
+    return times[:n], dict(zip(ANCHORS, map(float, times[n:]), strict=True))
+
+
+def fit_profile(
+    name: str,
+    fit: Sequence[BuiltNetwork],
+    holdout: Sequence[BuiltNetwork],
+    fit_ms: np.ndarray,
+    holdout_ms: np.ndarray,
+    anchor_ms: dict[str, float],
+    *,
+    runtime: str,
+    provenance: dict[str, Any],
+    command: str = "",
+) -> tuple[DeviceProfile, list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """Fit one runtime's profile from timings: (profile, per-network rows, leave-one-family-out)."""
+    fit_features = np.stack([network_features(n) for n in fit])
+    holdout_features = np.stack([network_features(n) for n in holdout])
+    coefficients = fit_coefficients(fit_features, fit_ms)
+    threads = provenance.get("threads", 1)
+    profile = profile_from_coefficients(
+        name, coefficients, provenance=provenance,
+        description=f"measured on this machine ({cpu_name()}), {runtime}, {threads} thread(s), "
+                    f"float32, batch 1",
+    )
+    rows = []
+    for which, networks, times, feats in (("fit", fit, fit_ms, fit_features),
+                                          ("holdout", holdout, holdout_ms, holdout_features)):
+        for network, ms, row in zip(networks, times, feats, strict=True):
+            predicted = float(row @ coefficients)
+            flops = network.inventory.price(kept_channels=network.kept_channels).flops
+            rows.append({"runtime": runtime, "set": which, "family": network.family,
+                         "network": network.label,
+                         "flops": flops,
+                         "measured_ms": float(ms), "predicted_ms": predicted,
+                         "error_pct": 100.0 * (predicted - ms) / ms})
+    lofo = leave_one_family_out(
+        np.concatenate([fit_features, holdout_features]), np.concatenate([fit_ms, holdout_ms]),
+        [n.family for n in [*fit, *holdout]],
+    )
+    date = str(provenance.get("date", ""))
+    holdout_errors = np.array([r["error_pct"] for r in rows if r["set"] == "holdout"])
+    error = summarize_errors(holdout_errors, command=command, date=date,
+                             networks_set="held-out draws of the fit families")
+    anchors = {
+        "method": "re-timed by the same timer and method; drift = median(today / recorded_ms); "
+                  "beyond tolerance_pct every coefficient is scaled by it",
+        "tolerance_pct": 10.0, "budget_s": 2.0,
+        "networks": [
+            {"name": a, "input_shape": "x".join(map(str, ANCHORS[a][1])),
+             "recorded_ms": round(ms, 5)}
+            for a, ms in anchor_ms.items()
+        ],
+    }
+    transfer = {"method": "fit without the family (fit + held-out networks of the others), "
+                          "predict every network of the family", "date": date,
+                "families": lofo}
+    profile = replace(profile, predictor_error=error, anchors=anchors, transfer_error=transfer)
+    return profile, rows, lofo
+
+
+def profile_this_machine(
+    name: str,
+    *,
+    runtimes: Sequence[str] = ("pytorch-eager",),
+    n_fit: int = 108,
+    n_holdout: int = 27,
+    rounds: int = 5,
+    inner: int = 5,
+    threads: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+    command: str = "",
+) -> tuple[dict[str, DeviceProfile], ProfileReport]:
+    """Time the fit set on this CPU in each runtime, fit a profile per runtime, measure its error.
+
+    Profiles are named ``name`` (PyTorch eager) and ``name-ort`` (onnxruntime).
+
+    Raises:
+        ValueError: fewer than 2 networks per family to fit, no held-out network, bad rounds,
+            threads or runtime.
+    """
+    if n_fit < 2 * len(FAMILIES) or n_holdout < 1:
+        raise ValueError(f"n_fit must be ≥ {2 * len(FAMILIES)} (2 per family) and n_holdout ≥ 1, "
+                         f"got {n_fit} and {n_holdout}")
+    if rounds < 1 or inner < 1 or threads < 1:
+        raise ValueError(f"rounds, inner and threads must be ≥ 1, got {rounds}, {inner}, {threads}")
+    for runtime in runtimes:
+        check_runtime(runtime)
+    started = time.perf_counter()
+    fit, holdout = build_fit_set(n_fit, n_holdout, seed=seed, progress=progress)
+    report = ProfileReport()
+    profiles: dict[str, DeviceProfile] = {}
+    for runtime in runtimes:
+        load_before = _load_average()
+        fit_ms_all, anchor_ms = time_fit_set([*fit, *holdout], runtime=runtime, threads=threads,
+                                             rounds=rounds, inner=inner, seed=seed,
+                                             progress=progress)
+        runtime_version = str(torch.__version__)
+        if runtime == "onnxruntime":
+            import onnxruntime
+
+            runtime_version = f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)"
+        provenance = {
+            "tool": "budgetsearch profile",
+            "tool_version": __version__,
+            "runtime": runtime,
+            "runtime_version": runtime_version,
+            "torch_version": str(torch.__version__),
+            "python_version": sys.version.split()[0],
+            "dtype": "float32",
+            "batch_size": 1,
+            "threads": threads,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "host": platform.node(),
+            "cpu": f"{cpu_name()} ({os.cpu_count()} logical CPUs visible)",
+            "cpu_flags": cpu_flags(),
+            "device": "cpu",
+            "load_average": f"before: {load_before} | after: {_load_average()}",
+            "method": "whole-network forward passes; per-op-kind t = a*FLOPs + g*activation bytes"
+                      " + gw*weight bytes + b (fvcore layers and the ops fvcore does not count), "
+                      "fitted by NNLS on relative error (budgetsearch.profiling.fit)",
+            "timing": method_text(rounds=rounds, inner=inner, warmup=3, threads=threads,
+                                  runtime=runtime),
+            "fit_networks": n_fit,
+            "fit_families": list(FAMILIES),
+            "input_shapes": "1x1x28x28, 1x3x32x32, 1x3x64x64 (uniform)",
+        }
+        if runtime == "onnxruntime":
+            provenance["onnx_opset"] = ONNX_OPSET
+        profile_name = name + RUNTIME_SUFFIX[runtime]
+        profile, rows, lofo = fit_profile(
+            profile_name, fit, holdout, fit_ms_all[:n_fit], fit_ms_all[n_fit:], anchor_ms,
+            runtime=runtime, provenance=provenance, command=command,
+        )
+        profiles[runtime] = profile
+        report.rows += rows
+        report.rows += [{"runtime": runtime, "set": "anchor", "family": "anchor", "network": a,
+                         "flops": float("nan"), "measured_ms": ms, "predicted_ms": float("nan"),
+                         "error_pct": float("nan")} for a, ms in anchor_ms.items()]
+        report.leave_one_family_out[runtime] = lofo
+    report.seconds = time.perf_counter() - started
+    return profiles, report
+
+
+__all__ = [
+    "FEATURES", "RUNTIMES", "ProfileReport", "build_fit_set", "fit_coefficients", "fit_profile",
+    "leave_one_family_out", "network_features", "profile_from_coefficients",
+    "profile_this_machine", "summarize_errors", "time_fit_set",
+]

@@ -1,0 +1,320 @@
+"""The varied set of networks a latency profile is fitted on, in families.
+
+A latency model fitted on one family of networks learns that family's op mix, not the price of
+each op; it then fails on the next family (issue 16: 93 % within ±10 % inside the WRN/ResNet fit
+family, 0 % on torchvision's). So the fit set is drawn from generated networks of many families,
+each with random widths (odd, "pruned" widths too), depths, activations, heads and input sizes:
+
+=============  ==================================================================================
+family         blocks
+=============  ==================================================================================
+plain          conv-BN-act stacks with max pooling (VGG-like)
+residual       basic blocks: two 3×3 convs, add, projection shortcut on stride
+bottleneck     1×1 → 3×3 → 1×1 with add
+dwsep          depthwise 3×3 + pointwise 1×1 (MobileNet-v1-like)
+inverted       expand 1×1 → depthwise k×k → project 1×1, add; optional squeeze-excitation
+grouped        grouped 3×3 convs (ResNeXt-like) with add
+concat         parallel 1×1 / 3×3 branches concatenated (Fire / Inception-like), dense concat
+shuffle        split → branch → concat → channel shuffle (view / transpose / contiguous)
+wrn            the built-in WRN / pre-activation ResNets, thinner and BAR-pruned
+=============  ==================================================================================
+
+None of them is a torchvision architecture: the benchmark (``experiments/latency_accuracy.py``)
+tests on torchvision's families, which the fit never sees.
+
+Example:
+    >>> spec = sample_specs(1, seed=0)[0]
+    >>> net = build_spec(spec)
+    >>> net.model(torch.zeros(spec.input_shape)).shape[0]
+    1
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from budgetsearch.cost.inventory import LayerInventory, layer_inventory
+
+FAMILIES = ("plain", "residual", "bottleneck", "dwsep", "inverted", "grouped", "concat",
+            "shuffle", "wrn")
+INPUT_SHAPES = ((1, 1, 28, 28), (1, 3, 32, 32), (1, 3, 64, 64))
+ACTIVATIONS = ("relu", "relu6", "hardswish", "silu")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """One generated network: family, input shape and the seed its layout is drawn from."""
+
+    family: str
+    input_shape: tuple[int, int, int, int]
+    seed: int
+
+    @property
+    def label(self) -> str:
+        """Short readable name."""
+        return f"{self.family}#{self.seed}/{'x'.join(map(str, self.input_shape[1:]))}"
+
+
+@dataclass
+class BuiltNetwork:
+    """A network ready to time, with how the cost model prices it."""
+
+    label: str
+    family: str
+    model: nn.Module
+    example_input: torch.Tensor
+    inventory: LayerInventory
+    kept_channels: dict[str, tuple[int, int]]
+
+
+def _act(name: str) -> nn.Module:
+    return {"relu": nn.ReLU(inplace=True), "relu6": nn.ReLU6(inplace=True),
+            "hardswish": nn.Hardswish(), "silu": nn.SiLU(inplace=True)}[name]
+
+
+def _cba(cin: int, cout: int, k: int, stride: int, act: str | None, groups: int = 1) -> nn.Module:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
+    ]
+    if act is not None:
+        layers.append(_act(act))
+    return nn.Sequential(*layers)
+
+
+class _SE(nn.Module):
+    def __init__(self, channels: int, squeeze: int, gate: str) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.gate = nn.Hardsigmoid() if gate == "hardsigmoid" else nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+
+
+class _Residual(nn.Module):
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None, act: str | None) -> None:
+        super().__init__()
+        self.body, self.shortcut = body, shortcut
+        self.act = _act(act) if act else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+        return self.act(out) if self.act is not None else out
+
+
+class _Concat(nn.Module):
+    def __init__(self, branches: list[nn.Module], stem: nn.Module | None = None,
+                 dense: bool = False) -> None:
+        super().__init__()
+        self.stem = stem
+        self.branches = nn.ModuleList(branches)
+        self.dense = dense
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x) if self.stem is not None else x
+        parts = [b(y) for b in self.branches]
+        return torch.cat([x, *parts] if self.dense else parts, 1)
+
+
+class _Shuffle(nn.Module):
+    def __init__(self, channels: int, stride: int, act: str) -> None:
+        super().__init__()
+        half = channels // 2
+        self.stride = stride
+        cin = channels if stride > 1 else half
+        self.branch = nn.Sequential(
+            _cba(cin, half, 1, 1, act), _cba(half, half, 3, stride, None, groups=half),
+            _cba(half, half, 1, 1, act))
+        self.side = (nn.Sequential(_cba(channels, channels, 3, stride, None, groups=channels),
+                                   _cba(channels, half, 1, 1, act)) if stride > 1 else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.side is None:
+            a, b = x.chunk(2, dim=1)
+            out = torch.cat((a, self.branch(b)), 1)
+        else:
+            out = torch.cat((self.side(x), self.branch(x)), 1)
+        n, c, h, w = out.size()
+        return out.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+
+
+class _Net(nn.Module):
+    def __init__(self, stem: nn.Module, blocks: list[nn.Module], head: nn.Module,
+                 functional_pool: bool) -> None:
+        super().__init__()
+        self.stem, self.blocks, self.head = stem, nn.Sequential(*blocks), head
+        self.functional_pool = functional_pool
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        x = x.mean((2, 3)) if self.functional_pool else torch.flatten(self.pool(x), 1)
+        return self.head(x)
+
+
+def _width(rng: random.Random, base: int, odd: bool) -> int:
+    if odd:  # a pruned-looking width: any count, not a multiple of 8
+        return max(2, round(base * rng.uniform(0.3, 1.0)))
+    return max(8, 8 * round(base * rng.uniform(0.5, 1.25) / 8))
+
+
+def _blocks(family: str, rng: random.Random, cin: int, act: str, odd: bool) -> tuple[
+        list[nn.Module], int]:
+    stages = rng.choice((2, 3, 4))
+    base = rng.choice((16, 24, 32, 48, 64))
+    blocks: list[nn.Module] = []
+    c = cin
+    for stage in range(stages):
+        width = _width(rng, base * 2 ** stage, odd)
+        per_stage = rng.choice((1, 2, 3))
+        for i in range(per_stage):
+            stride = 2 if i == 0 and stage > 0 else 1
+            if family == "plain":
+                blocks.append(_cba(c, width, rng.choice((1, 3, 3, 5)), 1, act))
+                if i == per_stage - 1 and stage < stages - 1:
+                    blocks.append(rng.choice((nn.MaxPool2d(2), nn.AvgPool2d(2))))
+                c = width
+                continue
+            if family == "residual":
+                body = nn.Sequential(_cba(c, width, 3, stride, act), _cba(width, width, 3, 1, None))
+            elif family == "bottleneck":
+                mid = _width(rng, width // 2, odd)
+                body = nn.Sequential(_cba(c, mid, 1, 1, act), _cba(mid, mid, 3, stride, act),
+                                     _cba(mid, width, 1, 1, None))
+            elif family == "grouped":
+                groups = rng.choice((2, 4, 8))
+                mid = max(groups, groups * round(_width(rng, width, odd) / groups))
+                body = nn.Sequential(_cba(c, mid, 1, 1, act),
+                                     _cba(mid, mid, 3, stride, act, groups=groups),
+                                     _cba(mid, width, 1, 1, None))
+            elif family in ("dwsep", "inverted"):
+                k = rng.choice((3, 3, 5))
+                expand = 1 if family == "dwsep" else rng.choice((2, 3, 4, 6))
+                mid = _width(rng, c * expand, odd) if expand > 1 else c
+                layers: list[nn.Module] = []
+                if expand > 1:
+                    layers.append(_cba(c, mid, 1, 1, act))
+                layers.append(_cba(mid, mid, k, stride, act, groups=mid))
+                if family == "inverted" and rng.random() < 0.5:
+                    gate = rng.choice(("hardsigmoid", "sigmoid"))
+                    layers.append(_SE(mid, max(4, mid // 4), gate))
+                layers.append(_cba(mid, width, 1, 1, act if family == "dwsep" else None))
+                body = nn.Sequential(*layers)
+                if family == "dwsep" or stride > 1 or c != width:
+                    blocks.append(body)
+                else:
+                    blocks.append(_Residual(body, None, None))
+                c = width
+                continue
+            elif family == "concat":
+                squeeze = _width(rng, max(8, width // 4), odd)
+                half = max(2, width // 2)
+                branches = [_cba(squeeze, half, 1, 1, act), _cba(squeeze, width - half, 3, 1, act)]
+                if rng.random() < 0.3:
+                    blocks.append(_Concat([_cba(c, _width(rng, 16, odd), 3, 1, act)], dense=True))
+                    c = c + blocks[-1].branches[0][0].out_channels
+                if stride > 1:
+                    blocks.append(nn.MaxPool2d(2))
+                blocks.append(_Concat(branches, stem=_cba(c, squeeze, 1, 1, act)))
+                c = width
+                continue
+            elif family == "shuffle":
+                width = 2 * max(4, width // 2)
+                if stride == 1 and c != width:
+                    blocks.append(_cba(c, width, 1, 1, act))
+                    c = width
+                blocks.append(_Shuffle(width if stride == 1 else c, stride, act))
+                c = width if stride == 1 else c
+                continue
+            else:
+                raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+            shortcut = None if stride == 1 and c == width else _cba(c, width, 1, stride, None)
+            blocks.append(_Residual(body, shortcut, act))
+            c = width
+    return blocks, c
+
+
+def _generated(spec: NetworkSpec) -> nn.Module:
+    rng = random.Random(spec.seed)
+    act = rng.choice(ACTIVATIONS)
+    odd = rng.random() < 0.5
+    channels, height = spec.input_shape[1], spec.input_shape[2]
+    stem_width = rng.choice((8, 16, 24, 32))
+    stride = 2 if height >= 64 and rng.random() < 0.7 else 1
+    stem = _cba(channels, stem_width, 3, stride, act)
+    blocks, c = _blocks(spec.family, rng, stem_width, act, odd)
+    classes = rng.choice((10, 100, 1000))
+    if rng.random() < 0.3:
+        hidden = rng.choice((256, 1024, 1280))
+        head: nn.Module = nn.Sequential(nn.Linear(c, hidden), _act(act), nn.Dropout(0.2),
+                                        nn.Linear(hidden, classes))
+    else:
+        head = nn.Linear(c, classes)
+    return _Net(stem, blocks, head, functional_pool=rng.random() < 0.5)
+
+
+def _wrn(spec: NetworkSpec) -> tuple[nn.Module, nn.Module, dict[str, tuple[int, int]]]:
+    """A built-in WRN/ResNet (thinner), pruned in half of the draws: (model, full, kept)."""
+    from budgetsearch.models import build_model
+    from budgetsearch.profiling.variants import block_names, prune_block_channels
+
+    rng = random.Random(spec.seed)
+    name = rng.choice(("wrn-10-1", "wrn-16-1", "wrn-16-2", "wrn-16-4", "wrn-22-2", "resnet-20",
+                       "resnet-32"))
+    full = build_model(name, in_channels=spec.input_shape[1],
+                       width_multiplier=round(rng.uniform(0.4, 1.0), 2))
+    if rng.random() < 0.5:
+        return full, full, {}
+    kept: dict[str, int] = {}
+    kept_channels: dict[str, tuple[int, int]] = {}
+    modules = dict(full.named_modules())
+    for block in block_names(full):
+        conv1, conv2 = modules[f"{block}.conv1"], modules[f"{block}.conv2"]
+        channels = max(1, round(rng.uniform(0.1, 1.0) * conv1.out_channels))
+        kept[block] = channels
+        kept_channels[f"{block}.conv1"] = (conv1.in_channels, channels)
+        kept_channels[f"{block}.bn2"] = (channels, channels)
+        kept_channels[f"{block}.conv2"] = (channels, conv2.out_channels)
+    return prune_block_channels(full, kept), full, kept_channels
+
+
+def build_spec(spec: NetworkSpec) -> BuiltNetwork:
+    """Build the network of ``spec`` and trace its inventory (a pruned WRN is priced through the
+    full network's inventory with ``kept_channels``, as the pruners price it)."""
+    x = torch.randn(spec.input_shape, generator=torch.Generator().manual_seed(spec.seed))
+    kept: dict[str, tuple[int, int]] = {}
+    if spec.family == "wrn":
+        model, full, kept = _wrn(spec)
+    else:
+        model = full = _generated(spec)
+    model.eval()
+    inventory = layer_inventory(full, x)
+    return BuiltNetwork(spec.label, spec.family, model, x, inventory, kept)
+
+
+def sample_specs(
+    count: int, *, seed: int, families: tuple[str, ...] = FAMILIES
+) -> list[NetworkSpec]:
+    """``count`` specs cycling through ``families`` and :data:`INPUT_SHAPES`."""
+    rng = random.Random(seed)
+    specs = []
+    for index in range(count):
+        family = families[index % len(families)]
+        shape = INPUT_SHAPES[rng.randrange(len(INPUT_SHAPES))]
+        specs.append(NetworkSpec(family, shape, rng.randrange(1_000_000)))
+    return specs
+
+
+def describe(built: BuiltNetwork) -> dict[str, Any]:
+    """A plain summary row (label, family, FLOPs, parameters) of a built network."""
+    cost = built.inventory.price(kept_channels=built.kept_channels)
+    return {"network": built.label, "family": built.family, "flops": cost.flops,
+            "params": cost.params}

@@ -1,0 +1,165 @@
+"""The one timer and the one method every measured latency in budgetsearch uses.
+
+Method (written into each profile's ``provenance.timing``): batch 1, float32, eval mode, a fixed
+thread count; ``warmup`` calls per network first; then ``rounds`` interleaved rounds, each visiting
+every network once in a shuffled order (so that load from other processes spreads over all
+networks); a visit times a burst of ``inner`` calls with ``time.perf_counter_ns`` and keeps the
+burst's median; a network's time is the **minimum over rounds of the burst medians** (the round
+in which the machine was quietest: on a shared machine this is the statistic that repeats from
+day to day; the median inside a burst removes single preemptions).
+
+Two runtimes: ``pytorch-eager`` (``torch.inference_mode``, ``torch.set_num_threads``) and
+``onnxruntime`` (``torch.onnx.export`` with the TorchScript exporter, opset 17, then an
+``InferenceSession`` on the CPU execution provider with ``intra_op_num_threads`` = threads).
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Conv2d(1, 4, 3)
+    >>> ms = time_networks([(net, torch.zeros(1, 1, 8, 8))], rounds=2, inner=2, warmup=1)
+    >>> ms.shape
+    (1,)
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+RUNTIMES = ("pytorch-eager", "onnxruntime")
+ONNX_OPSET = 17
+TIMER = "time.perf_counter_ns"
+
+
+def method_text(*, rounds: int, inner: int, warmup: int, threads: int, runtime: str) -> str:
+    """The method as one line, for the profile's ``provenance.timing``."""
+    return (f"{TIMER}; {runtime}, {threads} thread(s), batch 1, float32; {warmup} warm-up calls, "
+            f"{rounds} interleaved shuffled rounds x burst of {inner} calls; burst median, "
+            f"then minimum over rounds (budgetsearch.profiling.timing)")
+
+
+def check_runtime(runtime: str) -> None:
+    """Raise ``ValueError`` for an unknown runtime name."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+
+
+def export_onnx(model: nn.Module, example_input: torch.Tensor) -> bytes:
+    """The ONNX bytes of ``model`` (eval mode, TorchScript exporter: works offline)."""
+    model.eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example_input,), buffer, dynamo=False, input_names=["x"],
+                          output_names=["y"], opset_version=ONNX_OPSET)
+    return buffer.getvalue()
+
+
+def onnx_runner(
+    onnx_bytes: bytes, example_input: torch.Tensor, *, threads: int
+) -> Callable[[], Any]:
+    """A zero-argument call that runs one forward pass in onnxruntime (CPU execution provider)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as error:  # an optional runtime: name the install command
+        raise ImportError(
+            "the onnxruntime runtime needs onnxruntime: pip install onnx onnxruntime"
+        ) from error
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: example_input.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def make_runner(
+    model: nn.Module, example_input: torch.Tensor, *, runtime: str, threads: int,
+    onnx_bytes: bytes | None = None,
+) -> Callable[[], Any]:
+    """One forward pass of ``model`` in ``runtime`` as a zero-argument call."""
+    check_runtime(runtime)
+    if runtime == "onnxruntime":
+        data = onnx_bytes if onnx_bytes is not None else export_onnx(model, example_input)
+        return onnx_runner(data, example_input, threads=threads)
+    model.eval()
+
+    def forward() -> Any:
+        with torch.inference_mode():
+            return model(example_input)
+
+    return forward
+
+
+def time_runners(
+    runners: Sequence[Callable[[], Any]],
+    *,
+    rounds: int = 5,
+    inner: int = 5,
+    warmup: int = 3,
+    threads: int = 1,
+    seed: int = 0,
+    deadline_s: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Milliseconds per call of each runner by the method of this module (see its docstring).
+
+    ``deadline_s`` stops starting new rounds once that many seconds have passed (at least one
+    round always runs): the drift check's time bound.
+    """
+    if rounds < 1 or inner < 1 or warmup < 0 or threads < 1:
+        raise ValueError(f"rounds, inner and threads must be ≥ 1 and warmup ≥ 0, got {rounds}, "
+                         f"{inner}, {threads}, {warmup}")
+    rng = random.Random(seed)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    samples: list[list[float]] = [[] for _ in runners]
+    try:
+        for run in runners:
+            for _ in range(warmup):
+                run()
+        for done in range(rounds):
+            if done and deadline_s is not None and time.perf_counter() - started > deadline_s:
+                break
+            order = list(range(len(runners)))
+            rng.shuffle(order)
+            for i in order:
+                run = runners[i]
+                burst = []
+                for _ in range(inner):
+                    begin = time.perf_counter_ns()
+                    run()
+                    burst.append(time.perf_counter_ns() - begin)
+                samples[i].append(statistics.median(burst) * 1e-6)
+                if progress is not None:
+                    progress(1)
+    finally:
+        torch.set_num_threads(previous)
+    return np.array([min(s) for s in samples])
+
+
+def time_networks(
+    networks: Sequence[tuple[nn.Module, torch.Tensor]],
+    *,
+    rounds: int = 5,
+    inner: int = 5,
+    warmup: int = 3,
+    threads: int = 1,
+    runtime: str = "pytorch-eager",
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Milliseconds per forward pass of each ``(model, input)`` in ``runtime``."""
+    runners = [make_runner(m, x, runtime=runtime, threads=threads) for m, x in networks]
+    return time_runners(runners, rounds=rounds, inner=inner, warmup=warmup, threads=threads,
+                        seed=seed, progress=progress)

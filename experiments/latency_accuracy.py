@@ -1,0 +1,287 @@
+"""Issue 16 benchmark: is predicted latency true on networks the profile never saw?
+
+One command (the lead re-runs it on a quieter machine)::
+
+    PYTHONPATH=. python experiments/latency_accuracy.py
+
+For each shipped CPU profile (``cpu-2core-x86``: PyTorch eager, ``cpu-2core-x86-ort``:
+onnxruntime), as shipped plus its automatic drift check (forced fresh here):
+
+1. times ≥ 30 torchvision networks from families not in the fit set (ResNet, MobileNet v2/v3,
+   ShuffleNet v2, SqueezeNet, MnasNet, EfficientNet, RegNet, GoogLeNet, DenseNet) at 1×28×28,
+   3×32×32 and 3×64×64, plus channel-pruned ResNet-18 / MobileNet-v2 variants priced through
+   ``kept_channels`` of the dense network, by the profile's own timer and method;
+2. prints predicted vs measured per network, the share within ±10 % / ±20 % and the median |err|;
+3. prints the profile's leave-one-family-out table (fit without a family, predict it);
+4. simulates a machine 2× faster and 2× slower than the profiling day (the profile's coefficients
+   *and* its anchors' recorded times scaled by 2 or 1/2) and shows that the drift check brings the
+   predictions back, with no re-profile.
+
+The day and the machine's load (CPU used by other processes, from /proc/stat deltas over the
+run, minus this process's own CPU time) are printed and written with the results.
+Results: ``experiments/results/latency_accuracy.csv`` and ``latency_accuracy_summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import resource
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from budgetsearch.cost import DeviceProfile, layer_inventory, load_profile
+from budgetsearch.profiling.anchors import check_drift, measure_anchors
+from budgetsearch.profiling.timing import export_onnx, make_runner, time_runners
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHAPES = ((1, 1, 28, 28), (1, 3, 32, 32), (1, 3, 64, 64))
+FAMILIES = {  # torchvision constructor → family (none of them is in the profile's fit set)
+    "resnet18": "resnet", "resnet34": "resnet", "mobilenet_v2": "mobilenet_v2",
+    "mobilenet_v3_small": "mobilenet_v3", "mobilenet_v3_large": "mobilenet_v3",
+    "shufflenet_v2_x0_5": "shufflenet_v2", "shufflenet_v2_x1_0": "shufflenet_v2",
+    "squeezenet1_0": "squeezenet", "squeezenet1_1": "squeezenet", "mnasnet0_5": "mnasnet",
+    "efficientnet_b0": "efficientnet", "regnet_x_400mf": "regnet", "regnet_y_400mf": "regnet",
+    "googlenet": "googlenet", "densenet121": "densenet",
+}
+
+
+# -- load: CPU used by others -----------------------------------------------------------------
+
+def _proc_stat() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
+
+
+def _own_cpu_s() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class LoadMeter:
+    """Share of the machine's CPU time used by other processes over a window."""
+
+    def __init__(self) -> None:
+        self.busy, self.total = _proc_stat()
+        self.own = _own_cpu_s()
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    def others(self) -> dict[str, float]:
+        busy, total = _proc_stat()
+        d_busy, d_total = (busy - self.busy) / self.hz, (total - self.total) / self.hz
+        own = _own_cpu_s() - self.own
+        cores = os.cpu_count() or 1
+        return {"window_s": round(d_total / cores, 1), "machine_busy_pct": round(
+            100 * d_busy / d_total, 1), "own_pct": round(100 * own / d_total, 1),
+            "others_pct": round(100 * max(0.0, d_busy - own) / d_total, 1),
+            "others_cores": round(max(0.0, d_busy - own) / (d_total / cores), 2)}
+
+
+# -- the foreign networks -----------------------------------------------------------------------
+
+def _torchvision(name: str, in_channels: int) -> nn.Module:
+    kwargs: dict[str, Any] = {"weights": None}
+    if name == "googlenet":
+        kwargs.update(aux_logits=False, init_weights=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = getattr(torchvision.models, name)(**kwargs)
+    if in_channels != 3:  # a one-channel stem (Fashion-MNIST), same geometry
+        for parent in model.modules():
+            for child_name, child in parent.named_children():
+                if isinstance(child, nn.Conv2d) and child.in_channels == 3:
+                    setattr(parent, child_name, nn.Conv2d(
+                        in_channels, child.out_channels, child.kernel_size, child.stride,
+                        child.padding, bias=child.bias is not None))
+                    return model.eval()
+    return model.eval()
+
+
+def _prune_resnet(model: nn.Module, fraction: float) -> tuple[nn.Module, dict]:
+    small, kept = copy.deepcopy(model), {}
+    for name, block in small.named_modules():
+        if isinstance(block, torchvision.models.resnet.BasicBlock):
+            k = max(1, round(block.conv1.out_channels * fraction))
+            c1, c2 = block.conv1, block.conv2
+            block.conv1 = nn.Conv2d(c1.in_channels, k, 3, c1.stride, 1, bias=False)
+            block.bn1 = nn.BatchNorm2d(k)
+            block.conv2 = nn.Conv2d(k, c2.out_channels, 3, 1, 1, bias=False)
+            kept.update({f"{name}.conv1": (c1.in_channels, k), f"{name}.bn1": (k, k),
+                         f"{name}.conv2": (k, c2.out_channels)})
+    return small.eval(), kept
+
+
+def _prune_mobilenet_v2(model: nn.Module, fraction: float) -> tuple[nn.Module, dict]:
+    small, kept = copy.deepcopy(model), {}
+    for name, block in small.named_modules():
+        if isinstance(block, torchvision.models.mobilenetv2.InvertedResidual) and len(
+                block.conv) == 4:
+            expand, dw, project = block.conv[0], block.conv[1], block.conv[2]
+            k = max(1, round(expand[0].out_channels * fraction))
+            cin, cout = expand[0].in_channels, project.out_channels
+            expand[0] = nn.Conv2d(cin, k, 1, bias=False)
+            expand[1] = nn.BatchNorm2d(k)
+            dw[0] = nn.Conv2d(k, k, 3, dw[0].stride, 1, groups=k, bias=False)
+            dw[1] = nn.BatchNorm2d(k)
+            block.conv[2] = nn.Conv2d(k, cout, 1, bias=False)
+            p = f"{name}.conv"
+            kept.update({f"{p}.0.0": (cin, k), f"{p}.0.1": (k, k), f"{p}.1.0": (k, k),
+                         f"{p}.1.1": (k, k), f"{p}.2": (k, cout)})
+    return small.eval(), kept
+
+
+def foreign_networks(quick: bool) -> list[dict[str, Any]]:
+    """Build, trace and check every network; skip the ones a small input breaks."""
+    networks = []
+    names = list(FAMILIES)[:6] if quick else list(FAMILIES)
+    for shape in SHAPES:
+        for name in names:
+            torch.manual_seed(0)
+            x = torch.randn(shape)
+            try:
+                model = _torchvision(name, shape[1])
+                with torch.no_grad():
+                    model(x)
+                inventory = layer_inventory(model, x)
+            except (RuntimeError, ValueError) as error:
+                print(f"skipped {name} at {'x'.join(map(str, shape[1:]))}: {str(error)[:80]}")
+                continue
+            networks.append({"network": f"{name}/{'x'.join(map(str, shape[1:]))}",
+                             "family": FAMILIES[name], "model": model, "x": x,
+                             "inventory": inventory, "kept": {}, "pruned": False})
+    x = torch.randn(SHAPES[1])
+    for name, prune in (("resnet18", _prune_resnet), ("mobilenet_v2", _prune_mobilenet_v2)):
+        dense = _torchvision(name, 3)
+        inventory = layer_inventory(dense, x)
+        for fraction in (0.3, 0.6):
+            small, kept = prune(dense, fraction)
+            networks.append({"network": f"{name}@{fraction:.1f}/3x32x32", "family": FAMILIES[name],
+                             "model": small, "x": x, "inventory": inventory, "kept": kept,
+                             "pruned": True})
+    return networks
+
+
+# -- measuring and predicting -----------------------------------------------------------------
+
+def measure(networks: list[dict[str, Any]], profile: DeviceProfile, rounds: int) -> np.ndarray:
+    threads = int(profile.provenance.get("threads", 1))
+    runners = []
+    for n in networks:
+        data = export_onnx(n["model"], n["x"]) if profile.runtime == "onnxruntime" else None
+        runners.append(make_runner(n["model"], n["x"], runtime=profile.runtime, threads=threads,
+                                   onnx_bytes=data))
+    return time_runners(runners, rounds=rounds, inner=5, warmup=3, threads=threads)
+
+
+def predict(networks: list[dict[str, Any]], profile: DeviceProfile) -> np.ndarray:
+    return np.array([n["inventory"].predict_latency_ms(profile, kept_channels=n["kept"])
+                     for n in networks])
+
+
+def shares(errors: np.ndarray) -> dict[str, float]:
+    a = np.abs(errors)
+    return {"networks": len(a), "within_10pct": round(float(np.mean(a <= 10)), 3),
+            "within_20pct": round(float(np.mean(a <= 20)), 3),
+            "median_abs_pct": round(float(np.median(a)), 1),
+            "median_pct": round(float(np.median(errors)), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profiles", nargs="+", default=["cpu-2core-x86", "cpu-2core-x86-ort"])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--quick", action="store_true", help="6 families only (a smoke run)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    os.environ["BUDGETSEARCH_DRIFT_MAX_AGE_S"] = "0"  # a fresh automatic check, not a stored one
+    meter = LoadMeter()
+    started = datetime.datetime.now()
+    print(f"latency accuracy benchmark, {started:%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}")
+    networks = foreign_networks(args.quick)
+    print(f"{len(networks)} networks from families not in the fit set")
+    rows, summary = [], {"date": started.isoformat(timespec="seconds"), "profiles": {}}
+    for name in args.profiles:
+        shipped = load_profile(name, check=False)
+        profile = load_profile(name)  # as shipped plus its automatic check
+        check = profile.last_check or {}
+        measured = measure(networks, profile, args.rounds)
+        predicted = predict(networks, profile)
+        errors = 100 * (predicted - measured) / measured
+        print(f"\n== {name} ({profile.runtime}, {profile.provenance.get('threads')} thread(s)); "
+              f"drift check: x{check.get('scale', 1):.3f}, recalibrated "
+              f"{check.get('recalibrated', False)}, {check.get('seconds', 0):.2f} s")
+        print(f"{'network':<34} {'family':<14} {'pred ms':>8} {'meas ms':>8} {'err %':>7}")
+        for n, p, m, e in zip(networks, predicted, measured, errors, strict=True):
+            print(f"{n['network']:<34} {n['family']:<14} {p:>8.3f} {m:>8.3f} {e:>+7.1f}")
+            rows.append({"profile": name, "runtime": profile.runtime, "network": n["network"],
+                         "family": n["family"], "pruned": n["pruned"], "predicted_ms": p,
+                         "measured_ms": m, "error_pct": e})
+        overall = shares(errors)
+        per_family = {}
+        for family in dict.fromkeys(n["family"] for n in networks):
+            mask = np.array([n["family"] == family for n in networks])
+            per_family[family] = shares(errors[mask])
+        print(f"share within ±10%: {overall['within_10pct']:.0%}, within ±20%: "
+              f"{overall['within_20pct']:.0%}, median |err| {overall['median_abs_pct']:.1f}% "
+              f"(median signed {overall['median_pct']:+.1f}%) over {overall['networks']} networks")
+        for family, s in per_family.items():
+            print(f"  {family:<14} {s['within_10pct']:>4.0%} within ±10%, median err "
+                  f"{s['median_pct']:+.1f}% ({s['networks']})")
+        lofo = (shipped.transfer_error or {}).get("families", {})
+        print("leave-one-family-out (fit set families, from the profile):")
+        for family, s in lofo.items():
+            print(f"  {family:<12} {s['within_10pct']:>4.0%} within ±10%, "
+                  f"{s.get('within_20pct', float('nan')):>4.0%} within ±20%, "
+                  f"median |err| {s['median_abs_pct']:.1f}% ({s['networks']})")
+        simulated = {}
+        today = measure_anchors([a["name"] for a in shipped.anchors["networks"]],
+                                runtime=shipped.runtime,
+                                threads=int(shipped.provenance.get("threads", 1)))
+        for factor, label in ((2.0, "machine 2x faster"), (0.5, "machine 2x slower")):
+            # the profile as if recorded on a day `factor` x slower than today
+            day = shipped.scaled(factor)
+            fixed = check_drift(day, measure=lambda names, today=today: today, save=False,
+                                announce=lambda line: None)
+            raw = shares(100 * (predict(networks, day) - measured) / measured)
+            corrected = shares(100 * (predict(networks, fixed) - measured) / measured)
+            simulated[label] = {"uncorrected": raw, "after_check": corrected,
+                                "scale": fixed.last_check["scale"]}
+            print(f"simulated {label}: without the check {raw['within_10pct']:.0%} within ±10%; "
+                  f"after the automatic check (x{fixed.last_check['scale']:.3f}) "
+                  f"{corrected['within_10pct']:.0%} within ±10%, median |err| "
+                  f"{corrected['median_abs_pct']:.1f}%")
+        summary["profiles"][name] = {"runtime": profile.runtime, "check": check,
+                                     "overall": overall, "per_family": per_family,
+                                     "leave_one_family_out": lofo, "simulated": simulated}
+    load = meter.others()
+    summary["load"] = load
+    summary["seconds"] = round((datetime.datetime.now() - started).total_seconds(), 1)
+    print(f"\nload over the run ({load['window_s']:.0f} s): machine busy "
+          f"{load['machine_busy_pct']:.0f}%, this process {load['own_pct']:.0f}%, other processes "
+          f"{load['others_pct']:.0f}% (= {load['others_cores']:.2f} of {os.cpu_count()} cores)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(args.out / "latency_accuracy.csv", index=False)
+    (args.out / "latency_accuracy_summary.json").write_text(json.dumps(summary, indent=1,
+                                                                        default=str))
+    print(f"wrote {args.out / 'latency_accuracy.csv'} and latency_accuracy_summary.json "
+          f"({time.strftime('%H:%M')})")
+
+
+if __name__ == "__main__":
+    main()

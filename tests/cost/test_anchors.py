@@ -1,0 +1,103 @@
+"""The drift check: ≤ 2 s, recalibration with faked timings, the state file, the off switch."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from budgetsearch.cost import load_profile, profile_from_dict
+from budgetsearch.profiling.anchors import (
+    ANCHORS,
+    check_drift,
+    checked,
+    last_check,
+    measure_anchors,
+    recalibration,
+)
+
+MEASURED = {
+    "name": "toy",
+    "source": "measured",
+    "provenance": {"tool": "test", "threads": 1, "runtime": "pytorch-eager"},
+    "latency_model": {
+        "combine": "sum", "bytes_per_element": 4, "network_overhead_ms": 0.1,
+        "ops": {"conv": {"ms_per_gflop": 10.0, "ms_per_mb": 0.5, "overhead_ms": 0.01,
+                         "ms_per_weight_mb": 0.2},
+                "activation": {"ms_per_gflop": 0.0, "ms_per_mb": 0.3, "overhead_ms": 0.004}},
+    },
+    "sparse_speedup": 0.0,
+    "predictor_error": None,
+    "anchors": {"networks": [{"name": n, "recorded_ms": 1.0 + i} for i, n in enumerate(ANCHORS)]},
+}
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BUDGETSEARCH_STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _recorded(profile) -> dict[str, float]:  # noqa: ANN001
+    return {a["name"]: a["recorded_ms"] for a in profile.anchors["networks"]}
+
+
+@pytest.mark.parametrize("speed", [2.0, 0.5])
+def test_a_machine_twice_as_fast_or_slow_is_recalibrated(state: Path, speed: float) -> None:
+    profile = profile_from_dict(MEASURED)
+    lines: list[str] = []
+    today = {n: ms / speed for n, ms in _recorded(profile).items()}  # faked timings
+    fixed = check_drift(profile, measure=lambda names: today, announce=lines.append)
+    assert fixed.last_check["recalibrated"]
+    assert fixed.last_check["scale"] == pytest.approx(1 / speed)
+    assert fixed.op_latency("conv").ms_per_gflop == pytest.approx(10.0 / speed)
+    assert fixed.op_latency("conv").weight_ms_per_mb == pytest.approx(0.2 / speed)
+    assert fixed.network_overhead_ms == pytest.approx(0.1 / speed)
+    assert len(lines) == 1 and ("faster" if speed > 1 else "slower") in lines[0]
+    assert last_check("toy")["scale"] == pytest.approx(1 / speed)  # the state file
+
+
+def test_small_drift_keeps_the_profile(state: Path) -> None:
+    profile = profile_from_dict(MEASURED)
+    today = {n: ms * 1.05 for n, ms in _recorded(profile).items()}
+    same = check_drift(profile, measure=lambda names: today, announce=pytest.fail)
+    assert not same.last_check["recalibrated"]
+    assert same.op_latency("conv") == profile.op_latency("conv")
+
+
+def test_simulated_profile_of_a_slower_day_predicts_today(state: Path) -> None:
+    """A profile recorded on a 2× slower day (coefficients and anchors ×2) comes back to today."""
+    profile = profile_from_dict(MEASURED)
+    today = _recorded(profile)
+    slow_day = profile.scaled(2.0)
+    fixed = check_drift(slow_day, measure=lambda names: today, announce=lambda line: None)
+    assert fixed.op_latency("activation").overhead_ms == pytest.approx(0.004)
+
+
+def test_recalibration_uses_the_median_ratio() -> None:
+    result = recalibration({"a": 1.0, "b": 2.0, "c": 4.0}, {"a": 2.0, "b": 4.4, "c": 100.0})
+    assert result["scale"] == pytest.approx(2.2) and result["residual_pct"]["b"] == 0.0
+
+
+def test_real_anchor_check_takes_at_most_two_seconds() -> None:
+    started = time.perf_counter()
+    times = measure_anchors(list(ANCHORS), runtime="pytorch-eager", threads=1)
+    assert time.perf_counter() - started <= 2.0
+    assert set(times) == set(ANCHORS) and all(t > 0 for t in times.values())
+
+
+def test_check_can_be_turned_off(state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "0")
+    profile = profile_from_dict(MEASURED)
+    assert checked(profile) is profile
+    assert load_profile("jetson").last_check is None
+
+
+def test_check_is_off_in_the_test_suite_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from budgetsearch.profiling.anchors import check_enabled
+
+    monkeypatch.delenv("BUDGETSEARCH_DRIFT_CHECK", raising=False)
+    assert not check_enabled()
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "1")
+    assert check_enabled()

@@ -1,0 +1,73 @@
+"""Ops fvcore does not count: recorded, priced only by latency, following kept channels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from budgetsearch.cost import OpLatency, layer_inventory
+from budgetsearch.cost.ops import trace_extra_ops
+from budgetsearch.cost.profiles import DeviceProfile
+
+
+def _profile(**ops: OpLatency) -> DeviceProfile:
+    return DeviceProfile(name="t", description="", source="measured", ops=ops)
+
+
+def test_shufflenet_ops_are_all_seen() -> None:
+    model = torchvision.models.shufflenet_v2_x0_5()
+    kinds = {op.kind for op in trace_extra_ops(model, torch.zeros(1, 3, 32, 32))}
+    assert {"activation", "concat", "reshape", "pool"} <= kinds
+
+
+def test_se_gating_is_a_binary_op_and_adds_no_flops() -> None:
+    model = torchvision.models.mobilenet_v3_small()
+    inv = layer_inventory(model, torch.zeros(1, 3, 32, 32))
+    names = [op.name for op in inv.extra_ops if op.kind == "binary"]
+    assert any("block.2" in n for n in names)  # the SE multiply of a block
+    assert all(op.flops == 0 for op in inv.extra_ops if op.kind != "linear")
+
+
+def test_relu_after_a_pruned_conv_is_priced_at_the_kept_width() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    inv = layer_inventory(model, torch.zeros(1, 1, 10, 10))
+    (relu,) = inv.extra_ops
+    assert relu.source == "1" and relu.elements == 2 * 8 * 8 * 8
+    act = _profile(activation=OpLatency(ms_per_mb=1.0, overhead_ms=0.5))
+    full = inv.price(profile=act).latency_ms
+    half = inv.price(profile=act, kept_channels={"0": (1, 4), "1": (4, 4), "3": (4, 4)}).latency_ms
+    per_element = 4 * 1e-6
+    assert full == pytest.approx(0.5 + relu.elements * per_element)
+    assert half == pytest.approx(0.5 + relu.elements / 2 * per_element)
+    gone = inv.price(profile=act, kept_channels={"0": (1, 0), "1": (0, 0), "3": (0, 4)})
+    assert gone.latency_ms == pytest.approx(0.0)  # a removed layer's ReLU is gone too
+
+
+def test_expected_latency_follows_extra_ops_differentiably() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    inv = layer_inventory(model, torch.zeros(1, 1, 10, 10))
+    act = _profile(activation=OpLatency(ms_per_mb=1.0, overhead_ms=0.5),
+                   conv=OpLatency(ms_per_gflop=3.0))
+    kept = torch.tensor(6.0, requires_grad=True)
+    channels = {"0": (1.0, kept), "1": (kept, kept), "3": (kept, 4.0)}
+    expected = inv.expected_cost("latency", kept_channels=channels, profile=act)
+    priced = inv.price(kept_channels={"0": (1, 6), "1": (6, 6), "3": (6, 4)}, profile=act)
+    assert float(expected) == pytest.approx(priced.latency_ms)
+    expected.backward()
+    assert kept.grad is not None and float(kept.grad) > 0
+
+
+def test_weight_bytes_are_priced_apart_from_activation_bytes() -> None:
+    inv = layer_inventory(nn.Linear(100, 50), torch.zeros(1, 100))
+    weights_only = _profile(linear=OpLatency(ms_per_weight_mb=1.0))
+    expected = (100 * 50 + 50) * 4 * 1e-6
+    assert inv.price(profile=weights_only).latency_ms == pytest.approx(expected)
+
+
+def test_datasheet_profiles_do_not_price_extra_ops() -> None:
+    from budgetsearch.cost import load_profile
+
+    inv = layer_inventory(torchvision.models.mobilenet_v2(), torch.zeros(1, 3, 32, 32))
+    assert sum(inv.extra_latency_ms(load_profile("jetson")).values()) == 0.0

@@ -1,0 +1,69 @@
+"""Profiling helpers: the fit recovers known coefficients; the fit set is varied; the one timer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from budgetsearch.profiling.fit import (
+    FEATURES,
+    fit_coefficients,
+    leave_one_family_out,
+    network_features,
+    profile_from_coefficients,
+    summarize_errors,
+)
+from budgetsearch.profiling.networks import FAMILIES, NetworkSpec, build_spec
+from budgetsearch.profiling.timing import time_networks
+
+
+@pytest.fixture(scope="module")
+def small_networks() -> list:
+    specs = [NetworkSpec(f, (1, 1, 28, 28), seed) for seed in (1, 2)
+             for f in ("plain", "inverted", "shuffle", "wrn")]
+    return [build_spec(s) for s in specs]
+
+
+def test_fit_recovers_coefficients_of_the_model_it_predicts(small_networks) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0.01, 1.0, len(FEATURES) + 1)
+    profile = profile_from_coefficients("t", true, provenance={}, description="")
+    features = np.stack([network_features(n) for n in small_networks])
+    times = np.array([n.inventory.predict_latency_ms(profile, kept_channels=n.kept_channels)
+                      for n in small_networks])
+    assert features @ true == pytest.approx(times)  # the features are the predictor, term by term
+    fitted = fit_coefficients(features, times)
+    assert features @ fitted == pytest.approx(times, rel=1e-4)
+
+
+def test_every_family_builds_and_prices_like_fvcore() -> None:
+    from fvcore.nn import FlopCountAnalysis
+
+    for family in FAMILIES:
+        net = build_spec(NetworkSpec(family, (1, 3, 32, 32), 7))
+        params = sum(p.numel() for p in net.model.parameters())
+        cost = net.inventory.price(kept_channels=net.kept_channels)
+        assert cost.params == params, family
+        flops = FlopCountAnalysis(net.model, net.example_input)
+        flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        assert cost.flops == flops.total(), family
+
+
+def test_leave_one_family_out_reports_every_family() -> None:
+    features = np.array([[1.0, 1.0], [2.0, 1.0], [3.0, 1.0], [4.0, 1.0]])
+    times = features @ np.array([2.0, 0.5])
+    table = leave_one_family_out(features, times, ["a", "a", "b", "b"])
+    assert set(table) == {"a", "b"}
+    assert table["a"]["within_10pct"] == 1.0 and table["b"]["median_abs_pct"] < 1e-6
+
+
+def test_time_networks_returns_one_positive_time_per_network() -> None:
+    model = torch.nn.Conv2d(1, 4, 3)
+    times = time_networks([(model, torch.zeros(1, 1, 8, 8))] * 2, rounds=2, inner=2, warmup=1)
+    assert times.shape == (2,) and (times > 0).all()
+
+
+def test_summarize_errors() -> None:
+    error = summarize_errors(np.array([1.0, -2.0, 12.0, 5.0]))
+    assert error.networks == 4 and error.within_10pct == 0.75 and error.max_abs_pct == 12.0
