@@ -26,6 +26,7 @@ from budgetsearch.cost import Cost, DeviceProfile, Target, layer_inventory, load
 from budgetsearch.data import register_dataset
 from budgetsearch.models.files import load_model_file
 from budgetsearch.models.registry import model_names, register_model
+from budgetsearch.profiling import anchors as _drift_check  # noqa: F401 (registers it)
 from budgetsearch.search.optuna_driver import OptunaOptions
 from budgetsearch.search.request import RunRequest
 from budgetsearch.search.results import RESULTS_FILE, best_feasible

@@ -321,6 +321,7 @@ def _input_shape(text: str) -> tuple[int, int, int]:
 
 def _resolve_device(name: str) -> Any:
     from budgetsearch.cost import load_profile, resolve_profile_name
+    from budgetsearch.profiling import anchors  # noqa: F401  (registers the drift check)
 
     profile = load_profile(name)
     if "/" not in name and not name.endswith((".yaml", ".yml")):

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "budgetsearch"
 LAYERS = {
     "errors": 0, "files": 0, "data": 0, "models": 0,
     "cost": 1,
-    "train_hooks": 2, "train": 2,
+    "train_hooks": 2, "acceleration": 2, "train": 2,
     "pruners": 3,
     "pareto": 4, "search": 4, "testing": 4, "profiling": 4,
     "api": 5, "commands": 5, "cli": 5, "__main__": 6,

@@ -98,7 +98,7 @@ def test_api_rejects_zero_trials() -> None:
 
 @pytest.mark.parametrize("argv,fragment", [
     (["--device", "nosuch", "--target-latency", "1ms"],
-     "device must be a profile name (cpu-2core-x86, jetson-nano"),
+     "device must be a profile name (cpu-2core-x86, cpu-2core-x86-ort, jetson-nano"),
     (["--model", "vgg"], "invalid choice: 'vgg' (choose from 'resnet-20'"),
     (["--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'cifar10'"),
     (["--pruner", "foo", "--model", "wrn-10-1", "--dataset", "synthetic"],

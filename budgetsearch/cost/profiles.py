@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
@@ -693,7 +693,7 @@ def _profile_files(directory: str | Path | None) -> dict[str, Path]:
     """``{stem: path}``, the first folder winning a name found in more than one."""
     found: dict[str, Path] = {}
     for folder in _profile_dirs(directory):
-        for path in sorted(folder.glob("*.yaml")):
+        for path in sorted(folder.glob("*.yaml"), key=lambda p: p.stem):
             found.setdefault(path.stem, path)
     return found
 
@@ -773,13 +773,24 @@ def load_profile(name_or_path: str | Path, *, check: bool = True) -> DeviceProfi
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     profile = replace(profile_from_dict(data, where=str(path)), path=str(path))
-    if check and profile.source == "measured" and profile.anchors:
-        # Lazy: the check times torch networks; the anchors module imports only torch and
-        # budgetsearch.cost (never the model zoo), so pricing stays free of it until needed.
-        from budgetsearch.profiling.anchors import checked
-
-        profile = checked(profile)
+    if check:
+        for hook in _PROFILE_CHECKS:
+            profile = hook(profile)
     return profile
+
+
+ProfileCheck = Callable[[DeviceProfile], DeviceProfile]
+#: Checks run on every profile :func:`load_profile` returns (``check=True``). The drift check of
+#: measured profiles (:mod:`budgetsearch.profiling.anchors`) registers itself here when imported:
+#: it times networks, so pricing does not import it; the search, the CLI and the API do.
+_PROFILE_CHECKS: list[ProfileCheck] = []
+
+
+def register_profile_check(hook: ProfileCheck) -> ProfileCheck:
+    """Run ``hook(profile) -> profile`` on every profile loaded from now on (once per hook)."""
+    if hook not in _PROFILE_CHECKS:
+        _PROFILE_CHECKS.append(hook)
+    return hook
 
 
 def save_profile(profile: DeviceProfile, path: str | Path, *, header: str = "") -> Path:

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from budgetsearch.cost.profiles import DeviceProfile
+from budgetsearch.cost.profiles import DeviceProfile, register_profile_check
 
 TOLERANCE_PCT = 10.0
 BUDGET_S = 2.0
@@ -304,7 +304,8 @@ def check_enabled() -> bool:
 
 
 def checked(profile: DeviceProfile) -> DeviceProfile:
-    """The profile as it holds today: the lazy hook :func:`~budgetsearch.cost.load_profile` calls.
+    """The profile as it holds today: the hook :func:`~budgetsearch.cost.load_profile` runs (this
+    module registers it on import: the search, the CLI and the API import it).
 
     Runs :func:`check_drift` at most once per process per profile; reuses a state-file check of the
     same profile younger than ``$BUDGETSEARCH_DRIFT_MAX_AGE_S`` (default 3600 s). Profiles without
@@ -333,3 +334,6 @@ def checked(profile: DeviceProfile) -> DeviceProfile:
         result = check_drift(profile)
     _CHECKED[key] = result
     return result
+
+
+register_profile_check(checked)
