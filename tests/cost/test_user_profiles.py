@@ -18,7 +18,8 @@ from budgetsearch.cost.profiles import (
     user_profile_dir,
 )
 
-SHIPPED = ["cpu-2core-x86", "cpu-2core-x86-ort", "jetson-nano", "jetson-orin-nano", "jetson-xavier-nx"]
+SHIPPED = ["cpu-2core-x86", "cpu-2core-x86-ort",
+           "jetson-nano", "jetson-orin-nano", "jetson-xavier-nx"]
 
 
 def _user_profile(folder: Path, name: str, *, aliases: tuple[str, ...] = ()) -> Path:
