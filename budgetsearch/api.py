@@ -7,7 +7,7 @@ Example:
     >>> import torch
     >>> from torchvision.models import resnet18
     >>> cost = price(resnet18(num_classes=10), torch.zeros(1, 3, 32, 32), device="jetson")
-    >>> cost.params, cost.latency_ms > 0
+    >>> int(cost.params), cost.latency_ms > 0
     (11181642, True)
 """
 

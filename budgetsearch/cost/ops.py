@@ -27,7 +27,9 @@ Example:
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten())
     >>> [(op.kind, op.source) for op in trace_extra_ops(net, torch.zeros(1, 1, 8, 8))]
-    [('activation', '0'), ('reshape', '0')]
+    [('activation', '0'), ('reshape', None)]
+
+    (The ReLU follows conv ``0``'s kept channels; the flatten's output has no channel axis.)
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Example:
     0.0
     >>> round(barrier(1.5, a=1.0, b=2.0), 6)   # (0.5)² / (0.5 · 1)
     0.5
-    >>> transition(0.0, 10.0), transition(1.0, 10.0)
+    >>> round(transition(0.0, 10.0), 9), round(transition(1.0, 10.0), 9)
     (0.0, 1.0)
 """
 

@@ -11,6 +11,9 @@ Torch-Pruning removes the channels whose gate is 0; in eval mode the compact net
 the gated one does.
 
 Example:
+    >>> import torch, torchvision
+    >>> from budgetsearch.cost import layer_inventory
+    >>> from budgetsearch.pruners.channel_groups import find_channel_groups
     >>> model = torchvision.models.mobilenet_v2(weights=None, num_classes=10)
     >>> x = torch.zeros(1, 3, 32, 32)
     >>> inventory = layer_inventory(model, x)               # before gating

@@ -9,6 +9,10 @@ it (a conv after a concatenation reads several); a depthwise conv, a BatchNorm a
 keep as many inputs as outputs. Layers not named keep all their channels.
 
 Example:
+    >>> import torch, torchvision
+    >>> from budgetsearch.cost import layer_inventory
+    >>> from budgetsearch.pruners.channel_groups import find_channel_groups
+    >>> model, x = torchvision.models.resnet18(num_classes=10), torch.zeros(1, 3, 32, 32)
     >>> inventory = layer_inventory(model, x)
     >>> groups = find_channel_groups(model, x)
     >>> keep = {g.name: torch.ones(g.width) for g in groups.prunable}

@@ -277,6 +277,8 @@ def find_channel_groups(model: nn.Module, example_input: Tensor) -> ChannelGroup
         TypeError: ``model`` is not an ``nn.Module`` or ``example_input`` not a tensor.
 
     Example:
+        >>> import torchvision
+        >>> model = torchvision.models.resnet18(weights=None, num_classes=10)
         >>> groups = find_channel_groups(model, torch.zeros(1, 3, 32, 32))
         >>> [(g.name, g.width) for g in groups.prunable][:2]
         [('conv1', 64), ('layer1.0.conv1', 64)]

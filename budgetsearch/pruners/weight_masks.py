@@ -16,7 +16,9 @@ DensitiesCheck = Callable[[dict[str, float]], bool]
 
 def densities_of(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Fraction of weights kept per layer."""
-    return {name: float(mask.float().mean()) for name, mask in masks.items()}
+    # Exact counts: a float32 mean would price 38,781.00015 parameters for 38,781.
+    return {name: int(torch.count_nonzero(mask)) / max(1, mask.numel())
+            for name, mask in masks.items()}
 
 
 @torch.no_grad()
