@@ -20,6 +20,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
@@ -74,3 +75,17 @@ def yaml_problem(error: Exception) -> str:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         return f"{what}{where}"
     return " ".join(str(error).split())
+
+
+def shipped_folder(name: str) -> Path:
+    """A data folder shipped with budgetsearch (``hw_profiles``, ``search_spaces``).
+
+    pyproject.toml maps the top-level folder to the package ``budgetsearch.<name>``, so a wheel
+    holds it inside the package; a source checkout (editable install, ``PYTHONPATH=.``) keeps it
+    beside the package. Asking for ``budgetsearch`` itself, not ``budgetsearch.<name>``, finds the
+    copy next to whichever budgetsearch was imported.
+    """
+    packaged = resources.files("budgetsearch") / name
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[1] / name

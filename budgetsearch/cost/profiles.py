@@ -42,13 +42,12 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from budgetsearch.files import write_text_atomic, yaml_problem
+from budgetsearch.files import shipped_folder, write_text_atomic, yaml_problem
 
 # Layer kinds (fvcore-counted) then the extra-op kinds of :mod:`budgetsearch.cost.ops`.
 OP_KINDS = (
@@ -59,20 +58,8 @@ OP_KINDS = (
 PROFILE_DIR_ENV = "BUDGETSEARCH_PROFILE_DIR"
 
 
-def _shipped_profile_dir() -> Path:
-    """The shipped profiles: inside the installed package, else beside it in a checkout."""
-    # pyproject.toml maps the top-level hw_profiles/ to the package budgetsearch.hw_profiles, so a
-    # wheel holds it inside the package; a source checkout (editable install, PYTHONPATH=.) keeps
-    # it beside the package. Asking for budgetsearch itself, not budgetsearch.hw_profiles, finds
-    # the copy next to whichever budgetsearch was imported.
-    packaged = files("budgetsearch") / "hw_profiles"
-    if isinstance(packaged, Path) and packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "hw_profiles"
-
-
 #: Folder of the profiles shipped with budgetsearch.
-PROFILE_DIR = _shipped_profile_dir()
+PROFILE_DIR = shipped_folder("hw_profiles")
 
 ProfileSource = Literal["measured", "datasheet"]
 

@@ -27,27 +27,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from budgetsearch.files import yaml_problem
-
-
-def _shipped_space_dir() -> Path:
-    """The shipped spaces: inside the installed package, else beside it in a checkout."""
-    # pyproject.toml maps the top-level search_spaces/ to the package budgetsearch.search_spaces,
-    # so a wheel holds it inside the package; a source checkout keeps it beside the package.
-    packaged = files("budgetsearch") / "search_spaces"
-    if isinstance(packaged, Path) and packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "search_spaces"
-
+from budgetsearch.files import shipped_folder, yaml_problem
 
 #: Folder of the search spaces shipped with budgetsearch.
-SPACE_DIR = _shipped_space_dir()
+SPACE_DIR = shipped_folder("search_spaces")
 TRAIN_KEYS = ("lr", "epochs", "weight_decay", "batch_size")
 ParamType = Literal["float", "int", "categorical"]
 _TOP_KEYS = {"pruner", "description", "parameters", "fixed"}
