@@ -135,7 +135,7 @@ def _gate_row(name: str, gate: HardConcreteGate, **extra: Any) -> LayerReport:
     kept = int(gate.kept_mask().sum())
     return LayerReport(name=name, total=gate.channels, kept=kept,
                        counted=1.0 - kept / gate.channels,
-                       estimated=float(1.0 - gate.prob_nonzero().mean()),
+                       estimated=float(1.0 - gate.prob_nonzero().detach().mean()),
                        extra={"min_alive": gate.min_alive, **extra})
 
 
