@@ -21,6 +21,7 @@ Both price through the ungated network's :class:`~budgetsearch.cost.inventory.La
 
 Example:
     >>> import torchvision
+    >>> from budgetsearch.cost import layer_inventory
     >>> model = torchvision.models.resnet18(weights=None, num_classes=10)
     >>> x = torch.zeros(1, 3, 32, 32)
     >>> inventory = layer_inventory(model, x)          # before any gate is attached

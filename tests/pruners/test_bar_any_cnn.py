@@ -278,3 +278,11 @@ def test_conformance_on_torchvision_resnet18(name: str) -> None:
     assert outcome.passed == ["lifecycle", "budget met", "recount", "state", "determinism",
                               "infeasible"]
     assert outcome.report is not None and outcome.report.overall_sparsity > 0
+
+
+def test_docstring_example_runs() -> None:
+    import doctest
+
+    from budgetsearch.pruners import channel_structure
+
+    assert doctest.testmod(channel_structure).failed == 0
