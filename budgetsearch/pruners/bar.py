@@ -3,11 +3,15 @@
 Pieces, each in its own module:
 
 - :mod:`~budgetsearch.pruners.hard_concrete`: Hard-Concrete gates (supp. eqs. 2–5);
-- :mod:`~budgetsearch.pruners.bar_layout`: where the gates go in a pre-act ResNet (inner channels
-  after ``bn2``, every block's delta, the stem and the pooling shortcuts), and what they keep;
+- :mod:`~budgetsearch.pruners.channel_structure`: the gated channels BAR prunes, one protocol over
+  two structures: :mod:`~budgetsearch.pruners.bar_layout` for a budgetsearch pre-act ResNet (inner
+  channels after ``bn2``, every block's delta, the stem and the pooling shortcuts; mixed
+  connectivity, compacted by :mod:`~budgetsearch.pruners.compaction`), and the coupled channel
+  groups of any other CNN (:mod:`~budgetsearch.pruners.channel_groups`, gated after their
+  normalisation layer by :mod:`~budgetsearch.pruners.channel_gating`, compacted to a plain
+  smaller copy of the user's module);
 - :mod:`~budgetsearch.pruners.bar_schedule`: the barrier f(V, a, b) (eq. 5) and the budget
   schedule (eq. 7, supp. eq. 1);
-- :mod:`~budgetsearch.pruners.compaction`: the physically smaller mixed-connectivity network.
 
 The loss of one step (section 3.5):
 
@@ -60,17 +64,15 @@ from budgetsearch.cost import (
     layer_inventory,
 )
 from budgetsearch.cost.metrics import TARGET_METRICS, is_met
-from budgetsearch.pruners.bar_layout import GateLayout, PrunePlan, attach_gates, prune_plan
 from budgetsearch.pruners.bar_schedule import BARRIER_CAP, TransitionName, barrier, budget_margins
 from budgetsearch.pruners.base import (
     BudgetInfeasible,
-    LayerReport,
     PrunedConfiguration,
     Pruner,
     PrunerReport,
     register_pruner,
 )
-from budgetsearch.pruners.compaction import compact_model
+from budgetsearch.pruners.channel_structure import ChannelStructure, attach_structure
 from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
 from budgetsearch.train_hooks import Phase, StepContext
 
@@ -106,7 +108,9 @@ class BARConfig:
             (default): distil when a ``teacher`` is given. True without a teacher: distil from a
             frozen copy of the model as ``prepare`` receives it (prepare a trained network).
         kd_alpha, kd_temperature: α and T of the distillation loss (0.9 and 4 in the paper).
-        connectivity: structure priced for V: ``"mixed"`` (supp. section 2) or ``"regular"``.
+        connectivity: structure priced for V on a pre-act ResNet: ``"mixed"`` (supp. section 2)
+            or ``"regular"``. Other networks are pruned by coupled channel groups (a residual
+            stream keeps one width), whatever this says.
         enforce_budget: at the hard prune, if V still exceeds the budget, switch off the gates of
             lowest log α until it does not (reported as ``projected_channels``).
         barrier_cap: value of f at and past the asymptote.
@@ -231,7 +235,7 @@ class BARPruner(Pruner):
             raise ValueError("metric 'latency_ms' needs profile= (a name in hw_profiles/ or a "
                              "path)")
         self.config = config
-        self.layout: GateLayout | None = None
+        self.structure: ChannelStructure | None = None
         self.compact: nn.Module | None = None
         self.hard_pruned = False
         self.projected_channels = 0
@@ -248,7 +252,7 @@ class BARPruner(Pruner):
         Raises:
             BudgetInfeasible: the budget is below the smallest network the gates can express.
         """
-        if self.layout is not None:
+        if self.structure is not None:
             raise ValueError("this BAR pruner is already prepared; build a new one per model")
         was_training = model.training
         self.inventory = layer_inventory(model, example_input)
@@ -268,14 +272,15 @@ class BARPruner(Pruner):
             self.teacher = None
         if self.teacher is not None:
             self.teacher.eval().requires_grad_(False)
-        self.layout = attach_gates(model, init_log_alpha=self.config.init_log_alpha)
-        gated = sum(g.channels for _, g in self.layout.named_gates())
+        self.structure = attach_structure(model, example_input, self.inventory,
+                                          init_log_alpha=self.config.init_log_alpha)
+        gated = sum(g.channels for _, g in self.structure.named_gates())
         self.channel_cost = max(self.full_cost[self.config.metric], 1e-12) / gated
         smallest = self.minimum_cost()
         if not is_met(smallest, self.budget_value):
             # Known before any training: the budget's projection at the hard prune would fail.
-            self.layout.remove_hooks()
-            self.layout = None
+            self.structure.remove()
+            self.structure = None
             raise BudgetInfeasible(
                 f"the budget {self.config.metric} ≤ {self.budget_value:.4g} cannot be met even "
                 f"with every prunable channel removed (the smallest network BAR can express "
@@ -286,14 +291,24 @@ class BARPruner(Pruner):
     @torch.no_grad()
     def minimum_cost(self) -> float:
         """The hard cost with every gate at its fatal-pruning minimum (the smallest network the
-        gates can express); the gates are left as they were."""
-        gates = [g for _, g in self._layout().named_gates()]
+        gates can express); the gates are left as they were.
+
+        On a pre-act ResNet (mixed connectivity) only the stem and the pooling shortcuts keep a
+        channel: every other gate may close, and a block whose inner channels are all off
+        disappears with its whole residual branch (automatic depth determination, section 4.1).
+        Coupled channel groups cannot do that: a group spans every layer its channels reach
+        (a residual add couples the branch's last conv with the stream), and removing all its
+        channels would cut the stream or leave a layer without inputs, so each group keeps one
+        channel (the gates' ``min_alive``): the minimum is the network one channel wide per
+        group, plus what is unprunable at full width.
+        """
+        gates = [g for _, g in self._structure().named_gates()]
         saved = [g.log_alpha.detach().clone() for g in gates]
         try:
             for gate in gates:
                 gate.log_alpha.fill_(-LOG_ALPHA_LIMIT)
                 gate.clamp_alive()
-            return self.hard_cost(prune_plan(self._layout()))
+            return self.hard_cost()
         finally:
             for gate, values in zip(gates, saved, strict=True):
                 gate.log_alpha.copy_(values)
@@ -308,7 +323,7 @@ class BARPruner(Pruner):
         gates are frozen."""
         if self.hard_pruned:
             return []
-        params = [g.log_alpha for _, g in self._layout().named_gates()]
+        params = [g.log_alpha for _, g in self._structure().named_gates()]
         return [{"params": params, "lr": self.config.gate_lr, "weight_decay": 0.0}]
 
     def phases(self) -> tuple[Phase, ...]:
@@ -334,7 +349,7 @@ class BARPruner(Pruner):
             return terms
         cfg = self.config
         full = self.full_cost[cfg.metric]
-        hard = self.hard_cost(prune_plan(self._layout()))
+        hard = self.hard_cost()
         lower, upper = budget_margins(context.progress, full, self.budget_value,
                                       hardness=cfg.hardness, kind=cfg.transition,
                                       start_factor=cfg.start_factor)
@@ -348,7 +363,7 @@ class BARPruner(Pruner):
         if cfg.pull == "adam":
             terms["bar"] = cfg.lam * f * expected  # eq. (6), weighted by λ
             return terms
-        params = [g.log_alpha for _, g in self._layout().named_gates()]
+        params = [g.log_alpha for _, g in self._structure().named_gates()]
         grads = torch.autograd.grad(expected, params)
         strength = cfg.lam * f / (1.0 + cfg.lam * f)
         self._pull = ([g.detach() for g in grads], strength)
@@ -358,7 +373,7 @@ class BARPruner(Pruner):
     def after_step(self, context: StepContext) -> None:
         """The separate budget pull (see ``BARConfig.pull``), then the fatal-pruning clamp
         (section 4.1) on the stem and the pooling shortcuts."""
-        gates = [g for _, g in self._layout().named_gates()]
+        gates = [g for _, g in self._structure().named_gates()]
         if self._pull is not None:
             grads, strength = self._pull
             step = self.config.gate_lr * strength
@@ -377,48 +392,39 @@ class BARPruner(Pruner):
             gate.clamp_alive()
 
     def finalize(self) -> nn.Module:
-        """Hard-prune (if not done) and return the compact mixed-connectivity network."""
+        """Hard-prune (if not done) and return the physically smaller network: mixed
+        connectivity for a pre-act ResNet, otherwise a plain copy of the model with the pruned
+        channels removed."""
         if not self.hard_pruned:
             self.hard_prune()
-        self.compact = compact_model(self._layout())
+        self.compact = self._structure().compact()
         return self.compact
 
     # -- phases --------------------------------------------------------------------------------
 
-    def hard_prune(self) -> PrunePlan:
-        """End of the pruning phase: clamp, enforce the budget, freeze the gates."""
-        layout = self._layout()
-        for _, gate in layout.named_gates():
+    def hard_prune(self) -> Any:
+        """End of the pruning phase: clamp, enforce the budget, freeze the gates. Returns the
+        structure's plan (a :class:`~budgetsearch.pruners.bar_layout.PrunePlan` on a pre-act
+        ResNet, the kept masks of the channel groups otherwise)."""
+        structure = self._structure()
+        for _, gate in structure.named_gates():
             gate.clamp_alive()
         if self.config.enforce_budget:
             self._project_to_budget()
-        for _, gate in layout.named_gates():
+        for _, gate in structure.named_gates():
             gate.freeze()
         self.hard_pruned = True
-        return prune_plan(layout)
+        return structure.plan()
 
     # -- costs ---------------------------------------------------------------------------------
 
-    def kept_channels(self, plan: PrunePlan, connectivity: str | None = None
+    def kept_channels(self, plan: Any = None, connectivity: str | None = None
                       ) -> dict[str, tuple[int, int]]:
-        """Kept (in, out) channels of every conv, BatchNorm and the head, for the cost model."""
-        layout = self._layout()
-        kept = plan.kept_channels(layout, connectivity or self.config.connectivity)
-        widths = [int(s.sum()) for s in plan.streams]
-        for gates, block in zip(layout.blocks, plan.blocks, strict=True):
-            reads = kept[f"{gates.name}.conv1"][0] if block.branch_alive else None
-            if reads is None:
-                reads = kept.get(f"{gates.name}.shortcut", (None,))[0]
-            if reads is None:  # removed identity block: bn1 is gone too
-                reads = 0
-            kept[f"{gates.name}.bn1"] = (reads, reads)
-            mid = kept[f"{gates.name}.conv1"][1]
-            kept[f"{gates.name}.bn2"] = (mid, mid)
-        kept["bn"] = (widths[-1], widths[-1])
-        kept["pool"] = (widths[-1], widths[-1])
-        return {name: value for name, value in kept.items() if name in self.inventory}
+        """Kept (in, out) channels of every layer the hard prune changed, for the cost model
+        (``plan``: from :meth:`hard_prune`; default the current deterministic gates)."""
+        return self._structure().hard_kept_channels(plan, connectivity or self.config.connectivity)
 
-    def hard_cost(self, plan: PrunePlan, metric: str | None = None,
+    def hard_cost(self, plan: Any = None, metric: str | None = None,
                   connectivity: str | None = None) -> float:
         """V: the cost of the hard-pruned network (eq. 4 for the volume)."""
         metric = metric or self.config.metric
@@ -427,67 +433,27 @@ class BARPruner(Pruner):
         return float(cost.as_dict()[canonical_metric(metric)])  # type: ignore[arg-type]
 
     def expected_cost(self) -> torch.Tensor:
-        """L_S: the expected cost under the gates' ``P(z > 0)``, differentiable in log α.
-
-        Expected kept inputs of a block are the expected live stream channels,
-        ``Σ_c 1 − Π_p (1 − P_p,c)`` over the producers p that precede it (mixed connectivity).
-        """
-        layout = self._layout()
-        model = layout.model
-        prob = {id(g): g.prob_nonzero() for _, g in layout.named_gates()}
-
-        def live(producers: list[Any]) -> torch.Tensor:
-            dead = None
-            for producer in producers:
-                p = prob[id(producer.gate)]
-                if producer.branch is not None:  # a block writes only while its branch lives
-                    p = p * (1.0 - torch.prod(1.0 - prob[id(producer.branch)]))
-                dead = (1.0 - p) if dead is None else dead * (1.0 - p)
-            return (1.0 - dead).sum()
-
-        stem = prob[id(layout.stem)].sum()
-        kept: dict[str, tuple[Any, Any]] = {"conv1": (float(model.conv1.in_channels), stem)}
-        for gates in layout.blocks:
-            reads = live(gates.readers)
-            mid = prob[id(gates.mid)].sum()
-            kept[f"{gates.name}.bn1"] = (reads, reads)
-            kept[f"{gates.name}.conv1"] = (reads, mid)
-            kept[f"{gates.name}.bn2"] = (mid, mid)
-            kept[f"{gates.name}.conv2"] = (mid, prob[id(gates.out)].sum())
-            if gates.shortcut is not None:
-                kept[f"{gates.name}.shortcut"] = (reads, prob[id(gates.shortcut)].sum())
-        final = live(layout.streams[-1])
-        kept["bn"] = (final, final)
-        kept["pool"] = (final, final)
-        kept["fc"] = (final, float(model.fc.out_features))
-        kept = {name: value for name, value in kept.items() if name in self.inventory}
+        """L_S: the expected cost under the gates' ``P(z > 0)``, differentiable in log α (eq. 6),
+        from the structure's expected kept channels."""
+        kept = self._structure().expected_kept_channels()
         return self.inventory.expected_cost(self.config.metric, kept_channels=kept,
                                             profile=self.profile).float()
 
     # -- report --------------------------------------------------------------------------------
 
     def report(self) -> PrunerReport:
-        """Kept channels per gated layer, achieved cost per metric (mixed and regular blocks)."""
-        layout = self._layout()
-        plan = prune_plan(layout)
-        layers = []
-        for name, gate in layout.named_gates():
-            kept = int(gate.kept_mask().sum())
-            layers.append(LayerReport(
-                name=name, total=gate.channels, kept=kept, counted=1.0 - kept / gate.channels,
-                estimated=float(1.0 - gate.prob_nonzero().mean()),
-                extra={"min_alive": gate.min_alive},
-            ))
-        mixed = self.inventory.price(kept_channels=self.kept_channels(plan, "mixed"),
-                                     profile=self.profile)
-        regular = self.inventory.price(kept_channels=self.kept_channels(plan, "regular"),
-                                       profile=self.profile)
-        cost = {k: float(v) for k, v in mixed.as_dict().items() if v is not None}
+        """Kept channels per gate (a conv output, or a coupled channel group), what is not
+        pruned and why, and the achieved cost per metric."""
+        structure = self._structure()
+
+        def price(kept: Mapping[str, tuple[int, int]]) -> dict[str, float]:
+            cost = self.inventory.price(kept_channels=kept, profile=self.profile)
+            return {k: float(v) for k, v in cost.as_dict().items() if v is not None}
+
+        cost = price(self.kept_channels())
         extra: dict[str, Any] = {
-            "regular_cost": {k: float(v) for k, v in regular.as_dict().items() if v is not None},
+            **structure.report_extra(price),
             "full_cost": dict(self.full_cost),
-            "removed_blocks": [b.name for b in plan.blocks if not b.branch_alive],
-            "stream_widths": [int(s.sum()) for s in plan.streams],
             "projected_channels": self.projected_channels,
             "hard_pruned": self.hard_pruned,
         }
@@ -496,12 +462,12 @@ class BARPruner(Pruner):
         budget = {"metric": self.config.metric, "value": self.budget_value,
                   "fraction": self.config.budget, "full": self.full_cost[self.config.metric],
                   "scope": "network"}
-        return PrunerReport(self.name, self.granularity, layers, cost, budget=budget,
-                            extra=extra)
+        return PrunerReport(self.name, self.granularity, structure.report_rows(), cost,
+                            budget=budget, extra=extra)
 
     def pruned_configuration(self) -> PrunedConfiguration:
         """Kept (in, out) channels of every conv, BatchNorm and the head (hard gates)."""
-        kept = self.kept_channels(prune_plan(self._layout()))
+        kept = self.kept_channels()
         return {"kept_channels": {k: [int(a), int(b)] for k, (a, b) in kept.items()}}
 
     def state_dict(self) -> dict[str, Any]:
@@ -511,7 +477,7 @@ class BARPruner(Pruner):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (after ``prepare`` and the model's ``load_state_dict``)."""
-        layout = self._layout()
+        structure = self._structure()
         unknown = sorted(set(state) - {"hard_pruned", "projected_channels", "budget", "metric"})
         if unknown:
             raise ValueError(f"unknown BAR state key(s) {unknown}")
@@ -519,16 +485,23 @@ class BARPruner(Pruner):
                               metric=state.get("metric", self.config.metric))
         self.projected_channels = int(state.get("projected_channels", 0))
         if state.get("hard_pruned") and not self.hard_pruned:
-            for _, gate in layout.named_gates():
+            for _, gate in structure.named_gates():
                 gate.freeze()
             self.hard_pruned = True
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _layout(self) -> GateLayout:
-        if self.layout is None:
+    @property
+    def layout(self) -> Any:
+        """The gates on the model: a :class:`~budgetsearch.pruners.bar_layout.GateLayout` (pre-act
+        ResNet) or a :class:`~budgetsearch.pruners.channel_gating.GroupGating`; None before
+        ``prepare``."""
+        return None if self.structure is None else self.structure.layout
+
+    def _structure(self) -> ChannelStructure:
+        if self.structure is None:
             raise RuntimeError("call prepare(model, example_input) first")
-        return self.layout
+        return self.structure
 
     def _task_loss(self, context: StepContext) -> torch.Tensor:
         """Section 3.5: (1 − α) CE + α T² KL(teacher ‖ student) at temperature T.
@@ -552,25 +525,52 @@ class BARPruner(Pruner):
 
     @torch.no_grad()
     def _project_to_budget(self) -> None:
-        """Switch off the lowest-log-α channels until V ≤ B (a safety net; counted)."""
-        layout = self._layout()
+        """Switch off the lowest-log-α channels until V ≤ B (a safety net; counted).
+
+        Channels go in ascending log α, skipping those whose gate is down to ``min_alive``; the
+        fewest that meet the budget are found by bisection on how many go (V only falls as
+        channels go), which is what switching them off one by one would stop at.
+        """
+        structure = self._structure()
         budget = self.budget_value
-        if self.hard_cost(prune_plan(layout)) <= budget:
+        if self.hard_cost() <= budget:
             return
+        gates = [gate for _, gate in structure.named_gates()]
         candidates = []
-        for _, gate in layout.named_gates():
+        for gate in gates:
             for channel in torch.nonzero(gate.kept_mask()).flatten().tolist():
                 candidates.append((float(gate.log_alpha[channel]), channel, gate))
         candidates.sort(key=lambda item: item[0])
-        for _, channel, gate in candidates:
-            if int(gate.kept_mask().sum()) <= gate.min_alive:
-                continue
-            gate.log_alpha[channel] = -LOG_ALPHA_LIMIT
-            self.projected_channels += 1
-            if self.hard_cost(prune_plan(layout)) <= budget:
-                return
-        smallest = self.hard_cost(prune_plan(layout))
-        raise BudgetInfeasible(
-            f"the budget {self.config.metric} ≤ {budget:.4g} cannot be met even with every "
-            f"prunable channel removed (got {smallest:.4g})",
-            metric=self.config.metric, target=budget, minimum=smallest)
+        saved = [gate.log_alpha.detach().clone() for gate in gates]
+        kept = {id(gate): int(gate.kept_mask().sum()) for gate in gates}
+
+        def switch_off(count: int) -> tuple[float, int]:
+            for gate, values in zip(gates, saved, strict=True):
+                gate.log_alpha.copy_(values)
+            left = dict(kept)
+            switched = 0
+            for _, channel, gate in candidates[:count]:
+                if left[id(gate)] <= gate.min_alive:
+                    continue
+                gate.log_alpha[channel] = -LOG_ALPHA_LIMIT
+                left[id(gate)] -= 1
+                switched += 1
+            return self.hard_cost(), switched
+
+        smallest, _ = switch_off(len(candidates))
+        if smallest > budget:
+            for gate, values in zip(gates, saved, strict=True):
+                gate.log_alpha.copy_(values)
+            raise BudgetInfeasible(
+                f"the budget {self.config.metric} ≤ {budget:.4g} cannot be met even with every "
+                f"prunable channel removed (got {smallest:.4g})",
+                metric=self.config.metric, target=budget, minimum=smallest)
+        low, high = 0, len(candidates)  # V(low) > B ≥ V(high)
+        while high - low > 1:
+            middle = (low + high) // 2
+            if switch_off(middle)[0] <= budget:
+                high = middle
+            else:
+                low = middle
+        _, switched = switch_off(high)
+        self.projected_channels += switched

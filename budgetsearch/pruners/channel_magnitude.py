@@ -8,8 +8,11 @@ structure is then fixed, training fine-tunes what is left, and :meth:`finalize` 
 physically smaller network.
 
 It shares BAR's channel machinery (where the gates sit, what they keep, how the result is priced
-and compacted) and differs only in how channels are chosen: by weight magnitude, once, instead of
-learned Hard-Concrete gates under a budget barrier.
+and compacted: mixed connectivity on a budgetsearch pre-act ResNet, coupled channel groups on any
+other CNN, see :mod:`~budgetsearch.pruners.channel_structure`) and differs only in how channels
+are chosen: by weight magnitude, once, instead of learned Hard-Concrete gates under a budget
+barrier. On a channel group a channel's norm sums the filters of every conv or linear that writes
+it (a residual add couples several).
 
 Example:
     >>> import torch
@@ -30,7 +33,6 @@ from torch import nn
 
 from budgetsearch.cost import DeviceProfile, Target, is_met
 from budgetsearch.pruners.bar import BARConfig, BARPruner
-from budgetsearch.pruners.bar_layout import prune_plan
 from budgetsearch.pruners.base import register_pruner
 from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
 from budgetsearch.train_hooks import Phase
@@ -87,18 +89,15 @@ class ChannelMagnitudePruner(BARPruner):
         return (Phase("finetune"),)
 
     def _norms(self) -> dict[str, torch.Tensor]:
-        modules = dict(self._layout().model.named_modules())
-        norms = {}
-        for name, gate in self._layout().named_gates():
-            weight = modules[name].weight.detach()
-            norms[name] = weight.abs().reshape(gate.channels, -1).sum(dim=1)
-        return norms
+        # per gate: |w| summed over the filters that write each channel (on a channel group,
+        # every producing conv/linear output slice the group spans)
+        return self._structure().filter_norms()
 
     def _set(self, keep: dict[str, torch.Tensor]) -> float:
-        for name, gate in self._layout().named_gates():
+        for name, gate in self._structure().named_gates():
             gate.log_alpha.fill_(-LOG_ALPHA_LIMIT)
             gate.log_alpha[keep[name]] = LOG_ALPHA_LIMIT
-        return self.hard_cost(prune_plan(self._layout()))
+        return self.hard_cost()
 
     def _fits(self, keep: dict[str, torch.Tensor]) -> bool:
         return is_met(self._set(keep), self.budget_value)
@@ -106,7 +105,7 @@ class ChannelMagnitudePruner(BARPruner):
     def _choose_uniform(self) -> None:
         """The largest kept fraction (the same in every group) whose cost meets the budget."""
         norms = self._norms()
-        gates = dict(self._layout().named_gates())
+        gates = dict(self._structure().named_gates())
 
         def keep_at(fraction: float) -> dict[str, torch.Tensor]:
             keep = {}
@@ -131,7 +130,7 @@ class ChannelMagnitudePruner(BARPruner):
     def _choose_global(self) -> None:
         """Drop the lowest normalised norms across groups, as few as meet the budget."""
         norms = self._norms()
-        gates = dict(self._layout().named_gates())
+        gates = dict(self._structure().named_gates())
         entries: list[tuple[float, str, int]] = []
         for name, values in norms.items():
             scale = float(values.mean()) or 1.0
