@@ -17,19 +17,19 @@ import itertools
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from budgetsearch.cost import Cost, DeviceProfile, Target, layer_inventory, load_profile
 from budgetsearch.data import register_dataset
+from budgetsearch.models.deploy import TORCHSCRIPT_FILE, deploy_info, load_deployable
 from budgetsearch.models.files import load_model_file
 from budgetsearch.models.registry import model_names, register_model
 from budgetsearch.profiling import anchors as _drift_check  # noqa: F401 (registers it)
 from budgetsearch.search.optuna_driver import OptunaOptions
 from budgetsearch.search.request import RunRequest
-from budgetsearch.search.results import RESULTS_FILE, best_feasible
+from budgetsearch.search.results import resolve_row_path, select_trial
 from budgetsearch.search.runner import RunSummary, run_search
 from budgetsearch.search.settings import TrialSettings
 
@@ -93,6 +93,9 @@ def run(model_factory: Callable[..., nn.Module], train_data: Dataset, test_data:
 
     Returns:
         The :class:`~budgetsearch.search.runner.RunSummary` (``.best`` row, ``.table``).
+
+    Raises:
+        RuntimeError: every trial failed (the message gives the first one's reason).
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
@@ -107,23 +110,37 @@ def run(model_factory: Callable[..., nn.Module], train_data: Dataset, test_data:
         target=_as_target(target, metric), reference_epochs=reference_epochs)
     request = RunRequest(settings=settings, pruner=pruner,
                          optuna=OptunaOptions(trials=trials, seed=seed))
-    return run_search(request, out, resume=resume, progress=progress)
+    summary = run_search(request, out, resume=resume, progress=progress)
+    if summary.failure is not None and summary.failure.startswith("every trial failed"):
+        raise RuntimeError(f"{summary.failure} (results: {out / 'results.csv'})")
+    return summary
 
 
-def load_best_model(run_dir: str | Path) -> nn.Module:
-    """The most accurate feasible network of a run, as a plain eval-mode ``nn.Module``.
+def load_best_model(run_dir: str | Path, *, trial: str = "best") -> nn.Module:
+    """The most accurate feasible network of a run (or trial ``trial``), as a plain eval-mode
+    ``nn.Module`` on the CPU.
+
+    It is read from the trial's ``model.ts`` (TorchScript, written by every trial since issue
+    15: plain PyTorch, whatever classes the network was built from); a run from before has
+    only ``model.pt``, read with :func:`~budgetsearch.models.files.load_model_file`. Paths in
+    ``results.csv`` are read against ``run_dir``, so a moved run folder loads.
+
+    Example:
+        >>> model = load_best_model("runs/demo")                    # doctest: +SKIP
+        >>> model(torch.zeros(1, 1, 28, 28)).shape                   # doctest: +SKIP
+        torch.Size([1, 10])
 
     Raises:
-        ValueError: the folder holds no results, or no trial (nor the reference) met the target.
+        ValueError: the folder holds no results, no trial (nor the reference) met the target,
+            no such trial, or its files do not load.
     """
     run_dir = Path(run_dir)
-    path = run_dir / RESULTS_FILE
-    if not path.is_file():
-        raise ValueError(f"{run_dir} holds no {RESULTS_FILE}: not a run folder")
-    best = best_feasible(pd.read_csv(path))
-    if best is None or not isinstance(best.get("model_path"), str):
-        raise ValueError(f"no trial of {run_dir} met the target with a saved model")
-    model_path = Path(best["model_path"])
-    if not model_path.is_absolute() and not model_path.is_file():
-        model_path = run_dir / model_path
-    return load_model_file(model_path).eval()
+    row = select_trial(run_dir, trial)
+    path = resolve_row_path(row["model_path"], run_dir)
+    assert path is not None  # select_trial returns rows with a model_path
+    if deploy_info(path.parent) is not None or (path.parent / TORCHSCRIPT_FILE).is_file():
+        try:
+            return load_deployable(path.parent)
+        except FileNotFoundError:
+            pass  # deploy.json says why there is no model.ts: read model.pt
+    return load_model_file(path).eval()
