@@ -23,13 +23,11 @@ from torch.utils.data import Dataset
 
 from budgetsearch.cost import Cost, DeviceProfile, Target, layer_inventory, load_profile
 from budgetsearch.data import register_dataset
-from budgetsearch.models.deploy import TORCHSCRIPT_FILE, deploy_info, load_deployable
-from budgetsearch.models.files import load_model_file
 from budgetsearch.models.registry import model_names, register_model
 from budgetsearch.profiling import anchors as _drift_check  # noqa: F401 (registers it)
 from budgetsearch.search.optuna_driver import OptunaOptions
 from budgetsearch.search.request import RunRequest
-from budgetsearch.search.results import resolve_row_path, select_trial
+from budgetsearch.search.results import load_row_model, select_trial
 from budgetsearch.search.runner import RunSummary, run_search
 from budgetsearch.search.settings import TrialSettings
 
@@ -135,12 +133,4 @@ def load_best_model(run_dir: str | Path, *, trial: str = "best") -> nn.Module:
             no such trial, or its files do not load.
     """
     run_dir = Path(run_dir)
-    row = select_trial(run_dir, trial)
-    path = resolve_row_path(row["model_path"], run_dir)
-    assert path is not None  # select_trial returns rows with a model_path
-    if deploy_info(path.parent) is not None or (path.parent / TORCHSCRIPT_FILE).is_file():
-        try:
-            return load_deployable(path.parent)
-        except FileNotFoundError:
-            pass  # deploy.json says why there is no model.ts: read model.pt
-    return load_model_file(path).eval()
+    return load_row_model(select_trial(run_dir, trial), run_dir, prefer_deployable=True)

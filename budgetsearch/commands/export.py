@@ -71,42 +71,35 @@ def _input_shape(folder: Path, row: dict[str, Any], run_dir: Path) -> tuple[int,
                          "pruned_config.json gives the input shape") from None
 
 
-def _load_network(folder: Path, model_path: Path, fmt: str) -> tuple[nn.Module, str]:
-    """The trial's network and which file it came from. The ONNX exporter (dynamo=False) needs
-    a module that can be put in eval mode: TorchScript or budgetsearch's model.pt, not an
-    exported program's module."""
-    from budgetsearch.models.deploy import TORCHSCRIPT_FILE, load_deployable
-    from budgetsearch.models.files import load_model_file
+def _load_networks(row: dict[str, Any], run_dir: Path, fmt: str) -> tuple[
+        nn.Module, nn.Module | None, str, str]:
+    """(the network to export, budgetsearch's eager network or None, their sources).
 
-    errors = []
-    if (folder / TORCHSCRIPT_FILE).is_file():
-        try:
-            return load_deployable(folder), TORCHSCRIPT_FILE
-        except (ValueError, FileNotFoundError) as error:
-            errors.append(str(error))
-    try:
-        return load_model_file(model_path).eval(), model_path.name
-    except (ValueError, FileNotFoundError) as error:
-        errors.append(str(error))
-    if fmt == "torchscript":
-        try:
-            return load_deployable(folder), "model.pt2"
-        except (ValueError, FileNotFoundError) as error:
-            errors.append(str(error))
-    raise UsageError(f"no loadable network for --format {fmt} in {folder}: "
-                     + "; ".join(errors))
-
-
-def _eager_network(model_path: Path) -> tuple[nn.Module | None, str]:
-    """budgetsearch's own ``model.pt`` in eager PyTorch, the network the trial measured, where
-    it loads (a network of the user's own classes does not: then the file is compared with the
-    TorchScript the trial checked against it when it was saved)."""
-    from budgetsearch.models.files import load_model_file
+    The exported file starts from the plain-PyTorch ``model.ts`` (any class); it is compared
+    with the eager ``model.pt`` where that loads (the network the trial measured). The ONNX
+    exporter (dynamo=False) needs a module that can be put in eval mode, which an exported
+    program's module (``model.pt2``) is not."""
+    from budgetsearch.search.results import load_row_model
 
     try:
-        return load_model_file(model_path).eval(), f"{model_path.name}, eager"
+        eager = load_row_model(row, run_dir)
     except (ValueError, FileNotFoundError):
-        return None, "model.ts"
+        eager = None
+    try:
+        model = load_row_model(row, run_dir, prefer_deployable=True)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(f"trial {row['trial_id']} of {run_dir}: {error}") from None
+    if isinstance(model, torch.fx.GraphModule) and fmt == "onnx":
+        if eager is None:
+            raise UsageError(f"trial {row['trial_id']} of {run_dir} was saved as an exported "
+                             "program (model.pt2: tracing had failed, see deploy.json), which "
+                             "the ONNX exporter cannot read, and its model.pt does not load")
+        model = eager
+    if model is eager:
+        source = "model.pt"
+    else:
+        source = "model.ts" if isinstance(model, torch.jit.ScriptModule) else "model.pt2"
+    return model, eager, source, "model.pt, eager" if eager is not None else source
 
 
 def _median_ms(call: Callable[[], Any], runs: int, warmup: int = 5) -> float:
@@ -181,12 +174,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     shape = _input_shape(folder, row, run_dir)
     predicted, profile = _predicted(row, run_dir, args.device)
     threads = args.threads
-    if threads is None and profile is not None and isinstance(
-            profile.provenance.get("threads"), int):
-        threads = int(profile.provenance["threads"])
-    model, source = _load_network(folder, model_path, fmt)
+    if threads is None:  # as the profile's latency assumes; 1 where it says nothing
+        assumed = profile.provenance.get("threads") if profile is not None else None
+        threads = int(assumed) if isinstance(assumed, int) else 1
+    model, eager, source, against = _load_networks(row, run_dir, fmt)
     check = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
-    eager, against = _eager_network(model_path)
     with torch.no_grad():
         expected = (eager if eager is not None else model)(check)
     single = torch.randn(1, *shape, generator=torch.Generator().manual_seed(1))
@@ -218,8 +210,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         data = buffer.getvalue()
         with torch.no_grad():
             got = loaded(check)
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
         runtime = "PyTorch (TorchScript) CPU"
 
         def measure() -> Any:
@@ -239,7 +230,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
           f"{run_dir} ({source}), input 1x{'x'.join(map(str, shape))}: outputs equal PyTorch's "
           f"({against}) within {TOLERANCE:g} (max |difference| {difference:.2g} on a random "
           "batch of 2)")
-    how = f"{threads} thread(s)" if threads else "the runtime's default threads"
+    how = f"{threads} thread(s)"
     line = (f"latency: {measured:.4f} ms measured here in {runtime} (median of {args.runs} runs, "
             f"batch 1, {how})")
     if profile is not None and predicted is not None:
@@ -274,7 +265,7 @@ def register(sub: Any) -> None:
     p.add_argument("--device", help="re-price the trial on this device profile for the "
                    "prediction (default: the run's device)")
     p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="threads for the timing (default: the profile's, else the runtime's)")
+                   help="threads for the timing (default: the device profile's, else 1)")
     p.add_argument("--runs", type=_positive_int, default=50, metavar="N",
                    help="timed runs; the median is printed (default 50)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")

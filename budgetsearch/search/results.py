@@ -159,23 +159,51 @@ def failure_summary(table: pd.DataFrame, best: pd.Series | dict[str, Any] | None
             f"{first['trial_id']} ({first['status']}): {first.get('failure')}")
 
 
-def load_row_model(row: pd.Series | dict[str, Any], run_dir: Path) -> Any:
-    """The network a results row saved (``model_path`` read against ``run_dir``): budgetsearch's
-    ``model.pt`` where it loads, else the plain-PyTorch ``model.ts`` beside it (a network of
-    the user's own classes, which ``model.pt`` keeps pickled).
+def load_row_model(row: pd.Series | dict[str, Any], run_dir: Path, *,
+                   prefer_deployable: bool = False) -> Any:
+    """The network a results row saved (``model_path`` read against ``run_dir``), in eval mode.
+
+    A trial's (or the reference's) folder holds budgetsearch's ``model.pt`` and the plain
+    PyTorch ``model.ts`` (:mod:`budgetsearch.models.deploy`); ``prefer_deployable`` reads
+    ``model.ts`` first, else ``model.pt`` is read first and ``model.ts`` where ``model.pt``
+    is refused (a network of the user's own classes). A thinner dense baseline saved its
+    weights only: it is rebuilt from its configuration (model spec and width).
 
     Raises:
         FileNotFoundError / ValueError: no saved network, or none that loads.
     """
-    from budgetsearch.models.deploy import load_deployable
+    import torch
+
+    from budgetsearch.models import build_model
+    from budgetsearch.models.deploy import deploy_info, load_deployable
     from budgetsearch.models.files import load_model_file
 
     path = resolve_row_path(row.get("model_path"), run_dir)
     if path is None:
         raise ValueError(f"trial {row.get('trial_id')} of {run_dir} saved no model")
+    if row.get("kind") == "baseline":
+        config_path = resolve_row_path(row.get("pruned_config_path"), run_dir)
+        try:
+            config = json.loads(Path(str(config_path)).read_text())
+            model = build_model(config["model"], num_classes=int(config["num_classes"]),
+                                in_channels=int(config["input_shape"][0]),
+                                width_multiplier=float(config.get("width", 1.0)))
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except (OSError, KeyError, TypeError, json.JSONDecodeError, RuntimeError) as error:
+            raise ValueError(f"baseline {row.get('trial_id')} of {run_dir} does not load "
+                             f"({type(error).__name__}: {error})") from None
+        return model.eval()
+    deployable = deploy_info(path.parent) is not None
+    if prefer_deployable and deployable:
+        try:
+            return load_deployable(path.parent)
+        except FileNotFoundError:
+            pass  # deploy.json says why there is none: read model.pt
     try:
-        return load_model_file(path)
+        return load_model_file(path).eval()
     except (ValueError, FileNotFoundError) as error:
+        if not deployable:
+            raise
         try:
             return load_deployable(path.parent)
         except (ValueError, FileNotFoundError):
