@@ -325,8 +325,11 @@ def _model_spec(text: str) -> str:
     a bad spec is one line before anything is written. File specs become absolute."""
     from budgetsearch.models import canonical_model_spec, resolve_model_spec
 
-    spec = canonical_model_spec(text)
-    resolve_model_spec(spec)
+    try:
+        spec = canonical_model_spec(text)
+        resolve_model_spec(spec)
+    except ValueError as error:  # "model ...": said of the option
+        raise UsageError(f"--{error}") from None
     return spec
 
 

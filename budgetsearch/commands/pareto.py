@@ -335,8 +335,11 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     model_name = args.model or config.get("model")
     if model_name is None:
         raise _usage("--model is required when the run's config.yaml names no model")
-    model_name = canonical_model_spec(str(model_name))  # a bad spec: one line, nothing written
-    resolve_model_spec(model_name)
+    try:  # a bad spec: one line, nothing written
+        model_name = canonical_model_spec(str(model_name))
+        resolve_model_spec(model_name)
+    except ValueError as error:  # "model ...": said of the option
+        raise _usage(f"--{error}") from None
     label = re.sub(r"[^\w.-]+", "-", model_label(model_name)).strip("-")  # a file name
     if config.get("torch_device") and "device" not in raw:
         config["device"] = config["torch_device"]  # a search run's torch device
