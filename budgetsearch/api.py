@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from budgetsearch.cost import Cost, DeviceProfile, Target, layer_inventory, load_profile
 from budgetsearch.data import register_dataset
+from budgetsearch.models import canonical_model_spec, model_label, resolve_model_spec
 from budgetsearch.models.registry import model_names, register_model
 from budgetsearch.profiling import anchors as _drift_check  # noqa: F401 (registers it)
 from budgetsearch.search.optuna_driver import OptunaOptions
@@ -62,7 +63,8 @@ def _as_target(target: Target | str, metric: str | None) -> Target:
     return Target.parse(metric, target)
 
 
-def run(model_factory: Callable[..., nn.Module], train_data: Dataset, test_data: Dataset, *,
+def run(model_factory: Callable[..., nn.Module] | str, train_data: Dataset, test_data: Dataset,
+        *,
            num_classes: int, target: Target | str, metric: str | None = None,
            device: str | None = None, pruner: str | None = None, trials: int = 4,
            out: str | Path = "runs/api", epochs: float = 1.0, reference_epochs: float = 1.0,
@@ -76,7 +78,8 @@ def run(model_factory: Callable[..., nn.Module], train_data: Dataset, test_data:
     not be importable elsewhere).
 
     Args:
-        model_factory: builds the unpruned network.
+        model_factory: builds the unpruned network; or a model spec (``"wrn-16-1"``,
+            ``"path/to/net.py:FACTORY"``, ``"package.module:FACTORY"``).
         train_data, test_data: the user's datasets (a validation split is held out of
             ``train_data``).
         num_classes: number of classes.
@@ -98,12 +101,17 @@ def run(model_factory: Callable[..., nn.Module], train_data: Dataset, test_data:
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise ValueError(f"out folder {out} already holds a run; choose a new one or resume=True")
-    name = f"user-{getattr(model_factory, '__name__', 'model')}-{next(_counter)}"
+    if isinstance(model_factory, str):  # a model spec: a name, file.py:FACTORY, pkg.mod:FACTORY
+        model = canonical_model_spec(model_factory)
+        resolve_model_spec(model)
+        name = f"user-{model_label(model)}-{next(_counter)}"
+    else:
+        name = model = f"user-{getattr(model_factory, '__name__', 'model')}-{next(_counter)}"
+        if name not in model_names():
+            register_model(name, "a network given to budgetsearch.run")(model_factory)
     dataset = register_dataset(f"{name}-data", train_data, test_data, num_classes)
-    if name not in model_names():
-        register_model(name, "a network given to budgetsearch.run")(model_factory)
     settings = TrialSettings(
-        model=name, dataset=dataset, train_subset=train_subset, val_fraction=val_fraction,
+        model=model, dataset=dataset, train_subset=train_subset, val_fraction=val_fraction,
         batch_size=batch_size, epochs=epochs, device_profile=device, seed=seed,
         target=_as_target(target, metric), reference_epochs=reference_epochs)
     request = RunRequest(settings=settings, pruner=pruner,

@@ -219,3 +219,18 @@ def test_old_paths_relative_to_where_the_run_started_still_load(moved_run: Path,
         table[column] = "runs/first/" + table[column]  # as runs before issue 15 wrote them
     table.to_csv(run / "results.csv", index=False)
     assert budgetsearch.load_best_model(run)(torch.zeros(1, 3, 16, 16)).shape == (1, 2)
+
+
+@pytest.mark.ray
+def test_the_ray_engine_runs_a_model_file_on_an_image_folder(
+        user_inputs: tuple[Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Ray workers rebuild the network and the data from the spec and the folder's absolute
+    # paths stored in TrialSettings (nothing registered in the driver's process).
+    model_file, images = user_inputs
+    out = tmp_path / "run"
+    assert main(["run", "--engine", "ray", "--model", f"{model_file}:small_cnn", "--dataset",
+                 str(images), *RUN, "--out", str(out)]) == 0, capsys.readouterr().err
+    table = pd.read_csv(out / "results.csv")
+    assert list(table["status"]) == ["ok", "ok"] and table["trial_id"].iloc[1] == "ray-00001"
+    assert budgetsearch.load_best_model(out)(torch.zeros(1, 3, 16, 16)).shape == (1, 2)
