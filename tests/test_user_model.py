@@ -234,3 +234,34 @@ def test_the_ray_engine_runs_a_model_file_on_an_image_folder(
     table = pd.read_csv(out / "results.csv")
     assert list(table["status"]) == ["ok", "ok"] and table["trial_id"].iloc[1] == "ray-00001"
     assert budgetsearch.load_best_model(out)(torch.zeros(1, 3, 16, 16)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--dataset", "{tmp}/sizes"], "differ in size (9x9 in "),
+    (["--dataset", "{tmp}/notest"], "must hold train/ and val/ (or test/)"),
+    (["--dataset", "{images}", "--input-shape", "2,16,16"], "1 (grey) or 3 (RGB) channels, got 2"),
+    (["--dataset", "{images}", "--input-shape", "3x16"], "expected an input shape C,H,W"),
+    (["--dataset", "synthetic", "--input-shape", "3,32,32"],
+     "input_shape 3x32x32 differs from synthetic's 1x28x28 images"),
+])
+def test_bad_data_exit_2_with_nothing_written(
+        extra: list[str], fragment: str, user_inputs: tuple[Path, Path], tmp_path: Path,
+        make_image_folder, capsys: pytest.CaptureFixture[str]) -> None:
+    model_file, images = user_inputs
+    make_image_folder(tmp_path / "sizes")
+    make_image_folder(tmp_path / "sizes", classes=("cat",), per_class=1, size=(9, 9))
+    make_image_folder(tmp_path / "notest", test_name="train")
+    out = tmp_path / "run"
+    words = [w.format(tmp=tmp_path, images=images) for w in extra]
+    code = main(["run", "--model", f"{model_file}:small_cnn", *words, *RUN, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_cost_of_a_model_on_the_wrong_input_is_one_line(
+        user_inputs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    model_file, _ = user_inputs
+    assert main(["cost", "--model", f"{model_file}:small_cnn", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be priced on a 1x28x28 input" in err and err.count("\n") == 1
