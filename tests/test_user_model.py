@@ -127,6 +127,7 @@ def test_baselines_of_a_file_model_in_a_moved_run(moved_run: Path, user_inputs: 
     # The run's own model has no width parameter: no thinner twin, one line.
     assert main(["baselines", "--ratios", "0.25", "--run", str(run), "--no-progress"]) == 2
     assert "takes no width_multiplier" in capsys.readouterr().err
+    assert not (run / "baselines").exists()  # refused before any file
     assert main(["baselines", "--model", f"{model_file}:Widening", "--ratios", "0.25",
                  "--epochs", "0.2", "--run", str(run), "--no-progress"]) == 0
     row = pd.read_csv(run / "results.csv").iloc[-1]

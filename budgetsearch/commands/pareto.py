@@ -314,6 +314,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         model_label,
         resolve_model_spec,
     )
+    from budgetsearch.models.spec import takes_width
     from budgetsearch.pareto.fronts import baseline_widths
     from budgetsearch.pareto.reprice import PrunedConfig, price_config
     from budgetsearch.pareto.results import RESULTS_FILE, append_rows
@@ -340,6 +341,9 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         resolve_model_spec(model_name)
     except ValueError as error:  # "model ...": said of the option
         raise _usage(f"--{error}") from None
+    if not takes_width(model_name):
+        raise _usage(f"--model {model_label(model_name)!r} takes no width_multiplier: a thinner "
+                     "dense baseline needs a factory with a width_multiplier parameter")
     label = re.sub(r"[^\w.-]+", "-", model_label(model_name)).strip("-")  # a file name
     if config.get("torch_device") and "device" not in raw:
         config["device"] = config["torch_device"]  # a search run's torch device

@@ -186,6 +186,18 @@ def _keywords(factory: ModelFactory, **available: Any) -> dict[str, Any]:
     return named
 
 
+def takes_width(spec: str) -> bool:
+    """Whether the spec's factory takes ``width_multiplier`` (so it has thinner dense twins)."""
+    resolved = resolve_model_spec(spec)
+    if resolved.kind == "registered":
+        return "width_multiplier" in registry.factory_keywords(
+            resolved.factory, width_multiplier=1.0)
+    try:
+        return "width_multiplier" in inspect.signature(resolved.factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def build_model(
     spec: str,
     *,
