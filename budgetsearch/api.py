@@ -17,19 +17,18 @@ import itertools
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from budgetsearch.cost import Cost, DeviceProfile, Target, layer_inventory, load_profile
 from budgetsearch.data import register_dataset
-from budgetsearch.models.files import load_model_file
+from budgetsearch.models import canonical_model_spec, model_label, resolve_model_spec
 from budgetsearch.models.registry import model_names, register_model
 from budgetsearch.profiling import anchors as _drift_check  # noqa: F401 (registers it)
 from budgetsearch.search.optuna_driver import OptunaOptions
 from budgetsearch.search.request import RunRequest
-from budgetsearch.search.results import RESULTS_FILE, best_feasible
+from budgetsearch.search.results import load_row_model, select_trial
 from budgetsearch.search.runner import RunSummary, run_search
 from budgetsearch.search.settings import TrialSettings
 
@@ -64,7 +63,8 @@ def _as_target(target: Target | str, metric: str | None) -> Target:
     return Target.parse(metric, target)
 
 
-def run(model_factory: Callable[..., nn.Module], train_data: Dataset, test_data: Dataset, *,
+def run(model_factory: Callable[..., nn.Module] | str, train_data: Dataset, test_data: Dataset,
+        *,
            num_classes: int, target: Target | str, metric: str | None = None,
            device: str | None = None, pruner: str | None = None, trials: int = 4,
            out: str | Path = "runs/api", epochs: float = 1.0, reference_epochs: float = 1.0,
@@ -78,7 +78,8 @@ def run(model_factory: Callable[..., nn.Module], train_data: Dataset, test_data:
     not be importable elsewhere).
 
     Args:
-        model_factory: builds the unpruned network.
+        model_factory: builds the unpruned network; or a model spec (``"wrn-16-1"``,
+            ``"path/to/net.py:FACTORY"``, ``"package.module:FACTORY"``).
         train_data, test_data: the user's datasets (a validation split is held out of
             ``train_data``).
         num_classes: number of classes.
@@ -93,37 +94,51 @@ def run(model_factory: Callable[..., nn.Module], train_data: Dataset, test_data:
 
     Returns:
         The :class:`~budgetsearch.search.runner.RunSummary` (``.best`` row, ``.table``).
+
+    Raises:
+        RuntimeError: every trial failed (the message gives the first one's reason).
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise ValueError(f"out folder {out} already holds a run; choose a new one or resume=True")
-    name = f"user-{getattr(model_factory, '__name__', 'model')}-{next(_counter)}"
+    if isinstance(model_factory, str):  # a model spec: a name, file.py:FACTORY, pkg.mod:FACTORY
+        model = canonical_model_spec(model_factory)
+        resolve_model_spec(model)
+        name = f"user-{model_label(model)}-{next(_counter)}"
+    else:
+        name = model = f"user-{getattr(model_factory, '__name__', 'model')}-{next(_counter)}"
+        if name not in model_names():
+            register_model(name, "a network given to budgetsearch.run")(model_factory)
     dataset = register_dataset(f"{name}-data", train_data, test_data, num_classes)
-    if name not in model_names():
-        register_model(name, "a network given to budgetsearch.run")(model_factory)
     settings = TrialSettings(
-        model=name, dataset=dataset, train_subset=train_subset, val_fraction=val_fraction,
+        model=model, dataset=dataset, train_subset=train_subset, val_fraction=val_fraction,
         batch_size=batch_size, epochs=epochs, device_profile=device, seed=seed,
         target=_as_target(target, metric), reference_epochs=reference_epochs)
     request = RunRequest(settings=settings, pruner=pruner,
                          optuna=OptunaOptions(trials=trials, seed=seed))
-    return run_search(request, out, resume=resume, progress=progress)
+    summary = run_search(request, out, resume=resume, progress=progress)
+    if summary.failure is not None and summary.failure.startswith("every trial failed"):
+        raise RuntimeError(f"{summary.failure} (results: {out / 'results.csv'})")
+    return summary
 
 
-def load_best_model(run_dir: str | Path) -> nn.Module:
-    """The most accurate feasible network of a run, as a plain eval-mode ``nn.Module``.
+def load_best_model(run_dir: str | Path, *, trial: str = "best") -> nn.Module:
+    """The most accurate feasible network of a run (or trial ``trial``), as a plain eval-mode
+    ``nn.Module`` on the CPU.
+
+    It is read from the trial's ``model.ts`` (TorchScript, written by every trial since issue
+    15: plain PyTorch, whatever classes the network was built from); a run from before has
+    only ``model.pt``, read with :func:`~budgetsearch.models.files.load_model_file`. Paths in
+    ``results.csv`` are read against ``run_dir``, so a moved run folder loads.
+
+    Example:
+        >>> model = load_best_model("runs/demo")                    # doctest: +SKIP
+        >>> model(torch.zeros(1, 1, 28, 28)).shape                   # doctest: +SKIP
+        torch.Size([1, 10])
 
     Raises:
-        ValueError: the folder holds no results, or no trial (nor the reference) met the target.
+        ValueError: the folder holds no results, no trial (nor the reference) met the target,
+            no such trial, or its files do not load.
     """
     run_dir = Path(run_dir)
-    path = run_dir / RESULTS_FILE
-    if not path.is_file():
-        raise ValueError(f"{run_dir} holds no {RESULTS_FILE}: not a run folder")
-    best = best_feasible(pd.read_csv(path))
-    if best is None or not isinstance(best.get("model_path"), str):
-        raise ValueError(f"no trial of {run_dir} met the target with a saved model")
-    model_path = Path(best["model_path"])
-    if not model_path.is_absolute() and not model_path.is_file():
-        model_path = run_dir / model_path
-    return load_model_file(model_path).eval()
+    return load_row_model(select_trial(run_dir, trial), run_dir, prefer_deployable=True)

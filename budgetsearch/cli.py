@@ -307,24 +307,38 @@ _PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 def _input_shape(text: str) -> tuple[int, int, int]:
-    parts = text.lower().split("x")
+    parts = re.split(r"[x,]", str(text).lower().strip())
     try:
         values = tuple(int(p) for p in parts)
     except ValueError:
         values = ()
     if len(values) != 3 or min(values) < 1:
         raise argparse.ArgumentTypeError(
-            f"expected an input shape CxHxW of positive integers like 1x28x28, got {text!r}"
+            f"expected an input shape C,H,W of positive integers like 3,32,32 (or 3x32x32), "
+            f"got {text!r}"
         )
     return values  # type: ignore[return-value]
 
 
-def _resolve_device(name: str) -> Any:
+def _model_spec(text: str) -> str:
+    """A ``--model`` value checked now (importing a file or module, finding its factory):
+    a bad spec is one line before anything is written. File specs become absolute."""
+    from budgetsearch.models import canonical_model_spec, resolve_model_spec
+
+    try:
+        spec = canonical_model_spec(text)
+        resolve_model_spec(spec)
+    except ValueError as error:  # "model ...": said of the option
+        raise UsageError(f"--{error}") from None
+    return spec
+
+
+def _resolve_device(name: str, *, quiet: bool = False) -> Any:
     from budgetsearch.cost import load_profile, resolve_profile_name
     from budgetsearch.profiling import anchors  # noqa: F401  (registers the drift check)
 
     profile = load_profile(name)
-    if "/" not in name and not name.endswith((".yaml", ".yml")):
+    if not quiet and "/" not in name and not name.endswith((".yaml", ".yml")):
         resolved = resolve_profile_name(name)
         if resolved != name:
             print(f"device {name!r} resolves to profile {resolved!r}")
@@ -416,18 +430,32 @@ def _add_devices_parser(sub: Any) -> None:
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:
+    import json
+
     import torch
 
     from budgetsearch.cost import FLOP_CONVENTION, layer_inventory
-    from budgetsearch.models import build_model
+    from budgetsearch.models import build_model, model_label
 
     channels, height, width = args.input
-    profile = _resolve_device(args.device) if args.device else None
-    model = build_model(args.model, num_classes=args.num_classes, in_channels=channels,
+    spec = _model_spec(args.model)
+    profile = _resolve_device(args.device, quiet=args.json) if args.device else None
+    model = build_model(spec, num_classes=args.num_classes, in_channels=channels,
                         width_multiplier=args.width)
-    inventory = layer_inventory(model, torch.zeros(1, channels, height, width))
+    model.eval()
+    try:
+        with torch.no_grad():
+            inventory = layer_inventory(model, torch.zeros(1, channels, height, width))
+    except Exception as error:  # the network does not take this input: say so in one line
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"model {model_label(spec)!r} cannot be priced on a "
+                         f"{channels}x{height}x{width} input ({type(error).__name__}: {text}); "
+                         "pass its input with --input-shape C,H,W") from None
     times = inventory.layer_latency_ms(profile) if profile is not None else {}
-    print(f"{args.model} (width ×{args.width}), input 1x{channels}x{height}x{width}; "
+    if args.json:
+        print(json.dumps(_cost_json(spec, args, inventory, profile, times), indent=1))
+        return 0
+    print(f"{model_label(spec)} (width ×{args.width}), input 1x{channels}x{height}x{width}; "
           f"FLOPs: {FLOP_CONVENTION}")
     if profile is not None:
         how = ("roofline from datasheet, not measured" if profile.source == "datasheet"
@@ -461,22 +489,48 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_cost_parser(sub: Any) -> None:
-    from budgetsearch.models import model_names
+def _cost_json(spec: str, args: argparse.Namespace, inventory: Any, profile: Any,
+               times: dict[str, float]) -> dict[str, Any]:
+    """``cost --json``: the totals, the device profile, and the layers, as plain data."""
+    from budgetsearch.cost import FLOP_CONVENTION
 
+    cost = inventory.price(profile=profile)
+    threads = profile.provenance.get("threads") if profile is not None else None
+    return {
+        "model": spec, "width": args.width, "input_shape": list(args.input),
+        "num_classes": args.num_classes,
+        "params": int(cost.params), "flops": int(cost.flops), "flop_convention": FLOP_CONVENTION,
+        "activation_volume": int(cost.activation_volume),
+        "memory_bytes": int(cost.memory_bytes), "latency_ms": cost.latency_ms,
+        "batch": 1,
+        "device": None if profile is None else profile.name,
+        "device_source": None if profile is None else profile.source,
+        "runtime": None if profile is None else profile.runtime,
+        "threads": threads if isinstance(threads, int) else None,
+        "layers": [{"name": r.name, "op": r.op, "in_channels": r.in_channels,
+                    "out_channels": r.out_channels, "params": r.params, "flops": r.flops,
+                    "activation_volume": r.activation_volume,
+                    "latency_ms": times.get(r.name)} for r in inventory.layers],
+    }
+
+
+def _add_cost_parser(sub: Any) -> None:
     p = sub.add_parser(
         "cost", help="per-layer parameters, FLOPs, activation volume and latency of a model",
-        description="Trace a built-in model once with fvcore and print its per-layer costs and "
-        "totals (FLOPs: fvcore, 1 FLOP = 1 fused multiply-add), with predicted latency on a "
-        "device profile.",
+        description="Trace a model once with fvcore and print its per-layer costs and totals "
+        "(FLOPs: fvcore, 1 FLOP = 1 fused multiply-add), with predicted latency on a device "
+        "profile. --json prints the totals, the profile and the layers for scripts.",
     )
-    p.add_argument("--model", required=True, choices=model_names(), metavar="NAME",
-                   help="network (see 'budgetsearch models')")
+    p.add_argument("--model", required=True, metavar="SPEC",
+                   help="a built-in name (see 'budgetsearch models'), path/to/file.py:FACTORY "
+                   "or package.module:FACTORY")
     p.add_argument("--device", help="profile name, alias (jetson) or YAML path; see 'devices'")
     p.add_argument("--width", type=_positive_float, default=1.0, help="width multiplier")
-    p.add_argument("--input", type=_input_shape, default=(1, 28, 28), metavar="CxHxW",
-                   help="input shape; default 1x28x28 (Fashion-MNIST), CIFAR is 3x32x32")
+    p.add_argument("--input-shape", "--input", dest="input", type=_input_shape,
+                   default=(1, 28, 28), metavar="C,H,W",
+                   help="input shape; default 1,28,28 (Fashion-MNIST), CIFAR is 3,32,32")
     p.add_argument("--num-classes", type=_positive_int, default=10)
+    p.add_argument("--json", action="store_true", help="print the costs as JSON, for scripts")
     p.set_defaults(handler=_cmd_cost)
 
 
@@ -574,6 +628,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "train_subset": 2000, "val_fraction": 0.2, "batch_size": 64, "seed": 0,
     "trials": 12, "timeout": "12m", "threads": None, "reference_epochs": 2.0,
     "sampler_seed": None,  # None: the same as seed
+    "input_shape": None,  # C,H,W: an image folder's images converted and resized to it
 }
 
 
@@ -596,14 +651,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--target-latency needs --device (see 'budgetsearch devices')")
     timeout = parse_timeout_seconds(settings["timeout"], name="timeout") if str(
         settings["timeout"]).lower() not in ("none", "0") else None
+    from budgetsearch.data import canonical_dataset_spec
     from budgetsearch.search.settings import TrialSettings
 
+    shape = settings["input_shape"]
+    if shape is not None and not isinstance(shape, tuple):  # from --config: "3,32,32" or a list
+        shape = _input_shape(",".join(map(str, shape)) if isinstance(shape, list) else shape)
     trial_settings = TrialSettings(
-        model=settings["model"], width=float(settings["width"]), dataset=settings["dataset"],
+        model=_model_spec(str(settings["model"])), width=float(settings["width"]),
+        dataset=canonical_dataset_spec(str(settings["dataset"])),
         data_dir=settings["data_dir"], train_subset=settings["train_subset"],
         val_fraction=float(settings["val_fraction"]), batch_size=int(settings["batch_size"]),
         device_profile=args.device, target=target, seed=int(settings["seed"]),
         threads=settings["threads"], reference_epochs=float(settings["reference_epochs"]),
+        input_shape=shape,
     )
     objectives = tuple(o.strip() for o in args.objectives.split(","))
     ray_options = {"ray_address": args.ray_address, "max_concurrent": args.max_concurrent,
@@ -639,6 +700,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                              f"{args.engine}")
     else:  # refused now, made by run_search once every input checked out (nothing half-done)
         check_output_dir(out, force=args.force, resume_hint=True)
+    from budgetsearch.search.settings import check_network
+
+    check_network(trial_settings)  # the model takes the data's images: else one line, no file
     command = "budgetsearch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "budgetsearch run"
     try:
         summary = run_search(request, out, resume=args.resume, progress=not args.no_progress,
@@ -663,7 +727,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     best = summary.best
     if best is None:
         print("no feasible trial finished; raise --trials/--timeout or loosen the target")
-    else:
+    if best is not None:
         latency = best.get("latency_ms")
         what = ("the unpruned reference: no pruned trial was more accurate"
                 if best.get("kind") == "reference" else best["pruner"])
@@ -674,12 +738,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if summary.measured_latency_ms is not None:
             line += f", measured here: {summary.measured_latency_ms:.4f} ms"
         print(line + f", {int(best['params']):,} parameters")
-        print(f"model: {best['model_path']}")
+        print(f"model: {out / str(best['model_path'])}  (deploy: budgetsearch export {out} "
+              f"--trial {best['trial_id']} --format onnx --out model.onnx)")
     resolved = (trial_settings if summary.plan is None
                 else dataclasses.replace(trial_settings, target=summary.plan.target))
     plot = plot_run(table, out, resolved) if len(table) else None
     print(f"results: {out / 'results.csv'}  config: {out / 'config.yaml'}"
           + (f"  Pareto plot: {plot}" if plot is not None else ""))
+    if summary.failure is not None:
+        print(f"budgetsearch: error: {summary.failure}", file=sys.stderr)
+        return 1
     return 0 if best is not None else 1
 
 
@@ -702,15 +770,17 @@ def plot_run(table: Any, run_dir: Path, settings: Any) -> Path | None:
     named = table["device"].dropna() if "device" in table.columns else []
     device = (f" on {named.iloc[0] if len(named) else settings.device_profile}"
               if metric == "latency_ms" else "")
+    from budgetsearch.models import model_label
+
+    data = Path(settings.dataset).name if "/" in settings.dataset else settings.dataset
     paths = plots.plot_front(table, metric, fronts, run_dir / PLOT_STEM, target=value,
-                             title=f"{settings.model} on {settings.dataset}: accuracy vs "
+                             title=f"{model_label(settings.model)} on {data}: accuracy vs "
                                    f"{metric}{device}")
     return next((p for p in paths if p.suffix == ".png"), paths[0] if paths else None)
 
 
 def _add_run_parser(sub: Any) -> None:
     from budgetsearch.data import dataset_names
-    from budgetsearch.models import model_names
     from budgetsearch.pruners import pruner_names, search_order
 
     p = sub.add_parser(
@@ -750,9 +820,17 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--timeout", help="stop starting trials after this long: 30m, 90s, 2h")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--config", help="YAML file of option defaults; flags override it")
-    p.add_argument("--model", choices=model_names(), metavar="NAME")
+    p.add_argument("--model", metavar="SPEC",
+                   help="a built-in name (default wrn-16-1; see 'budgetsearch models'), "
+                   "path/to/file.py:FACTORY or package.module:FACTORY (the factory gets "
+                   "num_classes and in_channels when its signature names them)")
     p.add_argument("--width", type=_positive_float)
-    p.add_argument("--dataset", choices=dataset_names(), metavar="NAME")
+    p.add_argument("--dataset", metavar="NAME|DIR",
+                   help=f"one of {', '.join(dataset_names())} (default fashion-mnist), or an "
+                   "image folder DIR with train/ and val/ (or test/), one subfolder per class")
+    p.add_argument("--input-shape", type=_input_shape, metavar="C,H,W",
+                   help="convert an image folder's images to C channels (1 or 3) and resize "
+                   "them to HxW (needed when they differ in size)")
     p.add_argument("--data-dir")
     p.add_argument("--train-subset", type=_positive_int, metavar="N")
     p.add_argument("--val-fraction", type=_fraction)
@@ -778,6 +856,12 @@ def _add_pareto_parsers(sub: Any) -> None:
     register(sub)
 
 
+def _add_export_parser(sub: Any) -> None:
+    from budgetsearch.commands.export import register
+
+    register(sub)
+
+
 Registrar = Callable[[Any], None]
 # Later commands (cost, devices, profile, run, pareto, ...) add themselves here.
 _SUBCOMMANDS: list[Registrar] = [
@@ -787,6 +871,7 @@ _SUBCOMMANDS: list[Registrar] = [
     _add_profile_parser,
     _add_run_parser,
     _add_pareto_parsers,
+    _add_export_parser,
 ]
 
 

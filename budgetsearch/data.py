@@ -1,4 +1,6 @@
-"""Datasets: Fashion-MNIST (default), CIFAR-10/100 and a synthetic set for tests.
+"""Datasets: Fashion-MNIST (default), CIFAR-10/100, a synthetic set for tests, the user's own
+image folders (``DIR`` with ``train/`` and ``val/`` or ``test/``, one subfolder per class, read
+with torchvision's ``ImageFolder``) and data sets registered in-process (:func:`register_dataset`).
 
 Nothing is downloaded at import. Fashion-MNIST is looked for, in order, in ``--data-dir``,
 ``$BUDGETSEARCH_DATA``, Debian's ``dataset-fashion-mnist`` package and torchvision's cache; only
@@ -12,12 +14,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
@@ -52,6 +56,16 @@ class DatasetSplits:
     num_classes: int
     in_channels: int
     image_size: int
+    #: (height, width) where the images are not square; None: ``image_size`` × ``image_size``.
+    image_hw: tuple[int, int] | None = None
+    #: Where the data came from and how it was normalised (written into a run's config.yaml).
+    description: dict[str, Any] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one image."""
+        height, width = self.image_hw or (self.image_size, self.image_size)
+        return (self.in_channels, height, width)
 
     def loaders(
         self, batch_size: int, *, eval_batch_size: int = 512, seed: int = 0
@@ -65,8 +79,19 @@ class DatasetSplits:
 
 
 def dataset_names() -> list[str]:
-    """Names accepted by :func:`load_dataset`."""
+    """Names accepted by :func:`load_dataset` (besides an image folder's path)."""
     return sorted(_LOADERS)
+
+
+def is_image_folder_spec(name: str) -> bool:
+    """Whether a ``--dataset`` value names a folder rather than a built-in or registered set."""
+    return name not in _LOADERS and (os.sep in name or "/" in name or Path(name).is_dir())
+
+
+def canonical_dataset_spec(name: str) -> str:
+    """A data set name as given, or an image folder's absolute path (what a run stores, so that
+    Ray workers and ``--resume`` find the same folder)."""
+    return str(Path(name).expanduser().resolve()) if is_image_folder_spec(name) else name
 
 
 def load_dataset(
@@ -77,29 +102,46 @@ def load_dataset(
     val_fraction: float = 0.0,
     seed: int = 0,
     download: bool = False,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> DatasetSplits:
     """Load a data set as in-memory tensors, optionally a training subset and a validation split.
 
     Args:
-        name: one of :func:`dataset_names`.
+        name: one of :func:`dataset_names`, or an image folder: ``DIR`` holding ``train/`` and
+            ``val/`` (or ``test/``), each with one subfolder of images per class.
         data_dir: folder holding the files (IDX files for Fashion-MNIST, torchvision's layout for
             CIFAR); default: ``$BUDGETSEARCH_DATA``, then the usual places.
         train_subset: keep this many training images (a seeded random choice).
         val_fraction: move this fraction of the (subset) training images to a validation set.
         seed: seed for the subset and the split.
         download: let torchvision download the data when it is nowhere on this machine.
+        input_shape: ``(C, H, W)``: an image folder's images are converted to C channels (1 or
+            3) and resized to H×W (needed when they differ in size); a built-in set must
+            already have this shape.
     """
-    if name not in _LOADERS:
-        raise ValueError(f"dataset must be one of {', '.join(dataset_names())}, got {name!r}")
     if train_subset is not None and train_subset <= 0:
         raise ValueError(f"train_subset must be a positive number of images, got {train_subset}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    folder = Path(data_dir) if data_dir is not None else None
-    if folder is None and os.environ.get(DATA_ENV_VAR):
-        folder = Path(os.environ[DATA_ENV_VAR])
-    train, test, num_classes = _LOADERS[name](folder, download)
-    shape = train[0][0].shape  # (channels, height, width) of one image
+    if input_shape is not None:
+        input_shape = _check_shape(input_shape)
+    if is_image_folder_spec(name):
+        train, test, num_classes, description = _load_image_folder(
+            str(Path(name).expanduser().resolve()), input_shape)
+    elif name in _LOADERS:
+        folder = Path(data_dir) if data_dir is not None else None
+        if folder is None and os.environ.get(DATA_ENV_VAR):
+            folder = Path(os.environ[DATA_ENV_VAR])
+        train, test, num_classes = _LOADERS[name](folder, download)
+        description = _describe_named(name)
+    else:
+        raise ValueError(f"dataset must be one of {', '.join(dataset_names())} or an image "
+                         f"folder (DIR with train/ and val/ or test/), got {name!r}")
+    shape = tuple(train[0][0].shape)  # (channels, height, width) of one image
+    if input_shape is not None and shape != input_shape:
+        raise ValueError(f"input_shape {_shape_text(input_shape)} differs from {name}'s "
+                         f"{_shape_text(shape)} images (input_shape resizes image folders "
+                         "only)")
 
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train), generator=generator)
@@ -116,7 +158,134 @@ def load_dataset(
         num_classes=num_classes,
         in_channels=int(shape[0]),
         image_size=int(shape[-1]),
+        image_hw=None if shape[1] == shape[2] else (int(shape[1]), int(shape[2])),
+        description={**description, "input_shape": list(shape)},
     )
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def _check_shape(shape: Any) -> tuple[int, int, int]:
+    values = tuple(shape)
+    if len(values) != 3 or not all(isinstance(v, int) and v >= 1 for v in values):
+        raise ValueError(f"input_shape must be (channels, height, width) of positive integers, "
+                         f"got {shape!r}")
+    if values[0] not in (1, 3):
+        raise ValueError(f"input_shape must have 1 (grey) or 3 (RGB) channels, got {values[0]}")
+    return values  # type: ignore[return-value]
+
+
+def _describe_named(name: str) -> dict[str, Any]:
+    if name in _STATS:
+        mean, std = _STATS[name]
+        return {"source": name, "normalisation": "per-channel (x/255 - mean) / std",
+                "mean": list(mean), "std": list(std)}
+    if name == "synthetic":
+        return {"source": "synthetic", "normalisation": "none (standard normal by design)"}
+    return {"source": f"registered in-process as {name!r}", "normalisation": "as given"}
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                   ".pgm")
+#: At most this many training images are read for the normalisation statistics.
+STATS_SAMPLE = 10_000
+
+
+def _read_images(folder: Path, shape: tuple[int, int, int] | None, mode: str
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(uint8 N×C×H×W images, labels, classes) of an ImageFolder tree."""
+    import torchvision.datasets as tv_datasets
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    try:
+        tree = tv_datasets.ImageFolder(str(folder), is_valid_file=lambda p: p.lower().endswith(
+            _IMAGE_SUFFIXES))
+    except (FileNotFoundError, OSError) as error:
+        raise ValueError(f"image folder {folder}: {str(error).splitlines()[0]} (expected one "
+                         "subfolder of images per class)") from None
+    images, sizes = [], {}
+    for path, _ in tree.samples:
+        try:
+            with Image.open(path) as image:
+                image = image.convert(mode)
+                if shape is not None and image.size != (shape[2], shape[1]):
+                    image = image.resize((shape[2], shape[1]), Image.Resampling.BILINEAR)
+                sizes.setdefault(image.size, path)
+                images.append(pil_to_tensor(image))
+        except OSError as error:
+            raise ValueError(f"image folder {folder}: cannot read {path} ({error})") from None
+        if len(sizes) > 1:
+            (w1, h1), (w2, h2) = list(sizes)[:2]
+            first, second = list(sizes.values())[:2]
+            raise ValueError(f"images in {folder} differ in size ({h1}x{w1} in {first}, "
+                             f"{h2}x{w2} in {second}): pass --input-shape C,H,W (input_shape) "
+                             "to resize them")
+    labels = torch.tensor([label for _, label in tree.samples], dtype=torch.long)
+    return torch.stack(images), labels, list(tree.classes)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_image_folder(root: str, shape: tuple[int, int, int] | None
+                       ) -> tuple[TensorDataset, TensorDataset, int, dict[str, Any]]:
+    """Read an image-folder tree once per process (every trial uses the same tensors)."""
+    from PIL import Image
+
+    base = Path(root)
+    if not base.is_dir():
+        raise ValueError(f"dataset folder {base} does not exist")
+    test_name = next((n for n in ("val", "test") if (base / n).is_dir()), None)
+    if not (base / "train").is_dir() or test_name is None:
+        found = sorted(p.name for p in base.iterdir() if p.is_dir())
+        raise ValueError(f"dataset folder {base} must hold train/ and val/ (or test/), one "
+                         f"subfolder of images per class; it holds "
+                         f"{', '.join(f + '/' for f in found) or 'no folder'}")
+    if shape is not None:
+        channels = shape[0]
+    else:  # grey images stay grey; anything else is read as RGB
+        first = next((p for p in sorted((base / "train").rglob("*"))
+                      if p.suffix.lower() in _IMAGE_SUFFIXES), None)
+        if first is None:
+            raise ValueError(f"dataset folder {base / 'train'} holds no images "
+                             f"({', '.join(_IMAGE_SUFFIXES)})")
+        with Image.open(first) as image:
+            channels = 1 if image.mode in ("1", "L", "I", "I;16", "F") else 3
+    mode = "L" if channels == 1 else "RGB"
+    train_x, train_y, classes = _read_images(base / "train", shape, mode)
+    test_x, test_y, test_classes = _read_images(base / test_name, shape, mode)
+    if test_classes != classes:
+        raise ValueError(f"dataset folder {base}: {test_name}/ has classes "
+                         f"{', '.join(test_classes)} but train/ has {', '.join(classes)}")
+    if len(classes) < 2:
+        raise ValueError(f"dataset folder {base}: train/ has {len(classes)} class folder(s), "
+                         "a classifier needs at least 2")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise ValueError(f"dataset folder {base}: train/ images are "
+                         f"{_shape_text(tuple(train_x.shape[1:]))} but {test_name}/ images are "
+                         f"{_shape_text(tuple(test_x.shape[1:]))}: pass --input-shape C,H,W "
+                         "to resize them")
+    # Per-channel statistics of (a seeded sample of) the training images, in [0, 1].
+    sample = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[
+        :STATS_SAMPLE]].float().div_(255.0)
+    mean = sample.mean(dim=(0, 2, 3))
+    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
+
+    def normalised(images: torch.Tensor) -> torch.Tensor:
+        return (images.float().div_(255.0) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+    description = {
+        "source": f"image folder {base}", "train": "train/", "test": f"{test_name}/",
+        "classes": classes, "train_images": len(train_x), "test_images": len(test_x),
+        "colour": "grey (L)" if channels == 1 else "RGB",
+        "resized_to": None if shape is None else [shape[1], shape[2]],
+        "normalisation": f"per-channel (x/255 - mean) / std, statistics of "
+                         f"{len(sample)} training images",
+        "mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std],
+    }
+    return (TensorDataset(normalised(train_x), train_y), TensorDataset(normalised(test_x), test_y),
+            len(classes), description)
 
 
 def register_dataset(name: str, train: Dataset, test: Dataset, num_classes: int) -> str:

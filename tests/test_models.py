@@ -95,7 +95,7 @@ def test_thinner_dense_width_rejects_bad_ratio(bad: float) -> None:
 def test_registry_lists_and_rejects() -> None:
     assert {"wrn-16-2", "wrn-16-8", "resnet-20", "resnet-56"} <= set(model_names())
     assert set(describe_models()) == set(model_names())
-    with pytest.raises(ValueError, match=r"model must be one of .*wrn-16-2.*got 'vgg'"):
+    with pytest.raises(ValueError, match=r"model must be a built-in name \(.*wrn-16-2.*got 'vgg'"):
         build_model("vgg")
 
 

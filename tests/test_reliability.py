@@ -99,8 +99,8 @@ def test_api_rejects_zero_trials() -> None:
 @pytest.mark.parametrize("argv,fragment", [
     (["--device", "nosuch", "--target-latency", "1ms"],
      "device must be a profile name (cpu-2core-x86, cpu-2core-x86-ort, jetson-nano"),
-    (["--model", "vgg"], "invalid choice: 'vgg' (choose from 'resnet-20'"),
-    (["--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'cifar10'"),
+    (["--model", "vgg"], "--model must be a built-in name (resnet-20, "),
+    (["--dataset", "imagenet"], "dataset must be one of cifar10, cifar100, fashion-mnist"),
     (["--pruner", "foo", "--model", "wrn-10-1", "--dataset", "synthetic"],
      "pruner must be one of bar, channel-magnitude, erf, magnitude, got 'foo'"),
     (["--engine", "foo"], "invalid choice: 'foo' (choose from 'optuna', 'ray')"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -306,8 +307,14 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     import torch
 
     from budgetsearch.cost import load_profile
-    from budgetsearch.data import load_dataset
-    from budgetsearch.models import build_model, model_names
+    from budgetsearch.data import canonical_dataset_spec, load_dataset
+    from budgetsearch.models import (
+        build_model,
+        canonical_model_spec,
+        model_label,
+        resolve_model_spec,
+    )
+    from budgetsearch.models.spec import takes_width
     from budgetsearch.pareto.fronts import baseline_widths
     from budgetsearch.pareto.reprice import PrunedConfig, price_config
     from budgetsearch.pareto.results import RESULTS_FILE, append_rows
@@ -329,14 +336,24 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     model_name = args.model or config.get("model")
     if model_name is None:
         raise _usage("--model is required when the run's config.yaml names no model")
-    if model_name not in model_names():
-        raise _usage(f"--model must be one of {', '.join(model_names())}, got {model_name!r}")
+    try:  # a bad spec: one line, nothing written
+        model_name = canonical_model_spec(str(model_name))
+        resolve_model_spec(model_name)
+    except ValueError as error:  # "model ...": said of the option
+        raise _usage(f"--{error}") from None
+    if not takes_width(model_name):
+        raise _usage(f"--model {model_label(model_name)!r} takes no width_multiplier: a thinner "
+                     "dense baseline needs a factory with a width_multiplier parameter")
+    label = re.sub(r"[^\w.-]+", "-", model_label(model_name)).strip("-")  # a file name
     if config.get("torch_device") and "device" not in raw:
         config["device"] = config["torch_device"]  # a search run's torch device
     settings = {k: config.get(k, v) for k, v in _BASELINE_DEFAULTS.items()}
     for key in ("dataset", "data_dir", "epochs", "train_subset", "seed"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
+    settings["dataset"] = canonical_dataset_spec(str(settings["dataset"]))
+    shape = config.get("input_shape") if args.dataset is None else None
+    shape = tuple(int(v) for v in shape) if shape else None
     if settings["device"] not in ("auto", "cpu") and not str(settings["device"]).startswith(
             "cuda"):
         settings["device"] = "auto"  # a hardware profile name, not a torch device
@@ -380,8 +397,9 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         return 0
     splits = load_dataset(settings["dataset"], data_dir=settings["data_dir"],
                           train_subset=settings["train_subset"],
-                          val_fraction=settings["val_fraction"], seed=settings["seed"])
-    shape = (splits.in_channels, splits.image_size, splits.image_size)
+                          val_fraction=settings["val_fraction"], seed=settings["seed"],
+                          input_shape=shape)
+    shape = splits.input_shape
     folder = run / "baselines"
     folder.mkdir(exist_ok=True)
     for ratio, width in baseline_widths(todo).items():
@@ -391,7 +409,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         pruned = PrunedConfig(model=model_name, width=width, input_shape=shape,
                               num_classes=splits.num_classes)
         cost = price_config(pruned, profile)
-        print(f"ratio {ratio:g}: {model_name} width √{ratio:g} = {width:.4f}, "
+        print(f"ratio {ratio:g}: {model_label(model_name)} width √{ratio:g} = {width:.4f}, "
               f"{int(cost.params):,} parameters; training {settings['epochs']} epoch(s)")
         result = train(model, splits, TrainConfig(
             epochs=float(settings["epochs"]), batch_size=int(settings["batch_size"]),
@@ -403,7 +421,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
             # test, so that the curve and the fronts are measured the same way.
             bn_recalibration_batches=BN_RECALIBRATION_BATCHES))
         # Not Path.with_suffix: "r0.25" would lose its ".25" and two ratios share one file.
-        stem = f"{model_name}-r{ratio:g}"
+        stem = f"{label}-r{ratio:g}"
         config_path = folder / f"{stem}.json"
         write_text_atomic(config_path, json.dumps(pruned.as_dict(), indent=1))
         model_path = folder / f"{stem}.pt"
@@ -414,7 +432,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         if target_metric in costs and costs[target_metric] is not None and target_value:
             feasible = is_met(costs[target_metric], target_value)
         row = {
-            "trial_id": f"baseline-{model_name}-r{ratio:g}", "engine": "baselines",
+            "trial_id": f"baseline-{label}-r{ratio:g}", "engine": "baselines",
             "kind": "baseline", "pruner": None, "model": model_name, "width": width,
             "status": result.status if result.status != "ok" or feasible else "infeasible",
             "failure": result.failure, "accuracy": result.test_accuracy,
@@ -444,11 +462,14 @@ def _add_baselines_parser(sub: Any) -> None:
         "channels × √r (erf-loss paper, eq. 12) with the run's data and epochs, and append a "
         "row of kind 'baseline' to RUN/results.csv. Ratios already there are skipped.",
     )
-    p.add_argument("--model", help="network; default: the run's config.yaml model")
+    p.add_argument("--model", metavar="SPEC", help="network: a built-in name, file.py:FACTORY "
+                   "or package.module:FACTORY (its factory needs a width_multiplier parameter); "
+                   "default: the run's config.yaml model")
     p.add_argument("--ratios", required=True, help="kept fractions of parameters, e.g. 0.5,0.25")
     p.add_argument("--run", metavar="RUN_DIR", help="run folder to add to (its config.yaml sets "
                    "data and epochs); default a new runs/baselines-TIME")
-    p.add_argument("--dataset", help="override the run's data set")
+    p.add_argument("--dataset", metavar="NAME|DIR",
+                   help="override the run's data set (a name or an image folder)")
     p.add_argument("--data-dir", help="folder holding the data set files")
     p.add_argument("--epochs", type=float, help="override the run's epochs")
     p.add_argument("--train-subset", type=int, metavar="N", help="override the run's subset")

@@ -38,6 +38,17 @@ def describe_models() -> dict[str, str]:
     return {name: _REGISTRY[name][1] for name in model_names()}
 
 
+def registered_factory(name: str) -> tuple[ModelFactory, str]:
+    """(factory, description) of a registered model.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"model must be one of {', '.join(model_names())}, got {name!r}")
+    return _REGISTRY[name]
+
+
 def build_model(
     name: str,
     *,

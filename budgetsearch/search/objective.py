@@ -39,6 +39,7 @@ import torch
 
 from budgetsearch.cost import DeviceProfile, Target, load_profile
 from budgetsearch.files import torch_save_atomic, write_text_atomic
+from budgetsearch.models.deploy import save_deployable
 from budgetsearch.pruners import BudgetInfeasible, Pruner, build_pruner, pruner_class
 from budgetsearch.search.reference import load_reference_weights
 from budgetsearch.search.results import (
@@ -49,6 +50,7 @@ from budgetsearch.search.results import (
     ROW_FILE,
     empty_row,
     objective_value,
+    run_relative,
     write_row,
 )
 from budgetsearch.search.settings import (
@@ -243,7 +245,9 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
     if status == "ok":
         model_path = trial_dir / "model.pt"
         torch_save_atomic(compact.cpu(), model_path)
-        row["model_path"] = str(model_path)
+        # model.ts (plain PyTorch, any class) and deploy.json beside budgetsearch's model.pt.
+        save_deployable(compact, torch.zeros(1, *shape), trial_dir)
+        row["model_path"] = run_relative(model_path, trial_dir)
     config_path = trial_dir / "pruned_config.json"
     write_text_atomic(config_path, json.dumps({
         "model": settings.model, "width": settings.width, "input_shape": list(shape),
@@ -252,5 +256,6 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
     write_text_atomic(report_path, json.dumps({
         **outcome.as_dict(), "options": options, "training": asdict(config)},
         indent=1, default=str))
-    row.update(pruned_config_path=str(config_path), report_path=str(report_path))
+    row.update(pruned_config_path=run_relative(config_path, trial_dir),
+               report_path=run_relative(report_path, trial_dir))
     row["feasible"] = status == "ok" and (target is None or target.is_met(row.get(target.metric)))

@@ -18,8 +18,8 @@ Example:
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     row = ensure_reference(settings, Path(folder))
     ...     reused = ensure_reference(settings, Path(folder))  # a finished reference is reused
-    >>> row["kind"], row["status"], reused["seconds"] == row["seconds"]
-    ('reference', 'ok', True)
+    >>> row["kind"], row["status"], row["model_path"], reused["seconds"] == row["seconds"]
+    ('reference', 'ok', 'reference/model.pt', True)
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from torch import nn
 
 from budgetsearch.cost import load_profile
 from budgetsearch.files import torch_save_atomic, write_text_atomic
-from budgetsearch.search.results import empty_row, write_row
+from budgetsearch.models import model_label
+from budgetsearch.models.deploy import save_deployable
+from budgetsearch.search.results import empty_row, resolve_row_path, run_relative, write_row
 from budgetsearch.search.settings import (
     BN_RECALIBRATION_BATCHES,
     TrialSettings,
@@ -91,19 +93,20 @@ def ensure_reference(settings: TrialSettings, run_dir: Path) -> dict[str, Any]:
         lr=settings.lr, weight_decay=settings.weight_decay, seed=settings.seed,
         device=settings.torch_device, progress=False,
         bn_recalibration_batches=BN_RECALIBRATION_BATCHES))
-    row = empty_row(f"reference-{settings.model}", "reference", settings, "", {
+    row = empty_row(f"reference-{model_label(settings.model)}", "reference", settings, "", {
         "epochs": settings.reference_epochs, "lr": settings.lr})
     row.update(kind="reference", pruner=None, status=result.status, failure=result.failure,
                accuracy=result.test_accuracy, val_accuracy=result.val_accuracy)
     if result.status != "ok":
         row["seconds"] = time.perf_counter() - start
         write_row(folder, row)
-        raise RuntimeError(f"the unpruned reference {settings.model} did not train "
+        raise RuntimeError(f"the unpruned reference {model_label(settings.model)} did not train "
                            f"({result.failure}); no trial can start from it")
     profile = load_profile(settings.device_profile) if settings.device_profile else None
     row.update(settings_inventory(settings).price(profile=profile).as_dict())
     model_path = folder / MODEL_FILE
     torch_save_atomic(model.cpu().eval(), model_path)
+    save_deployable(model, torch.zeros(1, *shape), folder)  # model.ts: plain PyTorch
     # Plain tensors: trials rebuild the network from the run's factory and load these, so any
     # architecture works (a pickled module of a user's class would be refused on load).
     torch_save_atomic(model.state_dict(), folder / STATE_FILE)
@@ -112,17 +115,19 @@ def ensure_reference(settings: TrialSettings, run_dir: Path) -> dict[str, Any]:
     write_text_atomic(config_path, json.dumps({
         "model": settings.model, "width": settings.width, "input_shape": list(shape),
         "num_classes": data.num_classes}, indent=1))
-    row["pruned_config_path"] = str(config_path)
+    row["pruned_config_path"] = run_relative(config_path, folder)
     target = settings.target
-    row.update(model_path=str(model_path), seconds=time.perf_counter() - start,
+    row.update(model_path=run_relative(model_path, folder), seconds=time.perf_counter() - start,
                feasible=target is None or target.is_met(row.get(target.metric)))
     write_row(folder, row)  # last: a row.json means the model file is complete
     return row
 
 
-def reference_state_path(row: dict[str, Any]) -> Path:
-    """The reference's ``state_dict.pt`` (next to its ``model.pt``)."""
-    return Path(row["model_path"]).with_name(STATE_FILE)
+def reference_state_path(row: dict[str, Any], run_dir: Path | None = None) -> Path:
+    """The reference's ``state_dict.pt`` (next to its ``model.pt``; the row's path is read
+    against ``run_dir``, the run folder)."""
+    path = resolve_row_path(row["model_path"], run_dir) if run_dir is not None else None
+    return (path or Path(row["model_path"])).with_name(STATE_FILE)
 
 
 def load_reference_weights(model: nn.Module, path: str | Path) -> nn.Module:

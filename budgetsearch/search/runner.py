@@ -29,13 +29,18 @@ import yaml
 
 from budgetsearch.cost import load_profile, resolve_profile_name
 from budgetsearch.files import write_text_atomic
-from budgetsearch.models.files import load_model_file
 from budgetsearch.pruners import pruner_class, search_order
 from budgetsearch.search.objective import validate_space
 from budgetsearch.search.optuna_driver import STUDY_FILE, OptunaOptions, run_optuna
 from budgetsearch.search.plan import TargetPlan, plan_target
 from budgetsearch.search.request import ENGINES, RunRequest
-from budgetsearch.search.results import best_feasible, results_frame, write_results
+from budgetsearch.search.results import (
+    best_feasible,
+    failure_summary,
+    load_row_model,
+    results_frame,
+    write_results,
+)
 from budgetsearch.search.settings import TrialSettings, input_shape, trial_data
 from budgetsearch.search.space import SearchSpace, load_space
 
@@ -55,6 +60,8 @@ class RunSummary:
     notes: list[str]
     measured_latency_ms: float | None = None
     plan: TargetPlan | None = None
+    #: Set when every trial failed, or none met the target: why, with the first failure's reason.
+    failure: str | None = None
 
 
 def choose_space(request: RunRequest) -> tuple[SearchSpace, TargetPlan | None, list[str]]:
@@ -127,6 +134,9 @@ def write_config(run_dir: Path, request: RunRequest, space: SearchSpace, notes: 
                  command: str = "") -> Path:
     """The resolved config (every setting, the search space as used), next to the results."""
     config = resolved_config(request, space, notes, command)
+    # Where the data came from and how it was normalised (derived from the settings, so not
+    # compared on --resume).
+    config["data"] = trial_data(request.settings).description
     path = run_dir / CONFIG_FILE
     write_text_atomic(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     return path
@@ -165,7 +175,8 @@ def check_resume(run_dir: Path, request: RunRequest, space: SearchSpace) -> None
     new = yaml.safe_load(yaml.safe_dump(resolved_config(request, space, []), allow_unicode=True))
     before, after = _flatten(old), _flatten(new)
     changed = sorted(k for k in set(before) | set(after)
-                     if k not in _RESUME_MAY_CHANGE and before.get(k) != after.get(k))
+                     if k not in _RESUME_MAY_CHANGE and not k.startswith("data.")
+                     and before.get(k) != after.get(k))
     if changed:
         shown = "; ".join(f"{k}: {before.get(k)!r} then, {after.get(k)!r} now" for k in changed[:4])
         more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
@@ -230,7 +241,8 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
                      f"(trained {settings.reference_epochs:g} epoch(s) in "
                      f"{reference['seconds']:.0f} s; trials start from it)")
         # Absolute: Ray workers run in other folders.
-        settings = replace(settings, reference_path=str(reference_state_path(reference).resolve()))
+        settings = replace(settings, reference_path=str(
+            reference_state_path(reference, run_dir).resolve()))
     bar = _progress_bar(request.optuna.trials) if progress else None
     try:
         if request.engine == "ray":
@@ -252,14 +264,14 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
     if best is not None and settings.device_profile and _is_local_cpu(settings.device_profile) \
             and isinstance(best.get("model_path"), str):
         try:
-            model = load_model_file(best["model_path"])
+            model = load_row_model(best, run_dir)
         except (ValueError, FileNotFoundError) as error:
             notes.append(f"latency not measured here: {error}")
         else:
             measured = measure_latency_ms(model, input_shape(settings),
                                           threads=_profile_threads(settings))
     return RunSummary(run_dir, table, None if best is None else best.to_dict(), notes,
-                      measured, plan)
+                      measured, plan, failure_summary(table, best))
 
 
 def _is_local_cpu(profile_name: str) -> bool:

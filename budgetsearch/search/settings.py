@@ -17,7 +17,7 @@ import torch
 
 from budgetsearch.cost import LayerInventory, Target, layer_inventory
 from budgetsearch.data import DatasetSplits, load_dataset
-from budgetsearch.models import build_model
+from budgetsearch.models import build_model, model_label
 from budgetsearch.profiling import anchors as _drift_check  # noqa: F401 (registers it)
 
 # Short pruning runs leave BN running statistics far behind the (re-gated) weights: the eval
@@ -33,8 +33,11 @@ class TrialSettings:
     unpruned network once, by the runner).
     """
 
+    #: A model spec (:mod:`budgetsearch.models.spec`): a built-in name, ``/abs/file.py:FACTORY``
+    #: or ``package.module:FACTORY``.
     model: str = "wrn-16-2"
     width: float = 1.0
+    #: A data set name or an image folder's absolute path.
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     train_subset: int | None = 2000
@@ -53,31 +56,61 @@ class TrialSettings:
     # random weights, without a teacher.
     reference_epochs: float = 2.0
     reference_path: str | None = None
+    #: ``(C, H, W)`` an image folder's images are converted and resized to (None: as they are).
+    input_shape: tuple[int, int, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain mapping (for the resolved config)."""
         data = asdict(self)
         data["target"] = None if self.target is None else self.target.as_dict()
+        data["input_shape"] = None if self.input_shape is None else list(self.input_shape)
         return data
 
 
 @functools.lru_cache(maxsize=4)
 def _splits(dataset: str, data_dir: str | None, train_subset: int | None, val_fraction: float,
-            seed: int) -> DatasetSplits:
+            seed: int, shape: tuple[int, int, int] | None) -> DatasetSplits:
     return load_dataset(dataset, data_dir=data_dir, train_subset=train_subset,
-                        val_fraction=val_fraction, seed=seed)
+                        val_fraction=val_fraction, seed=seed, input_shape=shape)
 
 
 def trial_data(settings: TrialSettings) -> DatasetSplits:
     """The run's data split, loaded once per worker process (every trial uses the same)."""
+    shape = None if settings.input_shape is None else tuple(int(v) for v in settings.input_shape)
     return _splits(settings.dataset, settings.data_dir, settings.train_subset,
-                   settings.val_fraction, settings.seed)
+                   settings.val_fraction, settings.seed, shape)  # type: ignore[arg-type]
 
 
 def input_shape(settings: TrialSettings) -> tuple[int, int, int]:
     """``(channels, height, width)`` of one input image of the run's data."""
+    return trial_data(settings).input_shape
+
+
+def check_network(settings: TrialSettings) -> torch.nn.Module:
+    """Build the run's network and run it on a batch of two of the data's shape, so that a
+    model that does not fit the data is refused before any file is written.
+
+    Raises:
+        ValueError: the spec or the factory fails (see :func:`~budgetsearch.models.build_model`),
+            or the network does not take the data's images or does not return one score per
+            class (the message names the model, the shapes and the rule).
+    """
     data = trial_data(settings)
-    return (data.in_channels, data.image_size, data.image_size)
+    model = build_network(settings)
+    shape = data.input_shape
+    label = model_label(settings.model)
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *shape))
+    except Exception as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(f"model {label!r} fails on the data's {'x'.join(map(str, shape))} "
+                         f"images ({type(error).__name__}: {text})") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, data.num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"model {label!r} returns {got} for a batch of 2 images, expected "
+                         f"(2, {data.num_classes}): one score per class of {settings.dataset}")
+    return model
 
 
 def build_network(settings: TrialSettings) -> torch.nn.Module:

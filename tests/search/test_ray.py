@@ -292,7 +292,7 @@ def test_sweep_on_a_cluster_fills_results_csv(ray_cluster: SimpleNamespace, tmp_
     assert list(table["trial_id"]) == ["ray-00001", "ray-00002", "ray-00003"]
     assert set(table["engine"]) == {"ray"} and set(table["status"]) == {"ok"}
     assert table["hp_lam"].between(0.1, 1.0).all() and table["params"].gt(0).all()
-    assert all(Path(p).is_file() for p in table["model_path"])
+    assert all((out / p).is_file() for p in table["model_path"])  # relative to the run folder
     assert not ray.is_initialized()  # the driver let go of the cluster
 
 
@@ -333,8 +333,8 @@ def test_interrupted_sweep_resumes_without_redoing_trials(
     assert proc.returncode == 130 and "--resume" in err, err
     done = _results(out)
     assert 1 <= len(done) < 3
-    model_times = {t: Path(p).stat().st_mtime for t, p in zip(done["trial_id"],
-                                                                done["model_path"])}
+    model_times = {t: (out / p).stat().st_mtime for t, p in zip(done["trial_id"],
+                                                                  done["model_path"])}
 
     assert main([*args, "--resume"]) == 0, capsys.readouterr().err
     table = _results(out)
@@ -343,5 +343,5 @@ def test_interrupted_sweep_resumes_without_redoing_trials(
     kept = table.set_index("trial_id").loc[list(done["trial_id"]), "seconds"]
     assert list(kept) == pytest.approx(list(done["seconds"]))  # the same rows, not redone
     for trial_id, mtime in model_times.items():
-        assert Path(table.set_index("trial_id").loc[trial_id, "model_path"]).stat().st_mtime \
+        assert (out / table.set_index("trial_id").loc[trial_id, "model_path"]).stat().st_mtime \
             == mtime

@@ -242,14 +242,16 @@ def test_reference_trained_once_then_trials_start_from_it(tmp_path: Path,
     row = ensure_reference(settings, tmp_path)
     assert row["kind"] == "reference" and row["status"] == "ok" and row["params"] > 0
     from budgetsearch.pareto.reprice import PrunedConfig, price_config
-    dense = price_config(PrunedConfig.load(row["pruned_config_path"]))  # re-priceable
+    # Re-priceable; paths are relative to the run folder (a moved run still finds its files).
+    assert row["pruned_config_path"] == "reference/pruned_config.json"
+    dense = price_config(PrunedConfig.load(tmp_path / row["pruned_config_path"]))
     assert dense.params == row["params"]
     weights = tmp_path / "reference" / "model.pt"
     stamp = weights.stat().st_mtime_ns
     assert ensure_reference(settings, tmp_path)["accuracy"] == row["accuracy"]  # reused
     assert weights.stat().st_mtime_ns == stamp
     # Trials load the reference's plain state_dict (any architecture), next to its model.pt.
-    state = reference_state_path(row)
+    state = reference_state_path(row, tmp_path)
     assert state == weights.with_name("state_dict.pt") and state.is_file()
     reference = torch.load(state, weights_only=True)
     whole = torch.load(weights, weights_only=False).state_dict()
