@@ -82,3 +82,32 @@ def test_a_file_that_does_not_import_is_one_line(tmp_path: Path) -> None:
 def test_width_needs_a_width_parameter(model_file: Path) -> None:
     with pytest.raises(ValueError, match="takes no width_multiplier"):
         build_model(f"{model_file}:small_cnn", width_multiplier=0.5)
+
+
+def test_a_file_model_with_its_own_classes_pickles(tmp_path: Path) -> None:
+    # The run saves model.pt of the reference and of every trial: a class defined in the user's
+    # file must pickle (it failed with "import of module 'budgetsearch_user_models.…' failed").
+    import io
+
+    import torch
+
+    from budgetsearch.models import build_model
+
+    path = tmp_path / "own.py"
+    path.write_text(
+        "from torch import nn\n"
+        "class Twice(nn.Module):\n"
+        "    def __init__(self, num_classes):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(4, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        return 2 * self.fc(x.flatten(1))\n"
+        "def make(num_classes=10):\n"
+        "    return Twice(num_classes)\n")
+    model = build_model(f"{path}:make", num_classes=3, in_channels=1)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    x = torch.randn(2, 1, 2, 2)
+    assert torch.equal(again(x), model(x))

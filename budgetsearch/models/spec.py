@@ -40,8 +40,10 @@ from budgetsearch.models import registry
 ModelFactory = Callable[..., nn.Module]
 _MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _ATTRIBUTE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-#: Package name under which user model files are imported (one module per file).
-USER_MODULE_PREFIX = "budgetsearch_user_models"
+#: Prefix of the module names under which user model files are imported (one top-level module
+#: per file: pickle imports a class's module by name, and a dotted name would need a parent
+#: package that does not exist).
+USER_MODULE_PREFIX = "budgetsearch_user_model"
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def _import_file(spec: str, path: Path) -> Any:
         raise ValueError(f"model {spec!r}: file {path} does not exist")
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
     stem = re.sub(r"\W", "_", path.stem)
-    name = f"{USER_MODULE_PREFIX}.{stem}_{digest}"
+    name = f"{USER_MODULE_PREFIX}_{stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
     location = importlib.util.spec_from_file_location(name, path)
