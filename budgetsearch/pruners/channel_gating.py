@@ -2,7 +2,8 @@
 
 :func:`attach_group_gates` gives each prunable :class:`~budgetsearch.pruners.channel_groups.
 ChannelGroup` one :class:`~budgetsearch.pruners.hard_concrete.HardConcreteGate` of the group's
-width, registered on the model as the ``ModuleDict`` ``model.channel_group_gates`` (so ``.to()``,
+width, registered as the ``ModuleDict`` ``channel_group_gates`` under the first gate site (a leaf
+layer, so that a container that calls its children in turn does not call it; ``.to()``,
 ``.train()`` and ``state_dict()`` reach them). Forward hooks multiply the output of each gate site
 (the group's BatchNorms, or a producing conv/linear without one) by the gate: one draw per model
 forward, shared by all sites of a group. This equals BatchNorm with scale ``γ·z`` and shift
@@ -72,8 +73,10 @@ class GroupGating:
     """Gates on a model's channel groups; see the module docstring. Made by
     :func:`attach_group_gates`."""
 
-    def __init__(self, model: nn.Module, groups: ChannelGroups, gates: nn.ModuleDict) -> None:
+    def __init__(self, model: nn.Module, groups: ChannelGroups, gates: nn.ModuleDict,
+                 holder: nn.Module) -> None:
         self.model = model
+        self.holder = holder
         self.groups = groups
         self.gates = gates
         self._keys = {group.name: f"g{i}" for i, group in enumerate(groups.prunable)}
@@ -144,8 +147,8 @@ class GroupGating:
     def remove(self) -> None:
         """Take the gates and hooks off the model (it computes as before attaching)."""
         self._uninstall()
-        if GATES_ATTRIBUTE in self.model._modules:
-            delattr(self.model, GATES_ATTRIBUTE)
+        if GATES_ATTRIBUTE in self.holder._modules:
+            delattr(self.holder, GATES_ATTRIBUTE)
 
     def _draw(self, module: nn.Module, inputs: Any) -> None:
         # one draw per forward pass, shared by every site of a group (sampled in training)
@@ -198,11 +201,11 @@ class GroupGating:
         values = {self._keys[name]: gate.deterministic().detach()
                   for name, gate in self.named_gates()}
         self._uninstall()
-        gates = self.model._modules.pop(GATES_ATTRIBUTE)
+        gates = self.holder._modules.pop(GATES_ATTRIBUTE)
         try:
             compact = copy.deepcopy(self.model)
         finally:
-            self.model._modules[GATES_ATTRIBUTE] = gates
+            self.holder._modules[GATES_ATTRIBUTE] = gates
             self._install()
         for layer in self._sites:
             module = compact.get_submodule(layer)
@@ -240,7 +243,7 @@ def attach_group_gates(
     Raises:
         ValueError: the model already has gates, or ``groups`` names layers it does not have.
     """
-    if hasattr(model, GATES_ATTRIBUTE):
+    if gates_holder(model) is not None:
         raise ValueError(f"model already has {GATES_ATTRIBUTE!r}; call remove() on its gating "
                          f"before attaching new gates")
     modules = dict(model.named_modules())
@@ -254,5 +257,14 @@ def attach_group_gates(
         f"g{i}": HardConcreteGate(g.width, init_log_alpha=init_log_alpha, min_alive=1)
         for i, g in enumerate(groups.prunable)
     }).to(device)
-    model.add_module(GATES_ATTRIBUTE, gates)
-    return GroupGating(model, groups, gates)
+    # The gates hang under the first gate site (a leaf layer), not under the model: a container
+    # whose forward runs its children in turn (nn.Sequential, a user's own) would call them.
+    first = next((site for g in groups.prunable for site in g.gate_sites), None)
+    holder = modules[first] if first is not None else model
+    holder.add_module(GATES_ATTRIBUTE, gates)
+    return GroupGating(model, groups, gates, holder)
+
+
+def gates_holder(model: nn.Module) -> nn.Module | None:
+    """The module that holds ``model``'s group gates (``GATES_ATTRIBUTE``), or None."""
+    return next((m for m in model.modules() if GATES_ATTRIBUTE in m._modules), None)

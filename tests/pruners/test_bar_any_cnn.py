@@ -19,6 +19,7 @@ from budgetsearch.models import build_model
 from budgetsearch.pruners import build_pruner
 from budgetsearch.pruners.bar import BARPruner
 from budgetsearch.pruners.base import BudgetInfeasible, Pruner
+from budgetsearch.pruners.channel_gating import gates_holder
 from budgetsearch.pruners.channel_group_cost import kept_channels
 from budgetsearch.pruners.channel_groups import INPUT_REASON, OUTPUT_REASON
 from budgetsearch.pruners.channel_magnitude import ChannelMagnitudePruner
@@ -186,12 +187,12 @@ def test_budget_below_one_channel_per_group_is_refused_at_prepare() -> None:
         BARPruner(target=Target("params", 0.9 * smallest, text="x"), distillation=False).prepare(
             SEGroupedNet(), EXAMPLE)
     assert refused.value.minimum == smallest
-    assert hasattr(model, "channel_group_gates")
+    assert gates_holder(model) is not None
     refused_model = SEGroupedNet()
     with pytest.raises(BudgetInfeasible):
         BARPruner(budget=0.5 * smallest / probe.full_cost["params"], metric="params",
                   distillation=False).prepare(refused_model, EXAMPLE)
-    assert not hasattr(refused_model, "channel_group_gates")  # gates taken off again
+    assert not gates_holder(refused_model) is not None  # gates taken off again
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in refused_model.modules())
 
 

@@ -14,7 +14,7 @@ from fvcore.nn import FlopCountAnalysis, parameter_count
 from torch import nn
 
 from budgetsearch.cost.inventory import LayerInventory, layer_inventory
-from budgetsearch.pruners.channel_gating import GroupGating, attach_group_gates
+from budgetsearch.pruners.channel_gating import GroupGating, attach_group_gates, gates_holder
 from budgetsearch.pruners.channel_group_cost import expected_kept_channels
 from budgetsearch.pruners.channel_groups import (
     INPUT_REASON,
@@ -278,7 +278,7 @@ def test_remove_restores_the_model() -> None:
     gating.remove()
     with torch.no_grad():
         assert torch.equal(model(x), before)
-    assert not hasattr(model, "channel_group_gates")
+    assert not gates_holder(model) is not None
 
 
 def test_bad_input_is_refused() -> None:
@@ -299,3 +299,16 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="must have shape"):
         expected_kept_channels(groups, {g.name: torch.ones(1) for g in groups.prunable},
                                layer_inventory(TinyNet(), x))
+
+
+def test_gates_on_a_sequential_model_stay_out_of_its_forward() -> None:
+    # nn.Sequential calls every child in turn: gates registered on it were called as a layer
+    # ("Module [ModuleDict] is missing the required forward function").
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    x = torch.randn(2, 1, 8, 8)
+    gating = attach_group_gates(model, find_channel_groups(model, x))
+    assert gates_holder(model) is not model
+    assert model.eval()(x).shape == (2, 3)
+    gating.remove()
+    assert gates_holder(model) is None
