@@ -672,13 +672,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     given = [f"--{k.replace('_', '-')}" for k, v in ray_options.items() if v is not None]
     if args.engine != "ray" and given:
         raise UsageError(f"{', '.join(given)} need(s) --engine ray, got --engine {args.engine}")
+    if args.widths is not None and args.no_families:
+        raise UsageError("--widths sets the family search's bases; drop it or --no-families")
     request = RunRequest(
         settings=trial_settings, pruner=args.pruner, space=args.space, engine=args.engine,
         optuna=OptunaOptions(trials=settings["trials"], timeout_s=timeout, sampler=args.sampler,
                              objectives=objectives,
                              seed=int(settings["seed"] if settings["sampler_seed"] is None
                                       else settings["sampler_seed"]),
-                             prune=not args.no_pruning),
+                             prune=not args.no_pruning, pruning=args.pruning),
+        families=not args.no_families, widths=args.widths,
         **{k: v for k, v in ray_options.items() if v is not None},
     )
     if args.engine == "ray":
@@ -720,8 +723,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     table = summary.table
     counts = table["status"].value_counts().to_dict() if len(table) else {}
     print(f"{len(table)} trial(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    columns = [c for c in ("trial_id", "status", "accuracy", "val_accuracy", "params", "flops",
-                           "latency_ms", "feasible", "seconds") if c in table.columns]
+    shown = ("trial_id", *(("family",) if summary.families is not None else ()), "status",
+             "accuracy", "val_accuracy", "params", "flops", "latency_ms", "feasible", "seconds")
+    columns = [c for c in shown if c in table.columns]
     if len(table):
         print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     best = summary.best
@@ -730,7 +734,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if best is not None:
         latency = best.get("latency_ms")
         what = ("the unpruned reference: no pruned trial was more accurate"
-                if best.get("kind") == "reference" else best["pruner"])
+                if best.get("kind") == "reference" else
+                best["family"] if summary.families is not None else best["pruner"])
         line = f"best feasible: {best['trial_id']} ({what}), test accuracy {best['accuracy']:.4f}"
         if latency is not None and args.device:
             line += f", predicted latency on {best.get('device') or args.device}: " \
@@ -740,6 +745,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(line + f", {int(best['params']):,} parameters")
         print(f"model: {out / str(best['model_path'])}  (deploy: budgetsearch export {out} "
               f"--trial {best['trial_id']} --format onnx --out model.onnx)")
+    if summary.families is not None:
+        print(summary.families.describe())
     resolved = (trial_settings if summary.plan is None
                 else dataclasses.replace(trial_settings, target=summary.plan.target))
     plot = plot_run(table, out, resolved) if len(table) else None
@@ -779,6 +786,17 @@ def plot_run(table: Any, run_dir: Path, settings: Any) -> Path | None:
     return next((p for p in paths if p.suffix == ".png"), paths[0] if paths else None)
 
 
+def _width_list(text: str) -> tuple[float, ...]:
+    try:
+        widths = tuple(float(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        widths = ()
+    if not widths or any(not 0 < w <= 16 for w in widths):
+        raise argparse.ArgumentTypeError(
+            f"must be width multipliers in (0, 16] separated by commas, like 0.5,1,2, got {text!r}")
+    return widths
+
+
 def _add_run_parser(sub: Any) -> None:
     from budgetsearch.data import dataset_names
     from budgetsearch.pruners import pruner_names, search_order
@@ -815,7 +833,18 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--objectives", default="accuracy",
                    help="accuracy (constrained) or accuracy,latency (multi-objective)")
     p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
-    p.add_argument("--no-pruning", action="store_true", help="no early stopping of trials")
+    p.add_argument("--no-pruning", action="store_true",
+                   help="no early stopping of trials (as --pruning none)")
+    p.add_argument("--pruning", choices=["sha", "hyperband", "median", "none"], default="sha",
+                   help="Optuna early stopping, epochs as the resource (trials report validation "
+                   "accuracy every quarter epoch): successive halving (default), Hyperband, "
+                   "median, none")
+    p.add_argument("--no-families", action="store_true",
+                   help="search one base network's pruner only (the default compares families: "
+                   "dense networks of other widths/depths and pruned wider/deeper ones)")
+    p.add_argument("--widths", type=_width_list, metavar="W,W,...",
+                   help="width multipliers of the family search's bases (default "
+                   "0.5,0.75,1,1.5,2)")
     p.add_argument("--trials", type=_positive_int, help="trials in total (default 12)")
     p.add_argument("--timeout", help="stop starting trials after this long: 30m, 90s, 2h")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

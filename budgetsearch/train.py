@@ -46,11 +46,18 @@ from budgetsearch.train_hooks import (
     phases_of,
 )
 
-__all__ = ["Phase", "StepContext", "TrainConfig", "TrainResult", "TrainingHooks", "evaluate",
-           "recalibrate_batchnorm", "seed_everything", "train", "train_phases"]
+__all__ = ["Phase", "ProgressCallback", "StepContext", "TrainConfig", "TrainResult",
+           "TrainingHooks", "evaluate", "recalibrate_batchnorm", "seed_everything", "train",
+           "train_phases"]
 
 OptimizerName = Literal["sgd", "adam"]
 ScheduleName = Literal["cosine", "cosine-restarts", "constant"]
+#: ``on_progress(epochs, val_accuracy) -> stop``: called during training with the epochs trained
+#: so far and the validation accuracy; True stops the run (``status="stopped"``).
+ProgressCallback = Callable[[float, float], bool]
+#: BatchNorm re-estimation before an intermediate score: fewer batches than the final one (a
+#: report every quarter epoch would otherwise cost more than the training between reports).
+PROGRESS_RECALIBRATION_BATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """Outcome of a run. ``status`` is "ok" or "failed" (then ``failure`` says why);
+    """Outcome of a run. ``status`` is "ok", "failed" (then ``failure`` says why) or "stopped"
+    (``on_progress`` asked to stop; ``val_accuracy`` is the last one reported, no test score);
     ``acceleration`` names the precision and memory format used (e.g. "bf16+channels_last")."""
 
     status: str
@@ -259,6 +267,9 @@ def train(
     config: TrainConfig,
     *,
     hooks: TrainingHooks | None = None,
+    on_progress: ProgressCallback | None = None,
+    progress_every: float = 0.25,
+    epoch_offset: float = 0.0,
 ) -> TrainResult:
     """Train ``model`` on ``data.train`` and evaluate it on ``data.test`` (and ``data.val``).
 
@@ -266,7 +277,16 @@ def train(
     which it happened, and the model is left as it was at that step. ``config.precision`` and
     ``config.memory_format`` choose bf16 autocast and channels_last (``result.acceleration``
     names the choice); the model goes back to contiguous parameters at the end.
+
+    With ``on_progress`` and a validation split, the model is scored on the validation split
+    each time ``epoch_offset`` + the epochs trained so far crosses a multiple of
+    ``progress_every`` before the end, and ``on_progress(epochs, accuracy)`` may stop the run
+    (multi-fidelity search: epochs are the resource). The end of the run is not reported here
+    (its score is in the result).
     """
+    if not (progress_every > 0 and math.isfinite(progress_every)):
+        raise ValueError(f"progress_every must be a positive number of epochs, "
+                         f"got {progress_every!r}")
     hooks = hooks or _DefaultHooks()
     seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -288,6 +308,9 @@ def train(
     epoch = 0
     running_loss = float("nan")
     failure: str | None = None
+    stopped = False
+    last_reported: float | None = None
+    last_mark = math.floor(epoch_offset / progress_every + 1e-9)
     bar = tqdm(total=total_steps, disable=not config.progress, desc="train", leave=False,
                dynamic_ncols=True)
     model.train()
@@ -329,6 +352,20 @@ def train(
             if step % 20 == 0 or step == total_steps:
                 history.append({"step": step, "loss": value, **{
                     f"loss_{k}": float(v.detach()) for k, v in terms.items()}})
+            done = epoch_offset + step / steps_per_epoch
+            mark = math.floor(done / progress_every + 1e-9)
+            if on_progress is not None and val_loader is not None and step < total_steps \
+                    and mark > last_mark:
+                last_mark = mark
+                recalibrate_batchnorm(model, train_loader, device=device, batches=min(
+                    config.bn_recalibration_batches, PROGRESS_RECALIBRATION_BATCHES))
+                last_reported = evaluate(model, val_loader, device,
+                                         acceleration=acceleration.without_autocast())
+                if on_progress(done, last_reported):
+                    stopped = True
+                    break
+        if stopped:
+            break
         epoch += 1
     bar.close()
 
@@ -337,6 +374,11 @@ def train(
         return TrainResult("failed", None, None, running_loss, time.perf_counter() - start, step,
                            step / steps_per_epoch, failure=failure, history=history,
                            acceleration=acceleration.label)
+    if stopped:
+        acceleration.restore_model(model)
+        return TrainResult("stopped", None, last_reported, running_loss,
+                           time.perf_counter() - start, step, step / steps_per_epoch,
+                           history=history, acceleration=acceleration.label)
     if config.bn_recalibration_batches:
         recalibrate_batchnorm(model, train_loader, batches=config.bn_recalibration_batches,
                               device=device)
@@ -375,6 +417,9 @@ def train_phases(
     *,
     on_phase_end: PhaseCallback | None = None,
     quick_intermediate: bool = True,
+    on_progress: ProgressCallback | None = None,
+    progress_every: float = 0.25,
+    epoch_offset: float = 0.0,
 ) -> TrainResult:
     """Train through the hooks' phases (a pruner's, e.g. BAR's prune → frozen → fine-tune).
 
@@ -385,6 +430,10 @@ def train_phases(
     (a full test pass per short phase costs more than the phase). Every phase sees the data in
     a different order (the seed is offset by the phase index).
 
+    ``on_progress(epochs, val_accuracy)`` (see :func:`train`) is called every ``progress_every``
+    epochs within the phases and after each phase (``epochs`` counts from ``epoch_offset``, so a
+    caller may count training done before, e.g. a reference network's); True stops the run.
+
     Returns:
         The last phase's :class:`TrainResult`, with ``steps``, ``seconds`` and ``history``
         summed over the phases that ran.
@@ -393,17 +442,27 @@ def train_phases(
     begin = getattr(hooks, "begin_phase", None)
     quick = replace(data, test=data.val) if quick_intermediate and data.val is not None else data
     results: list[TrainResult] = []
+    done = epoch_offset
     for index, phase in enumerate(phases):
         if callable(begin):
             begin(phase)
         last = index == len(phases) - 1
         phase_config = replace(config, epochs=config.epochs * phase.fraction,
                                lr=config.lr * phase.lr_factor, seed=config.seed + index)
-        result = train(model, data if last else quick, phase_config, hooks=hooks)
+        result = train(model, data if last else quick, phase_config, hooks=hooks,
+                       on_progress=on_progress, progress_every=progress_every,
+                       epoch_offset=done)
         results.append(result)
+        done += result.epochs_run
         if result.status != "ok":
             break
-        if on_phase_end is not None and on_phase_end(index, phase, result) and not last:
+        stop = on_phase_end is not None and on_phase_end(index, phase, result)
+        if on_progress is not None:
+            score = result.val_accuracy if result.val_accuracy is not None \
+                else result.test_accuracy
+            if score is not None:
+                stop = bool(on_progress(done, float(score))) or stop
+        if stop and not last:
             result.status = "stopped"
             break
     final = results[-1]

@@ -102,15 +102,15 @@ def test_api_rejects_zero_trials() -> None:
     (["--model", "vgg"], "--model must be a built-in name (resnet-20, "),
     (["--dataset", "imagenet"], "dataset must be one of cifar10, cifar100, fashion-mnist"),
     (["--pruner", "foo", "--model", "wrn-10-1", "--dataset", "synthetic"],
-     "pruner must be one of bar, channel-magnitude, erf, magnitude, got 'foo'"),
+     "pruner must be one of bar, channel-magnitude, dense, erf, magnitude, got 'foo'"),
     (["--engine", "foo"], "invalid choice: 'foo' (choose from 'optuna', 'ray')"),
-    (["--space", "nosuch"], "search space must be one of bar, channel-magnitude, erf, magnitude "
-                            "or a path"),
+    (["--space", "nosuch"], "search space must be one of bar, channel-magnitude, dense, erf, "
+                            "magnitude or a path"),
     (["--device", "..", "--target-latency", "1ms"], "device must be a profile name"),
-    (["--space", ".."], "search space must be one of bar, channel-magnitude, erf, magnitude or a "
-                        "path to a .yaml file, got '..'"),
+    (["--space", ".."], "search space must be one of bar, channel-magnitude, dense, erf, "
+                        "magnitude or a path to a .yaml file, got '..'"),
     (["--pruner", "../bar", "--model", "wrn-10-1", "--dataset", "synthetic"],
-     "pruner must be one of bar, channel-magnitude, erf, magnitude, got '../bar'"),
+     "pruner must be one of bar, channel-magnitude, dense, erf, magnitude, got '../bar'"),
 ])
 def test_unknown_names_list_the_valid_ones(argv: list[str], fragment: str, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -218,7 +218,7 @@ SPACE = "pruner: bar\nparameters:\n  lam: {type: float, low: 0.1, high: 1.0, log
      "parameters.epochs = -2.0 is not valid for pruner 'bar': epochs must be a positive number"),
     (SPACE + "fixed:\n  transition: cubic\n", "fixed.transition = 'cubic' is not valid"),
     (SPACE.replace("pruner: bar", "pruner: foo"),
-     "pruner must be one of bar, channel-magnitude, erf, magnitude, got 'foo'"),
+     "pruner must be one of bar, channel-magnitude, dense, erf, magnitude, got 'foo'"),
 ])
 def test_bad_space_file(text: str, fragment: str, tmp_path: Path,
                         capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,5 +43,5 @@ def _register(depth: int, widen_factor: int) -> None:
         return wide_resnet(depth, widen_factor, **kwargs)  # type: ignore[arg-type]
 
 
-for _depth, _k in ((10, 1), (16, 1), (16, 2), (16, 4), (16, 8), (22, 2), (28, 10)):
+for _depth, _k in ((10, 1), (16, 1), (22, 1), (16, 2), (16, 4), (16, 8), (22, 2), (28, 10)):
     _register(_depth, _k)

@@ -146,11 +146,15 @@ class Pruner(abc.ABC):
             first); None: only when named.
         param_group_optimizer: the optimizer the pruner's own groups are tuned for (``"sgd"``,
             ``"adam"``), None: the weights' own.
+        starts_from_reference: True: a search trial starts from the run's trained unpruned
+            network (and may distil from it); False: from random weights, trained for the
+            reference's epochs as well, so that its trial costs the same compute (``dense``).
     """
 
     name: ClassVar[str]
     granularity: ClassVar[Granularity]
     search_rank: ClassVar[int | None] = None
+    starts_from_reference: ClassVar[bool] = True
     param_group_optimizer: str | None = None
 
     def __init__(self, *, target: Target | None = None,

@@ -7,8 +7,13 @@ device profile (it turns the target into its own budget), ``prepare`` raises
 :class:`~budgetsearch.pruners.BudgetInfeasible` before any training when the target cannot be
 met (the trial is recorded ``"infeasible"``), one trainer runs the pruner's phases, and the
 result is re-priced from ``pruned_configuration()`` on the whole network. Intermediate accuracy
-goes to ``report(step, accuracy)`` after each phase; when that returns True the trial stops and
-is recorded as ``"pruned"``.
+goes to ``report(step, accuracy)`` after each phase (and every ``report_every`` epochs with it
+given); when that returns True the trial stops and is recorded as ``"pruned"``. ``step`` counts
+hundredths of an epoch of training behind the network, the reference's included for a trial that
+starts from it, so that trials of every family are compared at equal compute.
+
+A pruner whose class says ``starts_from_reference = False`` (``dense``) starts from random
+weights, without a teacher, and trains ``reference_epochs`` more than the sampled ``epochs``.
 
 Example:
     >>> from pathlib import Path
@@ -67,12 +72,14 @@ from budgetsearch.train import Phase, TrainConfig, TrainResult, seed_everything,
 
 __all__ = [
     "ARTIFACT_COLUMNS", "BN_RECALIBRATION_BATCHES", "INTERRUPTED_BY_KILL",
-    "INTERRUPTED_BY_USER", "RESULT_COLUMNS", "ROW_FILE", "TrialSettings", "build_trial_pruner",
-    "empty_row", "full_inventory", "objective_value", "run_trial", "split_params",
-    "validate_space", "write_row",
+    "INTERRUPTED_BY_USER", "REPORT_STEPS_PER_EPOCH", "RESULT_COLUMNS", "ROW_FILE",
+    "TrialSettings", "build_trial_pruner", "empty_row", "full_inventory", "objective_value",
+    "report_step", "run_trial", "split_params", "validate_space", "write_row",
 ]
 
 ReportFn = Callable[[int, float], bool]
+#: ``report``'s step unit: hundredths of an epoch (steps are integers for Optuna's pruners).
+REPORT_STEPS_PER_EPOCH = 100
 #: A placeholder target for checking a space when the run has none (pruners validate options
 #: with a target in hand).
 _PROBE_TARGET = Target("params", fraction=0.5, text="50%")
@@ -159,10 +166,19 @@ def _accuracy_of(result: TrainResult) -> float:
     return float(value) if value is not None else float("nan")
 
 
+def report_step(epochs: float) -> int:
+    """``report``'s step for ``epochs`` of training (hundredths of an epoch)."""
+    return round(epochs * REPORT_STEPS_PER_EPOCH)
+
+
 def run_trial(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, *,
               trial_id: str, engine: str, space: SearchSpace,
-              report: ReportFn | None = None) -> dict[str, Any]:
+              report: ReportFn | None = None,
+              report_every: float | None = None) -> dict[str, Any]:
     """Run one trial and return its results row (also written to ``trial_dir/row.json``).
+
+    ``report(step, val_accuracy)`` is called after each phase and, with ``report_every``, every
+    that many epochs within them (see the module docstring for ``step``).
 
     Never raises for a failed trial: a NaN loss or an error in the pruner gives
     ``status="failed"`` with the reason in ``failure``.
@@ -173,7 +189,7 @@ def run_trial(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, 
     if settings.threads:
         torch.set_num_threads(settings.threads)
     try:
-        _run(params, settings, trial_dir, space, report, row)
+        _run(params, settings, trial_dir, space, report, report_every, row)
     except Exception as error:  # a trial's own failure is data, not a crash of the search
         row.update(status="failed", failure=f"{type(error).__name__}: {error}")
     except KeyboardInterrupt:
@@ -187,25 +203,35 @@ def run_trial(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, 
     return row
 
 
-def _start_network(settings: TrialSettings) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+def _start_network(settings: TrialSettings, from_reference: bool = True
+                   ) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """The trial's network (the run's reference weights where there are) and its teacher (a
     frozen copy of the trained reference, or None when trials start from random weights)."""
     seed_everything(settings.seed)
     model = build_network(settings)
-    if settings.reference_path is None:
+    if settings.reference_path is None or not from_reference:
         return model, None
     load_reference_weights(model, settings.reference_path)
     return model, copy.deepcopy(model).eval()
 
 
 def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space: SearchSpace,
-         report: ReportFn | None, row: dict[str, Any]) -> None:
+         report: ReportFn | None, report_every: float | None, row: dict[str, Any]) -> None:
     target = settings.target
     training, options = split_params(params, space)
     profile = load_profile(settings.device_profile) if settings.device_profile else None
     data = trial_data(settings)
     shape = input_shape(settings)
-    model, teacher = _start_network(settings)
+    from_reference = pruner_class(space.pruner).starts_from_reference
+    model, teacher = _start_network(settings, from_reference)
+    epochs = float(training.get("epochs", settings.epochs))
+    # The compute behind the network: a trial from the reference adds to the reference's epochs;
+    # one from scratch trains those epochs itself.
+    behind = 0.0
+    if not from_reference:
+        epochs += settings.reference_epochs
+    elif settings.reference_path is not None:
+        behind = settings.reference_epochs
     pruner = build_trial_pruner(space, options, target, profile, teacher)
     try:
         model = pruner.prepare(model, torch.zeros(1, *shape))
@@ -216,17 +242,27 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
                    **{error.metric: error.minimum})
         return
     config = TrainConfig(
-        epochs=float(training.get("epochs", settings.epochs)),
+        epochs=epochs,
         batch_size=int(training.get("batch_size", settings.batch_size)),
         optimizer="adam", lr=float(training.get("lr", settings.lr)),
         weight_decay=float(training.get("weight_decay", settings.weight_decay)),
         seed=settings.seed, device=settings.torch_device, progress=False,
         bn_recalibration_batches=BN_RECALIBRATION_BATCHES,
     )
-    def on_phase_end(index: int, phase: Phase, result: TrainResult) -> bool:
-        return report is not None and bool(report(index + 1, _accuracy_of(result)))
+    def on_progress(done: float, accuracy: float) -> bool:
+        return report is not None and bool(report(report_step(done), accuracy))
 
-    result = train_phases(model, data, config, pruner, on_phase_end=on_phase_end)
+    if report_every is not None:
+        result = train_phases(model, data, config, pruner, on_progress=on_progress,
+                              progress_every=report_every, epoch_offset=behind)
+    else:  # one report per phase (Ray's ASHA counts reports as its resource)
+        phase_ends = [behind]
+
+        def on_phase_end(index: int, phase: Phase, result: TrainResult) -> bool:
+            phase_ends.append(phase_ends[-1] + result.epochs_run)
+            return on_progress(phase_ends[-1], _accuracy_of(result))
+
+        result = train_phases(model, data, config, pruner, on_phase_end=on_phase_end)
     # on_phase_end reported every phase, the last one included (its answer ignored: it ended).
     status = "pruned" if result.status == "stopped" else result.status
     # A trial stopped early was scored on the validation set only, mid-pruning: its "test

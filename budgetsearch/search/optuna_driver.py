@@ -2,10 +2,17 @@
 
 Single objective (default): maximize accuracy subject to ``cost − target ≤ 0`` through
 ``Trial.set_constraint`` (Optuna 5's replacement of ``constraints_func``; TPE by
-default), with trial pruning on intermediate accuracy
-(``MedianPruner``). Multi-objective (``objectives=("accuracy", "latency")``): NSGA-II over
-accuracy (max) and the cost (min), same constraint. The storage is ``RUN_DIR/study.db``; open it
-with ``optuna-dashboard sqlite:///RUN_DIR/study.db``.
+default), with trial pruning on intermediate accuracy: multi-fidelity with epochs as the
+resource (``pruning="sha"``: ``SuccessiveHalvingPruner``; ``"hyperband"``; ``"median"``:
+``MedianPruner``; ``"none"``), trials reporting validation accuracy every
+:data:`REPORT_EVERY_EPOCHS` epochs. Multi-objective
+(``objectives=("accuracy", "latency")``): NSGA-II over accuracy (max) and the cost (min), same
+constraint. The storage is ``RUN_DIR/study.db``; open it with
+``optuna-dashboard sqlite:///RUN_DIR/study.db``.
+
+With ``candidates`` (a family search, :mod:`budgetsearch.search.families`) each trial samples
+its family first (``candidate``), then that family's parameters (``PRUNER.PARAM``); TPE is then
+multivariate and grouped, so that it models each family's parameters together.
 
 Resume: the study is loaded by name; trials that finished (complete, pruned or failed) are kept
 and not redone; a trial left RUNNING by a killed process is marked FAIL, gets a ``failed`` row
@@ -15,14 +22,16 @@ that says it was interrupted, and its slot is re-run (it does not count towards 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from budgetsearch.cost import Target, is_met
 from budgetsearch.cost.metrics import ALIASES
-from budgetsearch.search.objective import run_trial
+from budgetsearch.search.families import Candidate, candidate_settings, suggest_candidate
+from budgetsearch.search.objective import report_step, run_trial
 from budgetsearch.search.results import (
     INTERRUPTED_BY_KILL,
     ROW_FILE,
@@ -39,6 +48,12 @@ STUDY_NAME = "budgetsearch"
 STUDY_FILE = "study.db"
 OBJECTIVES = ("accuracy", "latency_ms", "flops", "params", "activation_volume")
 ProgressFn = Callable[[dict[str, Any]], None]
+PRUNINGS = ("sha", "hyperband", "median", "none")
+#: How often a trial reports its validation accuracy (epochs): the resource's grain.
+REPORT_EVERY_EPOCHS = 0.25
+#: Successive halving: keep the best third at each rung (rungs at 0.25, 0.75, 2.25, ... epochs of
+#: training behind the network, a trial's reference included).
+REDUCTION_FACTOR = 3
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,8 @@ class OptunaOptions:
 
     ``seed`` seeds the sampler only; the data split, weight init and training follow
     :attr:`TrialSettings.seed`, so sampler seeds can vary over one split and one reference.
+    ``pruning`` picks the early stopping (one of :data:`PRUNINGS`); ``prune=False`` turns it
+    off whatever ``pruning`` says (``--no-pruning``).
     """
 
     trials: int | None = 10
@@ -56,6 +73,7 @@ class OptunaOptions:
     seed: int = 0
     prune: bool = True
     n_startup_trials: int = 3
+    pruning: str = "sha"
 
     def __post_init__(self) -> None:
         known = {name: name for name in OBJECTIVES}
@@ -64,6 +82,9 @@ class OptunaOptions:
         # Unknown names stay as given and are reported below with the whole list.
         object.__setattr__(self, "objectives",
                            tuple(known.get(str(o).lower(), o) for o in self.objectives))
+        if self.pruning not in PRUNINGS:
+            raise ValueError(f"pruning must be one of {', '.join(PRUNINGS)}, "
+                             f"got {self.pruning!r}")
         if self.sampler not in ("tpe", "random"):
             raise ValueError(f"sampler must be 'tpe' or 'random', got {self.sampler!r}")
         if not self.objectives or self.objectives[0] != "accuracy" or any(
@@ -94,8 +115,27 @@ def _constraint(row: dict[str, Any]) -> float:
     return 0.0 if is_met(value, float(target)) else float(value) - float(target)
 
 
-def make_study(run_dir: Path, options: OptunaOptions, *, resume: bool) -> Any:
-    """Create (or, with ``resume``, load) the study in ``run_dir/study.db``."""
+def trial_pruner(options: OptunaOptions) -> Any:
+    """The Optuna pruner of ``options`` (multi-fidelity: epochs are the resource, reported in
+    hundredths of an epoch by :func:`~budgetsearch.search.objective.run_trial`)."""
+    import optuna
+
+    if not options.prune or options.pruning == "none" or len(options.objectives) > 1:
+        return optuna.pruners.NopPruner()
+    if options.pruning == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=options.n_startup_trials)
+    first = report_step(REPORT_EVERY_EPOCHS)
+    if options.pruning == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=first,
+                                              reduction_factor=REDUCTION_FACTOR)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=first,
+                                                  reduction_factor=REDUCTION_FACTOR)
+
+
+def make_study(run_dir: Path, options: OptunaOptions, *, resume: bool,
+               conditional: bool = False) -> Any:
+    """Create (or, with ``resume``, load) the study in ``run_dir/study.db`` (``conditional``:
+    the parameters depend on a sampled family, so TPE models them jointly per family)."""
     import optuna
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}")
@@ -105,10 +145,13 @@ def make_study(run_dir: Path, options: OptunaOptions, *, resume: bool) -> Any:
     elif multi:
         sampler = optuna.samplers.NSGAIISampler(seed=options.seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=options.seed,
-                                             n_startup_trials=options.n_startup_trials)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=options.n_startup_trials)
-              if options.prune and not multi else optuna.pruners.NopPruner())
+        extra = {"multivariate": True, "group": True} if conditional else {}
+        with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(seed=options.seed,
+                                                 n_startup_trials=options.n_startup_trials,
+                                                 **extra)
+    pruner = trial_pruner(options)
     directions = ["maximize"] + ["minimize"] * (len(options.objectives) - 1)
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, sampler=sampler,
                                 pruner=pruner, directions=directions, load_if_exists=resume)
@@ -138,6 +181,8 @@ def _record_interrupted(run_dir: Path, trial: Any) -> None:
 
         data = yaml.safe_load(config.read_text()) or {}
         pruner = str((data.get("space") or {}).get("pruner", "?"))
+        if "candidate" in trial.params:  # a family search: PRUNER:MODEL@WIDTH
+            pruner = str(trial.params["candidate"]).split(":", 1)[0]
         known = {k: v for k, v in (data.get("settings") or {}).items()
                  if k in TrialSettings.__dataclass_fields__ and k != "target"}
         raw_target = (data.get("settings") or {}).get("target")
@@ -157,34 +202,63 @@ def finished_trials(study: Any) -> int:
     return sum(1 for t in done if t.state != states.FAIL or "status" in t.user_attrs)
 
 
-def run_optuna(space: SearchSpace, settings: TrialSettings, run_dir: Path,
+def run_optuna(space: SearchSpace | None, settings: TrialSettings, run_dir: Path,
                options: OptunaOptions, *, resume: bool = False,
-               progress: ProgressFn | None = None) -> list[dict[str, Any]]:
+               progress: ProgressFn | None = None,
+               candidates: Sequence[Candidate] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the search; returns every trial's row, also in ``run_dir/results.csv``.
 
     With ``trials=N`` the study ends with N finished trials in total (a resumed run only adds
-    the missing ones).
+    the missing ones). With ``candidates`` (a family search) ``space`` is unused: each trial
+    samples its family, then that family's space.
     """
     import optuna
 
+    if candidates is None and space is None:
+        raise ValueError("run_optuna needs a space or candidates")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = make_study(run_dir, options, resume=resume)
+    study = make_study(run_dir, options, resume=resume, conditional=candidates is not None)
     multi = len(options.objectives) > 1
     interrupted: list[int] = []
 
     def objective(trial: optuna.Trial) -> Any:
-        params = space.suggest(trial)
         trial_id = f"optuna-{trial.number:04d}"
+        trial_dir = run_dir / "trials" / trial_id
+        reported: set[int] = set()
 
         def report(step: int, accuracy: float) -> bool:
-            if multi or math.isnan(accuracy):
+            if multi or math.isnan(accuracy) or step in reported:
                 return False
+            reported.add(step)
             trial.report(accuracy, step)
             return trial.should_prune()
 
         try:
-            row = run_trial(params, settings, run_dir / "trials" / trial_id, trial_id=trial_id,
-                            engine="optuna", space=space, report=report)
+            if candidates is not None:
+                candidate, params = suggest_candidate(trial, candidates)
+                trial.set_user_attr("family", candidate.key)
+                trial_space = candidate.space
+                try:  # a pruned family's base reference is trained the first time it is used
+                    trial_settings = candidate_settings(candidate, settings, run_dir)
+                except RuntimeError as error:
+                    trial_settings = replace(settings, model=candidate.model,
+                                             width=candidate.width)
+                    row = empty_row(trial_id, "optuna", trial_settings, candidate.pruner, params)
+                    row.update(failure=str(error))
+                    trial_dir.mkdir(parents=True, exist_ok=True)
+                    write_row(trial_dir, row)
+                    trial.set_user_attr("status", "failed")
+                    write_results(run_dir, trial_rows(run_dir))
+                    if progress is not None:
+                        progress(row)
+                    return float("nan") if not multi else [float("nan")] * len(
+                        options.objectives)
+            else:
+                assert space is not None
+                params, trial_space, trial_settings = space.suggest(trial), space, settings
+            row = run_trial(params, trial_settings, trial_dir, trial_id=trial_id,
+                            engine="optuna", space=trial_space, report=report,
+                            report_every=REPORT_EVERY_EPOCHS)
         except KeyboardInterrupt:
             # Ctrl-C: end this trial as failed (not counted, so --resume re-runs the slot) and
             # stop the study; re-raised below. Raising here would make Optuna log a traceback.

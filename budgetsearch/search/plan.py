@@ -71,15 +71,12 @@ def resolve_target(target: Target, settings: TrialSettings,
     return target.resolve(float(full)), float(full)
 
 
-def plan_target(target: Target, settings: TrialSettings, profile: DeviceProfile | None,
-                spaces: Sequence[SearchSpace]) -> TargetPlan:
-    """Resolve ``target`` and ask each space's pruner whether it can meet it.
-
-    Raises:
-        ValueError: a latency target without a profile, or a target below every candidate's
-            reachable minimum (the message states the minimum and the unpruned cost).
-    """
-    target, full = resolve_target(target, settings, profile)
+def reachable_pruners(target: Target, settings: TrialSettings, profile: DeviceProfile | None,
+                      spaces: Sequence[SearchSpace]
+                      ) -> tuple[list[str], dict[str, float], list[str]]:
+    """Ask each space's pruner, on a throw-away copy of ``settings``' network, whether it can
+    meet the absolute ``target``: (the pruners that can, in order; the reachable minimum of each
+    that cannot; notes saying why one was dropped)."""
     example = torch.zeros(1, *input_shape(settings))
     notes: list[str] = []
     minimum: dict[str, float] = {}
@@ -97,6 +94,19 @@ def plan_target(target: Target, settings: TrialSettings, profile: DeviceProfile 
             notes.append(f"{space.pruner} cannot prune {settings.model}: {error}")
             continue
         usable.append(space.pruner)
+    return usable, minimum, notes
+
+
+def plan_target(target: Target, settings: TrialSettings, profile: DeviceProfile | None,
+                spaces: Sequence[SearchSpace]) -> TargetPlan:
+    """Resolve ``target`` and ask each space's pruner whether it can meet it.
+
+    Raises:
+        ValueError: a latency target without a profile, or a target below every candidate's
+            reachable minimum (the message states the minimum and the unpruned cost).
+    """
+    target, full = resolve_target(target, settings, profile)
+    usable, minimum, notes = reachable_pruners(target, settings, profile, spaces)
     where = f" on {profile.name}" if profile is not None and target.metric == "latency_ms" else ""
     if not usable and not minimum:
         raise ValueError("no pruner can prune this network: " + "; ".join(notes))

@@ -69,14 +69,20 @@ def _finished(folder: Path) -> dict[str, Any] | None:
     return row
 
 
-def ensure_reference(settings: TrialSettings, run_dir: Path) -> dict[str, Any]:
+def base_reference_dir(run_dir: Path, model: str, width: float) -> Path:
+    """Where a family search keeps the reference of one base: ``reference/MODEL@WIDTH``."""
+    return reference_dir(run_dir) / f"{model}@{float(width):g}"
+
+
+def ensure_reference(settings: TrialSettings, run_dir: Path,
+                     folder: Path | None = None) -> dict[str, Any]:
     """Train the unpruned network for ``settings.reference_epochs`` (or reuse the run's), save it
-    as ``reference/model.pt`` and return its results row.
+    as ``model.pt`` in ``folder`` (default ``RUN_DIR/reference/``) and return its results row.
 
     Raises:
         RuntimeError: the reference did not train (a NaN loss): no trial could start from it.
     """
-    folder = reference_dir(run_dir)
+    folder = folder if folder is not None else reference_dir(run_dir)
     done = _finished(folder)
     if done is not None:
         return done
@@ -93,7 +99,9 @@ def ensure_reference(settings: TrialSettings, run_dir: Path) -> dict[str, Any]:
         lr=settings.lr, weight_decay=settings.weight_decay, seed=settings.seed,
         device=settings.torch_device, progress=False,
         bn_recalibration_batches=BN_RECALIBRATION_BATCHES))
-    row = empty_row(f"reference-{model_label(settings.model)}", "reference", settings, "", {
+    name = (model_label(settings.model) if settings.width == 1
+            else f"{model_label(settings.model)}@{settings.width:g}")
+    row = empty_row(f"reference-{name}", "reference", settings, None, {
         "epochs": settings.reference_epochs, "lr": settings.lr})
     row.update(kind="reference", pruner=None, status=result.status, failure=result.failure,
                accuracy=result.test_accuracy, val_accuracy=result.val_accuracy)

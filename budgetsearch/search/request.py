@@ -16,6 +16,12 @@ class RunRequest:
 
     ``pruner`` None: the registered pruners with a ``search_rank`` are tried in that order and
     the first that can meet the target is searched.
+
+    ``families`` (Optuna, with a target): every family competes, dense networks of other widths
+    and depths and pruned wider/deeper ones (:mod:`budgetsearch.search.families`); ``pruner`` /
+    ``space`` then name the pruner of the pruned families. ``widths``: the width multipliers of
+    the bases (default ``families.DEFAULT_WIDTHS``). The CLI turns families on by default; the
+    library keeps the single-base search unless asked.
     """
 
     settings: TrialSettings = field(default_factory=TrialSettings)
@@ -27,7 +33,16 @@ class RunRequest:
     max_concurrent: int = 1
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    families: bool = False
+    widths: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.widths is not None:
+            widths = tuple(self.widths)
+            if not widths or any(isinstance(w, bool) or not isinstance(w, (int, float))
+                                 or not 0 < w <= 16 for w in widths):
+                raise ValueError(f"widths must be width multipliers in (0, 16], got "
+                                 f"{self.widths!r}")
+            object.__setattr__(self, "widths", tuple(float(w) for w in widths))
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")

@@ -17,9 +17,9 @@ from budgetsearch.search.settings import TrialSettings
 RESULTS_FILE = "results.csv"
 ROW_FILE = "row.json"
 RESULT_COLUMNS = (
-    "trial_id", "engine", "kind", "pruner", "model", "width", "status", "failure", "accuracy",
-    "val_accuracy", "params", "flops", "activation_volume", "memory_bytes", "latency_ms",
-    "device", "target_metric", "target_value", "feasible", "seconds",
+    "trial_id", "engine", "kind", "family", "pruner", "model", "width", "status", "failure",
+    "accuracy", "val_accuracy", "params", "flops", "activation_volume", "memory_bytes",
+    "latency_ms", "device", "target_metric", "target_value", "feasible", "seconds",
 )
 ARTIFACT_COLUMNS = ("model_path", "pruned_config_path", "report_path")
 INTERRUPTED_BY_USER = "interrupted by the user (Ctrl-C); its slot is re-run on --resume"
@@ -53,12 +53,24 @@ def resolve_row_path(value: Any, run_dir: Path | str) -> Path | None:
     return resolve_artifact(value, run_dir)
 
 
+def family_key(pruner: str | None, model: str, width: float) -> str:
+    """The name of a family of networks: ``PRUNER:MODEL@WIDTH`` (``reference`` for the unpruned
+    reference of a base).
+
+    Example:
+        >>> family_key("bar", "wrn-16-1", 2.0), family_key(None, "wrn-10-1", 0.75)
+        ('bar:wrn-16-1@2', 'reference:wrn-10-1@0.75')
+    """
+    return f"{pruner or 'reference'}:{model}@{float(width):g}"
+
+
 def empty_row(trial_id: str, engine: str, settings: TrialSettings, pruner: str | None,
               params: dict[str, Any]) -> dict[str, Any]:
     """A row with every column present (NaN/None where nothing is known yet)."""
     target = settings.target
     row: dict[str, Any] = {c: None for c in RESULT_COLUMNS + ARTIFACT_COLUMNS}
     row.update(trial_id=trial_id, engine=engine, kind="pruned", pruner=pruner,
+               family=family_key(pruner, settings.model, settings.width),
                model=settings.model, width=settings.width, status="failed",
                device=settings.device_profile,
                target_metric=target.metric if target else None,
@@ -84,11 +96,14 @@ def objective_value(row: dict[str, Any]) -> float:
 
 
 def trial_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """Rows of ``run_dir``: the unpruned reference (``reference/row.json``), the trials
+    """Rows of ``run_dir``: the unpruned references (``reference/row.json``, and one per base
+    of a family search, ``reference/MODEL@WIDTH/row.json``), the trials
     (``trials/*/row.json``, in trial order) and the thinner dense baselines
     (``baselines/*.row.json``)."""
     rows = []
-    paths = [run_dir / "reference" / "row.json", *sorted((run_dir / "trials").glob("*/row.json")),
+    paths = [run_dir / "reference" / "row.json",
+             *sorted((run_dir / "reference").glob("*/row.json")),
+             *sorted((run_dir / "trials").glob("*/row.json")),
              *sorted((run_dir / "baselines").glob("*.row.json"))]
     for path in paths:
         if not path.is_file():

@@ -30,6 +30,12 @@ import yaml
 from budgetsearch.cost import load_profile, resolve_profile_name
 from budgetsearch.files import write_text_atomic
 from budgetsearch.pruners import pruner_class, search_order
+from budgetsearch.search.families import (
+    CandidatePlan,
+    FamilyOutcome,
+    family_outcome,
+    plan_candidates,
+)
 from budgetsearch.search.objective import validate_space
 from budgetsearch.search.optuna_driver import STUDY_FILE, OptunaOptions, run_optuna
 from budgetsearch.search.plan import TargetPlan, plan_target
@@ -62,6 +68,38 @@ class RunSummary:
     plan: TargetPlan | None = None
     #: Set when every trial failed, or none met the target: why, with the first failure's reason.
     failure: str | None = None
+    families: FamilyOutcome | None = None
+
+
+def _pruner_spaces(request: RunRequest) -> list[SearchSpace]:
+    """The named space, the named pruner's, or every ranked pruner's (in ``search_rank`` order)."""
+    if request.space is not None:
+        return [load_space(request.space)]
+    if request.pruner is not None:
+        pruner_class(request.pruner)  # an unknown name raises, listing the valid ones
+        return [load_space(request.pruner)]
+    return [load_space(name) for name in search_order()]
+
+
+def choose_candidates(request: RunRequest) -> tuple[CandidatePlan, TargetPlan, list[str]]:
+    """Plan a family search (:func:`~budgetsearch.search.families.plan_candidates`): the
+    candidates, an equivalent :class:`TargetPlan` (absolute target, the user's network's cost),
+    and notes.
+
+    Raises:
+        ValueError: no candidate can meet the target (the message names the minimum).
+    """
+    settings = request.settings
+    assert settings.target is not None
+    profile = load_profile(settings.device_profile) if settings.device_profile else None
+    plan = plan_candidates(settings, settings.target, profile, _pruner_spaces(request),
+                           widths=request.widths)
+    pruners = tuple(dict.fromkeys(c.pruner for c in plan.candidates))
+    target_plan = TargetPlan(plan.target, plan.full_cost, {}, pruners, plan.notes)
+    notes = list(plan.notes)
+    notes.append(f"{len(plan.candidates)} candidate families: "
+                 + ", ".join(c.key for c in plan.candidates))
+    return plan, target_plan, notes
 
 
 def choose_space(request: RunRequest) -> tuple[SearchSpace, TargetPlan | None, list[str]]:
@@ -77,13 +115,7 @@ def choose_space(request: RunRequest) -> tuple[SearchSpace, TargetPlan | None, l
     """
     settings = request.settings
     profile = load_profile(settings.device_profile) if settings.device_profile else None
-    if request.space is not None:
-        spaces = [load_space(request.space)]
-    elif request.pruner is not None:
-        pruner_class(request.pruner)  # an unknown name raises, listing the valid ones
-        spaces = [load_space(request.pruner)]
-    else:
-        spaces = [load_space(name) for name in search_order()]
+    spaces = _pruner_spaces(request)
     if settings.target is None:
         return spaces[0], None, []
     plan = plan_target(settings.target, settings, profile, spaces)
@@ -115,9 +147,11 @@ def measure_latency_ms(model: Any, input_shape: tuple[int, ...], *, threads: int
 
 
 def resolved_config(request: RunRequest, space: SearchSpace, notes: list[str],
-                    command: str = "") -> dict[str, Any]:
-    """Every setting of the run and the search space as used (what ``config.yaml`` holds)."""
-    return {
+                    command: str = "", candidates: CandidatePlan | None = None
+                    ) -> dict[str, Any]:
+    """Every setting of the run and the search space as used (what ``config.yaml`` holds); a
+    family search adds its candidates and each pruner's space."""
+    config = {
         "command": command,
         "engine": request.engine,
         "settings": request.settings.as_dict(),
@@ -128,12 +162,21 @@ def resolved_config(request: RunRequest, space: SearchSpace, notes: list[str],
         "space": {"name": space.name, "path": space.path, **space.as_dict()},
         "notes": notes,
     }
+    if candidates is not None:
+        config["families"] = {
+            "widths": None if request.widths is None else list(request.widths),
+            "candidates": {c.key: {"pruner": c.pruner, "model": c.model, "width": c.width,
+                                   "base_cost": c.base_cost} for c in candidates.candidates},
+            "spaces": {c.pruner: {"name": c.space.name, "path": c.space.path,
+                                  **c.space.as_dict()} for c in candidates.candidates},
+        }
+    return config
 
 
 def write_config(run_dir: Path, request: RunRequest, space: SearchSpace, notes: list[str],
-                 command: str = "") -> Path:
+                 command: str = "", candidates: CandidatePlan | None = None) -> Path:
     """The resolved config (every setting, the search space as used), next to the results."""
-    config = resolved_config(request, space, notes, command)
+    config = resolved_config(request, space, notes, command, candidates)
     # Where the data came from and how it was normalised (derived from the settings, so not
     # compared on --resume).
     config["data"] = trial_data(request.settings).description
@@ -155,7 +198,8 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
-def check_resume(run_dir: Path, request: RunRequest, space: SearchSpace) -> None:
+def check_resume(run_dir: Path, request: RunRequest, space: SearchSpace,
+                 candidates: CandidatePlan | None = None) -> None:
     """Refuse to resume a run folder with other settings than the ones it was started with.
 
     Raises:
@@ -172,7 +216,8 @@ def check_resume(run_dir: Path, request: RunRequest, space: SearchSpace) -> None
         raise ValueError(f"cannot resume: {path} is not valid YAML ({error})") from None
     if not isinstance(old, dict):
         raise ValueError(f"cannot resume: {path} must hold a mapping, got {type(old).__name__}")
-    new = yaml.safe_load(yaml.safe_dump(resolved_config(request, space, []), allow_unicode=True))
+    new = yaml.safe_load(yaml.safe_dump(resolved_config(request, space, [], "", candidates),
+                                        allow_unicode=True))
     before, after = _flatten(old), _flatten(new)
     changed = sorted(k for k in set(before) | set(after)
                      if k not in _RESUME_MAY_CHANGE and not k.startswith("data.")
@@ -216,19 +261,43 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
     if request.engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {request.engine!r}")
     trial_data(settings)  # the data set loads (or says what is missing) before any file
-    space, plan, notes = choose_space(request)
+    candidates: CandidatePlan | None = None
+    family_notes: list[str] = []
+    if request.families and request.engine == "ray":
+        family_notes.append("the Ray engine does not search families yet: it searches one base "
+                            "network's pruner (as --no-families)")
+    elif request.families and settings.target is None:
+        family_notes.append("no target: families are not compared (a family search needs a "
+                            "target to price them against); searching one base network")
+    if request.families and request.engine == "optuna" and settings.target is not None:
+        candidates, plan, notes = choose_candidates(request)
+        space = candidates.candidates[0].space
+    else:
+        space, plan, notes = choose_space(request)
+    notes = family_notes + notes
     if plan is not None:  # trials see the absolute target (a relative one resolved once here)
         settings = replace(settings, target=plan.target)
         request = replace(request, settings=settings)
-    validate_space(space, settings.target)
+    spaces = ([space] if candidates is None else
+              list({c.pruner: c.space for c in candidates.candidates}.values()))
+    for each in spaces:
+        validate_space(each, settings.target)
     if resume:
-        check_resume(run_dir, request, space)
+        check_resume(run_dir, request, space, candidates)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:  # a new run in a reused (--force) folder starts from a clean study
         (run_dir / STUDY_FILE).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "trials", ignore_errors=True)
-    write_config(run_dir, request, space, notes, command)
-    if settings.reference_epochs > 0:
+        if candidates is not None:  # base references of an earlier family search
+            shutil.rmtree(run_dir / "reference", ignore_errors=True)
+    write_config(run_dir, request, space, notes, command, candidates)
+    if candidates is not None:
+        if progress and any(c.starts_from_reference for c in candidates.candidates) \
+                and settings.reference_epochs > 0:
+            print(f"{len(candidates.candidates)} candidate families; a pruned family's base "
+                  f"network is trained once ({settings.reference_epochs:g} epoch(s)) the first "
+                  "time one of its trials runs", flush=True)
+    elif settings.reference_epochs > 0:
         from budgetsearch.search.reference import ensure_reference, reference_state_path
 
         if progress:
@@ -251,7 +320,8 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
             rows = run_ray(space, settings, run_dir, request, resume=resume, progress=bar)
         elif request.engine == "optuna":
             rows = run_optuna(space, settings, run_dir, request.optuna, resume=resume,
-                              progress=bar)
+                              progress=bar, candidates=None if candidates is None
+                              else candidates.candidates)
         else:
             raise ValueError(f"engine must be 'optuna' or 'ray', got {request.engine!r}")
     finally:
@@ -270,8 +340,17 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
         else:
             measured = measure_latency_ms(model, input_shape(settings),
                                           threads=_profile_threads(settings))
+    outcome = None
+    if candidates is not None:
+        outcome = family_outcome(table)
+        references = (table[(table["kind"].astype(str) == "reference")
+                            & (table["status"] == "ok")] if len(table) else table)
+        for _, ref in references.iterrows():
+            notes.append(f"base reference {ref['family'].split(':', 1)[1]}: accuracy "
+                         f"{ref['accuracy']:.4f}, trained {settings.reference_epochs:g} "
+                         f"epoch(s) in {ref['seconds']:.0f} s (its pruned trials start from it)")
     return RunSummary(run_dir, table, None if best is None else best.to_dict(), notes,
-                      measured, plan, failure_summary(table, best))
+                      measured, plan, failure_summary(table, best), outcome)
 
 
 def _is_local_cpu(profile_name: str) -> bool:

@@ -103,17 +103,22 @@ class SearchSpace:
         """``{name: optuna distribution}``."""
         return {name: p.to_optuna() for name, p in self.parameters.items()}
 
-    def suggest(self, trial: Any) -> dict[str, Any]:
-        """Sample every parameter through an ``optuna.Trial``'s ``suggest_*`` methods."""
+    def suggest(self, trial: Any, prefix: str = "") -> dict[str, Any]:
+        """Sample every parameter through an ``optuna.Trial``'s ``suggest_*`` methods.
+
+        Optuna names each parameter ``prefix + name`` (a family search prefixes the pruner, so
+        that two spaces' ``lr`` are two distributions); the values come back under ``name``.
+        """
         values: dict[str, Any] = {}
         for name, p in self.parameters.items():
+            key = prefix + name
             if p.type == "categorical":
-                values[name] = trial.suggest_categorical(name, list(p.choices))
+                values[name] = trial.suggest_categorical(key, list(p.choices))
             elif p.type == "int":
-                values[name] = trial.suggest_int(name, int(p.low), int(p.high),  # type: ignore[arg-type]
+                values[name] = trial.suggest_int(key, int(p.low), int(p.high),  # type: ignore[arg-type]
                                                  step=int(p.step or 1), log=p.log)
             else:
-                values[name] = trial.suggest_float(name, p.low, p.high, step=p.step,  # type: ignore[arg-type]
+                values[name] = trial.suggest_float(key, p.low, p.high, step=p.step,  # type: ignore[arg-type]
                                                    log=p.log)
         return values
 

@@ -155,7 +155,8 @@ def test_objective_reports_once_per_phase_and_stops_when_told(tmp_path: Path) ->
     row = run_trial({**FAST, "budget": 0.9}, settings, tmp_path / "a", trial_id="a",
                     engine="optuna", space=space, report=record)
     assert row["status"] == "ok", row["failure"]
-    assert steps == [1, 2, 3]  # each step once (Optuna ignores a step reported twice)
+    # each phase once, steps in hundredths of an epoch trained (0.5 epoch per phase here)
+    assert steps == [50, 100, 150]
 
     steps.clear()
 
@@ -165,7 +166,7 @@ def test_objective_reports_once_per_phase_and_stops_when_told(tmp_path: Path) ->
 
     stopped = run_trial({**FAST, "budget": 0.9}, settings, tmp_path / "b", trial_id="b",
                         engine="optuna", space=space, report=stop_after_first)
-    assert steps == [1] and stopped["status"] == "pruned"
+    assert steps == [50] and stopped["status"] == "pruned"
     # Scored on the validation split mid-pruning: no test accuracy, no deployable model.
     assert stopped["val_accuracy"] is not None and stopped["accuracy"] is None
     assert stopped["model_path"] is None and not stopped["feasible"]
@@ -191,7 +192,8 @@ def test_cli_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     out = tmp_path / "run"
     code = main(["run", "--device", "jetson", "--target-latency", "200us", "--model", "wrn-10-1",
                  "--dataset", "synthetic", "--train-subset", "32", "--batch-size", "16",
-                 "--trials", "1", "--threads", "1", "--out", str(out), "--no-progress"])
+                 "--trials", "1", "--threads", "1", "--out", str(out), "--no-progress",
+                 "--no-families"])
     text = capsys.readouterr().out
     table = pd.read_csv(out / "results.csv")
     # the unpruned reference (trained once; trials start from it), then the one trial
