@@ -4,6 +4,7 @@ baselines, pareto, a moved run folder, bad specs and a run whose every trial fai
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -46,7 +47,11 @@ def test_run_on_a_model_file_and_an_image_folder(moved_run: Path,
     assert list(table["status"]) == ["ok", "ok"] and table["feasible"].iloc[1]
     assert table["trial_id"].iloc[0] == "reference-nets.py:small_cnn"
     # Paths relative to the run folder; the spec and the folder stored absolute.
-    assert list(table["model_path"]) == ["reference/model.pt", "trials/optuna-0000/model.pt"]
+    # (A family search keeps each base's reference in reference/MODEL@WIDTH/.)
+    reference, trial = table["model_path"]
+    assert re.fullmatch(r"reference/nets\.py_small_cnn-[0-9a-f]{8}@1/model\.pt", reference)
+    assert trial == "trials/optuna-0000/model.pt"
+    assert (moved_run / reference).is_file() and (moved_run / trial).is_file()
     config = yaml.safe_load((moved_run / "config.yaml").read_text())
     assert config["settings"]["model"] == f"{model_file.resolve()}:small_cnn"
     assert config["settings"]["dataset"] == str(images.resolve())

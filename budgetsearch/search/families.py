@@ -41,6 +41,7 @@ from typing import Any
 
 from budgetsearch.cost import DeviceProfile, Target
 from budgetsearch.models import model_names
+from budgetsearch.models.spec import takes_width
 from budgetsearch.pruners import pruner_class
 from budgetsearch.search.plan import reachable_pruners, resolve_target
 from budgetsearch.search.reference import (
@@ -136,7 +137,14 @@ def candidate_bases(settings: TrialSettings,
         >>> candidate_bases(TrialSettings(model="wrn-16-1"), widths=(0.5, 1.0))
         [('wrn-16-1', 0.5), ('wrn-16-1', 1.0), ('wrn-10-1', 1.0), ('wrn-22-1', 1.0)]
     """
+    given = widths is not None
     widths = tuple(DEFAULT_WIDTHS if widths is None else widths)
+    if not takes_width(settings.model):
+        # A user's factory without a width_multiplier parameter: only the network as it is.
+        if given and tuple(widths) != (1.0,):
+            raise ValueError(f"--widths needs a model whose factory takes width_multiplier; "
+                             f"{settings.model!r} does not")
+        return [(settings.model, float(settings.width))]
     for width in widths:
         if not (isinstance(width, (int, float)) and 0 < width * settings.width <= 16):
             raise ValueError(f"widths must be multipliers in (0, 16] of the network's width "
@@ -248,7 +256,8 @@ def candidate_settings(candidate: Candidate, settings: TrialSettings,
     if candidate.starts_from_reference and settings.reference_epochs > 0:
         folder = base_reference_dir(run_dir, candidate.model, candidate.width)
         row = ensure_reference(chosen, run_dir, folder)
-        chosen = replace(chosen, reference_path=str(reference_state_path(row).resolve()))
+        chosen = replace(chosen,
+                         reference_path=str(reference_state_path(row, run_dir).resolve()))
     return chosen
 
 

@@ -24,7 +24,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -70,8 +72,20 @@ def _finished(folder: Path) -> dict[str, Any] | None:
 
 
 def base_reference_dir(run_dir: Path, model: str, width: float) -> Path:
-    """Where a family search keeps the reference of one base: ``reference/MODEL@WIDTH``."""
-    return reference_dir(run_dir) / f"{model}@{float(width):g}"
+    """Where a family search keeps the reference of one base: ``reference/MODEL@WIDTH``.
+
+    A model file spec (``/path/net.py:factory``) becomes one safe folder name (``net.py_factory``
+    plus a short hash of the full spec), never a path of its own.
+
+    Example:
+        >>> base_reference_dir(Path("run"), "wrn-16-1", 2.0).as_posix()
+        'run/reference/wrn-16-1@2'
+    """
+    label = model_label(model)
+    name = re.sub(r"[^\w.@-]", "_", label)
+    if label != model:
+        name += "-" + hashlib.sha1(model.encode()).hexdigest()[:8]
+    return reference_dir(run_dir) / f"{name}@{float(width):g}"
 
 
 def ensure_reference(settings: TrialSettings, run_dir: Path,

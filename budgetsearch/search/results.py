@@ -35,10 +35,16 @@ def run_relative(path: Path, folder: Path) -> str:
     Example:
         >>> run_relative(Path("runs/a/trials/t0/model.pt"), Path("runs/a/trials/t0"))
         'trials/t0/model.pt'
+        >>> run_relative(Path("runs/a/reference/wrn-16-1@2/model.pt"),
+        ...              Path("runs/a/reference/wrn-16-1@2"))
+        'reference/wrn-16-1@2/model.pt'
     """
     folder = Path(folder)
-    run_dir = folder.parent.parent if folder.parent.name == "trials" else folder.parent
-    if folder.parent.name != "trials" and folder.name != "reference":
+    if folder.parent.name in ("trials", "reference"):  # trials/ID, reference/MODEL@WIDTH
+        run_dir = folder.parent.parent
+    elif folder.name == "reference":
+        run_dir = folder.parent
+    else:
         return str(Path(path).resolve())
     try:
         return Path(path).resolve().relative_to(run_dir.resolve()).as_posix()
