@@ -322,6 +322,10 @@ def _run_locked(request: RunRequest, settings: TrialSettings, space: SearchSpace
             model = load_model_file(best["model_path"])
         except (ValueError, FileNotFoundError) as error:
             model_error = str(error)
+        except Exception as error:  # noqa: BLE001 (torch's unpickler fails in many ways)
+            detail = " ".join(str(error).split())[:200]
+            model_error = (f"model file {best['model_path']} is corrupt, truncated or not a "
+                           f"PyTorch file ({type(error).__name__}: {detail})")
         else:
             if settings.device_profile and _is_local_cpu(settings.device_profile):
                 measured = measure_latency_ms(model, input_shape(settings),
