@@ -71,11 +71,28 @@ def _fraction(text: str) -> float:
 # Output folders and files
 
 
+def _check_writable(path: Path, flag: str) -> None:
+    """Refuse ``path`` when its nearest existing folder is a file or cannot be written."""
+    import os
+
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent != path and not parent.is_dir():
+        raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+
+
 def check_output_dir(path: Path, *, force: bool = False, resume_hint: bool = False) -> None:
-    """Refuse a file, or a non-empty folder unless ``force``; creates nothing."""
+    """Refuse a file, a folder that cannot be written, or a non-empty folder unless ``force``;
+    creates nothing."""
+    from budgetsearch.files import LOCK_FILE
+
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out must be a folder, but {path} is a file")
-    if path.exists() and any(path.iterdir()) and not force:
+    _check_writable(path, "--out")
+    if path.exists() and any(p.name != LOCK_FILE for p in path.iterdir()) and not force:
         also = ", --resume to continue it" if resume_hint else ""
         raise UsageError(
             f"output folder {path} already holds another run; choose a new --out{also} or pass "
@@ -137,6 +154,83 @@ def load_config_defaults(path: str | None) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
+def _choice(names: Sequence[str]) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(names)}, got {text!r}")
+        return text
+
+    return check
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _flag(text: str) -> bool:
+    if text not in ("True", "False"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text == "True"
+
+
+def check_file_settings(file_settings: dict[str, Any], checks: dict[str, Callable[[str], Any]],
+                        path: str | None) -> dict[str, Any]:
+    """``--config`` values through the same checks as their flags (None: the default).
+
+    Raises:
+        UsageError: one line naming the file, the option, the rule and the value.
+    """
+    checked: dict[str, Any] = {}
+    for key, value in file_settings.items():
+        check = checks.get(key)
+        if value is None or check is None:
+            checked[key] = value
+            continue
+        try:
+            if isinstance(value, (dict, list)) or (isinstance(value, bool) and check is not _flag):
+                raise argparse.ArgumentTypeError(f"expected a single value, got {value!r}")
+            checked[key] = check(str(value))
+        except (argparse.ArgumentTypeError, ValueError) as error:
+            raise UsageError(f"--config file {path}: {key}: {error}") from None
+    return checked
+
+
+def _torch_device_name(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` that this machine has (checked before any file)."""
+    import torch
+
+    if text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"device must be auto, cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"device {text!r} was asked for but CUDA is not "
+                                             "available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"device {text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise argparse.ArgumentTypeError(f"device must be auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Commands
 
@@ -189,8 +283,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"--config file {args.config}: unknown option(s) {', '.join(unknown)}; "
             f"known: {', '.join(sorted(settings))}"
         )
-    settings.update(file_settings)
+    settings.update(check_file_settings(file_settings, _train_checks(), args.config))
     settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
+    try:
+        _torch_device_name(str(settings["device"]))
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(str(error)) from None
+    out = Path(args.out or f"runs/train-{settings['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_output_dir(out, force=args.force)
 
     splits = load_dataset(
         settings["dataset"],
@@ -220,7 +320,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         precision=settings["precision"],
         progress=not args.no_progress,
     )
-    out = Path(args.out or f"runs/train-{settings['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
     prepare_output_dir(out, force=args.force)
     write_text_atomic(out / "config.yaml", yaml.safe_dump(settings, sort_keys=True))
 
@@ -259,6 +358,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_checks() -> dict[str, Callable[[str], Any]]:
+    from budgetsearch.data import dataset_names
+    from budgetsearch.models import model_names
+
+    return {
+        "model": _choice(model_names()), "dataset": _choice(dataset_names()),
+        "data_dir": _text, "download": _flag, "epochs": _positive_float,
+        "train_subset": _positive_int, "val_fraction": _fraction, "batch_size": _positive_int,
+        "optimizer": _choice(["sgd", "adam"]), "lr": _positive_float,
+        "weight_decay": _non_negative_float,
+        "schedule": _choice(["cosine", "cosine-restarts", "constant"]),
+        "restart_epochs": _positive_float, "width": _positive_float, "seed": _integer,
+        "device": _text, "precision": _choice(["auto", "fp32", "bf16"]),
+    }
+
+
 def _add_train_parser(sub: Any) -> None:
     from budgetsearch.data import dataset_names
     from budgetsearch.models import model_names
@@ -284,7 +399,7 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--optimizer", choices=["sgd", "adam"])
     p.add_argument("--lr", type=_positive_float, help="learning rate; default 0.002 (Adam)")
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--weight-decay", type=_non_negative_float)
     p.add_argument("--schedule", choices=["cosine", "cosine-restarts", "constant"])
     p.add_argument("--restart-epochs", type=_positive_float,
                    help="with --schedule cosine-restarts: epochs between restarts")
@@ -632,6 +747,36 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _run_checks() -> dict[str, Callable[[str], Any]]:
+    from budgetsearch.data import dataset_names
+    from budgetsearch.models import model_names
+
+    return {
+        "model": _choice(model_names()), "width": _positive_float,
+        "dataset": _choice(dataset_names()), "data_dir": _text,
+        "train_subset": _positive_int, "val_fraction": _fraction, "batch_size": _positive_int,
+        "seed": _integer, "trials": _positive_int, "timeout": _text, "threads": _positive_int,
+        "reference_epochs": _non_negative_float, "sampler_seed": _integer,
+    }
+
+
+def _resumed_config(out: Path) -> dict[str, Any]:
+    """The ``config.yaml`` of the run ``--resume`` continues, checked (one line if broken)."""
+    path = out / "config.yaml"
+    if not path.is_file():
+        raise UsageError(f"--resume needs an existing run folder (--out), {out} has none")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise UsageError(f"--resume: {path} is not valid YAML: {yaml_problem(error)}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"--resume: {path} cannot be read ({error})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--resume: {path} must hold a mapping of setting: value (a run's "
+                         f"config.yaml), got {type(data).__name__}")
+    return data
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from budgetsearch.cost.metrics import parse_timeout_seconds, target_from_options
     from budgetsearch.search.optuna_driver import OptunaOptions
@@ -643,8 +788,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--config file {args.config}: unknown option(s) {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(settings))}")
-    settings.update(file_settings)
+    settings.update(check_file_settings(file_settings, _run_checks(), args.config))
     settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
+    threads = settings["threads"]
+    if threads is not None and threads > _cpu_count() and (args.engine == "optuna"
+                                                           or args.ray_address is None):
+        raise UsageError(f"threads must be at most the {_cpu_count()} CPU(s) of this machine, "
+                         f"got {threads}")
     target = target_from_options(latency=args.target_latency, flops=args.target_flops,
                                  params=args.target_params, activation_volume=args.target_volume)
     if target is not None and target.metric == "latency_ms" and args.device is None:
@@ -695,21 +845,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 raise UsageError(str(error)) from None
     out = Path(args.out or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume:
-        if not (out / "config.yaml").is_file():
-            raise UsageError(f"--resume needs an existing run folder (--out), {out} has none")
-        first = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("engine")
+        first = _resumed_config(out).get("engine")
         if first not in (None, args.engine):
             raise UsageError(f"--resume: {out} was run with --engine {first}, got --engine "
                              f"{args.engine}")
+        _check_writable(out / "config.yaml", "--out")
     else:  # refused now, made by run_search once every input checked out (nothing half-done)
         check_output_dir(out, force=args.force, resume_hint=True)
     from budgetsearch.search.settings import check_network
 
     check_network(trial_settings)  # the model takes the data's images: else one line, no file
-    command = "budgetsearch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "budgetsearch run"
+    argv = getattr(args, "argv", None) or ["run"]
+    command = "budgetsearch " + shlex.join(argv)  # repeatable: '10 ms' keeps its quotes
     try:
         summary = run_search(request, out, resume=args.resume, progress=not args.no_progress,
-                             command=command)
+                             command=command, force=args.force)
     except (ConnectionError, ImportError) as error:  # no Ray cluster there / Ray not installed
         raise UsageError(str(error)) from None
     except KeyboardInterrupt as interrupt:
@@ -728,6 +878,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     columns = [c for c in shown if c in table.columns]
     if len(table):
         print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if summary.model_error is not None:
+        print(f"budgetsearch: the best feasible row's model cannot be used: "
+              f"{summary.model_error}", file=sys.stderr)
+        return 1
     best = summary.best
     if best is None:
         print("no feasible trial finished; raise --trials/--timeout or loosen the target")
@@ -932,10 +1086,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         return int(args.handler(args))
-    except (UsageError, ValueError, TypeError, FileNotFoundError, KeyError) as error:
+    except (UsageError, ValueError, TypeError, OSError, KeyError) as error:
         if debug:
             raise
         message = str(error) if not isinstance(error, KeyError) else f"unknown key {error}"
+        message = " ".join(message.split())  # one line, whatever the library wrote
         print(f"budgetsearch: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:

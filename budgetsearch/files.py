@@ -19,7 +19,7 @@ import contextlib
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
@@ -89,3 +89,47 @@ def shipped_folder(name: str) -> Path:
     if isinstance(packaged, Path) and packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parents[1] / name
+
+
+#: The lock file of a run folder (held while a ``budgetsearch`` process writes into it).
+LOCK_FILE = ".budgetsearch.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str], *, what: str = "folder") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder/.budgetsearch.lock`` (created) while in the block.
+
+    ``flock`` is released by the kernel when the process ends, ``kill -9`` included, so a
+    crashed run leaves an unlocked file behind and never a stale lock. Where ``fcntl`` is
+    missing (Windows) the block runs unlocked.
+
+    Raises:
+        ValueError: another process holds the lock (its process id is named when known).
+
+    Example:
+        >>> import tempfile
+        >>> with folder_lock(Path(tempfile.mkdtemp())) as lock:
+        ...     lock.name
+        '.budgetsearch.lock'
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (not POSIX)
+        yield Path(folder) / LOCK_FILE
+        return
+    path = Path(folder) / LOCK_FILE
+    handle = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 32, 0).decode(errors="replace").strip()
+            by = f" (process {holder})" if holder.isdigit() else ""
+            raise ValueError(f"{what} {folder} is in use by another budgetsearch process{by}, "
+                             f"which holds {path}; wait for it to end, or choose another "
+                             "folder") from None
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        os.close(handle)  # releases the lock

@@ -7,6 +7,8 @@ import math
 import re
 import shlex
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,39 @@ def regenerate_commands(runs: list[Path]) -> list[str]:
     return list(dict.fromkeys(commands))
 
 
+def _write_csv(table: pd.DataFrame, path: Path) -> list[Path]:
+    write_csv_atomic(table, path)
+    return [path]
+
+
+def _check_comparable(table: pd.DataFrame, runs: list[Path]) -> None:
+    """Refuse a table with nothing to compare: no row with an accuracy and a cost (or a pruned
+    configuration to price)."""
+    where = ", ".join(str(r / "results.csv") for r in runs)
+    accuracy = pd.to_numeric(table["accuracy"], errors="coerce").notna()
+    priced = pd.Series(False, index=table.index)
+    for column in COST_COLUMNS:
+        if column in table:
+            priced |= pd.to_numeric(table[column], errors="coerce").notna()
+    if "pruned_config_path" in table:
+        priced |= table["pruned_config_path"].notna()
+    if not (accuracy & priced).any():
+        columns = [str(c) for c in table.columns if c not in ("run", "run_dir")]
+        raise _usage(f"{where}: no row has both an accuracy and a cost "
+                     f"({', '.join(COST_COLUMNS)}) or a pruned configuration: nothing to compare "
+                     f"(columns: {', '.join(columns)})")
+
+
+def _accuracy_floor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected an accuracy in [0, 1], got {text!r}")
+    return value
+
+
 def _cmd_pareto(args: argparse.Namespace) -> int:
     from budgetsearch.pareto import plots
     from budgetsearch.pareto.report import render_report
@@ -126,9 +161,13 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
     target = (parse_target(args.target, metric, full=_unpruned_cost(table, metric))
               if args.target else _table_target(table, metric))
     out = Path(args.out) if args.out is not None else runs[0] / "pareto"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise _usage(f"--out must be a folder, but {out} is a file")
+    _check_comparable(table, runs)
     name = " + ".join(dict.fromkeys(table["run"].astype(str))) if "run" in table else runs[0].name
-    written: list[Path] = []
+    # Everything is read and computed first; files are written at the end (a damaged input
+    # refuses the command before any plot exists).
+    jobs: list[Callable[[], list[Path]]] = []
     notes: list[str] = []
     fronts: dict[str, dict[str, Front]] = {}
     hvs: dict[str, dict[str, float]] = {}
@@ -155,9 +194,10 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
         fronts[cost] = fronts_by_group(table, cost, target=own, min_accuracy=args.min_accuracy)
         refs[cost] = _reference(table, cost, own)
         hvs[cost] = front_hypervolumes(fronts[cost], reference=refs[cost])
-        written += plots.plot_front(table, cost, fronts[cost], out / f"accuracy_vs_{cost}",
-                                    target=own, min_accuracy=args.min_accuracy,
-                                    title=f"{name}: accuracy vs {_TITLE_NAMES[cost]}")
+        jobs.append(partial(plots.plot_front, table, cost, fronts[cost],
+                            out / f"accuracy_vs_{cost}", target=own,
+                            min_accuracy=args.min_accuracy,
+                            title=f"{name}: accuracy vs {_TITLE_NAMES[cost]}"))
 
     choice = None
     cache = InventoryCache()
@@ -183,18 +223,18 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
             fronts[key] = per_device[device]
             refs[key] = _reference(part, metric, target)
             hvs[key] = front_hypervolumes(per_device[device], reference=refs[key])
-            written += plots.plot_front(
-                part, metric, per_device[device], out / f"accuracy_vs_{metric}_{device}",
-                target=target, min_accuracy=args.min_accuracy,
+            jobs.append(partial(
+                plots.plot_front, part, metric, per_device[device],
+                out / f"accuracy_vs_{metric}_{device}", target=target,
+                min_accuracy=args.min_accuracy,
                 title=f"{name}: accuracy vs {_TITLE_NAMES[metric]} on {device} "
-                      f"({sources[device]})")
-        written += plots.plot_devices(repriced, metric, per_device, choice.table,
-                                      out / "hardware_selection", target=target,
-                                      min_accuracy=args.min_accuracy, several_runs=several,
-                                      sources=sources)
-        write_csv_atomic(repriced, out / "repriced.csv")
-        write_csv_atomic(choice.table, out / "hardware_selection.csv")
-        written += [out / "repriced.csv", out / "hardware_selection.csv"]
+                      f"({sources[device]})"))
+        jobs.append(partial(plots.plot_devices, repriced, metric, per_device, choice.table,
+                            out / "hardware_selection", target=target,
+                            min_accuracy=args.min_accuracy, several_runs=several,
+                            sources=sources))
+        jobs.append(partial(_write_csv, repriced, out / "repriced.csv"))
+        jobs.append(partial(_write_csv, choice.table, out / "hardware_selection.csv"))
     else:
         notes.append("no device given and the table names none: no latency comparison")
 
@@ -212,15 +252,22 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
             except (FileNotFoundError, ValueError) as error:
                 notes.append(f"trial {_trial_name(best, several)}: {error}")
                 continue
-            layers = layer_profile(config, cache=cache)
+            try:
+                layers = layer_profile(config, cache=cache)
+            except (ValueError, KeyError, TypeError, RuntimeError) as error:
+                notes.append(f"trial {_trial_name(best, several)}: its pruned configuration "
+                             f"{best['pruned_config_path']} does not fit its network ({error})")
+                continue
             title = (f"trial {_trial_name(best, several)} ({pruner}, "
                      f"accuracy {best['accuracy']:.3f})")
             if config.densities:
-                written += plots.plot_layer_sparsity(layers, out / f"layer_sparsity_{pruner}",
-                                                     title=f"per-layer sparsity, {title}")
+                jobs.append(partial(plots.plot_layer_sparsity, layers,
+                                    out / f"layer_sparsity_{pruner}",
+                                    title=f"per-layer sparsity, {title}"))
             if config.kept_channels:
-                written += plots.plot_kept_channels(layers, out / f"kept_channels_{pruner}",
-                                                    title=f"kept channels, {title}")
+                jobs.append(partial(plots.plot_kept_channels, layers,
+                                    out / f"kept_channels_{pruner}",
+                                    title=f"kept channels, {title}"))
 
     front_rows = []
     for cost, groups in fronts.items():
@@ -229,18 +276,22 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
                 front_rows.append({"cost": cost, "group": group, "run": row.get("run"),
                                    "trial_id": row.get("trial_id"), "kind": row.get("kind"),
                                    "accuracy": row["accuracy"], "value": row[front.metric]})
-    write_csv_atomic(pd.DataFrame(front_rows), out / "fronts.csv")
-    written.append(out / "fronts.csv")
+    jobs.append(partial(_write_csv, pd.DataFrame(front_rows), out / "fronts.csv"))
     kinds = table["kind"].value_counts() if "kind" in table else pd.Series({"pruned": len(table)})
     counts = {str(k): int(v) for k, v in kinds.items()}
     argv = [w for w in (getattr(args, "argv", None) or []) if w != "--debug"]
     command = "budgetsearch " + shlex.join(argv) if argv else _pareto_command(args, metric,
                                                                                devices)
+    regenerate = [*regenerate_commands(runs), command]
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for job in jobs:
+        written += job()
     text = render_report(run_dir=", ".join(str(r) for r in runs), command=command,
                          metric=metric, fronts=fronts, hypervolumes=hvs, references=refs,
                          choice=choice, plots=[p.name for p in written if p.suffix == ".png"],
                          counts=counts, notes=notes, show_run=several,
-                         regenerate=[*regenerate_commands(runs), command])
+                         regenerate=regenerate)
     write_text_atomic(out / "report.md", text)
     written.append(out / "report.md")
     if choice is not None:
@@ -283,7 +334,7 @@ def _add_pareto_parser(sub: Any) -> None:
                    "devices'); default: the runs' device")
     p.add_argument("--target", help="budget in the metric's units: 10ms, 2M, 300k; default: "
                    "the runs' target when it is the same metric")
-    p.add_argument("--min-accuracy", type=float, metavar="A",
+    p.add_argument("--min-accuracy", type=_accuracy_floor, metavar="A",
                    help="only models at least this accurate qualify")
     p.set_defaults(handler=_cmd_pareto)
 
@@ -298,6 +349,26 @@ _BASELINE_DEFAULTS: dict[str, Any] = {
     "weight_decay": 5e-4, "schedule": "cosine", "restart_epochs": None, "seed": 0,
     "device": "auto",
 }
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _cmd_baselines(args: argparse.Namespace) -> int:
@@ -357,18 +428,13 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     if settings["device"] not in ("auto", "cpu") and not str(settings["device"]).startswith(
             "cuda"):
         settings["device"] = "auto"  # a hardware profile name, not a torch device
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))  # as the run's trials were trained
-    run.mkdir(parents=True, exist_ok=True)
-    argv = [w for w in (getattr(args, "argv", None) or []) if w != "--debug"]
-    if argv:
-        # The pareto report lists it among the commands that regenerate the run.
-        log = run / "baselines" / BASELINE_COMMANDS_FILE
-        line = "budgetsearch " + shlex.join(argv)
-        previous = log.read_text().splitlines() if log.is_file() else []
-        if line not in previous:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(log, "\n".join([*previous, line]) + "\n")
+    threads = config.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise _usage(f"{run / 'config.yaml'}: threads must be a positive integer, got "
+                     f"{threads!r}")
+    if threads:
+        torch.set_num_threads(threads)  # as the run's trials were trained
     existing = pd.read_csv(run / RESULTS_FILE) if (run / RESULTS_FILE).is_file() else None
     done: set[float] = set()
     profile_name = None
@@ -400,8 +466,17 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
                           val_fraction=settings["val_fraction"], seed=settings["seed"],
                           input_shape=shape)
     shape = splits.input_shape
+    # Every input checked (ratios, model, data): only now is anything written.
     folder = run / "baselines"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = [w for w in (getattr(args, "argv", None) or []) if w != "--debug"]
+    if argv:
+        # The pareto report lists it among the commands that regenerate the run.
+        log = folder / BASELINE_COMMANDS_FILE
+        line = "budgetsearch " + shlex.join(argv)
+        previous = log.read_text().splitlines() if log.is_file() else []
+        if line not in previous:
+            write_text_atomic(log, "\n".join([*previous, line]) + "\n")
     for ratio, width in baseline_widths(todo).items():
         seed_everything(int(settings["seed"]))  # the same initial draw whichever ratios ran
         model = build_model(model_name, num_classes=splits.num_classes,
@@ -471,8 +546,9 @@ def _add_baselines_parser(sub: Any) -> None:
     p.add_argument("--dataset", metavar="NAME|DIR",
                    help="override the run's data set (a name or an image folder)")
     p.add_argument("--data-dir", help="folder holding the data set files")
-    p.add_argument("--epochs", type=float, help="override the run's epochs")
-    p.add_argument("--train-subset", type=int, metavar="N", help="override the run's subset")
+    p.add_argument("--epochs", type=_positive_number, help="override the run's epochs")
+    p.add_argument("--train-subset", type=_positive_count, metavar="N",
+                   help="override the run's subset")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_baselines)

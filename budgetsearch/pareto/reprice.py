@@ -69,8 +69,11 @@ class PrunedConfig:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise FileNotFoundError(f"pruned configuration {path} does not exist") from None
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"pruned configuration {path} is not valid JSON: {error}") from None
+        except OSError as error:
+            raise ValueError(f"pruned configuration {path} cannot be read "
+                             f"({error.strerror or error})") from None
         return cls.from_dict(data, source=str(path))
 
     def as_dict(self) -> dict[str, Any]:

@@ -20,12 +20,19 @@ CONFIG_FILE = "config.yaml"
 ARTIFACT_COLUMNS: tuple[str, ...] = ("pruned_config_path", "model_path", "report_path")
 
 
+#: Columns that hold numbers (a text value in one is refused, naming the file, column and row).
+NUMBER_COLUMNS: tuple[str, ...] = (
+    "accuracy", "val_accuracy", "params", "flops", "activation_volume", "memory_bytes",
+    "latency_ms", "target_value", "seconds")
+
+
 def load_results(run_dir: str | Path) -> pd.DataFrame:
     """The run's ``results.csv`` as a DataFrame.
 
     Raises:
         FileNotFoundError: the folder or its results table is missing (the message says which).
-        ValueError: the table lacks an ``accuracy`` column.
+        ValueError: the table lacks an ``accuracy`` column, a number column holds text, or an
+            accuracy lies outside [0, 1].
     """
     run = Path(run_dir)
     if not run.is_dir():
@@ -38,9 +45,28 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
         table = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         table = pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a readable CSV table "
+                         f"({' '.join(str(error).split())})") from None
     if "accuracy" not in table.columns:
         raise ValueError(f"{path} has no 'accuracy' column (columns: "
                          f"{', '.join(map(str, table.columns)) or 'none'})")
+    for column in NUMBER_COLUMNS:
+        if column not in table.columns:
+            continue
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        bad = table[column].notna() & numbers.isna()
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise ValueError(f"{path}: column {column!r} must hold numbers, got "
+                             f"{table[column].iloc[row]!r} (row {row + 1})")
+        table[column] = numbers
+    accuracy = table["accuracy"]
+    outside = accuracy.notna() & ~accuracy.between(0.0, 1.0)
+    if outside.any():
+        row = int(outside.to_numpy().nonzero()[0][0])
+        raise ValueError(f"{path}: column 'accuracy' must hold fractions in [0, 1], got "
+                         f"{accuracy.iloc[row]!r} (row {row + 1})")
     return table
 
 
@@ -138,7 +164,14 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        raise ValueError(f"{path} is not valid YAML{at}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} cannot be read ({error})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -21,7 +21,9 @@ that says it was interrupted, and its slot is re-run (it does not count towards 
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -132,6 +134,136 @@ def trial_pruner(options: OptunaOptions) -> Any:
                                                   reduction_factor=REDUCTION_FACTOR)
 
 
+def sampler_seed(seed: int, finished: int) -> int:
+    """The sampler's seed after ``finished`` trials: ``seed`` for a new study.
+
+    A sampler re-created with the run's own seed on ``--resume`` would draw its first
+    configurations again (RandomSampler, and TPE's random start-up trials): seeding it from
+    (seed, trials already in the study) makes a resumed run draw new ones, and the same resume
+    repeat itself.
+
+    Example:
+        >>> sampler_seed(7, 0), sampler_seed(7, 3) == sampler_seed(7, 3) != 7
+        (7, True)
+    """
+    if finished == 0:
+        return seed
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{finished}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _study_trial_count(storage: Any) -> int:
+    """Trials already in the study (any state); 0 when there is no study yet."""
+    try:
+        study_id = storage.get_study_id_from_name(STUDY_NAME)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False))
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_RESUME_ADVICE = ("put back the study.db of that run, or start a new run (another --out; the "
+                  "finished trials stay in this folder)")
+
+
+def _study_states(path: Path) -> dict[int, tuple[str, bool]]:
+    """``{trial number: (state, has a 'status' user attribute)}`` of the run's study, read
+    without writing (SQL only: Optuna's own storage would create the tables in an empty file).
+
+    Raises:
+        ValueError: the file is empty, not SQLite, or damaged (the message names it).
+    """
+    import sqlite3
+
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        header = stream.read(len(_SQLITE_HEADER))
+    if size == 0 or header != _SQLITE_HEADER:
+        what = "empty (0 bytes)" if size == 0 else f"not an SQLite database ({size} bytes)"
+        raise ValueError(f"{path} is {what}")
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+    except sqlite3.Error as error:
+        raise ValueError(f"{path} cannot be opened ({error})") from None
+    try:
+        check = connection.execute("PRAGMA quick_check").fetchone()
+        if not check or check[0] != "ok":
+            raise ValueError(f"{path} is damaged (sqlite quick_check: {check and check[0]})")
+        tables = {r[0] for r in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "studies" not in tables:
+            return {}
+        rows = connection.execute(
+            "SELECT t.number, t.state, EXISTS (SELECT 1 FROM trial_user_attributes a WHERE "
+            "a.trial_id = t.trial_id AND a.key = 'status') FROM trials t JOIN studies s ON "
+            "s.study_id = t.study_id WHERE s.study_name = ?", (STUDY_NAME,)).fetchall()
+    except sqlite3.DatabaseError as error:
+        raise ValueError(f"{path} is damaged or truncated ({error})") from None
+    finally:
+        connection.close()
+    return {int(number): (str(state), bool(status)) for number, state, status in rows}
+
+
+_TRIAL_FOLDER = re.compile(r"^optuna-(\d+)$")
+
+
+def check_study(run_dir: Path) -> None:
+    """Before a resume writes anything: the study and the trial folders must agree.
+
+    Every trial folder with a ``row.json`` must be a trial of ``study.db``, and every trial the
+    study counts as finished (complete, pruned, or failed with a row) must have its row (and an
+    ``ok`` row its ``model.pt``). A study that is missing, empty or damaged while finished
+    trials exist would start over and overwrite them: refused.
+
+    Raises:
+        ValueError: one line naming the file or the trial that disagrees.
+    """
+    rows: dict[int, Path] = {}
+    for folder in sorted((run_dir / "trials").glob("optuna-*")):
+        match = _TRIAL_FOLDER.match(folder.name)
+        if match and (folder / ROW_FILE).is_file():
+            rows[int(match[1])] = folder
+    path = run_dir / STUDY_FILE
+    where = f"cannot resume {run_dir}"
+    if not path.is_file():
+        if rows:
+            raise ValueError(f"{where}: {path} is missing but {len(rows)} finished trial(s) are "
+                             f"in {run_dir / 'trials'}; {_RESUME_ADVICE}")
+        return
+    try:
+        states = _study_states(path)
+    except ValueError as error:
+        if not rows and path.stat().st_size == 0:
+            return  # killed before the study was made: nothing to lose
+        if not rows:
+            raise ValueError(f"{where}: {error}; no trial has finished yet: delete it to start "
+                             "the study again") from None
+        raise ValueError(f"{where}: {error}; {len(rows)} finished trial(s) would be overwritten; "
+                         f"{_RESUME_ADVICE}") from None
+    unknown = sorted(set(rows) - set(states))
+    if unknown:
+        raise ValueError(f"{where}: {rows[unknown[0]] / ROW_FILE} is a finished trial that "
+                         f"{path} does not know ({len(unknown)} such); {_RESUME_ADVICE}")
+    for number, (state, has_status) in sorted(states.items()):
+        finished = state in ("COMPLETE", "PRUNED") or (state == "FAIL" and has_status)
+        folder = run_dir / "trials" / f"optuna-{number:04d}"
+        if finished and number not in rows:
+            raise ValueError(f"{where}: {path} holds trial {number} as {state.lower()} but "
+                             f"{folder / ROW_FILE} is missing; {_RESUME_ADVICE}")
+        if number in rows:
+            try:
+                row = json.loads((folder / ROW_FILE).read_text())
+            except (OSError, ValueError) as error:
+                raise ValueError(f"{where}: {folder / ROW_FILE} is unreadable ({error})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: {folder / ROW_FILE} is not a results row")
+            if row.get("status") == "ok" and not (folder / "model.pt").is_file():
+                raise ValueError(f"{where}: trial {folder.name} is recorded ok but "
+                                 f"{folder / 'model.pt'} is missing")
+
+
 def make_study(run_dir: Path, options: OptunaOptions, *, resume: bool,
                conditional: bool = False) -> Any:
     """Create (or, with ``resume``, load) the study in ``run_dir/study.db`` (``conditional``:
@@ -140,15 +272,16 @@ def make_study(run_dir: Path, options: OptunaOptions, *, resume: bool,
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}")
     multi = len(options.objectives) > 1
+    seed = sampler_seed(options.seed, _study_trial_count(storage) if resume else 0)
     if options.sampler == "random":
-        sampler: Any = optuna.samplers.RandomSampler(seed=options.seed)
+        sampler: Any = optuna.samplers.RandomSampler(seed=seed)
     elif multi:
-        sampler = optuna.samplers.NSGAIISampler(seed=options.seed)
+        sampler = optuna.samplers.NSGAIISampler(seed=seed)
     else:
         extra = {"multivariate": True, "group": True} if conditional else {}
         with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=options.seed,
+            sampler = optuna.samplers.TPESampler(seed=seed,
                                                  n_startup_trials=options.n_startup_trials,
                                                  **extra)
     pruner = trial_pruner(options)
@@ -223,6 +356,11 @@ def run_optuna(space: SearchSpace | None, settings: TrialSettings, run_dir: Path
 
     def objective(trial: optuna.Trial) -> Any:
         trial_id = f"optuna-{trial.number:04d}"
+        if (run_dir / "trials" / trial_id / ROW_FILE).is_file():
+            # The study and the folder disagree (check_study refuses that before a resume):
+            # never overwrite a finished trial's files.
+            raise ValueError(f"{run_dir / 'trials' / trial_id} already holds a finished trial; "
+                             f"{run_dir / STUDY_FILE} does not match this run folder")
         trial_dir = run_dir / "trials" / trial_id
         reported: set[int] = set()
 

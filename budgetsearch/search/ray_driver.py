@@ -32,6 +32,8 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -250,17 +252,85 @@ def _recorder(tune: Any, space: SearchSpace, settings: TrialSettings, run_dir: P
     return RowRecorder()
 
 
-def check_reachable(address: str) -> None:
-    """Raise ``ConnectionError`` (one line) when nothing listens at ``address``."""
+#: How long the Ray handshake probe may take (a Python start, ``import ray`` and one GCS call).
+PROBE_TIMEOUT_S = 20.0
+_PROBE_OK = "budgetsearch-ray-gcs-ok"
+_ANSWERED: set[str] = set()  # addresses whose probe passed in this process
+# Run in a child process: Ray's GCS client retries an address that does not answer for minutes
+# inside C++ code that a thread of this process could not interrupt.
+_PROBE = (
+    "import sys\n"
+    "from ray._raylet import GcsClient\n"
+    "GcsClient(address=sys.argv[1]).check_alive([], timeout=float(sys.argv[2]))\n"
+    f"print({_PROBE_OK!r})\n"
+)
+
+
+def _token_hint(address: str) -> str:
+    # Ray ≥ 2.5x clusters use token authentication, but a driver given an explicit address
+    # sends its token only when told to (Ray's choice: a token is not offered to any host).
+    return ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token (token from "
+            "~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
+            if address != "auto" and os.environ.get("RAY_AUTH_MODE") != "token" else "")
+
+
+def check_reachable(address: str, *, timeout_s: float | None = None) -> None:
+    """Raise ``ConnectionError`` (one line) unless a Ray head answers at ``address``.
+
+    A TCP connect first (a closed port fails at once), then a real Ray handshake: a child
+    process asks the cluster's GCS whether it is alive (``GcsClient.check_alive``), killed
+    after ``timeout_s``. An open port that is not Ray (a web server, a silent socket) fails
+    here, before the run folder exists and before any training. ``timeout_s`` None:
+    :data:`PROBE_TIMEOUT_S`.
+    """
+    timeout_s = PROBE_TIMEOUT_S if timeout_s is None else timeout_s
     parsed = parse_ray_address(address)
-    if parsed is None:
+    if parsed is None or address in _ANSWERED:
         return
+    advice = "start one with 'ray start --head --port PORT' and pass the address it prints"
     try:
         socket.create_connection(parsed, timeout=CONNECT_TIMEOUT_S).close()
     except OSError as error:
         raise ConnectionError(
-            f"no Ray cluster at ray_address {address!r} ({error.strerror or error}); start one "
-            "with 'ray start --head --port PORT' and pass the address it prints") from None
+            f"no Ray cluster at ray_address {address!r} ({error.strerror or error}); "
+            f"{advice}") from None
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE, address, str(timeout_s / 3)],
+                              capture_output=True, text=True, timeout=timeout_s, env=env,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ConnectionError(
+            f"no Ray cluster at ray_address {address!r}: the port is open but did not answer "
+            f"Ray's handshake (GCS check_alive) within {timeout_s:g} s; {advice}") from None
+    if done.returncode != 0 or _PROBE_OK not in done.stdout:
+        lines = [line for line in (done.stderr or "").strip().splitlines() if line.strip()]
+        why = lines[-1].strip()[:200] if lines else f"exit code {done.returncode}"
+        raise ConnectionError(
+            f"no Ray cluster at ray_address {address!r}: Ray's handshake (GCS check_alive) "
+            f"failed ({why}){_token_hint(address)}; {advice}")
+    _ANSWERED.add(address)
+
+
+def check_experiment(run_dir: Path) -> None:
+    """Before a resume writes anything: trial rows of a Ray run need its Tune experiment.
+
+    Without ``RUN_DIR/ray/`` a resume would start a new experiment whose trials are named
+    ``ray-00000``, ``ray-00001``, ... again and overwrite the finished ones.
+
+    Raises:
+        ValueError: finished trial rows exist but the experiment cannot be restored.
+    """
+    rows = sorted((run_dir / "trials").glob("ray-*/row.json"))
+    if not rows:
+        return
+    tune = import_tune()
+    experiment = run_dir / RAY_DIR / EXPERIMENT_NAME
+    if not tune.Tuner.can_restore(str(experiment.resolve())):
+        raise ValueError(f"cannot resume {run_dir}: {len(rows)} finished Ray trial(s) are in "
+                         f"{run_dir / 'trials'} but the Tune experiment {experiment} is missing "
+                         "or damaged, and a new one would overwrite them; start a new run "
+                         "(another --out)")
 
 
 def _init_ray(address: str | None) -> bool:
@@ -279,11 +349,7 @@ def _init_ray(address: str | None) -> bool:
         ray.init(address=address, **kwargs)
     except ConnectionError as error:  # 'auto' with no cluster running, or refused
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        # Ray ≥ 2.5x clusters use token authentication, but a driver given an explicit address
-        # sends its token only when told to (Ray's choice: a token is not offered to any host).
-        hint = ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token (token from "
-                "~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
-                if address != "auto" and os.environ.get("RAY_AUTH_MODE") != "token" else "")
+        hint = _token_hint(address)
         raise ConnectionError(f"cannot join the Ray cluster at ray_address {address!r}: "
                               f"{first}{hint}") from None
     return True

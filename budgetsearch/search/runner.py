@@ -28,7 +28,8 @@ import pandas as pd
 import yaml
 
 from budgetsearch.cost import load_profile, resolve_profile_name
-from budgetsearch.files import write_text_atomic
+from budgetsearch.files import LOCK_FILE, folder_lock, write_text_atomic, yaml_problem
+from budgetsearch.models.files import load_model_file
 from budgetsearch.pruners import pruner_class, search_order
 from budgetsearch.search.families import (
     CandidatePlan,
@@ -37,7 +38,7 @@ from budgetsearch.search.families import (
     plan_candidates,
 )
 from budgetsearch.search.objective import validate_space
-from budgetsearch.search.optuna_driver import STUDY_FILE, OptunaOptions, run_optuna
+from budgetsearch.search.optuna_driver import STUDY_FILE, OptunaOptions, check_study, run_optuna
 from budgetsearch.search.plan import TargetPlan, plan_target
 from budgetsearch.search.request import ENGINES, RunRequest
 from budgetsearch.search.results import (
@@ -69,6 +70,8 @@ class RunSummary:
     #: Set when every trial failed, or none met the target: why, with the first failure's reason.
     failure: str | None = None
     families: FamilyOutcome | None = None
+    #: Why the best row's model file could not be loaded (a damaged or replaced file), or None.
+    model_error: str | None = None
 
 
 def _pruner_spaces(request: RunRequest) -> list[SearchSpace]:
@@ -213,9 +216,13 @@ def check_resume(run_dir: Path, request: RunRequest, space: SearchSpace,
     try:
         old = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ValueError(f"cannot resume: {path} is not valid YAML ({error})") from None
+        problem = yaml_problem(error)
+        raise ValueError(f"cannot resume: {path} is not valid YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot resume: {path} cannot be read ({error})") from None
     if not isinstance(old, dict):
-        raise ValueError(f"cannot resume: {path} must hold a mapping, got {type(old).__name__}")
+        raise ValueError(f"cannot resume: {path} must hold a mapping of setting: value (a run's "
+                         f"config.yaml), got {type(old).__name__}")
     new = yaml.safe_load(yaml.safe_dump(resolved_config(request, space, [], "", candidates),
                                         allow_unicode=True))
     before, after = _flatten(old), _flatten(new)
@@ -251,8 +258,15 @@ def _progress_bar(total: int | None) -> Any:
 
 
 def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
-               progress: bool = True, command: str = "") -> RunSummary:
-    """Plan, search with the chosen engine, write ``results.csv`` and ``config.yaml``."""
+               progress: bool = True, command: str = "", force: bool = True) -> RunSummary:
+    """Plan, search with the chosen engine, write ``results.csv`` and ``config.yaml``.
+
+    Every input is checked before the first file is written. The run folder is locked
+    (:func:`~budgetsearch.files.folder_lock`) while the run writes it. ``force=False``: refuse
+    a folder that holds anything (a run started there meanwhile); ``resume=True``: refuse a
+    folder whose study and trial rows disagree (``optuna_driver.check_study``) or whose
+    reference network does not load, before anything is written.
+    """
     settings = request.settings
     if settings.device_profile is not None:
         settings = replace(settings, device_profile=resolve_profile_name(settings.device_profile)
@@ -282,9 +296,69 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
               list({c.pruner: c.space for c in candidates.candidates}.values()))
     for each in spaces:
         validate_space(each, settings.target)
+    if request.engine == "ray" and request.ray_address is not None:
+        from budgetsearch.search.ray_driver import check_reachable
+
+        check_reachable(request.ray_address)  # a real Ray handshake, before any file or training
     if resume:
         check_resume(run_dir, request, space, candidates)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # One process at a time writes a run folder: a second run, or a --resume while the first
+    # is alive, is refused here, before it writes anything.
+    with folder_lock(run_dir, what="run folder"):
+        return _run_locked(request, settings, space, plan, notes, run_dir, resume=resume,
+                           progress=progress, command=command, force=force,
+                           candidates=candidates)
+
+
+def _check_reference_files(run_dir: Path) -> None:
+    """A kept reference (``--resume``) must load: every trial starts from its weights."""
+    import torch
+
+    from budgetsearch.search.reference import MODEL_FILE, STATE_FILE, reference_dir
+
+    top = reference_dir(run_dir)
+    # The single-base reference, and each base's of a family search (reference/MODEL@WIDTH).
+    for folder in [top, *sorted(p for p in top.glob("*") if p.is_dir())]:
+        if not (folder / "row.json").is_file():
+            continue  # not trained yet (or unfinished): ensure_reference trains it
+        advice = f"remove {folder} to train it again"
+        try:
+            state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+            try:
+                load_model_file(folder / MODEL_FILE)
+            except ValueError as refused:
+                # A user's own network class is never unpickled: its deployable twin must load.
+                if "was refused: it asks for" not in str(refused):
+                    raise
+                torch.jit.load(str(folder / "model.ts"), map_location="cpu")
+        except FileNotFoundError:
+            continue  # unfinished: ensure_reference trains it again
+        except Exception as error:  # noqa: BLE001 (torch raises many kinds on a damaged file)
+            detail = " ".join(str(error).split())[:300] or type(error).__name__
+            raise ValueError(f"cannot use the run's reference network: {detail}; "
+                             f"{advice}") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"cannot use the run's reference network: {folder / STATE_FILE} "
+                             f"holds a {type(state).__name__}, not a state dict; {advice}")
+
+
+def _run_locked(request: RunRequest, settings: TrialSettings, space: SearchSpace,
+                plan: TargetPlan | None, notes: list[str], run_dir: Path, *, resume: bool,
+                progress: bool, command: str, force: bool,
+                candidates: CandidatePlan | None = None) -> RunSummary:
+    if resume:
+        if request.engine == "optuna":
+            check_study(run_dir)
+        else:
+            from budgetsearch.search.ray_driver import check_experiment
+
+            check_experiment(run_dir)
+        _check_reference_files(run_dir)
+    elif not force and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+        # Empty when the caller checked it: another run wrote here meanwhile (and ended).
+        raise ValueError(f"output folder {run_dir} already holds another run; choose a new "
+                         "--out, --resume to continue it or pass --force to replace it")
     if not resume:  # a new run in a reused (--force) folder starts from a clean study
         (run_dir / STUDY_FILE).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "trials", ignore_errors=True)
@@ -298,7 +372,7 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
                   f"network is trained once ({settings.reference_epochs:g} epoch(s)) the first "
                   "time one of its trials runs", flush=True)
     elif settings.reference_epochs > 0:
-        from budgetsearch.search.reference import ensure_reference, reference_state_path
+        from budgetsearch.search.reference import STATE_FILE, ensure_reference, reference_dir
 
         if progress:
             print(f"training the unpruned {settings.model} once ({settings.reference_epochs:g} "
@@ -309,9 +383,10 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
                      f"{reference['accuracy']:.4f}, {reference['params']:,.0f} parameters "
                      f"(trained {settings.reference_epochs:g} epoch(s) in "
                      f"{reference['seconds']:.0f} s; trials start from it)")
-        # Absolute: Ray workers run in other folders.
+        # From the run folder, not the row (its paths are as the run was started, from
+        # another working directory perhaps); absolute: Ray workers run in other folders.
         settings = replace(settings, reference_path=str(
-            reference_state_path(reference, run_dir).resolve()))
+            (reference_dir(run_dir) / STATE_FILE).resolve()))
     bar = _progress_bar(request.optuna.trials) if progress else None
     try:
         if request.engine == "ray":
@@ -330,16 +405,24 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
     write_results(run_dir, rows)
     table = results_frame(rows)
     best = best_feasible(table) if len(table) else None
-    measured = None
-    if best is not None and settings.device_profile and _is_local_cpu(settings.device_profile) \
-            and isinstance(best.get("model_path"), str):
+    measured, model_error = None, None
+    if best is not None and isinstance(best.get("model_path"), str):
+        from budgetsearch.pareto.results import resolve_artifact
+
+        # The row's path is as the run was started (perhaps from another folder).
+        best["model_path"] = str(resolve_artifact(best["model_path"], run_dir))
         try:
             model = load_row_model(best, run_dir)
         except (ValueError, FileNotFoundError) as error:
-            notes.append(f"latency not measured here: {error}")
+            model_error = str(error)
+        except Exception as error:  # noqa: BLE001 (torch's unpickler fails in many ways)
+            detail = " ".join(str(error).split())[:200]
+            model_error = (f"model file {best['model_path']} is corrupt, truncated or not a "
+                           f"PyTorch file ({type(error).__name__}: {detail})")
         else:
-            measured = measure_latency_ms(model, input_shape(settings),
-                                          threads=_profile_threads(settings))
+            if settings.device_profile and _is_local_cpu(settings.device_profile):
+                measured = measure_latency_ms(model, input_shape(settings),
+                                              threads=_profile_threads(settings))
     outcome = None
     if candidates is not None:
         outcome = family_outcome(table)
@@ -350,7 +433,8 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
                          f"{ref['accuracy']:.4f}, trained {settings.reference_epochs:g} "
                          f"epoch(s) in {ref['seconds']:.0f} s (its pruned trials start from it)")
     return RunSummary(run_dir, table, None if best is None else best.to_dict(), notes,
-                      measured, plan, failure_summary(table, best), outcome)
+                      measured, plan, failure=failure_summary(table, best), families=outcome,
+                      model_error=model_error)
 
 
 def _is_local_cpu(profile_name: str) -> bool:

@@ -280,6 +280,18 @@ def _trial_failures(out: Path) -> dict[str, int]:
 
 
 @pytest.mark.ray
+def test_handshake_probe_accepts_a_real_head(ray_cluster: SimpleNamespace) -> None:
+    """The GCS probe (issue 18: an open port that is not Ray is refused) passes a real head."""
+    from budgetsearch.search import ray_driver
+
+    ray_driver._ANSWERED.discard(ray_cluster.address)
+    start = time.monotonic()
+    check_reachable(ray_cluster.address)
+    assert ray_cluster.address in ray_driver._ANSWERED
+    assert time.monotonic() - start < ray_driver.PROBE_TIMEOUT_S
+
+
+@pytest.mark.ray
 def test_sweep_on_a_cluster_fills_results_csv(ray_cluster: SimpleNamespace, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     import ray
