@@ -897,7 +897,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if summary.measured_latency_ms is not None:
             line += f", measured here: {summary.measured_latency_ms:.4f} ms"
         print(line + f", {int(best['params']):,} parameters")
-        print(f"model: {out / str(best['model_path'])}  (deploy: budgetsearch export {out} "
+        model_path = Path(str(best["model_path"]))  # the runner resolved it from the run folder
+        print(f"model: {model_path}  (deploy: budgetsearch export {out} "
               f"--trial {best['trial_id']} --format onnx --out model.onnx)")
     if summary.families is not None:
         print(summary.families.describe())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -188,13 +189,18 @@ def test_optuna_resume_keeps_completed_trials(tmp_path: Path) -> None:
     assert len(study.trials) == 2
 
 
-def test_cli_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "run"
+def test_cli_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = Path("run")  # relative, as a user types it
     code = main(["run", "--device", "jetson", "--target-latency", "200us", "--model", "wrn-10-1",
                  "--dataset", "synthetic", "--train-subset", "32", "--batch-size", "16",
                  "--trials", "1", "--threads", "1", "--out", str(out), "--no-progress",
                  "--no-families"])
     text = capsys.readouterr().out
+    # The printed model path exists as printed (it read run/run/... once).
+    printed = re.search(r"^model: (\S+)", text, flags=re.M)
+    assert printed is not None and Path(printed.group(1)).is_file()
     table = pd.read_csv(out / "results.csv")
     # the unpruned reference (trained once; trials start from it), then the one trial
     assert table["kind"].tolist() == ["reference", "pruned"]
