@@ -767,16 +767,12 @@ def _resumed_config(out: Path) -> dict[str, Any]:
     path = out / "config.yaml"
     if not path.is_file():
         raise UsageError(f"--resume needs an existing run folder (--out), {out} has none")
+    from budgetsearch.search.runner import read_run_config
+
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise UsageError(f"--resume: {path} is not valid YAML: {yaml_problem(error)}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"--resume: {path} cannot be read ({error})") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"--resume: {path} must hold a mapping of setting: value (a run's "
-                         f"config.yaml), got {type(data).__name__}")
-    return data
+        return read_run_config(path, what="--resume")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -201,6 +201,24 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
+def read_run_config(path: Path, *, what: str) -> dict[str, Any]:
+    """A run's ``config.yaml`` as a mapping; ``what`` starts each error's one line.
+
+    Raises:
+        ValueError: unreadable, not valid YAML, or not a mapping (the message names the file).
+    """
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{what}: {path} is not valid YAML: {yaml_problem(error)}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{what}: {path} cannot be read ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what}: {path} must hold a mapping of setting: value (a run's "
+                         f"config.yaml), got {type(data).__name__}")
+    return data
+
+
 def check_resume(run_dir: Path, request: RunRequest, space: SearchSpace,
                  candidates: CandidatePlan | None = None) -> None:
     """Refuse to resume a run folder with other settings than the ones it was started with.
@@ -213,16 +231,7 @@ def check_resume(run_dir: Path, request: RunRequest, space: SearchSpace,
     if not path.is_file():
         raise ValueError(f"cannot resume: {run_dir} holds no {CONFIG_FILE} (not a run folder, or "
                          "the run stopped before it started)")
-    try:
-        old = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        problem = yaml_problem(error)
-        raise ValueError(f"cannot resume: {path} is not valid YAML: {problem}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot resume: {path} cannot be read ({error})") from None
-    if not isinstance(old, dict):
-        raise ValueError(f"cannot resume: {path} must hold a mapping of setting: value (a run's "
-                         f"config.yaml), got {type(old).__name__}")
+    old = read_run_config(path, what="cannot resume")
     new = yaml.safe_load(yaml.safe_dump(resolved_config(request, space, [], "", candidates),
                                         allow_unicode=True))
     before, after = _flatten(old), _flatten(new)
