@@ -18,6 +18,12 @@ from typing import Any
 import yaml
 
 from budgetsearch import __version__
+from budgetsearch.commands.argtypes import (
+    fraction,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from budgetsearch.errors import UsageError
 from budgetsearch.files import torch_save_atomic, write_text_atomic, yaml_problem
 
@@ -26,45 +32,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: one line, exit code 2
         raise UsageError(f"{self.prog}: {message}")
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,12 +331,12 @@ def _train_checks() -> dict[str, Callable[[str], Any]]:
 
     return {
         "model": _choice(model_names()), "dataset": _choice(dataset_names()),
-        "data_dir": _text, "download": _flag, "epochs": _positive_float,
-        "train_subset": _positive_int, "val_fraction": _fraction, "batch_size": _positive_int,
-        "optimizer": _choice(["sgd", "adam"]), "lr": _positive_float,
-        "weight_decay": _non_negative_float,
+        "data_dir": _text, "download": _flag, "epochs": positive_float,
+        "train_subset": positive_int, "val_fraction": fraction, "batch_size": positive_int,
+        "optimizer": _choice(["sgd", "adam"]), "lr": positive_float,
+        "weight_decay": non_negative_float,
         "schedule": _choice(["cosine", "cosine-restarts", "constant"]),
-        "restart_epochs": _positive_float, "width": _positive_float, "seed": _integer,
+        "restart_epochs": positive_float, "width": positive_float, "seed": _integer,
         "device": _text, "precision": _choice(["auto", "fp32", "bf16"]),
     }
 
@@ -392,18 +359,18 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--data-dir", help="folder holding the data set files")
     p.add_argument("--download", action="store_true", default=None,
                    help="let torchvision download the data if it is not on this machine")
-    p.add_argument("--epochs", type=_positive_float, help="epochs (fractions allowed); default 1")
-    p.add_argument("--train-subset", type=_positive_int, metavar="N",
+    p.add_argument("--epochs", type=positive_float, help="epochs (fractions allowed); default 1")
+    p.add_argument("--train-subset", type=positive_int, metavar="N",
                    help="train on N randomly chosen training images")
-    p.add_argument("--val-fraction", type=_fraction, help="fraction held out for validation")
-    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--val-fraction", type=fraction, help="fraction held out for validation")
+    p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=_positive_float, help="learning rate; default 0.002 (Adam)")
-    p.add_argument("--weight-decay", type=_non_negative_float)
+    p.add_argument("--lr", type=positive_float, help="learning rate; default 0.002 (Adam)")
+    p.add_argument("--weight-decay", type=non_negative_float)
     p.add_argument("--schedule", choices=["cosine", "cosine-restarts", "constant"])
-    p.add_argument("--restart-epochs", type=_positive_float,
+    p.add_argument("--restart-epochs", type=positive_float,
                    help="with --schedule cosine-restarts: epochs between restarts")
-    p.add_argument("--width", type=_positive_float,
+    p.add_argument("--width", type=positive_float,
                    help="width multiplier (a thinner dense twin: √r for compression r)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu or cuda")
@@ -640,11 +607,11 @@ def _add_cost_parser(sub: Any) -> None:
                    help="a built-in name (see 'budgetsearch models'), path/to/file.py:FACTORY "
                    "or package.module:FACTORY")
     p.add_argument("--device", help="profile name, alias (jetson) or YAML path; see 'devices'")
-    p.add_argument("--width", type=_positive_float, default=1.0, help="width multiplier")
+    p.add_argument("--width", type=positive_float, default=1.0, help="width multiplier")
     p.add_argument("--input-shape", "--input", dest="input", type=_input_shape,
                    default=(1, 28, 28), metavar="C,H,W",
                    help="input shape; default 1,28,28 (Fashion-MNIST), CIFAR is 3,32,32")
-    p.add_argument("--num-classes", type=_positive_int, default=10)
+    p.add_argument("--num-classes", type=positive_int, default=10)
     p.add_argument("--json", action="store_true", help="print the costs as JSON, for scripts")
     p.set_defaults(handler=_cmd_cost)
 
@@ -719,12 +686,12 @@ def _add_profile_parser(sub: Any) -> None:
     p.add_argument("--runtime", choices=("pytorch-eager", "onnxruntime", "both"),
                    default="pytorch-eager",
                    help="runtime to time in (both: NAME.yaml and NAME-ort.yaml from one build)")
-    p.add_argument("--threads", type=_positive_int, default=1, help="threads (default 1)")
-    p.add_argument("--fit", type=_positive_int, default=108,
+    p.add_argument("--threads", type=positive_int, default=1, help="threads (default 1)")
+    p.add_argument("--fit", type=positive_int, default=108,
                    help="networks to fit (default 108, 12 per family)")
-    p.add_argument("--holdout", type=_positive_int, default=27,
+    p.add_argument("--holdout", type=positive_int, default=27,
                    help="held-out networks to measure the error on (default 27)")
-    p.add_argument("--rounds", type=_positive_int, default=5,
+    p.add_argument("--rounds", type=positive_int, default=5,
                    help="interleaved timing rounds (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite an existing profile")
@@ -754,11 +721,11 @@ def _run_checks() -> dict[str, Callable[[str], Any]]:
     from budgetsearch.models import model_names
 
     return {
-        "model": _choice(model_names()), "width": _positive_float,
+        "model": _choice(model_names()), "width": positive_float,
         "dataset": _choice(dataset_names()), "data_dir": _text,
-        "train_subset": _positive_int, "val_fraction": _fraction, "batch_size": _positive_int,
-        "seed": _integer, "trials": _positive_int, "timeout": _text, "threads": _positive_int,
-        "reference_epochs": _non_negative_float, "sampler_seed": _integer,
+        "train_subset": positive_int, "val_fraction": fraction, "batch_size": positive_int,
+        "seed": _integer, "trials": positive_int, "timeout": _text, "threads": positive_int,
+        "reference_epochs": non_negative_float, "sampler_seed": _integer,
     }
 
 
@@ -977,11 +944,11 @@ def _add_run_parser(sub: Any) -> None:
                    help="optuna (local study) or ray (Ray Tune, local or on a cluster)")
     p.add_argument("--ray-address", metavar="auto|HOST:PORT",
                    help="join a running Ray cluster (default with --engine ray: start a local one)")
-    p.add_argument("--max-concurrent", type=_positive_int, metavar="N",
+    p.add_argument("--max-concurrent", type=positive_int, metavar="N",
                    help="Ray: trials running at once (default 1)")
-    p.add_argument("--cpus-per-trial", type=_positive_float, metavar="X",
+    p.add_argument("--cpus-per-trial", type=positive_float, metavar="X",
                    help="Ray: CPUs reserved per trial (default 1; also its torch threads)")
-    p.add_argument("--gpus-per-trial", type=_non_negative_float, metavar="Y",
+    p.add_argument("--gpus-per-trial", type=non_negative_float, metavar="Y",
                    help="Ray: GPUs reserved per trial (default 0; > 0 trains on CUDA)")
     p.add_argument("--objectives", default="accuracy",
                    help="accuracy (constrained) or accuracy,latency (multi-objective)")
@@ -998,7 +965,7 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--widths", type=_width_list, metavar="W,W,...",
                    help="width multipliers of the family search's bases (default "
                    "0.5,0.75,1,1.5,2)")
-    p.add_argument("--trials", type=_positive_int, help="trials in total (default 12)")
+    p.add_argument("--trials", type=positive_int, help="trials in total (default 12)")
     p.add_argument("--timeout", help="stop starting trials after this long: 30m, 90s, 2h")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--config", help="YAML file of option defaults; flags override it")
@@ -1006,7 +973,7 @@ def _add_run_parser(sub: Any) -> None:
                    help="a built-in name (default wrn-16-1; see 'budgetsearch models'), "
                    "path/to/file.py:FACTORY or package.module:FACTORY (the factory gets "
                    "num_classes and in_channels when its signature names them)")
-    p.add_argument("--width", type=_positive_float)
+    p.add_argument("--width", type=positive_float)
     p.add_argument("--dataset", metavar="NAME|DIR",
                    help=f"one of {', '.join(dataset_names())} (default fashion-mnist), or an "
                    "image folder DIR with train/ and val/ (or test/), one subfolder per class")
@@ -1014,11 +981,11 @@ def _add_run_parser(sub: Any) -> None:
                    help="convert an image folder's images to C channels (1 or 3) and resize "
                    "them to HxW (needed when they differ in size)")
     p.add_argument("--data-dir")
-    p.add_argument("--train-subset", type=_positive_int, metavar="N")
-    p.add_argument("--val-fraction", type=_fraction)
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--threads", type=_positive_int, help="torch threads per trial")
-    p.add_argument("--reference-epochs", type=_non_negative_float, metavar="E",
+    p.add_argument("--train-subset", type=positive_int, metavar="N")
+    p.add_argument("--val-fraction", type=fraction)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--threads", type=positive_int, help="torch threads per trial")
+    p.add_argument("--reference-epochs", type=non_negative_float, metavar="E",
                    help="train the unpruned network E epochs once; trials start from it and "
                    "distilling pruners distil from it (default 2; 0: trials start from random "
                    "weights, no teacher)")

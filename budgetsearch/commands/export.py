@@ -25,21 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from budgetsearch.commands.argtypes import positive_int
 from budgetsearch.errors import UsageError
 
 FORMATS = {"onnx": (".onnx",), "torchscript": (".ts", ".pt", ".pth", ".torchscript")}
 #: Largest |ONNX − PyTorch| output difference accepted (issue 15).
 TOLERANCE = 1e-4
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _check_out(out: Path, fmt: str, force: bool) -> None:
@@ -260,13 +251,13 @@ def register(sub: Any) -> None:
                    "results.csv")
     p.add_argument("--format", required=True, choices=sorted(FORMATS))
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write (.onnx, .ts)")
-    p.add_argument("--opset", type=_positive_int, metavar="N",
+    p.add_argument("--opset", type=positive_int, metavar="N",
                    help="ONNX opset (default 17, as the onnxruntime profiles)")
     p.add_argument("--device", help="re-price the trial on this device profile for the "
                    "prediction (default: the run's device)")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
+    p.add_argument("--threads", type=positive_int, metavar="N",
                    help="threads for the timing (default: the device profile's, else 1)")
-    p.add_argument("--runs", type=_positive_int, default=50, metavar="N",
+    p.add_argument("--runs", type=positive_int, default=50, metavar="N",
                    help="timed runs; the median is printed (default 50)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.set_defaults(handler=_cmd_export)

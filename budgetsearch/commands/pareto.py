@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from budgetsearch.commands.argtypes import positive_float, positive_int
 from budgetsearch.cost.metrics import METRICS, is_met
 from budgetsearch.errors import UsageError
 from budgetsearch.files import torch_save_atomic, write_text_atomic
@@ -351,26 +352,6 @@ _BASELINE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
-def _positive_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _cmd_baselines(args: argparse.Namespace) -> int:
     import json
     import time
@@ -546,8 +527,8 @@ def _add_baselines_parser(sub: Any) -> None:
     p.add_argument("--dataset", metavar="NAME|DIR",
                    help="override the run's data set (a name or an image folder)")
     p.add_argument("--data-dir", help="folder holding the data set files")
-    p.add_argument("--epochs", type=_positive_number, help="override the run's epochs")
-    p.add_argument("--train-subset", type=_positive_count, metavar="N",
+    p.add_argument("--epochs", type=positive_float, help="override the run's epochs")
+    p.add_argument("--train-subset", type=positive_int, metavar="N",
                    help="override the run's subset")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
