@@ -119,3 +119,16 @@ def user_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("user")
     (root / "nets.py").write_text(SMALL_CNN_FILE)
     return root / "nets.py", write_image_folder(root / "images")
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Exit code and stderr of ``budgetsearch ARGV``, checking the one-line contract: exit 2 is
+    exactly one line, ``budgetsearch: error: ...``, no traceback."""
+    from budgetsearch.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    if code == 2:
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith("budgetsearch: error: ") and "Traceback" not in err
+    return code, err

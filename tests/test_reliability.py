@@ -30,21 +30,12 @@ from budgetsearch.search.objective import INTERRUPTED_BY_KILL, INTERRUPTED_BY_US
 from budgetsearch.search.optuna_driver import OptunaOptions, make_study, run_optuna
 from budgetsearch.search.runner import RunRequest, run_search
 from budgetsearch.search.space import load_space
+from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "hw_profiles" / "cpu-2core-x86.yaml"
 TINY_RUN = ["--model", "wrn-10-1", "--dataset", "synthetic", "--train-subset", "32",
             "--batch-size", "16", "--threads", "1", "--no-progress"]
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Exit code and stderr of ``budgetsearch ARGV``, checking the one-line contract."""
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    if code == 2:
-        assert len(err.splitlines()) == 1, err
-        assert err.startswith("budgetsearch: error: ") and "Traceback" not in err
-    return code, err
 
 
 # ---------------------------------------------------------------------------------------------

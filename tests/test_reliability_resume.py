@@ -29,6 +29,7 @@ from budgetsearch.search.optuna_driver import OptunaOptions, run_optuna, sampler
 from budgetsearch.search.results import empty_row, write_row
 from budgetsearch.search.settings import TrialSettings
 from budgetsearch.search.space import load_space
+from tests.conftest import run_cli
 
 TINY = ["--model", "wrn-10-1", "--dataset", "synthetic", "--train-subset", "64",
         "--batch-size", "16", "--threads", "1", "--no-progress"]
@@ -36,16 +37,6 @@ TINY = ["--model", "wrn-10-1", "--dataset", "synthetic", "--train-subset", "64",
 # One base network (--no-families): these cases are about resuming and refusing, not families.
 RUN = ["run", *TINY, "--pruner", "magnitude", "--no-families", "--target-params", "50 %",
        "--reference-epochs", "0.2"]
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Exit code and stderr; exit 2 must be exactly one line, no traceback."""
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    if code == 2:
-        assert len(err.splitlines()) == 1, err
-        assert err.startswith("budgetsearch: error: ") and "Traceback" not in err
-    return code, err
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
