@@ -81,12 +81,21 @@ def build_model(
 
 
 def factory_keywords(factory: Callable[..., Any], **available: Any) -> dict[str, Any]:
-    """The subset of ``available`` keywords the factory's signature accepts (all of them for a
-    factory with ``**kwargs``): a user's factory may take only ``num_classes``, say."""
+    """The subset of ``available`` keywords the factory names in its signature: a user's factory
+    may take only ``num_classes``, say. A factory with ``**kwargs`` also gets ``num_classes``
+    (torchvision's pass ``**kwargs`` to a model class that knows ``num_classes`` and nothing of
+    ``in_channels`` or ``width_multiplier``); one without a readable signature gets only that.
+
+    Example:
+        >>> factory_keywords(lambda num_classes: None, num_classes=3, in_channels=1)
+        {'num_classes': 3}
+    """
     try:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):
-        return dict(available)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return dict(available)
-    return {k: v for k, v in available.items() if k in parameters}
+        return {k: v for k, v in available.items() if k == "num_classes"}
+    named = {k: v for k, v in available.items() if k in parameters}
+    if "num_classes" in available and any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        named.setdefault("num_classes", available["num_classes"])
+    return named

@@ -32,8 +32,10 @@ def cifar_resnet(
 
 def _register(depth: int) -> None:
     @register_model(f"resnet-{depth}", f"CIFAR pre-activation ResNet-{depth}")
-    def factory(**kwargs: object) -> nn.Module:
-        return cifar_resnet(depth, **kwargs)  # type: ignore[arg-type]
+    def factory(*, num_classes: int = 10, in_channels: int = 1,
+                width_multiplier: float = 1.0) -> nn.Module:
+        return cifar_resnet(depth, num_classes=num_classes, in_channels=in_channels,
+                            width_multiplier=width_multiplier)
 
 
 for _depth in (20, 32, 56):

@@ -175,29 +175,10 @@ def resolve_model_spec(spec: str) -> ModelSpec:
     return ModelSpec(spec, kind, value, description, model_label(spec))
 
 
-def _keywords(factory: ModelFactory, **available: Any) -> dict[str, Any]:
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return {"num_classes": available["num_classes"]}
-    named = {k: v for k, v in available.items() if k in parameters}
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        # torchvision's factories take **kwargs for the model class, which knows num_classes
-        # and nothing of in_channels or width_multiplier.
-        named.setdefault("num_classes", available["num_classes"])
-    return named
-
-
 def takes_width(spec: str) -> bool:
     """Whether the spec's factory takes ``width_multiplier`` (so it has thinner dense twins)."""
-    resolved = resolve_model_spec(spec)
-    if resolved.kind == "registered":
-        return "width_multiplier" in registry.factory_keywords(
-            resolved.factory, width_multiplier=1.0)
-    try:
-        return "width_multiplier" in inspect.signature(resolved.factory).parameters
-    except (TypeError, ValueError):
-        return False
+    factory = resolve_model_spec(spec).factory
+    return "width_multiplier" in registry.factory_keywords(factory, width_multiplier=1.0)
 
 
 def build_model(
@@ -224,8 +205,8 @@ def build_model(
                                     width_multiplier=width_multiplier)
     if not 0.0 < width_multiplier <= 16.0:
         raise ValueError(f"width_multiplier must be in (0, 16], got {width_multiplier}")
-    given = _keywords(resolved.factory, num_classes=num_classes, in_channels=in_channels,
-                      width_multiplier=width_multiplier)
+    given = registry.factory_keywords(resolved.factory, num_classes=num_classes,
+                                      in_channels=in_channels, width_multiplier=width_multiplier)
     if width_multiplier != 1.0 and "width_multiplier" not in given:
         raise ValueError(f"model {resolved.label!r} takes no width_multiplier (got "
                          f"{width_multiplier}): give its factory a width_multiplier parameter")

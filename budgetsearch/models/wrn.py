@@ -39,8 +39,10 @@ def _register(depth: int, widen_factor: int) -> None:
     @register_model(
         f"wrn-{depth}-{widen_factor}", f"Wide ResNet, depth {depth}, widen factor {widen_factor}"
     )
-    def factory(**kwargs: object) -> nn.Module:
-        return wide_resnet(depth, widen_factor, **kwargs)  # type: ignore[arg-type]
+    def factory(*, num_classes: int = 10, in_channels: int = 1,
+                width_multiplier: float = 1.0) -> nn.Module:
+        return wide_resnet(depth, widen_factor, num_classes=num_classes, in_channels=in_channels,
+                           width_multiplier=width_multiplier)
 
 
 for _depth, _k in ((10, 1), (16, 1), (22, 1), (16, 2), (16, 4), (16, 8), (22, 2), (28, 10)):
