@@ -687,12 +687,12 @@ def _add_profile_parser(sub: Any) -> None:
                    default="pytorch-eager",
                    help="runtime to time in (both: NAME.yaml and NAME-ort.yaml from one build)")
     p.add_argument("--threads", type=positive_int, default=1, help="threads (default 1)")
-    p.add_argument("--fit", type=positive_int, default=108,
-                   help="networks to fit (default 108, 12 per family)")
-    p.add_argument("--holdout", type=positive_int, default=27,
-                   help="held-out networks to measure the error on (default 27)")
-    p.add_argument("--rounds", type=positive_int, default=5,
-                   help="interleaved timing rounds (default 5)")
+    p.add_argument("--fit", type=positive_int, default=216,
+                   help="networks to fit (default 216, 24 per family)")
+    p.add_argument("--holdout", type=positive_int, default=54,
+                   help="held-out networks to measure the error on (default 54)")
+    p.add_argument("--rounds", type=positive_int, default=8,
+                   help="interleaved timing rounds (default 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite an existing profile")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -84,11 +84,16 @@ class OpLatency:
 
     def scaled(self, factor: float) -> OpLatency:
         """Every coefficient times ``factor`` (a recalibration to a faster or slower day)."""
+        return self.rescaled(overhead=factor, work=factor)
+
+    def rescaled(self, *, overhead: float, work: float) -> OpLatency:
+        """The per-call overhead β times ``overhead``; the per-FLOP and per-byte terms times
+        ``work`` (a day on which dispatch and arithmetic drifted apart)."""
         return OpLatency(
-            ms_per_gflop=self.ms_per_gflop * factor, ms_per_mb=self.ms_per_mb * factor,
-            overhead_ms=self.overhead_ms * factor,
+            ms_per_gflop=self.ms_per_gflop * work, ms_per_mb=self.ms_per_mb * work,
+            overhead_ms=self.overhead_ms * overhead,
             ms_per_weight_mb=None if self.ms_per_weight_mb is None
-            else self.ms_per_weight_mb * factor,
+            else self.ms_per_weight_mb * work,
         )
 
     def as_dict(self) -> dict[str, float]:
@@ -279,18 +284,31 @@ class DeviceProfile:
         Used by the drift check to recalibrate to a faster or slower day, and by the benchmark to
         simulate one (a profile recorded on a machine ``factor`` × slower than this one).
         """
-        if not math.isfinite(factor) or factor <= 0:
-            raise ValueError(f"factor must be a positive number, got {factor}")
+        return self.rescaled(overhead=factor, work=factor)
+
+    def rescaled(self, *, overhead: float, work: float) -> DeviceProfile:
+        """A copy whose per-call overheads (each op's β and the network overhead) are
+        ``overhead`` × and whose per-FLOP and per-byte terms are ``work`` ×.
+
+        The drift check's recalibration: on a shared CPU, Python dispatch and arithmetic drift
+        apart (on the profiling machine, dispatch-bound anchors ran 0.6–0.7× their recorded
+        time while compute-bound ones ran 0.95–1.0× within the same minute). An anchor's recorded
+        time is split by its ``overhead_share`` (1 − share scales with ``work``).
+        """
+        for label, factor in (("overhead", overhead), ("work", work)):
+            if not math.isfinite(factor) or factor <= 0:
+                raise ValueError(f"{label} factor must be a positive number, got {factor}")
         anchors = self.anchors
         if anchors is not None:
             anchors = dict(anchors)
             anchors["networks"] = [
-                {**a, "recorded_ms": float(a["recorded_ms"]) * factor}
+                {**a, "recorded_ms": float(a["recorded_ms"]) * _blend(
+                    a.get("overhead_share"), overhead, work)}
                 for a in anchors.get("networks", [])
             ]
         return replace(
-            self, ops={k: c.scaled(factor) for k, c in self.ops.items()},
-            network_overhead_ms=self.network_overhead_ms * factor, anchors=anchors,
+            self, ops={k: c.rescaled(overhead=overhead, work=work) for k, c in self.ops.items()},
+            network_overhead_ms=self.network_overhead_ms * overhead, anchors=anchors,
         )
 
     def as_yaml_dict(self) -> dict[str, Any]:
@@ -323,6 +341,14 @@ class DeviceProfile:
         if self.anchors is not None:
             data["anchors"] = _plain(self.anchors)
         return data
+
+
+def _blend(overhead_share: float | None, overhead: float, work: float) -> float:
+    """The factor of a time whose ``overhead_share`` scales by ``overhead``, the rest by ``work``
+    (an unknown share: their mean, exact when both factors are equal)."""
+    if overhead_share is None:
+        return (overhead + work) / 2.0
+    return overhead_share * overhead + (1.0 - overhead_share) * work
 
 
 def _plain(value: Any) -> Any:
@@ -556,7 +582,7 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
 
 
 _ANCHOR_KEYS = {"networks", "rounds", "inner", "warmup", "tolerance_pct", "budget_s", "method"}
-_ANCHOR_NETWORK_KEYS = {"name", "input_shape", "recorded_ms", "predicted_ms"}
+_ANCHOR_NETWORK_KEYS = {"name", "input_shape", "recorded_ms", "predicted_ms", "overhead_share"}
 
 
 def _check_anchors(where: str, anchors: Mapping[str, Any]) -> None:
@@ -573,6 +599,12 @@ def _check_anchors(where: str, anchors: Mapping[str, Any]) -> None:
             if part not in network:
                 raise ValueError(f"{where}: missing required key '{key}.{part}'")
         _check_type(where, f"{key}.recorded_ms", network["recorded_ms"], (int, float))
+        if "overhead_share" in network:
+            share = network["overhead_share"]
+            _check_type(where, f"{key}.overhead_share", share, (int, float))
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(
+                    f"{where}: key '{key}.overhead_share' must be in [0, 1], got {share}")
         if network["recorded_ms"] <= 0:
             raise ValueError(
                 f"{where}: key '{key}.recorded_ms' must be positive, got {network['recorded_ms']}"

@@ -40,6 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,7 +48,8 @@ from budgetsearch.cost.profiles import DeviceProfile, register_profile_check
 
 TOLERANCE_PCT = 10.0
 BUDGET_S = 2.0
-ANCHOR_ROUNDS, ANCHOR_INNER, ANCHOR_WARMUP = 5, 5, 2
+ANCHOR_ROUNDS, ANCHOR_INNER, ANCHOR_WARMUP = 15, 5, 2
+MIN_SHARE_SPREAD = 0.3  # overhead shares must differ this much to fit two drift factors
 _CHECKED: dict[str, DeviceProfile] = {}  # once per process: profile key → checked profile
 
 
@@ -81,13 +83,52 @@ class _InvertedSE(nn.Module):
         return self.head(y.mean((2, 3)))
 
 
-# name → (builder, input shape): one compute-bound, one overhead-bound, one weight-bound network
+class _WideResidual(nn.Module):
+    """Two 3×3 convs of 256 channels at 4×4 with an add: weight-bound (2.4 MB of weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 256, 3, 8, 1, bias=False)
+        self.body = nn.Sequential(nn.Conv2d(256, 256, 3, 1, 1, bias=False), nn.BatchNorm2d(256),
+                                  nn.ReLU(inplace=True), nn.Conv2d(256, 256, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(256))
+        self.head = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        return self.head(torch.relu(y + self.body(y)).mean((2, 3)))
+
+
+class _SplitShuffle(nn.Module):
+    """Split, a depthwise-separable branch, concat and a channel shuffle at 32×32: copy-bound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, 1, 1, bias=False)
+        self.branch = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False),
+                                    nn.BatchNorm2d(16), nn.Conv2d(16, 16, 1, bias=False),
+                                    nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.stem(x).chunk(2, dim=1)
+        y = torch.cat((a, self.branch(b)), 1)
+        n, c, h, w = y.size()
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+        return self.head(y.mean((2, 3)))
+
+
+# name → (builder, input shape): compute-, overhead-, weight- and copy-bound networks, so that
+# the median ratio of six is not swayed by one op kind (three anchors drifted 30 % apart)
 ANCHORS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int, int]]] = {
     "conv-stack-32": (lambda: _stack(3, 32, 3), (1, 3, 32, 32)),
     "inverted-se-28": (_InvertedSE, (1, 1, 28, 28)),
     "mlp-1024": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 1024), nn.ReLU(),
                                        nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)),
                  (1, 1, 28, 28)),
+    "wide-residual-32": (_WideResidual, (1, 3, 32, 32)),
+    "split-shuffle-32": (_SplitShuffle, (1, 3, 32, 32)),
+    "conv-stack-64": (lambda: _stack(1, 16, 4), (1, 1, 64, 64)),
 }
 
 
@@ -173,24 +214,63 @@ def fingerprint(profile: DeviceProfile) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def recalibration(recorded: Mapping[str, float], today: Mapping[str, float]) -> dict[str, Any]:
-    """Drift of the anchors: the median ratio ``today / recorded``, and each anchor's residual.
+def recalibration(
+    recorded: Mapping[str, float],
+    today: Mapping[str, float],
+    overhead_shares: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Drift of the anchors: how much slower (> 1) or faster (< 1) this machine runs them today.
 
-    Returns a plain mapping: ``scale`` (the ratio), ``drift_pct`` (``100·(scale − 1)``),
-    ``ratios`` per anchor and ``residual_pct`` per anchor after scaling (the error of the
-    recalibrated profile on the anchors).
+    ``scale`` is the median ratio ``today / recorded``. With the anchors' ``overhead_shares``
+    (the part of each recorded time the profile attributes to per-call overhead) spread over
+    at least :data:`MIN_SHARE_SPREAD` across three or more anchors, two factors are fitted instead
+    (least squares on relative error, both positive): ``overhead_scale`` for per-call overhead and
+    ``work_scale`` for the per-FLOP and per-byte terms, since on a shared CPU the two drift apart.
+    Without them both equal ``scale``. ``residual_pct`` is each anchor's error after the
+    recalibration.
     """
     names = [n for n in recorded if n in today and recorded[n] > 0 and today[n] > 0]
     if not names:
         raise ValueError("recorded and today must share at least one anchor with a positive time")
     ratios = {n: today[n] / recorded[n] for n in names}
     scale = statistics.median(ratios.values())
+    overhead_scale = work_scale = scale
+    shares = {n: float(overhead_shares[n]) for n in names
+              if overhead_shares and overhead_shares.get(n) is not None}
+    if len(shares) == len(names) >= 3 and (
+            max(shares.values()) - min(shares.values()) >= MIN_SHARE_SPREAD):
+        overhead_scale, work_scale = _two_factors(
+            [shares[n] for n in names], [ratios[n] for n in names])
+    model = {n: shares.get(n, 0.5) * overhead_scale + (1 - shares.get(n, 0.5)) * work_scale
+             for n in names}
     return {
         "scale": round(scale, 4),
         "drift_pct": round(100.0 * (scale - 1.0), 2),
+        "overhead_scale": round(overhead_scale, 4),
+        "work_scale": round(work_scale, 4),
         "ratios": {n: round(r, 4) for n, r in ratios.items()},
-        "residual_pct": {n: round(100.0 * (r / scale - 1.0), 2) for n, r in ratios.items()},
+        "residual_pct": {n: round(100.0 * (today[n] / (recorded[n] * model[n]) - 1.0), 2)
+                         for n in names},
     }
+
+
+def _two_factors(shares: list[float], ratios: list[float]) -> tuple[float, float]:
+    """(overhead, work) factors minimising Σ ((share·o + (1 − share)·w) / ratio − 1)², o, w > 0.
+
+    Falls back to the median ratio for both when the fit puts either factor outside
+    [ratio min / 2, ratio max × 2] (too few or too alike anchors to tell the two apart).
+    """
+    from scipy.optimize import nnls
+
+    s = np.asarray(shares)
+    r = np.asarray(ratios)
+    design = np.column_stack([s, 1.0 - s]) / r[:, None]
+    (overhead, work), _ = nnls(design, np.ones(len(r)))
+    low, high = float(r.min()) / 2.0, float(r.max()) * 2.0
+    if not (low <= overhead <= high and low <= work <= high):
+        median = float(np.median(r))
+        return median, median
+    return float(overhead), float(work)
 
 
 def check_drift(
@@ -226,8 +306,11 @@ def check_drift(
     else:
         today = dict(measure(list(recorded)))
     seconds = time.perf_counter() - started
-    result = recalibration(recorded, today)
-    recalibrated = abs(result["drift_pct"]) > tolerance_pct
+    shares = {a["name"]: a["overhead_share"] for a in profile.anchors["networks"]
+              if "overhead_share" in a}
+    result = recalibration(recorded, today, shares)
+    recalibrated = 100.0 * max(abs(result["overhead_scale"] - 1.0),
+                               abs(result["work_scale"] - 1.0)) > tolerance_pct
     check = {
         "profile": profile.name,
         "fingerprint": fingerprint(profile),
@@ -240,17 +323,26 @@ def check_drift(
     }
     if save:
         _write_state(profile.name, check)
-    checked_profile = profile.scaled(result["scale"]) if recalibrated else profile
+    checked_profile = _recalibrated(profile, check) if recalibrated else profile
     if recalibrated:
         direction = "slower" if result["scale"] > 1 else "faster"
         message = (f"budgetsearch: this machine runs the {profile.name} anchors "
                    f"{abs(result['drift_pct']):.0f}% {direction} than when profiled "
                    f"({profile.provenance.get('date', '?')}); latency predictions rescaled "
-                   f"x{result['scale']:.3f} ({seconds:.1f} s check; re-profile with "
+                   f"(per-call overhead x{result['overhead_scale']:.3f}, compute and memory "
+                   f"x{result['work_scale']:.3f}; {seconds:.1f} s check; re-profile with "
                    f"'budgetsearch profile --name {profile.name} --runtime {profile.runtime} "
                    f"--force')")
         (announce or (lambda line: print(line, file=sys.stderr)))(message)
     return replace(checked_profile, last_check=check)
+
+
+def _recalibrated(profile: DeviceProfile, check: Mapping[str, Any]) -> DeviceProfile:
+    """``profile`` rescaled by a check's factors (a check stored before the two factors existed
+    carries only ``scale``)."""
+    scale = float(check.get("scale", 1.0))
+    return profile.rescaled(overhead=float(check.get("overhead_scale", scale)),
+                            work=float(check.get("work_scale", scale)))
 
 
 def _state_path(name: str) -> Path:
@@ -327,8 +419,7 @@ def checked(profile: DeviceProfile) -> DeviceProfile:
         except (KeyError, ValueError):
             age = math.inf
         if 0 <= age <= max_age:
-            scale = float(previous.get("scale", 1.0))
-            result = profile.scaled(scale) if previous.get("recalibrated") else profile
+            result = _recalibrated(profile, previous) if previous.get("recalibrated") else profile
             result = replace(result, last_check=previous)
     if result is None:
         result = check_drift(profile)

@@ -92,6 +92,20 @@ def fit_coefficients(features: np.ndarray, measured_ms: np.ndarray) -> np.ndarra
     return solution / scale
 
 
+def overhead_share(anchor: str, profile: DeviceProfile) -> float:
+    """The share of ``anchor``'s predicted time that ``profile`` attributes to per-call overhead
+    (each op's β and the network overhead): what the drift check's overhead factor scales."""
+    from budgetsearch.cost.inventory import layer_inventory
+
+    model, x = build_anchor(anchor)
+    inventory = layer_inventory(model, x)
+    total = inventory.predict_latency_ms(profile)
+    overhead_only = replace(profile, ops={
+        kind: OpLatency(overhead_ms=c.overhead_ms, ms_per_weight_mb=0.0)
+        for kind, c in profile.ops.items()})
+    return min(1.0, inventory.predict_latency_ms(overhead_only) / total) if total > 0 else 0.0
+
+
 def profile_from_coefficients(
     name: str, coefficients: np.ndarray, *, provenance: dict[str, Any], description: str
 ) -> DeviceProfile:
@@ -244,7 +258,7 @@ def fit_profile(
         "tolerance_pct": 10.0, "budget_s": 2.0,
         "networks": [
             {"name": a, "input_shape": "x".join(map(str, ANCHORS[a][1])),
-             "recorded_ms": round(ms, 5)}
+             "recorded_ms": round(ms, 5), "overhead_share": round(overhead_share(a, profile), 4)}
             for a, ms in anchor_ms.items()
         ],
     }
@@ -259,9 +273,9 @@ def profile_this_machine(
     name: str,
     *,
     runtimes: Sequence[str] = ("pytorch-eager",),
-    n_fit: int = 108,
-    n_holdout: int = 27,
-    rounds: int = 5,
+    n_fit: int = 216,
+    n_holdout: int = 54,
+    rounds: int = 8,
     inner: int = 5,
     threads: int = 1,
     seed: int = 0,
@@ -341,6 +355,7 @@ def profile_this_machine(
 
 __all__ = [
     "FEATURES", "RUNTIMES", "ProfileReport", "build_fit_set", "fit_coefficients", "fit_profile",
+    "overhead_share",
     "leave_one_family_out", "network_features", "profile_from_coefficients",
     "profile_this_machine", "summarize_errors", "time_fit_set",
 ]

@@ -80,6 +80,50 @@ def test_recalibration_uses_the_median_ratio() -> None:
     assert result["scale"] == pytest.approx(2.2) and result["residual_pct"]["b"] == 0.0
 
 
+def test_dispatch_and_arithmetic_drifting_apart_get_two_factors(state: Path) -> None:
+    """Oracle: anchors whose overhead share scales by 0.6 and the rest by 1.0 (what a busy
+    neighbour core did to the profiling machine) give back exactly those two factors, and the
+    recalibrated profile scales β by the first and α, γ, γ_w by the second."""
+    shares = [0.9, 0.05, 0.3, 0.6, 0.15, 0.2]
+    data = {**MEASURED, "anchors": {"networks": [
+        {"name": n, "recorded_ms": 1.0 + i, "overhead_share": shares[i]}
+        for i, n in enumerate(ANCHORS)]}}
+    profile = profile_from_dict(data)
+    today = {a["name"]: a["recorded_ms"] * (0.6 * a["overhead_share"]
+                                            + 1.0 * (1 - a["overhead_share"]))
+             for a in profile.anchors["networks"]}
+    fixed = check_drift(profile, measure=lambda names: today, announce=lambda line: None)
+    check = fixed.last_check
+    assert check["recalibrated"]
+    assert check["overhead_scale"] == pytest.approx(0.6, abs=1e-3)
+    assert check["work_scale"] == pytest.approx(1.0, abs=1e-3)
+    assert max(abs(r) for r in check["residual_pct"].values()) < 0.1
+    assert fixed.op_latency("conv").overhead_ms == pytest.approx(0.006, rel=1e-3)
+    assert fixed.op_latency("conv").ms_per_gflop == pytest.approx(10.0, rel=1e-3)
+    assert fixed.network_overhead_ms == pytest.approx(0.06, rel=1e-3)
+    # a stored check is re-applied the same way (a worker process reusing the state file), and
+    # one stored before the two factors existed carries only its scale
+    from budgetsearch.profiling.anchors import _recalibrated
+
+    assert _recalibrated(profile, check).op_latency("conv").overhead_ms == pytest.approx(
+        0.006, rel=1e-3)
+    assert _recalibrated(profile, {"scale": 2.0}).op_latency("conv").ms_per_gflop == 20.0
+
+
+def test_alike_overhead_shares_fall_back_to_one_median_factor() -> None:
+    recorded = {"a": 1.0, "b": 2.0, "c": 4.0}
+    result = recalibration(recorded, {"a": 2.0, "b": 4.0, "c": 8.8},
+                           {"a": 0.5, "b": 0.55, "c": 0.6})  # too alike to tell two factors
+    assert result["overhead_scale"] == result["work_scale"] == result["scale"] == 2.0
+
+
+def test_overhead_share_must_be_a_fraction() -> None:
+    data = {**MEASURED, "anchors": {"networks": [
+        {"name": "conv-stack-32", "recorded_ms": 1.0, "overhead_share": 1.5}]}}
+    with pytest.raises(ValueError, match="overhead_share' must be in \\[0, 1\\], got 1.5"):
+        profile_from_dict(data)
+
+
 def test_real_anchor_check_takes_at_most_two_seconds() -> None:
     started = time.perf_counter()
     times = measure_anchors(list(ANCHORS), runtime="pytorch-eager", threads=1)
