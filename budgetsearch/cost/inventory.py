@@ -62,6 +62,13 @@ BYTES_PER_ELEMENT = 4  # float32 weights and activations for memory_bytes
 METRICS = ("params", "flops", "activation_volume", "latency_ms")
 
 
+def _blocked(channels: Tensor, block: int) -> Tensor:
+    """``channels`` rounded up to a multiple of ``block``, with a straight-through gradient."""
+    if block == 1:
+        return channels
+    return channels + (torch.ceil(channels / block) * block - channels).detach()
+
+
 @dataclass(frozen=True)
 class LayerRecord:
     """One op of the traced model (a conv, linear, BatchNorm, pooling or other fvcore-counted op).
@@ -552,7 +559,9 @@ class LayerInventory:
         lat = self._latency_arrays(profile)
         c = self._np
         sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
-        weight_flops = c["f_io"] * ci * co + c["f_o"] * co
+        block = profile.channel_block
+        po = co if block == 1 else np.ceil(co / block) * block
+        weight_flops = c["f_io"] * ci * po + c["f_o"] * po  # output channels in whole blocks
         other_flops = c["g_o"] * co + c["f_c"]
         weights = (c["w_io"] * ci * co + c["w_o"] * co) * sparse + c["p_o"] * co + c["p_c"]
         activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
@@ -787,7 +796,10 @@ class LayerInventory:
                    for k, v in self._latency_arrays(profile).items()}
             sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
             weights = (c["w_io"] * ci * co + c["w_o"] * co) * sparse + c["p_o"] * co + c["p_c"]
-            compute = lat["alpha"] * ((c["f_io"] * ci * co + c["f_o"] * co) * sparse
+            # output channels in whole blocks, as price() counts them; the rounding passes gradients
+            # straight through (its value is price()'s, its slope the unrounded count's)
+            po = _blocked(co, profile.channel_block)
+            compute = lat["alpha"] * ((c["f_io"] * ci * po + c["f_o"] * po) * sparse
                                       + c["g_o"] * co + c["f_c"])
             activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
             moved = lat["gamma"] * activations + lat["gamma_w"] * weights

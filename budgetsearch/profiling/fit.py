@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -62,23 +63,39 @@ KINDS = tuple(dict.fromkeys(kind for kind, _ in FEATURES))
 RUNTIME_SUFFIX = {"pytorch-eager": "", "onnxruntime": "-ort"}
 
 
-def _unit_profile(kind: str, term: str) -> DeviceProfile:
+def simd_channel_block(flags: str | None = None) -> int:
+    """fp32 lanes of the widest vector unit in this CPU's ``flags`` (AVX-512: 16, AVX2: 8, else
+    4): the output-channel block oneDNN and MLAS kernels compute in, so a pruned width of 37
+    costs 48."""
+    flags = cpu_flags() if flags is None else flags
+    names = set(flags.split())
+    if "avx512f" in names:
+        return 16
+    if "avx2" in names:
+        return 8
+    return 4
+
+
+def _unit_profile(kind: str, term: str, channel_block: int = 1) -> DeviceProfile:
     coeffs = {"ms_per_gflop": 0.0, "ms_per_mb": 0.0, "overhead_ms": 0.0, "ms_per_weight_mb": 0.0}
     coeffs[term] = 1.0
     # every unit profile names all kinds, so that all price the same set of ops
     ops = {k: OpLatency(**coeffs) if k == kind else OpLatency(ms_per_weight_mb=0.0)
            for k in KINDS}
     return DeviceProfile(name=f"unit-{kind}-{term}", description="", source="measured", ops=ops,
-                         combine="sum", bytes_per_element=4)
+                         combine="sum", bytes_per_element=4, channel_block=channel_block)
 
 
-_UNITS = [_unit_profile(kind, term) for kind, term in FEATURES]
+@functools.lru_cache(maxsize=8)
+def _units(channel_block: int) -> tuple[DeviceProfile, ...]:
+    return tuple(_unit_profile(kind, term, channel_block) for kind, term in FEATURES)
 
 
-def network_features(network: BuiltNetwork) -> np.ndarray:
+def network_features(network: BuiltNetwork, channel_block: int = 1) -> np.ndarray:
     """The fit's design row: the cost model's prediction under each unit profile, then 1."""
+    units = _units(channel_block)
     values = [network.inventory.predict_latency_ms(unit, kept_channels=network.kept_channels)
-              for unit in _UNITS]
+              for unit in units]
     return np.array([*values, 1.0])
 
 
@@ -107,7 +124,8 @@ def overhead_share(anchor: str, profile: DeviceProfile) -> float:
 
 
 def profile_from_coefficients(
-    name: str, coefficients: np.ndarray, *, provenance: dict[str, Any], description: str
+    name: str, coefficients: np.ndarray, *, provenance: dict[str, Any], description: str,
+    channel_block: int = 1,
 ) -> DeviceProfile:
     """Turn fitted coefficients (in :data:`FEATURES` order, then the intercept) into a profile."""
     terms: dict[str, dict[str, float]] = {
@@ -122,6 +140,7 @@ def profile_from_coefficients(
     return DeviceProfile(
         name=name, description=description, source="measured", ops=ops, combine="sum",
         bytes_per_element=4, network_overhead_ms=float(coefficients[-1]), sparse_speedup=0.0,
+        channel_block=channel_block,
         provenance=provenance,
     )
 
@@ -224,14 +243,16 @@ def fit_profile(
     command: str = "",
 ) -> tuple[DeviceProfile, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Fit one runtime's profile from timings: (profile, per-network rows, leave-one-family-out)."""
-    fit_features = np.stack([network_features(n) for n in fit])
-    holdout_features = np.stack([network_features(n) for n in holdout])
+    block = simd_channel_block(str(provenance.get("cpu_flags", "")) or None)
+    fit_features = np.stack([network_features(n, block) for n in fit])
+    holdout_features = np.stack([network_features(n, block) for n in holdout])
     coefficients = fit_coefficients(fit_features, fit_ms)
     threads = provenance.get("threads", 1)
     profile = profile_from_coefficients(
         name, coefficients, provenance=provenance,
         description=f"measured on this machine ({cpu_name()}), {runtime}, {threads} thread(s), "
                     f"float32, batch 1",
+        channel_block=block,
     )
     rows = []
     for which, networks, times, feats in (("fit", fit, fit_ms, fit_features),
@@ -355,7 +376,7 @@ def profile_this_machine(
 
 __all__ = [
     "FEATURES", "RUNTIMES", "ProfileReport", "build_fit_set", "fit_coefficients", "fit_profile",
-    "overhead_share",
+    "overhead_share", "simd_channel_block",
     "leave_one_family_out", "network_features", "profile_from_coefficients",
     "profile_this_machine", "summarize_errors", "time_fit_set",
 ]

@@ -100,3 +100,46 @@ def test_latency_fit_is_secant_through_full_layer(wrn16_2) -> None:  # noqa: ANN
     for name, (alpha, beta) in inv.latency_fit(profile).items():
         assert alpha >= 0 and beta >= 0
         assert alpha * inv[name].flops + beta == pytest.approx(times[name])
+
+
+def test_channel_blocks_price_a_pruned_width_as_its_whole_blocks(wrn16_2) -> None:  # noqa: ANN001
+    """Oracle: with 16-channel blocks, a conv keeping 20 output channels computes as if it kept 32
+    (the next conv reads 20 input channels: inputs are not rounded); expected_cost agrees with
+    price() there and still has the unrounded slope."""
+    _, inv = wrn16_2
+    plain = replace(load_profile("cpu-2core-x86", check=False), channel_block=1)
+    blocked = replace(plain, channel_block=16)
+
+    def compute_ms(profile, k: float) -> float:  # noqa: ANN001 - only the block's FLOP term
+        only_flops = replace(profile, ops={kind: replace(c, ms_per_mb=0.0, overhead_ms=0.0,
+                                                         ms_per_weight_mb=0.0)
+                                           for kind, c in profile.ops.items()},
+                             network_overhead_ms=0.0)
+        return inv.price(kept_channels=_block_channels(k), profile=only_flops).latency_ms
+
+    alpha = 1e-9 * plain.op_latency("conv").ms_per_gflop
+    conv1, conv2 = inv[BLOCK[0]], inv[BLOCK[2]]
+    per_out, per_in = conv1.flops / conv1.out_channels, conv2.flops / conv2.in_channels
+    # unrounded: 12 fewer channels save conv1's outputs and conv2's inputs
+    assert compute_ms(plain, 32.0) - compute_ms(plain, 20.0) == pytest.approx(
+        12 * alpha * (per_out + per_in), rel=1e-9)
+    # blocked: conv1 still computes 32 outputs; only conv2's 12 inputs are saved
+    assert compute_ms(blocked, 32.0) - compute_ms(blocked, 20.0) == pytest.approx(
+        12 * alpha * per_in, rel=1e-9)
+    assert compute_ms(blocked, 17.0) > compute_ms(plain, 17.0)
+    k = torch.tensor(20.0, dtype=torch.float64, requires_grad=True)
+    value = inv.expected_cost("latency", kept_channels=_block_channels(k), profile=blocked)
+    assert float(value) == pytest.approx(
+        inv.price(kept_channels=_block_channels(20.0), profile=blocked).latency_ms, rel=1e-9)
+    value.backward()
+    assert k.grad is not None and float(k.grad) > 0
+
+
+def test_channel_block_must_be_a_positive_integer() -> None:
+    from budgetsearch.cost import profile_from_dict
+
+    data = load_profile("cpu-2core-x86", check=False).as_yaml_dict()
+    data["latency_model"]["channel_block"] = 0
+    with pytest.raises(ValueError, match="'latency_model.channel_block' must be a positive "
+                                         "integer, got 0"):
+        profile_from_dict(data)
