@@ -5,15 +5,18 @@ one fvcore trace per network and input size).
 
 Reads ``hw_profiles/published/jetson_latency.csv`` (one row per published batch-1 latency, each
 with its source), builds every network it can build faithfully (torchvision, ``weights=None``, or
-the two built here: MobileNetV1 and ResNet-50-vd), prices it with the cost model on the matching
-Jetson profile at the published input size, and writes predicted vs published to
-``experiments/results/jetson_published.csv``.
+the ones built here: MobileNetV1, ResNet-50-vd and two 6-class heads), prices it with the cost
+model on the matching Jetson profile at the published input size, and writes predicted vs
+published to ``experiments/results/jetson_published.csv``.
 
 Where a profile has at least ``MIN_FIT_MEASUREMENTS`` published numbers of the runtime it stands
-for, the roofline's free constants (compute efficiency, memory efficiency, per-layer overhead) are
-fitted on half of the networks (:func:`split_models`: sorted names, alternating) and the error is
-reported on the other, held-out half. The fit
-minimises the mean squared log ratio predicted / published over a grid (no scipy needed).
+for, the roofline's free constants (compute efficiency, memory efficiency, per-layer overhead, and
+the depthwise efficiency where the networks have depthwise convolutions) are fitted on half of
+them and the error is reported on the other, held-out half. The halves are networks
+(:func:`split_models`: sorted names, alternating) where there are enough architectures, else
+input sizes (:func:`split_sizes`), and then :func:`transfer_check` also fits without each
+architecture in turn and prints the error on it. The fit minimises the mean squared log ratio
+predicted / published over a grid (no scipy needed).
 
 The committed profiles in ``hw_profiles/`` carry the rounded fitted values; the datasheet values
 they replace are in :data:`DATASHEET_ROOFLINE`, so the "before" column stays reproducible.
@@ -42,13 +45,16 @@ PUBLISHED_CSV = ROOT / "hw_profiles" / "published" / "jetson_latency.csv"
 RESULTS_CSV = ROOT / "experiments" / "results" / "jetson_published.csv"
 PROFILES = ("jetson-nano", "jetson-orin-nano", "jetson-xavier-nx")
 MIN_FIT_MEASUREMENTS = 10  # fewer: no fit, the datasheet constants stay (3 free constants)
+# Fewer architectures than this: hold out half of the input sizes instead of half of the networks.
+MIN_ARCHITECTURES_TO_SPLIT = 4
 FITTED = ("compute_efficiency", "memory_efficiency", "layer_overhead_ms")
+DW_FITTED = "dwconv_compute_efficiency"  # fitted too where the fit set has depthwise convs
 # The roofline values committed before this check (budgetsearch assumptions, see the YAML files).
 DATASHEET_ROOFLINE: dict[str, dict[str, float]] = {
     "jetson-nano": {"compute_efficiency": 0.5, "memory_efficiency": 0.6,
                     "layer_overhead_ms": 0.03},
     "jetson-orin-nano": {"compute_efficiency": 0.25, "memory_efficiency": 0.6,
-                         "layer_overhead_ms": 0.012},
+                         "layer_overhead_ms": 0.012, "dwconv_compute_efficiency": 0.03},
     "jetson-xavier-nx": {"compute_efficiency": 0.25, "memory_efficiency": 0.6,
                          "layer_overhead_ms": 0.015},
 }
@@ -100,9 +106,26 @@ def resnet50_vd(num_classes: int = 1000) -> nn.Module:
     return model
 
 
+def resnet50_c6() -> nn.Module:
+    """torchvision's ResNet-50 with a 6-class head (the network timed in bs2026-resolution)."""
+    return torchvision.models.resnet50(weights=None, num_classes=6)
+
+
+def efficientnet_b0_c6() -> nn.Module:
+    """EfficientNet-B0 (Tan & Le 2019) with a 6-class head, built by torchvision.
+
+    The published times are of timm's ``efficientnet_b0``: the same B0 (stem 32, the paper's
+    16 MBConv blocks with squeeze-excitation at a quarter of the block input, head 1280), so the
+    same layer shapes, hence the same price.
+    """
+    return torchvision.models.efficientnet_b0(weights=None, num_classes=6)
+
+
 LOCAL_BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "mobilenet_v1": mobilenet_v1,
     "resnet50_vd": resnet50_vd,
+    "resnet50_c6": resnet50_c6,
+    "efficientnet_b0_c6": efficientnet_b0_c6,
 }
 
 
@@ -190,12 +213,40 @@ def check_rows(rows: Iterable[PublishedRow], device: str) -> list[PublishedRow]:
     return [r for r in rows if r.device == device and r.in_check and r.builder]
 
 
-def splits_for(rows: Iterable[PublishedRow], device: str) -> dict[str, str]:
-    """Network → ``"fit"``/``"heldout"`` for a profile with enough rows to fit, else ``"all"``."""
+SplitKey = tuple[str, tuple[int, int, int, int]]  # (builder, input shape)
+
+
+def split_sizes(keys: Iterable[SplitKey]) -> dict[SplitKey, str]:
+    """``"fit"`` or ``"heldout"`` per (network, input shape): input sizes sorted, alternating,
+    starting with fit; every network at one size on the same side.
+
+    For a table of few architectures measured at many sizes, where halving the architectures
+    would leave one network to fit on: the held-out error then says how well the fit carries
+    to sizes it has not seen, not to networks it has not seen.
+    """
+    keys = list(keys)
+    sizes = sorted({shape[2:] for _, shape in keys})
+    side = {size: ("fit" if i % 2 == 0 else "heldout") for i, size in enumerate(sizes)}
+    return {key: side[key[1][2:]] for key in keys}
+
+
+def architectures(builders: Iterable[str]) -> set[str]:
+    """Distinct architectures (a ``*_bn`` VGG is its plain twin's)."""
+    return {b.removesuffix("_bn") for b in builders}
+
+
+def splits_for(rows: Iterable[PublishedRow], device: str) -> dict[SplitKey, str]:
+    """(network, input shape) → ``"fit"``/``"heldout"`` for a profile with enough rows to fit
+    (by architecture, :func:`split_models`, or with too few architectures by input size,
+    :func:`split_sizes`), else ``"all"``."""
     check = check_rows(rows, device)
+    keys = [(r.builder, r.input_shape) for r in check]
     if len(check) < MIN_FIT_MEASUREMENTS:
-        return {r.builder: "all" for r in check}
-    return split_models([r.builder for r in check])
+        return {key: "all" for key in keys}
+    if len(architectures(r.builder for r in check)) < MIN_ARCHITECTURES_TO_SPLIT:
+        return split_sizes(keys)
+    by_model = split_models([r.builder for r in check])
+    return {key: by_model[key[0]] for key in keys}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,46 +328,73 @@ def error_summary(predicted: Sequence[float], published: Sequence[float]) -> Err
     )
 
 
+def _depthwise_bodies(
+    terms: Sequence[LayerTerms], roof: Mapping[str, float], memory_grid: np.ndarray,
+    dw_grid: np.ndarray,
+) -> np.ndarray:
+    """Depthwise layers' roofline time per network, ``[memory_eff, dw_eff, network]`` (ms)."""
+    peak_gflops, bandwidth = roof["peak_tflops"] * 1e3, roof["memory_bandwidth_gbs"]
+    dw = [np.array([k == "dwconv" for k in t.kinds], dtype=bool) for t in terms]
+    flops = np.concatenate([t.flops[m] for t, m in zip(terms, dw)])
+    elements = np.concatenate([t.elements[m] for t, m in zip(terms, dw)])
+    which = np.concatenate([np.full(int(m.sum()), i) for i, m in enumerate(dw)])
+    out = np.zeros((len(memory_grid), len(dw_grid), len(terms)))
+    for j, memory_eff in enumerate(memory_grid):
+        moved = elements * roof["bytes_per_element"] / (bandwidth * memory_eff) * 1e-6
+        for k, dw_eff in enumerate(dw_grid):
+            compute = flops * 2.0 / (peak_gflops * dw_eff) * 1e-6
+            out[j, k] = np.bincount(which, weights=np.maximum(compute, moved),
+                                    minlength=len(terms))
+    return out
+
+
 def fit_roofline(
     profile: DeviceProfile, terms: Sequence[LayerTerms], published: Sequence[float]
 ) -> dict[str, float]:
     """Compute efficiency, memory efficiency and per-layer overhead minimising the mean squared
     log ratio predicted / published, over a grid, rounded to 2 significant digits (efficiencies)
-    and 1 µs (overhead). The depthwise efficiency is kept (the fit sets have no depthwise conv).
+    and 1 µs (overhead). Where the networks have depthwise convolutions, their efficiency
+    (``dwconv_compute_efficiency``) is fitted too; otherwise it is kept.
     """
     roof = {k: float(v["value"]) for k, v in profile.roofline.items()}
     peak_gflops, bandwidth = roof["peak_tflops"] * 1e3, roof["memory_bandwidth_gbs"]
     bpe = roof["bytes_per_element"]
-    flops = np.concatenate([t.flops for t in terms])
-    elements = np.concatenate([t.elements for t in terms])
-    which = np.concatenate([np.full(len(t.flops), i) for i, t in enumerate(terms)])
-    dw = np.concatenate([np.array([k == "dwconv" for k in t.kinds]) for t in terms])
-    if dw.any():
-        raise ValueError("fit_roofline keeps the depthwise efficiency: fit on networks without "
-                         "depthwise convolutions")
+    dw = np.concatenate([np.array([k == "dwconv" for k in t.kinds], dtype=bool) for t in terms])
+    flops = np.concatenate([t.flops for t in terms])[~dw]
+    elements = np.concatenate([t.elements for t in terms])[~dw]
+    which = np.concatenate([np.full(len(t.flops), i) for i, t in enumerate(terms)])[~dw]
     counts = np.array([len(t.flops) for t in terms], dtype=float)
     target = np.log(np.asarray(published))
     overheads = np.linspace(0.0, 0.3, 301)  # ms per layer, 1 µs steps
+    memory_grid = np.geomspace(0.05, 1.0, 60)
+    dw_grid = np.geomspace(0.002, 0.5, 60) if dw.any() else np.array([math.nan])
+    dw_bodies = (_depthwise_bodies(terms, roof, memory_grid, dw_grid) if dw.any()
+                 else np.zeros((len(memory_grid), 1, len(terms))))
     best = (math.inf, {})
     for compute_eff in np.geomspace(0.02, 1.0, 80):
         # fvcore counts 1 FLOP per multiply-add, peak TFLOPS 2: hence the factor 2 (profiles.py)
         compute = flops * 2.0 / (peak_gflops * compute_eff) * 1e-6  # ms per layer
-        for memory_eff in np.geomspace(0.05, 1.0, 60):
+        for j, memory_eff in enumerate(memory_grid):
             moved = elements * bpe / (bandwidth * memory_eff) * 1e-6  # ms per layer
             body = np.bincount(which, weights=np.maximum(compute, moved), minlength=len(terms))
-            predicted = body[None, :] + overheads[:, None] * counts[None, :]
-            losses = np.mean((np.log(predicted) - target[None, :]) ** 2, axis=1)
-            k = int(np.argmin(losses))
-            if losses[k] < best[0]:
-                best = (float(losses[k]), {"compute_efficiency": compute_eff,
-                                           "memory_efficiency": memory_eff,
-                                           "layer_overhead_ms": overheads[k]})
+            bodies = body[None, :] + dw_bodies[j]  # [dw_eff, network]
+            predicted = bodies[:, None, :] + overheads[None, :, None] * counts[None, None, :]
+            losses = np.mean((np.log(predicted) - target) ** 2, axis=2)
+            k, o = np.unravel_index(int(np.argmin(losses)), losses.shape)
+            if losses[k, o] < best[0]:
+                best = (float(losses[k, o]), {"compute_efficiency": compute_eff,
+                                              "memory_efficiency": memory_eff,
+                                              "layer_overhead_ms": overheads[o],
+                                              DW_FITTED: dw_grid[k]})
     values = best[1]
-    return {
+    fitted = {
         "compute_efficiency": float(f"{values['compute_efficiency']:.2g}"),
         "memory_efficiency": float(f"{values['memory_efficiency']:.2g}"),
         "layer_overhead_ms": round(float(values["layer_overhead_ms"]), 3),
     }
+    if dw.any():
+        fitted[DW_FITTED] = float(f"{values[DW_FITTED]:.2g}")
+    return fitted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,6 +418,31 @@ def trace_all(rows: Sequence[PublishedRow]) -> dict[tuple[str, tuple], LayerInve
     return inventories
 
 
+def transfer_check(
+    datasheet: DeviceProfile, check: Sequence[PublishedRow],
+    terms: Mapping[tuple[str, tuple], LayerTerms],
+) -> list[str]:
+    """Leave one architecture out: fit on all sizes of the others, report the error on it.
+
+    The split by input size (:func:`split_sizes`) never tests a network the fit has not seen;
+    this does, for a profile fitted on few architectures (printed, not recorded in the YAML).
+    """
+    lines = []
+    for held in sorted(architectures(r.builder for r in check)):
+        fit = [r for r in check if r.builder.removesuffix("_bn") != held]
+        test = [r for r in check if r.builder.removesuffix("_bn") == held]
+        fitted = fit_roofline(datasheet, [terms[(r.builder, r.input_shape)] for r in fit],
+                              [r.latency_ms for r in fit])
+        profile = with_roofline(datasheet, fitted)
+        predicted = [roofline_latency_ms(terms[(r.builder, r.input_shape)], profile)
+                     for r in test]
+        summary = error_summary(predicted, [r.latency_ms for r in test])
+        lines.append(f"transfer: fitted without {held} ({fitted}); on its {summary.count} "
+                     f"sizes median |err| {summary.median_abs_pct}%, within 25% "
+                     f"{summary.within_25pct}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_CSV)
@@ -352,22 +455,25 @@ def main() -> None:
     datasheet = {name: datasheet_profile(p) for name, p in profiles.items()}
 
     # The fit the committed profiles carry (re-run here, compared with the YAML).
-    splits: dict[str, dict[str, str]] = {}
+    splits: dict[str, dict[SplitKey, str]] = {}
     for name, profile in profiles.items():
         check = check_rows(rows, name)
         splits[name] = splits_for(rows, name)
-        fit_rows = [r for r in check if splits[name][r.builder] == "fit"]
+        fit_rows = [r for r in check if splits[name][(r.builder, r.input_shape)] == "fit"]
         if not fit_rows:
-            print(f"{name}: {len(check)} published measurement(s) of its runtime: too few to "
+            print(f"{name}: {len(check)} published measurement(s) checked: too few to "
                   f"fit (need {MIN_FIT_MEASUREMENTS}); datasheet constants kept")
             continue
         fitted = fit_roofline(datasheet[name], [terms[(r.builder, r.input_shape)]
                                                 for r in fit_rows],
                               [r.latency_ms for r in fit_rows])
-        committed = {k: float(profile.roofline[k]["value"]) for k in FITTED}
+        committed = {k: float(profile.roofline[k]["value"]) for k in fitted}
         print(f"{name}: fitted on {len(fit_rows)} of {len(check)}: {fitted}; "
               f"committed in the YAML: {committed}"
               + ("" if fitted == committed else "  <-- differs: update the YAML"))
+        if len(architectures(r.builder for r in check)) < MIN_ARCHITECTURES_TO_SPLIT:
+            for line in transfer_check(datasheet[name], check, terms):
+                print(f"  {line}")
 
     out_rows = []
     for row in rows:
@@ -382,7 +488,8 @@ def main() -> None:
             "device": row.device, "model": row.model, "builder": row.builder,
             "input_shape": "x".join(map(str, row.input_shape)), "runtime": row.runtime,
             "in_check": "yes" if row.in_check else "no",
-            "split": splits[row.device].get(row.builder, "-") if row.in_check else "-",
+            "split": (splits[row.device].get((row.builder, row.input_shape), "-")
+                      if row.in_check else "-"),
             "gflops": round(inventory.total_flops / 1e9, 3), "layers": len(inventory),
             "published_ms": row.latency_ms,
             "datasheet_ms": round(before, 3),

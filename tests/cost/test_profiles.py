@@ -50,11 +50,14 @@ def test_jetson_alias_resolves_to_orin_nano() -> None:
 
 def test_roofline_numbers() -> None:
     profile = load_profile("jetson-orin-nano")
+    roof = {k: v["value"] for k, v in profile.roofline.items()}
+    assert (roof["peak_tflops"], roof["memory_bandwidth_gbs"]) == (10.0, 68.0)
     c = profile.op_latency("conv")
-    # 2 FLOPs per FMA at 10 TFLOPS × 25 %: one fvcore GFLOP takes 0.8 ms
-    assert c.ms_per_gflop == pytest.approx(0.8)
-    assert c.ms_per_mb == pytest.approx(1 / (68 * 0.6))
-    assert profile.predict_ms("conv", flops=1e9, bytes_moved=0) == pytest.approx(0.8 + 0.012)
+    # 2 FLOPs per FMA at 10 TFLOPS × efficiency: one fvcore GFLOP takes 0.2 ms / efficiency
+    assert c.ms_per_gflop == pytest.approx(0.2 / roof["compute_efficiency"])
+    assert c.ms_per_mb == pytest.approx(1 / (68 * roof["memory_efficiency"]))
+    assert profile.predict_ms("conv", flops=1e9, bytes_moved=0) == pytest.approx(
+        0.2 / roof["compute_efficiency"] + roof["layer_overhead_ms"])
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from budgetsearch.cost.profiles import PROFILE_DIR, PublishedCheck, profile_from
 from experiments import jetson_published as jp
 
 JETSONS = ("jetson-nano", "jetson-orin-nano", "jetson-xavier-nx")
+FITTED_JETSONS = ("jetson-nano", "jetson-orin-nano")
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,32 @@ def test_split_is_by_architecture_and_keeps_bn_twins_together() -> None:
     assert jp.split_models(["b", "a"]) == {"a": "fit", "b": "heldout"}
 
 
+def test_split_by_size_keeps_every_network_of_a_size_together() -> None:
+    shapes = [(1, 3, n, n) for n in (16, 32, 48, 64)]
+    keys = [(b, s) for b in ("resnet50_c6", "efficientnet_b0_c6") for s in shapes]
+    split = jp.split_sizes(keys)
+    for shape in shapes:
+        assert len({split[(b, shape)] for b in ("resnet50_c6", "efficientnet_b0_c6")}) == 1
+    assert [split[("resnet50_c6", s)] for s in shapes] == ["fit", "heldout", "fit", "heldout"]
+
+
+def test_few_architectures_split_by_size_many_by_network(
+    published: list[jp.PublishedRow]
+) -> None:
+    orin = jp.splits_for(published, "jetson-orin-nano")
+    assert set(orin.values()) == {"fit", "heldout"}
+    sides = {}
+    for (_, shape), side in orin.items():
+        sides.setdefault(shape, set()).add(side)
+    assert all(len(v) == 1 for v in sides.values())  # by size: a size is on one side
+    nano = jp.splits_for(published, "jetson-nano")
+    by_builder = {}
+    for (builder, _), side in nano.items():
+        by_builder.setdefault(builder, set()).add(side)
+    assert all(len(v) == 1 for v in by_builder.values())  # by network: all its sizes together
+    assert set(jp.splits_for(published, "jetson-xavier-nx").values()) == {"all"}
+
+
 @pytest.mark.parametrize("name", JETSONS)
 def test_each_jetson_profile_carries_its_published_check(
     name: str, published: list[jp.PublishedRow]
@@ -70,6 +97,9 @@ def test_each_jetson_profile_carries_its_published_check(
     assert check is not None and check.stands_for and check.runtime
     assert (PROFILE_DIR.parent / check.table).is_file()
     assert check.measurements == len(jp.check_rows(published, name))
+    runtimes = {r.runtime for r in jp.check_rows(published, name)}
+    assert len(runtimes) == 1 and check.runtime.startswith(runtimes.pop())
+    assert load_profile(name).runtime == "tensorrt-fp16"
 
 
 @pytest.mark.parametrize("name", JETSONS)
@@ -107,9 +137,41 @@ def test_cached_predictions_are_the_committed_profiles_prices(
         inventory.predict_latency_ms(profile), rel=1e-12)
 
 
-def test_fitted_nano_improves_on_the_datasheet_on_held_out_networks() -> None:
-    check = load_profile("jetson-nano").published_check
+def test_cached_orin_prediction_prices_depthwise_with_the_fitted_constants(
+    results: list[dict[str, str]]
+) -> None:
+    result = next(r for r in results if r["device"] == "jetson-orin-nano"
+                  and r["builder"] == "efficientnet_b0_c6" and r["input_shape"] == "1x3x16x16")
+    inventory = layer_inventory(jp.build_network("efficientnet_b0_c6"), torch.zeros(1, 3, 16, 16))
+    assert any(r.kind == "dwconv" for r in inventory.layers)
+    profile = load_profile("jetson-orin-nano")
+    assert inventory.predict_latency_ms(profile) == pytest.approx(
+        float(result["predicted_ms"]), abs=5e-4)
+
+
+@pytest.mark.parametrize("name", FITTED_JETSONS)
+def test_fitted_profile_improves_on_the_datasheet_on_held_out_points(name: str) -> None:
+    check = load_profile(name).published_check
     assert check.heldout >= 10 and check.median_abs_pct < check.datasheet_median_abs_pct
+
+
+def test_xavier_nx_is_checked_only_against_another_precision() -> None:
+    check = load_profile("jetson-xavier-nx").published_check
+    assert check.heldout == 0 and "INT8" in check.runtime and "FP16" in check.stands_for
+    assert check.measurements < jp.MIN_FIT_MEASUREMENTS
+
+
+def test_six_class_builders_differ_from_torchvision_only_in_the_head() -> None:
+    for local, name in (("resnet50_c6", "resnet50"), ("efficientnet_b0_c6", "efficientnet_b0")):
+        ours = jp.build_network(local)
+        full = torchvision.models.get_model(name, weights=None)
+        params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        last = [m for m in full.modules() if isinstance(m, torch.nn.Linear)][-1]
+        assert params(full) - params(ours) == (1000 - 6) * (last.in_features + 1)
+    # EfficientNet-B0 has 5.3 M parameters with 1000 classes (Tan & Le 2019, Table 2), in
+    # torchvision as in timm, whose efficientnet_b0 the published times are of.
+    assert round(sum(p.numel() for p in torchvision.models.efficientnet_b0().parameters()), -5) \
+        == 5_300_000
 
 
 def test_mobilenet_v1_matches_the_paper() -> None:
@@ -145,17 +207,21 @@ def test_no_measurements_say_so() -> None:
 def test_devices_shows_the_published_error(capsys) -> None:
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
-    assert "error vs 21 published measurements" in out
-    assert "error vs 0 published measurements: none found" in out
+    assert "error vs 21 published measurements (TensorRT FP16 (torch2trt))" in out
+    assert "error vs 28 published measurements (TensorRT FP16 (trtexec GPU compute))" in out
+    assert "error vs 2 published measurements (TensorRT INT8" in out
+    assert "tensorrt-fp16" in out
 
 
 @pytest.mark.slow
-def test_committed_nano_constants_are_the_fit() -> None:
+@pytest.mark.parametrize("name", FITTED_JETSONS)
+def test_committed_constants_are_the_fit(name: str) -> None:
     rows = jp.load_published()
-    profile = load_profile("jetson-nano")
-    splits = jp.splits_for(rows, "jetson-nano")
-    fit = [r for r in jp.check_rows(rows, "jetson-nano") if splits[r.builder] == "fit"]
+    profile = load_profile(name)
+    splits = jp.splits_for(rows, name)
+    fit = [r for r in jp.check_rows(rows, name) if splits[(r.builder, r.input_shape)] == "fit"]
     terms = [jp.layer_terms(layer_inventory(jp.build_network(r.builder),
                                             torch.zeros(r.input_shape))) for r in fit]
     fitted = jp.fit_roofline(jp.datasheet_profile(profile), terms, [r.latency_ms for r in fit])
-    assert fitted == {k: profile.roofline[k]["value"] for k in jp.FITTED}
+    assert fitted == {k: profile.roofline[k]["value"] for k in fitted}
+    assert (jp.DW_FITTED in fitted) == (name == "jetson-orin-nano")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from budgetsearch.cli import main
 from budgetsearch.cost import Target, layer_inventory, load_profile
@@ -28,19 +29,38 @@ FAST = {"epochs": 0.5, "lam": 1.0, "lr": 0.002}
 # tests/cost/test_metrics.py.
 
 
+def _datasheet_jetson(tmp_path: Path) -> str:
+    """jetson-orin-nano with its datasheet-era roofline constants, as a profile file.
+
+    The shipped profile is fitted to published TensorRT times (experiments/README.md, issue 16);
+    on it this 18-layer network at 28x28 is launch-bound (0.19 ms, 0.18 of it per-layer
+    overhead), so pruning buys next to nothing and a 0.2 ms target tests nothing. These tests are
+    about planning against a profile without sparse speed-up, not about the Orin's constants.
+    """
+    data = load_profile("jetson-orin-nano").as_yaml_dict()
+    for key, value in {"compute_efficiency": 0.25, "memory_efficiency": 0.6,
+                       "layer_overhead_ms": 0.012, "dwconv_compute_efficiency": 0.03}.items():
+        data["roofline"][key]["value"] = value
+    data.update(name="jetson-datasheet", aliases=[])
+    path = tmp_path / "jetson-datasheet.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
 def _full_cost(metric: str, profile: str | None = None) -> float:
     inventory = layer_inventory(build_model("wrn-10-1"), torch.zeros(1, 1, 28, 28))
     return inventory.price(profile=load_profile(profile) if profile else None).as_dict()[metric]
 
 
-def test_infeasible_target_states_the_minimum() -> None:
+def test_infeasible_target_states_the_minimum(tmp_path: Path) -> None:
     settings = TrialSettings(**TINY)
     assert input_shape(settings) == (1, 28, 28)
-    jetson = load_profile("jetson")
+    path = _datasheet_jetson(tmp_path)
+    jetson = load_profile(path)
     bar, erf = load_space("bar"), load_space("erf")
     with pytest.raises(ValueError, match=r"below what wrn-10-1 can reach .*ask for at least"):
         plan_target(Target("latency_ms", 0.01), settings, jetson, [bar])
-    full = _full_cost("latency_ms", "jetson")
+    full = _full_cost("latency_ms", path)
     plan = plan_target(Target("latency_ms", 0.2), settings, jetson, [erf, bar])
     assert plan.pruners == ("bar",)
     assert any("no sparse speed-up" in note for note in plan.notes)
@@ -120,9 +140,9 @@ def test_objectives_take_canonical_metric_names_and_aliases() -> None:
 
 
 def test_objective_writes_a_row_and_rejects_before_training(tmp_path: Path) -> None:
-    settings = TrialSettings(**TINY, device_profile="jetson-orin-nano",
-                             target=Target("latency_ms", 0.2))
-    full = _full_cost("latency_ms", "jetson-orin-nano")
+    path = _datasheet_jetson(tmp_path)
+    settings = TrialSettings(**TINY, device_profile=path, target=Target("latency_ms", 0.2))
+    full = _full_cost("latency_ms", path)
     assert full > 0.2  # the unpruned network misses the target: pruning must meet it
     space = load_space("bar")
     row = run_trial(FAST, settings, tmp_path / "a", trial_id="a", engine="optuna", space=space)
