@@ -482,8 +482,10 @@ def _cmd_devices(args: argparse.Namespace) -> int:
                          f"(leave-one-family-out, {lofo['families']} families)")
             check = row["last_check"]
             if check:
-                state = (f"rescaled x{check['scale']:.3f}" if check["recalibrated"]
-                         else f"within ±{check['tolerance_pct']:.0f}%, holds")
+                scale = check["scale"]
+                factors = (f"overhead x{check.get('overhead_scale', scale):.3f}, compute and "
+                           f"memory x{check.get('work_scale', scale):.3f}")
+                state = (f"rescaled: {factors}" if check["recalibrated"] else "holds as recorded")
                 worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),
                             default=0.0)
                 text += (f"; last check {check['date']}: drift {check['drift_pct']:+.1f}% "

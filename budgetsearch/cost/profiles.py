@@ -229,7 +229,8 @@ class DeviceProfile:
             raise ValueError(f"combine must be 'sum' or 'max', got {self.combine!r}")
         if isinstance(self.channel_block, bool) or not isinstance(self.channel_block, int) or (
                 self.channel_block < 1):
-            raise ValueError(f"channel_block must be a positive integer, got {self.channel_block!r}")
+            raise ValueError(
+                f"channel_block must be a positive integer, got {self.channel_block!r}")
         if not 0.0 <= self.sparse_speedup <= 1.0:
             raise ValueError(f"sparse_speedup must be in [0, 1], got {self.sparse_speedup}")
         unknown = set(self.ops) - set(OP_KINDS) - {"default"}

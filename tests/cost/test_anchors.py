@@ -58,12 +58,20 @@ def test_a_machine_twice_as_fast_or_slow_is_recalibrated(state: Path, speed: flo
     assert last_check("toy")["scale"] == pytest.approx(1 / speed)  # the state file
 
 
-def test_small_drift_keeps_the_profile(state: Path) -> None:
+def test_drift_within_the_checks_noise_keeps_the_profile(state: Path) -> None:
     profile = profile_from_dict(MEASURED)
-    today = {n: ms * 1.05 for n, ms in _recorded(profile).items()}
+    today = {n: ms * 1.02 for n, ms in _recorded(profile).items()}
     same = check_drift(profile, measure=lambda names: today, announce=pytest.fail)
     assert not same.last_check["recalibrated"]
     assert same.op_latency("conv") == profile.op_latency("conv")
+
+
+def test_drift_under_the_tolerance_is_rescaled_silently(state: Path) -> None:
+    profile = profile_from_dict(MEASURED)
+    today = {n: ms * 1.06 for n, ms in _recorded(profile).items()}
+    fixed = check_drift(profile, measure=lambda names: today, announce=pytest.fail)
+    assert fixed.last_check["recalibrated"]
+    assert fixed.op_latency("conv").ms_per_gflop == pytest.approx(10.6)
 
 
 def test_simulated_profile_of_a_slower_day_predicts_today(state: Path) -> None:
