@@ -49,7 +49,7 @@ from budgetsearch.cost.profiles import DeviceProfile, register_profile_check
 TOLERANCE_PCT = 10.0  # drift beyond which the user is told (and asked to re-profile)
 RESCALE_ABOVE_PCT = 3.0  # drift beyond which predictions are rescaled: the check's own noise
 BUDGET_S = 2.0
-ANCHOR_ROUNDS, ANCHOR_INNER, ANCHOR_WARMUP = 15, 5, 2
+ANCHOR_ROUNDS, ANCHOR_INNER, ANCHOR_WARMUP = 40, 5, 2  # ≈ 1 s: spans a neighbour's load swings
 MIN_SHARE_SPREAD = 0.3  # overhead shares must differ this much to fit two drift factors
 _CHECKED: dict[str, DeviceProfile] = {}  # once per process: profile key → checked profile
 
@@ -285,7 +285,7 @@ def check_drift(
     """Re-time the profile's anchors and recalibrate it to today's speed.
 
     Drift beyond :data:`RESCALE_ABOVE_PCT` (the check's own noise: the median of six anchors
-    over 15 rounds) rescales the profile by the fitted factors; beyond ``tolerance_pct`` one line
+    over 40 rounds) rescales the profile by the fitted factors; beyond ``tolerance_pct`` one line
     on stderr also says so. (Keeping a profile whose anchors drifted 4–10 % left foreign networks
     18 % over-predicted on the profiling machine, against 8 % rescaled.)
 
