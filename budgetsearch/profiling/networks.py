@@ -14,7 +14,7 @@ residual       basic blocks: two 3×3 convs, add, projection shortcut on stride
 bottleneck     1×1 → 3×3 → 1×1 with add
 dwsep          depthwise 3×3 + pointwise 1×1 (MobileNet-v1-like)
 inverted       expand 1×1 → depthwise k×k → project 1×1, add; optional squeeze-excitation
-grouped        grouped 3×3 convs (ResNeXt-like) with add
+grouped        grouped 3×3 convs with add: few groups (ResNeXt-like) or narrow ones (RegNet-like)
 concat         parallel 1×1 / 3×3 branches concatenated (Fire / Inception-like), dense concat
 shuffle        split → branch → concat → channel shuffle (view / transpose / contiguous)
 wrn            the built-in WRN / pre-activation ResNets, thinner and BAR-pruned
@@ -193,8 +193,12 @@ def _blocks(family: str, rng: random.Random, cin: int, act: str, align: int) -> 
                 body = nn.Sequential(_cba(c, mid, 1, 1, act), _cba(mid, mid, 3, stride, act),
                                      _cba(mid, width, 1, 1, None))
             elif family == "grouped":
-                groups = rng.choice((2, 4, 8))
-                mid = max(groups, groups * round(_width(rng, width, align) / groups))
+                mid = _width(rng, width, align)
+                if rng.random() < 0.5:  # few groups (ResNeXt-like)
+                    groups = rng.choice((2, 4, 8))
+                else:  # many narrow groups of 8–32 channels (RegNet-like)
+                    groups = max(1, mid // rng.choice((8, 16, 32)))
+                mid = max(groups, groups * round(mid / groups))
                 body = nn.Sequential(_cba(c, mid, 1, 1, act),
                                      _cba(mid, mid, 3, stride, act, groups=groups),
                                      _cba(mid, width, 1, 1, None))
