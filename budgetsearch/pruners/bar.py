@@ -77,6 +77,9 @@ from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
 from budgetsearch.train_hooks import Phase, StepContext
 
 _METRICS = TARGET_METRICS
+#: The paper's λ (1e-5 on raw activation volume, per sample) in mean-channel units on WRN-16-2
+#: at 28×28 with batch 64: 1e-5 · (V_F / N = 204) / 64 (see :meth:`BARConfig.paper`).
+PAPER_LAM = 3e-5
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,34 @@ class BARConfig:
     pull: Literal["cost", "separate", "adam"] = "cost"
     phase_fractions: tuple[float, float, float] = (0.6, 0.25, 0.15)
     finetune_lr_factor: float = 0.1
+    mode: Literal["library", "paper"] = "library"
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> BARConfig:
+        """The paper's optimiser (``mode="paper"``), with each departure measured.
+
+        As the paper: the budget term ``λ f(V, a, b) L_S`` is summed with the task loss and log α
+        is stepped by Adam (``pull="adam"``); log α starts at 0 plus U(0, 0.01) (supp. section 4);
+        sigmoid schedule of hardness 10; KD with α 0.9, T 4; phases 80 / 40 / 10 (supp. section
+        3.1) with the last at lr / 10. λ = :data:`PAPER_LAM`: the paper's 1e-5 on raw volume for
+        a per-sample loss (the public re-implementation divides it by the batch size) in this
+        module's mean-channel units (WRN-16-2 at 28×28: V_F / N = 204, batch 64 → 3.2e-5).
+
+        Departures (``experiments/bar_collapse.py``, README "Why the Adam coupling collapsed"):
+        ``start_factor`` 1.01 (at 1.0, V = V_F = b at the first step and f is infinite);
+        ``gate_lr`` 0.3 instead of 1e-3 (the paper's 80 epochs give a gate 62,000 steps; at
+        1e-3 in 126 steps no gate reaches the pruning threshold, V stays at V_F and the
+        projection does all the pruning); f capped at 1e10 past the asymptote (the public
+        re-implementation; ∞ is not a number an optimiser can take); the projection at the
+        hard prune (``enforce_budget``) as a safety net so that the budget is always met.
+        """
+        values: dict[str, Any] = {
+            "mode": "paper", "pull": "adam", "lam": PAPER_LAM, "init_log_alpha": 0.0,
+            "start_factor": 1.01, "gate_lr": 0.3, "hardness": 10.0, "transition": "sigmoid",
+            "kd_alpha": 0.9, "kd_temperature": 4.0,
+            "phase_fractions": (80 / 130, 40 / 130, 10 / 130), "finetune_lr_factor": 0.1}
+        values.update(overrides)
+        return cls(**values)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget <= 1.0:
@@ -191,6 +222,8 @@ class BARConfig:
             raise ValueError("phase_fractions must be three shares (prune, frozen, finetune) "
                              f"≥ 0 summing to 1, the first > 0, got {self.phase_fractions!r}")
         object.__setattr__(self, "phase_fractions", fractions)
+        if self.mode not in ("library", "paper"):
+            raise ValueError(f"mode must be 'library' or 'paper', got {self.mode!r}")
         if not 0 < self.finetune_lr_factor <= 1:
             raise ValueError(f"finetune_lr_factor must be in (0, 1], got "
                              f"{self.finetune_lr_factor}")
@@ -223,7 +256,14 @@ class BARPruner(Pruner):
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"unknown BAR option(s) {unknown}; valid: {sorted(known)}")
-        config = replace(config or BARConfig(), **options)
+        mode = options.pop("mode", None)
+        if config is None:
+            # mode="paper" starts from the paper's settings; the other options override them
+            config = BARConfig.paper() if mode == "paper" else BARConfig(
+                **({} if mode is None else {"mode": mode}))
+        elif mode is not None:
+            config = replace(config, mode=mode)
+        config = replace(config, **options)
         if target is not None:
             config = replace(config, metric=target.metric)
         if profile is None:
