@@ -41,6 +41,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # λ = 1e-5 / batch on raw volume (the public re-implementation's scaling of the paper's λ)
     "adam-batch-lam-init0-lr0.3": {"lam": "paper/batch", "init_log_alpha": 0.0, "gate_lr": 0.3},
     "adam-batch-lam-init0-lr0.1": {"lam": "paper/batch", "init_log_alpha": 0.0, "gate_lr": 0.1},
+    # the named mode itself (BARConfig.paper(): λ 3e-5, log α from 0, gate lr 0.3)
+    "paper-mode": {"mode": "paper"},
     "adam-batch-lam-init3-lr0.3": {"lam": "paper/batch", "init_log_alpha": 3.0, "gate_lr": 0.3},
     "adam-batch-lam-init0-lr0.3-cap100": {"lam": "paper/batch", "init_log_alpha": 0.0,
                                           "gate_lr": 0.3, "barrier_cap": 100.0},
@@ -131,10 +133,12 @@ def main() -> None:
         target = Target("activation_volume", fraction=args.budget, text=f"{100 * args.budget:g}%")
         torch.manual_seed(0)
         model = copy.deepcopy(reference)
-        lam = options.pop("lam")
+        lam = options.pop("lam", None)
+        if lam is not None:
+            options["lam"] = 1.0 if isinstance(lam, str) else lam
+            options.setdefault("pull", "adam")
         pruner = build_pruner("bar", target=target, teacher=copy.deepcopy(reference).eval(),
-                              pull="adam", phase_fractions=(1.0, 0.0, 0.0), **options,
-                              lam=1.0 if isinstance(lam, str) else lam)
+                              phase_fractions=(1.0, 0.0, 0.0), **options)
         pruner.prepare(model, example)
         if isinstance(lam, str):  # λ = 1e-5 on raw volume (the paper), in mean-channel units
             per_batch = config.batch_size if lam == "paper/batch" else 1
@@ -143,8 +147,10 @@ def main() -> None:
         start = time.perf_counter()
         result = train_phases(model, data, replace(config, epochs=args.prune_epochs), probe)
         full = pruner.full_cost["activation_volume"]
-        summary = {"setting": name, "options": {**SETTINGS[name], "lam_used":
-                                                pruner.config.lam},
+        summary = {"setting": name, "options": {
+                       **SETTINGS[name], "lam_used": pruner.config.lam,
+                       "init_log_alpha": pruner.config.init_log_alpha,
+                       "gate_lr": pruner.config.gate_lr, "pull": pruner.config.pull},
                    "final_V/VF": pruner.hard_cost() / full, "budget": args.budget,
                    "accuracy_gated": result.test_accuracy, "seconds":
                    time.perf_counter() - start, "trace": probe.rows}

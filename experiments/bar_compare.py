@@ -14,7 +14,9 @@ with the ``--profile``) and factor f, a target of 1/f of the reference's cost, a
 - ``bar-rewind``: BAR's pruning phase finds the channels; they are then cut from the
   reference's weights (rewinding to the start point) and trained for the rest of the epochs
   (do the found channels beat a uniform choice, apart from what the pruning phase did to the
-  weights?);
+  weights?); ``bar-rewind-free``: the same, trained for all the extra epochs after the rewind
+  (the pruning phase not charged: a diagnostic of BAR's channel choice against WM's, at equal
+  training of the compact network);
 - ``wm``: the library's ``channel-magnitude`` pruner, ``scope="uniform"`` (the BAR paper's WM):
   ``prepare`` chooses the channels, ``finalize``, then all the extra epochs on the compact net;
 - ``tp``: Torch-Pruning's ``MagnitudePruner`` (L1, uniform ratio found by bisection against the
@@ -64,9 +66,12 @@ from budgetsearch.pruners import build_pruner
 from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
 from budgetsearch.train import StepContext, TrainConfig, train, train_phases
 
-METHODS = ("bar", "bar-rewind", "wm", "tp", "dense", "bar-scratch")
-#: The BAR recipe of the table (``--bar-option KEY=VALUE`` overrides).
-BAR_RECIPE: dict[str, Any] = {"gate_lr": 0.3}
+METHODS = ("bar", "bar-rewind", "bar-rewind-free", "wm", "tp", "dense", "bar-scratch")
+#: The methods that share one BAR pruning phase per (metric, factor, seed).
+BAR_METHODS = ("bar", "bar-rewind", "bar-rewind-free")
+#: The BAR recipe of the table (``--bar-option KEY=VALUE`` overrides): the paper mode with a
+#: gate lr for a short pruning phase (2.4 / gate_lr < 0.11 × its steps, README section 8).
+BAR_RECIPE: dict[str, Any] = {"mode": "paper", "gate_lr": 0.7}
 
 
 class Distillation:
@@ -96,9 +101,9 @@ class Distillation:
 
 
 def measure_latencies(nets: dict[str, nn.Module], example: torch.Tensor, repeats: int
-                      ) -> dict[str, float]:
-    """Median ms per forward (batch 1) of every network, in interleaved rounds so that a change
-    of machine load touches all of them alike."""
+                      ) -> dict[str, list[float]]:
+    """Every network's ms per forward (batch 1) in each of ``repeats`` interleaved rounds, so
+    that a change of machine load touches all of them alike."""
     times: dict[str, list[float]] = {name: [] for name in nets}
     with torch.no_grad():
         for net in nets.values():
@@ -110,7 +115,7 @@ def measure_latencies(nets: dict[str, nn.Module], example: torch.Tensor, repeats
                 start = time.perf_counter()
                 net(example)
                 times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
 
 
 def add_measured_latency(rows: list[dict[str, Any]], out: Path, example: torch.Tensor,
@@ -126,8 +131,10 @@ def add_measured_latency(rows: list[dict[str, Any]], out: Path, example: torch.T
     measured = measure_latencies(nets, example, repeats)
     for row in rows:
         full = measured[f"reference_seed{row['seed']}.pt"]
-        row.update(measured_ms=measured[row["net"]], measured_full_ms=full,
-                   latency_vs_full=measured[row["net"]] / full)
+        own = measured[row["net"]]
+        # the ratio per round (the reference timed beside it), then the median over rounds
+        row.update(measured_ms=statistics.median(own), measured_full_ms=statistics.median(full),
+                   latency_vs_full=statistics.median(a / b for a, b in zip(own, full)))
 
 
 def rewind(pruner: Any, reference: nn.Module, example: torch.Tensor, target: Target,
@@ -164,9 +171,38 @@ def thinner_dense(args: argparse.Namespace, data: DatasetSplits, example: torch.
     return low, full_cost(build(low), example, profile)
 
 
+def bar_prune_phase(metric: str, factor: float, seed: int, reference: nn.Module,
+                    data: DatasetSplits, args: argparse.Namespace, profile: DeviceProfile,
+                    target: Target, cache: dict[tuple[str, float, int], Any]) -> dict[str, Any]:
+    """BAR's pruning phase at one (metric, factor, seed), run once and shared by the BAR
+    variants: the hard-pruned pruner, its compact network, its cost and what it reports."""
+    key = (metric, factor, seed)
+    if key in cache:
+        return cache[key]
+    example = data.train[0][0].unsqueeze(0)
+    config = replace(short_run_config(args.extra_epochs * args.prune_share), seed=seed)
+    options = {**BAR_RECIPE, **args.bar_options, "phase_fractions": (1.0, 0.0, 0.0)}
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    pruner = build_pruner("bar", target=target, profile=profile,
+                          teacher=copy.deepcopy(reference).eval(), **options)
+    model = pruner.prepare(copy.deepcopy(reference), example)
+    result = train_phases(model, data, config, pruner)
+    compact = pruner.finalize()
+    report = pruner.report()
+    info = {"prune_phase_accuracy": result.test_accuracy,
+            "projected_channels": report.extra.get("projected_channels"),
+            "removed_blocks": len(report.extra.get("removed_blocks") or []),
+            "stream_widths": str(report.extra.get("stream_widths")),
+            "prune_phase_seconds": time.perf_counter() - start}
+    cache[key] = {"pruner": pruner, "compact": compact, "result": result, "info": info,
+                  "cost": {k: float(v) for k, v in report.cost.items()}}
+    return cache[key]
+
+
 def run_cell(method: str, metric: str, factor: float, seed: int, reference: nn.Module,
              data: DatasetSplits, args: argparse.Namespace, profile: DeviceProfile,
-             widths: dict[tuple[str, float, int], Any]) -> dict[str, Any]:
+             cache: dict[tuple[str, float, int], Any]) -> dict[str, Any]:
     """One method at one (metric, factor, seed); returns its row."""
     example = data.train[0][0].unsqueeze(0)
     full = full_cost(reference, example, profile)
@@ -177,25 +213,19 @@ def run_cell(method: str, metric: str, factor: float, seed: int, reference: nn.M
     row: dict[str, Any] = {"method": method, "metric": metric, "factor": factor, "seed": seed}
     torch.manual_seed(seed)
     start = time.perf_counter()
-    if method in ("bar", "bar-rewind"):
-        options = {**BAR_RECIPE, **args.bar_options, "phase_fractions": (1.0, 0.0, 0.0)}
-        pruner = build_pruner("bar", target=target, profile=profile,
-                              teacher=copy.deepcopy(reference).eval(), **options)
-        model = pruner.prepare(copy.deepcopy(reference), example)
-        prune_epochs = args.extra_epochs * args.prune_share
-        result = train_phases(model, data, replace(config, epochs=prune_epochs), pruner)
-        row["prune_phase_accuracy"] = result.test_accuracy
-        final = pruner.finalize()
-        report = pruner.report()
-        row["projected_channels"] = report.extra.get("projected_channels")
-        row["removed_blocks"] = len(report.extra.get("removed_blocks") or [])
-        row["stream_widths"] = str(report.extra.get("stream_widths"))
-        cost = {k: float(v) for k, v in report.cost.items()}
+    if method in BAR_METHODS:
+        entry = bar_prune_phase(metric, factor, seed, reference, data, args, profile, target,
+                                cache)
+        row.update(entry["info"])
+        cost = dict(entry["cost"])
         if method == "bar":
-            widths[(metric, factor, seed)] = final
+            final = copy.deepcopy(entry["compact"])
         else:  # the channels BAR kept, with the reference's weights (rewinding)
-            final = rewind(pruner, reference, example, target, profile)
-        rest = args.extra_epochs - prune_epochs
+            final = rewind(entry["pruner"], reference, example, target, profile)
+        # bar-rewind-free: the pruning phase is not charged (a diagnostic of the channels alone)
+        charged = 0 if method == "bar-rewind-free" else args.extra_epochs * args.prune_share
+        rest = args.extra_epochs - charged
+        result = entry["result"]
         if rest > 0:
             result = train(final, data, replace(config, epochs=rest),
                            hooks=Distillation(teacher))
@@ -218,10 +248,9 @@ def run_cell(method: str, metric: str, factor: float, seed: int, reference: nn.M
             final = build_model(args.model, num_classes=data.num_classes,
                                 in_channels=data.in_channels, width_multiplier=width)
         else:
-            found = widths.get((metric, factor, seed))
-            if found is None:
-                raise ValueError("bar-scratch needs the bar run of the same cell first")
-            final = copy.deepcopy(found)
+            found = bar_prune_phase(metric, factor, seed, reference, data, args, profile,
+                                    target, cache)
+            final = copy.deepcopy(found["compact"])
             for module in final.modules():
                 if hasattr(module, "reset_parameters") and module is not final:
                     module.reset_parameters()
@@ -291,7 +320,7 @@ def main() -> None:
                         choices=METHODS)
     parser.add_argument("--reference-epochs", type=float, default=2.0)
     parser.add_argument("--extra-epochs", type=float, default=1.5)
-    parser.add_argument("--prune-share", type=float, default=0.5,
+    parser.add_argument("--prune-share", type=float, default=0.25,
                         help="share of the extra epochs BAR spends in its pruning phase")
     parser.add_argument("--kd", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--bar-option", action="append", default=[],
@@ -300,6 +329,10 @@ def main() -> None:
     parser.add_argument("--latency-repeats", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path("experiments/results/bar_compare"))
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true",
+                        help="train only; time the networks later with --summary-only")
+    parser.add_argument("--references-only", action="store_true",
+                        help="train (or find) the seeds' references and stop")
     parser.add_argument("--measure-latency", action="store_true",
                         help="re-time every saved network (otherwise only when not yet timed)")
     args = parser.parse_args()
@@ -312,13 +345,15 @@ def main() -> None:
             args.bar_options[key] = value
     args.out.mkdir(parents=True, exist_ok=True)
     rows_path = args.out / "rows.jsonl"
+    if args.references_only:
+        args.methods = []
     if not args.summary_only:
         torch.set_num_threads(1)
         busy0, total0 = cpu_busy()
         started = time.perf_counter()
         data = load_data(args)
         profile = load_profile(args.profile)
-        widths: dict[tuple[str, float, int], Any] = {}
+        cache: dict[tuple[str, float, int], Any] = {}
         for seed in args.seeds:
             path = args.out / f"reference_seed{seed}.pt"
             if path.is_file():
@@ -333,22 +368,30 @@ def main() -> None:
                 (args.out / f"reference_seed{seed}.json").write_text(json.dumps(
                     {"accuracy": result.test_accuracy, "seconds": result.seconds}))
             reference.eval()
+            if args.references_only:
+                continue
             for metric in args.metrics:
                 for factor in args.factors:
                     for method in args.methods:
                         row = run_cell(method, metric, factor, seed, reference, data, args,
-                                       profile, widths)
+                                       profile, cache)
                         row["bar_options"] = json.dumps({**BAR_RECIPE, **args.bar_options})
                         row["kd"] = args.kd
                         row["loadavg_1m"] = os.getloadavg()[0]
                         print(json.dumps(row), flush=True)
                         with rows_path.open("a") as handle:
                             handle.write(json.dumps(row) + "\n")
+        if args.references_only:
+            return
         busy1, total1 = cpu_busy()
-        (args.out / "run.json").write_text(json.dumps({
+        tag = "_".join(args.metrics)
+        (args.out / f"run_{tag}.json").write_text(json.dumps({
             "wall_seconds": time.perf_counter() - started,
             "cpu_busy_fraction_all_processes": (busy1 - busy0) / max(1, total1 - total0),
+            "loadavg_end": os.getloadavg(),
             "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
+        if args.skip_latency:
+            return
     records = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
     latency_path = args.out / "measured_latency.json"
     timed = json.loads(latency_path.read_text()) if latency_path.is_file() else {}
@@ -356,12 +399,13 @@ def main() -> None:
         torch.set_num_threads(1)
         example = load_data(args).train[0][0].unsqueeze(0).contiguous()
         add_measured_latency(records, args.out, example, args.latency_repeats)
-        latency_path.write_text(json.dumps({
-            r["net"]: [r["measured_ms"], r["measured_full_ms"]] for r in records}, indent=1))
+        latency_path.write_text(json.dumps({r["net"]: [
+            r["measured_ms"], r["measured_full_ms"], r["latency_vs_full"]] for r in records},
+            indent=1))
     measured = json.loads(latency_path.read_text())
     for r in records:
-        ms, full_ms = measured.get(r["net"], [float("nan"), float("nan")])
-        r.update(measured_ms=ms, measured_full_ms=full_ms, latency_vs_full=ms / full_ms)
+        ms, full_ms, ratio = measured[r["net"]]
+        r.update(measured_ms=ms, measured_full_ms=full_ms, latency_vs_full=ratio)
     rows = pd.DataFrame(records)
     rows.to_csv(args.out / "rows.csv", index=False)
     table = summarise(rows)

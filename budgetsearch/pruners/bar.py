@@ -117,6 +117,14 @@ class BARConfig:
         enforce_budget: at the hard prune, if V still exceeds the budget, switch off the gates of
             lowest log α until it does not (reported as ``projected_channels``).
         barrier_cap: value of f at and past the asymptote.
+        mode: ``"paper"`` for the settings of :meth:`paper` (what ``mode="paper"`` builds);
+            ``"library"`` otherwise. A label: the other fields are what the pruner uses.
+        rewind: at the hard prune, put back the weights (and BatchNorm statistics) the model had
+            at ``prepare`` and open the kept gates fully: the pruning phase chooses the channels,
+            the frozen and fine-tune phases train them from the start point (Frankle et al.'s
+            rewinding, to the trained reference here). Measured in ``experiments/README.md``
+            section 9: the pruning phase's stochastic gates leave the kept weights worse than the
+            reference's (WRN-16-2, 4× FLOPs: 0.792 rewound vs 0.753 not, same training).
         pull: how the gradient of ``λ f L_S`` reaches the gates. ``"adam"``: summed with the task
             loss and stepped by the gates' Adam (the paper, and the public re-implementation).
             ``"cost"`` (default) and ``"separate"``: the task gradient alone goes through Adam,
@@ -155,6 +163,7 @@ class BARConfig:
     phase_fractions: tuple[float, float, float] = (0.6, 0.25, 0.15)
     finetune_lr_factor: float = 0.1
     mode: Literal["library", "paper"] = "library"
+    rewind: bool = False
 
     @classmethod
     def paper(cls, **overrides: Any) -> BARConfig:
@@ -282,6 +291,8 @@ class BARPruner(Pruner):
         self.last_barrier: dict[str, float] = {}
         self.full_cost: dict[str, float] = {}
         self._pull: tuple[list[torch.Tensor], float] | None = None
+        self._model: nn.Module | None = None
+        self._start_state: dict[str, torch.Tensor] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -312,6 +323,9 @@ class BARPruner(Pruner):
             self.teacher = None
         if self.teacher is not None:
             self.teacher.eval().requires_grad_(False)
+        self._model = model
+        self._start_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
+                             if self.config.rewind else None)
         self.structure = attach_structure(model, example_input, self.inventory,
                                           init_log_alpha=self.config.init_log_alpha)
         gated = sum(g.channels for _, g in self.structure.named_gates())
@@ -451,10 +465,27 @@ class BARPruner(Pruner):
             gate.clamp_alive()
         if self.config.enforce_budget:
             self._project_to_budget()
+        if self._start_state is not None and self._model is not None:
+            self._rewind(self._model, self._start_state)
         for _, gate in structure.named_gates():
             gate.freeze()
         self.hard_pruned = True
         return structure.plan()
+
+    @torch.no_grad()
+    def _rewind(self, model: nn.Module, start: Mapping[str, torch.Tensor]) -> None:
+        """``rewind``: the weights and BatchNorm statistics of ``prepare`` back, kept gates at 1
+        (the channels the pruning phase chose, computed as the start point computed them)."""
+        missing = [k for k in start if k not in model.state_dict()]
+        if missing:
+            raise RuntimeError(f"cannot rewind: the model lost {missing[:3]} since prepare")
+        model.load_state_dict(start, strict=False)
+        for _, gate in self._structure().named_gates():
+            kept = gate.kept_mask()
+            gate.log_alpha.copy_(torch.where(kept, torch.full_like(gate.log_alpha,
+                                                                    LOG_ALPHA_LIMIT),
+                                             torch.full_like(gate.log_alpha, -LOG_ALPHA_LIMIT)))
+        self._start_state = None
 
     # -- costs ---------------------------------------------------------------------------------
 

@@ -59,3 +59,34 @@ def test_adam_coupling_at_the_library_lambda_collapses() -> None:
     volume, budget, _ = _prune_phase_volume(pull="adam", lam=1.0, init_log_alpha=3.0,
                                             gate_lr=0.3)
     assert volume < 0.3 * budget
+
+
+def test_rewind_restores_the_start_weights_and_opens_the_kept_gates() -> None:
+    # Oracle: the model as prepare() received it. After "training" (weights perturbed, some
+    # gates shut), the hard prune with rewind=True puts every weight and BatchNorm statistic
+    # back, keeps the shut channels shut and opens the kept gates to exactly 1.
+    torch.manual_seed(0)
+    model = build_model("wrn-10-1").eval()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+    pruner = build_pruner("bar", budget=1.0, rewind=True, distillation=False)
+    gated = pruner.prepare(model, EXAMPLE)
+    gates = [g for _, g in pruner.layout.named_gates()]
+    with torch.no_grad():
+        for p in gated.parameters():
+            if p is not gates[0].log_alpha:
+                p.add_(0.1)
+        for gate in gates:
+            gate.log_alpha.sub_(torch.rand_like(gate.log_alpha) * 4)  # kept gates now below 1
+        gates[-1].log_alpha[0] = -10.0  # one channel switched off
+    pruner.hard_prune()
+    state = gated.state_dict()
+    for key, value in start.items():
+        torch.testing.assert_close(state[key], value)
+    assert not bool(gates[-1].kept_mask()[0])
+    assert all(bool((g.deterministic()[g.kept_mask()] == 1).all()) for g in gates)
+    with torch.no_grad():  # switch the channel back on: the start network's function exactly
+        gates[-1].log_alpha[0] = 10.0
+        torch.testing.assert_close(gated.eval()(x), before)
