@@ -119,6 +119,9 @@ class BARConfig:
         barrier_cap: value of f at and past the asymptote.
         mode: ``"paper"`` for the settings of :meth:`paper` (what ``mode="paper"`` builds);
             ``"library"`` otherwise. A label: the other fields are what the pruner uses.
+        prune_fraction: when set, the pruning phase's share of training; the frozen and
+            fine-tune phases share the rest in the proportions ``phase_fractions`` gives them
+            (a plain number, so that a YAML search space can hold it fixed).
         rewind: at the hard prune, put back the weights (and BatchNorm statistics) the model had
             at ``prepare`` and open the kept gates fully: the pruning phase chooses the channels,
             the frozen and fine-tune phases train them from the start point (Frankle et al.'s
@@ -164,6 +167,7 @@ class BARConfig:
     finetune_lr_factor: float = 0.1
     mode: Literal["library", "paper"] = "library"
     rewind: bool = False
+    prune_fraction: float | None = None
 
     @classmethod
     def paper(cls, **overrides: Any) -> BARConfig:
@@ -226,6 +230,14 @@ class BARConfig:
         if not self.barrier_cap > 0:
             raise ValueError(f"barrier_cap must be positive, got {self.barrier_cap}")
         fractions = tuple(float(f) for f in self.phase_fractions)
+        if self.prune_fraction is not None:
+            share = float(self.prune_fraction)
+            if not 0.0 < share <= 1.0:
+                raise ValueError(f"prune_fraction must be in (0, 1], got {self.prune_fraction}")
+            after = sum(fractions[1:]) if len(fractions) == 3 else 0.0
+            split = fractions[1:] if after > 0 else (1.0, 0.0)
+            total = after if after > 0 else 1.0
+            fractions = (share, (1 - share) * split[0] / total, (1 - share) * split[1] / total)
         if (len(fractions) != 3 or fractions[0] <= 0 or min(fractions) < 0
                 or abs(sum(fractions) - 1.0) > 1e-6):
             raise ValueError("phase_fractions must be three shares (prune, frozen, finetune) "

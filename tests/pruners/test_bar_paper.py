@@ -90,3 +90,25 @@ def test_rewind_restores_the_start_weights_and_opens_the_kept_gates() -> None:
     with torch.no_grad():  # switch the channel back on: the start network's function exactly
         gates[-1].log_alpha[0] = 10.0
         torch.testing.assert_close(gated.eval()(x), before)
+
+
+def test_prune_fraction_rescales_the_later_phases() -> None:
+    # Oracle: the paper's 80 / 40 / 10 with the pruning phase cut to a quarter keeps the
+    # frozen : fine-tune ratio 4 : 1 over the other three quarters.
+    assert BARConfig.paper(prune_fraction=0.25).phase_fractions == pytest.approx(
+        (0.25, 0.6, 0.15))
+    assert BARConfig(prune_fraction=1.0).phase_fractions == pytest.approx((1.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="prune_fraction must be in"):
+        BARConfig(prune_fraction=0.0)
+
+
+def test_the_search_space_holds_the_measured_recipe() -> None:
+    from budgetsearch.search.space import load_space
+
+    space = load_space("bar")
+    pruner = build_pruner("bar", **space.fixed)
+    config = pruner.config
+    assert (config.mode, config.pull, config.init_log_alpha) == ("paper", "adam", 0.0)
+    assert config.phase_fractions[0] == pytest.approx(0.25)
+    low, high = space.parameters["lam"].low, space.parameters["lam"].high
+    assert low <= PAPER_LAM <= high
