@@ -273,6 +273,15 @@ def run_cell(method: str, metric: str, factor: float, seed: int, reference: nn.M
     return row
 
 
+def done_cells(rows_path: Path) -> set[tuple[str, str, float, int]]:
+    """(method, metric, factor, seed) of every row already written (several processes may
+    share one results folder, each taking the cells the others have not done)."""
+    if not rows_path.is_file():
+        return set()
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    return {(r["method"], r["metric"], float(r["factor"]), int(r["seed"])) for r in rows}
+
+
 def cpu_busy() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs from /proc/stat (every process, ours included)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
@@ -373,6 +382,8 @@ def main() -> None:
             for metric in args.metrics:
                 for factor in args.factors:
                     for method in args.methods:
+                        if (method, metric, factor, seed) in done_cells(rows_path):
+                            continue  # another process (or an earlier run) did this cell
                         row = run_cell(method, metric, factor, seed, reference, data, args,
                                        profile, cache)
                         row["bar_options"] = json.dumps({**BAR_RECIPE, **args.bar_options})
@@ -406,7 +417,8 @@ def main() -> None:
     for r in records:
         ms, full_ms, ratio = measured[r["net"]]
         r.update(measured_ms=ms, measured_full_ms=full_ms, latency_vs_full=ratio)
-    rows = pd.DataFrame(records)
+    rows = pd.DataFrame(records).drop_duplicates(["method", "metric", "factor", "seed"],
+                                                 keep="last")
     rows.to_csv(args.out / "rows.csv", index=False)
     table = summarise(rows)
     table.to_csv(args.out / "summary.csv", index=False)
