@@ -77,6 +77,9 @@ from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
 from budgetsearch.train_hooks import Phase, StepContext
 
 _METRICS = TARGET_METRICS
+#: The paper's λ (1e-5 on raw activation volume, per sample) in mean-channel units on WRN-16-2
+#: at 28×28 with batch 64: 1e-5 · (V_F / N = 204) / 64 (see :meth:`BARConfig.paper`).
+PAPER_LAM = 3e-5
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,17 @@ class BARConfig:
         enforce_budget: at the hard prune, if V still exceeds the budget, switch off the gates of
             lowest log α until it does not (reported as ``projected_channels``).
         barrier_cap: value of f at and past the asymptote.
+        mode: ``"paper"`` for the settings of :meth:`paper` (what ``mode="paper"`` builds);
+            ``"library"`` otherwise. A label: the other fields are what the pruner uses.
+        prune_fraction: when set, the pruning phase's share of training; the frozen and
+            fine-tune phases share the rest in the proportions ``phase_fractions`` gives them
+            (a plain number, so that a YAML search space can hold it fixed).
+        rewind: at the hard prune, put back the weights (and BatchNorm statistics) the model had
+            at ``prepare`` and open the kept gates fully: the pruning phase chooses the channels,
+            the frozen and fine-tune phases train them from the start point (Frankle et al.'s
+            rewinding, to the trained reference here). Measured in ``experiments/README.md``
+            section 9: the pruning phase's stochastic gates leave the kept weights worse than the
+            reference's (WRN-16-2, 4× FLOPs: 0.792 rewound vs 0.753 not, same training).
         pull: how the gradient of ``λ f L_S`` reaches the gates. ``"adam"``: summed with the task
             loss and stepped by the gates' Adam (the paper, and the public re-implementation).
             ``"cost"`` (default) and ``"separate"``: the task gradient alone goes through Adam,
@@ -151,6 +165,36 @@ class BARConfig:
     pull: Literal["cost", "separate", "adam"] = "cost"
     phase_fractions: tuple[float, float, float] = (0.6, 0.25, 0.15)
     finetune_lr_factor: float = 0.1
+    mode: Literal["library", "paper"] = "library"
+    rewind: bool = False
+    prune_fraction: float | None = None
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> BARConfig:
+        """The paper's optimiser (``mode="paper"``), with each departure measured.
+
+        As the paper: the budget term ``λ f(V, a, b) L_S`` is summed with the task loss and log α
+        is stepped by Adam (``pull="adam"``); log α starts at 0 plus U(0, 0.01) (supp. section 4);
+        sigmoid schedule of hardness 10; KD with α 0.9, T 4; phases 80 / 40 / 10 (supp. section
+        3.1) with the last at lr / 10. λ = :data:`PAPER_LAM`: the paper's 1e-5 on raw volume for
+        a per-sample loss (the public re-implementation divides it by the batch size) in this
+        module's mean-channel units (WRN-16-2 at 28×28: V_F / N = 204, batch 64 → 3.2e-5).
+
+        Departures (``experiments/bar_collapse.py``, README "Why the Adam coupling collapsed"):
+        ``start_factor`` 1.01 (at 1.0, V = V_F = b at the first step and f is infinite);
+        ``gate_lr`` 0.3 instead of 1e-3 (the paper's 80 epochs give a gate 62,000 steps; at
+        1e-3 in 126 steps no gate reaches the pruning threshold, V stays at V_F and the
+        projection does all the pruning); f capped at 1e10 past the asymptote (the public
+        re-implementation; ∞ is not a number an optimiser can take); the projection at the
+        hard prune (``enforce_budget``) as a safety net so that the budget is always met.
+        """
+        values: dict[str, Any] = {
+            "mode": "paper", "pull": "adam", "lam": PAPER_LAM, "init_log_alpha": 0.0,
+            "start_factor": 1.01, "gate_lr": 0.3, "hardness": 10.0, "transition": "sigmoid",
+            "kd_alpha": 0.9, "kd_temperature": 4.0,
+            "phase_fractions": (80 / 130, 40 / 130, 10 / 130), "finetune_lr_factor": 0.1}
+        values.update(overrides)
+        return cls(**values)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget <= 1.0:
@@ -186,11 +230,21 @@ class BARConfig:
         if not self.barrier_cap > 0:
             raise ValueError(f"barrier_cap must be positive, got {self.barrier_cap}")
         fractions = tuple(float(f) for f in self.phase_fractions)
+        if self.prune_fraction is not None:
+            share = float(self.prune_fraction)
+            if not 0.0 < share <= 1.0:
+                raise ValueError(f"prune_fraction must be in (0, 1], got {self.prune_fraction}")
+            after = sum(fractions[1:]) if len(fractions) == 3 else 0.0
+            split = fractions[1:] if after > 0 else (1.0, 0.0)
+            total = after if after > 0 else 1.0
+            fractions = (share, (1 - share) * split[0] / total, (1 - share) * split[1] / total)
         if (len(fractions) != 3 or fractions[0] <= 0 or min(fractions) < 0
                 or abs(sum(fractions) - 1.0) > 1e-6):
             raise ValueError("phase_fractions must be three shares (prune, frozen, finetune) "
                              f"≥ 0 summing to 1, the first > 0, got {self.phase_fractions!r}")
         object.__setattr__(self, "phase_fractions", fractions)
+        if self.mode not in ("library", "paper"):
+            raise ValueError(f"mode must be 'library' or 'paper', got {self.mode!r}")
         if not 0 < self.finetune_lr_factor <= 1:
             raise ValueError(f"finetune_lr_factor must be in (0, 1], got "
                              f"{self.finetune_lr_factor}")
@@ -223,7 +277,14 @@ class BARPruner(Pruner):
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"unknown BAR option(s) {unknown}; valid: {sorted(known)}")
-        config = replace(config or BARConfig(), **options)
+        mode = options.pop("mode", None)
+        if config is None:
+            # mode="paper" starts from the paper's settings; the other options override them
+            config = BARConfig.paper() if mode == "paper" else BARConfig(
+                **({} if mode is None else {"mode": mode}))
+        elif mode is not None:
+            config = replace(config, mode=mode)
+        config = replace(config, **options)
         if target is not None:
             config = replace(config, metric=target.metric)
         if profile is None:
@@ -242,6 +303,8 @@ class BARPruner(Pruner):
         self.last_barrier: dict[str, float] = {}
         self.full_cost: dict[str, float] = {}
         self._pull: tuple[list[torch.Tensor], float] | None = None
+        self._model: nn.Module | None = None
+        self._start_state: dict[str, torch.Tensor] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -272,6 +335,9 @@ class BARPruner(Pruner):
             self.teacher = None
         if self.teacher is not None:
             self.teacher.eval().requires_grad_(False)
+        self._model = model
+        self._start_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
+                             if self.config.rewind else None)
         self.structure = attach_structure(model, example_input, self.inventory,
                                           init_log_alpha=self.config.init_log_alpha)
         gated = sum(g.channels for _, g in self.structure.named_gates())
@@ -411,10 +477,27 @@ class BARPruner(Pruner):
             gate.clamp_alive()
         if self.config.enforce_budget:
             self._project_to_budget()
+        if self._start_state is not None and self._model is not None:
+            self._rewind(self._model, self._start_state)
         for _, gate in structure.named_gates():
             gate.freeze()
         self.hard_pruned = True
         return structure.plan()
+
+    @torch.no_grad()
+    def _rewind(self, model: nn.Module, start: Mapping[str, torch.Tensor]) -> None:
+        """``rewind``: the weights and BatchNorm statistics of ``prepare`` back, kept gates at 1
+        (the channels the pruning phase chose, computed as the start point computed them)."""
+        missing = [k for k in start if k not in model.state_dict()]
+        if missing:
+            raise RuntimeError(f"cannot rewind: the model lost {missing[:3]} since prepare")
+        model.load_state_dict(start, strict=False)
+        for _, gate in self._structure().named_gates():
+            kept = gate.kept_mask()
+            gate.log_alpha.copy_(torch.where(kept, torch.full_like(gate.log_alpha,
+                                                                    LOG_ALPHA_LIMIT),
+                                             torch.full_like(gate.log_alpha, -LOG_ALPHA_LIMIT)))
+        self._start_state = None
 
     # -- costs ---------------------------------------------------------------------------------
 

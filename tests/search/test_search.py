@@ -89,7 +89,7 @@ def test_plan_resolves_a_relative_target_once() -> None:
 def test_space_validation_names_file_and_key(tmp_path: Path) -> None:
     space = load_space("bar")
     assert space.pruner == "bar" and space.parameters["lam"].log
-    assert space.parameters["lam"].low == 0.01 and space.parameters["lam"].high == 10.0
+    assert space.parameters["lam"].low == 1e-5 and space.parameters["lam"].high == 1e-3
     assert set(space.to_optuna()) == set(space.parameters)
     bad = {"pruner": "bar", "parameters": {"lam": {"type": "float", "low": 0, "high": 1,
                                                    "log": True}}}
