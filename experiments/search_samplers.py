@@ -1,4 +1,4 @@
-"""Constrained TPE vs Optuna's RandomSampler on one search, over sampler seeds (issue 6).
+"""Constrained TPE vs Optuna's RandomSampler on one search, over sampler seeds (issues 6 and 17).
 
 Every run searches the same space (``search_spaces/bar.yaml``) under the same binding target on
 the same data split, starting from the same unpruned reference network: the reference is trained
@@ -7,17 +7,17 @@ so :func:`~budgetsearch.search.reference.ensure_reference` reuses it. Only the s
 sampler's seed (``OptunaOptions.seed``; ``TrialSettings.seed``, which fixes the split and the
 training, stays 0) change between runs. Trial pruning is off for both samplers, so a trained
 trial costs the same whichever sampler proposed it. The target is the pruner's budget (the
-pruner derives it at ``prepare``); a trial whose pruner cannot meet it is rejected there, before
-training (~0 s, status ``infeasible``), and still counts towards the trial budget. Where the
-space still searches a ``budget`` option its value is listed; otherwise that column is empty.
+pruner derives it at ``prepare``; the space searches no budget), so no trial slot is lost to an
+infeasible budget: the ``rejected_before_training`` and ``trained_over_target`` columns are
+kept as the check that this holds (both should be 0).
 
 Per run: best feasible validation accuracy, its test accuracy, trials-to-best (1-based index of
 the first trial reaching the run's best), feasible / trained-but-over-target / rejected-before-
 training / failed trials, wall time. Per sampler: mean ± std over seeds.
 
 Example:
-    .venv/bin/python experiments/search_samplers.py --target-params 50k --trials 10 \\
-        --seeds 0 1 2 --out experiments/results/samplers
+    .venv/bin/python experiments/search_samplers.py --target-params 50k --trials 20 \\
+        --seeds 0 1 2 3 4 --out experiments/results/samplers
 """
 
 from __future__ import annotations
