@@ -21,6 +21,7 @@ from budgetsearch.search.families import (
     family_outcome,
     plan_candidates,
 )
+from budgetsearch.search.fidelity import PerPrunerPruner
 from budgetsearch.search.objective import run_trial
 from budgetsearch.search.optuna_driver import OptunaOptions, make_study, trial_pruner
 from budgetsearch.search.request import RunRequest
@@ -123,10 +124,15 @@ def test_non_binding_target_prunes_only_wider_bases(tmp_path: Path) -> None:
         assert (row["pruner"] == "bar") == over
         if row["status"] == "ok":
             assert row["feasible"] and row["params"] <= 100_000
-    # a pruned family starts from its base's reference, trained once per base, in its folder
-    for _, row in table[table["kind"] == "reference"].iterrows():
+    # a pruned family starts from its base's reference, trained once per base, in its folder;
+    # the user's network (which meets the target here) is trained first whatever the families
+    references = table[table["kind"] == "reference"]
+    assert ("wrn-10-1", 1.0) in set(zip(references["model"], references["width"], strict=True))
+    for _, row in references.iterrows():
         assert (tmp_path / "reference" / f"{row['model']}@{row['width']:g}" / "model.pt").is_file()
-        assert _params(row["model"], row["width"]) > 100_000
+        user = (row["model"], row["width"]) == ("wrn-10-1", 1.0)
+        assert user or _params(row["model"], row["width"]) > 100_000
+        assert bool(row["feasible"]) == (_params(row["model"], row["width"]) <= 100_000)
     # the summary's margin: the best feasible row's test accuracy minus the best dense one's
     ok = table[(table["status"] == "ok") & table["feasible"]]
     key = ok["val_accuracy"].fillna(ok["accuracy"]).astype(float)
@@ -153,9 +159,12 @@ def test_optuna_pruners_by_name() -> None:
 
     kinds = {name: type(trial_pruner(OptunaOptions(pruning=name)))
              for name in ("sha", "hyperband", "median", "none")}
-    assert kinds == {"sha": optuna.pruners.SuccessiveHalvingPruner,
-                     "hyperband": optuna.pruners.HyperbandPruner,
-                     "median": optuna.pruners.MedianPruner, "none": optuna.pruners.NopPruner}
+    assert kinds == {"sha": PerPrunerPruner, "hyperband": optuna.pruners.HyperbandPruner,
+                     "median": PerPrunerPruner, "none": optuna.pruners.NopPruner}
+    rules = {name: type(trial_pruner(OptunaOptions(pruning=name)).rule) for name in ("sha",
+                                                                                   "median")}
+    assert rules == {"sha": optuna.pruners.SuccessiveHalvingPruner,
+                     "median": optuna.pruners.MedianPruner}
     assert isinstance(trial_pruner(OptunaOptions(pruning="sha", prune=False)),
                       optuna.pruners.NopPruner)
     with pytest.raises(ValueError, match="pruning must be one of"):
