@@ -456,8 +456,9 @@ def _run_locked(request: RunRequest, settings: TrialSettings, space: SearchSpace
             notes.append(f"unpruned reference {ref['family'].split(':', 1)[1]}: test accuracy "
                          f"{ref['accuracy']:.4f}, trained {settings.reference_epochs:g} "
                          f"epoch(s) on {_train_images(settings):,} images in "
-                         f"{ref['seconds']:.0f} s ({'meets' if ref['feasible'] else 'over'} "
-                         "the target; its pruned trials start from it)")
+                         f"{ref['seconds']:.0f} s ("
+                         + ("meets the target)" if ref["feasible"] else
+                            "over the target: its pruned trials start from it)"))
     return RunSummary(run_dir, table, None if best is None else best.to_dict(), notes,
                       measured, plan, failure=failure_summary(table, best), families=outcome,
                       model_error=model_error)
