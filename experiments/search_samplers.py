@@ -201,6 +201,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
+    parser.add_argument("--test-subset", type=int, default=None,
+                        help="score on the first N test images (default: all 10,000)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("runs/samplers"),
                         help="run folders (study.db, trials, models); not committed")
@@ -228,7 +230,8 @@ def main() -> None:
         model=args.model, dataset=args.dataset, train_subset=args.train_subset,
         val_fraction=args.val_fraction,
         target=Target("params", target_value, text=args.target_params), seed=0,
-        threads=args.threads, reference_epochs=args.reference_epochs)
+        threads=args.threads, reference_epochs=args.reference_epochs,
+        test_subset=args.test_subset)
     source = args.work / "_reference"
     shutil.rmtree(args.work, ignore_errors=True)
     reference = ensure_reference(settings, source)
