@@ -34,7 +34,7 @@ from typing import Any
 from budgetsearch.cost import Target, is_met
 from budgetsearch.cost.metrics import ALIASES
 from budgetsearch.search.families import Candidate, candidate_settings, suggest_candidate
-from budgetsearch.search.fidelity import PerPrunerPruner
+from budgetsearch.search.fidelity import CANDIDATE_PARAM, PerPrunerPruner
 from budgetsearch.search.objective import report_step, run_trial
 from budgetsearch.search.results import (
     INTERRUPTED_BY_KILL,
@@ -344,6 +344,22 @@ def finished_trials(study: Any) -> int:
     return sum(1 for t in done if t.state != states.FAIL or "status" in t.user_attrs)
 
 
+def enqueue_dense_first(study: Any, candidates: Sequence[Candidate]) -> list[str]:
+    """Queue one trial of each dense candidate, cheapest first, before the sampler's own draws;
+    returns their keys.
+
+    The dense networks that meet the target are what a pruned one has to beat: a short search
+    whose sampler never drew them (10 trials over 5 families drew none in a first run) could
+    return a pruned network a thinner dense one beats. Cheapest first, because successive
+    halving cannot stop the first trial of a pruner (nothing to compare it with).
+    """
+    dense = sorted((c for c in candidates if not c.starts_from_reference),
+                   key=lambda c: (c.base_cost, c.key))
+    for candidate in dense:
+        study.enqueue_trial({CANDIDATE_PARAM: candidate.key}, skip_if_exists=True)
+    return [c.key for c in dense]
+
+
 def run_optuna(space: SearchSpace | None, settings: TrialSettings, run_dir: Path,
                options: OptunaOptions, *, resume: bool = False,
                progress: ProgressFn | None = None,
@@ -439,6 +455,8 @@ def run_optuna(space: SearchSpace | None, settings: TrialSettings, run_dir: Path
             values.append(float(cost) if cost is not None else float("inf"))
         return values[0] if not multi else values
 
+    if candidates is not None and not resume:
+        enqueue_dense_first(study, candidates)
     remaining = None
     if options.trials is not None:
         remaining = max(0, options.trials - finished_trials(study))
