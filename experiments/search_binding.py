@@ -1,4 +1,4 @@
-"""Binding targets: does the family search beat the thinner dense baseline of equal compute? (issue 17)
+"""Binding targets: does the family search beat the thinner dense baseline of equal compute?
 
 For each target and seed, one family search (``budgetsearch run`` as the CLI runs it: every
 registered pruner, dense and pruned families of the user's network at ``--widths`` and its depth
