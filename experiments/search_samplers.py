@@ -188,6 +188,46 @@ def plot_best_so_far(trials: pd.DataFrame, path: Path, *, reference_val: float |
     plt.close(fig)
 
 
+def combine_runs(args: argparse.Namespace, title: str, target_value: float) -> None:
+    """OUT's tables and figure from finished run folders (``--from-runs``). A run's wall time
+    is not in its folder: ``wall_s`` is then the sum of its trials' seconds."""
+    all_trials, runs, references = [], [], []
+    for work in args.from_runs:
+        references.append(json.loads((work / "_reference" / REFERENCE_DIR / "row.json")
+                                     .read_text()))
+        for seed in args.seeds:
+            for sampler in args.samplers:
+                path = work / f"{sampler}-s{seed}" / "results.csv"
+                if not path.is_file():
+                    continue
+                table = pd.read_csv(path)
+                trials = trial_table(table, sampler=sampler, seed=seed)
+                if len(trials) < args.trials:
+                    print(f"{path}: {len(trials)} of {args.trials} trials, left out")
+                    continue
+                runs.append(run_row(trials, wall_s=float(trials["seconds"].sum()),
+                                    target=target_value, load=(math.nan, math.nan)))
+                all_trials.append(trials)
+    trials_frame = pd.concat(all_trials, ignore_index=True)
+    runs_frame = pd.DataFrame(runs)
+    summary_frame = summarize(runs_frame)
+    trials_frame.to_csv(args.out / "trials.csv", index=False)
+    runs_frame.to_csv(args.out / "runs.csv", index=False)
+    summary_frame.to_csv(args.out / "summary.csv", index=False)
+    info = {"command": "experiments/search_samplers.py --from-runs " + " ".join(
+                str(w) for w in args.from_runs),
+            "references": [{k: r[k] for k in ("val_accuracy", "accuracy", "params", "seconds")}
+                           for r in references],
+            "reference": {k: references[0][k] for k in ("val_accuracy", "accuracy", "params",
+                                                        "seconds")},
+            "space": args.space, "trial_pruning": False,
+            "tpe_n_startup_trials": OptunaOptions().n_startup_trials}
+    (args.out / "run.json").write_text(json.dumps(info, indent=1, default=str))
+    plot_best_so_far(trials_frame, args.out / "best_so_far.png",
+                     reference_val=references[0]["val_accuracy"], title=title)
+    print(summary_frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target-params", default="50k")
@@ -209,6 +249,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("experiments/results/samplers"))
     parser.add_argument("--plot-only", action="store_true",
                         help="redraw best_so_far.png from OUT/trials.csv and OUT/run.json")
+    parser.add_argument("--from-runs", type=Path, nargs="+", metavar="WORK",
+                        help="rebuild OUT's tables and figure from the run folders "
+                        "(SAMPLER-sSEED/results.csv) of one or more --work folders, e.g. two "
+                        "processes that ran different seeds side by side")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     target_value = parse_count(args.target_params, name="target_params")
@@ -222,6 +266,10 @@ def main() -> None:
         trials.to_csv(args.out / "trials.csv", index=False)
         plot_best_so_far(trials, args.out / "best_so_far.png",
                          reference_val=info["reference"]["val_accuracy"], title=title)
+        return
+
+    if args.from_runs:
+        combine_runs(args, title, target_value)
         return
 
     started = time.perf_counter()
