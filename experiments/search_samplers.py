@@ -1,4 +1,4 @@
-"""Constrained TPE vs Optuna's RandomSampler on one search, over sampler seeds (issue 6).
+"""Constrained TPE vs Optuna's RandomSampler on one search, over sampler seeds (issues 6 and 17).
 
 Every run searches the same space (``search_spaces/bar.yaml``) under the same binding target on
 the same data split, starting from the same unpruned reference network: the reference is trained
@@ -7,17 +7,17 @@ so :func:`~budgetsearch.search.reference.ensure_reference` reuses it. Only the s
 sampler's seed (``OptunaOptions.seed``; ``TrialSettings.seed``, which fixes the split and the
 training, stays 0) change between runs. Trial pruning is off for both samplers, so a trained
 trial costs the same whichever sampler proposed it. The target is the pruner's budget (the
-pruner derives it at ``prepare``); a trial whose pruner cannot meet it is rejected there, before
-training (~0 s, status ``infeasible``), and still counts towards the trial budget. Where the
-space still searches a ``budget`` option its value is listed; otherwise that column is empty.
+pruner derives it at ``prepare``; the space searches no budget), so no trial slot is lost to an
+infeasible budget: the ``rejected_before_training`` and ``trained_over_target`` columns are
+kept as the check that this holds (both should be 0).
 
 Per run: best feasible validation accuracy, its test accuracy, trials-to-best (1-based index of
 the first trial reaching the run's best), feasible / trained-but-over-target / rejected-before-
 training / failed trials, wall time. Per sampler: mean ± std over seeds.
 
 Example:
-    .venv/bin/python experiments/search_samplers.py --target-params 50k --trials 10 \\
-        --seeds 0 1 2 --out experiments/results/samplers
+    .venv/bin/python experiments/search_samplers.py --target-params 50k --trials 20 \\
+        --seeds 0 1 2 3 4 --out experiments/results/samplers
 """
 
 from __future__ import annotations
@@ -188,6 +188,46 @@ def plot_best_so_far(trials: pd.DataFrame, path: Path, *, reference_val: float |
     plt.close(fig)
 
 
+def combine_runs(args: argparse.Namespace, title: str, target_value: float) -> None:
+    """OUT's tables and figure from finished run folders (``--from-runs``). A run's wall time
+    is not in its folder: ``wall_s`` is then the sum of its trials' seconds."""
+    all_trials, runs, references = [], [], []
+    for work in args.from_runs:
+        references.append(json.loads((work / "_reference" / REFERENCE_DIR / "row.json")
+                                     .read_text()))
+        for seed in args.seeds:
+            for sampler in args.samplers:
+                path = work / f"{sampler}-s{seed}" / "results.csv"
+                if not path.is_file():
+                    continue
+                table = pd.read_csv(path)
+                trials = trial_table(table, sampler=sampler, seed=seed)
+                if len(trials) < args.trials:
+                    print(f"{path}: {len(trials)} of {args.trials} trials, left out")
+                    continue
+                runs.append(run_row(trials, wall_s=float(trials["seconds"].sum()),
+                                    target=target_value, load=(math.nan, math.nan)))
+                all_trials.append(trials)
+    trials_frame = pd.concat(all_trials, ignore_index=True)
+    runs_frame = pd.DataFrame(runs)
+    summary_frame = summarize(runs_frame)
+    trials_frame.to_csv(args.out / "trials.csv", index=False)
+    runs_frame.to_csv(args.out / "runs.csv", index=False)
+    summary_frame.to_csv(args.out / "summary.csv", index=False)
+    info = {"command": "experiments/search_samplers.py --from-runs " + " ".join(
+                str(w) for w in args.from_runs),
+            "references": [{k: r[k] for k in ("val_accuracy", "accuracy", "params", "seconds")}
+                           for r in references],
+            "reference": {k: references[0][k] for k in ("val_accuracy", "accuracy", "params",
+                                                        "seconds")},
+            "space": args.space, "trial_pruning": False,
+            "tpe_n_startup_trials": OptunaOptions().n_startup_trials}
+    (args.out / "run.json").write_text(json.dumps(info, indent=1, default=str))
+    plot_best_so_far(trials_frame, args.out / "best_so_far.png",
+                     reference_val=references[0]["val_accuracy"], title=title)
+    print(summary_frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target-params", default="50k")
@@ -201,12 +241,18 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
+    parser.add_argument("--test-subset", type=int, default=None,
+                        help="score on the first N test images (default: all 10,000)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("runs/samplers"),
                         help="run folders (study.db, trials, models); not committed")
     parser.add_argument("--out", type=Path, default=Path("experiments/results/samplers"))
     parser.add_argument("--plot-only", action="store_true",
                         help="redraw best_so_far.png from OUT/trials.csv and OUT/run.json")
+    parser.add_argument("--from-runs", type=Path, nargs="+", metavar="WORK",
+                        help="rebuild OUT's tables and figure from the run folders "
+                        "(SAMPLER-sSEED/results.csv) of one or more --work folders, e.g. two "
+                        "processes that ran different seeds side by side")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     target_value = parse_count(args.target_params, name="target_params")
@@ -222,13 +268,18 @@ def main() -> None:
                          reference_val=info["reference"]["val_accuracy"], title=title)
         return
 
+    if args.from_runs:
+        combine_runs(args, title, target_value)
+        return
+
     started = time.perf_counter()
     load_start = os.getloadavg()
     settings = TrialSettings(
         model=args.model, dataset=args.dataset, train_subset=args.train_subset,
         val_fraction=args.val_fraction,
         target=Target("params", target_value, text=args.target_params), seed=0,
-        threads=args.threads, reference_epochs=args.reference_epochs)
+        threads=args.threads, reference_epochs=args.reference_epochs,
+        test_subset=args.test_subset)
     source = args.work / "_reference"
     shutil.rmtree(args.work, ignore_errors=True)
     reference = ensure_reference(settings, source)

@@ -147,6 +147,27 @@ def test_fronts_by_group_splits_pruners_and_baselines() -> None:
     assert fronts["all"].points["trial_id"].tolist() == [0, 2, 1, 3]
 
 
+@pytest.mark.parametrize("target", [10.0, 0.01])
+def test_plot_shows_a_far_target_and_shades_only_its_feasible_side(target: float) -> None:
+    # The main job's case: models at 0.38–0.46 ms, a 10 ms target (and one below every model).
+    import matplotlib.pyplot as plt
+
+    from budgetsearch.pareto.plots import _draw_front_axes
+
+    t = _table(latency_ms=[0.38, 0.40, 0.46], accuracy=[0.85, 0.86, 0.87])
+    fig, ax = plt.subplots()
+    _draw_front_axes(ax, t, "latency_ms", {}, target=target, min_accuracy=None)
+    x0, x1 = ax.get_xlim()
+    assert ax.get_xscale() == "log" and x0 < target < x1 and x0 < 0.38 and x1 > 0.46
+    lines = [line for line in ax.get_lines() if "target" in str(line.get_label())]
+    assert len(lines) == 1 and lines[0].get_xdata()[0] == target
+    shaded = [c for c in ax.collections if c.get_label() == "feasible region"]
+    assert len(shaded) == 1  # from the left edge to the target, never past it
+    extent = shaded[0].get_paths()[0].vertices[:, 0]
+    assert extent.min() == pytest.approx(x0) and extent.max() == pytest.approx(target)
+    plt.close(fig)
+
+
 def test_parse_target_and_ratios() -> None:
     assert parse_target("10ms", "latency") == 10.0
     assert parse_target("0.5s", "latency_ms") == 500.0

@@ -60,7 +60,8 @@ def _use_log(values: pd.Series) -> bool:
 
 def _draw_front_axes(ax: Axes, table: pd.DataFrame, metric: str, fronts: Mapping[str, Front],
                      *, target: float | None, min_accuracy: float | None,
-                     shade: bool = True, annotate: bool = True) -> None:
+                     shade: bool = True, annotate: bool = True,
+                     log_for_target: bool = True) -> None:
     usable = usable_trials(table, metric)
     feasible = feasibility(usable, metric, target)
     pruned, baselines = split_kinds(usable)
@@ -100,7 +101,14 @@ def _draw_front_axes(ax: Axes, table: pd.DataFrame, metric: str, fronts: Mapping
         ax.scatter(reference[metric], reference["accuracy"], s=60, marker="D", color="white",
                    edgecolor="black", linewidth=1.2, zorder=4,
                    label=f"unpruned reference ({len(reference)})")
-    if _use_log(usable[metric]):
+    xs_all = usable[metric].astype(float)
+    positive = xs_all[xs_all > 0]
+    # A target far from every point (10 ms against 0.4 ms models) stays in view on a log axis:
+    # on a linear one it would squash the points into one column, and left out it would leave
+    # the whole plot looking feasible.
+    far_target = (log_for_target and target is not None and target > 0 and not positive.empty
+                  and not positive.min() / 3 <= target < positive.max() * 3)
+    if _use_log(usable[metric]) or far_target:
         ax.set_xscale("log")
     if metric != "latency_ms":
         ax.xaxis.set_major_formatter(FuncFormatter(_count_tick))
@@ -113,7 +121,10 @@ def _draw_front_axes(ax: Axes, table: pd.DataFrame, metric: str, fronts: Mapping
         ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
         xs = usable[metric].astype(float)
         if ax.get_xscale() == "log":
-            ax.set_xlim(float(xs[xs > 0].min()) / 1.3, float(xs.max()) * 1.3)
+            lo, hi = float(xs[xs > 0].min()), float(xs.max())
+            if target is not None and target > 0:
+                lo, hi = min(lo, target), max(hi, target)
+            ax.set_xlim(lo / 1.3, hi * 1.3)
         else:
             span = float(xs.max() - xs.min()) or float(xs.max()) or 1.0
             ax.set_xlim(max(0.0, float(xs.min()) - 0.08 * span), float(xs.max()) + 0.08 * span)
@@ -194,7 +205,8 @@ def plot_devices(repriced: pd.DataFrame, metric: str,
     for ax, device in zip(axes.flat, devices, strict=False):
         part = repriced[repriced["device"] == device]
         _draw_front_axes(ax, part, metric, fronts_per_device[device], target=target,
-                         min_accuracy=min_accuracy, shade=False, annotate=False)
+                         min_accuracy=min_accuracy, shade=False, annotate=False,
+                         log_for_target=False)  # one shared axis, set below
         meets = bool(best.loc[device, "meets"]) if device in best.index else False
         if meets:
             ax.scatter([best.loc[device, metric]], [best.loc[device, "accuracy"]], marker="*",

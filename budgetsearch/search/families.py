@@ -57,6 +57,10 @@ from budgetsearch.search.space import SearchSpace, load_space
 DEFAULT_WIDTHS = (0.5, 0.75, 1.0, 1.5, 2.0)
 #: Wider multipliers only priced (never trained) to say where the target starts to bind.
 _PROBE_WIDTHS = (4.0, 8.0, 16.0)
+#: Precision of the thinner dense candidate's width (a multiple of the user's width): where the
+#: target binds, the widest dense network of the user's family that meets it always competes
+#: (the erf-loss paper's thinner dense baseline; the search is to beat it, so it is in the race).
+FIT_STEP = 0.05
 DENSE = "dense"
 
 
@@ -198,6 +202,11 @@ def plan_candidates(settings: TrialSettings, target: Target, profile: DeviceProf
                 pruned.append(Candidate(space.pruner, model, width, space, cost))
         for line in why:
             dropped.setdefault(line.split(" ", 1)[0], []).append(name)
+    fitted = _thinner_dense(settings, target, profile, costs)
+    if fitted is not None:
+        width, cost = fitted
+        costs[f"{settings.model}@{width:g}"] = cost
+        dense.append(Candidate(DENSE, settings.model, width, dense_space, cost))
     notes = [f"{pruner} dropped for {', '.join(bases)}: cannot meet the target from "
              f"{'that base' if len(bases) == 1 else 'those bases'}"
              for pruner, bases in dropped.items()]
@@ -213,6 +222,33 @@ def plan_candidates(settings: TrialSettings, target: Target, profile: DeviceProf
     if not pruned:
         notes.append(_no_binding_note(settings, target, profile, costs, where))
     return CandidatePlan(target, full, candidates, costs, tuple(notes))
+
+
+def _thinner_dense(settings: TrialSettings, target: Target, profile: DeviceProfile | None,
+                   costs: dict[str, float]) -> tuple[float, float] | None:
+    """The thinner dense network fitted to the target: the widest width (to
+    :data:`FIT_STEP` of the user's width) of the user's network that meets it, with its cost;
+    None when the user's network meets it, cannot be narrowed, or a base already at that width
+    or wider is dense."""
+    if not takes_width(settings.model) or target.is_met(costs.get(
+            f"{settings.model}@{settings.width:g}", math.inf)):
+        return None
+    low, high = 0.0, 1.0  # multipliers of the user's width: high fails, low meets (or is 0)
+    while high - low > FIT_STEP / 2:
+        middle = round((low + high) / 2 / FIT_STEP) * FIT_STEP
+        if middle in (low, high):
+            break
+        cost = _base_cost(replace(settings, width=settings.width * middle), target.metric,
+                          profile)
+        low, high = (middle, high) if target.is_met(cost) else (low, middle)
+    if low == 0.0:
+        return None
+    width = round(settings.width * low, 4)
+    taken = [float(k.rsplit("@", 1)[1]) for k, c in costs.items()
+             if k.startswith(f"{settings.model}@") and target.is_met(c)]
+    if any(w >= width for w in taken):
+        return None
+    return width, _base_cost(replace(settings, width=width), target.metric, profile)
 
 
 def _no_binding_note(settings: TrialSettings, target: Target, profile: DeviceProfile | None,

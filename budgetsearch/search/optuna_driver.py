@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +34,7 @@ from typing import Any
 from budgetsearch.cost import Target, is_met
 from budgetsearch.cost.metrics import ALIASES
 from budgetsearch.search.families import Candidate, candidate_settings, suggest_candidate
+from budgetsearch.search.fidelity import CANDIDATE_PARAM, PerPrunerPruner
 from budgetsearch.search.objective import report_step, run_trial
 from budgetsearch.search.results import (
     INTERRUPTED_BY_KILL,
@@ -53,6 +55,8 @@ ProgressFn = Callable[[dict[str, Any]], None]
 PRUNINGS = ("sha", "hyperband", "median", "none")
 #: How often a trial reports its validation accuracy (epochs): the resource's grain.
 REPORT_EVERY_EPOCHS = 0.25
+#: The ``failure`` note of a trial stopped because the run's time limit came during it.
+STOPPED_AT_TIME_LIMIT = "stopped: the run's time limit (--timeout) came during this trial"
 #: Successive halving: keep the best third at each rung (rungs at 0.25, 0.75, 2.25, ... epochs of
 #: training behind the network, a trial's reference included).
 REDUCTION_FACTOR = 3
@@ -119,19 +123,24 @@ def _constraint(row: dict[str, Any]) -> float:
 
 def trial_pruner(options: OptunaOptions) -> Any:
     """The Optuna pruner of ``options`` (multi-fidelity: epochs are the resource, reported in
-    hundredths of an epoch by :func:`~budgetsearch.search.objective.run_trial`)."""
+    hundredths of an epoch by :func:`~budgetsearch.search.objective.run_trial`); successive
+    halving and the median rule judge a trial among its own pruner's trials
+    (:class:`~budgetsearch.search.fidelity.PerPrunerPruner`)."""
     import optuna
 
     if not options.prune or options.pruning == "none" or len(options.objectives) > 1:
         return optuna.pruners.NopPruner()
+    # Successive halving and the median rule compare a trial with its own pruner's trials only
+    # (search/fidelity.py: a pruner mid-pruning against dense networks at equal epochs loses).
     if options.pruning == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=options.n_startup_trials)
+        return PerPrunerPruner(optuna.pruners.MedianPruner(
+            n_startup_trials=options.n_startup_trials))
     first = report_step(REPORT_EVERY_EPOCHS)
     if options.pruning == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=first,
                                               reduction_factor=REDUCTION_FACTOR)
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=first,
-                                                  reduction_factor=REDUCTION_FACTOR)
+    return PerPrunerPruner(optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=first, reduction_factor=REDUCTION_FACTOR))
 
 
 def sampler_seed(seed: int, finished: int) -> int:
@@ -335,15 +344,35 @@ def finished_trials(study: Any) -> int:
     return sum(1 for t in done if t.state != states.FAIL or "status" in t.user_attrs)
 
 
+def enqueue_dense_first(study: Any, candidates: Sequence[Candidate]) -> list[str]:
+    """Queue one trial of each dense candidate, cheapest first, before the sampler's own draws;
+    returns their keys.
+
+    The dense networks that meet the target are what a pruned one has to beat: a short search
+    whose sampler never drew them (10 trials over 5 families drew none in a first run) could
+    return a pruned network a thinner dense one beats. Cheapest first, because successive
+    halving cannot stop the first trial of a pruner (nothing to compare it with).
+    """
+    dense = sorted((c for c in candidates if not c.starts_from_reference),
+                   key=lambda c: (c.base_cost, c.key))
+    for candidate in dense:
+        study.enqueue_trial({CANDIDATE_PARAM: candidate.key}, skip_if_exists=True)
+    return [c.key for c in dense]
+
+
 def run_optuna(space: SearchSpace | None, settings: TrialSettings, run_dir: Path,
                options: OptunaOptions, *, resume: bool = False,
                progress: ProgressFn | None = None,
-               candidates: Sequence[Candidate] | None = None) -> list[dict[str, Any]]:
+               candidates: Sequence[Candidate] | None = None,
+               deadline: float | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the search; returns every trial's row, also in ``run_dir/results.csv``.
 
     With ``trials=N`` the study ends with N finished trials in total (a resumed run only adds
     the missing ones). With ``candidates`` (a family search) ``space`` is unused: each trial
-    samples its family, then that family's space.
+    samples its family, then that family's space. ``deadline`` (a :func:`time.monotonic`
+    time; replaces ``options.timeout_s``): no trial starts after it, and a trial running then
+    stops at its next report (status ``pruned``, ``failure`` :data:`STOPPED_AT_TIME_LIMIT`), so
+    that the run ends near its time limit whatever the trial in flight was going to cost.
     """
     import optuna
 
@@ -353,6 +382,7 @@ def run_optuna(space: SearchSpace | None, settings: TrialSettings, run_dir: Path
     study = make_study(run_dir, options, resume=resume, conditional=candidates is not None)
     multi = len(options.objectives) > 1
     interrupted: list[int] = []
+    late: set[int] = set()
 
     def objective(trial: optuna.Trial) -> Any:
         trial_id = f"optuna-{trial.number:04d}"
@@ -365,6 +395,9 @@ def run_optuna(space: SearchSpace | None, settings: TrialSettings, run_dir: Path
         reported: set[int] = set()
 
         def report(step: int, accuracy: float) -> bool:
+            if deadline is not None and time.monotonic() >= deadline:
+                late.add(trial.number)
+                return True
             if multi or math.isnan(accuracy) or step in reported:
                 return False
             reported.add(step)
@@ -403,6 +436,9 @@ def run_optuna(space: SearchSpace | None, settings: TrialSettings, run_dir: Path
             interrupted.append(trial.number)
             study.stop()
             return float("nan") if not multi else [float("nan")] * len(options.objectives)
+        if trial.number in late and row["status"] == "pruned":
+            row["failure"] = STOPPED_AT_TIME_LIMIT
+            write_row(trial_dir, row)
         trial.set_user_attr("constraint", _constraint(row))
         trial.set_constraint("cost_minus_target", _constraint(row))  # ≤ 0: feasible
         trial.set_user_attr("status", row["status"])
@@ -419,13 +455,21 @@ def run_optuna(space: SearchSpace | None, settings: TrialSettings, run_dir: Path
             values.append(float(cost) if cost is not None else float("inf"))
         return values[0] if not multi else values
 
+    if candidates is not None and not resume:
+        enqueue_dense_first(study, candidates)
     remaining = None
     if options.trials is not None:
         remaining = max(0, options.trials - finished_trials(study))
+    def stop_at_deadline(study: optuna.Study, trial: Any) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            study.stop()
+
+    timeout = options.timeout_s if deadline is None else deadline - time.monotonic()
     try:
-        if remaining != 0:
-            study.optimize(objective, n_trials=remaining, timeout=options.timeout_s,
-                           catch=(), gc_after_trial=True)
+        if remaining != 0 and (timeout is None or timeout > 0):
+            # Optuna's timeout is counted by its own clock; the callback holds the deadline.
+            study.optimize(objective, n_trials=remaining, timeout=timeout,
+                           catch=(), gc_after_trial=True, callbacks=[stop_at_deadline])
     finally:  # Ctrl-C included: the table holds every trial that ended, the interrupted one too
         rows = trial_rows(run_dir)
         write_results(run_dir, rows)

@@ -275,7 +275,12 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
     a folder that holds anything (a run started there meanwhile); ``resume=True``: refuse a
     folder whose study and trial rows disagree (``optuna_driver.check_study``) or whose
     reference network does not load, before anything is written.
+
+    With the Optuna engine ``request.optuna.timeout_s`` is the whole run's time limit, counted
+    from here (the reference's training included): no trial starts after it and the trial in
+    flight stops at its next report (:func:`~budgetsearch.search.optuna_driver.run_optuna`).
     """
+    started = time.monotonic()
     settings = request.settings
     if settings.device_profile is not None:
         settings = replace(settings, device_profile=resolve_profile_name(settings.device_profile)
@@ -315,9 +320,11 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
     # One process at a time writes a run folder: a second run, or a --resume while the first
     # is alive, is refused here, before it writes anything.
     with folder_lock(run_dir, what="run folder"):
+        timeout = request.optuna.timeout_s
         return _run_locked(request, settings, space, plan, notes, run_dir, resume=resume,
                            progress=progress, command=command, force=force,
-                           candidates=candidates)
+                           candidates=candidates,
+                           deadline=None if timeout is None else started + timeout)
 
 
 def _check_reference_files(run_dir: Path) -> None:
@@ -355,7 +362,8 @@ def _check_reference_files(run_dir: Path) -> None:
 def _run_locked(request: RunRequest, settings: TrialSettings, space: SearchSpace,
                 plan: TargetPlan | None, notes: list[str], run_dir: Path, *, resume: bool,
                 progress: bool, command: str, force: bool,
-                candidates: CandidatePlan | None = None) -> RunSummary:
+                candidates: CandidatePlan | None = None,
+                deadline: float | None = None) -> RunSummary:
     if resume:
         if request.engine == "optuna":
             check_study(run_dir)
@@ -374,12 +382,19 @@ def _run_locked(request: RunRequest, settings: TrialSettings, space: SearchSpace
         if candidates is not None:  # base references of an earlier family search
             shutil.rmtree(run_dir / "reference", ignore_errors=True)
     write_config(run_dir, request, space, notes, command, candidates)
-    if candidates is not None:
-        if progress and any(c.starts_from_reference for c in candidates.candidates) \
-                and settings.reference_epochs > 0:
-            print(f"{len(candidates.candidates)} candidate families; a pruned family's base "
-                  f"network is trained once ({settings.reference_epochs:g} epoch(s)) the first "
+    if candidates is not None and settings.reference_epochs > 0:
+        # The user's network is trained once whatever the candidates: it is the yardstick of
+        # every family (and, where it meets the target, an answer of its own), and the start
+        # of its own pruned families. Other bases' references are trained when first used.
+        from budgetsearch.search.reference import base_reference_dir, ensure_reference
+
+        if progress:
+            print(f"training the unpruned {settings.model} once ({settings.reference_epochs:g} "
+                  f"epoch(s) on {_train_images(settings):,} images); {len(candidates.candidates)} "
+                  "candidate families, a pruned family's base network trained once the first "
                   "time one of its trials runs", flush=True)
+        ensure_reference(settings, run_dir,
+                         base_reference_dir(run_dir, settings.model, settings.width))
     elif settings.reference_epochs > 0:
         from budgetsearch.search.reference import STATE_FILE, ensure_reference, reference_dir
 
@@ -405,7 +420,7 @@ def _run_locked(request: RunRequest, settings: TrialSettings, space: SearchSpace
         elif request.engine == "optuna":
             rows = run_optuna(space, settings, run_dir, request.optuna, resume=resume,
                               progress=bar, candidates=None if candidates is None
-                              else candidates.candidates)
+                              else candidates.candidates, deadline=deadline)
         else:
             raise ValueError(f"engine must be 'optuna' or 'ray', got {request.engine!r}")
     finally:
@@ -438,12 +453,20 @@ def _run_locked(request: RunRequest, settings: TrialSettings, space: SearchSpace
         references = (table[(table["kind"].astype(str) == "reference")
                             & (table["status"] == "ok")] if len(table) else table)
         for _, ref in references.iterrows():
-            notes.append(f"base reference {ref['family'].split(':', 1)[1]}: accuracy "
+            notes.append(f"unpruned reference {ref['family'].split(':', 1)[1]}: test accuracy "
                          f"{ref['accuracy']:.4f}, trained {settings.reference_epochs:g} "
-                         f"epoch(s) in {ref['seconds']:.0f} s (its pruned trials start from it)")
+                         f"epoch(s) on {_train_images(settings):,} images in "
+                         f"{ref['seconds']:.0f} s ("
+                         + ("meets the target)" if ref["feasible"] else
+                            "over the target: its pruned trials start from it)"))
     return RunSummary(run_dir, table, None if best is None else best.to_dict(), notes,
                       measured, plan, failure=failure_summary(table, best), families=outcome,
                       model_error=model_error)
+
+
+def _train_images(settings: TrialSettings) -> int:
+    """Images in the run's training split (validation held out)."""
+    return len(trial_data(settings).train)
 
 
 def _is_local_cpu(profile_name: str) -> bool:

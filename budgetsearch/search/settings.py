@@ -10,10 +10,11 @@ Example:
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
 from budgetsearch.cost import LayerInventory, Target, layer_inventory
 from budgetsearch.data import DatasetSplits, load_dataset
@@ -58,6 +59,9 @@ class TrialSettings:
     reference_path: str | None = None
     #: ``(C, H, W)`` an image folder's images are converted and resized to (None: as they are).
     input_shape: tuple[int, int, int] | None = None
+    #: Score the test set on its first N images (quick experiments: evaluating the whole test
+    #: set was most of a short trial's time); None: all of it.
+    test_subset: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain mapping (for the resolved config)."""
@@ -69,16 +73,30 @@ class TrialSettings:
 
 @functools.lru_cache(maxsize=4)
 def _splits(dataset: str, data_dir: str | None, train_subset: int | None, val_fraction: float,
-            seed: int, shape: tuple[int, int, int] | None) -> DatasetSplits:
-    return load_dataset(dataset, data_dir=data_dir, train_subset=train_subset,
-                        val_fraction=val_fraction, seed=seed, input_shape=shape)
+            seed: int, shape: tuple[int, int, int] | None,
+            test_subset: int | None = None) -> DatasetSplits:
+    splits = load_dataset(dataset, data_dir=data_dir, train_subset=train_subset,
+                          val_fraction=val_fraction, seed=seed, input_shape=shape)
+    if test_subset is not None and test_subset < len(splits.test):
+        splits = replace(splits, test=Subset(splits.test, range(test_subset)))
+    return splits
 
 
 def trial_data(settings: TrialSettings) -> DatasetSplits:
-    """The run's data split, loaded once per worker process (every trial uses the same)."""
+    """The run's data split, loaded once per worker process (every trial uses the same).
+
+    Raises:
+        ValueError: ``test_subset`` is not a positive number of images.
+    """
+    if settings.test_subset is not None and (isinstance(settings.test_subset, bool) or
+                                             not isinstance(settings.test_subset, int)
+                                             or settings.test_subset < 1):
+        raise ValueError(f"test_subset must be a positive number of images, "
+                         f"got {settings.test_subset!r}")
     shape = None if settings.input_shape is None else tuple(int(v) for v in settings.input_shape)
     return _splits(settings.dataset, settings.data_dir, settings.train_subset,
-                   settings.val_fraction, settings.seed, shape)  # type: ignore[arg-type]
+                   settings.val_fraction, settings.seed, shape,  # type: ignore[arg-type]
+                   settings.test_subset)
 
 
 def input_shape(settings: TrialSettings) -> tuple[int, int, int]:

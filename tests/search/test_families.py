@@ -21,6 +21,7 @@ from budgetsearch.search.families import (
     family_outcome,
     plan_candidates,
 )
+from budgetsearch.search.fidelity import PerPrunerPruner
 from budgetsearch.search.objective import run_trial
 from budgetsearch.search.optuna_driver import OptunaOptions, make_study, trial_pruner
 from budgetsearch.search.request import RunRequest
@@ -123,10 +124,15 @@ def test_non_binding_target_prunes_only_wider_bases(tmp_path: Path) -> None:
         assert (row["pruner"] == "bar") == over
         if row["status"] == "ok":
             assert row["feasible"] and row["params"] <= 100_000
-    # a pruned family starts from its base's reference, trained once per base, in its folder
-    for _, row in table[table["kind"] == "reference"].iterrows():
+    # a pruned family starts from its base's reference, trained once per base, in its folder;
+    # the user's network (which meets the target here) is trained first whatever the families
+    references = table[table["kind"] == "reference"]
+    assert ("wrn-10-1", 1.0) in set(zip(references["model"], references["width"], strict=True))
+    for _, row in references.iterrows():
         assert (tmp_path / "reference" / f"{row['model']}@{row['width']:g}" / "model.pt").is_file()
-        assert _params(row["model"], row["width"]) > 100_000
+        user = (row["model"], row["width"]) == ("wrn-10-1", 1.0)
+        assert user or _params(row["model"], row["width"]) > 100_000
+        assert bool(row["feasible"]) == (_params(row["model"], row["width"]) <= 100_000)
     # the summary's margin: the best feasible row's test accuracy minus the best dense one's
     ok = table[(table["status"] == "ok") & table["feasible"]]
     key = ok["val_accuracy"].fillna(ok["accuracy"]).astype(float)
@@ -153,9 +159,12 @@ def test_optuna_pruners_by_name() -> None:
 
     kinds = {name: type(trial_pruner(OptunaOptions(pruning=name)))
              for name in ("sha", "hyperband", "median", "none")}
-    assert kinds == {"sha": optuna.pruners.SuccessiveHalvingPruner,
-                     "hyperband": optuna.pruners.HyperbandPruner,
-                     "median": optuna.pruners.MedianPruner, "none": optuna.pruners.NopPruner}
+    assert kinds == {"sha": PerPrunerPruner, "hyperband": optuna.pruners.HyperbandPruner,
+                     "median": PerPrunerPruner, "none": optuna.pruners.NopPruner}
+    rules = {name: type(trial_pruner(OptunaOptions(pruning=name)).rule) for name in ("sha",
+                                                                                   "median")}
+    assert rules == {"sha": optuna.pruners.SuccessiveHalvingPruner,
+                     "median": optuna.pruners.MedianPruner}
     assert isinstance(trial_pruner(OptunaOptions(pruning="sha", prune=False)),
                       optuna.pruners.NopPruner)
     with pytest.raises(ValueError, match="pruning must be one of"):
@@ -232,3 +241,53 @@ def test_run_trial_steps_count_the_compute_behind_the_network(tmp_path: Path) ->
     assert row["status"] == "ok" and row["family"] == "dense:wrn-10-1@1", row["failure"]
     assert steps == sorted(steps) and steps[-1] == 100  # 0.5 + 0.5 epochs, in hundredths
     assert not math.isnan(row["accuracy"])
+
+
+def test_a_binding_target_adds_the_thinner_dense_network_fitted_to_it() -> None:
+    settings = TrialSettings(**TINY)
+    plan = plan_candidates(settings, Target.parse("params", "40k"), None, [load_space("bar")],
+                           widths=(1.0, 2.0))
+    dense = [c for c in plan.candidates if c.pruner == "dense"]
+    assert len(dense) == 1 and dense[0].model == "wrn-10-1"
+    width = dense[0].width
+    # The oracle: the cost model's count; the widest multiple of 0.05 that meets 40k.
+    assert _params("wrn-10-1", width) <= 40_000 < _params("wrn-10-1", width + 0.05)
+    assert dense[0].base_cost == pytest.approx(_params("wrn-10-1", width))
+
+
+def test_dense_candidates_are_queued_first_cheapest_first(tmp_path: Path) -> None:
+    from budgetsearch.search.optuna_driver import enqueue_dense_first
+
+    settings = TrialSettings(**TINY)
+    plan = plan_candidates(settings, Target.parse("params", "100k"), None, [load_space("bar")],
+                           widths=(0.5, 1.0, 2.0))
+    study = make_study(tmp_path, OptunaOptions(trials=3), resume=False, conditional=True)
+    keys = enqueue_dense_first(study, plan.candidates)
+    costs = {c.key: c.base_cost for c in plan.candidates}
+    assert keys == sorted((k for k in costs if k.startswith("dense:")), key=costs.__getitem__)
+    queued = [t.system_attrs["fixed_params"] for t in study.get_trials()]  # waiting trials
+    assert queued == [{"candidate": k} for k in keys] and len(keys) >= 2
+
+
+def test_reports_during_pruning_carry_no_accuracy(tmp_path: Path) -> None:
+    # BAR prunes for the first share of its epochs: its accuracy then is NaN to early stopping.
+    settings = TrialSettings(**TINY, target=Target.parse("params", "40k"), reference_epochs=0)
+    seen: list[tuple[int, float]] = []
+
+    def record(step: int, accuracy: float) -> bool:
+        seen.append((step, accuracy))
+        return False
+
+    space = load_space("bar")
+    params = {"lam": 1.0, "hardness": 5.0, "kd_alpha": 0.0, "kd_temperature": 2.0,
+              "lr": 0.002, "epochs": 2.0}
+    row = run_trial(params, settings, tmp_path / "b", trial_id="b", engine="optuna", space=space,
+                    report=record, report_every=0.25)
+    assert row["status"] == "ok", row["failure"]
+    pruner = build_pruner("bar", target=settings.target, **dict(space.fixed, lam=1.0,
+                                                                 hardness=5.0))
+    prune_end = 2.0 * pruner.phases()[0].fraction
+    assert pruner.phases()[0].name == "prune" and 0 < prune_end < 2.0
+    for step, accuracy in seen:
+        assert math.isnan(accuracy) == (step < round(prune_end * 100)), (step, accuracy)
+    assert any(math.isnan(a) for _, a in seen) and any(not math.isnan(a) for _, a in seen)
