@@ -231,6 +231,7 @@ _TRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "precision": "auto",
+    "input_shape": None,  # C,H,W: an image folder's images converted and resized to it
 }
 
 
@@ -256,7 +257,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _torch_device_name(str(settings["device"]))
     except argparse.ArgumentTypeError as error:
         raise UsageError(str(error)) from None
-    out = Path(args.out or f"runs/train-{settings['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    from budgetsearch.models import model_label
+
+    label = model_label(str(settings["model"])).replace("/", "_").replace(":", "-")
+    out = Path(args.out or f"runs/train-{label}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_output_dir(out, force=args.force)
 
     splits = load_dataset(
@@ -266,6 +270,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         val_fraction=settings["val_fraction"],
         seed=settings["seed"],
         download=settings["download"],
+        input_shape=settings["input_shape"],
     )
     seed_everything(settings["seed"])  # so the weight init repeats too
     model = build_model(
@@ -288,7 +293,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     prepare_output_dir(out, force=args.force)
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(settings, sort_keys=True))
+    shape = settings["input_shape"]
+    written = {**settings, "input_shape": None if shape is None else ",".join(map(str, shape))}
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(written, sort_keys=True))
 
     params = count_parameters(model)
     print(
@@ -326,11 +333,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_checks() -> dict[str, Callable[[str], Any]]:
-    from budgetsearch.data import dataset_names
-    from budgetsearch.models import model_names
 
     return {
-        "model": _choice(model_names()), "dataset": _choice(dataset_names()),
+        "model": _model_check, "dataset": _dataset_check,
         "data_dir": _text, "download": _flag, "epochs": positive_float,
         "train_subset": positive_int, "val_fraction": fraction, "batch_size": positive_int,
         "optimizer": _choice(["sgd", "adam"]), "lr": positive_float,
@@ -338,12 +343,12 @@ def _train_checks() -> dict[str, Callable[[str], Any]]:
         "schedule": _choice(["cosine", "cosine-restarts", "constant"]),
         "restart_epochs": positive_float, "width": positive_float, "seed": _integer,
         "device": _text, "precision": _choice(["auto", "fp32", "bf16"]),
+        "input_shape": _input_shape,
     }
 
 
 def _add_train_parser(sub: Any) -> None:
     from budgetsearch.data import dataset_names
-    from budgetsearch.models import model_names
 
     p = sub.add_parser(
         "train",
@@ -352,10 +357,15 @@ def _add_train_parser(sub: Any) -> None:
         "to an output folder. Options default to --config (YAML), then built-in defaults.",
     )
     p.add_argument("--config", help="YAML file of option defaults; flags override it")
-    p.add_argument("--model", choices=model_names(), metavar="NAME",
-                   help="network (see 'budgetsearch models'); default wrn-16-2")
-    p.add_argument("--dataset", choices=dataset_names(), metavar="NAME",
-                   help=f"one of {', '.join(dataset_names())}; default fashion-mnist")
+    p.add_argument("--model", type=_model_check, metavar="SPEC",
+                   help="a built-in name (default wrn-16-2; see 'budgetsearch models'), "
+                   "path/to/file.py:FACTORY or package.module:FACTORY")
+    p.add_argument("--dataset", type=_dataset_check, metavar="NAME|DIR",
+                   help=f"one of {', '.join(dataset_names())} (default fashion-mnist), or an "
+                   "image folder DIR with train/ and val/ (or test/), one subfolder per class")
+    p.add_argument("--input-shape", type=_input_shape, metavar="C,H,W",
+                   help="convert an image folder's images to C channels (1 or 3) and resize "
+                   "them to HxW")
     p.add_argument("--data-dir", help="folder holding the data set files")
     p.add_argument("--download", action="store_true", default=None,
                    help="let torchvision download the data if it is not on this machine")
@@ -400,6 +410,28 @@ def _input_shape(text: str) -> tuple[int, int, int]:
             f"got {text!r}"
         )
     return values  # type: ignore[return-value]
+
+
+def _model_check(text: str) -> str:
+    """A ``model:`` value of a ``--config`` file, checked like ``--model`` (one line if bad)."""
+    from budgetsearch.models import canonical_model_spec, resolve_model_spec
+
+    try:
+        spec = canonical_model_spec(text)
+        resolve_model_spec(spec)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return spec
+
+
+def _dataset_check(text: str) -> str:
+    """A built-in data set name or an image folder (``DIR`` with ``train/`` and ``val/``)."""
+    from budgetsearch.data import canonical_dataset_spec, dataset_names, is_image_folder_spec
+
+    if text in dataset_names() or is_image_folder_spec(text):
+        return canonical_dataset_spec(text)
+    raise argparse.ArgumentTypeError(
+        f"expected one of {', '.join(dataset_names())} or an image folder DIR, got {text!r}")
 
 
 def _model_spec(text: str) -> str:
@@ -719,12 +751,10 @@ RUN_DEFAULTS: dict[str, Any] = {
 
 
 def _run_checks() -> dict[str, Callable[[str], Any]]:
-    from budgetsearch.data import dataset_names
-    from budgetsearch.models import model_names
 
     return {
-        "model": _choice(model_names()), "width": positive_float,
-        "dataset": _choice(dataset_names()), "data_dir": _text,
+        "model": _model_check, "width": positive_float,
+        "dataset": _dataset_check, "data_dir": _text,
         "train_subset": positive_int, "val_fraction": fraction, "batch_size": positive_int,
         "seed": _integer, "trials": positive_int, "timeout": _text, "threads": positive_int,
         "reference_epochs": non_negative_float, "sampler_seed": _integer,

@@ -43,7 +43,8 @@ def test_config_file_sets_defaults_and_flags_override(fake_fashion_mnist: Path,
 
 
 @pytest.mark.parametrize("argv,fragment", [
-    (["train", "--model", "vgg"], "invalid choice: 'vgg'"),
+    (["train", "--model", "vgg"], "path/to/file.py:FACTORY or package.module:FACTORY, got 'vgg'"),
+    (["train", "--dataset", "nosuchset"], "an image folder DIR, got 'nosuchset'"),
     (["train", "--epochs", "-1"], "expected a positive"),
     (["train", "--epochs", "nan"], "expected a positive"),
     (["train", "--train-subset", "0"], "expected a positive integer"),
@@ -54,6 +55,32 @@ def test_bad_arguments_give_one_line_and_exit_2(argv: list[str], fragment: str, 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_train_takes_a_users_factory_and_a_config_file_naming_it(
+        fake_fashion_mnist: Path, tmp_path: Path, capsys) -> None:
+    """`train` builds FILE:FACTORY like `run` does, from the flag or from --config (the resolved
+    config names the absolute spec, so it re-runs from anywhere)."""
+    net = tmp_path / "my_net.py"
+    net.write_text(
+        "from torch import nn\n"
+        "def tiny(num_classes, in_channels):\n"
+        "    return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))\n")
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(f"model: {net}:tiny\nepochs: 0.5\n")
+    out_dir = tmp_path / "run"
+    assert main(["train", "--config", str(config_file), "--data-dir", str(fake_fashion_mnist),
+                 "--train-subset", "40", "--out", str(out_dir), "--no-progress"]) == 0
+    assert "(width ×1.0, 90 parameters)" in capsys.readouterr().out  # conv 4·9+4, linear 4·10+10
+    resolved = yaml.safe_load((out_dir / "config.yaml").read_text())
+    assert resolved["model"] == f"{net}:tiny"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"model: {net}:tinny\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model:" in err and "has no 'tinny'; it defines tiny" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
 def test_missing_data_is_one_line(tmp_path: Path, capsys) -> None:
