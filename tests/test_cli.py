@@ -66,7 +66,8 @@ def test_train_takes_a_users_factory_and_a_config_file_naming_it(
         "from torch import nn\n"
         "def tiny(num_classes, in_channels):\n"
         "    return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.ReLU(),\n"
-        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))\n")
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                         nn.Linear(4, num_classes))\n")
     config_file = tmp_path / "c.yaml"
     config_file.write_text(f"model: {net}:tiny\nepochs: 0.5\n")
     out_dir = tmp_path / "run"
