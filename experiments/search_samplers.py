@@ -208,12 +208,7 @@ def combine_runs(args: argparse.Namespace, title: str, target_value: float) -> N
                 runs.append(run_row(trials, wall_s=float(trials["seconds"].sum()),
                                     target=target_value, load=(math.nan, math.nan)))
                 all_trials.append(trials)
-    trials_frame = pd.concat(all_trials, ignore_index=True)
-    runs_frame = pd.DataFrame(runs)
-    summary_frame = summarize(runs_frame)
-    trials_frame.to_csv(args.out / "trials.csv", index=False)
-    runs_frame.to_csv(args.out / "runs.csv", index=False)
-    summary_frame.to_csv(args.out / "summary.csv", index=False)
+    trials_frame, runs_frame, summary_frame = write_tables(all_trials, runs, args.out)
     info = {"command": "experiments/search_samplers.py --from-runs " + " ".join(
                 str(w) for w in args.from_runs),
             "references": [{k: r[k] for k in ("val_accuracy", "accuracy", "params", "seconds")}
@@ -227,6 +222,18 @@ def combine_runs(args: argparse.Namespace, title: str, target_value: float) -> N
                      reference_val=references[0]["val_accuracy"], title=title)
     print(summary_frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
+
+
+def write_tables(all_trials: list[pd.DataFrame], runs: list[dict[str, Any]], out: Path
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """trials.csv, runs.csv and summary.csv in ``out``: (trials, runs, summary) frames."""
+    trials_frame = pd.concat(all_trials, ignore_index=True)
+    runs_frame = pd.DataFrame(runs)
+    summary_frame = summarize(runs_frame)
+    trials_frame.to_csv(out / "trials.csv", index=False)
+    runs_frame.to_csv(out / "runs.csv", index=False)
+    summary_frame.to_csv(out / "summary.csv", index=False)
+    return trials_frame, runs_frame, summary_frame
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -308,12 +315,7 @@ def main() -> None:
                   f"{row['trials_to_best']}, {row['feasible']} feasible, "
                   f"{row['rejected_before_training']} rejected, {row['failed']} failed, "
                   f"{wall:.0f} s, load {row['load_1m_end']:.2f}", flush=True)
-    trials_frame = pd.concat(all_trials, ignore_index=True)
-    runs_frame = pd.DataFrame(runs)
-    summary_frame = summarize(runs_frame)
-    trials_frame.to_csv(args.out / "trials.csv", index=False)
-    runs_frame.to_csv(args.out / "runs.csv", index=False)
-    summary_frame.to_csv(args.out / "summary.csv", index=False)
+    trials_frame, runs_frame, summary_frame = write_tables(all_trials, runs, args.out)
     info = {
         "command": "experiments/search_samplers.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
