@@ -437,14 +437,10 @@ def _dataset_check(text: str) -> str:
 def _model_spec(text: str) -> str:
     """A ``--model`` value checked now (importing a file or module, finding its factory):
     a bad spec is one line before anything is written. File specs become absolute."""
-    from budgetsearch.models import canonical_model_spec, resolve_model_spec
-
     try:
-        spec = canonical_model_spec(text)
-        resolve_model_spec(spec)
-    except ValueError as error:  # "model ...": said of the option
+        return _model_check(text)
+    except argparse.ArgumentTypeError as error:  # "model ...": said of the option
         raise UsageError(f"--{error}") from None
-    return spec
 
 
 def _resolve_device(name: str, *, quiet: bool = False) -> Any:

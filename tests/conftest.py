@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> Path:
@@ -132,3 +135,17 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         assert len(err.splitlines()) == 1, err
         assert err.startswith("budgetsearch: error: ") and "Traceback" not in err
     return code, err
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-excitation with linear layers and a functional pool (torchvision's MobileNetV3
+    uses 1×1 convs): a channel multiply the pruners' coupled-channel search must follow."""
+
+    def __init__(self, channels: int, squeezed: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, squeezed)
+        self.fc2 = nn.Linear(squeezed, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s)))).view(x.shape[0], -1, 1, 1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 
 def positive_int(text: str) -> int:
@@ -15,31 +17,27 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def _number(text: str, accept: Callable[[float], bool], unparsable: str, rejected: str) -> float:
+    """``text`` as a float that ``accept`` takes; else one line naming the rule and the value."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {unparsable}, got {text!r}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {rejected}, got {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return _number(text, lambda v: v > 0 and v != math.inf, "a positive number",
+                   "a positive finite number")
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {text!r}")
-    return value
+    return _number(text, lambda v: v >= 0 and v != math.inf, "a number ≥ 0",
+                   "a finite number ≥ 0")
 
 
 def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return value
+    return _number(text, lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)",
+                   "a fraction in [0, 1)")

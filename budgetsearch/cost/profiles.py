@@ -227,8 +227,7 @@ class DeviceProfile:
             raise ValueError(f"source must be 'measured' or 'datasheet', got {self.source!r}")
         if self.combine not in ("sum", "max"):
             raise ValueError(f"combine must be 'sum' or 'max', got {self.combine!r}")
-        if isinstance(self.channel_block, bool) or not isinstance(self.channel_block, int) or (
-                self.channel_block < 1):
+        if not _is_channel_block(self.channel_block):
             raise ValueError(
                 f"channel_block must be a positive integer, got {self.channel_block!r}")
         if not 0.0 <= self.sparse_speedup <= 1.0:
@@ -310,7 +309,7 @@ class DeviceProfile:
         if anchors is not None:
             anchors = dict(anchors)
             anchors["networks"] = [
-                {**a, "recorded_ms": float(a["recorded_ms"]) * _blend(
+                {**a, "recorded_ms": float(a["recorded_ms"]) * blended_factor(
                     a.get("overhead_share"), overhead, work)}
                 for a in anchors.get("networks", [])
             ]
@@ -353,7 +352,12 @@ class DeviceProfile:
         return data
 
 
-def _blend(overhead_share: float | None, overhead: float, work: float) -> float:
+def _is_channel_block(value: Any) -> bool:
+    """A channel block is a positive integer (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def blended_factor(overhead_share: float | None, overhead: float, work: float) -> float:
     """The factor of a time whose ``overhead_share`` scales by ``overhead``, the rest by ``work``
     (an unknown share: their mean, exact when both factors are equal)."""
     if overhead_share is None:
@@ -526,8 +530,7 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
         model = data["latency_model"]
         _check_keys(where, "latency_model.", model, {*_LATENCY_KEYS, "channel_block"})
         channel_block = model.get("channel_block", 1)
-        if isinstance(channel_block, bool) or not isinstance(channel_block, int) or (
-                channel_block < 1):
+        if not _is_channel_block(channel_block):
             raise ValueError(f"{where}: key 'latency_model.channel_block' must be a positive "
                              f"integer, got {channel_block!r}")
         for key, expected in _LATENCY_KEYS.items():

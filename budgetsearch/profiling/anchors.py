@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from budgetsearch.cost.profiles import DeviceProfile, register_profile_check
+from budgetsearch.cost.profiles import DeviceProfile, blended_factor, register_profile_check
 
 TOLERANCE_PCT = 10.0  # drift beyond which the user is told (and asked to re-profile)
 RESCALE_ABOVE_PCT = 3.0  # drift beyond which predictions are rescaled: the check's own noise
@@ -242,8 +242,7 @@ def recalibration(
             max(shares.values()) - min(shares.values()) >= MIN_SHARE_SPREAD):
         overhead_scale, work_scale = _two_factors(
             [shares[n] for n in names], [ratios[n] for n in names])
-    model = {n: shares.get(n, 0.5) * overhead_scale + (1 - shares.get(n, 0.5)) * work_scale
-             for n in names}
+    model = {n: blended_factor(shares.get(n), overhead_scale, work_scale) for n in names}
     return {
         "scale": round(scale, 4),
         "drift_pct": round(100.0 * (scale - 1.0), 2),

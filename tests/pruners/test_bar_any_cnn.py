@@ -27,21 +27,9 @@ from budgetsearch.pruners.channel_structure import GroupStructure, PreActStructu
 from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
 from budgetsearch.testing import check_pruner
 from budgetsearch.train import TrainConfig, train_phases
+from tests.conftest import SqueezeExcite
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-excitation with linear layers (torchvision's uses 1×1 convs: MobileNetV3)."""
-
-    def __init__(self, channels: int, squeezed: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(channels, squeezed)
-        self.fc2 = nn.Linear(squeezed, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s)))).view(x.shape[0], -1, 1, 1)
 
 
 class SEGroupedNet(nn.Module):

@@ -22,20 +22,7 @@ from budgetsearch.pruners.channel_groups import (
     ChannelGroups,
     find_channel_groups,
 )
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-excitation with linear layers and a functional pool."""
-
-    def __init__(self, channels: int, squeezed: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(channels, squeezed)
-        self.fc2 = nn.Linear(squeezed, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
-        return x * s.view(x.shape[0], -1, 1, 1)
+from tests.conftest import SqueezeExcite
 
 
 class TinyNet(nn.Module):
