@@ -32,6 +32,7 @@ from budgetsearch.cost.inventory import (
     LayerRecord,
     layer_inventory,
 )
+from budgetsearch.cost.ops import index_op_elements
 from budgetsearch.cost.metrics import (
     FLOP_CONVENTION,
     TARGET_METRICS,
@@ -78,6 +79,7 @@ __all__ = [
     "TargetMetric",
     "canonical_metric",
     "format_value",
+    "index_op_elements",
     "is_met",
     "layer_inventory",
     "load_profile",

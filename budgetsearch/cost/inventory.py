@@ -514,12 +514,13 @@ class LayerInventory:
             if k >= 0 and scalable[k]:
                 source[j] = k
         self._extra_source = source
+        per_channel = np.zeros(m)  # (a network of extra ops only has no layer to index)
+        sourced = source >= 0
+        per_channel[sourced] = 1.0 / np.maximum(full_out[source[sourced]], 1.0)
         self._extra_np = {
             "elements": np.array([op.elements for op in self.extra_ops], dtype=float),
             "flops": np.array([op.flops for op in self.extra_ops], dtype=float),
-            "per_channel": np.where(
-                source >= 0, 1.0 / np.maximum(full_out[np.maximum(source, 0)], 1.0), 0.0
-            ) if m else np.zeros(0),
+            "per_channel": per_channel,
         }
         self._np = {
             "w_io": w_io, "w_o": w_o, "p_o": p_o, "p_c": p_c, "f_io": f_io, "f_o": f_o,
@@ -545,7 +546,7 @@ class LayerInventory:
         }
         # Extra-op kinds the profile does not name cost nothing (a datasheet roofline prices
         # fvcore's layers only: its compiler fuses element-wise ops into them).
-        extra = [profile.ops.get(op.kind) for op in self.extra_ops]
+        extra = [profile.extra_op_latency(op.kind) for op in self.extra_ops]
         arrays["e_alpha"] = np.array([c.ms_per_gflop * 1e-9 if c else 0.0 for c in extra])
         arrays["e_gamma"] = np.array([c.ms_per_mb * per_byte if c else 0.0 for c in extra])
         arrays["e_beta"] = np.array([c.overhead_ms if c else 0.0 for c in extra])
@@ -572,7 +573,8 @@ class LayerInventory:
         layers = body + lat["beta"] * alive
         src = self._extra_source
         e = self._extra_np
-        kept = np.where(src >= 0, co[np.maximum(src, 0)], 1.0) if len(src) else np.zeros(0)
+        kept = np.ones(len(src))
+        kept[src >= 0] = co[src[src >= 0]]
         scale = np.where(src >= 0, kept * e["per_channel"], 1.0)
         e_compute = lat["e_alpha"] * e["flops"] * scale
         e_moved = lat["e_gamma"] * e["elements"] * scale

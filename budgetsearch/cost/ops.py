@@ -1,4 +1,4 @@
-"""The ops fvcore does not count: activations, adds, SE gating, concat, shuffle, reshapes, pools.
+"""The ops fvcore does not count: activations, adds, SE gating, concat, shuffle, gathers, pools.
 
 fvcore charges FLOPs to convolutions, linear layers, BatchNorm and a few pools; a ReLU, the
 residual add, the squeeze-excitation multiply, ``torch.cat`` or a channel shuffle cost it nothing,
@@ -17,6 +17,9 @@ Kinds (latency profiles price each with its own coefficients):
 activation  unary element-wise maps: relu, relu6 (hardtanh), hardswish, hardsigmoid, sigmoid, silu
 binary      element-wise add / mul / sub / div, including the broadcast SE gating ``x * scale``
 concat      ops that copy: ``cat``, ``stack``, ``contiguous`` / ``reshape`` that copy (shuffle)
+index       gathers and scatters along an axis: ``index_select``, ``index_add``, ``index_copy``,
+            ``gather``, ``scatter``, and the ``new_zeros`` / ``zeros`` they fill (the mixed-
+            connectivity blocks of a compact pruned ResNet run three or four per block)
 pool        functional pools and channel means (``adaptive_avg_pool2d``, ``x.mean([2, 3])``)
 linear      functional matmul (``F.linear``, ``@``), priced with FLOPs = out elements × in features
 reshape     metadata only (view, flatten, transpose, chunk, eval-mode dropout): dispatch cost only
@@ -42,7 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-EXTRA_KINDS = ("activation", "binary", "concat", "pool", "linear", "reshape")
+EXTRA_KINDS = ("activation", "binary", "concat", "index", "pool", "linear", "reshape")
 
 _ACTIVATIONS = {
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "hardswish", "hardswish_", "hardsigmoid",
@@ -55,6 +58,12 @@ _BINARY = {
     "__itruediv__",
 }
 _COPIES = {"cat", "concat", "concatenate", "stack", "contiguous", "clone", "reshape", "flatten"}
+_INDEXING = {
+    "index_select", "index_add", "index_add_", "index_copy", "index_copy_", "gather", "scatter",
+    "scatter_", "scatter_add", "scatter_add_", "index_put", "index_put_", "take",
+    "masked_select", "masked_scatter", "new_zeros", "zeros_like", "new_full", "full_like",
+}
+_FILLS = {"new_zeros", "zeros_like", "new_full", "full_like"}  # write their output, read nothing
 _POOLS = {
     "mean", "sum", "amax", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d",
     "max_pool2d", "adaptive_avg_pool1d", "avg_pool1d", "max_pool1d",
@@ -140,6 +149,8 @@ class _Recorder(TorchFunctionMode):
             kind = "activation"
         elif name in _BINARY:
             kind = "binary"
+        elif name in _INDEXING:
+            kind = "index"
         elif name in _POOLS:
             kind = "pool"
         elif name in _MATMULS:
@@ -152,6 +163,8 @@ class _Recorder(TorchFunctionMode):
         elements += sum(t.numel() for t in outputs)
         if kind == "reshape":
             elements = 0
+        elif name in _FILLS:
+            elements = sum(t.numel() for t in outputs)
         flops = 0
         if kind == "linear" and inputs:
             flops = int(sum(t.numel() for t in outputs) * inputs[0].shape[-1])
@@ -224,4 +237,15 @@ def trace_extra_ops(
             handle.remove()
         model.train(was_training)
     return recorder.ops
+
+
+def index_op_elements(model: nn.Module, example_input: Tensor) -> list[int]:
+    """Elements read and written by each gather/scatter (kind ``index``) ``model`` runs.
+
+    A compact mixed-connectivity ResNet (what BAR and channel-magnitude deliver) runs three or
+    four per block; the full network priced at its kept channels runs none, so a trial records
+    these beside its kept channels and every price of it adds them
+    (:meth:`~budgetsearch.cost.DeviceProfile.extra_ops_ms`).
+    """
+    return [op.elements for op in trace_extra_ops(model, example_input) if op.kind == "index"]
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -52,7 +52,7 @@ from budgetsearch.files import shipped_folder, write_text_atomic, yaml_problem
 # Layer kinds (fvcore-counted) then the extra-op kinds of :mod:`budgetsearch.cost.ops`.
 OP_KINDS = (
     "conv", "dwconv", "gconv", "linear", "batchnorm", "pool", "other",
-    "activation", "binary", "concat", "reshape",
+    "activation", "binary", "concat", "index", "reshape",
 )
 #: Environment variable naming the folder of the user's own profiles (see :func:`user_profile_dir`).
 PROFILE_DIR_ENV = "BUDGETSEARCH_PROFILE_DIR"
@@ -220,7 +220,20 @@ class DeviceProfile:
     @property
     def prices_extra_ops(self) -> bool:
         """True when the profile prices the ops fvcore does not count (activations, adds, ...)."""
-        return bool(set(self.ops) & {"activation", "binary", "concat", "reshape"})
+        return bool(set(self.ops) & {"activation", "binary", "concat", "index", "reshape"})
+
+    def extra_op_latency(self, kind: str) -> OpLatency | None:
+        """Coefficients for an extra op of ``kind`` (see :mod:`budgetsearch.cost.ops`), or None
+        when the profile does not price it (a datasheet roofline: its compiler fuses them).
+
+        A gather/scatter (``index``) in a profile fitted before that kind existed is priced as
+        the copy it is (``concat``): same bytes, one dispatch each.
+        """
+        if kind in self.ops:
+            return self.ops[kind]
+        if kind == "index":
+            return self.ops.get("concat")
+        return None
 
     def __post_init__(self) -> None:
         if self.source not in ("measured", "datasheet"):
@@ -238,6 +251,16 @@ class DeviceProfile:
                 f"ops has unknown kind(s) {sorted(unknown)}; expected some of "
                 f"{', '.join((*OP_KINDS, 'default'))}"
             )
+
+    def extra_ops_ms(self, kind: str, elements: Sequence[int]) -> float:
+        """Predicted ms of extra ops of ``kind``, one per entry of ``elements`` (the elements
+        each reads and writes): what a delivered network runs beyond the full network's
+        inventory (the gathers of a compact mixed-connectivity ResNet)."""
+        c = self.extra_op_latency(kind)
+        if c is None or not elements:
+            return 0.0
+        per_element = c.ms_per_mb * 1e-6 * self.bytes_per_element
+        return float(sum(per_element * e + c.overhead_ms for e in elements))
 
     @property
     def supports_sparse_speedup(self) -> bool:

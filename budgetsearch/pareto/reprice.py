@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class PrunedConfig:
     num_classes: int
     kept_channels: dict[str, tuple[float, float]] | None = None
     densities: dict[str, float] | None = None
+    #: elements of each gather the delivered network runs beyond the full network's inventory
+    index_ops: tuple[int, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "pruned config") -> PrunedConfig:
@@ -54,6 +56,7 @@ class PrunedConfig:
                 kept_channels={k: (float(v[0]), float(v[1])) for k, v in kept.items()}
                 if kept else None,
                 densities={k: float(v) for k, v in dens.items()} if dens else None,
+                index_ops=tuple(int(v) for v in data.get("index_ops") or ()),
             )
         except (KeyError, TypeError, ValueError, IndexError) as error:
             raise ValueError(f"{source} must hold model, width, input_shape [C, H, W], "
@@ -84,6 +87,8 @@ class PrunedConfig:
             data["kept_channels"] = {k: list(v) for k, v in self.kept_channels.items()}
         if self.densities:
             data["densities"] = dict(self.densities)
+        if self.index_ops:
+            data["index_ops"] = list(self.index_ops)
         return data
 
 
@@ -110,8 +115,12 @@ def price_config(config: PrunedConfig, profile: DeviceProfile | None = None, *,
                  cache: InventoryCache | None = None) -> Cost:
     """Cost of a saved configuration on ``profile`` (None → no latency)."""
     inventory = (cache if cache is not None else InventoryCache()).get(config)
-    return inventory.price(kept_channels=config.kept_channels, densities=config.densities,
+    cost = inventory.price(kept_channels=config.kept_channels, densities=config.densities,
                            profile=profile)
+    if profile is None or cost.latency_ms is None or not config.index_ops:
+        return cost
+    return replace(cost, latency_ms=cost.latency_ms + profile.extra_ops_ms("index",
+                                                                           config.index_ops))
 
 
 def _resolve_path(value: Any, base_dir: Path | None) -> Path | None:

@@ -57,6 +57,7 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("activation", "ms_per_mb"), ("activation", "overhead_ms"),
     ("binary", "ms_per_mb"), ("binary", "overhead_ms"),
     ("concat", "ms_per_mb"), ("concat", "overhead_ms"),
+    ("index", "ms_per_mb"), ("index", "overhead_ms"),
     ("reshape", "overhead_ms"),
 )
 KINDS = tuple(dict.fromkeys(kind for kind, _ in FEATURES))

@@ -32,6 +32,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
+
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -306,8 +308,14 @@ def _wrn(spec: NetworkSpec) -> tuple[nn.Module, nn.Module, dict[str, tuple[int, 
                        "resnet-32"))
     full = build_model(name, in_channels=spec.input_shape[1],
                        width_multiplier=round(rng.uniform(0.4, 1.0), 2))
-    if rng.random() < 0.5:
+    draw = rng.random()
+    if draw < 0.5:
         return full, full, {}
+    if draw < 0.8:
+        # a compact mixed-connectivity network (what BAR and channel-magnitude deliver), priced
+        # as itself: its gathers and scatters are ops the full network's inventory never sees
+        compact = _mixed_compact(full, spec.input_shape, rng.uniform(0.15, 0.8))
+        return compact, compact, {}
     kept: dict[str, int] = {}
     kept_channels: dict[str, tuple[int, int]] = {}
     modules = dict(full.named_modules())
@@ -319,6 +327,19 @@ def _wrn(spec: NetworkSpec) -> tuple[nn.Module, nn.Module, dict[str, tuple[int, 
         kept_channels[f"{block}.bn2"] = (channels, channels)
         kept_channels[f"{block}.conv2"] = (channels, conv2.out_channels)
     return prune_block_channels(full, kept), full, kept_channels
+
+
+def _mixed_compact(full: nn.Module, input_shape: tuple[int, ...], fraction: float) -> nn.Module:
+    """``full`` pruned by the library's channel-magnitude pruner to ``fraction`` of its
+    parameters: the physically smaller, mixed-connectivity network it delivers."""
+    from budgetsearch.cost import Target
+    from budgetsearch.pruners import build_pruner
+
+    params = sum(p.numel() for p in full.parameters())
+    target = Target("params", fraction=fraction, text=f"{100 * fraction:.0f}%").resolve(params)
+    pruner = build_pruner("channel-magnitude", target=target, scope="uniform")
+    pruner.prepare(copy.deepcopy(full), torch.zeros(input_shape))
+    return pruner.finalize()
 
 
 def build_spec(spec: NetworkSpec) -> BuiltNetwork:

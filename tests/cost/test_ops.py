@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from budgetsearch.cost import OpLatency, layer_inventory
-from budgetsearch.cost.ops import trace_extra_ops
+from budgetsearch.cost.ops import index_op_elements, trace_extra_ops
 from budgetsearch.cost.profiles import DeviceProfile
 
 
@@ -71,3 +71,39 @@ def test_datasheet_profiles_do_not_price_extra_ops() -> None:
 
     inv = layer_inventory(torchvision.models.mobilenet_v2(), torch.zeros(1, 3, 32, 32))
     assert sum(inv.extra_latency_ms(load_profile("jetson")).values()) == 0.0
+
+
+class _Gathers(nn.Module):
+    """The gathers of a mixed-connectivity block: read 2 of 4 channels, scatter one back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        picked = x.index_select(1, torch.tensor([0, 2]))
+        zeros = x.new_zeros(x.shape)
+        return zeros.index_add(1, torch.tensor([1]), picked[:, :1])
+
+
+def test_gathers_and_scatters_are_index_ops_with_their_elements() -> None:
+    x = torch.zeros(1, 4, 5, 5)
+    ops = trace_extra_ops(_Gathers(), x)
+    assert [op.name.split(":")[1].split("#")[0] for op in ops if op.kind == "index"] == [
+        "index_select", "new_zeros", "index_add"]
+    # index_select reads 4 channels and writes 2; new_zeros writes 4, reads nothing;
+    # index_add reads the 4-channel tensor and the 1-channel source, writes 4
+    assert [op.elements for op in ops if op.kind == "index"] == [150, 100, 225]
+    assert index_op_elements(_Gathers(), x) == [150, 100, 225]
+
+
+def test_index_ops_are_priced_as_copies_by_a_profile_fitted_before_the_kind() -> None:
+    concat = OpLatency(ms_per_mb=2.0, overhead_ms=0.01)
+    old = _profile(concat=concat)
+    assert old.extra_op_latency("index") == concat
+    # oracle: Σ (γ · 4 bytes · elements + β)
+    assert old.extra_ops_ms("index", [1000, 10]) == pytest.approx(
+        2.0 * 1e-6 * 4 * 1010 + 2 * 0.01)
+    own = _profile(concat=concat, index=OpLatency(ms_per_mb=1.0, overhead_ms=0.02))
+    assert own.extra_ops_ms("index", [1000]) == pytest.approx(1e-6 * 4 * 1000 + 0.02)
+    # a datasheet roofline names no extra op: the compiler fuses them, they cost nothing
+    assert _profile(conv=OpLatency(ms_per_gflop=1.0)).extra_ops_ms("index", [1000]) == 0.0
+    inv = layer_inventory(nn.Sequential(_Gathers()), torch.zeros(1, 4, 5, 5))
+    assert inv.predict_latency_ms(own) == pytest.approx(own.extra_ops_ms("index",
+                                                                         [150, 100, 225]))

@@ -321,3 +321,27 @@ def test_multi_objective_study_reports_accuracy_and_latency(tmp_path: Path) -> N
         row = by_id[f"optuna-{trial.number:04d}"]
         accuracy = row["val_accuracy"] if row["val_accuracy"] is not None else row["accuracy"]
         assert trial.values == pytest.approx([accuracy, row["latency_ms"]])
+
+
+def test_a_compact_mixed_network_is_priced_with_its_gathers(tmp_path: Path) -> None:
+    # channel-magnitude on a pre-act WRN delivers a mixed-connectivity network whose
+    # index_select / index_add / index_copy the full network at its kept channels never runs:
+    # the trial records them, and its latency (and pareto's re-price) includes them.
+    from budgetsearch.pareto.reprice import PrunedConfig, price_config
+
+    profile = load_profile("cpu-2core-x86")
+    settings = TrialSettings(**TINY, device_profile="cpu-2core-x86",
+                             target=Target("params", fraction=0.5, text="50%").resolve(
+                                 _full_cost("params")))
+    row = run_trial({"scope": "uniform", "kd_alpha": 0.0, "lr": 0.002, "epochs": 0.25},
+                    settings, tmp_path / "a", trial_id="a", engine="optuna",
+                    space=load_space("channel-magnitude"))
+    assert row["status"] == "ok", row["failure"]
+    config = PrunedConfig.load(row["pruned_config_path"])
+    assert len(config.index_ops) >= 3 and all(e > 0 for e in config.index_ops)
+    without = price_config(PrunedConfig(**{**config.__dict__, "index_ops": ()}), profile)
+    gathers = profile.extra_ops_ms("index", config.index_ops)
+    assert gathers > 0
+    assert row["latency_ms"] == pytest.approx(without.latency_ms + gathers)
+    assert price_config(config, profile).latency_ms == pytest.approx(row["latency_ms"])
+    assert PrunedConfig.from_dict(config.as_dict()) == config
