@@ -32,7 +32,6 @@ from budgetsearch.cost.inventory import (
     LayerRecord,
     layer_inventory,
 )
-from budgetsearch.cost.ops import index_op_elements
 from budgetsearch.cost.metrics import (
     FLOP_CONVENTION,
     TARGET_METRICS,
@@ -45,6 +44,7 @@ from budgetsearch.cost.metrics import (
     parse_count,
     parse_duration_ms,
 )
+from budgetsearch.cost.ops import index_op_elements
 from budgetsearch.cost.profiles import (
     OP_KINDS,
     PROFILE_DIR,

@@ -45,8 +45,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from budgetsearch.cost.metrics import canonical_metric
-from budgetsearch.cost.ops import ExtraOp, trace_extra_ops
+from budgetsearch.cost.ops import ExtraOp, trace_ops
 from budgetsearch.cost.profiles import DeviceProfile
 
 BYTES_PER_ELEMENT = 4  # float32 weights and activations for memory_bytes
@@ -94,6 +94,11 @@ class LayerRecord:
     output_elements: int = 0
     weight_params: int = 0
     calls: int = 1
+    #: a BatchNorm whose input a conv returned: a compiling runtime folds it into the conv
+    folded: bool = False
+    #: share of a conv's kernel taps that read the input at some output position: the share of
+    #: its weights a kernel that skips padding reads at all (1 elsewhere)
+    read_taps: float = 1.0
 
     @property
     def kind(self) -> str:
@@ -103,6 +108,12 @@ class LayerRecord:
         if self.op == "conv" and self.groups > 1:
             return "gconv"
         return self.op if self.op in ("conv", "linear", "batchnorm", "pool") else "other"
+
+    @property
+    def latency_kind(self) -> str:
+        """The kind a latency profile prices: :attr:`kind`, or ``fused_batchnorm`` for a folded
+        BatchNorm (a profile without that kind prices it as ``batchnorm``)."""
+        return "fused_batchnorm" if self.folded and self.op == "batchnorm" else self.kind
 
     @property
     def functional(self) -> bool:
@@ -324,7 +335,8 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
                         _fixed_record(record_name, _op_of_operator(operator), count, 0)
                     )
     scalable = {r.name for r in records if r.out_channels > 0}
-    extra_ops = trace_extra_ops(model, example_input, layer_names=scalable)
+    extra_ops, folded = trace_ops(model, example_input, layer_names=scalable)
+    records = [replace(r, folded=True) if r.name in folded else r for r in records]
     inventory = LayerInventory(records, extra_ops=extra_ops)
     if inventory.total_flops != total:  # a bookkeeping bug, not a user mistake
         raise RuntimeError(
@@ -371,11 +383,13 @@ def _leaf_record(
     stride: tuple[int, ...] = ()
     groups = 1
     weight = 0
+    read = 1.0
     if op == "conv":
         conv: nn.modules.conv._ConvNd = module  # type: ignore[assignment]
         cin, cout = conv.in_channels, conv.out_channels
         kernel, stride, groups = tuple(conv.kernel_size), tuple(conv.stride), conv.groups
         weight = conv.weight.numel()
+        read = _read_tap_share(conv, in_shape[2:], out_shape[2:])
     elif op == "linear":
         lin: nn.Linear = module  # type: ignore[assignment]
         cin, cout = lin.in_features, lin.out_features
@@ -394,8 +408,42 @@ def _leaf_record(
         name=name, op=op, in_channels=cin, out_channels=cout, kernel_size=kernel, groups=groups,
         stride=stride, output_hw=output_hw, params=params, flops=flops, activation_volume=volume,
         input_hw=input_hw, input_elements=in_elements, output_elements=out_elements,
-        weight_params=weight, calls=calls,
+        weight_params=weight, calls=calls, read_taps=read,
     )
+
+
+def _read_tap_share(conv: nn.Module, size_in: Sequence[int], size_out: Sequence[int]) -> float:
+    """Share of a conv's kernel taps that read the input at some output position.
+
+    A kernel that skips padding (MLAS's NCHWc convolutions in onnxruntime) never reads the
+    weights of the other taps: a 512-channel 3×3 conv on the 1×1 map a small input leaves in
+    the last stage reads its centre tap's 1/9 of the weights (resnet18 on 28×28: predicted
+    +151 % by onnxruntime's profile with every weight priced, +30 % with the read ones). A
+    transposed conv, a string padding other than 'valid' / 'same', or a shape this cannot
+    follow reads every tap.
+    """
+    if isinstance(conv, nn.modules.conv._ConvTransposeNd):
+        return 1.0
+    kernel, stride = tuple(conv.kernel_size), tuple(conv.stride)  # type: ignore[arg-type]
+    dilation, padding = tuple(conv.dilation), conv.padding  # type: ignore[arg-type]
+    dims = len(kernel)
+    if len(size_in) != dims or len(size_out) != dims:
+        return 1.0
+    if padding == "valid":
+        padding = (0,) * dims
+    elif padding == "same":
+        padding = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel, strict=True))
+    elif isinstance(padding, str):
+        return 1.0
+    share = 1.0
+    for n_in, n_out, k, st, pad, dil in zip(size_in, size_out, kernel, stride, padding, dilation,
+                                            strict=True):
+        if n_out <= 0 or k <= 0:
+            return 1.0
+        read = sum(1 for t in range(k)
+                   if any(0 <= o * st - pad + t * dil < n_in for o in range(n_out)))
+        share *= read / k
+    return share
 
 
 class LayerInventory:
@@ -506,6 +554,8 @@ class LayerInventory:
                 p_o[k] = r.params / r.out_channels
                 g_o[k] = r.flops / r.out_channels
         self._full_in, self._full_out, self._scalable = full_in, full_out, scalable
+        # latency prices the weights a kernel reads (see _read_tap_share); params stay all of them
+        self._read = np.array([r.read_taps for r in self.layers], dtype=float)
         # extra ops: elements / FLOPs at full width, scaled by kept/full of their channel source
         m = len(self.extra_ops)
         source = np.full(m, -1, dtype=np.int64)
@@ -535,18 +585,26 @@ class LayerInventory:
         # functional op fvcore charged to a container through its extra op, not twice.
         drop = profile.prices_extra_ops and bool(self.extra_ops)
         coeffs = [
-            profile.op_latency("none" if drop and r.functional else r.kind) for r in self.layers
+            profile.op_latency("none" if drop and r.functional else r.latency_kind)
+            for r in self.layers
         ]
         per_byte = 1e-6 * profile.bytes_per_element
-        arrays = {
-            "alpha": np.array([c.ms_per_gflop * 1e-9 for c in coeffs]),
-            "gamma": np.array([c.ms_per_mb * per_byte for c in coeffs]),
-            "gamma_w": np.array([c.weight_ms_per_mb * per_byte for c in coeffs]),
-            "beta": np.array([c.overhead_ms for c in coeffs]),
-        }
+        # a dense conv whose kept channels are aligned takes the profile's aligned_conv price
+        dense = np.array([r.kind == "conv" and r.op == "conv" for r in self.layers], dtype=bool)
+        aligned = [profile.op_latency("aligned_conv") if d else c
+                   for d, c in zip(dense, coeffs, strict=True)]
+        arrays = {"aligns": dense & (profile.channel_alignment > 0)}
+        for suffix, group in (("", coeffs), ("_aligned", aligned)):
+            arrays.update({
+                f"alpha{suffix}": np.array([c.ms_per_gflop * 1e-9 for c in group]),
+                f"gamma{suffix}": np.array([c.ms_per_mb * per_byte for c in group]),
+                f"gamma_w{suffix}": np.array([c.weight_ms_per_mb * per_byte for c in group]),
+                f"beta{suffix}": np.array([c.overhead_ms for c in group]),
+            })
         # Extra-op kinds the profile does not name cost nothing (a datasheet roofline prices
         # fvcore's layers only: its compiler fuses element-wise ops into them).
-        extra = [profile.extra_op_latency(op.kind) for op in self.extra_ops]
+        extra = [profile.extra_op_latency(f"fused_{op.kind}" if op.fused else op.kind)
+                 for op in self.extra_ops]
         arrays["e_alpha"] = np.array([c.ms_per_gflop * 1e-9 if c else 0.0 for c in extra])
         arrays["e_gamma"] = np.array([c.ms_per_mb * per_byte if c else 0.0 for c in extra])
         arrays["e_beta"] = np.array([c.overhead_ms if c else 0.0 for c in extra])
@@ -557,14 +615,20 @@ class LayerInventory:
         self, profile: DeviceProfile, ci: np.ndarray, co: np.ndarray, d: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted ms of each layer and of each extra op at kept channels ``ci``/``co``."""
-        lat = self._latency_arrays(profile)
+        lat = dict(self._latency_arrays(profile))
+        if lat["aligns"].any():
+            step = profile.channel_alignment
+            on = lat["aligns"] & (np.round(ci) % step == 0) & (np.round(co) % step == 0)
+            for key in ("alpha", "gamma", "gamma_w", "beta"):
+                lat[key] = np.where(on, lat[f"{key}_aligned"], lat[key])
         c = self._np
         sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
         block = profile.channel_block
         po = co if block == 1 else np.ceil(co / block) * block
         weight_flops = c["f_io"] * ci * po + c["f_o"] * po  # output channels in whole blocks
         other_flops = c["g_o"] * co + c["f_c"]
-        weights = (c["w_io"] * ci * co + c["w_o"] * co) * sparse + c["p_o"] * co + c["p_c"]
+        weights = ((c["w_io"] * ci * co + c["w_o"] * co) * sparse * self._read + c["p_o"] * co
+                   + c["p_c"])
         activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
         compute = lat["alpha"] * (weight_flops * sparse + other_flops)
         moved = lat["gamma"] * activations + lat["gamma_w"] * weights
@@ -711,6 +775,7 @@ class LayerInventory:
             cached["full_in"] = torch.as_tensor(self._full_in, dtype=dtype, device=device)
             cached["full_out"] = torch.as_tensor(self._full_out, dtype=dtype, device=device)
             cached["scalable"] = torch.as_tensor(self._scalable, device=device)
+            cached["read"] = torch.as_tensor(self._read, dtype=dtype, device=device)
             cached["e_source"] = torch.as_tensor(
                 np.maximum(self._extra_source, 0), dtype=torch.long, device=device
             )
@@ -794,10 +859,21 @@ class LayerInventory:
             per_layer = c["v_o"] * co
         else:
             assert profile is not None
+            arrays = self._latency_arrays(profile)
             lat = {k: torch.as_tensor(v, dtype=dtype, device=device)
-                   for k, v in self._latency_arrays(profile).items()}
+                   for k, v in arrays.items() if k != "aligns"}
+            if arrays["aligns"].any():
+                # which price applies switches with the rounded channel counts; no gradient
+                # flows through the switch, only through the price it picks
+                step = profile.channel_alignment
+                with torch.no_grad():
+                    on = (torch.as_tensor(arrays["aligns"], device=device)
+                          & (torch.round(ci) % step == 0) & (torch.round(co) % step == 0))
+                for key in ("alpha", "gamma", "gamma_w", "beta"):
+                    lat[key] = torch.where(on, lat[f"{key}_aligned"], lat[key])
             sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
-            weights = (c["w_io"] * ci * co + c["w_o"] * co) * sparse + c["p_o"] * co + c["p_c"]
+            weights = ((c["w_io"] * ci * co + c["w_o"] * co) * sparse * c["read"]
+                       + c["p_o"] * co + c["p_c"])
             # output channels in whole blocks, as price() counts them; the rounding passes gradients
             # straight through (its value is price()'s, its slope the unrounded count's)
             po = _blocked(co, profile.channel_block)

@@ -25,6 +25,14 @@ linear      functional matmul (``F.linear``, ``@``), priced with FLOPs = out ele
 reshape     metadata only (view, flatten, transpose, chunk, eval-mode dropout): dispatch cost only
 ==========  =====================================================================================
 
+A runtime that compiles the graph (onnxruntime) folds a BatchNorm into the conv before it and
+fuses the activation and the residual add that follow a conv into the conv's kernel. The trace
+marks such ops ``fused`` (an activation or an add whose input a conv, or a BatchNorm folded into
+one, made; what they output counts as the conv's again), and a BatchNorm layer whose input a
+conv returned as folded (:func:`trace_ops`): profiles price them with their own coefficients
+(``fused_activation``, ``fused_binary``, ``fused_batchnorm``), which a fit finds near zero for
+onnxruntime and near the unfused ones for PyTorch eager, which runs every op.
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -63,6 +71,11 @@ _INDEXING = {
     "scatter_", "scatter_add", "scatter_add_", "index_put", "index_put_", "take",
     "masked_select", "masked_scatter", "new_zeros", "zeros_like", "new_full", "full_like",
 }
+# activations onnxruntime fuses into a conv (FusedConv / NCHWc conv), and the fusable add
+_FUSABLE_ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clamp", "clamp_",
+                        "leaky_relu", "sigmoid", "sigmoid_", "tanh", "tanh_", "hardsigmoid",
+                        "hardsigmoid_"}
+_ADDS = {"add", "add_", "__add__", "__iadd__", "__radd__"}
 _FILLS = {"new_zeros", "zeros_like", "new_full", "full_like"}  # write their output, read nothing
 _POOLS = {
     "mean", "sum", "amax", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d",
@@ -85,6 +98,7 @@ class ExtraOp:
     elements: int
     flops: int = 0
     source: str | None = None
+    fused: bool = False  # an activation or add a compiling runtime fuses into the conv before it
 
 
 def _func_name(func: Callable[..., Any]) -> str:
@@ -128,6 +142,14 @@ class _Recorder(TorchFunctionMode):
         self.keep: list[Tensor] = []  # keeps ids unique during the pass
         self.ops: list[ExtraOp] = []
         self.counts: dict[str, int] = {}
+        self.conv_made: set[int] = set()  # ids of tensors a conv (or what fuses into it) made
+        self.conv_out: set[int] = set()  # ids of tensors a conv module returned
+        self.folded: set[str] = set()  # BatchNorm layers whose input a conv returned
+
+    def made_by_conv(self, value: Any) -> None:
+        for t in _tensors(value):
+            self.conv_made.add(id(t))
+            self.keep.append(t)
 
     def tag(self, value: Any, source: str) -> None:
         for t in _tensors(value):
@@ -176,11 +198,17 @@ class _Recorder(TorchFunctionMode):
                     and t.shape[1] == first.shape[1] and t.shape[0] == first.shape[0]:
                 source = known
                 break
+        fused = bool(inputs) and (
+            (name in _FUSABLE_ACTIVATIONS and id(inputs[0]) in self.conv_made)
+            or (name in _ADDS and any(id(t) in self.conv_made for t in inputs)))
+        if fused:
+            self.made_by_conv(out)
         scope = self.scopes[-1]
         index = self.counts.get(scope, 0)
         self.counts[scope] = index + 1
         self.ops.append(ExtraOp(name=f"{scope}:{name}#{index}", kind=kind,
-                                elements=int(elements), flops=flops, source=source))
+                                elements=int(elements), flops=flops, source=source,
+                                fused=fused))
         if source is not None:
             self.tag(out, source)
         return out
@@ -197,6 +225,20 @@ def trace_extra_ops(
         layer_names: names of the inventory's layers; outputs of these modules become channel
             sources (default: every module that prices itself).
     """
+    return trace_ops(model, example_input, layer_names=layer_names)[0]
+
+
+def trace_ops(
+    model: nn.Module, example_input: Tensor, *, layer_names: set[str] | None = None
+) -> tuple[list[ExtraOp], set[str]]:
+    """:func:`trace_extra_ops`, and the names of the BatchNorm layers a conv's output feeds
+    directly: a compiling runtime folds them into that conv's weights (a pre-activation
+    block's first BatchNorm, after an add, stays)."""
+    recorder = _trace(model, example_input, layer_names)
+    return recorder.ops, recorder.folded
+
+
+def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None) -> _Recorder:
     recorder = _Recorder()
     handles = []
     leaves = {
@@ -219,6 +261,13 @@ def trace_extra_ops(
                 recorder.depth -= 1
                 if layer_names is None or name in layer_names:
                     recorder.tag(output, name)
+                if isinstance(module, nn.modules.conv._ConvNd):
+                    recorder.made_by_conv(output)
+                    recorder.conv_out.update(id(t) for t in _tensors(output))
+                elif isinstance(module, nn.modules.batchnorm._BatchNorm) and any(
+                        id(t) in recorder.conv_out for t in _tensors(inputs)[:1]):
+                    recorder.folded.add(name)
+                    recorder.made_by_conv(output)
             elif recorder.depth == 0 and len(recorder.scopes) > 1:
                 recorder.scopes.pop()
 
@@ -236,7 +285,7 @@ def trace_extra_ops(
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return recorder.ops
+    return recorder
 
 
 def index_op_elements(model: nn.Module, example_input: Tensor) -> list[int]:

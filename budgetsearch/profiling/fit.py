@@ -61,7 +61,31 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("reshape", "overhead_ms"),
 )
 KINDS = tuple(dict.fromkeys(kind for kind, _ in FEATURES))
+# What a graph-compiling runtime (onnxruntime) does that PyTorch eager does not, each measured
+# (experiments/README.md, "Latency: what onnxruntime fuses"): it folds a BatchNorm into the conv
+# before it and fuses the activation and residual add after a conv into the conv's kernel, and
+# it runs a dense conv whose channels are multiples of 8 in blocked kernels up to 2× faster per
+# FLOP. Eager runs every op as it comes, so its fit leaves these terms out (a fused op is priced
+# as the unfused one) rather than giving noise free parameters.
+COMPILED_FEATURES: tuple[tuple[str, str], ...] = (
+    ("aligned_conv", "ms_per_gflop"), ("aligned_conv", "ms_per_mb"),
+    ("aligned_conv", "ms_per_weight_mb"), ("aligned_conv", "overhead_ms"),
+    ("fused_batchnorm", "ms_per_mb"), ("fused_batchnorm", "overhead_ms"),
+    ("fused_activation", "ms_per_mb"), ("fused_activation", "overhead_ms"),
+    ("fused_binary", "ms_per_mb"), ("fused_binary", "overhead_ms"),
+)
 RUNTIME_SUFFIX = {"pytorch-eager": "", "onnxruntime": "-ort"}
+
+
+def features_for(runtime: str) -> tuple[tuple[str, str], ...]:
+    """The (kind, term) pairs a profile of ``runtime`` fits, in design-matrix order."""
+    return FEATURES + COMPILED_FEATURES if runtime == "onnxruntime" else FEATURES
+
+
+def channel_alignment_for(runtime: str, channel_block: int) -> int:
+    """The channel multiple that selects ``aligned_conv`` (0: none): half the SIMD block for
+    onnxruntime (8 on AVX-512, where 8- and 16-aligned convs both ran the fast kernels)."""
+    return max(4, channel_block // 2) if runtime == "onnxruntime" else 0
 
 
 def simd_channel_block(flags: str | None = None) -> int:
@@ -77,24 +101,30 @@ def simd_channel_block(flags: str | None = None) -> int:
     return 4
 
 
-def _unit_profile(kind: str, term: str, channel_block: int = 1) -> DeviceProfile:
+def _unit_profile(kind: str, term: str, channel_block: int = 1,
+                  runtime: str = "pytorch-eager") -> DeviceProfile:
     coeffs = {"ms_per_gflop": 0.0, "ms_per_mb": 0.0, "overhead_ms": 0.0, "ms_per_weight_mb": 0.0}
     coeffs[term] = 1.0
-    # every unit profile names all kinds, so that all price the same set of ops
+    # every unit profile names all the runtime's kinds, so that all price the same set of ops
+    kinds = dict.fromkeys(k for k, _ in features_for(runtime))
     ops = {k: OpLatency(**coeffs) if k == kind else OpLatency(ms_per_weight_mb=0.0)
-           for k in KINDS}
+           for k in kinds}
     return DeviceProfile(name=f"unit-{kind}-{term}", description="", source="measured", ops=ops,
-                         combine="sum", bytes_per_element=4, channel_block=channel_block)
+                         combine="sum", bytes_per_element=4, channel_block=channel_block,
+                         channel_alignment=channel_alignment_for(runtime, channel_block))
 
 
 @functools.lru_cache(maxsize=8)
-def _units(channel_block: int) -> tuple[DeviceProfile, ...]:
-    return tuple(_unit_profile(kind, term, channel_block) for kind, term in FEATURES)
+def _units(channel_block: int, runtime: str) -> tuple[DeviceProfile, ...]:
+    return tuple(_unit_profile(kind, term, channel_block, runtime)
+                 for kind, term in features_for(runtime))
 
 
-def network_features(network: BuiltNetwork, channel_block: int = 1) -> np.ndarray:
-    """The fit's design row: the cost model's prediction under each unit profile, then 1."""
-    units = _units(channel_block)
+def network_features(network: BuiltNetwork, channel_block: int = 1,
+                     runtime: str = "pytorch-eager") -> np.ndarray:
+    """The fit's design row: the cost model's prediction under each unit profile of
+    ``runtime``'s :func:`features_for`, then 1."""
+    units = _units(channel_block, runtime)
     values = [network.inventory.predict_latency_ms(unit, kept_channels=network.kept_channels)
               for unit in units]
     return np.array([*values, 1.0])
@@ -126,14 +156,16 @@ def overhead_share(anchor: str, profile: DeviceProfile) -> float:
 
 def profile_from_coefficients(
     name: str, coefficients: np.ndarray, *, provenance: dict[str, Any], description: str,
-    channel_block: int = 1,
+    channel_block: int = 1, runtime: str = "pytorch-eager",
 ) -> DeviceProfile:
-    """Turn fitted coefficients (in :data:`FEATURES` order, then the intercept) into a profile."""
+    """Turn fitted coefficients (in :func:`features_for` order, then the intercept) into a
+    profile."""
+    features = features_for(runtime)
     terms: dict[str, dict[str, float]] = {
         kind: {"ms_per_gflop": 0.0, "ms_per_mb": 0.0, "overhead_ms": 0.0, "ms_per_weight_mb": 0.0}
-        for kind in KINDS
+        for kind in dict.fromkeys(k for k, _ in features)
     }
-    for (kind, term), value in zip(FEATURES, coefficients[:-1], strict=True):
+    for (kind, term), value in zip(features, coefficients[:-1], strict=True):
         terms[kind][term] = float(value)
     # other (ops fvcore counts that are none of the above) borrows the activation's price
     terms["other"] = dict(terms["activation"])
@@ -141,7 +173,8 @@ def profile_from_coefficients(
     return DeviceProfile(
         name=name, description=description, source="measured", ops=ops, combine="sum",
         bytes_per_element=4, network_overhead_ms=float(coefficients[-1]), sparse_speedup=0.0,
-        channel_block=channel_block,
+        channel_block=channel_block, channel_alignment=channel_alignment_for(runtime,
+                                                                              channel_block),
         provenance=provenance,
     )
 
@@ -245,15 +278,15 @@ def fit_profile(
 ) -> tuple[DeviceProfile, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Fit one runtime's profile from timings: (profile, per-network rows, leave-one-family-out)."""
     block = simd_channel_block(str(provenance.get("cpu_flags", "")) or None)
-    fit_features = np.stack([network_features(n, block) for n in fit])
-    holdout_features = np.stack([network_features(n, block) for n in holdout])
+    fit_features = np.stack([network_features(n, block, runtime) for n in fit])
+    holdout_features = np.stack([network_features(n, block, runtime) for n in holdout])
     coefficients = fit_coefficients(fit_features, fit_ms)
     threads = provenance.get("threads", 1)
     profile = profile_from_coefficients(
         name, coefficients, provenance=provenance,
         description=f"measured on this machine ({cpu_name()}), {runtime}, {threads} thread(s), "
                     f"float32, batch 1",
-        channel_block=block,
+        channel_block=block, runtime=runtime,
     )
     rows = []
     for which, networks, times, feats in (("fit", fit, fit_ms, fit_features),
@@ -376,8 +409,8 @@ def profile_this_machine(
 
 
 __all__ = [
-    "FEATURES", "RUNTIMES", "ProfileReport", "build_fit_set", "fit_coefficients", "fit_profile",
-    "overhead_share", "simd_channel_block",
-    "leave_one_family_out", "network_features", "profile_from_coefficients",
+    "COMPILED_FEATURES", "FEATURES", "RUNTIMES", "ProfileReport", "build_fit_set",
+    "fit_coefficients", "fit_profile", "overhead_share", "simd_channel_block",
+    "features_for", "leave_one_family_out", "network_features", "profile_from_coefficients",
     "profile_this_machine", "summarize_errors", "time_fit_set",
 ]

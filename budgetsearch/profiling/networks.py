@@ -33,7 +33,6 @@ Example:
 from __future__ import annotations
 
 import copy
-
 import random
 from dataclasses import dataclass
 from typing import Any

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torchvision
 from fvcore.nn import FlopCountAnalysis, parameter_count
+from torch import nn
 
-from budgetsearch.cost import layer_inventory
+from budgetsearch.cost import DeviceProfile, OpLatency, layer_inventory
 from budgetsearch.models import build_model, model_names
 from budgetsearch.profiling.variants import block_names, kept_channels_of, prune_block_channels
 
@@ -105,3 +106,34 @@ def test_price_rejects_bad_input(wrn16_2, kwargs, match) -> None:  # noqa: ANN00
     _, inv = wrn16_2
     with pytest.raises(ValueError, match=match):
         inv.price(**kwargs)
+
+
+@pytest.mark.parametrize(("size", "kernel", "stride", "padding", "dilation"), [
+    (1, 3, 1, 1, 1), (2, 3, 1, 1, 1), (7, 3, 2, 1, 1), (5, 5, 1, 2, 1), (9, 3, 1, 2, 2),
+    (6, 1, 2, 0, 1), (4, 7, 2, 3, 1), (1, 5, 1, 2, 1),
+])
+def test_read_taps_match_unfold(size: int, kernel: int, stride: int, padding: int,
+                                dilation: int) -> None:
+    # oracle: unfold a ones image with zero padding; a tap (a row of the unfolded matrix) is
+    # read when some output position (column) sees a one through it
+    conv = nn.Conv2d(2, 3, kernel, stride=stride, padding=padding, dilation=dilation)
+    x = torch.zeros(1, 2, size, size + 1)
+    inv = layer_inventory(nn.Sequential(conv), x)
+    columns = torch.nn.functional.unfold(torch.ones(1, 1, size, size + 1), kernel,
+                                         dilation=dilation, padding=padding, stride=stride)
+    read = float((columns.sum(dim=2) > 0).float().mean())
+    assert inv["0"].read_taps == pytest.approx(read)
+    # the parameter and FLOP metrics stay fvcore's
+    assert inv.total_flops == int(FlopCountAnalysis(nn.Sequential(conv), x).total())
+    assert inv.total_params == conv.weight.numel() + conv.bias.numel()
+
+
+def test_latency_prices_the_weights_a_conv_reads() -> None:
+    # a 3x3 conv on a 1x1 map reads its centre tap's weights only: 1/9 of them are priced
+    x = torch.zeros(1, 64, 1, 1)
+    inv = layer_inventory(nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, bias=False)), x)
+    profile = DeviceProfile(name="t", description="", source="measured",
+                            ops={"conv": OpLatency(ms_per_weight_mb=1.0)})
+    assert inv.predict_latency_ms(profile) == pytest.approx(64 * 64 * 9 * 4e-6 / 9)
+    expected = inv.expected_cost("latency_ms", profile=profile)
+    assert float(expected) == pytest.approx(inv.predict_latency_ms(profile))
