@@ -137,3 +137,25 @@ def test_latency_prices_the_weights_a_conv_reads() -> None:
     assert inv.predict_latency_ms(profile) == pytest.approx(64 * 64 * 9 * 4e-6 / 9)
     expected = inv.expected_cost("latency_ms", profile=profile)
     assert float(expected) == pytest.approx(inv.predict_latency_ms(profile))
+
+
+def test_aligned_convs_take_their_own_price_as_channels_change() -> None:
+    # a dense conv whose kept input and output channels are multiples of channel_alignment is
+    # priced as aligned_conv; prune one channel and it is a conv again (and back at 8)
+    model = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
+                          nn.Conv2d(16, 16, 3, padding=1, bias=False))
+    inv = layer_inventory(model, torch.zeros(1, 16, 4, 4))
+    profile = DeviceProfile(name="t", description="", source="measured", channel_alignment=8,
+                            ops={"conv": OpLatency(overhead_ms=3.0),
+                                 "aligned_conv": OpLatency(overhead_ms=1.0)})
+    assert inv.predict_latency_ms(profile) == pytest.approx(2.0)
+    for kept, expected in ((15, 6.0), (8, 2.0)):
+        channels = {"0": (16, kept), "1": (kept, kept), "2": (kept, 16)}
+        assert inv.predict_latency_ms(profile, kept_channels=channels) == pytest.approx(expected)
+        differentiable = inv.expected_cost("latency_ms", kept_channels={
+            k: (torch.tensor(float(a)), torch.tensor(float(b))) for k, (a, b) in channels.items()},
+            profile=profile)
+        assert float(differentiable) == pytest.approx(expected)
+    without = DeviceProfile(name="t", description="", source="measured",
+                            ops={"conv": OpLatency(overhead_ms=3.0)}, channel_alignment=8)
+    assert inv.predict_latency_ms(without) == pytest.approx(6.0)  # aligned_conv falls back

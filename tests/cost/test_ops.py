@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from budgetsearch.cost import OpLatency, layer_inventory
-from budgetsearch.cost.ops import index_op_elements, trace_extra_ops
+from budgetsearch.cost.ops import index_op_elements, trace_extra_ops, trace_ops
 from budgetsearch.cost.profiles import DeviceProfile
 
 
@@ -107,3 +107,42 @@ def test_index_ops_are_priced_as_copies_by_a_profile_fitted_before_the_kind() ->
     inv = layer_inventory(nn.Sequential(_Gathers()), torch.zeros(1, 4, 5, 5))
     assert inv.predict_latency_ms(own) == pytest.approx(own.extra_ops_ms("index",
                                                                          [150, 100, 225]))
+
+
+class _PreActBlock(nn.Module):
+    """conv-BN-ReLU into a conv, a residual add, then a pre-activation BN-ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))  # BN folds, ReLU fuses
+        out = self.conv2(y) + x  # the add fuses into conv2
+        out = torch.relu(out)  # fuses after the fused add
+        gate = torch.sigmoid(out.mean((2, 3), keepdim=True))  # after a pool: not fused
+        return torch.nn.functional.hardswish(self.bn2(out * gate))  # BN after a mul: stays
+
+
+def test_what_a_compiler_fuses_is_marked() -> None:
+    x = torch.zeros(1, 4, 6, 6)
+    ops, folded = trace_ops(_PreActBlock(), x)
+    assert folded == {"bn1"}
+    fused = [(op.name.split(":")[1].split("#")[0], op.fused) for op in ops
+             if op.kind in ("activation", "binary")]
+    assert fused == [("relu", True), ("add", True), ("relu", True), ("sigmoid", False),
+                     ("mul", False), ("hardswish", False)]
+    inv = layer_inventory(_PreActBlock(), x)
+    assert [r.name for r in inv.layers if r.folded] == ["bn1"]
+    assert inv["bn1"].latency_kind == "fused_batchnorm" and inv["bn2"].latency_kind == "batchnorm"
+    # priced with their own coefficients where the profile has them, as unfused otherwise
+    unfused = _profile(activation=OpLatency(overhead_ms=1.0), binary=OpLatency(overhead_ms=1.0),
+                       batchnorm=OpLatency(overhead_ms=1.0))
+    compiled = _profile(activation=OpLatency(overhead_ms=1.0), binary=OpLatency(overhead_ms=1.0),
+                        batchnorm=OpLatency(overhead_ms=1.0), fused_activation=OpLatency(),
+                        fused_binary=OpLatency(), fused_batchnorm=OpLatency())
+    extra_ops = sum(1 for op in inv.extra_ops if op.kind in ("activation", "binary"))
+    assert inv.predict_latency_ms(unfused) == pytest.approx(extra_ops + 2)
+    assert inv.predict_latency_ms(compiled) == pytest.approx(3 + 1)

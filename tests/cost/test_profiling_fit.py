@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from budgetsearch.profiling.fit import (
+    COMPILED_FEATURES,
     FEATURES,
+    features_for,
     fit_coefficients,
     leave_one_family_out,
     network_features,
@@ -25,16 +27,34 @@ def small_networks() -> list:
     return [build_spec(s) for s in specs]
 
 
-def test_fit_recovers_coefficients_of_the_model_it_predicts(small_networks) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("runtime", ["pytorch-eager", "onnxruntime"])
+def test_fit_recovers_coefficients_of_the_model_it_predicts(small_networks, runtime: str
+                                                            ) -> None:  # noqa: ANN001
     rng = np.random.default_rng(0)
-    true = rng.uniform(0.01, 1.0, len(FEATURES) + 1)
-    profile = profile_from_coefficients("t", true, provenance={}, description="")
-    features = np.stack([network_features(n) for n in small_networks])
+    true = rng.uniform(0.01, 1.0, len(features_for(runtime)) + 1)
+    profile = profile_from_coefficients("t", true, provenance={}, description="",
+                                        channel_block=16, runtime=runtime)
+    features = np.stack([network_features(n, 16, runtime) for n in small_networks])
     times = np.array([n.inventory.predict_latency_ms(profile, kept_channels=n.kept_channels)
                       for n in small_networks])
     assert features @ true == pytest.approx(times)  # the features are the predictor, term by term
     fitted = fit_coefficients(features, times)
     assert features @ fitted == pytest.approx(times, rel=1e-4)
+
+
+def test_only_onnxruntime_fits_what_a_compiler_fuses() -> None:
+    # eager runs every op as it comes: its fit has no fused or aligned terms, and its profile
+    # prices a fused activation as an activation
+    assert features_for("pytorch-eager") == FEATURES
+    assert set(COMPILED_FEATURES) <= set(features_for("onnxruntime"))
+    eager = profile_from_coefficients("e", np.ones(len(FEATURES) + 1), provenance={},
+                                      description="", channel_block=16)
+    ort = profile_from_coefficients("o", np.ones(len(features_for("onnxruntime")) + 1),
+                                    provenance={}, description="", channel_block=16,
+                                    runtime="onnxruntime")
+    assert "fused_activation" not in eager.ops and eager.channel_alignment == 0
+    assert eager.extra_op_latency("fused_activation") == eager.ops["activation"]
+    assert "aligned_conv" in ort.ops and ort.channel_alignment == 8
 
 
 def test_every_family_builds_and_prices_like_fvcore() -> None:
