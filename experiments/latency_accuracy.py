@@ -11,11 +11,15 @@ onnxruntime), as shipped plus its automatic drift check (forced fresh here):
    ShuffleNet v2, SqueezeNet, MnasNet, EfficientNet, RegNet, GoogLeNet, DenseNet) at 1×28×28,
    3×32×32 and 3×64×64, plus channel-pruned ResNet-18 / MobileNet-v2 variants priced through
    ``kept_channels`` of the dense network, by the profile's own timer and method;
+   and, reported apart (their family is in the fit set), four compact mixed-connectivity
+   WRN-16-2s from the library's channel-magnitude pruner, priced as a trial prices them (kept
+   channels plus the gathers they run);
 2. times them twice (two independent interleaved passes): the share of networks whose two
    passes agree within ±10 % is the machine's own repeatability today, the ceiling for any
    predictor; prints predicted vs measured (geometric mean of the passes) per network, the share
    within ±10 % / ±20 % and the median |err|;
 3. prints the profile's leave-one-family-out table (fit without a family, predict it);
+   The automatic check runs once every network is built, in the process that times them.
 4. simulates a machine 2× faster and 2× slower than the profiling day (the profile's coefficients
    *and* its anchors' recorded times scaled by 2 or 1/2) and shows that the drift check brings the
    predictions back, with no re-profile.
@@ -179,19 +183,56 @@ def foreign_networks(quick: bool) -> list[dict[str, Any]]:
 
 # -- measuring and predicting -----------------------------------------------------------------
 
-def measure(networks: list[dict[str, Any]], profile: DeviceProfile, rounds: int,
-            seed: int = 0) -> np.ndarray:
+def compact_networks() -> list[dict[str, Any]]:
+    """WRN-16-2 pruned by the library's channel-magnitude pruner: the compact mixed-connectivity
+    networks a search delivers, priced as a trial prices them (the full network at its kept
+    channels, plus the gathers the compact one runs). The family is in the fit set (reported
+    apart): shown because issue 19 measured them 0.77 of the full network against 0.50 priced."""
+    import copy
+
+    from budgetsearch.cost import Target, index_op_elements
+    from budgetsearch.models import build_model
+    from budgetsearch.pruners import build_pruner
+
+    networks = []
+    x = torch.randn(1, 1, 28, 28)
+    full = build_model("wrn-16-2", in_channels=1).eval()
+    inventory = layer_inventory(full, x)
+    params = inventory.total_params
+    for fraction in (0.25, 0.5):
+        for scope in ("uniform", "global"):
+            target = Target("params", fraction=fraction, text=f"{fraction:.0%}").resolve(params)
+            pruner = build_pruner("channel-magnitude", target=target, scope=scope)
+            pruner.prepare(copy.deepcopy(full), x)
+            compact = pruner.finalize().eval()
+            kept = {k: tuple(v) for k, v in
+                    pruner.pruned_configuration()["kept_channels"].items()}
+            networks.append({"network": f"wrn-16-2 {scope}@{fraction:.2f}/1x28x28",
+                             "family": "compact-wrn", "model": compact, "x": x,
+                             "inventory": inventory, "kept": kept, "pruned": True,
+                             "index_ops": index_op_elements(compact, x)})
+    return networks
+
+
+def build_runners(networks: list[dict[str, Any]], profile: DeviceProfile) -> list[Any]:
     threads = int(profile.provenance.get("threads", 1))
     runners = []
     for n in networks:
         data = export_onnx(n["model"], n["x"]) if profile.runtime == "onnxruntime" else None
         runners.append(make_runner(n["model"], n["x"], runtime=profile.runtime, threads=threads,
                                    onnx_bytes=data))
+    return runners
+
+
+def measure(runners: list[Any], profile: DeviceProfile, rounds: int, seed: int = 0
+            ) -> np.ndarray:
+    threads = int(profile.provenance.get("threads", 1))
     return time_runners(runners, rounds=rounds, inner=5, warmup=3, threads=threads, seed=seed)
 
 
 def predict(networks: list[dict[str, Any]], profile: DeviceProfile) -> np.ndarray:
     return np.array([n["inventory"].predict_latency_ms(profile, kept_channels=n["kept"])
+                     + profile.extra_ops_ms("index", n.get("index_ops", ()))
                      for n in networks])
 
 
@@ -217,20 +258,29 @@ def main() -> None:
           f"torch {torch.__version__}")
     networks = foreign_networks(args.quick)
     print(f"{len(networks)} networks from families not in the fit set")
+    compact = compact_networks()
+    foreign = np.array([True] * len(networks) + [False] * len(compact))
+    networks += compact
+    print(f"{len(compact)} compact mixed-connectivity WRNs (a fit family; reported apart)")
     rows, summary = [], {"date": started.isoformat(timespec="seconds"), "profiles": {}}
     for name in args.profiles:
         shipped = load_profile(name, check=False)
-        profile = load_profile(name)  # as shipped plus its automatic check
+        runners = build_runners(networks, shipped)
+        # as shipped plus its automatic check, run once every network is built (and every
+        # onnxruntime session made), so that the check sees the process the timing runs in
+        profile = load_profile(name)
         check = profile.last_check or {}
         # two independent passes (own shuffles): how far the machine agrees with itself is the
         # ceiling of any predictor's share within ±10 %; the prediction is judged against their
         # geometric mean
-        first = measure(networks, profile, args.rounds, seed=0)
-        second = measure(networks, profile, args.rounds, seed=1)
+        first = measure(runners, profile, args.rounds, seed=0)
+        second = measure(runners, profile, args.rounds, seed=1)
+        del runners
         measured = np.sqrt(first * second)
-        retest = shares(100 * (second - first) / first)
+        retest = shares((100 * (second - first) / first)[foreign])
         predicted = predict(networks, profile)
-        errors = 100 * (predicted - measured) / measured
+        all_errors = 100 * (predicted - measured) / measured
+        errors = all_errors[foreign]
         print(f"\n== {name} ({profile.runtime}, {profile.provenance.get('threads')} thread(s)); "
               f"drift check: x{check.get('scale', 1):.3f}, recalibrated "
               f"{check.get('recalibrated', False)}, {check.get('seconds', 0):.2f} s")
@@ -238,7 +288,7 @@ def main() -> None:
               f"{retest['within_10pct']:.0%} of them (median |difference| "
               f"{retest['median_abs_pct']:.1f}%): the ceiling for any predictor today")
         print(f"{'network':<34} {'family':<14} {'pred ms':>8} {'meas ms':>8} {'err %':>7}")
-        for n, p, m, e in zip(networks, predicted, measured, errors, strict=True):
+        for n, p, m, e in zip(networks, predicted, measured, all_errors, strict=True):
             print(f"{n['network']:<34} {n['family']:<14} {p:>8.3f} {m:>8.3f} {e:>+7.1f}")
             rows.append({"profile": name, "runtime": profile.runtime, "network": n["network"],
                          "family": n["family"], "pruned": n["pruned"], "predicted_ms": p,
@@ -249,10 +299,11 @@ def main() -> None:
         per_family = {}
         for family in dict.fromkeys(n["family"] for n in networks):
             mask = np.array([n["family"] == family for n in networks])
-            per_family[family] = shares(errors[mask])
+            per_family[family] = shares(all_errors[mask])
         print(f"share within ±10%: {overall['within_10pct']:.0%}, within ±20%: "
               f"{overall['within_20pct']:.0%}, median |err| {overall['median_abs_pct']:.1f}% "
-              f"(median signed {overall['median_pct']:+.1f}%) over {overall['networks']} networks")
+              f"(median signed {overall['median_pct']:+.1f}%) over {overall['networks']} networks "
+              f"from families not in the fit set")
         for family, s in per_family.items():
             print(f"  {family:<14} {s['within_10pct']:>4.0%} within ±10%, median err "
                   f"{s['median_pct']:+.1f}% ({s['networks']})")
@@ -271,8 +322,8 @@ def main() -> None:
             day = shipped.scaled(factor)
             fixed = check_drift(day, measure=lambda names, today=today: today, save=False,
                                 announce=lambda line: None)
-            raw = shares(100 * (predict(networks, day) - measured) / measured)
-            corrected = shares(100 * (predict(networks, fixed) - measured) / measured)
+            raw = shares((100 * (predict(networks, day) - measured) / measured)[foreign])
+            corrected = shares((100 * (predict(networks, fixed) - measured) / measured)[foreign])
             simulated[label] = {"uncorrected": raw, "after_check": corrected,
                                 "scale": fixed.last_check["scale"]}
             print(f"simulated {label}: without the check {raw['within_10pct']:.0%} within ±10%; "

@@ -554,7 +554,8 @@ class LayerInventory:
                 p_o[k] = r.params / r.out_channels
                 g_o[k] = r.flops / r.out_channels
         self._full_in, self._full_out, self._scalable = full_in, full_out, scalable
-        # latency prices the weights a kernel reads (see _read_tap_share); params stay all of them
+        # a profile of a runtime that prepacks weights prices only those a kernel reads (see
+        # _read_tap_share); params stay all of them
         self._read = np.array([r.read_taps for r in self.layers], dtype=float)
         # extra ops: elements / FLOPs at full width, scaled by kept/full of their channel source
         m = len(self.extra_ops)
@@ -627,8 +628,8 @@ class LayerInventory:
         po = co if block == 1 else np.ceil(co / block) * block
         weight_flops = c["f_io"] * ci * po + c["f_o"] * po  # output channels in whole blocks
         other_flops = c["g_o"] * co + c["f_c"]
-        weights = ((c["w_io"] * ci * co + c["w_o"] * co) * sparse * self._read + c["p_o"] * co
-                   + c["p_c"])
+        read = self._read if profile.prepacked_weights else 1.0
+        weights = (c["w_io"] * ci * co + c["w_o"] * co) * sparse * read + c["p_o"] * co + c["p_c"]
         activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
         compute = lat["alpha"] * (weight_flops * sparse + other_flops)
         moved = lat["gamma"] * activations + lat["gamma_w"] * weights
@@ -872,7 +873,8 @@ class LayerInventory:
                 for key in ("alpha", "gamma", "gamma_w", "beta"):
                     lat[key] = torch.where(on, lat[f"{key}_aligned"], lat[key])
             sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
-            weights = ((c["w_io"] * ci * co + c["w_o"] * co) * sparse * c["read"]
+            read = c["read"] if profile.prepacked_weights else 1.0
+            weights = ((c["w_io"] * ci * co + c["w_o"] * co) * sparse * read
                        + c["p_o"] * co + c["p_c"])
             # output channels in whole blocks, as price() counts them; the rounding passes gradients
             # straight through (its value is price()'s, its slope the unrounded count's)

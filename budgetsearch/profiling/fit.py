@@ -111,7 +111,8 @@ def _unit_profile(kind: str, term: str, channel_block: int = 1,
            for k in kinds}
     return DeviceProfile(name=f"unit-{kind}-{term}", description="", source="measured", ops=ops,
                          combine="sum", bytes_per_element=4, channel_block=channel_block,
-                         channel_alignment=channel_alignment_for(runtime, channel_block))
+                         channel_alignment=channel_alignment_for(runtime, channel_block),
+                         prepacked_weights=runtime == "onnxruntime")
 
 
 @functools.lru_cache(maxsize=8)
@@ -175,6 +176,7 @@ def profile_from_coefficients(
         bytes_per_element=4, network_overhead_ms=float(coefficients[-1]), sparse_speedup=0.0,
         channel_block=channel_block, channel_alignment=channel_alignment_for(runtime,
                                                                               channel_block),
+        prepacked_weights=runtime == "onnxruntime",
         provenance=provenance,
     )
 

@@ -143,3 +143,20 @@ def test_channel_block_must_be_a_positive_integer() -> None:
     with pytest.raises(ValueError, match="'latency_model.channel_block' must be a positive "
                                          "integer, got 0"):
         profile_from_dict(data)
+
+
+def test_compiled_runtime_settings_round_trip_and_are_checked() -> None:
+    from budgetsearch.cost import profile_from_dict
+
+    profile = replace(load_profile("cpu-2core-x86", check=False), channel_alignment=8,
+                      prepacked_weights=True)
+    again = profile_from_dict(profile.as_yaml_dict())
+    assert (again.channel_alignment, again.prepacked_weights) == (8, True)
+    plain = load_profile("cpu-2core-x86", check=False).as_yaml_dict()
+    assert "channel_alignment" not in plain["latency_model"]  # defaults are not written
+    for key, value, expected in (("channel_alignment", -8, "a non-negative integer, got -8"),
+                                 ("prepacked_weights", "yes", "true or false, got 'yes'")):
+        data = load_profile("cpu-2core-x86", check=False).as_yaml_dict()
+        data["latency_model"][key] = value
+        with pytest.raises(ValueError, match=f"'latency_model.{key}' must be {expected}"):
+            profile_from_dict(data)

@@ -129,14 +129,19 @@ def test_read_taps_match_unfold(size: int, kernel: int, stride: int, padding: in
 
 
 def test_latency_prices_the_weights_a_conv_reads() -> None:
-    # a 3x3 conv on a 1x1 map reads its centre tap's weights only: 1/9 of them are priced
+    # on a runtime that prepacks weights, a 3x3 conv on a 1x1 map reads its centre tap's
+    # weights only: 1/9 of them are priced
     x = torch.zeros(1, 64, 1, 1)
     inv = layer_inventory(nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, bias=False)), x)
-    profile = DeviceProfile(name="t", description="", source="measured",
+    profile = DeviceProfile(name="t", description="", source="measured", prepacked_weights=True,
                             ops={"conv": OpLatency(ms_per_weight_mb=1.0)})
     assert inv.predict_latency_ms(profile) == pytest.approx(64 * 64 * 9 * 4e-6 / 9)
     expected = inv.expected_cost("latency_ms", profile=profile)
     assert float(expected) == pytest.approx(inv.predict_latency_ms(profile))
+    # a runtime that re-reads (reorders) every weight each call pays for all of them
+    eager = DeviceProfile(name="t", description="", source="measured",
+                          ops={"conv": OpLatency(ms_per_weight_mb=1.0)})
+    assert inv.predict_latency_ms(eager) == pytest.approx(64 * 64 * 9 * 4e-6)
 
 
 def test_aligned_convs_take_their_own_price_as_channels_change() -> None:
