@@ -590,11 +590,14 @@ class LayerInventory:
             for r in self.layers
         ]
         per_byte = 1e-6 * profile.bytes_per_element
-        # a dense conv whose kept channels are aligned takes the profile's aligned_conv price
-        dense = np.array([r.kind == "conv" and r.op == "conv" for r in self.layers], dtype=bool)
-        aligned = [profile.op_latency("aligned_conv") if d else c
-                   for d, c in zip(dense, coeffs, strict=True)]
-        arrays = {"aligns": dense & (profile.channel_alignment > 0)}
+        # a dense or grouped conv whose kept channels (per group) are aligned takes the
+        # profile's aligned_conv / aligned_gconv price
+        kinds = [r.kind if r.op == "conv" else "" for r in self.layers]
+        aligns = np.array([k in ("conv", "gconv") for k in kinds], dtype=bool)
+        aligned = [profile.op_latency(f"aligned_{k}") if a else c
+                   for k, a, c in zip(kinds, aligns, coeffs, strict=True)]
+        arrays = {"aligns": aligns & (profile.channel_alignment > 0),
+                  "groups": np.array([max(1, r.groups) for r in self.layers], dtype=float)}
         for suffix, group in (("", coeffs), ("_aligned", aligned)):
             arrays.update({
                 f"alpha{suffix}": np.array([c.ms_per_gflop * 1e-9 for c in group]),
@@ -618,8 +621,9 @@ class LayerInventory:
         """Predicted ms of each layer and of each extra op at kept channels ``ci``/``co``."""
         lat = dict(self._latency_arrays(profile))
         if lat["aligns"].any():
-            step = profile.channel_alignment
-            on = lat["aligns"] & (np.round(ci) % step == 0) & (np.round(co) % step == 0)
+            step, g = profile.channel_alignment, lat["groups"]
+            on = (lat["aligns"] & (np.round(ci / g) % step == 0) & (np.round(co / g) % step == 0)
+                  & (np.round(ci) % g == 0) & (np.round(co) % g == 0))
             for key in ("alpha", "gamma", "gamma_w", "beta"):
                 lat[key] = np.where(on, lat[f"{key}_aligned"], lat[key])
         c = self._np
@@ -862,14 +866,17 @@ class LayerInventory:
             assert profile is not None
             arrays = self._latency_arrays(profile)
             lat = {k: torch.as_tensor(v, dtype=dtype, device=device)
-                   for k, v in arrays.items() if k != "aligns"}
+                   for k, v in arrays.items() if k not in ("aligns", "groups")}
             if arrays["aligns"].any():
                 # which price applies switches with the rounded channel counts; no gradient
                 # flows through the switch, only through the price it picks
                 step = profile.channel_alignment
                 with torch.no_grad():
+                    g = torch.as_tensor(arrays["groups"], dtype=dtype, device=device)
+                    i, o = torch.round(ci), torch.round(co)
                     on = (torch.as_tensor(arrays["aligns"], device=device)
-                          & (torch.round(ci) % step == 0) & (torch.round(co) % step == 0))
+                          & (torch.round(i / g) % step == 0) & (torch.round(o / g) % step == 0)
+                          & (i % g == 0) & (o % g == 0))
                 for key in ("alpha", "gamma", "gamma_w", "beta"):
                     lat[key] = torch.where(on, lat[f"{key}_aligned"], lat[key])
             sparse = 1.0 - profile.sparse_speedup * (1.0 - d)

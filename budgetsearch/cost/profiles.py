@@ -53,10 +53,11 @@ from budgetsearch.files import shipped_folder, write_text_atomic, yaml_problem
 OP_KINDS = (
     "conv", "dwconv", "gconv", "linear", "batchnorm", "pool", "other",
     "activation", "binary", "concat", "index", "reshape",
-    "fused_batchnorm", "fused_activation", "fused_binary", "aligned_conv",
+    "fused_batchnorm", "fused_activation", "fused_binary", "aligned_conv", "aligned_gconv",
 )
 #: kinds priced as another when a profile does not name them (see ``op_latency``)
-_FALLBACK_KINDS = {"gconv": "conv", "aligned_conv": "conv", "fused_batchnorm": "batchnorm",
+_FALLBACK_KINDS = {"gconv": "conv", "aligned_conv": "conv", "aligned_gconv": "gconv",
+                   "fused_batchnorm": "batchnorm",
                    "index": "concat", "fused_activation": "activation", "fused_binary": "binary"}
 #: Environment variable naming the folder of the user's own profiles (see :func:`user_profile_dir`).
 PROFILE_DIR_ENV = "BUDGETSEARCH_PROFILE_DIR"
@@ -197,8 +198,9 @@ class DeviceProfile:
         channel_block: the SIMD channel block the device's kernels compute in: a conv or linear
             layer's FLOPs are priced with its output channels rounded up to a multiple of it (a
             pruned width of 37 costs 48 on 16-channel AVX-512 kernels; 1 = no rounding).
-        channel_alignment: a dense conv whose input and output channels are both multiples of
-            it is priced with ``ops["aligned_conv"]`` (onnxruntime runs such convs in its
+        channel_alignment: a dense (grouped) conv whose input and output channels (per group)
+            are multiples of it is priced with ``ops["aligned_conv"]`` (``aligned_gconv``):
+            onnxruntime runs such convs in its
             blocked NCHWc kernels, up to 2× faster per FLOP than 63 or 65 channels: 0 = never).
         prepacked_weights: the runtime packs weights once and reads, per call, only those of
             the kernel taps it runs (onnxruntime: a 512-channel 3×3 conv on a 1×1 map ran in

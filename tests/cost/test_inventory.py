@@ -164,3 +164,14 @@ def test_aligned_convs_take_their_own_price_as_channels_change() -> None:
     without = DeviceProfile(name="t", description="", source="measured",
                             ops={"conv": OpLatency(overhead_ms=3.0)}, channel_alignment=8)
     assert inv.predict_latency_ms(without) == pytest.approx(6.0)  # aligned_conv falls back
+
+
+def test_grouped_convs_align_per_group() -> None:
+    # 32 -> 32 channels in 2 groups: 16 per group, aligned at 8; prune to 30 (15 per group): not
+    model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=2, bias=False))
+    inv = layer_inventory(model, torch.zeros(1, 32, 4, 4))
+    profile = DeviceProfile(name="t", description="", source="measured", channel_alignment=8,
+                            ops={"gconv": OpLatency(overhead_ms=3.0),
+                                 "aligned_gconv": OpLatency(overhead_ms=1.0)})
+    assert inv.predict_latency_ms(profile) == pytest.approx(1.0)
+    assert inv.predict_latency_ms(profile, kept_channels={"0": (30, 30)}) == pytest.approx(3.0)
