@@ -99,7 +99,7 @@ class ChannelMagnitudePruner(BARPruner):
         for name, gate in self._structure().named_gates():
             gate.log_alpha.fill_(-LOG_ALPHA_LIMIT)
             gate.log_alpha[keep[name]] = LOG_ALPHA_LIMIT
-        return self.hard_cost()
+        return self.delivered_cost()
 
     def _fits(self, keep: dict[str, torch.Tensor]) -> bool:
         return is_met(self._set(keep), self.budget_value)

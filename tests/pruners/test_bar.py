@@ -349,3 +349,24 @@ def test_gates_start_near_one_so_pruning_starts_from_the_trained_function() -> N
     assert all(bool((g.deterministic() == 1).all()) for _, g in pruner.layout.named_gates())
     with torch.no_grad():
         torch.testing.assert_close(gated(x), before)
+
+
+@pytest.mark.parametrize("scope", ["uniform", "global"])
+def test_latency_budgets_count_the_gathers_of_the_delivered_network(scope: str) -> None:
+    # A compact mixed-connectivity network runs index_select / index_add the full network at
+    # its kept channels does not: the channel choice meets a latency target with them counted
+    # (what a trial's row and pareto price), not only at the kept channels.
+    from budgetsearch.cost import Target, index_op_elements, layer_inventory, load_profile
+
+    profile = load_profile("cpu-2core-x86", check=False)
+    x = torch.zeros(1, 1, 28, 28)
+    full = build_model("wrn-16-1")
+    latency = layer_inventory(full, x).predict_latency_ms(profile)
+    target = Target("latency_ms", fraction=0.6, text="60%").resolve(latency)
+    pruner = build_pruner("channel-magnitude", target=target, profile=profile, scope=scope)
+    pruner.prepare(full, x)
+    compact = pruner.finalize()
+    gathers = profile.extra_ops_ms("index", index_op_elements(compact, x))
+    kept = pruner.report().cost["latency_ms"]
+    assert gathers > 0 and pruner.delivered_cost() == pytest.approx(kept + gathers)
+    assert kept + gathers <= target.value * 1.001
