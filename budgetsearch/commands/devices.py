@@ -1,0 +1,316 @@
+"""``budgetsearch devices``, ``cost`` and ``profile``: the device profiles, what a network costs
+on one, and measuring this machine into a new one."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from budgetsearch.commands.argtypes import (
+    positive_float,
+    positive_int,
+)
+from budgetsearch.commands.options import (
+    input_shape_arg,
+    model_spec,
+)
+from budgetsearch.errors import UsageError
+from budgetsearch.files import write_text_atomic
+
+_PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def resolve_device(name: str, *, quiet: bool = False) -> Any:
+    from budgetsearch.cost import load_profile, resolve_profile_name
+    from budgetsearch.profiling import anchors  # noqa: F401  (registers the drift check)
+
+    profile = load_profile(name)
+    if not quiet and "/" not in name and not name.endswith((".yaml", ".yml")):
+        resolved = resolve_profile_name(name)
+        if resolved != name:
+            print(f"device {name!r} resolves to profile {resolved!r}")
+    return profile
+
+
+def _device_summary(profile: Any, check: Any) -> dict[str, Any]:
+    """One profile as plain data for ``devices`` (and ``devices --json``)."""
+    error = profile.predictor_error
+    summary: dict[str, Any] = {
+        "name": profile.name, "source": profile.source, "runtime": profile.runtime,
+        "threads": profile.provenance.get("threads"), "aliases": list(profile.aliases),
+        "measured_on": profile.provenance.get("date"),
+        "predictor_error": None if error is None else error.as_dict(),
+        "leave_one_family_out": None, "last_check": None,
+        "published_check": (None if profile.published_check is None
+                            else profile.published_check.summary()),
+    }
+    if profile.transfer_error:
+        families = profile.transfer_error.get("families", {})
+        within = [f["within_10pct"] for f in families.values()]
+        summary["leave_one_family_out"] = {
+            "families": len(families),
+            "mean_within_10pct": round(sum(within) / len(within), 4) if within else None,
+            "per_family": families,
+        }
+    if check:
+        summary["last_check"] = {
+            k: check.get(k) for k in ("date", "seconds", "scale", "drift_pct", "recalibrated",
+                                      "tolerance_pct", "residual_pct")
+        }
+    return summary
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    import json
+
+    from budgetsearch.cost import load_profile, profile_names
+    from budgetsearch.profiling.anchors import last_check
+
+    rows = []
+    for name in profile_names():
+        profile = load_profile(name, check=not args.no_check)
+        rows.append(_device_summary(profile, profile.last_check or last_check(name)))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'name':<20} {'source':<9} {'runtime':<14} {'thr':>3}  predictor error")
+    for row in rows:
+        error = row["predictor_error"]
+        if error is None:
+            text = "not measured (roofline from datasheet)"
+        else:
+            text = (f"{error['within_10pct']:.0%} of {error['networks']} held-out within ±10% "
+                    f"(median |err| {error['median_abs_pct']:.1f}%, {row['measured_on']})")
+            lofo = row["leave_one_family_out"]
+            if lofo:
+                text += (f"; unseen family: {lofo['mean_within_10pct']:.0%} within ±10% "
+                         f"(leave-one-family-out, {lofo['families']} families)")
+            check = row["last_check"]
+            if check:
+                scale = check["scale"]
+                factors = (f"overhead x{check.get('overhead_scale', scale):.3f}, compute and "
+                           f"memory x{check.get('work_scale', scale):.3f}")
+                state = (f"rescaled: {factors}" if check["recalibrated"] else "holds as recorded")
+                worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),
+                            default=0.0)
+                text += (f"; last check {check['date']}: drift {check['drift_pct']:+.1f}% "
+                         f"({state}; anchors within ±{worst:.1f}% after)")
+            else:
+                text += "; never checked on this machine"
+        threads = row["threads"] if row["threads"] is not None else "-"
+        print(f"{row['name']:<20} {row['source']:<9} {row['runtime']:<14} {threads!s:>3}  {text}")
+        if row.get("published_check"):
+            print(f"{'':<50} {row['published_check']}")
+    return 0
+
+
+def _add_devices_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "devices", help="list the device profiles (hw_profiles/*.yaml) and how true they are",
+        description="List the device profiles: source, runtime, threads, the predictor's error "
+        "(held-out and leave-one-family-out, as measured) and the drift check of this machine "
+        "as of its last run, with its date. Measured profiles of this CPU are checked now "
+        "(≤ 2 s each) unless --no-check.",
+    )
+    p.add_argument("--json", action="store_true", help="print the same as JSON, for scripts")
+    p.add_argument("--no-check", action="store_true",
+                   help="do not re-time the anchors; show the last stored check")
+    p.set_defaults(handler=_cmd_devices)
+
+
+def _cmd_cost(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from budgetsearch.cost import FLOP_CONVENTION, layer_inventory
+    from budgetsearch.models import build_model, model_label
+
+    channels, height, width = args.input
+    spec = model_spec(args.model)
+    profile = resolve_device(args.device, quiet=args.json) if args.device else None
+    model = build_model(spec, num_classes=args.num_classes, in_channels=channels,
+                        width_multiplier=args.width)
+    model.eval()
+    try:
+        with torch.no_grad():
+            inventory = layer_inventory(model, torch.zeros(1, channels, height, width))
+    except Exception as error:  # the network does not take this input: say so in one line
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"model {model_label(spec)!r} cannot be priced on a "
+                         f"{channels}x{height}x{width} input ({type(error).__name__}: {text}); "
+                         "pass its input with --input-shape C,H,W") from None
+    times = inventory.layer_latency_ms(profile) if profile is not None else {}
+    if args.json:
+        print(json.dumps(_cost_json(spec, args, inventory, profile, times), indent=1))
+        return 0
+    print(f"{model_label(spec)} (width ×{args.width}), input 1x{channels}x{height}x{width}; "
+          f"FLOPs: {FLOP_CONVENTION}")
+    if profile is not None:
+        how = ("roofline from datasheet, not measured" if profile.source == "datasheet"
+               else f"measured, {profile.provenance.get('threads', '?')} thread(s)")
+        print(f"latency on {profile.name} ({how})")
+    header = (f"{'layer':<22} {'op':<9} {'in':>5} {'out':>5} {'kernel':>6} {'stride':>6} "
+              f"{'out hw':>7} {'params':>10} {'FLOPs':>13} {'act.vol':>9}")
+    print(header + (f" {'ms':>8}" if profile is not None else ""))
+    for r in inventory.layers:
+        line = (f"{r.name:<22} {r.op:<9} {r.in_channels:>5} {r.out_channels:>5} "
+                f"{'x'.join(map(str, r.kernel_size)) or '-':>6} "
+                f"{'x'.join(map(str, r.stride)) or '-':>6} "
+                f"{r.output_hw[0]}x{r.output_hw[1]:<4} {r.params:>10,} {r.flops:>13,} "
+                f"{r.activation_volume:>9,}")
+        print(line + (f" {times[r.name]:>8.4f}" if profile is not None else ""))
+    cost = inventory.price(profile=profile)
+    print(f"total: {int(cost.params):,} parameters, {int(cost.flops):,} FLOPs ({FLOP_CONVENTION}), "
+          f"activation volume {int(cost.activation_volume):,}, memory "
+          f"{cost.memory_bytes / 2**20:.2f} MiB (float32 weights + peak activations)")
+    if cost.latency_ms is not None and profile is not None:
+        error = profile.predictor_error
+        note = (f"; predictor: {error.within_10pct:.0%} of {error.networks} held-out networks "
+                f"within ±10%" if error else "; not measured: a datasheet roofline estimate")
+        if profile.last_check and profile.last_check.get("recalibrated"):
+            note += f" (rescaled x{profile.last_check['scale']:.3f} by today's drift check)"
+        extra = sum(inventory.extra_latency_ms(profile).values())
+        if extra:
+            note += (f"; of which {extra:.3f} ms in {len(inventory.extra_ops)} ops fvcore does "
+                     f"not count (activations, adds, ...)")
+        print(f"predicted latency on {profile.name}: {cost.latency_ms:.3f} ms at batch 1{note}")
+    return 0
+
+
+def _cost_json(spec: str, args: argparse.Namespace, inventory: Any, profile: Any,
+               times: dict[str, float]) -> dict[str, Any]:
+    """``cost --json``: the totals, the device profile, and the layers, as plain data."""
+    from budgetsearch.cost import FLOP_CONVENTION
+
+    cost = inventory.price(profile=profile)
+    threads = profile.provenance.get("threads") if profile is not None else None
+    return {
+        "model": spec, "width": args.width, "input_shape": list(args.input),
+        "num_classes": args.num_classes,
+        "params": int(cost.params), "flops": int(cost.flops), "flop_convention": FLOP_CONVENTION,
+        "activation_volume": int(cost.activation_volume),
+        "memory_bytes": int(cost.memory_bytes), "latency_ms": cost.latency_ms,
+        "batch": 1,
+        "device": None if profile is None else profile.name,
+        "device_source": None if profile is None else profile.source,
+        "runtime": None if profile is None else profile.runtime,
+        "threads": threads if isinstance(threads, int) else None,
+        "layers": [{"name": r.name, "op": r.op, "in_channels": r.in_channels,
+                    "out_channels": r.out_channels, "params": r.params, "flops": r.flops,
+                    "activation_volume": r.activation_volume,
+                    "latency_ms": times.get(r.name)} for r in inventory.layers],
+    }
+
+
+def _add_cost_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "cost", help="per-layer parameters, FLOPs, activation volume and latency of a model",
+        description="Trace a model once with fvcore and print its per-layer costs and totals "
+        "(FLOPs: fvcore, 1 FLOP = 1 fused multiply-add), with predicted latency on a device "
+        "profile. --json prints the totals, the profile and the layers for scripts.",
+    )
+    p.add_argument("--model", required=True, metavar="SPEC",
+                   help="a built-in name (see 'budgetsearch models'), path/to/file.py:FACTORY "
+                   "or package.module:FACTORY")
+    p.add_argument("--device", help="profile name, alias (jetson) or YAML path; see 'devices'")
+    p.add_argument("--width", type=positive_float, default=1.0, help="width multiplier")
+    p.add_argument("--input-shape", "--input", dest="input", type=input_shape_arg,
+                   default=(1, 28, 28), metavar="C,H,W",
+                   help="input shape; default 1,28,28 (Fashion-MNIST), CIFAR is 3,32,32")
+    p.add_argument("--num-classes", type=positive_int, default=10)
+    p.add_argument("--json", action="store_true", help="print the costs as JSON, for scripts")
+    p.set_defaults(handler=_cmd_cost)
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from budgetsearch.cost import save_profile
+    from budgetsearch.cost.profiles import default_profile_path
+    from budgetsearch.profiling.fit import RUNTIME_SUFFIX, profile_this_machine
+
+    if not _PROFILE_NAME.match(args.name):
+        raise UsageError(
+            f"--name must be lower-case letters, digits, '.', '_' or '-' (like cpu-2core-x86), "
+            f"got {args.name!r}"
+        )
+    out = Path(args.out) if args.out else default_profile_path(args.name)
+    if out.suffix not in (".yaml", ".yml"):
+        raise UsageError(f"--out must be a .yaml file path, got {str(out)!r}")
+    runtimes = ["pytorch-eager", "onnxruntime"] if args.runtime == "both" else [args.runtime]
+    outs = {rt: out.with_name(out.stem + RUNTIME_SUFFIX[rt] + out.suffix) for rt in runtimes}
+    for path in outs.values():
+        if path.exists() and not args.force:
+            raise UsageError(f"{path} already exists; choose another --out or pass --force")
+    command = "budgetsearch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "budgetsearch profile"
+    print(f"profiling this CPU ({', '.join(runtimes)}) with {args.threads} thread(s): "
+          f"{args.fit} networks to fit, {args.holdout} held out, {args.rounds} interleaved rounds")
+    profiles, report = profile_this_machine(
+        args.name, runtimes=runtimes, n_fit=args.fit, n_holdout=args.holdout, rounds=args.rounds,
+        threads=args.threads, seed=args.seed, progress=not args.no_progress, command=command,
+    )
+    table = out.with_suffix(".csv")
+    write_text_atomic(table, pd.DataFrame(report.rows).to_csv(index=False))
+    for runtime, profile in profiles.items():
+        path = outs[runtime]
+        save_profile(profile, path, header=(
+            f"Measured latency profile ({runtime}) written by `{command}`.\n"
+            f"Per-network measurements: {table.name}"))
+        errors = report.holdout_errors_pct(runtime)
+        e = profile.predictor_error
+        assert e is not None
+        quantiles = np.percentile(errors, [0, 10, 50, 90, 100])
+        print(f"{runtime}: held-out error (predicted − measured, % of measured) over "
+              f"{e.networks} networks: min {quantiles[0]:+.1f}, p10 {quantiles[1]:+.1f}, median "
+              f"{quantiles[2]:+.1f}, p90 {quantiles[3]:+.1f}, max {quantiles[4]:+.1f}; "
+              f"{e.within_10pct:.0%} within ±10%")
+        lofo = report.leave_one_family_out[runtime]
+        print(f"{runtime}: leave-one-family-out within ±10%: "
+              + json.dumps({f: v["within_10pct"] for f, v in lofo.items()}))
+        print(f"profile: {path}")
+    print(f"measurements: {table}  ({report.seconds:.0f} s)")
+    return 0
+
+
+def _add_profile_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "profile", help="measure this machine's CPU latency and write a device profile",
+        description="Time a varied set of generated networks (plain, residual, bottleneck, "
+        "depthwise-separable, inverted residual with squeeze-excitation, grouped, concat, "
+        "shuffle, built-in WRN/ResNets dense and pruned; 1x28x28, 3x32x32, 3x64x64; batch 1) on "
+        "this CPU in PyTorch eager and/or onnxruntime, fit the per-op latency model, measure its "
+        "error on held-out networks and leave-one-family-out, and write a measured profile (YAML, "
+        "with the anchors its drift check re-times) plus the per-network measurements (CSV).",
+    )
+    p.add_argument("--name", required=True, help="profile name, e.g. cpu-2core-x86")
+    p.add_argument("--out", help="YAML path (default NAME.yaml in $BUDGETSEARCH_PROFILE_DIR "
+                   "when set, else in hw_profiles/ of a writable source checkout, else in "
+                   "~/.config/budgetsearch/hw_profiles; onnxruntime: NAME-ort.yaml)")
+    p.add_argument("--runtime", choices=("pytorch-eager", "onnxruntime", "both"),
+                   default="pytorch-eager",
+                   help="runtime to time in (both: NAME.yaml and NAME-ort.yaml from one build)")
+    p.add_argument("--threads", type=positive_int, default=1, help="threads (default 1)")
+    p.add_argument("--fit", type=positive_int, default=216,
+                   help="networks to fit (default 216, 24 per family)")
+    p.add_argument("--holdout", type=positive_int, default=54,
+                   help="held-out networks to measure the error on (default 54)")
+    p.add_argument("--rounds", type=positive_int, default=8,
+                   help="interleaved timing rounds (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite an existing profile")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_profile)
+
+
+def register(sub: Any) -> None:
+    """Add this module's commands to the ``budgetsearch`` subparsers ``sub``."""
+    _add_devices_parser(sub)
+    _add_cost_parser(sub)
+    _add_profile_parser(sub)
