@@ -87,3 +87,16 @@ def test_time_networks_returns_one_positive_time_per_network() -> None:
 def test_summarize_errors() -> None:
     error = summarize_errors(np.array([1.0, -2.0, 12.0, 5.0]))
     assert error.networks == 4 and error.within_10pct == 0.75 and error.max_abs_pct == 12.0
+
+
+def test_the_fit_set_holds_compact_mixed_networks_priced_as_themselves() -> None:
+    # a fifth or so of the WRN draws are what BAR and channel-magnitude deliver: their gathers
+    # must be in the fit, so each is priced as itself (its own inventory, no kept channels)
+    from budgetsearch.models.mixed import CompactResNet
+
+    built = [build_spec(NetworkSpec("wrn", (1, 1, 28, 28), seed)) for seed in range(12)]
+    compact = [b for b in built if isinstance(b.model, CompactResNet)]
+    assert compact, "no compact network in 12 draws"
+    for b in compact:
+        assert not b.kept_channels
+        assert any(op.kind == "index" for op in b.inventory.extra_ops)
