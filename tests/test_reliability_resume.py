@@ -473,17 +473,17 @@ def test_folder_that_filled_meanwhile_is_refused(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """Two new runs into one empty folder: the one that locks second finds the other's files."""
-    from budgetsearch import cli
+    from budgetsearch.commands import run as run_command
 
     out = tmp_path / "run"
-    real_check = cli.check_output_dir
+    real_check = run_command.check_output_dir
 
     def check_then_other_run_writes(path: Path, **kwargs: Any) -> None:
         real_check(path, **kwargs)
         path.mkdir()
         (path / "config.yaml").write_text("command: other run\n")
 
-    monkeypatch.setattr(cli, "check_output_dir", check_then_other_run_writes)
+    monkeypatch.setattr(run_command, "check_output_dir", check_then_other_run_writes)
     code, err = run_cli([*RUN, "--trials", "1", "--out", str(out)], capsys)
     assert code == 2 and "already holds another run" in err
     assert (out / "config.yaml").read_text() == "command: other run\n"
