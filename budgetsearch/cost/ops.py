@@ -29,9 +29,10 @@ A runtime that compiles the graph (onnxruntime) folds a BatchNorm into the conv 
 fuses the activation and the residual add that follow a conv into the conv's kernel. The trace
 marks such ops ``fused`` (an activation or an add whose input a conv, or a BatchNorm folded into
 one, made; what they output counts as the conv's again), and a BatchNorm layer whose input a
-conv returned as folded (:func:`trace_ops`): profiles price them with their own coefficients
-(``fused_activation``, ``fused_binary``, ``fused_batchnorm``), which a fit finds near zero for
-onnxruntime and near the unfused ones for PyTorch eager, which runs every op.
+conv returned as folded (:func:`trace_ops`): an onnxruntime profile prices them with their own
+coefficients (``fused_activation``, ``fused_binary``, ``fused_batchnorm``, fitted near zero); a
+PyTorch eager profile, whose runtime runs every op as it comes, names none and prices them as
+the unfused kinds.
 
 Example:
     >>> import torch
