@@ -526,8 +526,8 @@ class BARPruner(Pruner):
         budget at the end of pruning only; training steps use :meth:`hard_cost`."""
         cost = self.hard_cost()
         if (canonical_metric(self.config.metric) != "latency_ms" or self.profile is None
-                or self._example is None):
-            return cost
+                or self._example is None or self.profile.extra_op_latency("index") is None):
+            return cost  # (a datasheet roofline prices no gathers: nothing to trace)
         gathers = index_op_elements(self._structure().compact(), self._example)
         return cost + self.profile.extra_ops_ms("index", gathers)
 
