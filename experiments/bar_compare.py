@@ -282,6 +282,7 @@ def run_cell(method: str, metric: str, factor: float, seed: int, reference: nn.M
     row.update({f"{k}": cost.get(k) for k in ("flops", "params", "latency_ms",
                                               "activation_volume")})
     row["cost_fraction"] = cost[metric] / full[metric]
+    row["full_latency_ms"] = full["latency_ms"]  # the profile's, for the predicted fraction
     row["met_target"] = is_met(cost[metric], target.limit())
     name = f"nets/{labelled(method, args)}_{metric}_{factor:g}x_seed{seed}.pt"
     (args.out / "nets").mkdir(exist_ok=True)
@@ -332,8 +333,12 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.copy()
     lat = rows[rows.metric == "latency_ms"]
     full_latency = float((lat.latency_ms / lat.cost_fraction).median()) if len(lat) else None
-    rows["predicted_latency_fraction"] = (rows.latency_ms / full_latency
-                                          if full_latency else float("nan"))
+    if "full_latency_ms" in rows:  # each row's own profile (a re-fitted profile prices anew)
+        rows["predicted_latency_fraction"] = rows.latency_ms / rows.full_latency_ms.fillna(
+            full_latency if full_latency else float("nan"))
+    else:
+        rows["predicted_latency_fraction"] = (rows.latency_ms / full_latency
+                                              if full_latency else float("nan"))
     grouped = rows.groupby(["metric", "factor", "method"], sort=False)
     table = grouped.agg(accuracy=("test_accuracy", "mean"), spread=("test_accuracy", "std"),
                         seeds=("seed", "nunique"), flops=("flops", "mean"),
