@@ -26,6 +26,12 @@ with the ``--profile``) and factor f, a target of 1/f of the reference's cost, a
 - ``bar-scratch``: BAR's found widths (its compact architecture), re-initialised and trained
   from scratch like ``dense`` (are the widths good, apart from the inherited weights?).
 
+``--variant NAME`` files a method's rows (and saved networks) as ``METHOD-NAME``, so that one
+method under another recipe (``--prune-share``, ``--bar-option``, ``--teacher-epochs``) shares
+the results folder and the tables with the table's own. ``--teacher-epochs E``: the pruned
+methods distil from a second reference of the same seed trained E epochs (a better-trained
+teacher) instead of the start point.
+
 The pruned methods distil from the reference during their extra epochs when ``--kd`` (default,
 the BAR paper's loss for every pruned method; ``--no-kd``: cross-entropy only); dense and
 bar-scratch train on labels. Every accuracy is measured after re-estimating BatchNorm
@@ -175,9 +181,11 @@ def thinner_dense(args: argparse.Namespace, data: DatasetSplits, example: torch.
 
 def bar_prune_phase(metric: str, factor: float, seed: int, reference: nn.Module,
                     data: DatasetSplits, args: argparse.Namespace, profile: DeviceProfile,
-                    target: Target, cache: dict[tuple[str, float, int], Any]) -> dict[str, Any]:
+                    target: Target, cache: dict[tuple[str, float, int], Any],
+                    teacher: nn.Module | None = None) -> dict[str, Any]:
     """BAR's pruning phase at one (metric, factor, seed), run once and shared by the BAR
-    variants: the hard-pruned pruner, its compact network, its cost and what it reports."""
+    variants: the hard-pruned pruner, its compact network, its cost and what it reports.
+    ``teacher``: the KD teacher (default: the reference)."""
     key = (metric, factor, seed)
     if key in cache:
         return cache[key]
@@ -187,7 +195,8 @@ def bar_prune_phase(metric: str, factor: float, seed: int, reference: nn.Module,
     torch.manual_seed(seed)
     start = time.perf_counter()
     pruner = build_pruner("bar", target=target, profile=profile,
-                          teacher=copy.deepcopy(reference).eval(), **options)
+                          teacher=copy.deepcopy(reference if teacher is None else teacher).eval(),
+                          **options)
     model = pruner.prepare(copy.deepcopy(reference), example)
     result = train_phases(model, data, config, pruner)
     compact = pruner.finalize()
@@ -204,20 +213,25 @@ def bar_prune_phase(metric: str, factor: float, seed: int, reference: nn.Module,
 
 def run_cell(method: str, metric: str, factor: float, seed: int, reference: nn.Module,
              data: DatasetSplits, args: argparse.Namespace, profile: DeviceProfile,
-             cache: dict[tuple[str, float, int], Any]) -> dict[str, Any]:
-    """One method at one (metric, factor, seed); returns its row."""
+             cache: dict[tuple[str, float, int], Any], teacher: nn.Module | None = None
+             ) -> dict[str, Any]:
+    """One method at one (metric, factor, seed); returns its row. ``teacher``: the KD teacher
+    (default: the reference)."""
     example = data.train[0][0].unsqueeze(0)
     full = full_cost(reference, example, profile)
     target = Target(metric, fraction=1.0 / factor, text=f"{100 / factor:g}%").resolve(
         full[metric])
     config = replace(short_run_config(args.extra_epochs), seed=seed)
-    teacher = copy.deepcopy(reference).eval() if args.kd else None
-    row: dict[str, Any] = {"method": method, "metric": metric, "factor": factor, "seed": seed}
+    teacher = copy.deepcopy(reference if teacher is None else teacher).eval() if args.kd else None
+    row: dict[str, Any] = {"method": labelled(method, args), "metric": metric, "factor": factor,
+                           "seed": seed, "extra_epochs": args.extra_epochs,
+                           "prune_share": args.prune_share,
+                           "teacher_epochs": args.teacher_epochs or args.reference_epochs}
     torch.manual_seed(seed)
     start = time.perf_counter()
     if method in BAR_METHODS:
         entry = bar_prune_phase(metric, factor, seed, reference, data, args, profile, target,
-                                cache)
+                                cache, teacher)
         row.update(entry["info"])
         cost = dict(entry["cost"])
         if method == "bar":
@@ -251,7 +265,8 @@ def run_cell(method: str, metric: str, factor: float, seed: int, reference: nn.M
                                 in_channels=data.in_channels, width_multiplier=width)
         else:
             found = bar_prune_phase(metric, factor, seed, reference, data, args, profile,
-                                    target, cache)
+                                    target, cache, teacher)
+            row.update(found["info"])  # the pruning phase that found the widths
             final = copy.deepcopy(found["compact"])
             for module in final.modules():
                 if hasattr(module, "reset_parameters") and module is not final:
@@ -267,12 +282,34 @@ def run_cell(method: str, metric: str, factor: float, seed: int, reference: nn.M
     row.update({f"{k}": cost.get(k) for k in ("flops", "params", "latency_ms",
                                               "activation_volume")})
     row["cost_fraction"] = cost[metric] / full[metric]
+    row["full_latency_ms"] = full["latency_ms"]  # the profile's, for the predicted fraction
     row["met_target"] = is_met(cost[metric], target.limit())
-    name = f"nets/{method}_{metric}_{factor:g}x_seed{seed}.pt"
+    name = f"nets/{labelled(method, args)}_{metric}_{factor:g}x_seed{seed}.pt"
     (args.out / "nets").mkdir(exist_ok=True)
     torch.save(final.eval(), args.out / name)
     row["net"] = name
     return row
+
+
+def labelled(method: str, args: argparse.Namespace) -> str:
+    """The name a method's rows carry: ``METHOD-VARIANT`` under ``--variant``."""
+    return f"{method}-{args.variant}" if args.variant else method
+
+
+def reference_of(seed: int, epochs: float, path: Path, args: argparse.Namespace,
+                 data: DatasetSplits) -> nn.Module:
+    """The seed's unpruned network trained ``epochs`` (loaded from ``path`` when there)."""
+    if path.is_file():
+        return torch.load(path, weights_only=False).eval()
+    torch.manual_seed(seed)
+    reference = build_model(args.model, num_classes=data.num_classes,
+                            in_channels=data.in_channels)
+    config: TrainConfig = replace(short_run_config(epochs), seed=seed)
+    result = train(reference, data, config)
+    torch.save(reference, path)
+    path.with_suffix(".json").write_text(json.dumps(
+        {"accuracy": result.test_accuracy, "seconds": result.seconds, "epochs": epochs}))
+    return reference.eval()
 
 
 def done_cells(rows_path: Path) -> set[tuple[str, str, float, int]]:
@@ -296,8 +333,12 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.copy()
     lat = rows[rows.metric == "latency_ms"]
     full_latency = float((lat.latency_ms / lat.cost_fraction).median()) if len(lat) else None
-    rows["predicted_latency_fraction"] = (rows.latency_ms / full_latency
-                                          if full_latency else float("nan"))
+    if "full_latency_ms" in rows:  # each row's own profile (a re-fitted profile prices anew)
+        rows["predicted_latency_fraction"] = rows.latency_ms / rows.full_latency_ms.fillna(
+            full_latency if full_latency else float("nan"))
+    else:
+        rows["predicted_latency_fraction"] = (rows.latency_ms / full_latency
+                                              if full_latency else float("nan"))
     grouped = rows.groupby(["metric", "factor", "method"], sort=False)
     table = grouped.agg(accuracy=("test_accuracy", "mean"), spread=("test_accuracy", "std"),
                         seeds=("seed", "nunique"), flops=("flops", "mean"),
@@ -355,6 +396,11 @@ def main() -> None:
     parser.add_argument("--prune-share", type=float, default=0.25,
                         help="share of the extra epochs BAR spends in its pruning phase")
     parser.add_argument("--kd", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--variant", default="",
+                        help="file the rows as METHOD-VARIANT (another recipe of a method)")
+    parser.add_argument("--teacher-epochs", type=float, default=None,
+                        help="KD teacher: a reference trained this many epochs (default: the "
+                        "start point itself)")
     parser.add_argument("--bar-option", action="append", default=[],
                         help="KEY=VALUE overriding the table's BAR recipe (repeatable)")
     parser.add_argument("--profile", default="cpu-2core-x86")
@@ -387,28 +433,23 @@ def main() -> None:
         profile = load_profile(args.profile)
         cache: dict[tuple[str, float, int], Any] = {}
         for seed in args.seeds:
-            path = args.out / f"reference_seed{seed}.pt"
-            if path.is_file():
-                reference = torch.load(path, weights_only=False)
-            else:
-                torch.manual_seed(seed)
-                reference = build_model(args.model, num_classes=data.num_classes,
-                                        in_channels=data.in_channels)
-                config: TrainConfig = replace(short_run_config(args.reference_epochs), seed=seed)
-                result = train(reference, data, config)
-                torch.save(reference, path)
-                (args.out / f"reference_seed{seed}.json").write_text(json.dumps(
-                    {"accuracy": result.test_accuracy, "seconds": result.seconds}))
-            reference.eval()
+            reference = reference_of(seed, args.reference_epochs,
+                                     args.out / f"reference_seed{seed}.pt", args, data)
+            teacher = None
+            if args.teacher_epochs:
+                teacher = reference_of(
+                    seed, args.teacher_epochs,
+                    args.out / f"teacher_seed{seed}_{args.teacher_epochs:g}ep.pt", args, data)
             if args.references_only:
                 continue
             for metric in args.metrics:
                 for factor in args.factors:
                     for method in args.methods:
-                        if (method, metric, factor, seed) in done_cells(rows_path):
+                        cell = (labelled(method, args), metric, factor, seed)
+                        if cell in done_cells(rows_path):
                             continue  # another process (or an earlier run) did this cell
                         row = run_cell(method, metric, factor, seed, reference, data, args,
-                                       profile, cache)
+                                       profile, cache, teacher)
                         row["bar_options"] = json.dumps({**BAR_RECIPE, **args.bar_options})
                         row["kd"] = args.kd
                         row["loadavg_1m"] = os.getloadavg()[0]
@@ -418,7 +459,7 @@ def main() -> None:
         if args.references_only:
             return
         busy1, total1 = cpu_busy()
-        tag = "_".join(args.metrics)
+        tag = "_".join([*args.metrics, *(labelled(m, args) for m in args.methods)])
         (args.out / f"run_{tag}.json").write_text(json.dumps({
             "wall_seconds": time.perf_counter() - started,
             "cpu_busy_fraction_all_processes": (busy1 - busy0) / max(1, total1 - total0),
@@ -429,14 +470,17 @@ def main() -> None:
     records = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
     latency_path = args.out / "measured_latency.json"
     timed = json.loads(latency_path.read_text()) if latency_path.is_file() else {}
-    if args.measure_latency or any(r["net"] not in timed for r in records):
+    # Time the networks not yet timed (all with --measure-latency), each beside its seed's
+    # reference in the same rounds; earlier timings stay (the networks need not be on disk).
+    untimed = [r for r in records if args.measure_latency or r["net"] not in timed]
+    if untimed:
         torch.set_num_threads(1)
         example = load_data(args).train[0][0].unsqueeze(0).contiguous()
-        add_measured_latency(records, args.out, example, args.latency_repeats)
+        add_measured_latency(untimed, args.out, example, args.latency_repeats)
         keys = ("measured_ms", "measured_full_ms", "measured_min_ms", "measured_full_min_ms",
                 "latency_vs_full")
-        latency_path.write_text(json.dumps({r["net"]: {k: r[k] for k in keys} for r in records},
-                                           indent=1))
+        timed.update({r["net"]: {k: r[k] for k in keys} for r in untimed})
+        latency_path.write_text(json.dumps(timed, indent=1))
     measured = json.loads(latency_path.read_text())
     for r in records:
         r.update(measured[r["net"]])
@@ -445,7 +489,8 @@ def main() -> None:
     rows.to_csv(args.out / "rows.csv", index=False)
     table = summarise(rows)
     table.to_csv(args.out / "summary.csv", index=False)
-    methods = [m for m in METHODS if m in set(rows.method)]
+    methods = ([m for m in METHODS if m in set(rows.method)]
+               + sorted(set(rows.method) - set(METHODS)))
     text = markdown(table, methods)
     (args.out / "table.md").write_text(text + "\n")
     print(text)

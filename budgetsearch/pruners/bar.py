@@ -129,6 +129,9 @@ class BARConfig:
             rewinding, to the trained reference here). Measured in ``experiments/README.md``
             section 9: the pruning phase's stochastic gates leave the kept weights worse than the
             reference's (WRN-16-2, 4× FLOPs: 0.792 rewound vs 0.753 not, same training).
+        gate_anneal: anneal the training gates from Hard-Concrete samples to the deterministic
+            gates over the pruning phase (step k of K draws ``(1 − k/K)·sample + k/K·det``)
+            instead of switching at the hard prune; False (the paper's switch) by default.
         pull: how the gradient of ``λ f L_S`` reaches the gates. ``"adam"``: summed with the task
             loss and stepped by the gates' Adam (the paper, and the public re-implementation).
             ``"cost"`` (default) and ``"separate"``: the task gradient alone goes through Adam,
@@ -169,6 +172,7 @@ class BARConfig:
     mode: Literal["library", "paper"] = "library"
     rewind: bool = False
     prune_fraction: float | None = None
+    gate_anneal: bool = False
 
     @classmethod
     def paper(cls, **overrides: Any) -> BARConfig:
@@ -246,6 +250,8 @@ class BARConfig:
         object.__setattr__(self, "phase_fractions", fractions)
         if self.mode not in ("library", "paper"):
             raise ValueError(f"mode must be 'library' or 'paper', got {self.mode!r}")
+        if not isinstance(self.gate_anneal, bool):
+            raise TypeError(f"gate_anneal must be True or False, got {self.gate_anneal!r}")
         if not 0 < self.finetune_lr_factor <= 1:
             raise ValueError(f"finetune_lr_factor must be in (0, 1], got "
                              f"{self.finetune_lr_factor}")
@@ -457,6 +463,11 @@ class BARPruner(Pruner):
                 for gate, grad in zip(gates, grads, strict=True):
                     gate.log_alpha.sub_(step * grad)
             self._pull = None
+        if self.config.gate_anneal and not self.hard_pruned:
+            # the next step's share of the deterministic gate (no hook runs before a forward)
+            share = min(1.0, (context.step + 1) / max(1, context.total_steps))
+            for gate in gates:
+                gate.determinism = share
         for gate in gates:
             gate.clamp_alive()
 

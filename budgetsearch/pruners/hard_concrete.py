@@ -76,7 +76,10 @@ class HardConcreteGate(nn.Module):
 
     ``log_alpha`` starts at ``init_log_alpha`` plus ``U(0, 0.01)`` noise (supp. section 4).
     ``min_alive`` ≥ 1 marks a gate whose layer must keep at least that many channels (the
-    fatal-pruning clamp, section 4.1); :meth:`clamp_alive` enforces it.
+    fatal-pruning clamp, section 4.1); :meth:`clamp_alive` enforces it. ``determinism`` in
+    [0, 1] is the deterministic gate's share of a training gate, ``(1 − w)·sample + w·det``
+    (0, the paper's, by default; BAR's ``gate_anneal`` raises it over the pruning phase so
+    that training ends on the gates evaluation and the hard prune use).
     """
 
     def __init__(self, channels: int, *, init_log_alpha: float = 0.0, min_alive: int = 0) -> None:
@@ -92,6 +95,7 @@ class HardConcreteGate(nn.Module):
             self.log_alpha.add_(torch.rand(channels) * 0.01)
         self.last_gate: torch.Tensor | None = None
         self.frozen = False
+        self.determinism = 0.0
 
     def freeze(self) -> None:
         """Hard-prune phase: stop learning log α and use the deterministic gate from now on."""
@@ -99,9 +103,13 @@ class HardConcreteGate(nn.Module):
         self.log_alpha.requires_grad_(False)
 
     def sample(self) -> torch.Tensor:
-        """Gates of this forward pass: sampled in training, deterministic in evaluation (and
-        once frozen)."""
-        return hard_concrete_sample(self.log_alpha, self.training and not self.frozen)
+        """Gates of this forward pass: sampled in training (blended with the deterministic gate
+        by ``determinism``), deterministic in evaluation (and once frozen)."""
+        training = self.training and not self.frozen
+        z = hard_concrete_sample(self.log_alpha, training)
+        if training and self.determinism > 0.0:
+            z = torch.lerp(z, self.deterministic(), self.determinism)
+        return z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.sample()

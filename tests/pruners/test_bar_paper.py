@@ -109,6 +109,46 @@ def test_the_search_space_holds_the_measured_recipe() -> None:
     pruner = build_pruner("bar", **space.fixed)
     config = pruner.config
     assert (config.mode, config.pull, config.init_log_alpha) == ("paper", "adam", 0.0)
-    assert config.phase_fractions[0] == pytest.approx(0.25)
+    share = space.parameters["prune_fraction"]  # searched: the best share depends on length
+    assert (share.low, share.high) == (0.25, 0.5)
     low, high = space.parameters["lam"].low, space.parameters["lam"].high
     assert low <= PAPER_LAM <= high
+
+
+def test_gate_determinism_blends_the_sample_with_the_deterministic_gate() -> None:
+    # Oracle: the same noise (same generator seed) gives (1 − w)·sample + w·det; w = 1 is the
+    # evaluation gate exactly, w = 0 (the default) the paper's Hard-Concrete sample.
+    from budgetsearch.pruners.hard_concrete import HardConcreteGate, hard_concrete_sample
+
+    gate = HardConcreteGate(64).train()
+    det = gate.deterministic().detach()
+    torch.manual_seed(3)
+    plain = hard_concrete_sample(gate.log_alpha.detach())
+    for share in (0.0, 0.25, 1.0):
+        gate.determinism = share
+        torch.manual_seed(3)
+        torch.testing.assert_close(gate.sample().detach(), (1 - share) * plain + share * det)
+    gate.eval().determinism = 0.5
+    torch.testing.assert_close(gate.sample().detach(), det)
+
+
+def test_gate_anneal_ends_the_pruning_phase_on_the_deterministic_gates() -> None:
+    # After step k of K the next step's share is (k + 1) / K: the last pruning step (k = K − 1)
+    # trains on w = (K − 1) / K and the share reaches 1 when the phase ends; off by default.
+    torch.manual_seed(0)
+    pruner = build_pruner("bar", mode="paper", budget=0.5, distillation=False,
+                          gate_anneal=True)
+    pruner.prepare(build_model("wrn-10-1"), EXAMPLE)
+    gates = [g for _, g in pruner.layout.named_gates()]
+    assert all(g.determinism == 0.0 for g in gates)
+    from budgetsearch.train import StepContext
+
+    context = StepContext(EXAMPLE, torch.zeros(1, dtype=torch.long), torch.zeros(1, 10),
+                          torch.zeros(()), step=4, total_steps=10, epoch=0)
+    pruner.after_step(context)
+    assert all(g.determinism == pytest.approx(0.5) for g in gates)
+    volume, budget, full = _prune_phase_volume(mode="paper", gate_anneal=True)
+    assert 0.6 * budget < volume < 0.9 * full  # annealing keeps the paper mode's pruning
+    assert not BARConfig.paper().gate_anneal
+    with pytest.raises(TypeError, match="gate_anneal must be"):
+        BARConfig(gate_anneal="yes")  # type: ignore[arg-type]
