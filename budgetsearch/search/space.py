@@ -19,7 +19,7 @@ other name is an option of the pruner.
 Example:
     >>> space = load_space("bar")
     >>> sorted(space.to_optuna())
-    ['epochs', 'hardness', 'kd_alpha', 'kd_temperature', 'lam', 'lr']
+    ['epochs', 'hardness', 'kd_alpha', 'kd_temperature', 'lam', 'lr', 'prune_fraction']
 """
 
 from __future__ import annotations
