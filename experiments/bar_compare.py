@@ -69,7 +69,6 @@ from budgetsearch.cost import DeviceProfile, Target, is_met, layer_inventory, lo
 from budgetsearch.data import DatasetSplits
 from budgetsearch.models import build_model
 from budgetsearch.pruners import build_pruner
-from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
 from budgetsearch.train import StepContext, TrainConfig, train, train_phases
 
 METHODS = ("bar", "bar-rewind", "bar-rewind-free", "wm", "tp", "dense", "bar-scratch")
@@ -158,9 +157,8 @@ def rewind(pruner: Any, reference: nn.Module, example: torch.Tensor, target: Tar
     kept = {name: gate.kept_mask() for name, gate in pruner.structure.named_gates()}
     again = build_pruner("bar", target=target, profile=profile, distillation=False)
     again.prepare(copy.deepcopy(reference), example)
-    with torch.no_grad():
-        for name, gate in again.structure.named_gates():
-            gate.log_alpha.copy_(torch.where(kept[name], LOG_ALPHA_LIMIT, -LOG_ALPHA_LIMIT))
+    for name, gate in again.structure.named_gates():
+        gate.set_kept(kept[name])
     again.hard_prune()
     if again.projected_channels:
         raise RuntimeError("rewinding changed the kept channels")

@@ -231,8 +231,8 @@ def measure(runners: list[Any], profile: DeviceProfile, rounds: int, seed: int =
 
 
 def predict(networks: list[dict[str, Any]], profile: DeviceProfile) -> np.ndarray:
-    return np.array([n["inventory"].predict_latency_ms(profile, kept_channels=n["kept"])
-                     + profile.extra_ops_ms("index", n.get("index_ops", ()))
+    return np.array([n["inventory"].predict_latency_ms(profile, kept_channels=n["kept"],
+                                                       index_ops=n.get("index_ops", ()))
                      for n in networks])
 
 

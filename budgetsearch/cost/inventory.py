@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -412,6 +412,17 @@ def _leaf_record(
     )
 
 
+def _aligned(aligns: Any, groups: Any, step: int, ci: Any, co: Any,
+             rounding: Callable[[Any], Any]) -> Any:
+    """Which layers take the aligned price: ``aligns`` (a dense or grouped conv) whose kept
+    input and output channels, counted per group, are multiples of ``step``. NumPy arrays with
+    ``np.round`` (:meth:`LayerInventory.price`) or tensors with ``torch.round``
+    (``expected_cost``)."""
+    i, o = rounding(ci), rounding(co)
+    return (aligns & (rounding(i / groups) % step == 0) & (rounding(o / groups) % step == 0)
+            & (i % groups == 0) & (o % groups == 0))
+
+
 def _read_tap_share(conv: nn.Module, size_in: Sequence[int], size_out: Sequence[int]) -> float:
     """Share of a conv's kernel taps that read the input at some output position.
 
@@ -621,9 +632,8 @@ class LayerInventory:
         """Predicted ms of each layer and of each extra op at kept channels ``ci``/``co``."""
         lat = dict(self._latency_arrays(profile))
         if lat["aligns"].any():
-            step, g = profile.channel_alignment, lat["groups"]
-            on = (lat["aligns"] & (np.round(ci / g) % step == 0) & (np.round(co / g) % step == 0)
-                  & (np.round(ci) % g == 0) & (np.round(co) % g == 0))
+            on = _aligned(lat["aligns"], lat["groups"], profile.channel_alignment, ci, co,
+                          np.round)
             for key in ("alpha", "gamma", "gamma_w", "beta"):
                 lat[key] = np.where(on, lat[f"{key}_aligned"], lat[key])
         c = self._np
@@ -696,6 +706,7 @@ class LayerInventory:
         *,
         kept_channels: Mapping[str, tuple[float, float]] | None = None,
         densities: Mapping[str, float] | None = None,
+        index_ops: Sequence[int] = (),
         profile: DeviceProfile | None = None,
     ) -> Cost:
         """Cost of a pruned configuration, without re-tracing.
@@ -707,6 +718,9 @@ class LayerInventory:
             densities: layer name → fraction of weights kept (unstructured, erf-loss): parameters
                 and FLOPs of the weights scale by it (erf-loss paper, section 3.1: dense FLOPs ×
                 density); latency drops only by the profile's declared ``sparse_speedup``.
+            index_ops: elements of each gather / scatter the delivered network runs that this
+                inventory does not hold (a compact mixed-connectivity ResNet's, from
+                :func:`~budgetsearch.cost.ops.index_op_elements`): latency adds their price.
             profile: device profile for ``latency_ms`` (None → ``latency_ms`` is None).
 
         Raises:
@@ -726,7 +740,8 @@ class LayerInventory:
         latency = None
         if profile is not None:
             layer_ms, extra_ms = self._latency_numpy(profile, ci, co, d)
-            latency = float(layer_ms.sum() + extra_ms.sum()) + profile.network_overhead_ms
+            latency = (float(layer_ms.sum() + extra_ms.sum()) + profile.network_overhead_ms
+                       + profile.extra_ops_ms("index", index_ops))
         return Cost(params=params, flops=flops, activation_volume=volume, memory_bytes=memory,
                     latency_ms=latency)
 
@@ -870,13 +885,10 @@ class LayerInventory:
             if arrays["aligns"].any():
                 # which price applies switches with the rounded channel counts; no gradient
                 # flows through the switch, only through the price it picks
-                step = profile.channel_alignment
                 with torch.no_grad():
-                    g = torch.as_tensor(arrays["groups"], dtype=dtype, device=device)
-                    i, o = torch.round(ci), torch.round(co)
-                    on = (torch.as_tensor(arrays["aligns"], device=device)
-                          & (torch.round(i / g) % step == 0) & (torch.round(o / g) % step == 0)
-                          & (i % g == 0) & (o % g == 0))
+                    on = _aligned(torch.as_tensor(arrays["aligns"], device=device),
+                                  torch.as_tensor(arrays["groups"], dtype=dtype, device=device),
+                                  profile.channel_alignment, ci, co, torch.round)
                 for key in ("alpha", "gamma", "gamma_w", "beta"):
                     lat[key] = torch.where(on, lat[f"{key}_aligned"], lat[key])
             sparse = 1.0 - profile.sparse_speedup * (1.0 - d)

@@ -289,16 +289,16 @@ class DeviceProfile:
     def op_latency(self, kind: str) -> OpLatency:
         """Coefficients for op ``kind`` (``ops["default"]`` when the kind has none).
 
-        A kind the profile does not name is priced as the kind it refines, when named: a grouped
-        conv (``gconv``) as a ``conv``, a folded BatchNorm (``fused_batchnorm``) as a
-        ``batchnorm``. The kind ``"none"`` always costs nothing.
+        A kind the profile does not name is priced as the kind it refines (and so on): a grouped
+        conv (``gconv``) as a ``conv``, an aligned one as a ``gconv``, a folded BatchNorm
+        (``fused_batchnorm``) as a ``batchnorm``. The kind ``"none"`` always costs nothing.
         """
         if kind == "none":
             return OpLatency()
         if kind in self.ops:
             return self.ops[kind]
-        if kind in _FALLBACK_KINDS and _FALLBACK_KINDS[kind] in self.ops:
-            return self.ops[_FALLBACK_KINDS[kind]]
+        if kind in _FALLBACK_KINDS:
+            return self.op_latency(_FALLBACK_KINDS[kind])
         if "default" in self.ops:
             return self.ops["default"]
         return OpLatency()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,12 +115,8 @@ def price_config(config: PrunedConfig, profile: DeviceProfile | None = None, *,
                  cache: InventoryCache | None = None) -> Cost:
     """Cost of a saved configuration on ``profile`` (None → no latency)."""
     inventory = (cache if cache is not None else InventoryCache()).get(config)
-    cost = inventory.price(kept_channels=config.kept_channels, densities=config.densities,
-                           profile=profile)
-    if profile is None or cost.latency_ms is None or not config.index_ops:
-        return cost
-    return replace(cost, latency_ms=cost.latency_ms + profile.extra_ops_ms("index",
-                                                                           config.index_ops))
+    return inventory.price(kept_channels=config.kept_channels, densities=config.densities,
+                           index_ops=config.index_ops, profile=profile)
 
 
 def _resolve_path(value: Any, base_dir: Path | None) -> Path | None:

@@ -60,13 +60,13 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("index", "ms_per_mb"), ("index", "overhead_ms"),
     ("reshape", "overhead_ms"),
 )
-KINDS = tuple(dict.fromkeys(kind for kind, _ in FEATURES))
 # What a graph-compiling runtime (onnxruntime) does that PyTorch eager does not, each measured
-# (experiments/README.md, "Latency: what onnxruntime fuses"): it folds a BatchNorm into the conv
-# before it and fuses the activation and residual add after a conv into the conv's kernel, and
-# it runs a dense conv whose channels are multiples of 8 in blocked kernels up to 2× faster per
-# FLOP. Eager runs every op as it comes, so its fit leaves these terms out (a fused op is priced
-# as the unfused one) rather than giving noise free parameters.
+# (experiments/README.md, "Latency: what onnxruntime compiles away, and gathers"): it folds a
+# BatchNorm into the conv before it and fuses the activation and residual add after a conv into
+# the conv's kernel, runs a conv whose channels (per group) are multiples of 8 in blocked
+# kernels up to 2× faster per FLOP, and packs weights once (reading only those of the taps that
+# meet the input). Eager runs every op as it comes, so its fit leaves these terms out (a fused
+# op is priced as the unfused one) rather than giving noise free parameters.
 COMPILED_FEATURES: tuple[tuple[str, str], ...] = (
     ("aligned_conv", "ms_per_gflop"), ("aligned_conv", "ms_per_mb"),
     ("aligned_conv", "ms_per_weight_mb"), ("aligned_conv", "overhead_ms"),
@@ -84,10 +84,14 @@ def features_for(runtime: str) -> tuple[tuple[str, str], ...]:
     return FEATURES + COMPILED_FEATURES if runtime == "onnxruntime" else FEATURES
 
 
-def channel_alignment_for(runtime: str, channel_block: int) -> int:
-    """The channel multiple that selects ``aligned_conv`` (0: none): half the SIMD block for
-    onnxruntime (8 on AVX-512, where 8- and 16-aligned convs both ran the fast kernels)."""
-    return max(4, channel_block // 2) if runtime == "onnxruntime" else 0
+def runtime_settings(runtime: str, channel_block: int) -> dict[str, Any]:
+    """The profile settings a runtime's kernels fix: the SIMD ``channel_block``; for
+    onnxruntime a ``channel_alignment`` of half the block (8 on AVX-512, where 8- and 16-aligned
+    convs both ran the fast kernels) and ``prepacked_weights``; neither for eager."""
+    compiled = runtime == "onnxruntime"
+    return {"channel_block": channel_block,
+            "channel_alignment": max(4, channel_block // 2) if compiled else 0,
+            "prepacked_weights": compiled}
 
 
 def simd_channel_block(flags: str | None = None) -> int:
@@ -112,9 +116,8 @@ def _unit_profile(kind: str, term: str, channel_block: int = 1,
     ops = {k: OpLatency(**coeffs) if k == kind else OpLatency(ms_per_weight_mb=0.0)
            for k in kinds}
     return DeviceProfile(name=f"unit-{kind}-{term}", description="", source="measured", ops=ops,
-                         combine="sum", bytes_per_element=4, channel_block=channel_block,
-                         channel_alignment=channel_alignment_for(runtime, channel_block),
-                         prepacked_weights=runtime == "onnxruntime")
+                         combine="sum", bytes_per_element=4,
+                         **runtime_settings(runtime, channel_block))
 
 
 @functools.lru_cache(maxsize=8)
@@ -176,10 +179,7 @@ def profile_from_coefficients(
     return DeviceProfile(
         name=name, description=description, source="measured", ops=ops, combine="sum",
         bytes_per_element=4, network_overhead_ms=float(coefficients[-1]), sparse_speedup=0.0,
-        channel_block=channel_block, channel_alignment=channel_alignment_for(runtime,
-                                                                              channel_block),
-        prepacked_weights=runtime == "onnxruntime",
-        provenance=provenance,
+        **runtime_settings(runtime, channel_block), provenance=provenance,
     )
 
 

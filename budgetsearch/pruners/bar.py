@@ -507,10 +507,7 @@ class BARPruner(Pruner):
             raise RuntimeError(f"cannot rewind: the model lost {missing[:3]} since prepare")
         model.load_state_dict(start, strict=False)
         for _, gate in self._structure().named_gates():
-            kept = gate.kept_mask()
-            gate.log_alpha.copy_(torch.where(kept, torch.full_like(gate.log_alpha,
-                                                                    LOG_ALPHA_LIMIT),
-                                             torch.full_like(gate.log_alpha, -LOG_ALPHA_LIMIT)))
+            gate.set_kept(gate.kept_mask())
         self._start_state = None
 
     # -- costs ---------------------------------------------------------------------------------
@@ -535,12 +532,13 @@ class BARPruner(Pruner):
         index_select / index_add of mixed-connectivity blocks, ~10% of a compact WRN's time):
         the cost a trial is priced at. Builds and traces the compact network, so it meets the
         budget at the end of pruning only; training steps use :meth:`hard_cost`."""
-        cost = self.hard_cost()
         if (canonical_metric(self.config.metric) != "latency_ms" or self.profile is None
                 or self._example is None or self.profile.extra_op_latency("index") is None):
-            return cost  # (a datasheet roofline prices no gathers: nothing to trace)
+            return self.hard_cost()  # (a datasheet roofline prices no gathers: nothing to trace)
         gathers = index_op_elements(self._structure().compact(), self._example)
-        return cost + self.profile.extra_ops_ms("index", gathers)
+        cost = self.inventory.price(kept_channels=self.kept_channels(), index_ops=gathers,
+                                    profile=self.profile)
+        return float(cost.latency_ms)  # type: ignore[arg-type]
 
     def expected_cost(self) -> torch.Tensor:
         """L_S: the expected cost under the gates' ``P(z > 0)``, differentiable in log α (eq. 6),

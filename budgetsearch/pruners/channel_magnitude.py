@@ -34,7 +34,6 @@ from torch import nn
 from budgetsearch.cost import DeviceProfile, Target, is_met
 from budgetsearch.pruners.bar import BARConfig, BARPruner
 from budgetsearch.pruners.base import register_pruner
-from budgetsearch.pruners.hard_concrete import LOG_ALPHA_LIMIT
 from budgetsearch.train_hooks import Phase
 
 Scope = Literal["uniform", "global"]
@@ -97,8 +96,7 @@ class ChannelMagnitudePruner(BARPruner):
 
     def _set(self, keep: dict[str, torch.Tensor]) -> float:
         for name, gate in self._structure().named_gates():
-            gate.log_alpha.fill_(-LOG_ALPHA_LIMIT)
-            gate.log_alpha[keep[name]] = LOG_ALPHA_LIMIT
+            gate.set_kept(keep[name])
         return self.delivered_cost()
 
     def _fits(self, keep: dict[str, torch.Tensor]) -> bool:

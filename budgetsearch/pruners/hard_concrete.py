@@ -124,6 +124,13 @@ class HardConcreteGate(nn.Module):
         """Deterministic gate values (no gradient needed by callers, but kept)."""
         return deterministic_gate(self.log_alpha.clamp(-LOG_ALPHA_LIMIT, LOG_ALPHA_LIMIT))
 
+    @torch.no_grad()
+    def set_kept(self, kept: torch.Tensor) -> None:
+        """Open the channels ``kept`` (a boolean mask or channel indices) fully, shut the rest:
+        a channel choice made outside the gates (filter norms, a rewind) written into them."""
+        self.log_alpha.fill_(-LOG_ALPHA_LIMIT)
+        self.log_alpha[kept] = LOG_ALPHA_LIMIT
+
     def kept_mask(self) -> torch.Tensor:
         """Boolean mask of the channels a hard prune keeps (deterministic gate > 0, eq. 4)."""
         return self.deterministic().detach() > 0

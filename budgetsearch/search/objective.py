@@ -300,10 +300,6 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
     compact = pruner.finalize()
     outcome = pruner.report()
     configuration = dict(pruner.pruned_configuration())
-    inventory = settings_inventory(settings)
-    cost = inventory.price(kept_channels=configuration.get("kept_channels"),
-                           densities=configuration.get("densities"), profile=profile)
-    row.update(cost.as_dict())
     # The delivered network may run gathers the full network at its kept channels never does
     # (a compact mixed-connectivity ResNet: 3-4 per block, measured ~10% of its time); the
     # configuration records them, so that every price of the trial (here, pareto's) adds them.
@@ -311,8 +307,11 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
     gathers = index_op_elements(compact, torch.zeros(1, *shape, device=device))
     if gathers:
         configuration["index_ops"] = gathers
-        if profile is not None and row.get("latency_ms") is not None:
-            row["latency_ms"] += profile.extra_ops_ms("index", gathers)
+    inventory = settings_inventory(settings)
+    cost = inventory.price(kept_channels=configuration.get("kept_channels"),
+                           densities=configuration.get("densities"), index_ops=gathers,
+                           profile=profile)
+    row.update(cost.as_dict())
     if status == "ok":
         model_path = trial_dir / "model.pt"
         torch_save_atomic(compact.cpu(), model_path)
