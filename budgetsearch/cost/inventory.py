@@ -751,15 +751,18 @@ class LayerInventory:
         assert latency is not None  # price() always sets it when a profile is given
         return latency
 
-    def layer_latency_ms(self, profile: DeviceProfile) -> dict[str, float]:
-        """Predicted time of each full layer on ``profile`` (without the network overhead).
+    def layer_latency_ms(
+        self, profile: DeviceProfile, *,
+        kept_channels: Mapping[str, tuple[float, float]] | None = None,
+    ) -> dict[str, float]:
+        """Predicted time of each layer on ``profile`` (without the network overhead), full or
+        at ``kept_channels`` (as :meth:`price` takes them).
 
         Extra ops (activations, adds, ... see :attr:`extra_ops`) are not layers: their time is
         in :meth:`extra_latency_ms`, and both add up to :meth:`price`'s ``latency_ms``.
         """
-        times, _ = self._latency_numpy(
-            profile, self._full_in, self._full_out, np.ones(len(self.layers))
-        )
+        ci, co, d = self._channels(kept_channels, None)
+        times, _ = self._latency_numpy(profile, ci, co, d)
         return {r.name: float(t) for r, t in zip(self.layers, times, strict=True)}
 
     def extra_latency_ms(self, profile: DeviceProfile) -> dict[str, float]:

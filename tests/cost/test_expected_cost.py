@@ -102,6 +102,23 @@ def test_latency_fit_is_secant_through_full_layer(wrn16_2) -> None:  # noqa: ANN
         assert alpha * inv[name].flops + beta == pytest.approx(times[name])
 
 
+def test_layer_latency_at_kept_channels_adds_up_to_the_price(wrn16_2) -> None:  # noqa: ANN001
+    """Oracle: price()'s latency of a pruned configuration on a profile that prices layers only
+    (a datasheet roofline): its per-layer times at the kept channels plus the network overhead
+    are that latency; the pruned layer takes less time than in full."""
+    _, inv = wrn16_2
+    profile = load_profile("jetson-nano")
+    name = inv.names("conv")[3]
+    r = inv[name]
+    kept = {name: (r.in_channels, r.out_channels // 2)}
+    layers = inv.layer_latency_ms(profile, kept_channels=kept)
+    assert sum(layers.values()) + profile.network_overhead_ms == pytest.approx(
+        inv.predict_latency_ms(profile, kept_channels=kept))
+    assert layers[name] < inv.layer_latency_ms(profile)[name]
+    with pytest.raises(ValueError, match="not in the inventory"):
+        inv.layer_latency_ms(profile, kept_channels={"nope": (1, 1)})
+
+
 def test_channel_blocks_price_a_pruned_width_as_its_whole_blocks(wrn16_2) -> None:  # noqa: ANN001
     """Oracle: with 16-channel blocks, a conv keeping 20 output channels computes as if it kept 32
     (the next conv reads 20 input channels: inputs are not rounded); expected_cost agrees with
