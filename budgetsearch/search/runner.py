@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -130,23 +129,18 @@ def choose_space(request: RunRequest) -> tuple[SearchSpace, TargetPlan | None, l
 
 
 def measure_latency_ms(model: Any, input_shape: tuple[int, ...], *, threads: int | None = None,
-                       repeats: int = 30) -> float:
-    """Median wall time of one batch-1 forward pass on this CPU, in ms (after warm-up)."""
+                       runtime: str = "pytorch-eager", rounds: int = 5) -> float:
+    """ms of one batch-1 forward pass on this CPU in ``runtime`` (``pytorch-eager`` or
+    ``onnxruntime``, as the device profile names it), by the profiles' own timer and method
+    (:mod:`budgetsearch.profiling.timing`), so that it compares with their predictions."""
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    from budgetsearch.profiling.timing import make_runner, time_runners
+
     model = model.eval().cpu()
-    x = torch.zeros(1, *input_shape)
-    times = []
-    with torch.inference_mode():
-        for _ in range(5):
-            model(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    runner = make_runner(model, torch.zeros(1, *input_shape), runtime=runtime,
+                         threads=threads or 1)
+    return float(time_runners([runner], rounds=rounds, threads=threads or 1)[0])
 
 
 def resolved_config(request: RunRequest, space: SearchSpace, notes: list[str],
@@ -445,8 +439,10 @@ def _run_locked(request: RunRequest, settings: TrialSettings, space: SearchSpace
                            f"PyTorch file ({type(error).__name__}: {detail})")
         else:
             if settings.device_profile and _is_local_cpu(settings.device_profile):
+                profile = load_profile(settings.device_profile)
                 measured = measure_latency_ms(model, input_shape(settings),
-                                              threads=_profile_threads(settings))
+                                              threads=_profile_threads(settings),
+                                              runtime=profile.runtime)
     outcome = None
     if candidates is not None:
         outcome = family_outcome(table)
@@ -470,9 +466,16 @@ def _train_images(settings: TrialSettings) -> int:
 
 
 def _is_local_cpu(profile_name: str) -> bool:
-    # A measured CPU profile is this machine (budgetsearch profile wrote it here).
+    # A measured CPU profile stands for a CPU like this one (budgetsearch profile wrote it),
+    # whatever its name; a runtime it names that cannot run here is not measured.
     profile = load_profile(profile_name)
-    return profile.source == "measured" and profile.name.startswith("cpu")
+    if profile.source != "measured" or profile.provenance.get("device", "cpu") != "cpu":
+        return False
+    if profile.runtime == "onnxruntime":
+        import importlib.util
+
+        return importlib.util.find_spec("onnxruntime") is not None
+    return profile.runtime == "pytorch-eager"
 
 
 def _profile_threads(settings: TrialSettings) -> int | None:

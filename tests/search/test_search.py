@@ -345,3 +345,35 @@ def test_a_compact_mixed_network_is_priced_with_its_gathers(tmp_path: Path) -> N
     assert row["latency_ms"] == pytest.approx(without.latency_ms + gathers)
     assert price_config(config, profile).latency_ms == pytest.approx(row["latency_ms"])
     assert PrunedConfig.from_dict(config.as_dict()) == config
+
+
+@pytest.mark.parametrize(("device", "runtime"), [("cpu-2core-x86-ort", "onnxruntime"),
+                                                 ("my-box", "pytorch-eager")])
+def test_measured_here_runs_in_the_profiles_runtime(
+        device: str, runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """'measured here' times the best network in the runtime its device profile predicts
+    (onnxruntime for an -ort profile), by the profiles' timer, and for any measured CPU profile
+    whatever its name (a user's my-box.yaml)."""
+    from budgetsearch.cost.profiles import save_profile
+    from budgetsearch.profiling import timing
+
+    if device == "my-box":
+        save_profile(load_profile("cpu-2core-x86", check=False), tmp_path / "my-box.yaml")
+        device = str(tmp_path / "my-box.yaml")
+    used: list[str] = []
+    original = timing.make_runner
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        used.append(kwargs["runtime"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(timing, "make_runner", spy)
+    monkeypatch.chdir(tmp_path)
+    main(["run", "--device", device, "--target-params", "50%", "--model", "wrn-10-1",
+          "--dataset", "synthetic", "--train-subset", "32", "--batch-size", "16",
+          "--pruner", "magnitude", "--trials", "1", "--threads", "1", "--out", "run",
+          "--no-progress", "--no-families"])
+    text = capsys.readouterr().out
+    assert used == [runtime]
+    assert re.search(r"measured here: \d+\.\d+ ms", text)
