@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -35,7 +34,12 @@ import torch
 from torch import nn
 
 from budgetsearch.cost import layer_inventory, load_profile
-from budgetsearch.profiling.timing import export_onnx, make_runner, time_runners
+from budgetsearch.profiling.timing import (
+    export_onnx,
+    make_runner,
+    onnxruntime_profile,
+    time_runners,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -85,7 +89,6 @@ def prepacked(rounds: int) -> list[dict[str, float]]:
 
 
 def fusion(names: tuple[str, ...]) -> list[dict[str, Any]]:
-    import onnxruntime as ort
 
     profile = load_profile("cpu-2core-x86-ort", check=False)
     print("\n3. onnxruntime's per-node kernel time (median of 50 runs) by node type, against "
@@ -94,17 +97,7 @@ def fusion(names: tuple[str, ...]) -> list[dict[str, Any]]:
     for name in names:
         model = _torchvision(name, 3).eval()
         x = torch.randn(1, 3, 32, 32)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        options.enable_profiling = True
-        with tempfile.TemporaryDirectory() as folder:
-            options.profile_file_prefix = os.path.join(folder, "ort")
-            session = ort.InferenceSession(export_onnx(model, x), options,
-                                           providers=["CPUExecutionProvider"])
-            feed = {session.get_inputs()[0].name: x.numpy()}
-            for _ in range(50):
-                session.run(None, feed)
-            events = json.loads(Path(session.end_profiling()).read_text())
+        events = onnxruntime_profile(model, x, runs=50, warmup=0)
         times: dict[str, list[float]] = {}
         types: dict[str, str] = {}
         for event in events:

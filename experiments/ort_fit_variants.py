@@ -32,10 +32,8 @@ from __future__ import annotations
 import collections
 import datetime
 import json
-import os
 import statistics
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -47,7 +45,7 @@ from scipy.optimize import nnls
 
 from budgetsearch.profiling import fit as F
 from budgetsearch.profiling.networks import BuiltNetwork
-from budgetsearch.profiling.timing import export_onnx
+from budgetsearch.profiling.timing import onnxruntime_profile
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = "onnxruntime"
@@ -60,20 +58,7 @@ def conv_kernel_ms(model: torch.nn.Module, x: torch.Tensor, runs: int = 30
                    ) -> list[tuple[tuple[int, ...], float]]:
     """Each Conv node's (key, median kernel ms) from onnxruntime's profiler, one thread. Key:
     (out channels, in channels per group, kh, kw, in h, in w, out h, out w)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    with tempfile.TemporaryDirectory() as folder:
-        options.profile_file_prefix = os.path.join(folder, "k")
-        session = ort.InferenceSession(export_onnx(model, x), options,
-                                       providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: x.numpy()}
-        for _ in range(runs + 3):
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
+    events = onnxruntime_profile(model, x, runs=runs, warmup=3)
     samples: dict[str, list[float]] = collections.defaultdict(list)
     keys: dict[str, tuple[int, ...]] = {}
     for event in events:

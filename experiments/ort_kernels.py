@@ -32,9 +32,7 @@ from __future__ import annotations
 import collections
 import datetime
 import json
-import os
 import statistics
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,7 @@ import torch
 import torchvision
 
 from budgetsearch.cost import layer_inventory, load_profile
-from budgetsearch.profiling.timing import export_onnx, make_runner, time_runners
+from budgetsearch.profiling.timing import make_runner, onnxruntime_profile, time_runners
 
 NETWORKS = ("regnet_x_400mf", "resnet18", "mobilenet_v2", "shufflenet_v2_x1_0")
 
@@ -53,20 +51,7 @@ def profiled(model: torch.nn.Module, x: torch.Tensor, runs: int = 40
     """(median session ms, [(conv key, median kernel ms)]) with onnxruntime profiling on.
 
     A conv key is (out channels, in channels per group, kh, kw, in h, in w, out h, out w)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    with tempfile.TemporaryDirectory() as folder:
-        options.profile_file_prefix = os.path.join(folder, "ort")
-        session = ort.InferenceSession(export_onnx(model, x), options,
-                                       providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: x.numpy()}
-        for _ in range(runs + 5):
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
+    events = onnxruntime_profile(model, x, runs=runs, warmup=5)
     totals, kernels, keys = [], collections.defaultdict(list), {}
     for event in events:
         if event.get("cat") == "Session" and event.get("name") == "model_run":

@@ -82,6 +82,39 @@ def onnx_runner(
     return lambda: session.run(None, feed)
 
 
+def onnxruntime_profile(
+    model: nn.Module, example_input: torch.Tensor, *, runs: int, threads: int = 1,
+    warmup: int = 3,
+) -> list[dict[str, Any]]:
+    """onnxruntime's own profiler events (``SessionOptions.enable_profiling``) of ``warmup``
+    then ``runs`` forward passes, the warm-up ones first: per pass a ``Session`` / ``model_run``
+    event, and per node a ``Node`` / ``<name>_kernel_time`` event whose ``args`` hold ``op_name``
+    and the input and output shapes; ``dur`` in µs. Used by the experiments that price kernels
+    (``experiments/ort_*.py``); the profiler adds time per node, so these are not the timer's
+    forward times."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as folder:
+        options.profile_file_prefix = os.path.join(folder, "profile")
+        session = ort.InferenceSession(export_onnx(model, example_input), options,
+                                       providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: example_input.numpy()}
+        for _ in range(warmup + runs):
+            session.run(None, feed)
+        events: list[dict[str, Any]] = json.loads(Path(session.end_profiling()).read_text())
+    return events
+
+
 def make_runner(
     model: nn.Module, example_input: torch.Tensor, *, runtime: str, threads: int,
     onnx_bytes: bytes | None = None,

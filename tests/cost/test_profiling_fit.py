@@ -100,3 +100,28 @@ def test_the_fit_set_holds_compact_mixed_networks_priced_as_themselves() -> None
     for b in compact:
         assert not b.kept_channels
         assert any(op.kind == "index" for op in b.inventory.extra_ops)
+
+
+def test_onnxruntime_profile_has_every_pass_and_each_nodes_kernel() -> None:
+    """Oracle: the profiler's own events. A conv + ReLU (fused by onnxruntime into one node) and
+    a flatten: one model_run per pass (warm-up included) and, per pass, one kernel event per node,
+    the conv's carrying its weight shape."""
+    from torch import nn
+
+    from budgetsearch.profiling.timing import onnxruntime_profile
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Flatten())
+    events = onnxruntime_profile(model, torch.zeros(1, 3, 6, 6), runs=4, warmup=2)
+    passes = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"]
+    kernels = [e for e in events if e.get("cat") == "Node"
+               and e["name"].endswith("_kernel_time")]
+    assert len(passes) == 6
+    by_node: dict[str, list[dict]] = {}
+    for e in kernels:
+        by_node.setdefault(e["name"], []).append(e)
+    assert all(len(v) == 6 for v in by_node.values())
+    convs = [v[0]["args"] for v in by_node.values()
+             if v[0]["args"]["op_name"] in ("Conv", "FusedConv")]
+    assert len(convs) == 1
+    # (16 outputs: a whole channel block, which onnxruntime does not pad)
+    assert next(iter(convs[0]["input_type_shape"][1].values())) == [16, 3, 3, 3]
