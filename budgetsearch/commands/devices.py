@@ -247,9 +247,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     runtimes = ["pytorch-eager", "onnxruntime"] if args.runtime == "both" else [args.runtime]
     outs = {rt: out.with_name(out.stem + RUNTIME_SUFFIX[rt] + out.suffix) for rt in runtimes}
     for path in outs.values():
-        if path.exists() and not args.force:
+        if args.refit and not path.is_file():
+            raise UsageError(f"--refit needs the profile to fit again: {path} does not exist")
+        if path.exists() and not args.force and not args.refit:
             raise UsageError(f"{path} already exists; choose another --out or pass --force")
     command = "budgetsearch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "budgetsearch profile"
+    if args.refit:
+        return _refit(args, outs, out.with_suffix(".csv"), command)
     print(f"profiling this CPU ({', '.join(runtimes)}) with {args.threads} thread(s): "
           f"{args.fit} networks to fit, {args.holdout} held out, {args.rounds} interleaved rounds")
     profiles, report = profile_this_machine(
@@ -279,6 +283,51 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refit(args: argparse.Namespace, outs: dict[str, Path], table: Path, command: str) -> int:
+    """``profile --refit``: each profile fitted again from its measurements CSV."""
+    import pandas as pd
+
+    from budgetsearch.cost import load_profile, save_profile
+    from budgetsearch.profiling.fit import refit_profile
+
+    if not table.is_file():
+        raise UsageError(f"--refit needs the measurements the profile was fitted on: {table} "
+                         f"does not exist")
+    try:
+        measurements = pd.read_csv(table)
+        missing = {"runtime", "set", "network", "measured_ms"} - set(measurements.columns)
+    except (ValueError, pd.errors.ParserError) as error:
+        raise UsageError(f"--refit: {table} is not a measurements CSV ({error})") from None
+    if missing:
+        raise UsageError(f"--refit: {table} is not a measurements CSV (no {sorted(missing)})")
+    kept = measurements
+    for runtime, path in outs.items():
+        old = load_profile(str(path), check=False)
+        if old.runtime != runtime:
+            raise UsageError(f"--refit: {path} is a {old.runtime} profile, not {runtime}")
+        try:
+            profile, rows, _ = refit_profile(old, measurements, n_fit=args.fit,
+                                             n_holdout=args.holdout, seed=args.seed,
+                                             command=command)
+        except ValueError as error:
+            raise UsageError(f"--refit: {table}: {error}") from None
+        kept = pd.concat([kept[(kept["runtime"] != runtime) | (kept["set"] == "anchor")],
+                          pd.DataFrame(rows)], ignore_index=True)
+        save_profile(profile, path, header=(
+            f"Measured latency profile ({runtime}) re-fitted by `{command}` from {table.name}, "
+            f"measured {old.provenance.get('date', '?')}."))
+        e = profile.predictor_error
+        before = old.predictor_error
+        assert e is not None
+        print(f"{runtime}: held-out {e.within_10pct:.0%} within ±10% (median |err| "
+              f"{e.median_abs_pct:.1f}%)" + ("" if before is None else
+                                             f", was {before.within_10pct:.0%}") +
+              f"\nprofile: {path}")
+    write_text_atomic(table, kept.to_csv(index=False))
+    print(f"measurements: {table} (timed nothing)")
+    return 0
+
+
 def _add_profile_parser(sub: Any) -> None:
     p = sub.add_parser(
         "profile", help="measure this machine's CPU latency and write a device profile",
@@ -305,6 +354,10 @@ def _add_profile_parser(sub: Any) -> None:
                    help="interleaved timing rounds (default 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite an existing profile")
+    p.add_argument("--refit", action="store_true",
+                   help="time nothing: fit the existing profile(s) again from the measurements "
+                   "CSV beside them (after the latency model changed); give the --fit, "
+                   "--holdout and --seed of the profiling run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_profile)
 

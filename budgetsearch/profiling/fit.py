@@ -328,6 +328,46 @@ def fit_profile(
     return profile, rows, lofo
 
 
+def refit_profile(
+    old: DeviceProfile, measurements: Any, *, n_fit: int, n_holdout: int, seed: int,
+    command: str = "",
+) -> tuple[DeviceProfile, list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """Fit ``old``'s runtime again from the measurements its profiling run wrote (the CSV's
+    rows, a pandas DataFrame), timing nothing: the profile the current latency model makes of
+    the same timings. The fit set is rebuilt from ``n_fit``, ``n_holdout`` and ``seed`` (those
+    of the profiling run); the anchors keep their recorded times.
+
+    Raises:
+        ValueError: the measurements do not hold this runtime's time of every network of that
+            fit set (another --fit / --holdout / --seed, or another runtime).
+    """
+    runtime = old.runtime
+    check_runtime(runtime)
+    rows = measurements[measurements["runtime"] == runtime]
+    times = {(str(n), str(s)): float(t)
+             for n, s, t in zip(rows["network"], rows["set"], rows["measured_ms"], strict=True)}
+    fit, holdout = build_fit_set(n_fit, n_holdout, seed=seed)
+    missing = [(n.label, which) for which, nets in (("fit", fit), ("holdout", holdout))
+               for n in nets if (n.label, which) not in times]
+    if missing:
+        label, which = missing[0]
+        raise ValueError(
+            f"the measurements have no {runtime} time of {which} network {label!r} "
+            f"({len(missing)} of {n_fit + n_holdout} missing): refit with the --fit, --holdout "
+            f"and --seed of the profiling run ({n_fit}, {n_holdout}, {seed} given)")
+    anchors = {a["name"]: float(a["recorded_ms"]) for a in (old.anchors or {}).get("networks", [])}
+    provenance = dict(old.provenance)
+    provenance["notes"] = (f"re-fitted on {time.strftime('%Y-%m-%d %H:%M:%S')} by `{command}` "
+                           f"from the measurements of {provenance.get('date', '?')}, timing "
+                           f"nothing")
+    profile, new_rows, lofo = fit_profile(
+        old.name, fit, holdout, np.array([times[(n.label, "fit")] for n in fit]),
+        np.array([times[(n.label, "holdout")] for n in holdout]), anchors, runtime=runtime,
+        provenance=provenance,
+        command=old.predictor_error.command if old.predictor_error else command)
+    return replace(profile, description=old.description, aliases=old.aliases), new_rows, lofo
+
+
 def profile_this_machine(
     name: str,
     *,
@@ -416,5 +456,5 @@ __all__ = [
     "COMPILED_FEATURES", "FEATURES", "RUNTIMES", "ProfileReport", "build_fit_set",
     "fit_coefficients", "fit_profile", "overhead_share", "simd_channel_block",
     "features_for", "leave_one_family_out", "network_features", "profile_from_coefficients",
-    "profile_this_machine", "summarize_errors", "time_fit_set",
+    "profile_this_machine", "refit_profile", "summarize_errors", "time_fit_set",
 ]

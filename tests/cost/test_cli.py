@@ -63,3 +63,53 @@ def test_devices_json_gives_runtime_threads_and_errors(
     measured = [row for row in rows.values() if row["source"] == "measured"]
     assert measured and all(row["runtime"] in ("pytorch-eager", "onnxruntime") for row in measured)
     assert all(row["threads"] and row["predictor_error"]["networks"] > 0 for row in measured)
+
+
+def _synthetic_measurements(path: Path, runtime: str, truth) -> None:  # noqa: ANN001
+    """A measurements CSV for --fit 60 --holdout 6 --seed 0 whose times are ``truth``'s
+    predictions (an oracle the refit must recover)."""
+    import pandas as pd
+
+    from budgetsearch.profiling.fit import build_fit_set
+
+    fit, holdout = build_fit_set(60, 6, seed=0)
+    rows = [{"runtime": runtime, "set": which, "family": n.family, "network": n.label,
+             "flops": 0.0, "predicted_ms": None, "error_pct": None,
+             "measured_ms": n.inventory.predict_latency_ms(truth, kept_channels=n.kept_channels)}
+            for which, nets in (("fit", fit), ("holdout", holdout)) for n in nets]
+    rows.append({"runtime": "pytorch-eager", "set": "fit", "family": "plain",
+                 "network": "kept#1/1x28x28", "flops": 1.0, "measured_ms": 1.5,
+                 "predicted_ms": None, "error_pct": None})
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def test_profile_refit_recovers_the_model_from_its_measurements(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Oracle: measurements that are a known profile's own predictions. --refit times nothing,
+    fits the stale profile again and predicts the held-out networks as the known profile does;
+    other runtimes' rows are kept; a refit with another seed than the measurements' is one line
+    naming a network it lacks, exit 2, with nothing written."""
+    import pandas as pd
+
+    truth = load_profile("cpu-2core-x86-ort", check=False)
+    stale = truth.rescaled(overhead=3.0, work=0.5)
+    out = tmp_path / "box.yaml"
+    from budgetsearch.cost import save_profile
+
+    save_profile(stale, tmp_path / "box-ort.yaml")
+    _synthetic_measurements(tmp_path / "box.csv", "onnxruntime", truth)
+    argv = ["profile", "--name", "box", "--out", str(out), "--runtime", "onnxruntime",
+            "--fit", "60", "--holdout", "6", "--refit"]
+    before = (tmp_path / "box-ort.yaml").read_text()
+    assert main([*argv[:-5], "--fit", "18", "--holdout", "1", "--seed", "1", "--refit"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "network" in err and "--seed" in err
+    assert (tmp_path / "box-ort.yaml").read_text() == before
+    assert main(argv) == 0
+    refitted = load_profile(tmp_path / "box-ort.yaml", check=False)
+    assert refitted.predictor_error.within_10pct == 1.0
+    assert refitted.predictor_error.median_abs_pct < 1.0
+    assert "re-fitted" in refitted.provenance["notes"]
+    table = pd.read_csv(tmp_path / "box.csv")
+    assert (table["runtime"] == "pytorch-eager").sum() == 1  # other runtimes kept
+    assert table.loc[table["runtime"] == "onnxruntime", "predicted_ms"].notna().all()
