@@ -415,16 +415,12 @@ def _leaf_record(
 def _aligned(aligns: Any, groups: Any, step: int, ci: Any, co: Any,
              rounding: Callable[[Any], Any]) -> Any:
     """Which layers take the aligned price: ``aligns`` (a dense or grouped conv) whose kept
-    input channels are multiples of ``step`` (a dense conv: any output count, which the blocked
-    kernels pad, and ``channel_block`` prices, to whole blocks: onnxruntime ran 64 → 63 at 80
-    GMAC/s, 64 → 64 at 81, 63 → 64 at 48; ``experiments/ort_kernels.py``), or, for a grouped
-    conv, whose input and output channels per group are. NumPy arrays with ``np.round``
-    (:meth:`LayerInventory.price`) or tensors with ``torch.round`` (``expected_cost``)."""
+    input and output channels, counted per group, are multiples of ``step``. NumPy arrays with
+    ``np.round`` (:meth:`LayerInventory.price`) or tensors with ``torch.round``
+    (``expected_cost``)."""
     i, o = rounding(ci), rounding(co)
-    dense = (groups == 1) & (i % step == 0)
-    grouped = ((groups > 1) & (i % groups == 0) & (o % groups == 0)
-               & (rounding(i / groups) % step == 0) & (rounding(o / groups) % step == 0))
-    return aligns & (dense | grouped)
+    return (aligns & (rounding(i / groups) % step == 0) & (rounding(o / groups) % step == 0)
+            & (i % groups == 0) & (o % groups == 0))
 
 
 def _read_tap_share(conv: nn.Module, size_in: Sequence[int], size_out: Sequence[int]) -> float:

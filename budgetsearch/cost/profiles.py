@@ -198,11 +198,10 @@ class DeviceProfile:
         channel_block: the SIMD channel block the device's kernels compute in: a conv or linear
             layer's FLOPs are priced with its output channels rounded up to a multiple of it (a
             pruned width of 37 costs 48 on 16-channel AVX-512 kernels; 1 = no rounding).
-        channel_alignment: a dense conv whose input channels are multiples of it (any output
-            count: the kernels pad outputs to whole blocks), or a grouped conv whose input and
-            output channels per group are, is priced with ``ops["aligned_conv"]``
-            (``aligned_gconv``): onnxruntime runs such convs in its blocked NCHWc kernels, up to
-            2× faster per FLOP than 63 or 65 input channels (0 = never).
+        channel_alignment: a dense (grouped) conv whose input and output channels (per group)
+            are multiples of it is priced with ``ops["aligned_conv"]`` (``aligned_gconv``):
+            onnxruntime runs such convs in its
+            blocked NCHWc kernels, up to 2× faster per FLOP than 63 or 65 channels: 0 = never).
         prepacked_weights: the runtime packs weights once and reads, per call, only those of
             the kernel taps it runs (onnxruntime: a 512-channel 3×3 conv on a 1×1 map ran in
             35 µs against 447 µs on 2×2); False: every weight is read each call (PyTorch eager
