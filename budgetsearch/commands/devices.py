@@ -254,6 +254,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     command = "budgetsearch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "budgetsearch profile"
     if args.refit:
         return _refit(args, outs, out.with_suffix(".csv"), command)
+    args.fit = 216 if args.fit is None else args.fit
+    args.holdout = 54 if args.holdout is None else args.holdout
+    args.seed = 0 if args.seed is None else args.seed
     print(f"profiling this CPU ({', '.join(runtimes)}) with {args.threads} thread(s): "
           f"{args.fit} networks to fit, {args.holdout} held out, {args.rounds} interleaved rounds")
     profiles, report = profile_this_machine(
@@ -284,7 +287,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _refit(args: argparse.Namespace, outs: dict[str, Path], table: Path, command: str) -> int:
-    """``profile --refit``: each profile fitted again from its measurements CSV."""
+    """``profile --refit``: each profile fitted again from its measurements CSV. Everything is
+    read, checked and fitted before the first file is written."""
     import pandas as pd
 
     from budgetsearch.cost import load_profile, save_profile
@@ -296,33 +300,41 @@ def _refit(args: argparse.Namespace, outs: dict[str, Path], table: Path, command
     try:
         measurements = pd.read_csv(table)
         missing = {"runtime", "set", "network", "measured_ms"} - set(measurements.columns)
-    except (ValueError, pd.errors.ParserError) as error:
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
         raise UsageError(f"--refit: {table} is not a measurements CSV ({error})") from None
     if missing:
         raise UsageError(f"--refit: {table} is not a measurements CSV (no {sorted(missing)})")
-    kept = measurements
+    olds = {}
     for runtime, path in outs.items():
-        old = load_profile(str(path), check=False)
-        if old.runtime != runtime:
-            raise UsageError(f"--refit: {path} is a {old.runtime} profile, not {runtime}")
+        olds[runtime] = load_profile(str(path), check=False)
+        if olds[runtime].runtime != runtime:
+            raise UsageError(f"--refit: {path} is a {olds[runtime].runtime} profile, not "
+                             f"{runtime}")
+    fitted = {}
+    for runtime, old in olds.items():
         try:
-            profile, rows, _ = refit_profile(old, measurements, n_fit=args.fit,
-                                             n_holdout=args.holdout, seed=args.seed,
-                                             command=command)
+            fitted[runtime] = refit_profile(old, measurements, n_fit=args.fit,
+                                            n_holdout=args.holdout, seed=args.seed,
+                                            command=command)
         except ValueError as error:
             raise UsageError(f"--refit: {table}: {error}") from None
-        kept = pd.concat([kept[(kept["runtime"] != runtime) | (kept["set"] == "anchor")],
+    kept = measurements
+    for runtime, (_, rows, _) in fitted.items():
+        # this runtime's fit and held-out rows are replaced one for one (same networks)
+        kept = pd.concat([kept[(kept["runtime"] != runtime)
+                               | ~kept["set"].isin(("fit", "holdout"))],
                           pd.DataFrame(rows)], ignore_index=True)
-        save_profile(profile, path, header=(
+    for runtime, (profile, _, _) in fitted.items():
+        old = olds[runtime]
+        save_profile(profile, outs[runtime], header=(
             f"Measured latency profile ({runtime}) re-fitted by `{command}` from {table.name}, "
             f"measured {old.provenance.get('date', '?')}."))
-        e = profile.predictor_error
-        before = old.predictor_error
+        e, before = profile.predictor_error, old.predictor_error
         assert e is not None
         print(f"{runtime}: held-out {e.within_10pct:.0%} within ±10% (median |err| "
               f"{e.median_abs_pct:.1f}%)" + ("" if before is None else
                                              f", was {before.within_10pct:.0%}") +
-              f"\nprofile: {path}")
+              f"\nprofile: {outs[runtime]}")
     write_text_atomic(table, kept.to_csv(index=False))
     print(f"measurements: {table} (timed nothing)")
     return 0
@@ -346,18 +358,20 @@ def _add_profile_parser(sub: Any) -> None:
                    default="pytorch-eager",
                    help="runtime to time in (both: NAME.yaml and NAME-ort.yaml from one build)")
     p.add_argument("--threads", type=positive_int, default=1, help="threads (default 1)")
-    p.add_argument("--fit", type=positive_int, default=216,
-                   help="networks to fit (default 216, 24 per family)")
-    p.add_argument("--holdout", type=positive_int, default=54,
-                   help="held-out networks to measure the error on (default 54)")
+    p.add_argument("--fit", type=positive_int, default=None,
+                   help="networks to fit (default 216, 24 per family; --refit: as measured)")
+    p.add_argument("--holdout", type=positive_int, default=None,
+                   help="held-out networks to measure the error on (default 54; --refit: as "
+                   "measured)")
     p.add_argument("--rounds", type=positive_int, default=8,
                    help="interleaved timing rounds (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="draw of the generated networks (default 0; --refit: the profile's)")
     p.add_argument("--force", action="store_true", help="overwrite an existing profile")
     p.add_argument("--refit", action="store_true",
                    help="time nothing: fit the existing profile(s) again from the measurements "
-                   "CSV beside them (after the latency model changed); give the --fit, "
-                   "--holdout and --seed of the profiling run")
+                   "CSV beside them (after the latency model changed); the networks are drawn "
+                   "as the profiling run drew them (--threads and --rounds do not apply)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_profile)
 

@@ -759,7 +759,8 @@ class LayerInventory:
         at ``kept_channels`` (as :meth:`price` takes them).
 
         Extra ops (activations, adds, ... see :attr:`extra_ops`) are not layers: their time is
-        in :meth:`extra_latency_ms`, and both add up to :meth:`price`'s ``latency_ms``.
+        in :meth:`extra_latency_ms` (full network only); for the full network both, plus the
+        network overhead, add up to :meth:`price`'s ``latency_ms``.
         """
         ci, co, d = self._channels(kept_channels, None)
         times, _ = self._latency_numpy(profile, ci, co, d)

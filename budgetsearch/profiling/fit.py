@@ -329,40 +329,66 @@ def fit_profile(
 
 
 def refit_profile(
-    old: DeviceProfile, measurements: Any, *, n_fit: int, n_holdout: int, seed: int,
-    command: str = "",
+    old: DeviceProfile, measurements: Any, *, n_fit: int | None = None,
+    n_holdout: int | None = None, seed: int | None = None, command: str = "",
 ) -> tuple[DeviceProfile, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Fit ``old``'s runtime again from the measurements its profiling run wrote (the CSV's
     rows, a pandas DataFrame), timing nothing: the profile the current latency model makes of
-    the same timings. The fit set is rebuilt from ``n_fit``, ``n_holdout`` and ``seed`` (those
-    of the profiling run); the anchors keep their recorded times.
+    the same timings. The fit set is rebuilt from the counts of fit and held-out rows (or
+    ``n_fit`` / ``n_holdout``, which must equal them) and the profiling run's seed (``seed``,
+    else the profile's ``provenance.seed``, else 0); the anchors keep their recorded times.
 
     Raises:
-        ValueError: the measurements do not hold this runtime's time of every network of that
-            fit set (another --fit / --holdout / --seed, or another runtime).
+        ValueError: no rows of this runtime, a time that is not a positive number, counts other
+            than ``n_fit`` / ``n_holdout``, or networks other than those the seed draws (all
+            checked before anything is built).
     """
+    import pandas as pd
+
     runtime = old.runtime
     check_runtime(runtime)
     rows = measurements[measurements["runtime"] == runtime]
-    times = {(str(n), str(s)): float(t)
-             for n, s, t in zip(rows["network"], rows["set"], rows["measured_ms"], strict=True)}
+    rows = rows[rows["set"].isin(("fit", "holdout"))]
+    if rows.empty:
+        raise ValueError(f"the measurements have no {runtime} rows (each profiling run writes "
+                         f"the CSV of its own runtimes)")
+    times = pd.to_numeric(rows["measured_ms"], errors="coerce")
+    bad = rows[~(times > 0)]
+    if len(bad):
+        first = bad.iloc[0]
+        raise ValueError(f"measured_ms of {first['set']} network {first['network']!r} must be a "
+                         f"positive number, got {first['measured_ms']!r}")
+    counts = {which: int((rows["set"] == which).sum()) for which in ("fit", "holdout")}
+    for which, given in (("fit", n_fit), ("holdout", n_holdout)):
+        if given is not None and given != counts[which]:
+            raise ValueError(f"the measurements hold {counts[which]} {which} networks of "
+                             f"{runtime}, --{which} says {given}")
+    n_fit, n_holdout = counts["fit"], counts["holdout"]
+    if n_fit < 2 * len(FAMILIES) or n_holdout < 1:
+        raise ValueError(f"the measurements hold {n_fit} fit and {n_holdout} held-out networks "
+                         f"of {runtime}; a fit needs ≥ {2 * len(FAMILIES)} and ≥ 1")
+    seed = int(old.provenance.get("seed", 0)) if seed is None else seed
+    measured = {(str(n), str(w)): float(t)
+                for n, w, t in zip(rows["network"], rows["set"], times, strict=True)}
+    expected = [(spec.label, which) for which, specs in (
+        ("fit", sample_specs(n_fit, seed=seed)),
+        ("holdout", sample_specs(n_holdout, seed=seed + 1000))) for spec in specs]
+    missing = [key for key in expected if key not in measured]
+    if missing or len(measured) != len(expected):
+        label, which = missing[0] if missing else next(
+            k for k in measured if k not in set(expected))
+        raise ValueError(f"{which} network {label!r} is not one seed {seed} draws with these "
+                         f"measurements (or not measured): refit with the --seed of the "
+                         f"profiling run")
     fit, holdout = build_fit_set(n_fit, n_holdout, seed=seed)
-    missing = [(n.label, which) for which, nets in (("fit", fit), ("holdout", holdout))
-               for n in nets if (n.label, which) not in times]
-    if missing:
-        label, which = missing[0]
-        raise ValueError(
-            f"the measurements have no {runtime} time of {which} network {label!r} "
-            f"({len(missing)} of {n_fit + n_holdout} missing): refit with the --fit, --holdout "
-            f"and --seed of the profiling run ({n_fit}, {n_holdout}, {seed} given)")
     anchors = {a["name"]: float(a["recorded_ms"]) for a in (old.anchors or {}).get("networks", [])}
-    provenance = dict(old.provenance)
+    provenance = {**old.provenance, "seed": seed}
     provenance["notes"] = (f"re-fitted on {time.strftime('%Y-%m-%d %H:%M:%S')} by `{command}` "
                            f"from the measurements of {provenance.get('date', '?')}, timing "
                            f"nothing")
     profile, new_rows, lofo = fit_profile(
-        old.name, fit, holdout, np.array([times[(n.label, "fit")] for n in fit]),
-        np.array([times[(n.label, "holdout")] for n in holdout]), anchors, runtime=runtime,
+        old.name, fit, holdout, np.array([measured[(n.label, "fit")] for n in fit]),
+        np.array([measured[(n.label, "holdout")] for n in holdout]), anchors, runtime=runtime,
         provenance=provenance,
         command=old.predictor_error.command if old.predictor_error else command)
     return replace(profile, description=old.description, aliases=old.aliases), new_rows, lofo
@@ -432,6 +458,7 @@ def profile_this_machine(
             "timing": method_text(rounds=rounds, inner=inner, warmup=3, threads=threads,
                                   runtime=runtime),
             "fit_networks": n_fit,
+            "seed": seed,
             "fit_families": list(FAMILIES),
             "input_shapes": "1x1x28x28, 1x3x32x32, 1x3x64x64 (uniform)",
         }

@@ -97,7 +97,12 @@ def onnxruntime_profile(
     import tempfile
     from pathlib import Path
 
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError as error:  # an optional runtime: name the install command
+        raise ImportError(
+            "onnxruntime's profiler needs onnxruntime: pip install onnx onnxruntime"
+        ) from error
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -137,10 +137,10 @@ def measure_latency_ms(model: Any, input_shape: tuple[int, ...], *, threads: int
 
     from budgetsearch.profiling.timing import make_runner, time_runners
 
+    threads = threads or torch.get_num_threads()
     model = model.eval().cpu()
-    runner = make_runner(model, torch.zeros(1, *input_shape), runtime=runtime,
-                         threads=threads or 1)
-    return float(time_runners([runner], rounds=rounds, threads=threads or 1)[0])
+    runner = make_runner(model, torch.zeros(1, *input_shape), runtime=runtime, threads=threads)
+    return float(time_runners([runner], rounds=rounds, threads=threads)[0])
 
 
 def resolved_config(request: RunRequest, space: SearchSpace, notes: list[str],
@@ -440,9 +440,15 @@ def _run_locked(request: RunRequest, settings: TrialSettings, space: SearchSpace
         else:
             if settings.device_profile and _is_local_cpu(settings.device_profile):
                 profile = load_profile(settings.device_profile)
-                measured = measure_latency_ms(model, input_shape(settings),
-                                              threads=_profile_threads(settings),
-                                              runtime=profile.runtime)
+                try:
+                    measured = measure_latency_ms(model, input_shape(settings),
+                                                  threads=_profile_threads(settings),
+                                                  runtime=profile.runtime)
+                except Exception as error:  # noqa: BLE001 (an export fails in many ways)
+                    # the search is done and written: say why there is no measurement
+                    first = str(error).strip().splitlines()[0][:160] if str(error) else ""
+                    notes.append(f"not measured here in {profile.runtime}: "
+                                 f"{type(error).__name__}: {first}")
     outcome = None
     if candidates is not None:
         outcome = family_outcome(table)
@@ -466,16 +472,11 @@ def _train_images(settings: TrialSettings) -> int:
 
 
 def _is_local_cpu(profile_name: str) -> bool:
-    # A measured CPU profile stands for a CPU like this one (budgetsearch profile wrote it),
-    # whatever its name; a runtime it names that cannot run here is not measured.
-    profile = load_profile(profile_name)
-    if profile.source != "measured" or profile.provenance.get("device", "cpu") != "cpu":
-        return False
-    if profile.runtime == "onnxruntime":
-        import importlib.util
+    # A profile measured on this CPU kind (whatever its name), in a runtime available here.
+    from budgetsearch.profiling.anchors import is_this_machine
 
-        return importlib.util.find_spec("onnxruntime") is not None
-    return profile.runtime == "pytorch-eager"
+    profile = load_profile(profile_name)
+    return profile.source == "measured" and is_this_machine(profile)
 
 
 def _profile_threads(settings: TrialSettings) -> int | None:

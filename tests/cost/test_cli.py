@@ -86,30 +86,70 @@ def _synthetic_measurements(path: Path, runtime: str, truth) -> None:  # noqa: A
 def test_profile_refit_recovers_the_model_from_its_measurements(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Oracle: measurements that are a known profile's own predictions. --refit times nothing,
-    fits the stale profile again and predicts the held-out networks as the known profile does;
-    other runtimes' rows are kept; a refit with another seed than the measurements' is one line
-    naming a network it lacks, exit 2, with nothing written."""
+    draws the networks the measurements hold (their counts, the profile's seed), fits the stale
+    profile again and predicts the held-out networks as the known profile does; other runtimes'
+    rows are kept."""
     import pandas as pd
 
-    truth = load_profile("cpu-2core-x86-ort", check=False)
-    stale = truth.rescaled(overhead=3.0, work=0.5)
-    out = tmp_path / "box.yaml"
     from budgetsearch.cost import save_profile
 
-    save_profile(stale, tmp_path / "box-ort.yaml")
+    truth = load_profile("cpu-2core-x86-ort", check=False)
+    save_profile(truth.rescaled(overhead=3.0, work=0.5), tmp_path / "box-ort.yaml")
     _synthetic_measurements(tmp_path / "box.csv", "onnxruntime", truth)
-    argv = ["profile", "--name", "box", "--out", str(out), "--runtime", "onnxruntime",
-            "--fit", "60", "--holdout", "6", "--refit"]
-    before = (tmp_path / "box-ort.yaml").read_text()
-    assert main([*argv[:-5], "--fit", "18", "--holdout", "1", "--seed", "1", "--refit"]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "network" in err and "--seed" in err
-    assert (tmp_path / "box-ort.yaml").read_text() == before
-    assert main(argv) == 0
+    assert main(["profile", "--name", "box", "--out", str(tmp_path / "box.yaml"), "--runtime",
+                 "onnxruntime", "--refit"]) == 0
     refitted = load_profile(tmp_path / "box-ort.yaml", check=False)
+    assert refitted.predictor_error.networks == 6
     assert refitted.predictor_error.within_10pct == 1.0
     assert refitted.predictor_error.median_abs_pct < 1.0
-    assert "re-fitted" in refitted.provenance["notes"]
+    assert "re-fitted" in refitted.provenance["notes"] and refitted.provenance["seed"] == 0
     table = pd.read_csv(tmp_path / "box.csv")
     assert (table["runtime"] == "pytorch-eager").sum() == 1  # other runtimes kept
-    assert table.loc[table["runtime"] == "onnxruntime", "predicted_ms"].notna().all()
+    ort = table[table["runtime"] == "onnxruntime"]
+    assert len(ort) == 66 and ort["predicted_ms"].notna().all()
+
+
+@pytest.mark.parametrize(("change", "flags", "message"), [
+    ("none", ["--seed", "1"], "is not one seed 1 draws"),
+    ("none", ["--fit", "18"], "hold 60 fit networks of onnxruntime, --fit says 18"),
+    ("blank", [], "must be a positive number, got"),
+    ("eager only", [], "no onnxruntime rows"),
+    ("none", ["--runtime", "both"], "no pytorch-eager rows"),
+])
+def test_profile_refit_refuses_measurements_it_cannot_use(
+        change: str, flags: list[str], message: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """One line naming what does not fit, exit 2, and nothing written: neither profile (with
+    --runtime both, not the one that could be refitted) nor the CSV. All of it is found before
+    any network is built."""
+    import pandas as pd
+
+    from budgetsearch.cost import save_profile
+
+    truth = load_profile("cpu-2core-x86-ort", check=False)
+    save_profile(truth, tmp_path / "box-ort.yaml")
+    save_profile(load_profile("cpu-2core-x86", check=False), tmp_path / "box.yaml")
+    rows = [{"runtime": "onnxruntime", "set": which, "family": spec.family,
+             "network": spec.label, "measured_ms": 1.0}
+            for which, specs in (("fit", _specs(60, 0)), ("holdout", _specs(6, 1000)))
+            for spec in specs]
+    table = pd.DataFrame(rows)
+    if change == "blank":
+        table.loc[3, "measured_ms"] = None
+    if change == "eager only":
+        table["runtime"] = "pytorch-eager"
+    table.to_csv(tmp_path / "box.csv", index=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    argv = ["profile", "--name", "box", "--out", str(tmp_path / "box.yaml"), "--refit"]
+    if "--runtime" not in flags:
+        argv += ["--runtime", "onnxruntime"]
+    assert main([*argv, *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def _specs(count: int, seed: int) -> list:
+    from budgetsearch.profiling.networks import sample_specs
+
+    return sample_specs(count, seed=seed)

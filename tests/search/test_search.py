@@ -377,3 +377,27 @@ def test_measured_here_runs_in_the_profiles_runtime(
     text = capsys.readouterr().out
     assert used == [runtime]
     assert re.search(r"measured here: \d+\.\d+ ms", text)
+
+
+def test_a_measurement_that_fails_is_a_note_not_a_crash(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A best network onnxruntime cannot take (torch.onnx.export raises, as for torch.fft ops)
+    ends the finished run with its summary and a note saying why nothing was measured."""
+    from budgetsearch.profiling import timing
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("Exporting the operator 'aten::fft_rfft' to ONNX opset 17 is not "
+                           "supported\nTorch IR graph at exception: ...")
+
+    monkeypatch.setattr(timing, "make_runner", refuse)
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--device", "cpu-2core-x86-ort", "--target-params", "50%", "--model",
+                 "wrn-10-1", "--dataset", "synthetic", "--train-subset", "32", "--batch-size",
+                 "16", "--pruner", "magnitude", "--trials", "1", "--threads", "1", "--out", "run",
+                 "--no-progress", "--no-families"])
+    text = capsys.readouterr().out
+    assert code in (0, 1)
+    assert ("note: not measured here in onnxruntime: RuntimeError: Exporting the operator "
+            "'aten::fft_rfft'") in text
+    assert "Torch IR graph" not in text and "best feasible:" in text
