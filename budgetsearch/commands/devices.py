@@ -290,9 +290,11 @@ def _refit(args: argparse.Namespace, outs: dict[str, Path], table: Path, command
     """``profile --refit``: each profile fitted again from its measurements CSV. Everything is
     read, checked and fitted before the first file is written."""
     import pandas as pd
+    import yaml
 
     from budgetsearch.cost import load_profile, save_profile
-    from budgetsearch.profiling.fit import refit_profile
+    from budgetsearch.cost.profiles import profile_from_dict
+    from budgetsearch.profiling.fit import ProfileValueError, refit_profile
 
     if not table.is_file():
         raise UsageError(f"--refit needs the measurements the profile was fitted on: {table} "
@@ -316,8 +318,13 @@ def _refit(args: argparse.Namespace, outs: dict[str, Path], table: Path, command
             fitted[runtime] = refit_profile(old, measurements, n_fit=args.fit,
                                             n_holdout=args.holdout, seed=args.seed,
                                             command=command)
+        except ProfileValueError as error:
+            raise UsageError(f"--refit: {error}") from None
         except ValueError as error:
             raise UsageError(f"--refit: {table}: {error}") from None
+    for runtime, (profile, _, _) in fitted.items():  # each as save_profile will read it back
+        profile_from_dict(yaml.safe_load(yaml.safe_dump(profile.as_yaml_dict())),
+                          where=str(outs[runtime]))
     kept = measurements
     for runtime, (_, rows, _) in fitted.items():
         # this runtime's fit and held-out rows are replaced one for one (same networks)

@@ -328,6 +328,10 @@ def fit_profile(
     return profile, rows, lofo
 
 
+class ProfileValueError(ValueError):
+    """A value of the profile being re-fitted (not of its measurements) is wrong."""
+
+
 def refit_profile(
     old: DeviceProfile, measurements: Any, *, n_fit: int | None = None,
     n_holdout: int | None = None, seed: int | None = None, command: str = "",
@@ -352,12 +356,19 @@ def refit_profile(
     if rows.empty:
         raise ValueError(f"the measurements have no {runtime} rows (each profiling run writes "
                          f"the CSV of its own runtimes)")
+    twice = rows[rows.duplicated(["network", "set"])]
+    if len(twice):
+        first = twice.iloc[0]
+        raise ValueError(f"{first['set']} network {first['network']!r} appears twice in the "
+                         f"{runtime} measurements")
     times = pd.to_numeric(rows["measured_ms"], errors="coerce")
-    bad = rows[~(times > 0)]
+    bad = rows[~(np.isfinite(times) & (times > 0))]
     if len(bad):
         first = bad.iloc[0]
+        value = first["measured_ms"]
+        shown = "an empty cell" if pd.isna(value) else str(value)
         raise ValueError(f"measured_ms of {first['set']} network {first['network']!r} must be a "
-                         f"positive number, got {first['measured_ms']!r}")
+                         f"positive finite number, got {shown}")
     counts = {which: int((rows["set"] == which).sum()) for which in ("fit", "holdout")}
     for which, given in (("fit", n_fit), ("holdout", n_holdout)):
         if given is not None and given != counts[which]:
@@ -367,7 +378,11 @@ def refit_profile(
     if n_fit < 2 * len(FAMILIES) or n_holdout < 1:
         raise ValueError(f"the measurements hold {n_fit} fit and {n_holdout} held-out networks "
                          f"of {runtime}; a fit needs ≥ {2 * len(FAMILIES)} and ≥ 1")
-    seed = int(old.provenance.get("seed", 0)) if seed is None else seed
+    if seed is None:
+        seed = old.provenance.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ProfileValueError(f"{old.path or old.name}: provenance.seed must be an "
+                                    f"integer, got {seed!r}")
     measured = {(str(n), str(w)): float(t)
                 for n, w, t in zip(rows["network"], rows["set"], times, strict=True)}
     expected = [(spec.label, which) for which, specs in (
@@ -483,5 +498,6 @@ __all__ = [
     "COMPILED_FEATURES", "FEATURES", "RUNTIMES", "ProfileReport", "build_fit_set",
     "fit_coefficients", "fit_profile", "overhead_share", "simd_channel_block",
     "features_for", "leave_one_family_out", "network_features", "profile_from_coefficients",
-    "profile_this_machine", "refit_profile", "summarize_errors", "time_fit_set",
+    "ProfileValueError", "profile_this_machine", "refit_profile", "summarize_errors",
+    "time_fit_set",
 ]

@@ -112,9 +112,12 @@ def test_profile_refit_recovers_the_model_from_its_measurements(
 @pytest.mark.parametrize(("change", "flags", "message"), [
     ("none", ["--seed", "1"], "is not one seed 1 draws"),
     ("none", ["--fit", "18"], "hold 60 fit networks of onnxruntime, --fit says 18"),
-    ("blank", [], "must be a positive number, got"),
+    ("blank", [], "must be a positive finite number, got an empty cell"),
     ("eager only", [], "no onnxruntime rows"),
     ("none", ["--runtime", "both"], "no pytorch-eager rows"),
+    ("inf", [], "must be a positive finite number, got inf"),
+    ("twice", [], "appears twice in the onnxruntime measurements"),
+    ("seed", [], "box-ort.yaml: provenance.seed must be an integer, got 'abc'"),
 ])
 def test_profile_refit_refuses_measurements_it_cannot_use(
         change: str, flags: list[str], message: str, tmp_path: Path,
@@ -122,11 +125,15 @@ def test_profile_refit_refuses_measurements_it_cannot_use(
     """One line naming what does not fit, exit 2, and nothing written: neither profile (with
     --runtime both, not the one that could be refitted) nor the CSV. All of it is found before
     any network is built."""
+    from dataclasses import replace
+
     import pandas as pd
 
     from budgetsearch.cost import save_profile
 
     truth = load_profile("cpu-2core-x86-ort", check=False)
+    if change == "seed":
+        truth = replace(truth, provenance={**truth.provenance, "seed": "abc"})
     save_profile(truth, tmp_path / "box-ort.yaml")
     save_profile(load_profile("cpu-2core-x86", check=False), tmp_path / "box.yaml")
     rows = [{"runtime": "onnxruntime", "set": which, "family": spec.family,
@@ -138,6 +145,10 @@ def test_profile_refit_refuses_measurements_it_cannot_use(
         table.loc[3, "measured_ms"] = None
     if change == "eager only":
         table["runtime"] = "pytorch-eager"
+    if change == "inf":
+        table.loc[5, "measured_ms"] = float("inf")
+    if change == "twice":
+        table = pd.concat([table, table.iloc[[7]]], ignore_index=True)
     table.to_csv(tmp_path / "box.csv", index=False)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     argv = ["profile", "--name", "box", "--out", str(tmp_path / "box.yaml"), "--refit"]
