@@ -11,7 +11,8 @@ conv-heavy networks the kernels add up to the timer's forward time (within 1–4
 re-fits the ORT profile from the **committed** whole-network measurements
 (``hw_profiles/cpu-2core-x86.csv``: the fit and held-out draws) four ways and predicts the
 benchmark's 48 foreign networks against their **committed** times
-(``experiments/results/latency_accuracy.csv``):
+(``experiments/results/latency_accuracy_0521.csv``, the 05:21 run; another benchmark CSV can be
+given as the first argument):
 
 * ``V0``: whole networks only (the shipped fit, re-run);
 * ``V1``: two stages: the conv kinds' terms from the kernel rows alone (plus one intercept for
@@ -161,7 +162,10 @@ def main() -> None:
     share = 1.0 / np.sqrt(np.bincount(owner)[owner])
     print(f"kernel rows: {matched} of {convs} convs of the {len(fit)} fit networks matched")
 
-    bench_table = pd.read_csv(HERE / "results" / "latency_accuracy.csv")
+    # the foreign networks' times: the benchmark run of 05:21 (or a CSV given as argument)
+    foreign_csv = Path(sys.argv[1]) if len(sys.argv) > 1 else (
+        HERE / "results" / "latency_accuracy_0521.csv")
+    bench_table = pd.read_csv(foreign_csv)
     bench_table = bench_table[(bench_table.runtime == RUNTIME)
                               & (bench_table.family != "compact-wrn")]
     foreign_ms = dict(zip(bench_table.network, bench_table.measured_ms))
