@@ -63,10 +63,9 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def onnx_runner(
-    onnx_bytes: bytes, example_input: torch.Tensor, *, threads: int
-) -> Callable[[], Any]:
-    """A zero-argument call that runs one forward pass in onnxruntime (CPU execution provider)."""
+def _session_options(threads: int) -> Any:
+    """onnxruntime's session options as every timing here uses them (``threads`` intra-op, one
+    inter-op, warnings only); raises ImportError naming the install command without it."""
     try:
         import onnxruntime as ort
     except ImportError as error:  # an optional runtime: name the install command
@@ -77,7 +76,17 @@ def onnx_runner(
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    return options
+
+
+def onnx_runner(
+    onnx_bytes: bytes, example_input: torch.Tensor, *, threads: int
+) -> Callable[[], Any]:
+    """A zero-argument call that runs one forward pass in onnxruntime (CPU execution provider)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, _session_options(threads),
+                                   providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: example_input.numpy()}
     return lambda: session.run(None, feed)
 
@@ -97,17 +106,9 @@ def onnxruntime_profile(
     import tempfile
     from pathlib import Path
 
-    try:
-        import onnxruntime as ort
-    except ImportError as error:  # an optional runtime: name the install command
-        raise ImportError(
-            "onnxruntime's profiler needs onnxruntime: pip install onnx onnxruntime"
-        ) from error
+    options = _session_options(threads)
+    import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as folder:
         options.profile_file_prefix = os.path.join(folder, "profile")
