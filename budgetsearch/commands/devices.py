@@ -290,10 +290,9 @@ def _refit(args: argparse.Namespace, outs: dict[str, Path], table: Path, command
     """``profile --refit``: each profile fitted again from its measurements CSV. Everything is
     read, checked and fitted before the first file is written."""
     import pandas as pd
-    import yaml
 
-    from budgetsearch.cost import load_profile, save_profile
-    from budgetsearch.cost.profiles import profile_from_dict
+    from budgetsearch.cost import load_profile
+    from budgetsearch.cost.profiles import profile_text
     from budgetsearch.profiling.fit import ProfileValueError, refit_profile
 
     if not table.is_file():
@@ -322,9 +321,10 @@ def _refit(args: argparse.Namespace, outs: dict[str, Path], table: Path, command
             raise UsageError(f"--refit: {error}") from None
         except ValueError as error:
             raise UsageError(f"--refit: {table}: {error}") from None
-    for runtime, (profile, _, _) in fitted.items():  # each as save_profile will read it back
-        profile_from_dict(yaml.safe_load(yaml.safe_dump(profile.as_yaml_dict())),
-                          where=str(outs[runtime]))
+    texts = {runtime: profile_text(profile, where=str(outs[runtime]), header=(
+        f"Measured latency profile ({runtime}) re-fitted by `{command}` from {table.name}, "
+        f"measured {olds[runtime].provenance.get('date', '?')}."))
+        for runtime, (profile, _, _) in fitted.items()}  # all validated before any write
     kept = measurements
     for runtime, (_, rows, _) in fitted.items():
         # this runtime's fit and held-out rows are replaced one for one (same networks)
@@ -332,11 +332,8 @@ def _refit(args: argparse.Namespace, outs: dict[str, Path], table: Path, command
                                | ~kept["set"].isin(("fit", "holdout"))],
                           pd.DataFrame(rows)], ignore_index=True)
     for runtime, (profile, _, _) in fitted.items():
-        old = olds[runtime]
-        save_profile(profile, outs[runtime], header=(
-            f"Measured latency profile ({runtime}) re-fitted by `{command}` from {table.name}, "
-            f"measured {old.provenance.get('date', '?')}."))
-        e, before = profile.predictor_error, old.predictor_error
+        write_text_atomic(outs[runtime], texts[runtime])
+        e, before = profile.predictor_error, olds[runtime].predictor_error
         assert e is not None
         print(f"{runtime}: held-out {e.within_10pct:.0%} within ±10% (median |err| "
               f"{e.median_abs_pct:.1f}%)" + ("" if before is None else

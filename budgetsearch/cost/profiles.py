@@ -890,13 +890,21 @@ def register_profile_check(hook: ProfileCheck) -> ProfileCheck:
     return hook
 
 
-def save_profile(profile: DeviceProfile, path: str | Path, *, header: str = "") -> Path:
-    """Write ``profile`` as YAML (validated by reading it back)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+def profile_text(profile: DeviceProfile, *, header: str = "", where: str = "<profile>") -> str:
+    """``profile`` as the YAML :func:`save_profile` writes, validated by reading it back
+    (``where`` names it in the error): render several, then write them, and a bad one stops
+    the lot before any file changes."""
     text = yaml.safe_dump(profile.as_yaml_dict(), sort_keys=False, allow_unicode=True, width=100)
     if header:
         text = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + text
-    profile_from_dict(yaml.safe_load(text), where=str(out))
+    profile_from_dict(yaml.safe_load(text), where=where)
+    return text
+
+
+def save_profile(profile: DeviceProfile, path: str | Path, *, header: str = "") -> Path:
+    """Write ``profile`` as YAML (validated by reading it back)."""
+    out = Path(path)
+    text = profile_text(profile, header=header, where=str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, text)
     return out

@@ -34,7 +34,13 @@ import torch
 from budgetsearch import __version__
 from budgetsearch.cost.profiles import DeviceProfile, OpLatency, PredictorError
 from budgetsearch.profiling.anchors import ANCHORS, build_anchor, cpu_flags, cpu_name
-from budgetsearch.profiling.networks import FAMILIES, BuiltNetwork, build_spec, sample_specs
+from budgetsearch.profiling.networks import (
+    FAMILIES,
+    BuiltNetwork,
+    NetworkSpec,
+    build_spec,
+    sample_specs,
+)
 from budgetsearch.profiling.timing import (
     ONNX_OPSET,
     RUNTIMES,
@@ -237,12 +243,20 @@ def _load_average() -> str:
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
+def fit_set_specs(n_fit: int, n_holdout: int, *, seed: int
+                  ) -> tuple[list[NetworkSpec], list[NetworkSpec]]:
+    """The (fit, held-out) specs a profiling run with ``seed`` draws: disjoint draws over all
+    :data:`FAMILIES` (the held-out ones from ``seed + 1000``)."""
+    return sample_specs(n_fit, seed=seed), sample_specs(n_holdout, seed=seed + 1000)
+
+
 def build_fit_set(n_fit: int, n_holdout: int, *, seed: int, progress: bool = False
                   ) -> tuple[list[BuiltNetwork], list[BuiltNetwork]]:
-    """Build (fit, held-out) networks: disjoint draws over all :data:`FAMILIES`."""
+    """Build the (fit, held-out) networks of :func:`fit_set_specs`."""
     from tqdm.auto import tqdm
 
-    specs = sample_specs(n_fit, seed=seed) + sample_specs(n_holdout, seed=seed + 1000)
+    fit_specs, holdout_specs = fit_set_specs(n_fit, n_holdout, seed=seed)
+    specs = fit_specs + holdout_specs
     built = [build_spec(s) for s in tqdm(specs, desc="building", disable=not progress)]
     return built[:n_fit], built[n_fit:]
 
@@ -385,13 +399,14 @@ def refit_profile(
                                     f"integer, got {seed!r}")
     measured = {(str(n), str(w)): float(t)
                 for n, w, t in zip(rows["network"], rows["set"], times, strict=True)}
-    expected = [(spec.label, which) for which, specs in (
-        ("fit", sample_specs(n_fit, seed=seed)),
-        ("holdout", sample_specs(n_holdout, seed=seed + 1000))) for spec in specs]
-    missing = [key for key in expected if key not in measured]
-    if missing or len(measured) != len(expected):
-        label, which = missing[0] if missing else next(
-            k for k in measured if k not in set(expected))
+    # counts equal and no row twice, so the measured networks are the drawn ones iff none is
+    # missing
+    fit_specs, holdout_specs = fit_set_specs(n_fit, n_holdout, seed=seed)
+    missing = [(spec.label, which) for which, specs in (("fit", fit_specs),
+                                                        ("holdout", holdout_specs))
+               for spec in specs if (spec.label, which) not in measured]
+    if missing:
+        label, which = missing[0]
         raise ValueError(f"{which} network {label!r} is not one seed {seed} draws with these "
                          f"measurements (or not measured): refit with the --seed of the "
                          f"profiling run")
@@ -496,6 +511,7 @@ def profile_this_machine(
 
 __all__ = [
     "COMPILED_FEATURES", "FEATURES", "RUNTIMES", "ProfileReport", "build_fit_set",
+    "fit_set_specs",
     "fit_coefficients", "fit_profile", "overhead_share", "simd_channel_block",
     "features_for", "leave_one_family_out", "network_features", "profile_from_coefficients",
     "ProfileValueError", "profile_this_machine", "refit_profile", "summarize_errors",

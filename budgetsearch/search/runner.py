@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from budgetsearch.cost import load_profile, resolve_profile_name
+from budgetsearch.cost import DeviceProfile, load_profile, resolve_profile_name
 from budgetsearch.files import LOCK_FILE, folder_lock, write_text_atomic, yaml_problem
 from budgetsearch.models.files import load_model_file
 from budgetsearch.pruners import pruner_class, search_order
@@ -438,12 +438,13 @@ def _run_locked(request: RunRequest, settings: TrialSettings, space: SearchSpace
             model_error = (f"model file {best['model_path']} is corrupt, truncated or not a "
                            f"PyTorch file ({type(error).__name__}: {detail})")
         else:
-            if settings.device_profile and _is_local_cpu(settings.device_profile):
-                profile = load_profile(settings.device_profile)
+            profile = _local_cpu_profile(settings.device_profile)
+            if profile is not None:
+                threads = profile.provenance.get("threads")
                 try:
-                    measured = measure_latency_ms(model, input_shape(settings),
-                                                  threads=_profile_threads(settings),
-                                                  runtime=profile.runtime)
+                    measured = measure_latency_ms(
+                        model, input_shape(settings), runtime=profile.runtime,
+                        threads=threads if isinstance(threads, int) else None)
                 except Exception as error:  # noqa: BLE001 (an export fails in many ways)
                     # the search is done and written: say why there is no measurement
                     first = str(error).strip().splitlines()[0][:160] if str(error) else ""
@@ -471,15 +472,12 @@ def _train_images(settings: TrialSettings) -> int:
     return len(trial_data(settings).train)
 
 
-def _is_local_cpu(profile_name: str) -> bool:
-    # A profile measured on this CPU kind (whatever its name), in a runtime available here.
+def _local_cpu_profile(profile_name: str | None) -> DeviceProfile | None:
+    """The run's device profile when it was measured on this CPU kind (whatever its name), in
+    a runtime available here: the one "measured here" compares with; else None."""
     from budgetsearch.profiling.anchors import is_this_machine
 
+    if not profile_name:
+        return None
     profile = load_profile(profile_name)
-    return profile.source == "measured" and is_this_machine(profile)
-
-
-def _profile_threads(settings: TrialSettings) -> int | None:
-    profile = load_profile(settings.device_profile)  # type: ignore[arg-type]
-    threads = profile.provenance.get("threads")
-    return int(threads) if isinstance(threads, int) else None
+    return profile if profile.source == "measured" and is_this_machine(profile) else None
