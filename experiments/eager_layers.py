@@ -6,9 +6,11 @@ One command (seconds)::
 
 Times each conv and linear module of a torchvision network inside the network's forward pass
 (forward pre-/post-hooks around the module, median of 30 passes after 5 warm-up, one thread) and
-prints it beside ``cpu-2core-x86``'s price of that layer as shipped (no drift check: compare the
-layers' ratios, not the day's level). Output quoted in experiments/README.md
-("onnxruntime's own kernel times"): ``results/eager_layers_output.txt``.
+prints it beside a profile's price of that layer (default ``cpu-2core-x86`` as shipped; a third
+argument names another; no drift check: compare the layers' ratios, not the day's level), with
+the kernel PyTorch runs a dense conv on (``oneDNN``, else its im2col + GEMM path). Outputs quoted
+in experiments/README.md ("onnxruntime's own kernel times", "PyTorch eager's two conv kernels"):
+``results/eager_layers_output.txt``, ``results/eager_layers_dispatch_output.txt``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import torch
 import torchvision
 
 from budgetsearch.cost import layer_inventory, load_profile
+from budgetsearch.cost.dispatch import ONEDNN_MIN_INPUT_ELEMENTS, onednn_always, onednn_by_size
 
 
-def main(name: str, size: int) -> None:
+def main(name: str, size: int, profile_name: str = "cpu-2core-x86") -> None:
     torch.set_num_threads(1)
-    profile = load_profile("cpu-2core-x86", check=False)
+    profile = load_profile(profile_name, check=False)
     model = getattr(torchvision.models, name)(weights=None).eval()
     x = torch.randn(1, 3, size, size)
     inventory = layer_inventory(model, x)
@@ -59,11 +62,19 @@ def main(name: str, size: int) -> None:
     for r in timed:
         ms = statistics.median(times[r.name])
         kernel = "x".join(map(str, r.kernel_size)) or "-"
-        print(f"  {r.name:24s} {r.op:6s} {r.in_channels:4d}->{r.out_channels:4d} k{kernel:3s} "
+        path = "oneDNN" if r.op == "conv" and r.groups == 1 and (
+            onednn_always(kernel=r.kernel_size, stride=r.stride, dilation=r.dilation,
+                          groups=r.groups, batch=r.batch, threads=1)
+            or (onednn_by_size(kernel=r.kernel_size, stride=r.stride, dilation=r.dilation,
+                               batch=r.batch, threads=1)
+                and r.input_elements > ONEDNN_MIN_INPUT_ELEMENTS)) else ""
+        print(f"  {r.name:24s} {r.op:6s} {path:6s} {r.in_channels:4d}->{r.out_channels:4d} "
+              f"k{kernel:3s} "
               f"on {r.input_hw[0]}x{r.input_hw[1]} weights {r.weight_params * 4 / 1e6:5.2f} MB: "
               f"priced {priced[r.name] * 1e3:7.1f} us, ran {ms * 1e6:7.1f} us")
 
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "resnet18",
-         int(sys.argv[2]) if len(sys.argv) > 2 else 32)
+         int(sys.argv[2]) if len(sys.argv) > 2 else 32,
+         sys.argv[3] if len(sys.argv) > 3 else "cpu-2core-x86")

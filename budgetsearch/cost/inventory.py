@@ -54,6 +54,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from budgetsearch.cost.dispatch import ONEDNN_MIN_INPUT_ELEMENTS, onednn_always, onednn_by_size
 from budgetsearch.cost.metrics import canonical_metric
 from budgetsearch.cost.ops import ExtraOp, trace_ops
 from budgetsearch.cost.profiles import DeviceProfile
@@ -99,6 +100,9 @@ class LayerRecord:
     #: share of a conv's kernel taps that read the input at some output position: the share of
     #: its weights a kernel that skips padding reads at all (1 elsewhere)
     read_taps: float = 1.0
+    #: a conv's dilation, and the batch of the traced input (which kernel PyTorch picks)
+    dilation: tuple[int, ...] = ()
+    batch: int = 1
 
     @property
     def kind(self) -> str:
@@ -381,6 +385,7 @@ def _leaf_record(
     in_elements, out_elements = math.prod(in_shape), math.prod(out_shape)
     kernel: tuple[int, ...] = ()
     stride: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
     groups = 1
     weight = 0
     read = 1.0
@@ -388,6 +393,7 @@ def _leaf_record(
         conv: nn.modules.conv._ConvNd = module  # type: ignore[assignment]
         cin, cout = conv.in_channels, conv.out_channels
         kernel, stride, groups = tuple(conv.kernel_size), tuple(conv.stride), conv.groups
+        dilation = tuple(conv.dilation)
         weight = conv.weight.numel()
         read = _read_tap_share(conv, in_shape[2:], out_shape[2:])
     elif op == "linear":
@@ -408,7 +414,8 @@ def _leaf_record(
         name=name, op=op, in_channels=cin, out_channels=cout, kernel_size=kernel, groups=groups,
         stride=stride, output_hw=output_hw, params=params, flops=flops, activation_volume=volume,
         input_hw=input_hw, input_elements=in_elements, output_elements=out_elements,
-        weight_params=weight, calls=calls, read_taps=read,
+        weight_params=weight, calls=calls, read_taps=read, dilation=dilation,
+        batch=int(in_shape[0]) if in_shape else 1,
     )
 
 
@@ -609,7 +616,13 @@ class LayerInventory:
                    for k, a, c in zip(kinds, aligns, coeffs, strict=True)]
         arrays = {"aligns": aligns & (profile.channel_alignment > 0),
                   "groups": np.array([max(1, r.groups) for r in self.layers], dtype=float)}
-        for suffix, group in (("", coeffs), ("_aligned", aligned)):
+        # a dense conv PyTorch eager runs on oneDNN takes the profile's onednn_conv price:
+        # always, or once its input holds more than PyTorch's line of elements (by_size)
+        always, by_size = self._onednn_dispatch(profile)
+        arrays["onednn_always"], arrays["onednn_by_size"] = always, by_size
+        onednn = [profile.op_latency("onednn_conv") if a or b else c
+                  for a, b, c in zip(always, by_size, coeffs, strict=True)]
+        for suffix, group in (("", coeffs), ("_aligned", aligned), ("_onednn", onednn)):
             arrays.update({
                 f"alpha{suffix}": np.array([c.ms_per_gflop * 1e-9 for c in group]),
                 f"gamma{suffix}": np.array([c.ms_per_mb * per_byte for c in group]),
@@ -626,6 +639,25 @@ class LayerInventory:
         self._latency_cache[id(profile)] = (profile, arrays)
         return arrays
 
+    def _onednn_dispatch(self, profile: DeviceProfile) -> tuple[np.ndarray, np.ndarray]:
+        """Per layer: PyTorch eager runs it on oneDNN at any width; or does once its input
+        passes :data:`~budgetsearch.cost.dispatch.ONEDNN_MIN_INPUT_ELEMENTS` (both False unless
+        the profile's ``conv_dispatch`` is ``pytorch``)."""
+        n = len(self.layers)
+        always, by_size = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        if profile.conv_dispatch != "pytorch":
+            return always, by_size
+        threads = int(profile.provenance.get("threads", 1) or 1)
+        for k, r in enumerate(self.layers):
+            if r.kind != "conv" or r.out_channels <= 0:
+                continue  # grouped convs have their own kinds (always oneDNN in eager)
+            shape = {"kernel": r.kernel_size, "stride": r.stride,
+                     "dilation": r.dilation or (1,) * len(r.kernel_size),
+                     "batch": r.batch, "threads": threads}
+            always[k] = onednn_always(groups=r.groups, **shape)
+            by_size[k] = not always[k] and onednn_by_size(**shape)
+        return always, by_size
+
     def _latency_numpy(
         self, profile: DeviceProfile, ci: np.ndarray, co: np.ndarray, d: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -637,6 +669,11 @@ class LayerInventory:
             for key in ("alpha", "gamma", "gamma_w", "beta"):
                 lat[key] = np.where(on, lat[f"{key}_aligned"], lat[key])
         c = self._np
+        if lat["onednn_always"].any() or lat["onednn_by_size"].any():
+            big = np.round(c["a_i"] * np.round(ci)) > ONEDNN_MIN_INPUT_ELEMENTS
+            on = lat["onednn_always"] | (lat["onednn_by_size"] & big)
+            for key in ("alpha", "gamma", "gamma_w", "beta"):
+                lat[key] = np.where(on, lat[f"{key}_onednn"], lat[key])
         sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
         block = profile.channel_block
         po = co if block == 1 else np.ceil(co / block) * block
@@ -884,8 +921,9 @@ class LayerInventory:
         else:
             assert profile is not None
             arrays = self._latency_arrays(profile)
+            switches = ("aligns", "groups", "onednn_always", "onednn_by_size")
             lat = {k: torch.as_tensor(v, dtype=dtype, device=device)
-                   for k, v in arrays.items() if k not in ("aligns", "groups")}
+                   for k, v in arrays.items() if k not in switches}
             if arrays["aligns"].any():
                 # which price applies switches with the rounded channel counts; no gradient
                 # flows through the switch, only through the price it picks
@@ -895,6 +933,13 @@ class LayerInventory:
                                   profile.channel_alignment, ci, co, torch.round)
                 for key in ("alpha", "gamma", "gamma_w", "beta"):
                     lat[key] = torch.where(on, lat[f"{key}_aligned"], lat[key])
+            if arrays["onednn_always"].any() or arrays["onednn_by_size"].any():
+                with torch.no_grad():  # a switch, as above
+                    big = torch.round(c["a_i"] * torch.round(ci)) > ONEDNN_MIN_INPUT_ELEMENTS
+                    on = (torch.as_tensor(arrays["onednn_always"], device=device)
+                          | (torch.as_tensor(arrays["onednn_by_size"], device=device) & big))
+                for key in ("alpha", "gamma", "gamma_w", "beta"):
+                    lat[key] = torch.where(on, lat[f"{key}_onednn"], lat[key])
             sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
             read = c["read"] if profile.prepacked_weights else 1.0
             weights = ((c["w_io"] * ci * co + c["w_o"] * co) * sparse * read

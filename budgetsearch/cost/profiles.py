@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 import yaml
 
+from budgetsearch.cost.dispatch import CONV_DISPATCH_RULES
 from budgetsearch.files import shipped_folder, write_text_atomic, yaml_problem
 
 # Layer kinds (fvcore-counted) then the extra-op kinds of :mod:`budgetsearch.cost.ops`.
@@ -54,9 +55,11 @@ OP_KINDS = (
     "conv", "dwconv", "gconv", "linear", "batchnorm", "pool", "other",
     "activation", "binary", "concat", "index", "reshape",
     "fused_batchnorm", "fused_activation", "fused_binary", "aligned_conv", "aligned_gconv",
+    "onednn_conv",
 )
 #: kinds priced as another when a profile does not name them (see ``op_latency``)
 _FALLBACK_KINDS = {"gconv": "conv", "aligned_conv": "conv", "aligned_gconv": "gconv",
+                   "onednn_conv": "conv",
                    "fused_batchnorm": "batchnorm",
                    "index": "concat", "fused_activation": "activation", "fused_binary": "binary"}
 #: Environment variable naming the folder of the user's own profiles (see :func:`user_profile_dir`).
@@ -206,6 +209,10 @@ class DeviceProfile:
             the kernel taps it runs (onnxruntime: a 512-channel 3×3 conv on a 1×1 map ran in
             35 µs against 447 µs on 2×2); False: every weight is read each call (PyTorch eager
             reorders them per call: 489 µs against 914 µs).
+        conv_dispatch: ``"pytorch"``: a dense conv PyTorch eager sends to oneDNN
+            (:mod:`budgetsearch.cost.dispatch`, with the profile's ``provenance.threads``) is
+            priced with ``ops["onednn_conv"]``, the others (its im2col + GEMM path) with
+            ``ops["conv"]``; ``""``: one price for every dense conv.
         predictor_error: measured error of the predictor on held-out networks (None if never
             measured, as for every datasheet profile).
         published_check: error against latencies published by others (None if never checked).
@@ -222,6 +229,7 @@ class DeviceProfile:
     channel_block: int = 1
     channel_alignment: int = 0
     prepacked_weights: bool = False
+    conv_dispatch: str = ""
     provenance: Mapping[str, Any] = field(default_factory=dict)
     predictor_error: PredictorError | None = None
     aliases: tuple[str, ...] = ()
@@ -264,6 +272,9 @@ class DeviceProfile:
                              f"{self.channel_alignment!r}")
         if not 0.0 <= self.sparse_speedup <= 1.0:
             raise ValueError(f"sparse_speedup must be in [0, 1], got {self.sparse_speedup}")
+        if self.conv_dispatch not in ("", *CONV_DISPATCH_RULES):
+            raise ValueError(f"conv_dispatch must be one of {', '.join(CONV_DISPATCH_RULES)} "
+                             f"(or empty), got {self.conv_dispatch!r}")
         unknown = set(self.ops) - set(OP_KINDS) - {"default"}
         if unknown:
             raise ValueError(
@@ -386,6 +397,8 @@ class DeviceProfile:
                 data["latency_model"]["channel_alignment"] = self.channel_alignment
             if self.prepacked_weights:
                 data["latency_model"]["prepacked_weights"] = True
+            if self.conv_dispatch:
+                data["latency_model"]["conv_dispatch"] = self.conv_dispatch
         data["sparse_speedup"] = self.sparse_speedup
         data["predictor_error"] = (
             None if self.predictor_error is None else self.predictor_error.as_dict()
@@ -572,11 +585,12 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
     if has_roofline:
         roofline = data["roofline"]
         combine, bytes_per_element, overhead, ops = _ops_from_roofline(where, roofline)
-        channel_block, channel_alignment, prepacked = 1, 0, False
+        channel_block, channel_alignment, prepacked, dispatch = 1, 0, False, ""
     else:
         model = data["latency_model"]
         _check_keys(where, "latency_model.", model,
-                    {*_LATENCY_KEYS, "channel_block", "channel_alignment", "prepacked_weights"})
+                    {*_LATENCY_KEYS, "channel_block", "channel_alignment", "prepacked_weights",
+                     "conv_dispatch"})
         channel_block = model.get("channel_block", 1)
         if not _is_channel_block(channel_block):
             raise ValueError(f"{where}: key 'latency_model.channel_block' must be a positive "
@@ -589,6 +603,10 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
         if not isinstance(prepacked, bool):
             raise ValueError(f"{where}: key 'latency_model.prepacked_weights' must be true or "
                              f"false, got {prepacked!r}")
+        dispatch = model.get("conv_dispatch", "")
+        if not isinstance(dispatch, str) or dispatch not in ("", *CONV_DISPATCH_RULES):
+            raise ValueError(f"{where}: key 'latency_model.conv_dispatch' must be one of "
+                             f"{', '.join(repr(r) for r in CONV_DISPATCH_RULES)}, got {dispatch!r}")
         for key, expected in _LATENCY_KEYS.items():
             if key not in model:
                 raise ValueError(f"{where}: missing required key 'latency_model.{key}'")
@@ -648,6 +666,7 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
         channel_block=channel_block,
         channel_alignment=channel_alignment,
         prepacked_weights=prepacked,
+        conv_dispatch=dispatch,
         provenance=provenance,
         predictor_error=error,
         aliases=aliases,

@@ -82,22 +82,35 @@ COMPILED_FEATURES: tuple[tuple[str, str], ...] = (
     ("fused_activation", "ms_per_mb"), ("fused_activation", "overhead_ms"),
     ("fused_binary", "ms_per_mb"), ("fused_binary", "overhead_ms"),
 )
+# PyTorch eager runs a dense conv on one of two kernels, oneDNN or its own im2col + GEMM, by a
+# rule on its shape (budgetsearch.cost.dispatch); each is fitted apart. Measured: resnet18's
+# 512-channel 3×3 convs on 1×1 maps (GEMM path) ran 0.62–0.65 ms where one price for both paths
+# said 1.67 ms, and its 7×7 stem (oneDNN) 245 µs where it said 69 µs (experiments/README.md,
+# "PyTorch eager's two conv kernels").
+EAGER_FEATURES: tuple[tuple[str, str], ...] = (
+    ("onednn_conv", "ms_per_gflop"), ("onednn_conv", "ms_per_mb"),
+    ("onednn_conv", "ms_per_weight_mb"), ("onednn_conv", "overhead_ms"),
+)
 RUNTIME_SUFFIX = {"pytorch-eager": "", "onnxruntime": "-ort"}
 
 
 def features_for(runtime: str) -> tuple[tuple[str, str], ...]:
     """The (kind, term) pairs a profile of ``runtime`` fits, in design-matrix order."""
-    return FEATURES + COMPILED_FEATURES if runtime == "onnxruntime" else FEATURES
+    if runtime == "onnxruntime":
+        return FEATURES + COMPILED_FEATURES
+    return FEATURES + EAGER_FEATURES
 
 
 def runtime_settings(runtime: str, channel_block: int) -> dict[str, Any]:
     """The profile settings a runtime's kernels fix: the SIMD ``channel_block``; for
     onnxruntime a ``channel_alignment`` of half the block (8 on AVX-512, where 8- and 16-aligned
-    convs both ran the fast kernels) and ``prepacked_weights``; neither for eager."""
+    convs both ran the fast kernels) and ``prepacked_weights``; for eager PyTorch's
+    ``conv_dispatch``."""
     compiled = runtime == "onnxruntime"
     return {"channel_block": channel_block,
             "channel_alignment": max(4, channel_block // 2) if compiled else 0,
-            "prepacked_weights": compiled}
+            "prepacked_weights": compiled,
+            "conv_dispatch": "" if compiled else "pytorch"}
 
 
 def simd_channel_block(flags: str | None = None) -> int:
@@ -114,7 +127,7 @@ def simd_channel_block(flags: str | None = None) -> int:
 
 
 def _unit_profile(kind: str, term: str, channel_block: int = 1,
-                  runtime: str = "pytorch-eager") -> DeviceProfile:
+                  runtime: str = "pytorch-eager", threads: int = 1) -> DeviceProfile:
     coeffs = {"ms_per_gflop": 0.0, "ms_per_mb": 0.0, "overhead_ms": 0.0, "ms_per_weight_mb": 0.0}
     coeffs[term] = 1.0
     # every unit profile names all the runtime's kinds, so that all price the same set of ops
@@ -122,21 +135,22 @@ def _unit_profile(kind: str, term: str, channel_block: int = 1,
     ops = {k: OpLatency(**coeffs) if k == kind else OpLatency(ms_per_weight_mb=0.0)
            for k in kinds}
     return DeviceProfile(name=f"unit-{kind}-{term}", description="", source="measured", ops=ops,
-                         combine="sum", bytes_per_element=4,
+                         combine="sum", bytes_per_element=4, provenance={"threads": threads},
                          **runtime_settings(runtime, channel_block))
 
 
 @functools.lru_cache(maxsize=8)
-def _units(channel_block: int, runtime: str) -> tuple[DeviceProfile, ...]:
-    return tuple(_unit_profile(kind, term, channel_block, runtime)
+def _units(channel_block: int, runtime: str, threads: int = 1) -> tuple[DeviceProfile, ...]:
+    return tuple(_unit_profile(kind, term, channel_block, runtime, threads)
                  for kind, term in features_for(runtime))
 
 
 def network_features(network: BuiltNetwork, channel_block: int = 1,
-                     runtime: str = "pytorch-eager") -> np.ndarray:
+                     runtime: str = "pytorch-eager", threads: int = 1) -> np.ndarray:
     """The fit's design row: the cost model's prediction under each unit profile of
-    ``runtime``'s :func:`features_for`, then 1."""
-    units = _units(channel_block, runtime)
+    ``runtime``'s :func:`features_for` (on ``threads``, which picks eager's conv kernels), then
+    1."""
+    units = _units(channel_block, runtime, threads)
     values = [network.inventory.predict_latency_ms(unit, kept_channels=network.kept_channels)
               for unit in units]
     return np.array([*values, 1.0])
@@ -296,10 +310,10 @@ def fit_profile(
 ) -> tuple[DeviceProfile, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Fit one runtime's profile from timings: (profile, per-network rows, leave-one-family-out)."""
     block = simd_channel_block(str(provenance.get("cpu_flags", "")) or None)
-    fit_features = np.stack([network_features(n, block, runtime) for n in fit])
-    holdout_features = np.stack([network_features(n, block, runtime) for n in holdout])
+    threads = int(provenance.get("threads", 1))
+    fit_features = np.stack([network_features(n, block, runtime, threads) for n in fit])
+    holdout_features = np.stack([network_features(n, block, runtime, threads) for n in holdout])
     coefficients = fit_coefficients(fit_features, fit_ms)
-    threads = provenance.get("threads", 1)
     profile = profile_from_coefficients(
         name, coefficients, provenance=provenance,
         description=f"measured on this machine ({cpu_name()}), {runtime}, {threads} thread(s), "
@@ -510,6 +524,7 @@ def profile_this_machine(
 
 
 __all__ = [
+    "EAGER_FEATURES",
     "COMPILED_FEATURES", "FEATURES", "RUNTIMES", "ProfileReport", "build_fit_set",
     "fit_set_specs",
     "fit_coefficients", "fit_profile", "overhead_share", "simd_channel_block",

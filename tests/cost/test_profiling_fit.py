@@ -8,6 +8,7 @@ import torch
 
 from budgetsearch.profiling.fit import (
     COMPILED_FEATURES,
+    EAGER_FEATURES,
     FEATURES,
     features_for,
     fit_coefficients,
@@ -44,17 +45,20 @@ def test_fit_recovers_coefficients_of_the_model_it_predicts(small_networks, runt
 
 def test_only_onnxruntime_fits_what_a_compiler_fuses() -> None:
     # eager runs every op as it comes: its fit has no fused or aligned terms, and its profile
-    # prices a fused activation as an activation
-    assert features_for("pytorch-eager") == FEATURES
+    # prices a fused activation as an activation; it has PyTorch's two dense-conv kernels instead
+    assert features_for("pytorch-eager") == FEATURES + EAGER_FEATURES
     assert set(COMPILED_FEATURES) <= set(features_for("onnxruntime"))
-    eager = profile_from_coefficients("e", np.ones(len(FEATURES) + 1), provenance={},
-                                      description="", channel_block=16)
+    assert not set(EAGER_FEATURES) & set(features_for("onnxruntime"))
+    eager = profile_from_coefficients("e", np.ones(len(features_for("pytorch-eager")) + 1),
+                                      provenance={}, description="", channel_block=16)
     ort = profile_from_coefficients("o", np.ones(len(features_for("onnxruntime")) + 1),
                                     provenance={}, description="", channel_block=16,
                                     runtime="onnxruntime")
     assert "fused_activation" not in eager.ops and eager.channel_alignment == 0
     assert eager.extra_op_latency("fused_activation") == eager.ops["activation"]
     assert "aligned_conv" in ort.ops and ort.channel_alignment == 8
+    assert eager.conv_dispatch == "pytorch" and "onednn_conv" in eager.ops
+    assert ort.conv_dispatch == "" and "onednn_conv" not in ort.ops
 
 
 def test_every_family_builds_and_prices_like_fvcore() -> None:

@@ -1,0 +1,123 @@
+"""PyTorch eager's conv kernels: the rule against torch's own choice, and the prices it picks."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from budgetsearch.cost import layer_inventory, load_profile, profile_from_dict
+from budgetsearch.cost.dispatch import ONEDNN_MIN_INPUT_ELEMENTS, onednn_always, onednn_by_size
+from budgetsearch.cost.profiles import OpLatency
+
+select = getattr(torch._C, "_select_conv_backend", None)
+
+
+def _torch_picks_onednn(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+    backend = select(x, conv.weight, None, list(conv.stride), list(conv.padding),
+                     list(conv.dilation), False, [0, 0], conv.groups, None)
+    return backend == torch._C._ConvBackend.Mkldnn
+
+
+def _rule(x: torch.Tensor, conv: nn.Conv2d, threads: int) -> bool:
+    shape = {"kernel": conv.kernel_size, "stride": conv.stride, "dilation": conv.dilation,
+             "batch": x.shape[0], "threads": threads}
+    return onednn_always(groups=conv.groups, **shape) or (
+        onednn_by_size(**shape) and x.numel() > ONEDNN_MIN_INPUT_ELEMENTS)
+
+
+@pytest.mark.skipif(select is None, reason="this torch has no _select_conv_backend to ask")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_rule_is_the_kernel_torch_picks(threads: int) -> None:
+    # oracle: torch's own backend selection, on both sides of the 20,480-element line
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        checked = 0
+        for k, stride, dilation, groups, (c, hw), batch in itertools.product(
+                (1, 3, 4, 5, 7), (1, 2), (1, 2), (1, 2), ((16, 8), (64, 17), (64, 18), (80, 16)),
+                (1, 2)):
+            conv = nn.Conv2d(c, 32, k, stride=stride, dilation=dilation, groups=groups,
+                             padding=k // 2, bias=False)
+            x = torch.randn(batch, c, hw, hw)
+            assert _rule(x, conv, threads) == _torch_picks_onednn(x, conv), (
+                k, stride, dilation, groups, c, hw, batch)
+            checked += 1
+        assert checked == 5 * 2 * 2 * 2 * 4 * 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def _two_kernel_profile():  # noqa: ANN202
+    eager = load_profile("cpu-2core-x86", check=False)
+    ops = dict(eager.ops)
+    ops["conv"] = OpLatency(ms_per_gflop=10.0, overhead_ms=0.01)
+    ops["onednn_conv"] = OpLatency(ms_per_gflop=30.0, overhead_ms=0.2)
+    return replace(eager, ops=ops, conv_dispatch="pytorch", provenance={"threads": 1},
+                   channel_block=1)
+
+
+def test_a_conv_is_priced_on_the_kernel_it_runs_and_pruning_can_move_it() -> None:
+    # 64 × 18 × 18 = 20,736 input elements: oneDNN; pruned to 63 inputs (20,412): the GEMM path
+    model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.Conv2d(64, 64, 1),
+                          nn.Conv2d(64, 8, 7, padding=3))
+    x = torch.randn(1, 64, 18, 18)
+    inventory = layer_inventory(model, x)
+    profile = _two_kernel_profile()
+    conv, onednn = profile.ops["conv"], profile.ops["onednn_conv"]
+
+    def priced(record_name: str, c: OpLatency, kin: int) -> float:
+        r = inventory[record_name]
+        return c.ms_per_gflop * 1e-9 * r.flops * kin / r.in_channels + c.overhead_ms
+
+    full = inventory.layer_latency_ms(profile)
+    # layer 0: 3×3 over the line -> oneDNN; layer 1: a 1×1 at stride 1 -> GEMM at any size;
+    # layer 2: a 7×7 -> oneDNN at any size
+    assert full["0"] == pytest.approx(priced("0", onednn, 64), rel=1e-3)
+    assert full["1"] == pytest.approx(priced("1", conv, 64), rel=1e-3)
+    assert full["2"] == pytest.approx(priced("2", onednn, 64), rel=1e-3)
+    pruned = inventory.layer_latency_ms(profile, kept_channels={"0": (63, 64)})
+    assert pruned["0"] == pytest.approx(priced("0", conv, 63), rel=1e-3)
+    if select is not None:  # what the prices above assumed, asked of torch on one thread
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert [_torch_picks_onednn(x, model[i]) for i in (0, 1, 2)] == [True, False, True]
+            assert not _torch_picks_onednn(x[:, :63], nn.Conv2d(63, 64, 3, padding=1))
+        finally:
+            torch.set_num_threads(before)
+    # the differentiable cost switches kernels where price() does
+    for kin in (64.0, 63.0):
+        kept = {"0": (torch.tensor(kin, dtype=torch.float64, requires_grad=True), 64.0)}
+        expected = inventory.expected_cost("latency", kept_channels=kept, profile=profile)
+        assert float(expected) == pytest.approx(
+            inventory.predict_latency_ms(profile, kept_channels={"0": (kin, 64)}), rel=1e-9)
+
+
+def test_a_profile_without_the_rule_or_the_kind_prices_every_dense_conv_as_conv() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 16, 7, padding=3), nn.Conv2d(16, 16, 3, padding=1))
+    inventory = layer_inventory(model, torch.randn(1, 3, 40, 40))
+    profile = _two_kernel_profile()
+    off = replace(profile, conv_dispatch="")
+    assert inventory.layer_latency_ms(off)["0"] == pytest.approx(
+        inventory.layer_latency_ms(replace(profile, ops={
+            **profile.ops, "onednn_conv": profile.ops["conv"]}))["0"])
+    no_kind = {k: v for k, v in profile.ops.items() if k != "onednn_conv"}
+    assert replace(profile, ops=no_kind).op_latency("onednn_conv") == profile.ops["conv"]
+
+
+def test_conv_dispatch_round_trips_and_is_checked() -> None:
+    profile = _two_kernel_profile()
+    assert profile_from_dict(profile.as_yaml_dict()).conv_dispatch == "pytorch"
+    off = replace(profile, conv_dispatch="").as_yaml_dict()
+    assert "conv_dispatch" not in off["latency_model"]  # the default is not written
+    data = profile.as_yaml_dict()
+    data["latency_model"]["conv_dispatch"] = "tensorflow"
+    with pytest.raises(ValueError, match=r"'latency_model.conv_dispatch' must be one of "
+                                         r"'pytorch', got 'tensorflow'"):
+        profile_from_dict(data)
+    with pytest.raises(ValueError, match="conv_dispatch must be one of pytorch"):
+        replace(profile, conv_dispatch="onnx")
