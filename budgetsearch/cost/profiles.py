@@ -678,7 +678,8 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
     )
 
 
-_ANCHOR_KEYS = {"networks", "rounds", "inner", "warmup", "tolerance_pct", "budget_s", "method"}
+_ANCHOR_KEYS = {"networks", "rounds", "inner", "warmup", "tolerance_pct", "budget_s", "method",
+                "factors"}
 _ANCHOR_NETWORK_KEYS = {"name", "input_shape", "recorded_ms", "predicted_ms", "overhead_share"}
 
 
@@ -709,6 +710,10 @@ def _check_anchors(where: str, anchors: Mapping[str, Any]) -> None:
     for part in ("rounds", "inner", "warmup", "tolerance_pct", "budget_s"):
         if part in anchors:
             _check_type(where, f"anchors.{part}", anchors[part], (int, float))
+    factors = anchors.get("factors", 1)
+    if isinstance(factors, bool) or factors not in (1, 2):
+        raise ValueError(f"{where}: key 'anchors.factors' must be 1 (one drift factor) or 2 "
+                         f"(per-call overhead and the rest apart), got {factors!r}")
 
 
 def _ops_from_roofline(

@@ -341,8 +341,9 @@ def fit_profile(
                              networks_set="held-out draws of the fit families")
     anchors = {
         "method": "re-timed by the same timer and method; drift = median(today / recorded_ms); "
-                  "beyond tolerance_pct every coefficient is scaled by it",
-        "tolerance_pct": 10.0, "budget_s": 2.0,
+                  "beyond the check's noise every coefficient is scaled by it (factors: 2 fits "
+                  "one factor for per-call overhead and one for the rest, by overhead_share)",
+        "tolerance_pct": 10.0, "budget_s": 2.0, "factors": 1,
         "networks": [
             {"name": a, "input_shape": "x".join(map(str, ANCHORS[a][1])),
              "recorded_ms": round(ms, 5), "overhead_share": round(overhead_share(a, profile), 4)}

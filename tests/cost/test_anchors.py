@@ -93,7 +93,7 @@ def test_dispatch_and_arithmetic_drifting_apart_get_two_factors(state: Path) -> 
     neighbour core did to the profiling machine) give back exactly those two factors, and the
     recalibrated profile scales β by the first and α, γ, γ_w by the second."""
     shares = [0.9, 0.05, 0.3, 0.6, 0.15, 0.2]
-    data = {**MEASURED, "anchors": {"networks": [
+    data = {**MEASURED, "anchors": {"factors": 2, "networks": [
         {"name": n, "recorded_ms": 1.0 + i, "overhead_share": shares[i]}
         for i, n in enumerate(ANCHORS)]}}
     profile = profile_from_dict(data)
@@ -121,8 +121,31 @@ def test_dispatch_and_arithmetic_drifting_apart_get_two_factors(state: Path) -> 
 def test_alike_overhead_shares_fall_back_to_one_median_factor() -> None:
     recorded = {"a": 1.0, "b": 2.0, "c": 4.0}
     result = recalibration(recorded, {"a": 2.0, "b": 4.0, "c": 8.8},
-                           {"a": 0.5, "b": 0.55, "c": 0.6})  # too alike to tell two factors
+                           {"a": 0.5, "b": 0.55, "c": 0.6},  # too alike to tell two factors
+                           factors=2)
     assert result["overhead_scale"] == result["work_scale"] == result["scale"] == 2.0
+
+
+def test_one_factor_unless_the_profile_asks_for_two(state: Path) -> None:
+    """By default (no ``anchors.factors``, or 1) even anchors whose overhead and work drifted
+    apart rescale every coefficient by their median ratio."""
+    shares = [0.9, 0.05, 0.3, 0.6, 0.15, 0.2]
+    networks = [{"name": n, "recorded_ms": 1.0 + i, "overhead_share": shares[i]}
+                for i, n in enumerate(ANCHORS)]
+    today = {a["name"]: a["recorded_ms"] * (0.6 * a["overhead_share"]
+                                            + 1.0 * (1 - a["overhead_share"])) for a in networks}
+    median = sorted(today[n] / a["recorded_ms"] for n, a in zip(ANCHORS, networks))
+    for anchors in ({"networks": networks}, {"factors": 1, "networks": networks}):
+        profile = profile_from_dict({**MEASURED, "anchors": anchors})
+        fixed = check_drift(profile, measure=lambda names: today, announce=lambda line: None)
+        check = fixed.last_check
+        assert check["overhead_scale"] == check["work_scale"] == check["scale"]
+        assert check["scale"] == pytest.approx((median[2] + median[3]) / 2, abs=1e-4)
+        assert fixed.op_latency("conv").ms_per_gflop == pytest.approx(10.0 * check["scale"])
+    for bad in (3, 0, True, "2"):
+        with pytest.raises(ValueError, match=r"'anchors.factors' must be 1 \(one drift factor\) "
+                                             rf"or 2 .*got {bad!r}"):
+            profile_from_dict({**MEASURED, "anchors": {"factors": bad, "networks": networks}})
 
 
 def test_overhead_share_must_be_a_fraction() -> None:
