@@ -17,7 +17,7 @@ profiling-day times are in the measurements CSV) and the 48 foreign torchvision 
 
 Output quoted in experiments/README.md ("One drift factor, not two"):
 ``results/check_anchors_output.txt`` (two runs, 07:29 and 07:31, on the six hand-built anchors the
-profiles carried then: commit 2f0c0b1 and before; from the next commit the anchors are held-out
+profiles carried then: commit d54f842 and before; from the next commit the anchors are held-out
 fit-set networks, and the first two factors nearly coincide).
 """
 

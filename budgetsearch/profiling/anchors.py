@@ -1,21 +1,25 @@
 """The drift check: does a measured profile still hold on this machine today?
 
 A measured profile is a snapshot of one day (issue 16: the same commands ran ~2× faster a later
-day, and nothing noticed). So it records a few small *anchor* networks and their times, measured
-in the same timing run as the fit. On use (:func:`budgetsearch.cost.load_profile` calls
+day, and nothing noticed). So it records a few *anchor* networks and their times, measured in the
+same timing run as the fit: one held-out network of each fit-set family, the one of middling time
+(``budgetsearch profile`` picks them; profiles made before 2026-12-02 carry six hand-built
+:data:`ANCHORS` instead, which sped up 7–8 % more than the networks users price on the same day,
+``experiments/check_anchors.py``). On use (:func:`budgetsearch.cost.load_profile` calls
 :func:`checked` lazily, at most once per process, for a measured profile of this CPU), the anchors
 are re-timed (≤ 2 s, the same timer and method, :mod:`budgetsearch.profiling.timing`); the drift is
-the median ratio ``today / recorded``. Beyond ±10 % the profile is recalibrated: every coefficient
-is scaled by that ratio, and one line on stderr says so. The result, with its date, goes to a small
-state file (``$BUDGETSEARCH_STATE_DIR`` or ``~/.cache/budgetsearch``) that ``budgetsearch devices``
-shows; a check younger than ``$BUDGETSEARCH_DRIFT_MAX_AGE_S`` (default 3600 s) is reused, so that
-worker processes of a search do not re-time the anchors while trials load the CPU.
+the median ratio ``today / recorded``. Beyond the check's noise the profile is recalibrated: every
+coefficient is scaled by that ratio; beyond ±10 % one line on stderr also says so. The result,
+with its date, goes to a small state file (``$BUDGETSEARCH_STATE_DIR`` or
+``~/.cache/budgetsearch``) that ``budgetsearch devices`` shows; a check younger than
+``$BUDGETSEARCH_DRIFT_MAX_AGE_S`` (default 3600 s) is reused, so that worker processes of a search
+do not re-time the anchors while trials load the CPU.
 
 ``BUDGETSEARCH_DRIFT_CHECK=0`` turns the check off; inside pytest it is off unless that variable
 is set to 1 (the suite times nothing by default).
 
-This module imports only torch and :mod:`budgetsearch.cost` (never the model zoo): the anchors
-are plain ``torch.nn`` networks defined here.
+This module imports only torch and :mod:`budgetsearch.cost` at import time; a fit-set anchor is
+built by :mod:`budgetsearch.profiling.networks` (and, for a WRN, the model zoo) when it is timed.
 
 Example:
     >>> from budgetsearch.cost import load_profile
@@ -120,7 +124,9 @@ class _SplitShuffle(nn.Module):
 
 
 # name → (builder, input shape): compute-, overhead-, weight- and copy-bound networks, so that
-# the median ratio of six is not swayed by one op kind (three anchors drifted 30 % apart)
+# the median ratio of six is not swayed by one op kind (three anchors drifted 30 % apart). The
+# anchors of profiles made before 2026-12-02: these sped up more than the networks users price
+# (experiments/check_anchors.py), so profiles now anchor on held-out fit-set networks.
 ANCHORS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int, int]]] = {
     "conv-stack-32": (lambda: _stack(3, 32, 3), (1, 3, 32, 32)),
     "inverted-se-28": (_InvertedSE, (1, 1, 28, 28)),
@@ -134,14 +140,22 @@ ANCHORS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int, int]]] = 
 
 
 def build_anchor(name: str) -> tuple[nn.Module, torch.Tensor]:
-    """The anchor network ``name`` (fixed weights) and its input."""
-    if name not in ANCHORS:
-        raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}, got {name!r}")
-    builder, shape = ANCHORS[name]
+    """The anchor network ``name`` (fixed weights) and its input: a held-out network of the fit
+    set by its label (``"wrn#123/3x32x32"``, what ``budgetsearch profile`` records), or one of
+    the hand-built :data:`ANCHORS` older profiles carry."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = builder().eval()
-        x = torch.randn(shape)
+        if name in ANCHORS:
+            builder, shape = ANCHORS[name]
+            model = builder().eval()
+            x = torch.randn(shape)
+        elif "#" in name:
+            from budgetsearch.profiling.networks import build_labelled
+
+            model, x = build_labelled(name)
+        else:
+            raise ValueError(f"anchor must be a fit-set network (family#seed/CxHxW) or one of "
+                             f"{', '.join(ANCHORS)}, got {name!r}")
     return model, x
 
 
@@ -180,7 +194,8 @@ def cpu_flags() -> str:
 def _onnx_cached(name: str, model: nn.Module, x: torch.Tensor) -> bytes:
     from budgetsearch.profiling.timing import ONNX_OPSET, export_onnx
 
-    path = state_dir() / "anchors" / f"{name}-torch{torch.__version__}-opset{ONNX_OPSET}.onnx"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    path = state_dir() / "anchors" / f"{safe}-torch{torch.__version__}-opset{ONNX_OPSET}.onnx"
     if path.is_file():
         return path.read_bytes()
     data = export_onnx(model, x)

@@ -341,18 +341,43 @@ def _mixed_compact(full: nn.Module, input_shape: tuple[int, ...], fraction: floa
     return pruner.finalize()
 
 
-def build_spec(spec: NetworkSpec) -> BuiltNetwork:
-    """Build the network of ``spec`` and trace its inventory (a pruned WRN is priced through the
-    full network's inventory with ``kept_channels``, as the pruners price it)."""
+def _build(spec: NetworkSpec
+           ) -> tuple[nn.Module, torch.Tensor, nn.Module, dict[str, tuple[int, int]]]:
+    """(network, input, full network, kept channels) of ``spec``, untraced."""
     x = torch.randn(spec.input_shape, generator=torch.Generator().manual_seed(spec.seed))
     kept: dict[str, tuple[int, int]] = {}
     if spec.family == "wrn":
         model, full, kept = _wrn(spec)
     else:
         model = full = _generated(spec)
-    model.eval()
+    return model.eval(), x, full, kept
+
+
+def build_spec(spec: NetworkSpec) -> BuiltNetwork:
+    """Build the network of ``spec`` and trace its inventory (a pruned WRN is priced through the
+    full network's inventory with ``kept_channels``, as the pruners price it)."""
+    model, x, full, kept = _build(spec)
     inventory = layer_inventory(full, x)
     return BuiltNetwork(spec.label, spec.family, model, x, inventory, kept)
+
+
+def build_labelled(label: str) -> tuple[nn.Module, torch.Tensor]:
+    """The network and input a :attr:`NetworkSpec.label` names (``"wrn#123/3x32x32"``), built
+    as the profiling run built it, untraced: a profile's drift-check anchor.
+
+    Raises:
+        ValueError: not a label of a family of :data:`FAMILIES`.
+    """
+    family, _, rest = label.partition("#")
+    seed, _, shape = rest.partition("/")
+    dims = shape.split("x")
+    if (family not in FAMILIES or not seed.isdigit() or len(dims) != 3
+            or not all(d.isdigit() and int(d) > 0 for d in dims)):
+        raise ValueError(f"a fit-set network is named family#seed/CxHxW with a family of "
+                         f"{', '.join(FAMILIES)}, got {label!r}")
+    c, h, w = (int(d) for d in dims)
+    model, x, _, _ = _build(NetworkSpec(family, (1, c, h, w), int(seed)))
+    return model, x
 
 
 def sample_specs(

@@ -162,6 +162,52 @@ def test_real_anchor_check_takes_at_most_two_seconds() -> None:
     assert set(times) == set(ANCHORS) and all(t > 0 for t in times.values())
 
 
+def test_the_shipped_anchors_are_held_out_fit_networks_checked_within_two_seconds() -> None:
+    """The profiles anchor on one held-out network per fit family (the one of middling time), each
+    rebuilt from its label as profiled: the same layers as the network the profiling run timed."""
+    from budgetsearch.profiling.anchors import build_anchor
+    from budgetsearch.profiling.networks import FAMILIES, NetworkSpec, build_spec
+
+    profile = load_profile("cpu-2core-x86", check=False)
+    names = [a["name"] for a in profile.anchors["networks"]]
+    assert sorted(n.split("#")[0] for n in names) == sorted(FAMILIES)
+    for name in names[:3]:
+        model, x = build_anchor(name)
+        family, rest = name.split("#")
+        seed, shape = rest.split("/")
+        built = build_spec(NetworkSpec(family, (1, *map(int, shape.split("x"))), int(seed)))
+        assert tuple(x.shape) == tuple(built.example_input.shape)
+        assert sum(p.numel() for p in model.parameters()) == sum(
+            p.numel() for p in built.model.parameters())
+    started = time.perf_counter()
+    times = measure_anchors(names, runtime="pytorch-eager", threads=1)
+    assert time.perf_counter() - started <= 2.0
+    assert set(times) == set(names) and all(t > 0 for t in times.values())
+
+
+@pytest.mark.parametrize("name", ["wrn#12", "nosuch#1/3x32x32", "wrn#x/3x32x32",
+                                  "wrn#1/3x32", "wrn#1/0x32x32", "conv-stack"])
+def test_an_anchor_name_that_names_nothing_is_refused(name: str) -> None:
+    from budgetsearch.profiling.anchors import build_anchor
+
+    with pytest.raises(ValueError, match="got '" + name.replace("#", ".") + "'"):
+        build_anchor(name)
+
+
+def test_anchors_are_each_familys_middling_held_out_network() -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from budgetsearch.profiling.fit import pick_anchors
+
+    nets = [SimpleNamespace(family=f, label=f"{f}#{i}/1x28x28")
+            for f, i in (("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 5), ("c", 6), ("c", 7))]
+    times = np.array([4.0, 1.0, 3.0, 2.0, 9.0, 5.0, 6.0])
+    assert pick_anchors(nets, times) == {"a#4/1x28x28": 2.0, "b#5/1x28x28": 9.0,
+                                         "c#6/1x28x28": 5.0}
+
+
 def test_check_can_be_turned_off(state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "0")
     profile = profile_from_dict(MEASURED)

@@ -104,6 +104,12 @@ def test_profile_refit_recovers_the_model_from_its_measurements(
     assert refitted.predictor_error.median_abs_pct < 1.0
     assert "re-fitted" in refitted.provenance["notes"] and refitted.provenance["seed"] == 0
     table = pd.read_csv(tmp_path / "box.csv")
+    # the drift check's anchors: held-out networks, with the times the measurements give them
+    held = table[(table["runtime"] == "onnxruntime") & (table["set"] == "holdout")]
+    recorded = dict(zip(held["network"], held["measured_ms"], strict=True))
+    anchors = refitted.anchors["networks"]
+    assert anchors and len({a["name"].split("#")[0] for a in anchors}) == len(anchors)
+    assert all(a["recorded_ms"] == pytest.approx(recorded[a["name"]], rel=1e-4) for a in anchors)
     assert (table["runtime"] == "pytorch-eager").sum() == 1  # other runtimes kept
     ort = table[table["runtime"] == "onnxruntime"]
     assert len(ort) == 66 and ort["predicted_ms"].notna().all()
