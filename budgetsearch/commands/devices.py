@@ -91,8 +91,10 @@ def _cmd_devices(args: argparse.Namespace) -> int:
             check = row["last_check"]
             if check:
                 scale = check["scale"]
-                factors = (f"overhead x{check.get('overhead_scale', scale):.3f}, compute and "
-                           f"memory x{check.get('work_scale', scale):.3f}")
+                overhead = check.get("overhead_scale", scale)
+                work = check.get("work_scale", scale)
+                factors = (f"x{scale:.3f}" if overhead == work == scale else
+                           f"overhead x{overhead:.3f}, compute and memory x{work:.3f}")
                 state = (f"rescaled: {factors}" if check["recalibrated"] else "holds as recorded")
                 worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),
                             default=0.0)

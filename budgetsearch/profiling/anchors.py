@@ -356,11 +356,14 @@ def check_drift(
     checked_profile = _recalibrated(profile, check) if recalibrated else profile
     if drift > tolerance_pct:
         direction = "slower" if result["scale"] > 1 else "faster"
+        factors = (f"x{result['scale']:.3f}"
+                   if result["overhead_scale"] == result["work_scale"] == result["scale"] else
+                   f"per-call overhead x{result['overhead_scale']:.3f}, compute and memory "
+                   f"x{result['work_scale']:.3f}")
         message = (f"budgetsearch: this machine runs the {profile.name} anchors "
                    f"{abs(result['drift_pct']):.0f}% {direction} than when profiled "
                    f"({profile.provenance.get('date', '?')}); latency predictions rescaled "
-                   f"(per-call overhead x{result['overhead_scale']:.3f}, compute and memory "
-                   f"x{result['work_scale']:.3f}; {seconds:.1f} s check; re-profile with "
+                   f"({factors}; {seconds:.1f} s check; re-profile with "
                    f"'budgetsearch profile --name {profile.name} --runtime {profile.runtime} "
                    f"--force')")
         (announce or (lambda line: print(line, file=sys.stderr)))(message)
