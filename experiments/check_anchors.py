@@ -15,6 +15,12 @@ profiling-day times are in the measurements CSV) and the 48 foreign torchvision 
 * the foreign networks' own median ratio measured / predicted (an oracle: it also holds the
   model's bias on these families).
 
+With ``--loops`` it instead checks the shipped profiles' own anchors the way the drift check
+does (alone, in a short loop: ``measure_anchors``) against all 54 held-out networks in one long
+loop and the foreign networks in another, twice: a short loop of a few networks runs faster
+than a long one, which is why ``budgetsearch profile`` records the anchors by the check's own
+procedure. Output: ``results/check_anchors_loops_output.txt``.
+
 Output quoted in experiments/README.md ("One drift factor, not two"):
 ``results/check_anchors_output.txt`` (two runs, 07:29 and 07:31, on the six hand-built anchors the
 profiles carried then: commit d54f842 and before; from the next commit the anchors are held-out
@@ -87,5 +93,46 @@ def main() -> None:
           f"{load['others_pct']:.0f}% (= {load['others_cores']:.2f} of 2 cores)")
 
 
+def loops() -> None:
+    """The drift check's factor, the held-out networks' and the foreign networks' own, twice."""
+    warnings.filterwarnings("ignore")
+    sys.path.insert(0, str(HERE))
+    import latency_accuracy as bench
+
+    from budgetsearch.cost import load_profile
+    from budgetsearch.profiling.anchors import measure_anchors
+    from budgetsearch.profiling.fit import build_fit_set
+
+    meter = bench.LoadMeter()
+    print(f"check_anchors --loops, {datetime.datetime.now():%Y-%m-%d %H:%M}")
+    table = pd.read_csv(HERE.parent / "hw_profiles" / "cpu-2core-x86.csv")
+    _, holdout = build_fit_set(216, 54, seed=0)
+    foreign = bench.foreign_networks(False)
+    for name in ("cpu-2core-x86", "cpu-2core-x86-ort"):
+        profile = load_profile(name, check=False)
+        recorded = {a["name"]: float(a["recorded_ms"]) for a in profile.anchors["networks"]}
+        rows = table[(table.runtime == profile.runtime) & (table.set == "holdout")]
+        held_ms = dict(zip(rows.network, rows.measured_ms, strict=True))
+        threads = int(profile.provenance.get("threads", 1))
+        print(f"\n== {name} ({profile.runtime}); anchors: {profile.anchors.get('method', '')}")
+        predicted = bench.predict(foreign, profile)
+        for rep in range(2):
+            today = measure_anchors(list(recorded), runtime=profile.runtime, threads=threads)
+            check = float(np.median([today[a] / recorded[a] for a in recorded]))
+            runners = bench.build_runners(
+                [{"model": n.model, "x": n.example_input} for n in holdout], profile)
+            held = float(np.median([t / held_ms[n.label] for t, n in zip(
+                bench.measure(runners, profile, rounds=2), holdout, strict=True)]))
+            runners = bench.build_runners(foreign, profile)
+            need = float(np.exp(np.median(np.log(
+                bench.measure(runners, profile, rounds=4) / predicted))))
+            del runners
+            print(f"  pass {rep + 1}: the check (its anchors alone) x{check:.3f}; all 54 held-out "
+                  f"in one loop x{held:.3f}; the foreign networks' own factor x{need:.3f}")
+    load = meter.others()
+    print(f"\nload over the run ({load['window_s']:.0f} s): other processes "
+          f"{load['others_pct']:.0f}% (= {load['others_cores']:.2f} of 2 cores)")
+
+
 if __name__ == "__main__":
-    main()
+    loops() if "--loops" in sys.argv[1:] else main()
