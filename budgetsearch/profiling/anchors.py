@@ -223,14 +223,6 @@ def measure_anchors(
     return dict(zip(names, map(float, times), strict=True))
 
 
-def record_anchor_times(names: list[str], *, runtime: str, threads: int, repeats: int = 3
-                        ) -> dict[str, float]:
-    """Each anchor's time by the check's own procedure (:func:`measure_anchors`), the median of
-    ``repeats`` checks: what a profile records for its check to compare with."""
-    runs = [measure_anchors(names, runtime=runtime, threads=threads) for _ in range(repeats)]
-    return {name: float(np.median([run[name] for run in runs])) for name in names}
-
-
 def fingerprint(profile: DeviceProfile) -> str:
     """A short hash of what the check compares against (coefficients and anchor times)."""
     text = json.dumps([profile.name, sorted((k, v.as_dict()) for k, v in profile.ops.items()),

@@ -24,7 +24,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,12 +33,7 @@ import torch
 
 from budgetsearch import __version__
 from budgetsearch.cost.profiles import DeviceProfile, OpLatency, PredictorError
-from budgetsearch.profiling.anchors import (
-    build_anchor,
-    cpu_flags,
-    cpu_name,
-    record_anchor_times,
-)
+from budgetsearch.profiling.anchors import build_anchor, cpu_flags, cpu_name
 from budgetsearch.profiling.networks import (
     FAMILIES,
     BuiltNetwork,
@@ -328,13 +323,10 @@ def fit_profile(
     runtime: str,
     provenance: dict[str, Any],
     command: str = "",
-    anchor_ms: Mapping[str, float] | None = None,
 ) -> tuple[DeviceProfile, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Fit one runtime's profile from timings: (profile, per-network rows, leave-one-family-out).
-
-    Its drift-check anchors are ``anchor_ms`` (held-out labels → times recorded by the check's
-    own procedure), else :func:`pick_anchors` with their times in the fit set's run.
-    """
+    Its drift-check anchors are held-out networks with their times in the fit set's run
+    (:func:`pick_anchors`)."""
     block = simd_channel_block(str(provenance.get("cpu_flags", "")) or None)
     threads = int(provenance.get("threads", 1))
     fit_features = np.stack([network_features(n, block, runtime, threads) for n in fit])
@@ -365,10 +357,9 @@ def fit_profile(
     holdout_errors = np.array([r["error_pct"] for r in rows if r["set"] == "holdout"])
     error = summarize_errors(holdout_errors, command=command, date=date,
                              networks_set="held-out draws of the fit families")
-    recorded = ("recorded by the check's own procedure right after the fit set's run"
-                if anchor_ms else "recorded in the fit set's run")
     anchors = {
-        "method": f"held-out networks, {recorded}; re-timed by the same timer and method; "
+        "method": "held-out networks, recorded in the fit set's run; re-timed by the same timer "
+                  "and method; "
                   "drift = median(today / recorded_ms); "
                   "beyond the check's noise every coefficient is scaled by it (factors: 2 fits "
                   "one factor for per-call overhead and one for the rest, by overhead_share)",
@@ -376,7 +367,7 @@ def fit_profile(
         "networks": [
             {"name": a, "input_shape": "1x" + a.rsplit("/", 1)[1],
              "recorded_ms": round(ms, 5), "overhead_share": round(overhead_share(a, profile), 4)}
-            for a, ms in (anchor_ms or pick_anchors(holdout, holdout_ms)).items()
+            for a, ms in pick_anchors(holdout, holdout_ms).items()
         ],
     }
     transfer = {"method": "fit without the family (fit + held-out networks of the others), "
@@ -455,14 +446,6 @@ def refit_profile(
                          f"measurements (or not measured): refit with the --seed of the "
                          f"profiling run")
     fit, holdout = build_fit_set(n_fit, n_holdout, seed=seed)
-    # anchors the profiling run recorded by the check's own procedure keep their times (what a
-    # check compares with); older ones are picked again from the held-out times
-    old_anchors = {a["name"]: float(a["recorded_ms"])
-                   for a in (old.anchors or {}).get("networks", [])}
-    held_labels = {n.label for n in holdout}
-    kept_anchors = (old_anchors if old_anchors and set(old_anchors) <= held_labels
-                    and "check's own procedure" in str((old.anchors or {}).get("method", ""))
-                    else None)
     provenance = {**old.provenance, "seed": seed}
     provenance["notes"] = (f"re-fitted on {time.strftime('%Y-%m-%d %H:%M:%S')} by `{command}` "
                            f"from the measurements of {provenance.get('date', '?')}, timing "
@@ -470,7 +453,6 @@ def refit_profile(
     profile, new_rows, lofo = fit_profile(
         old.name, fit, holdout, np.array([measured[(n.label, "fit")] for n in fit]),
         np.array([measured[(n.label, "holdout")] for n in holdout]), runtime=runtime,
-        anchor_ms=kept_anchors,
         provenance=provenance,
         command=old.predictor_error.command if old.predictor_error else command)
     return replace(profile, description=old.description, aliases=old.aliases), new_rows, lofo
@@ -512,11 +494,7 @@ def profile_this_machine(
         load_before = _load_average()
         fit_ms_all = time_fit_set([*fit, *holdout], runtime=runtime, threads=threads,
                                   rounds=rounds, inner=inner, seed=seed, progress=progress)
-        # the check re-times its anchors alone, in a short loop, and a short loop runs faster
-        # than the long interleaved one (9 networks ×0.78–0.80 of their recorded times where
-        # all 54 held-out ran ×0.86–0.87, minutes apart): record them the way they are checked
-        anchor_ms = record_anchor_times(list(pick_anchors(holdout, fit_ms_all[n_fit:])),
-                                        runtime=runtime, threads=threads)
+
         runtime_version = str(torch.__version__)
         if runtime == "onnxruntime":
             import onnxruntime
@@ -553,7 +531,7 @@ def profile_this_machine(
         profile_name = name + RUNTIME_SUFFIX[runtime]
         profile, rows, lofo = fit_profile(
             profile_name, fit, holdout, fit_ms_all[:n_fit], fit_ms_all[n_fit:],
-            runtime=runtime, provenance=provenance, command=command, anchor_ms=anchor_ms,
+            runtime=runtime, provenance=provenance, command=command,
         )
         profiles[runtime] = profile
         report.rows += rows
