@@ -5,7 +5,8 @@ One command (≈ 3 minutes, a quiet machine)::
     PYTHONPATH=. python experiments/check_anchors.py
 
 For each shipped CPU profile, times in one interleaved run (the profiles' own timer and method)
-the six drift-check anchors, 18 of the profile's held-out fit-set networks (two per family, whose
+its drift-check anchors (six hand-built networks until commit d54f842, held-out fit-set networks
+since), 18 of the profile's held-out fit-set networks (two per family, whose
 profiling-day times are in the measurements CSV) and the 48 foreign torchvision networks of
 ``latency_accuracy.py``, then prints three factors and the share of the foreign networks within
 ±10 % each leaves:
@@ -17,14 +18,14 @@ profiling-day times are in the measurements CSV) and the 48 foreign torchvision 
 
 With ``--loops`` it instead checks the shipped profiles' own anchors the way the drift check
 does (alone, in a short loop: ``measure_anchors``) against all 54 held-out networks in one long
-loop and the foreign networks in another, twice: a short loop of a few networks runs faster
-than a long one, which is why ``budgetsearch profile`` records the anchors by the check's own
-procedure. Output: ``results/check_anchors_loops_output.txt``.
+loop and the foreign networks in another, twice: how far a short loop of a few networks runs
+from the long interleaved one the profile and the benchmark time in.
 
 Output quoted in experiments/README.md ("One drift factor, not two"):
 ``results/check_anchors_output.txt`` (two runs, 07:29 and 07:31, on the six hand-built anchors the
 profiles carried then: commit d54f842 and before; from the next commit the anchors are held-out
-fit-set networks, and the first two factors nearly coincide).
+fit-set networks, and the first two factors nearly coincide); ``--loops``:
+``results/check_anchors_loops_output.txt`` (08:08, on the profiles measured at 07:54).
 """
 
 from __future__ import annotations
