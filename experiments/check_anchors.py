@@ -34,6 +34,7 @@ import datetime
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,22 +42,35 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> None:
+def _setup(title: str) -> tuple[Any, Any, pd.DataFrame, list[Any], list[dict[str, Any]]]:
+    """(the benchmark module, its load meter, the profiles' measurements, the 54 held-out
+    networks, the foreign networks), with the run's title printed."""
     warnings.filterwarnings("ignore")
     sys.path.insert(0, str(HERE))
     import latency_accuracy as bench
 
-    from budgetsearch.cost import load_profile
-    from budgetsearch.profiling.anchors import build_anchor
     from budgetsearch.profiling.fit import build_fit_set
 
     meter = bench.LoadMeter()
-    print(f"check_anchors, {datetime.datetime.now():%Y-%m-%d %H:%M}")
+    print(f"{title}, {datetime.datetime.now():%Y-%m-%d %H:%M}")
     table = pd.read_csv(HERE.parent / "hw_profiles" / "cpu-2core-x86.csv")
     _, holdout = build_fit_set(216, 54, seed=0)
+    return bench, meter, table, holdout, bench.foreign_networks(False)
+
+
+def _print_load(meter: Any) -> None:
+    load = meter.others()
+    print(f"\nload over the run ({load['window_s']:.0f} s): other processes "
+          f"{load['others_pct']:.0f}% (= {load['others_cores']:.2f} of 2 cores)")
+
+
+def main() -> None:
+    from budgetsearch.cost import load_profile
+    from budgetsearch.profiling.anchors import build_anchor
+
+    bench, meter, table, holdout, foreign = _setup("check_anchors")
     sample = [n for i, n in enumerate(holdout)
               if sum(m.family == n.family for m in holdout[:i]) < 2]
-    foreign = bench.foreign_networks(False)
     for name in ("cpu-2core-x86", "cpu-2core-x86-ort"):
         profile = load_profile(name, check=False)
         recorded_anchor = {a["name"]: float(a["recorded_ms"]) for a in profile.anchors["networks"]}
@@ -89,26 +103,15 @@ def main() -> None:
             print(f"  {label:<32} x{factor:.3f}: {np.mean(np.abs(errors) <= 10):.0%} within ±10%,"
                   f" {np.mean(np.abs(errors) <= 20):.0%} within ±20%, median signed "
                   f"{np.median(errors):+.1f}%")
-    load = meter.others()
-    print(f"\nload over the run ({load['window_s']:.0f} s): other processes "
-          f"{load['others_pct']:.0f}% (= {load['others_cores']:.2f} of 2 cores)")
+    _print_load(meter)
 
 
 def loops() -> None:
     """The drift check's factor, the held-out networks' and the foreign networks' own, twice."""
-    warnings.filterwarnings("ignore")
-    sys.path.insert(0, str(HERE))
-    import latency_accuracy as bench
-
     from budgetsearch.cost import load_profile
     from budgetsearch.profiling.anchors import measure_anchors
-    from budgetsearch.profiling.fit import build_fit_set
 
-    meter = bench.LoadMeter()
-    print(f"check_anchors --loops, {datetime.datetime.now():%Y-%m-%d %H:%M}")
-    table = pd.read_csv(HERE.parent / "hw_profiles" / "cpu-2core-x86.csv")
-    _, holdout = build_fit_set(216, 54, seed=0)
-    foreign = bench.foreign_networks(False)
+    bench, meter, table, holdout, foreign = _setup("check_anchors --loops")
     for name in ("cpu-2core-x86", "cpu-2core-x86-ort"):
         profile = load_profile(name, check=False)
         recorded = {a["name"]: float(a["recorded_ms"]) for a in profile.anchors["networks"]}
@@ -130,9 +133,7 @@ def loops() -> None:
             del runners
             print(f"  pass {rep + 1}: the check (its anchors alone) x{check:.3f}; all 54 held-out "
                   f"in one loop x{held:.3f}; the foreign networks' own factor x{need:.3f}")
-    load = meter.others()
-    print(f"\nload over the run ({load['window_s']:.0f} s): other processes "
-          f"{load['others_pct']:.0f}% (= {load['others_cores']:.2f} of 2 cores)")
+    _print_load(meter)
 
 
 if __name__ == "__main__":
