@@ -54,7 +54,12 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from budgetsearch.cost.dispatch import ONEDNN_MIN_INPUT_ELEMENTS, onednn_always, onednn_by_size
+from budgetsearch.cost.dispatch import (
+    ONEDNN_MIN_INPUT_ELEMENTS,
+    counted_input_elements,
+    onednn_always,
+    onednn_by_size,
+)
 from budgetsearch.cost.metrics import canonical_metric
 from budgetsearch.cost.ops import ExtraOp, trace_ops
 from budgetsearch.cost.profiles import DeviceProfile
@@ -100,9 +105,14 @@ class LayerRecord:
     #: share of a conv's kernel taps that read the input at some output position: the share of
     #: its weights a kernel that skips padding reads at all (1 elsewhere)
     read_taps: float = 1.0
-    #: a conv's dilation, and the batch of the traced input (which kernel PyTorch picks)
+    #: what PyTorch picks a conv's kernel by: dilation, batch, transposition, output padding,
+    #: and the input elements its line counts (:func:`~budgetsearch.cost.dispatch.
+    #: counted_input_elements`; 0: all of them)
     dilation: tuple[int, ...] = ()
     batch: int = 1
+    transposed: bool = False
+    output_padding: tuple[int, ...] = ()
+    counted_input_elements: int = 0
 
     @property
     def kind(self) -> str:
@@ -386,6 +396,8 @@ def _leaf_record(
     kernel: tuple[int, ...] = ()
     stride: tuple[int, ...] = ()
     dilation: tuple[int, ...] = ()
+    output_padding: tuple[int, ...] = ()
+    transposed = False
     groups = 1
     weight = 0
     read = 1.0
@@ -394,6 +406,8 @@ def _leaf_record(
         cin, cout = conv.in_channels, conv.out_channels
         kernel, stride, groups = tuple(conv.kernel_size), tuple(conv.stride), conv.groups
         dilation = tuple(conv.dilation)
+        transposed = bool(conv.transposed)
+        output_padding = tuple(conv.output_padding)
         weight = conv.weight.numel()
         read = _read_tap_share(conv, in_shape[2:], out_shape[2:])
     elif op == "linear":
@@ -415,7 +429,8 @@ def _leaf_record(
         stride=stride, output_hw=output_hw, params=params, flops=flops, activation_volume=volume,
         input_hw=input_hw, input_elements=in_elements, output_elements=out_elements,
         weight_params=weight, calls=calls, read_taps=read, dilation=dilation,
-        batch=int(in_shape[0]) if in_shape else 1,
+        batch=int(in_shape[0]) if in_shape else 1, transposed=transposed,
+        output_padding=output_padding, counted_input_elements=counted_input_elements(in_shape),
     )
 
 
@@ -620,6 +635,10 @@ class LayerInventory:
         # always, or once its input holds more than PyTorch's line of elements (by_size)
         always, by_size = self._onednn_dispatch(profile)
         arrays["onednn_always"], arrays["onednn_by_size"] = always, by_size
+        # the elements PyTorch's line counts, per kept input channel
+        arrays["onednn_per_channel"] = np.array(
+            [(r.counted_input_elements or r.input_elements) / r.in_channels
+             if r.in_channels > 0 else 0.0 for r in self.layers])
         onednn = [profile.op_latency("onednn_conv") if a or b else c
                   for a, b, c in zip(always, by_size, coeffs, strict=True)]
         for suffix, group in (("", coeffs), ("_aligned", aligned), ("_onednn", onednn)):
@@ -642,18 +661,21 @@ class LayerInventory:
     def _onednn_dispatch(self, profile: DeviceProfile) -> tuple[np.ndarray, np.ndarray]:
         """Per layer: PyTorch eager runs it on oneDNN at any width; or does once its input
         passes :data:`~budgetsearch.cost.dispatch.ONEDNN_MIN_INPUT_ELEMENTS` (both False unless
-        the profile's ``conv_dispatch`` is ``pytorch``)."""
+        the profile's ``conv_dispatch`` is ``pytorch``). Only dense convs: grouped ones keep
+        their own kinds (``dwconv``, ``gconv``), which PyTorch runs on oneDNN except a grouped
+        1×1 at stride 1 on one thread."""
         n = len(self.layers)
         always, by_size = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         if profile.conv_dispatch != "pytorch":
             return always, by_size
         threads = int(profile.provenance.get("threads", 1) or 1)
         for k, r in enumerate(self.layers):
-            if r.kind != "conv" or r.out_channels <= 0:
-                continue  # grouped convs have their own kinds (always oneDNN in eager)
+            if r.kind != "conv" or r.out_channels <= 0 or not r.kernel_size:
+                continue
             shape = {"kernel": r.kernel_size, "stride": r.stride,
                      "dilation": r.dilation or (1,) * len(r.kernel_size),
-                     "batch": r.batch, "threads": threads}
+                     "batch": r.batch, "threads": threads, "transposed": r.transposed,
+                     "output_padding": r.output_padding}
             always[k] = onednn_always(groups=r.groups, **shape)
             by_size[k] = not always[k] and onednn_by_size(**shape)
         return always, by_size
@@ -670,7 +692,7 @@ class LayerInventory:
                 lat[key] = np.where(on, lat[f"{key}_aligned"], lat[key])
         c = self._np
         if lat["onednn_always"].any() or lat["onednn_by_size"].any():
-            big = np.round(c["a_i"] * np.round(ci)) > ONEDNN_MIN_INPUT_ELEMENTS
+            big = np.round(lat["onednn_per_channel"] * np.round(ci)) > ONEDNN_MIN_INPUT_ELEMENTS
             on = lat["onednn_always"] | (lat["onednn_by_size"] & big)
             for key in ("alpha", "gamma", "gamma_w", "beta"):
                 lat[key] = np.where(on, lat[f"{key}_onednn"], lat[key])
@@ -921,7 +943,8 @@ class LayerInventory:
         else:
             assert profile is not None
             arrays = self._latency_arrays(profile)
-            switches = ("aligns", "groups", "onednn_always", "onednn_by_size")
+            switches = ("aligns", "groups", "onednn_always", "onednn_by_size",
+                        "onednn_per_channel")
             lat = {k: torch.as_tensor(v, dtype=dtype, device=device)
                    for k, v in arrays.items() if k not in switches}
             if arrays["aligns"].any():
@@ -935,7 +958,9 @@ class LayerInventory:
                     lat[key] = torch.where(on, lat[f"{key}_aligned"], lat[key])
             if arrays["onednn_always"].any() or arrays["onednn_by_size"].any():
                 with torch.no_grad():  # a switch, as above
-                    big = torch.round(c["a_i"] * torch.round(ci)) > ONEDNN_MIN_INPUT_ELEMENTS
+                    per_channel = torch.as_tensor(arrays["onednn_per_channel"], dtype=dtype,
+                                                  device=device)
+                    big = torch.round(per_channel * torch.round(ci)) > ONEDNN_MIN_INPUT_ELEMENTS
                     on = (torch.as_tensor(arrays["onednn_always"], device=device)
                           | (torch.as_tensor(arrays["onednn_by_size"], device=device) & big))
                 for key in ("alpha", "gamma", "gamma_w", "beta"):

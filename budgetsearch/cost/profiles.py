@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -678,6 +679,21 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
     )
 
 
+#: A fit-set network's label as a profile names its anchors: family#seed/CxHxW, ASCII digits,
+#: within the sizes the fit set draws (1-16 channels, 8-512 pixels a side)
+ANCHOR_LABEL = re.compile(
+    r"(?P<family>[a-z]+)#(?P<seed>[0-9]{1,9})/(?P<c>[0-9]{1,2})x(?P<h>[0-9]{1,3})x(?P<w>[0-9]{1,3})",
+    re.ASCII)
+ANCHOR_LABEL_BOUNDS = "1 to 16 channels and 8 to 512 pixels a side"
+
+
+def anchor_label_ok(name: str) -> bool:
+    """True when ``name`` is a fit-set label within :data:`ANCHOR_LABEL`'s bounds."""
+    match = ANCHOR_LABEL.fullmatch(name)
+    return match is not None and 1 <= int(match["c"]) <= 16 and all(
+        8 <= int(match[k]) <= 512 for k in ("h", "w"))
+
+
 _ANCHOR_KEYS = {"networks", "rounds", "inner", "warmup", "tolerance_pct", "budget_s", "method",
                 "factors"}
 _ANCHOR_NETWORK_KEYS = {"name", "input_shape", "recorded_ms", "predicted_ms", "overhead_share"}
@@ -696,6 +712,11 @@ def _check_anchors(where: str, anchors: Mapping[str, Any]) -> None:
         for part in ("name", "recorded_ms"):
             if part not in network:
                 raise ValueError(f"{where}: missing required key '{key}.{part}'")
+        name = network["name"]
+        _check_type(where, f"{key}.name", name, str)
+        if "#" in name and not anchor_label_ok(name):
+            raise ValueError(f"{where}: key '{key}.name' must be a fit-set network "
+                             f"family#seed/CxHxW with {ANCHOR_LABEL_BOUNDS}, got {name!r}")
         _check_type(where, f"{key}.recorded_ms", network["recorded_ms"], (int, float))
         if "overhead_share" in network:
             share = network["overhead_share"]

@@ -194,7 +194,11 @@ def cpu_flags() -> str:
 def _onnx_cached(name: str, model: nn.Module, x: torch.Tensor) -> bytes:
     from budgetsearch.profiling.timing import ONNX_OPSET, export_onnx
 
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
+    if "#" in name:  # a fit-set network: its generator's version too
+        from budgetsearch.profiling.networks import GENERATOR_VERSION
+
+        safe += f"-gen{GENERATOR_VERSION}"
     path = state_dir() / "anchors" / f"{safe}-torch{torch.__version__}-opset{ONNX_OPSET}.onnx"
     if path.is_file():
         return path.read_bytes()
@@ -215,8 +219,12 @@ def measure_anchors(
 
     runners = []
     for name in names:
-        model, x = build_anchor(name)
-        data = _onnx_cached(name, model, x) if runtime == "onnxruntime" else None
+        try:
+            model, x = build_anchor(name)
+            data = _onnx_cached(name, model, x) if runtime == "onnxruntime" else None
+        except (ValueError, RuntimeError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            raise ValueError(f"drift-check anchor {name!r} cannot be built: {first}") from None
         runners.append(make_runner(model, x, runtime=runtime, threads=threads, onnx_bytes=data))
     times = time_runners(runners, rounds=ANCHOR_ROUNDS, inner=ANCHOR_INNER,
                          warmup=ANCHOR_WARMUP, threads=threads, deadline_s=budget_s * 0.6)
@@ -307,8 +315,8 @@ def check_drift(
 ) -> DeviceProfile:
     """Re-time the profile's anchors and recalibrate it to today's speed.
 
-    Drift beyond :data:`RESCALE_ABOVE_PCT` (the check's own noise: the median of six anchors
-    over 40 rounds) rescales the profile by the fitted factors; beyond ``tolerance_pct`` one line
+    Drift beyond :data:`RESCALE_ABOVE_PCT` (the check's own noise, measured as the median of six
+    hand-built anchors over 40 rounds) rescales the profile; beyond ``tolerance_pct`` one line
     on stderr also says so. (Keeping a profile whose anchors drifted 4–10 % left foreign networks
     18 % over-predicted on the profiling machine, against 8 % rescaled.)
 
@@ -331,7 +339,10 @@ def check_drift(
     threads = int(profile.provenance.get("threads", 1))
     started = time.perf_counter()
     if measure is None:
-        today = measure_anchors(list(recorded), runtime=profile.runtime, threads=threads)
+        try:
+            today = measure_anchors(list(recorded), runtime=profile.runtime, threads=threads)
+        except ValueError as error:
+            raise ValueError(f"{profile.path or profile.name}: {error}") from None
     else:
         today = dict(measure(list(recorded)))
     seconds = time.perf_counter() - started

@@ -41,11 +41,17 @@ import torch
 from torch import nn
 
 from budgetsearch.cost.inventory import LayerInventory, layer_inventory
+from budgetsearch.cost.profiles import ANCHOR_LABEL, ANCHOR_LABEL_BOUNDS, anchor_label_ok
 
 FAMILIES = ("plain", "residual", "bottleneck", "dwsep", "inverted", "grouped", "concat",
             "shuffle", "wrn")
 INPUT_SHAPES = ((1, 1, 28, 28), (1, 3, 32, 32), (1, 3, 64, 64))
 ACTIVATIONS = ("relu", "relu6", "hardswish", "silu")
+
+
+#: Bumped whenever a label builds another network than before (2: the weights are drawn from
+#: the spec's seed), so that cached exports of drift-check anchors are not reused across it.
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -346,10 +352,14 @@ def _build(spec: NetworkSpec
     """(network, input, full network, kept channels) of ``spec``, untraced."""
     x = torch.randn(spec.input_shape, generator=torch.Generator().manual_seed(spec.seed))
     kept: dict[str, tuple[int, int]] = {}
-    if spec.family == "wrn":
-        model, full, kept = _wrn(spec)
-    else:
-        model = full = _generated(spec)
+    # the weights from the spec's seed too: a compact WRN keeps the channels of largest norm, so
+    # without it the same label would build another network in another process
+    with torch.random.fork_rng():
+        torch.manual_seed(spec.seed)
+        if spec.family == "wrn":
+            model, full, kept = _wrn(spec)
+        else:
+            model = full = _generated(spec)
     return model.eval(), x, full, kept
 
 
@@ -366,17 +376,15 @@ def build_labelled(label: str) -> tuple[nn.Module, torch.Tensor]:
     as the profiling run built it, untraced: a profile's drift-check anchor.
 
     Raises:
-        ValueError: not a label of a family of :data:`FAMILIES`.
+        ValueError: not a label of a family of :data:`FAMILIES` with an input the fit set uses
+            (see :data:`~budgetsearch.cost.profiles.ANCHOR_LABEL`).
     """
-    family, _, rest = label.partition("#")
-    seed, _, shape = rest.partition("/")
-    dims = shape.split("x")
-    if (family not in FAMILIES or not seed.isdigit() or len(dims) != 3
-            or not all(d.isdigit() and int(d) > 0 for d in dims)):
+    match = ANCHOR_LABEL.fullmatch(label)
+    if match is None or not anchor_label_ok(label) or match["family"] not in FAMILIES:
         raise ValueError(f"a fit-set network is named family#seed/CxHxW with a family of "
-                         f"{', '.join(FAMILIES)}, got {label!r}")
-    c, h, w = (int(d) for d in dims)
-    model, x, _, _ = _build(NetworkSpec(family, (1, c, h, w), int(seed)))
+                         f"{', '.join(FAMILIES)}, {ANCHOR_LABEL_BOUNDS}, got {label!r}")
+    c, h, w = (int(match[k]) for k in ("c", "h", "w"))
+    model, x, _, _ = _build(NetworkSpec(match["family"], (1, c, h, w), int(match["seed"])))
     return model, x
 
 

@@ -185,13 +185,41 @@ def test_the_shipped_anchors_are_held_out_fit_networks_checked_within_two_second
     assert set(times) == set(names) and all(t > 0 for t in times.values())
 
 
-@pytest.mark.parametrize("name", ["wrn#12", "nosuch#1/3x32x32", "wrn#x/3x32x32",
-                                  "wrn#1/3x32", "wrn#1/0x32x32", "conv-stack"])
+HOSTILE_LABELS = ["wrn#12", "nosuch#1/3x32x32", "wrn#x/3x32x32", "wrn#1/3x32", "wrn#1/0x32x32",
+                  "conv-stack", "wrn#\uff11/3x32x32", "wrn#\u00b2/3x32x32", "wrn#-1/3x32x32",
+                  "plain#1/3x100000x100000", "wrn#1/300x32x32", "wrn#1/3x4x4", " wrn#1/3x32x32"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_LABELS)
 def test_an_anchor_name_that_names_nothing_is_refused(name: str) -> None:
+    import re
+
     from budgetsearch.profiling.anchors import build_anchor
 
-    with pytest.raises(ValueError, match="got '" + name.replace("#", ".") + "'"):
+    with pytest.raises(ValueError, match="got " + re.escape(repr(name)) + "$"):
         build_anchor(name)
+
+
+@pytest.mark.parametrize("name", [n for n in HOSTILE_LABELS
+                                  if "#" in n and n != "nosuch#1/3x32x32"])
+def test_a_profile_naming_a_malformed_anchor_is_refused_on_load(name: str) -> None:
+    import re
+
+    data = {**MEASURED, "anchors": {"networks": [{"name": name, "recorded_ms": 1.0}]}}
+    with pytest.raises(ValueError, match=r"'anchors.networks\[0\].name' must be a fit-set "
+                                         r"network .*got " + re.escape(repr(name)) + "$"):
+        profile_from_dict(data)
+
+
+def test_an_anchor_that_cannot_be_built_fails_the_check_in_one_line(state: Path) -> None:
+    # well formed, so the profile loads; no such family, so the check cannot build it
+    profile = profile_from_dict({**MEASURED, "anchors": {"networks": [
+        {"name": "nosuch#1/3x32x32", "recorded_ms": 1.0}]}})
+    with pytest.raises(ValueError) as refused:
+        check_drift(profile, announce=lambda line: None)
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith("toy: drift-check anchor 'nosuch#1/3x32x32' cannot be built")
 
 
 def test_anchors_are_each_familys_middling_held_out_network() -> None:

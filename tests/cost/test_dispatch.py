@@ -10,23 +10,35 @@ import torch
 from torch import nn
 
 from budgetsearch.cost import layer_inventory, load_profile, profile_from_dict
-from budgetsearch.cost.dispatch import ONEDNN_MIN_INPUT_ELEMENTS, onednn_always, onednn_by_size
+from budgetsearch.cost.dispatch import (
+    ONEDNN_MIN_INPUT_ELEMENTS,
+    counted_input_elements,
+    onednn_always,
+    onednn_by_size,
+)
 from budgetsearch.cost.profiles import OpLatency
 
 select = getattr(torch._C, "_select_conv_backend", None)
 
 
-def _torch_picks_onednn(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+# torch's own enum names oneDNN's forward conv; its transposed one (9) has no Python name
+_ONEDNN = {int(torch._C._ConvBackend.Mkldnn), 9} if select is not None else set()
+
+
+def _torch_picks_onednn(x: torch.Tensor, conv: nn.modules.conv._ConvNd) -> bool:
     backend = select(x, conv.weight, None, list(conv.stride), list(conv.padding),
-                     list(conv.dilation), False, [0, 0], conv.groups, None)
-    return backend == torch._C._ConvBackend.Mkldnn
+                     list(conv.dilation), conv.transposed, list(conv.output_padding),
+                     conv.groups, None)
+    return int(backend) in _ONEDNN
 
 
-def _rule(x: torch.Tensor, conv: nn.Conv2d, threads: int) -> bool:
+def _rule(x: torch.Tensor, conv: nn.modules.conv._ConvNd, threads: int) -> bool:
     shape = {"kernel": conv.kernel_size, "stride": conv.stride, "dilation": conv.dilation,
-             "batch": x.shape[0], "threads": threads}
+             "batch": x.shape[0], "threads": threads, "transposed": conv.transposed,
+             "output_padding": conv.output_padding}
     return onednn_always(groups=conv.groups, **shape) or (
-        onednn_by_size(**shape) and x.numel() > ONEDNN_MIN_INPUT_ELEMENTS)
+        onednn_by_size(**shape)
+        and counted_input_elements(x.shape) > ONEDNN_MIN_INPUT_ELEMENTS)
 
 
 @pytest.mark.skipif(select is None, reason="this torch has no _select_conv_backend to ask")
@@ -47,6 +59,31 @@ def test_the_rule_is_the_kernel_torch_picks(threads: int) -> None:
                 k, stride, dilation, groups, c, hw, batch)
             checked += 1
         assert checked == 5 * 2 * 2 * 2 * 4 * 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(select is None, reason="this torch has no _select_conv_backend to ask")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_rule_holds_for_1d_3d_and_transposed_convs(threads: int) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    cases = []
+    for k, stride, batch, length in itertools.product((1, 3, 5), (1, 2), (1, 2), (300, 400)):
+        cases.append((nn.Conv1d(64, 8, k, stride=stride, padding=k // 2),
+                      (batch, 64, length)))
+    for k, shape in itertools.product((1, 3, 5), ((1, 4, 6, 6, 6), (1, 16, 40, 40, 3),
+                                                  (1, 16, 3, 3, 1000), (2, 4, 6, 6, 6))):
+        cases.append((nn.Conv3d(shape[1], 8, k, padding=k // 2), shape))
+    for k, stride, out_pad, dilation in itertools.product((3, 5), (1, 2), (0, 1), (1, 2)):
+        if out_pad >= max(stride, dilation):
+            continue  # torch refuses an output padding not below stride or dilation
+        cases.append((nn.ConvTranspose2d(8, 8, k, stride=stride, output_padding=out_pad,
+                                         dilation=dilation), (1, 8, 20, 20)))
+    try:
+        for conv, shape in cases:
+            x = torch.randn(shape)
+            assert _rule(x, conv, threads) == _torch_picks_onednn(x, conv), (conv, shape)
     finally:
         torch.set_num_threads(before)
 
@@ -121,3 +158,19 @@ def test_conv_dispatch_round_trips_and_is_checked() -> None:
         profile_from_dict(data)
     with pytest.raises(ValueError, match="conv_dispatch must be one of pytorch"):
         replace(profile, conv_dispatch="onnx")
+
+
+def test_a_3d_conv_is_priced_by_the_elements_torch_counts() -> None:
+    # (1, 16, 40, 40, 3): torch counts 1·16·40·40 = 25,600 > 20,480 (oneDNN); (1, 16, 3, 3,
+    # 1000) holds 144,000 elements but torch counts 144 (its own 3-D path)
+    profile = _two_kernel_profile()
+    prices = []
+    for shape in ((1, 16, 40, 40, 3), (1, 16, 3, 3, 1000)):
+        inventory = layer_inventory(nn.Sequential(nn.Conv3d(16, 8, 3, padding=1)),
+                                    torch.randn(shape))
+        record = inventory["0"]
+        c = profile.ops["onednn_conv"] if shape[2] == 40 else profile.ops["conv"]
+        prices.append((inventory.layer_latency_ms(profile)["0"],
+                       c.ms_per_gflop * 1e-9 * record.flops + c.overhead_ms))
+    for got, expected in prices:
+        assert got == pytest.approx(expected, rel=1e-6)
