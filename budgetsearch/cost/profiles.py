@@ -458,7 +458,7 @@ _PROVENANCE_KEYS = {
     "tool", "tool_version", "torch_version", "python_version", "dtype", "batch_size", "threads",
     "date", "host", "cpu", "device", "power_mode", "clocks", "load_average", "method", "notes",
     "input_shapes", "timing", "fit_networks", "sources", "runtime", "runtime_version",
-    "cpu_flags", "onnx_opset", "fit_families", "seconds", "seed",
+    "cpu_flags", "onnx_opset", "fit_families", "seconds", "seed", "generator_version",
 }
 _LATENCY_KEYS = {
     "combine": str,

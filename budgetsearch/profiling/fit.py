@@ -36,6 +36,7 @@ from budgetsearch.cost.profiles import DeviceProfile, OpLatency, PredictorError
 from budgetsearch.profiling.anchors import build_anchor, cpu_flags, cpu_name
 from budgetsearch.profiling.networks import (
     FAMILIES,
+    GENERATOR_VERSION,
     BuiltNetwork,
     NetworkSpec,
     build_spec,
@@ -427,6 +428,12 @@ def refit_profile(
     if n_fit < 2 * len(FAMILIES) or n_holdout < 1:
         raise ValueError(f"the measurements hold {n_fit} fit and {n_holdout} held-out networks "
                          f"of {runtime}; a fit needs ≥ {2 * len(FAMILIES)} and ≥ 1")
+    version = old.provenance.get("generator_version", 1)
+    if version != GENERATOR_VERSION:
+        raise ProfileValueError(
+            f"{old.path or old.name}: its measurements are of networks drawn by generator "
+            f"version {version!r}, and this budgetsearch draws version {GENERATOR_VERSION}, "
+            f"which builds some labels into other networks: re-profile instead of --refit")
     if seed is None:
         seed = old.provenance.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool):
@@ -523,6 +530,7 @@ def profile_this_machine(
                                   runtime=runtime),
             "fit_networks": n_fit,
             "seed": seed,
+            "generator_version": GENERATOR_VERSION,
             "fit_families": list(FAMILIES),
             "input_shapes": "1x1x28x28, 1x3x32x32, 1x3x64x64 (uniform)",
         }

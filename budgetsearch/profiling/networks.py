@@ -50,7 +50,9 @@ ACTIVATIONS = ("relu", "relu6", "hardswish", "silu")
 
 
 #: Bumped whenever a label builds another network than before (2: the weights are drawn from
-#: the spec's seed), so that cached exports of drift-check anchors are not reused across it.
+#: the spec's seed), so that cached exports of drift-check anchors are not reused across it and
+#: ``budgetsearch profile --refit`` refuses measurements of another version (profiles record
+#: it as ``provenance.generator_version``; before it was recorded: 1).
 GENERATOR_VERSION = 2
 
 

@@ -65,6 +65,16 @@ def test_devices_json_gives_runtime_threads_and_errors(
     assert all(row["threads"] and row["predictor_error"]["networks"] > 0 for row in measured)
 
 
+def _current(profile):  # noqa: ANN001, ANN202
+    """``profile`` as if measured on networks this budgetsearch's generator draws."""
+    from dataclasses import replace
+
+    from budgetsearch.profiling.networks import GENERATOR_VERSION
+
+    return replace(profile, provenance={**profile.provenance,
+                                        "generator_version": GENERATOR_VERSION})
+
+
 def _synthetic_measurements(path: Path, runtime: str, truth) -> None:  # noqa: ANN001
     """A measurements CSV for --fit 60 --holdout 6 --seed 0 whose times are ``truth``'s
     predictions (an oracle the refit must recover)."""
@@ -93,7 +103,7 @@ def test_profile_refit_recovers_the_model_from_its_measurements(
 
     from budgetsearch.cost import save_profile
 
-    truth = load_profile("cpu-2core-x86-ort", check=False)
+    truth = _current(load_profile("cpu-2core-x86-ort", check=False))
     save_profile(truth.rescaled(overhead=3.0, work=0.5), tmp_path / "box-ort.yaml")
     _synthetic_measurements(tmp_path / "box.csv", "onnxruntime", truth)
     assert main(["profile", "--name", "box", "--out", str(tmp_path / "box.yaml"), "--runtime",
@@ -124,6 +134,8 @@ def test_profile_refit_recovers_the_model_from_its_measurements(
     ("inf", [], "must be a positive finite number, got inf"),
     ("twice", [], "appears twice in the onnxruntime measurements"),
     ("seed", [], "box-ort.yaml: provenance.seed must be an integer, got 'abc'"),
+    ("version", [], "box-ort.yaml: its measurements are of networks drawn by generator version "
+                    "1, and this budgetsearch draws version"),
 ])
 def test_profile_refit_refuses_measurements_it_cannot_use(
         change: str, flags: list[str], message: str, tmp_path: Path,
@@ -137,9 +149,12 @@ def test_profile_refit_refuses_measurements_it_cannot_use(
 
     from budgetsearch.cost import save_profile
 
-    truth = load_profile("cpu-2core-x86-ort", check=False)
+    truth = _current(load_profile("cpu-2core-x86-ort", check=False))
     if change == "seed":
         truth = replace(truth, provenance={**truth.provenance, "seed": "abc"})
+    if change == "version":  # measured before the generator recorded its version
+        truth = replace(truth, provenance={k: v for k, v in truth.provenance.items()
+                                           if k != "generator_version"})
     save_profile(truth, tmp_path / "box-ort.yaml")
     save_profile(load_profile("cpu-2core-x86", check=False), tmp_path / "box.yaml")
     rows = [{"runtime": "onnxruntime", "set": which, "family": spec.family,
