@@ -67,7 +67,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     import json
 
     from budgetsearch.cost import load_profile, profile_names
-    from budgetsearch.profiling.anchors import last_check
+    from budgetsearch.profiling.anchors import factors_text, last_check
 
     rows = []
     for name in profile_names():
@@ -90,12 +90,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
                          f"(leave-one-family-out, {lofo['families']} families)")
             check = row["last_check"]
             if check:
-                scale = check["scale"]
-                overhead = check.get("overhead_scale", scale)
-                work = check.get("work_scale", scale)
-                factors = (f"x{scale:.3f}" if overhead == work == scale else
-                           f"overhead x{overhead:.3f}, compute and memory x{work:.3f}")
-                state = (f"rescaled: {factors}" if check["recalibrated"] else "holds as recorded")
+                state = (f"rescaled: {factors_text(check)}" if check["recalibrated"]
+                         else "holds as recorded")
                 worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),
                             default=0.0)
                 text += (f"; last check {check['date']}: drift {check['drift_pct']:+.1f}% "

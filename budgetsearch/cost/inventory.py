@@ -445,6 +445,23 @@ def _aligned(aligns: Any, groups: Any, step: int, ci: Any, co: Any,
             & (i % groups == 0) & (o % groups == 0))
 
 
+def _onednn(always: Any, by_size: Any, per_channel: Any, ci: Any,
+            rounding: Callable[[Any], Any]) -> Any:
+    """Which layers PyTorch eager runs on oneDNN at kept input channels ``ci``: ``always``, or
+    ``by_size`` once the elements its line counts (``per_channel`` per kept input channel) pass
+    :data:`~budgetsearch.cost.dispatch.ONEDNN_MIN_INPUT_ELEMENTS`. NumPy arrays with
+    ``np.round`` or tensors with ``torch.round``, as :func:`_aligned`."""
+    return always | (by_size & (rounding(per_channel * rounding(ci))
+                                > ONEDNN_MIN_INPUT_ELEMENTS))
+
+
+def _take(lat: dict[str, Any], on: Any, suffix: str, where: Callable[..., Any]) -> None:
+    """Where ``on``, the α, γ, γ_w and β of ``lat`` become those of the ``suffix`` price
+    (``np.where`` or ``torch.where``)."""
+    for key in ("alpha", "gamma", "gamma_w", "beta"):
+        lat[key] = where(on, lat[f"{key}{suffix}"], lat[key])
+
+
 def _read_tap_share(conv: nn.Module, size_in: Sequence[int], size_out: Sequence[int]) -> float:
     """Share of a conv's kernel taps that read the input at some output position.
 
@@ -688,14 +705,12 @@ class LayerInventory:
         if lat["aligns"].any():
             on = _aligned(lat["aligns"], lat["groups"], profile.channel_alignment, ci, co,
                           np.round)
-            for key in ("alpha", "gamma", "gamma_w", "beta"):
-                lat[key] = np.where(on, lat[f"{key}_aligned"], lat[key])
+            _take(lat, on, "_aligned", np.where)
         c = self._np
         if lat["onednn_always"].any() or lat["onednn_by_size"].any():
-            big = np.round(lat["onednn_per_channel"] * np.round(ci)) > ONEDNN_MIN_INPUT_ELEMENTS
-            on = lat["onednn_always"] | (lat["onednn_by_size"] & big)
-            for key in ("alpha", "gamma", "gamma_w", "beta"):
-                lat[key] = np.where(on, lat[f"{key}_onednn"], lat[key])
+            on = _onednn(lat["onednn_always"], lat["onednn_by_size"], lat["onednn_per_channel"],
+                         ci, np.round)
+            _take(lat, on, "_onednn", np.where)
         sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
         block = profile.channel_block
         po = co if block == 1 else np.ceil(co / block) * block
@@ -954,17 +969,14 @@ class LayerInventory:
                     on = _aligned(torch.as_tensor(arrays["aligns"], device=device),
                                   torch.as_tensor(arrays["groups"], dtype=dtype, device=device),
                                   profile.channel_alignment, ci, co, torch.round)
-                for key in ("alpha", "gamma", "gamma_w", "beta"):
-                    lat[key] = torch.where(on, lat[f"{key}_aligned"], lat[key])
+                _take(lat, on, "_aligned", torch.where)
             if arrays["onednn_always"].any() or arrays["onednn_by_size"].any():
                 with torch.no_grad():  # a switch, as above
-                    per_channel = torch.as_tensor(arrays["onednn_per_channel"], dtype=dtype,
-                                                  device=device)
-                    big = torch.round(per_channel * torch.round(ci)) > ONEDNN_MIN_INPUT_ELEMENTS
-                    on = (torch.as_tensor(arrays["onednn_always"], device=device)
-                          | (torch.as_tensor(arrays["onednn_by_size"], device=device) & big))
-                for key in ("alpha", "gamma", "gamma_w", "beta"):
-                    lat[key] = torch.where(on, lat[f"{key}_onednn"], lat[key])
+                    on = _onednn(torch.as_tensor(arrays["onednn_always"], device=device),
+                                 torch.as_tensor(arrays["onednn_by_size"], device=device),
+                                 torch.as_tensor(arrays["onednn_per_channel"], dtype=dtype,
+                                                 device=device), ci, torch.round)
+                _take(lat, on, "_onednn", torch.where)
             sparse = 1.0 - profile.sparse_speedup * (1.0 - d)
             read = c["read"] if profile.prepacked_weights else 1.0
             weights = ((c["w_io"] * ci * co + c["w_o"] * co) * sparse * read

@@ -687,11 +687,14 @@ ANCHOR_LABEL = re.compile(
 ANCHOR_LABEL_BOUNDS = "1 to 16 channels and 8 to 512 pixels a side"
 
 
-def anchor_label_ok(name: str) -> bool:
-    """True when ``name`` is a fit-set label within :data:`ANCHOR_LABEL`'s bounds."""
+def anchor_label(name: str) -> re.Match[str] | None:
+    """``name`` parsed as a fit-set label (groups family, seed, c, h, w), or None when it is not
+    one within :data:`ANCHOR_LABEL`'s bounds."""
     match = ANCHOR_LABEL.fullmatch(name)
-    return match is not None and 1 <= int(match["c"]) <= 16 and all(
-        8 <= int(match[k]) <= 512 for k in ("h", "w"))
+    if match is None or not 1 <= int(match["c"]) <= 16 or not all(
+            8 <= int(match[k]) <= 512 for k in ("h", "w")):
+        return None
+    return match
 
 
 _ANCHOR_KEYS = {"networks", "rounds", "inner", "warmup", "tolerance_pct", "budget_s", "method",
@@ -714,7 +717,7 @@ def _check_anchors(where: str, anchors: Mapping[str, Any]) -> None:
                 raise ValueError(f"{where}: missing required key '{key}.{part}'")
         name = network["name"]
         _check_type(where, f"{key}.name", name, str)
-        if "#" in name and not anchor_label_ok(name):
+        if "#" in name and anchor_label(name) is None:
             raise ValueError(f"{where}: key '{key}.name' must be a fit-set network "
                              f"family#seed/CxHxW with {ANCHOR_LABEL_BOUNDS}, got {name!r}")
         _check_type(where, f"{key}.recorded_ms", network["recorded_ms"], (int, float))

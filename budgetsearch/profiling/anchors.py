@@ -223,7 +223,7 @@ def measure_anchors(
             model, x = build_anchor(name)
             data = _onnx_cached(name, model, x) if runtime == "onnxruntime" else None
         except (ValueError, RuntimeError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ValueError(f"drift-check anchor {name!r} cannot be built: {first}") from None
         runners.append(make_runner(model, x, runtime=runtime, threads=threads, onnx_bytes=data))
     times = time_runners(runners, rounds=ANCHOR_ROUNDS, inner=ANCHOR_INNER,
@@ -367,18 +367,25 @@ def check_drift(
     checked_profile = _recalibrated(profile, check) if recalibrated else profile
     if drift > tolerance_pct:
         direction = "slower" if result["scale"] > 1 else "faster"
-        factors = (f"x{result['scale']:.3f}"
-                   if result["overhead_scale"] == result["work_scale"] == result["scale"] else
-                   f"per-call overhead x{result['overhead_scale']:.3f}, compute and memory "
-                   f"x{result['work_scale']:.3f}")
         message = (f"budgetsearch: this machine runs the {profile.name} anchors "
                    f"{abs(result['drift_pct']):.0f}% {direction} than when profiled "
                    f"({profile.provenance.get('date', '?')}); latency predictions rescaled "
-                   f"({factors}; {seconds:.1f} s check; re-profile with "
+                   f"({factors_text(check)}; {seconds:.1f} s check; re-profile with "
                    f"'budgetsearch profile --name {profile.name} --runtime {profile.runtime} "
                    f"--force')")
         (announce or (lambda line: print(line, file=sys.stderr)))(message)
     return replace(checked_profile, last_check=check)
+
+
+def factors_text(check: Mapping[str, Any]) -> str:
+    """A check's rescaling as shown to the user: one factor, or per-call overhead and the rest
+    apart (a check stored before the two factors existed carries only ``scale``)."""
+    scale = float(check["scale"])
+    overhead = float(check.get("overhead_scale", scale))
+    work = float(check.get("work_scale", scale))
+    if overhead == work == scale:
+        return f"x{scale:.3f}"
+    return f"per-call overhead x{overhead:.3f}, compute and memory x{work:.3f}"
 
 
 def _recalibrated(profile: DeviceProfile, check: Mapping[str, Any]) -> DeviceProfile:

@@ -390,12 +390,14 @@ def refit_profile(
     rows, a pandas DataFrame), timing nothing: the profile the current latency model makes of
     the same timings. The fit set is rebuilt from the counts of fit and held-out rows (or
     ``n_fit`` / ``n_holdout``, which must equal them) and the profiling run's seed (``seed``,
-    else the profile's ``provenance.seed``, else 0); the anchors keep their recorded times.
+    else the profile's ``provenance.seed``, else 0); the anchors are picked again from the
+    held-out times (:func:`pick_anchors`).
 
     Raises:
         ValueError: no rows of this runtime, a time that is not a positive number, counts other
             than ``n_fit`` / ``n_holdout``, or networks other than those the seed draws (all
-            checked before anything is built).
+            checked before anything is built); :class:`ProfileValueError` for the profile's
+            own values (a generator version other than this one's, a seed not an integer).
     """
     import pandas as pd
 
@@ -501,7 +503,6 @@ def profile_this_machine(
         load_before = _load_average()
         fit_ms_all = time_fit_set([*fit, *holdout], runtime=runtime, threads=threads,
                                   rounds=rounds, inner=inner, seed=seed, progress=progress)
-
         runtime_version = str(torch.__version__)
         if runtime == "onnxruntime":
             import onnxruntime

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from budgetsearch.cost.inventory import LayerInventory, layer_inventory
-from budgetsearch.cost.profiles import ANCHOR_LABEL, ANCHOR_LABEL_BOUNDS, anchor_label_ok
+from budgetsearch.cost.profiles import ANCHOR_LABEL_BOUNDS, anchor_label
 
 FAMILIES = ("plain", "residual", "bottleneck", "dwsep", "inverted", "grouped", "concat",
             "shuffle", "wrn")
@@ -385,8 +385,8 @@ def build_labelled(label: str) -> tuple[nn.Module, torch.Tensor]:
         ValueError: not a label of a family of :data:`FAMILIES` with an input the fit set uses
             (see :data:`~budgetsearch.cost.profiles.ANCHOR_LABEL`).
     """
-    match = ANCHOR_LABEL.fullmatch(label)
-    if match is None or not anchor_label_ok(label) or match["family"] not in FAMILIES:
+    match = anchor_label(label)
+    if match is None or match["family"] not in FAMILIES:
         raise ValueError(f"a fit-set network is named family#seed/CxHxW with a family of "
                          f"{', '.join(FAMILIES)}, {ANCHOR_LABEL_BOUNDS}, got {label!r}")
     c, h, w = (int(match[k]) for k in ("c", "h", "w"))

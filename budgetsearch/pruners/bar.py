@@ -354,14 +354,20 @@ class BARPruner(Pruner):
         smallest = self.minimum_cost()
         if not is_met(smallest, self.budget_value):
             # Known before any training: the budget's projection at the hard prune would fail.
-            self.structure.remove()
-            self.structure = None
-            raise BudgetInfeasible(
+            raise self._infeasible(
                 f"the budget {self.config.metric} ≤ {self.budget_value:.4g} cannot be met even "
                 f"with every prunable channel removed (the smallest network BAR can express "
-                f"costs {smallest:.4g})",
-                metric=self.config.metric, target=self.budget_value, minimum=smallest)
+                f"costs {smallest:.4g})", smallest)
         return model
+
+    def _infeasible(self, message: str, minimum: float) -> BudgetInfeasible:
+        """The :class:`BudgetInfeasible` to raise from :meth:`prepare` (the gates detached from
+        the model first): no channel choice meets the budget; the smallest costs ``minimum``."""
+        if self.structure is not None:
+            self.structure.remove()
+            self.structure = None
+        return BudgetInfeasible(message, metric=self.config.metric, target=self.budget_value,
+                                minimum=minimum)
 
     @torch.no_grad()
     def minimum_cost(self) -> float:

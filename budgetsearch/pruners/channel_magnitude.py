@@ -33,7 +33,7 @@ from torch import nn
 
 from budgetsearch.cost import DeviceProfile, Target, is_met
 from budgetsearch.pruners.bar import BARConfig, BARPruner
-from budgetsearch.pruners.base import BudgetInfeasible, register_pruner
+from budgetsearch.pruners.base import register_pruner
 from budgetsearch.train_hooks import Phase
 
 Scope = Literal["uniform", "global"]
@@ -86,14 +86,10 @@ class ChannelMagnitudePruner(BARPruner):
         if not is_met(delivered, self.budget_value):
             # each choice ends on the smallest network when none meets the budget: with the
             # gathers and scatters it runs counted, even that one may not
-            self._structure().remove()
-            self.structure = None
-            metric = self.config.metric
-            raise BudgetInfeasible(
-                f"the budget {metric} ≤ {self.budget_value:.4g} cannot be met by keeping the "
-                f"channels of largest norm: the smallest network this pruner delivers costs "
-                f"{delivered:.4g} (its gathers and scatters counted)",
-                metric=metric, target=self.budget_value, minimum=delivered)
+            raise self._infeasible(
+                f"the budget {self.config.metric} ≤ {self.budget_value:.4g} cannot be met by "
+                f"keeping the channels of largest norm: the smallest network this pruner "
+                f"delivers costs {delivered:.4g} (its gathers and scatters counted)", delivered)
         self.hard_prune()
         return model
 
