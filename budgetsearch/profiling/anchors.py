@@ -191,15 +191,26 @@ def cpu_flags() -> str:
     return ""
 
 
+def _network_key(model: nn.Module, x: torch.Tensor) -> str:
+    """A short hash of what an export of ``model`` on ``x`` depends on, besides the weights'
+    values: its layers, every parameter's and buffer's shape (a compact network's gather
+    indices: their values too) and the input's shape. A label that builds another network (a
+    changed generator, or a build another checkout makes) gets another key."""
+    parts = [repr(model), str(tuple(x.shape))]
+    parts += [f"{n}{tuple(p.shape)}" for n, p in model.named_parameters()]
+    for name, buffer in model.named_buffers():
+        parts.append(f"{name}{tuple(buffer.shape)}")
+        if not buffer.is_floating_point():
+            parts.append(str(buffer.flatten().tolist()))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 def _onnx_cached(name: str, model: nn.Module, x: torch.Tensor) -> bytes:
     from budgetsearch.profiling.timing import ONNX_OPSET, export_onnx
 
     safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
-    if "#" in name:  # a fit-set network: its generator's version too
-        from budgetsearch.profiling.networks import GENERATOR_VERSION
-
-        safe += f"-gen{GENERATOR_VERSION}"
-    path = state_dir() / "anchors" / f"{safe}-torch{torch.__version__}-opset{ONNX_OPSET}.onnx"
+    path = state_dir() / "anchors" / (f"{safe}-{_network_key(model, x)}-torch{torch.__version__}"
+                                      f"-opset{ONNX_OPSET}.onnx")
     if path.is_file():
         return path.read_bytes()
     data = export_onnx(model, x)

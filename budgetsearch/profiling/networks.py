@@ -50,9 +50,10 @@ ACTIVATIONS = ("relu", "relu6", "hardswish", "silu")
 
 
 #: Bumped whenever a label builds another network than before (2: the weights are drawn from
-#: the spec's seed; 3: tiny draws), so that cached exports of drift-check anchors are not
-#: reused across it and ``budgetsearch profile --refit`` refuses measurements of another
-#: version (profiles record it as ``provenance.generator_version``; before it was recorded: 1).
+#: the spec's seed; 3: tiny draws), so that ``budgetsearch profile --refit`` refuses
+#: measurements of another version (profiles record it as ``provenance.generator_version``;
+#: before it was recorded: 1). Cached exports of drift-check anchors are keyed by the network
+#: itself.
 GENERATOR_VERSION = 3
 
 

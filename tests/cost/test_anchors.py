@@ -250,3 +250,19 @@ def test_check_is_off_in_the_test_suite_by_default(monkeypatch: pytest.MonkeyPat
     assert not check_enabled()
     monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "1")
     assert check_enabled()
+
+
+def test_a_cached_anchor_export_belongs_to_its_network(state: Path) -> None:
+    """The same label built into another network (a changed generator) must not reuse the
+    export of the old one: the cache is keyed by the network's layers and shapes."""
+    import torch
+    from torch import nn
+
+    from budgetsearch.profiling.anchors import _network_key, _onnx_cached
+
+    x = torch.zeros(1, 4)
+    assert _network_key(nn.Linear(4, 3), x) == _network_key(nn.Linear(4, 3), x)
+    assert _network_key(nn.Linear(4, 3), x) != _network_key(nn.Linear(4, 5), x)
+    small, wide = nn.Sequential(nn.Linear(4, 3)), nn.Sequential(nn.Linear(4, 5))
+    assert _onnx_cached("wrn#1/3x32x32", small, x) != _onnx_cached("wrn#1/3x32x32", wide, x)
+    assert len(list((state / "anchors").iterdir())) == 2
