@@ -25,13 +25,19 @@ _PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 def resolve_device(name: str, *, quiet: bool = False) -> Any:
     from budgetsearch.cost import load_profile, resolve_profile_name
-    from budgetsearch.profiling import anchors  # noqa: F401  (registers the drift check)
+    from budgetsearch.profiling import anchors  # registers the drift check
 
     profile = load_profile(name)
     if not quiet and "/" not in name and not name.endswith((".yaml", ".yml")):
         resolved = resolve_profile_name(name)
         if resolved != name:
             print(f"device {name!r} resolves to profile {resolved!r}")
+    if not quiet and profile.source == "measured":
+        reason = anchors.unchecked_reason(profile)
+        if reason:  # its prices stand, unchecked, for the machine it was measured on
+            print(f"budgetsearch: profile {profile.name!r} is not checked here: {reason}; its "
+                  f"prices are that machine's (to measure this one: 'budgetsearch profile "
+                  f"--name NAME')", file=sys.stderr)
     return profile
 
 
@@ -43,7 +49,7 @@ def _device_summary(profile: Any, check: Any) -> dict[str, Any]:
         "threads": profile.provenance.get("threads"), "aliases": list(profile.aliases),
         "measured_on": profile.provenance.get("date"),
         "predictor_error": None if error is None else error.as_dict(),
-        "leave_one_family_out": None, "last_check": None,
+        "leave_one_family_out": None, "last_check": None, "unchecked_reason": None,
         "published_check": (None if profile.published_check is None
                             else profile.published_check.summary()),
     }
@@ -55,10 +61,16 @@ def _device_summary(profile: Any, check: Any) -> dict[str, Any]:
             "mean_within_10pct": round(sum(within) / len(within), 4) if within else None,
             "per_family": families,
         }
+    if profile.source == "measured":
+        from budgetsearch.profiling.anchors import unchecked_reason
+
+        summary["unchecked_reason"] = unchecked_reason(profile)
     if check:
         summary["last_check"] = {
-            k: check.get(k) for k in ("date", "seconds", "scale", "drift_pct", "recalibrated",
-                                      "tolerance_pct", "residual_pct")
+            k: check.get(k) for k in ("date", "seconds", "scale", "overhead_scale", "work_scale",
+                                      "drift_pct", "recalibrated", "tolerance_pct",
+                                      "residual_pct")
+            if k in check
         }
     return summary
 
@@ -89,7 +101,9 @@ def _cmd_devices(args: argparse.Namespace) -> int:
                 text += (f"; unseen family: {lofo['mean_within_10pct']:.0%} within ±10% "
                          f"(leave-one-family-out, {lofo['families']} families)")
             check = row["last_check"]
-            if check:
+            if row["unchecked_reason"]:
+                text += f"; not checked here: {row['unchecked_reason']}"
+            elif check:
                 state = (f"rescaled: {factors_text(check)}" if check["recalibrated"]
                          else "holds as recorded")
                 worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),

@@ -113,14 +113,22 @@ class LayerRecord:
     transposed: bool = False
     output_padding: tuple[int, ...] = ()
     counted_input_elements: int = 0
+    #: a pooling op's input reads (output elements × window area; a reduction's input elements):
+    #: its work in a latency profile, where fvcore counts one FLOP per input element or none
+    pool_taps: int = 0
+    #: a max pooling (its own latency kind: eager computes indices beside the maxima)
+    max_pool: bool = False
 
     @property
     def kind(self) -> str:
-        """Op kind for latency profiles: conv, dwconv, gconv, linear, batchnorm, pool or other."""
+        """Op kind for latency profiles: conv, dwconv, gconv, linear, batchnorm, pool, maxpool
+        or other."""
         if self.op == "conv" and self.groups > 1 and self.groups == self.in_channels:
             return "dwconv"
         if self.op == "conv" and self.groups > 1:
             return "gconv"
+        if self.op == "pool" and self.max_pool:
+            return "maxpool"
         return self.op if self.op in ("conv", "linear", "batchnorm", "pool") else "other"
 
     @property
@@ -172,6 +180,28 @@ def _as_hw(shape: tuple[int, ...]) -> tuple[int, int]:
     if len(spatial) == 1:
         return (int(spatial[0]), 1)
     return (int(spatial[0]), int(math.prod(spatial[1:])))
+
+
+def pool_taps(kernel: Any, in_shape: Sequence[int], out_shape: Sequence[int]) -> int:
+    """Input reads of one pooling call: output elements × window area, for a window
+    ``kernel`` (an int or one per spatial axis); ``None`` for an adaptive pool, whose window
+    on each axis spans ``ceil(in / out)`` (a global pool reads every input element once)."""
+    spatial_in, spatial_out = tuple(in_shape[2:]), tuple(out_shape[2:])
+    if kernel is None:
+        window = [math.ceil(i / max(o, 1)) for i, o in zip(spatial_in, spatial_out, strict=False)]
+    elif isinstance(kernel, int):
+        window = [kernel] * len(spatial_out)
+    else:
+        window = [int(k) for k in kernel]
+    return int(math.prod(out_shape) * math.prod(window))
+
+
+def _module_pool_taps(module: nn.Module, in_shape: Sequence[int],
+                      out_shape: Sequence[int]) -> int:
+    adaptive = isinstance(module, (nn.modules.pooling._AdaptiveAvgPoolNd,
+                                   nn.modules.pooling._AdaptiveMaxPoolNd))
+    kernel = None if adaptive else getattr(module, "kernel_size", None)
+    return pool_taps(kernel, in_shape, out_shape)
 
 
 def _op_of(module: nn.Module) -> str:
@@ -329,7 +359,9 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
         params = sum(p.numel() for p in module.parameters(recurse=False))
         flops_by_op = own_flops(name)
         is_leaf = not children_of.get(name)
-        if is_leaf and (params or flops_by_op):
+        # a pooling module fvcore counts no FLOPs for (max pools, windowed average pools) is
+        # still a pass over its input on every runtime: recorded, with 0 FLOPs
+        if is_leaf and (params or flops_by_op or _op_of(module) == "pool"):
             records.append(
                 _leaf_record(name, module, shapes.get(name), sum(flops_by_op.values()), params,
                              calls.get(name, 0))
@@ -401,6 +433,7 @@ def _leaf_record(
     groups = 1
     weight = 0
     read = 1.0
+    taps, max_pool = 0, False
     if op == "conv":
         conv: nn.modules.conv._ConvNd = module  # type: ignore[assignment]
         cin, cout = conv.in_channels, conv.out_channels
@@ -416,6 +449,10 @@ def _leaf_record(
         weight = lin.weight.numel()
     elif op in ("batchnorm", "pool"):
         cin = cout = int(in_shape[1]) if len(in_shape) > 1 else 0
+        if op == "pool" and len(in_shape) > 2:
+            taps = _module_pool_taps(module, in_shape, out_shape)
+            max_pool = isinstance(module, (nn.modules.pooling._MaxPoolNd,
+                                           nn.modules.pooling._AdaptiveMaxPoolNd))
     else:
         return _fixed_record(name, op, flops, params)
     if op == "linear":
@@ -431,6 +468,7 @@ def _leaf_record(
         weight_params=weight, calls=calls, read_taps=read, dilation=dilation,
         batch=int(in_shape[0]) if in_shape else 1, transposed=transposed,
         output_padding=output_padding, counted_input_elements=counted_input_elements(in_shape),
+        pool_taps=taps, max_pool=max_pool,
     )
 
 
@@ -578,12 +616,14 @@ class LayerInventory:
         full_in, full_out = z(), z()
         w_io, w_o, p_o, p_c = z(), z(), z(), z()  # weight params (density applies), other params
         f_io, f_o, g_o, f_c = z(), z(), z(), z()  # weight FLOPs (density applies), other FLOPs
+        t_o, t_c = z(), z()  # other FLOPs as latency counts them: a pool's input reads
         v_o = z()
         a_i, a_o, a_c = z(), z(), z()  # activation elements: per input/output channel, fixed
         scalable = np.zeros(n, dtype=bool)
         for k, r in enumerate(self.layers):
+            work = r.pool_taps if r.op == "pool" and r.pool_taps else r.flops
             if r.out_channels <= 0:
-                p_c[k], f_c[k] = r.params, r.flops
+                p_c[k], f_c[k], t_c[k] = r.params, r.flops, work
                 a_c[k] = r.input_elements + r.output_elements
                 continue
             scalable[k] = True
@@ -603,6 +643,7 @@ class LayerInventory:
             else:
                 p_o[k] = r.params / r.out_channels
                 g_o[k] = r.flops / r.out_channels
+                t_o[k] = work / r.out_channels
         self._full_in, self._full_out, self._scalable = full_in, full_out, scalable
         # a profile of a runtime that prepacks weights prices only those a kernel reads (see
         # _read_tap_share); params stay all of them
@@ -625,7 +666,8 @@ class LayerInventory:
         }
         self._np = {
             "w_io": w_io, "w_o": w_o, "p_o": p_o, "p_c": p_c, "f_io": f_io, "f_o": f_o,
-            "g_o": g_o, "f_c": f_c, "v_o": v_o, "a_i": a_i, "a_o": a_o, "a_c": a_c,
+            "g_o": g_o, "f_c": f_c, "t_o": t_o, "t_c": t_c, "v_o": v_o, "a_i": a_i, "a_o": a_o,
+            "a_c": a_c,
         }
 
     def _latency_arrays(self, profile: DeviceProfile) -> dict[str, np.ndarray]:
@@ -715,7 +757,7 @@ class LayerInventory:
         block = profile.channel_block
         po = co if block == 1 else np.ceil(co / block) * block
         weight_flops = c["f_io"] * ci * po + c["f_o"] * po  # output channels in whole blocks
-        other_flops = c["g_o"] * co + c["f_c"]
+        other_flops = c["t_o"] * co + c["t_c"]
         read = self._read if profile.prepacked_weights else 1.0
         weights = (c["w_io"] * ci * co + c["w_o"] * co) * sparse * read + c["p_o"] * co + c["p_c"]
         activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
@@ -985,7 +1027,7 @@ class LayerInventory:
             # straight through (its value is price()'s, its slope the unrounded count's)
             po = _blocked(co, profile.channel_block)
             compute = lat["alpha"] * ((c["f_io"] * ci * po + c["f_o"] * po) * sparse
-                                      + c["g_o"] * co + c["f_c"])
+                                      + c["t_o"] * co + c["t_c"])
             activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
             moved = lat["gamma"] * activations + lat["gamma_w"] * weights
             body = torch.maximum(compute, moved) if profile.combine == "max" else compute + moved

@@ -20,7 +20,9 @@ concat      ops that copy: ``cat``, ``stack``, ``contiguous`` / ``reshape`` that
 index       gathers and scatters along an axis: ``index_select``, ``index_add``, ``index_copy``,
             ``gather``, ``scatter``, and the ``new_zeros`` / ``zeros`` they fill (the mixed-
             connectivity blocks of a compact pruned ResNet run three or four per block)
-pool        functional pools and channel means (``adaptive_avg_pool2d``, ``x.mean([2, 3])``)
+pool        functional average pools and channel means (``adaptive_avg_pool2d``,
+            ``x.mean([2, 3])``); FLOPs: the input reads (output × window, or the input once)
+maxpool     functional max pools and ``amax``, as ``pool`` (eager computes indices beside)
 linear      functional matmul (``F.linear``, ``@``), priced with FLOPs = out elements × in features
 reshape     metadata only (view, flatten, transpose, chunk, eval-mode dropout): dispatch cost only
 ==========  =====================================================================================
@@ -46,6 +48,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +57,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-EXTRA_KINDS = ("activation", "binary", "concat", "index", "pool", "linear", "reshape")
+EXTRA_KINDS = ("activation", "binary", "concat", "index", "pool", "maxpool", "linear", "reshape")
 
 _ACTIVATIONS = {
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "hardswish", "hardswish_", "hardsigmoid",
@@ -80,8 +83,14 @@ _ADDS = {"add", "add_", "__add__", "__iadd__", "__radd__"}
 _FILLS = {"new_zeros", "zeros_like", "new_full", "full_like"}  # write their output, read nothing
 _POOLS = {
     "mean", "sum", "amax", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d",
-    "max_pool2d", "adaptive_avg_pool1d", "avg_pool1d", "max_pool1d",
+    "max_pool2d", "adaptive_avg_pool1d", "avg_pool1d", "max_pool1d", "max_pool3d",
+    "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool3d",
+    "max_pool2d_with_indices",
 }
+_MAX_POOLS = {"amax", "adaptive_max_pool2d", "max_pool2d", "max_pool1d", "max_pool3d",
+              "adaptive_max_pool1d", "adaptive_max_pool3d", "max_pool2d_with_indices"}
+_WINDOWED_POOLS = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d",
+                   "max_pool3d", "max_pool2d_with_indices"}
 _MATMULS = {"linear", "matmul", "__matmul__", "addmm", "mm", "bmm"}
 
 
@@ -120,6 +129,19 @@ def _storage(t: Tensor) -> int:
         return t.untyped_storage().data_ptr()
     except (RuntimeError, NotImplementedError):
         return -1
+
+
+def _pool_reads(name: str, args: Any, kwargs: dict[str, Any], source: Tensor,
+                result: Tensor) -> int:
+    """Input reads of a functional pool (its work in a latency profile): output elements ×
+    window area for a windowed pool; a reduction or adaptive pool reads its input once."""
+    if name in _WINDOWED_POOLS and source.dim() > 2:
+        kernel = kwargs.get("kernel_size", args[1] if len(args) > 1 else None)
+        if isinstance(kernel, int):
+            kernel = (kernel,) * (source.dim() - 2)
+        if isinstance(kernel, (tuple, list)) and all(isinstance(k, int) for k in kernel):
+            return int(result.numel() * math.prod(kernel))
+    return int(source.numel())
 
 
 def _prices_itself(module: nn.Module) -> bool:
@@ -175,7 +197,7 @@ class _Recorder(TorchFunctionMode):
         elif name in _INDEXING:
             kind = "index"
         elif name in _POOLS:
-            kind = "pool"
+            kind = "maxpool" if name in _MAX_POOLS else "pool"
         elif name in _MATMULS:
             kind = "linear"
         elif name in _COPIES and not shares:
@@ -191,6 +213,8 @@ class _Recorder(TorchFunctionMode):
         flops = 0
         if kind == "linear" and inputs:
             flops = int(sum(t.numel() for t in outputs) * inputs[0].shape[-1])
+        elif kind in ("pool", "maxpool") and inputs:
+            flops = _pool_reads(name, args, kwargs or {}, inputs[0], outputs[0])
         source = None
         first = outputs[0]
         for t in inputs:

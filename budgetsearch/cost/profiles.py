@@ -53,14 +53,14 @@ from budgetsearch.files import shipped_folder, write_text_atomic, yaml_problem
 
 # Layer kinds (fvcore-counted) then the extra-op kinds of :mod:`budgetsearch.cost.ops`.
 OP_KINDS = (
-    "conv", "dwconv", "gconv", "linear", "batchnorm", "pool", "other",
+    "conv", "dwconv", "gconv", "linear", "batchnorm", "pool", "maxpool", "other",
     "activation", "binary", "concat", "index", "reshape",
     "fused_batchnorm", "fused_activation", "fused_binary", "aligned_conv", "aligned_gconv",
     "onednn_conv",
 )
 #: kinds priced as another when a profile does not name them (see ``op_latency``)
 _FALLBACK_KINDS = {"gconv": "conv", "aligned_conv": "conv", "aligned_gconv": "gconv",
-                   "onednn_conv": "conv",
+                   "onednn_conv": "conv", "maxpool": "pool",
                    "fused_batchnorm": "batchnorm",
                    "index": "concat", "fused_activation": "activation", "fused_binary": "binary"}
 #: Environment variable naming the folder of the user's own profiles (see :func:`user_profile_dir`).

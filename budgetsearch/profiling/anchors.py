@@ -430,19 +430,51 @@ def last_check(name: str) -> dict[str, Any] | None:
         return None
 
 
-def is_this_machine(profile: DeviceProfile) -> bool:
-    """True when ``profile`` was measured on this CPU kind, in a runtime available here."""
+def not_this_machine(profile: DeviceProfile) -> str | None:
+    """Why ``profile`` does not stand for this machine (None when it does): measured on another
+    CPU kind, on more threads than this machine has, or in a runtime not installed here."""
     cpu = str(profile.provenance.get("cpu", ""))
-    if not cpu or cpu_name() not in cpu:
-        return False
-    if int(profile.provenance.get("threads", 1)) > (os.cpu_count() or 1):
-        return False
+    here = cpu_name()
+    if not cpu or here not in cpu:
+        return f"measured on {cpu or 'an unrecorded CPU'}, not on this machine's {here}"
+    threads = int(profile.provenance.get("threads", 1))
+    if threads > (os.cpu_count() or 1):
+        return f"measured on {threads} threads; this machine has {os.cpu_count() or 1}"
     if profile.runtime == "onnxruntime":
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            return False
-    return profile.runtime in ("pytorch-eager", "onnxruntime")
+            return "measured in onnxruntime, which is not installed here"
+    if profile.runtime not in ("pytorch-eager", "onnxruntime"):
+        return f"measured in {profile.runtime}, which budgetsearch does not time"
+    return None
+
+
+def is_this_machine(profile: DeviceProfile) -> bool:
+    """True when ``profile`` was measured on this CPU kind, in a runtime available here."""
+    return not_this_machine(profile) is None
+
+
+def unchecked_reason(profile: DeviceProfile) -> str | None:
+    """Why the drift check cannot re-time ``profile``'s anchors here (None when it can): not
+    this machine (:func:`not_this_machine`), no anchors, or anchors a fit-set generator of
+    another version drew (the same label now builds another network, so today's time would
+    not compare with the recorded one)."""
+    if not profile.anchors or not profile.anchors.get("networks"):
+        return "it records no anchors"
+    elsewhere = not_this_machine(profile)
+    if elsewhere:
+        return elsewhere
+    from budgetsearch.profiling.networks import GENERATOR_VERSION
+
+    version = int(profile.provenance.get("generator_version", 1) or 1)
+    if version != GENERATOR_VERSION and any(
+            "#" in str(a.get("name", "")) for a in profile.anchors["networks"]):
+        return (f"its anchors were drawn by fit-set generator version {version} and this "
+                f"budgetsearch builds version {GENERATOR_VERSION}; re-profile with "
+                f"'budgetsearch profile --name {profile.name} --runtime {profile.runtime} "
+                f"--force'")
+    return None
 
 
 def check_enabled() -> bool:
@@ -463,10 +495,11 @@ def checked(profile: DeviceProfile) -> DeviceProfile:
 
     Runs :func:`check_drift` at most once per process per profile; reuses a state-file check of the
     same profile younger than ``$BUDGETSEARCH_DRIFT_MAX_AGE_S`` (default 3600 s). Profiles without
-    anchors, of another machine, or with the check turned off come back unchanged.
+    anchors, of another machine, with anchors another generator drew (:func:`unchecked_reason`)
+    or with the check turned off come back unchanged.
     """
-    if (not check_enabled() or profile.source != "measured" or not profile.anchors
-            or not is_this_machine(profile)):
+    if (not check_enabled() or profile.source != "measured"
+            or unchecked_reason(profile) is not None):
         return profile
     key = f"{profile.path}:{fingerprint(profile)}"
     if key in _CHECKED:

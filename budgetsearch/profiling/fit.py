@@ -60,7 +60,11 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("gconv", "ms_per_gflop"), ("gconv", "ms_per_mb"), ("gconv", "overhead_ms"),
     ("linear", "ms_per_gflop"), ("linear", "ms_per_weight_mb"), ("linear", "overhead_ms"),
     ("batchnorm", "ms_per_mb"), ("batchnorm", "overhead_ms"),
-    ("pool", "ms_per_mb"), ("pool", "overhead_ms"),
+    # a pool's FLOPs here are its input reads (output × window): a 3×3 stride-1 max pool reads
+    # 9 per output where a 2×2 stride-2 one reads 4 per output, one per input (eager: 20 vs 3.7 ns
+    # per input element on one 64×32×32 map, experiments/README.md, "Pools")
+    ("pool", "ms_per_gflop"), ("pool", "ms_per_mb"), ("pool", "overhead_ms"),
+    ("maxpool", "ms_per_gflop"), ("maxpool", "ms_per_mb"), ("maxpool", "overhead_ms"),
     ("activation", "ms_per_mb"), ("activation", "overhead_ms"),
     ("binary", "ms_per_mb"), ("binary", "overhead_ms"),
     ("concat", "ms_per_mb"), ("concat", "overhead_ms"),

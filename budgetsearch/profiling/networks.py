@@ -9,16 +9,20 @@ heads and input sizes:
 =============  ==================================================================================
 family         blocks
 =============  ==================================================================================
-plain          conv-BN-act stacks with max pooling (VGG-like)
+plain          conv-BN-act stacks with max or average pooling (VGG-like)
 residual       basic blocks: two 3×3 convs, add, projection shortcut on stride
 bottleneck     1×1 → 3×3 → 1×1 with add
 dwsep          depthwise 3×3 + pointwise 1×1 (MobileNet-v1-like)
 inverted       expand 1×1 → depthwise k×k → project 1×1, add; optional squeeze-excitation
 grouped        grouped 3×3 convs with add: few groups (ResNeXt-like) or narrow ones (RegNet-like)
-concat         parallel 1×1 / 3×3 branches concatenated (Fire / Inception-like), dense concat
+concat         parallel 1×1 / 3×3 branches concatenated (Fire / Inception-like, half with a
+               stride-1 3×3 pool branch), dense concat
 shuffle        split → branch → concat → channel shuffle (view / transpose / contiguous)
 wrn            the built-in WRN / pre-activation ResNets, thinner and BAR-pruned
 =============  ==================================================================================
+
+Three in ten stems end in a stride-2 pool, and every downsampling pool is drawn from the kinds
+published networks use (2×2, 3×3 padded, 3×3 ceil-mode max; 2×2 and 3×3 average).
 
 None of them is a torchvision architecture: the benchmark (``experiments/latency_accuracy.py``)
 tests on torchvision's families, which the fit never sees.
@@ -50,11 +54,11 @@ ACTIVATIONS = ("relu", "relu6", "hardswish", "silu")
 
 
 #: Bumped whenever a label builds another network than before (2: the weights are drawn from
-#: the spec's seed; 3: tiny draws), so that ``budgetsearch profile --refit`` refuses
-#: measurements of another version (profiles record it as ``provenance.generator_version``;
-#: before it was recorded: 1). Cached exports of drift-check anchors are keyed by the network
-#: itself.
-GENERATOR_VERSION = 3
+#: the spec's seed; 3: tiny draws; 4: pools of every published kind), so that ``budgetsearch
+#: profile --refit`` refuses measurements of another version (profiles record it as
+#: ``provenance.generator_version``; before it was recorded: 1) and the drift check will not
+#: rebuild anchors it drew. Cached exports of drift-check anchors are keyed by the network itself.
+GENERATOR_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,13 @@ class _Net(nn.Module):
         return self.head(x)
 
 
+def _downsampling_pool(rng: random.Random) -> nn.Module:
+    """A stride-2 pool as published networks downsample: 2×2 (VGG), 3×3 padded (ResNet's
+    stem), 3×3 with ceil mode (GoogLeNet, SqueezeNet), or average (DenseNet's transitions)."""
+    return rng.choice((nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(3, 2, ceil_mode=True),
+                       nn.AvgPool2d(2), nn.AvgPool2d(3, 2, 1)))
+
+
 def _width(rng: random.Random, base: int, align: int) -> int:
     if align == 1:  # a pruned-looking width: any count, not a multiple of 8
         return max(2, round(base * rng.uniform(0.3, 1.0)))
@@ -193,7 +204,7 @@ def _blocks(family: str, rng: random.Random, cin: int, act: str, align: int,
             if family == "plain":
                 blocks.append(_cba(c, width, rng.choice((1, 3, 3, 5)), 1, act))
                 if i == per_stage - 1 and stage < stages - 1:
-                    blocks.append(rng.choice((nn.MaxPool2d(2), nn.AvgPool2d(2))))
+                    blocks.append(_downsampling_pool(rng))
                 c = width
                 continue
             if family == "residual":
@@ -233,13 +244,20 @@ def _blocks(family: str, rng: random.Random, cin: int, act: str, align: int,
                 continue
             elif family == "concat":
                 squeeze = _width(rng, max(8, width // 4), align)
-                half = max(2, width // 2)
-                branches = [_cba(squeeze, half, 1, 1, act), _cba(squeeze, width - half, 3, 1, act)]
+                # half the draws carry an Inception-style pool branch (a stride-1 3×3 pool,
+                # then a 1×1 conv): GoogLeNet's pools read 9 inputs per output
+                pooled = max(2, width // 4) if rng.random() < 0.5 else 0
+                half = max(2, (width - pooled) // 2)
+                branches = [_cba(squeeze, half, 1, 1, act),
+                            _cba(squeeze, width - half - pooled, 3, 1, act)]
+                if pooled:
+                    pool = nn.MaxPool2d(3, 1, 1) if rng.random() < 0.7 else nn.AvgPool2d(3, 1, 1)
+                    branches.append(nn.Sequential(pool, _cba(squeeze, pooled, 1, 1, act)))
                 if rng.random() < 0.3:
                     blocks.append(_Concat([_cba(c, _width(rng, 16, align), 3, 1, act)], dense=True))
                     c = c + blocks[-1].branches[0][0].out_channels
                 if stride > 1:
-                    blocks.append(nn.MaxPool2d(2))
+                    blocks.append(_downsampling_pool(rng))
                 blocks.append(_Concat(branches, stem=_cba(c, squeeze, 1, 1, act)))
                 c = width
                 continue
@@ -269,7 +287,9 @@ def _generated(spec: NetworkSpec) -> nn.Module:
     channels, height = spec.input_shape[1], spec.input_shape[2]
     stem_width = rng.choice((8, 16, 24, 32))
     stride = 2 if height >= 64 and rng.random() < 0.7 else 1
-    stem = _cba(channels, stem_width, 3, stride, act)
+    stem: nn.Module = _cba(channels, stem_width, 3, stride, act)
+    if rng.random() < 0.3:  # a pooled stem (ResNet, GoogLeNet, ShuffleNet, DenseNet)
+        stem = nn.Sequential(stem, _downsampling_pool(rng))
     # one draw in six is tiny (a stage or two of 8-16 channels, a block each: tens of µs in
     # eager), as users' own small networks are: a fit set whose smallest network ran 0.7 ms
     # priced a 2-conv CNN at 0.19 ms that ran in 0.10 (its per-call prices were never pinned)

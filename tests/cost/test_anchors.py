@@ -266,3 +266,39 @@ def test_a_cached_anchor_export_belongs_to_its_network(state: Path) -> None:
     small, wide = nn.Sequential(nn.Linear(4, 3)), nn.Sequential(nn.Linear(4, 5))
     assert _onnx_cached("wrn#1/3x32x32", small, x) != _onnx_cached("wrn#1/3x32x32", wide, x)
     assert len(list((state / "anchors").iterdir())) == 2
+
+
+def test_a_profile_of_another_cpu_is_not_checked_and_says_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile stands for the CPU it was measured on: on another one its anchors' times say
+    nothing about it, so the check is skipped and `devices` / the CLI say why."""
+    from budgetsearch.profiling import anchors
+
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "1")
+    monkeypatch.setattr(anchors, "cpu_name", lambda: "Some Other CPU")
+    profile = profile_from_dict({**MEASURED, "provenance": {
+        **MEASURED["provenance"], "cpu": "Intel(R) Xeon(R) Processor"}})
+    reason = anchors.unchecked_reason(profile)
+    assert reason and "Intel(R) Xeon(R) Processor" in reason and "Some Other CPU" in reason
+    assert checked(profile) is profile  # nothing timed, nothing rescaled
+
+
+def test_anchors_another_generator_drew_are_not_rebuilt(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same label builds another network once the fit-set generator changed: a check that
+    timed it would compare two networks. Hand-built anchors do not depend on it."""
+    from budgetsearch.profiling import anchors
+    from budgetsearch.profiling.networks import GENERATOR_VERSION
+
+    monkeypatch.setattr(anchors, "cpu_name", lambda: "Test CPU")
+    here = {**MEASURED["provenance"], "cpu": "Test CPU"}
+    drawn = {"networks": [{"name": "plain#7/1x28x28", "recorded_ms": 1.0}]}
+    old = profile_from_dict({**MEASURED, "anchors": drawn,
+                             "provenance": {**here, "generator_version": GENERATOR_VERSION - 1}})
+    reason = anchors.unchecked_reason(old)
+    assert reason and f"version {GENERATOR_VERSION - 1}" in reason and "--force" in reason
+    current = profile_from_dict({**MEASURED, "anchors": drawn, "provenance": {
+        **here, "generator_version": GENERATOR_VERSION}})
+    assert anchors.unchecked_reason(current) is None
+    hand_built = profile_from_dict({**MEASURED, "provenance": here})  # version 1, ANCHORS
+    assert anchors.unchecked_reason(hand_built) is None

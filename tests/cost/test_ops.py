@@ -146,3 +146,71 @@ def test_what_a_compiler_fuses_is_marked() -> None:
     extra_ops = sum(1 for op in inv.extra_ops if op.kind in ("activation", "binary"))
     assert inv.predict_latency_ms(unfused) == pytest.approx(extra_ops + 2)
     assert inv.predict_latency_ms(compiled) == pytest.approx(3 + 1)
+
+
+@pytest.mark.parametrize(("pool", "size"), [
+    (nn.MaxPool2d(3, 2, 1), 16), (nn.MaxPool2d(2), 16), (nn.MaxPool2d(3, 1, 1), 9),
+    (nn.AvgPool2d(3, 2, 1), 15), (nn.AvgPool2d(2), 8),
+])
+def test_pool_modules_are_layers_whose_work_is_their_window_reads(pool: nn.Module,
+                                                                   size: int) -> None:
+    """fvcore counts no FLOPs for max or windowed average pools, yet each reads its window at
+    every output: recorded (0 FLOPs, so totals still equal fvcore's) with input reads as
+    F.unfold counts them, and priced by them."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), pool, nn.Conv2d(8, 4, 1))
+    x = torch.randn(1, 3, size, size)
+    inv = layer_inventory(model, x)
+    record = inv["1"]
+    assert (record.op, record.flops, record.in_channels, record.out_channels) == ("pool", 0, 8, 8)
+    assert record.kind == ("maxpool" if isinstance(pool, nn.MaxPool2d) else "pool")
+    k, s, p = pool.kernel_size, pool.stride, pool.padding
+    reads = torch.nn.functional.unfold(model[0](x), k, padding=p, stride=s).numel()
+    assert record.pool_taps == reads
+    per_read = _profile(pool=OpLatency(ms_per_gflop=1e3), maxpool=OpLatency(ms_per_gflop=2e3))
+    rate = 2e3 if record.kind == "maxpool" else 1e3
+    assert inv.layer_latency_ms(per_read)["1"] == pytest.approx(rate * 1e-9 * reads)
+
+
+def test_a_max_pool_is_priced_at_the_kept_width_of_the_conv_before_it() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.MaxPool2d(3, 2, 1), nn.Conv2d(8, 4, 1))
+    inv = layer_inventory(model, torch.zeros(1, 1, 12, 12))
+    pool = _profile(maxpool=OpLatency(ms_per_gflop=1e3, ms_per_mb=1.0, overhead_ms=0.5))
+    full = inv.layer_latency_ms(pool)["1"]
+    half = inv.layer_latency_ms(pool, kept_channels={"0": (1, 4), "1": (4, 4),
+                                                     "2": (4, 4)})["1"]
+    assert half - 0.5 == pytest.approx((full - 0.5) / 2)
+
+
+def test_a_profile_without_maxpool_prices_max_pools_as_pools() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2))
+    inv = layer_inventory(model, torch.zeros(1, 1, 10, 10))
+    old = _profile(pool=OpLatency(ms_per_mb=1.0, overhead_ms=0.25))
+    assert inv.layer_latency_ms(old)["1"] == pytest.approx(
+        0.25 + 1e-6 * 4 * (4 * 8 * 8 + 4 * 4 * 4))
+
+
+def test_functional_pools_are_extra_ops_with_their_reads() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.nn.functional.max_pool2d(self.conv(x), 3, stride=1, padding=1)
+            return torch.nn.functional.avg_pool2d(y, kernel_size=2).mean((2, 3))
+
+    ops = {op.name.split(":")[1]: op for op in trace_extra_ops(Net(), torch.zeros(1, 3, 8, 8))}
+    assert (ops["max_pool2d#0"].kind, ops["max_pool2d#0"].flops) == ("maxpool", 6 * 8 * 8 * 9)
+    assert (ops["avg_pool2d#1"].kind, ops["avg_pool2d#1"].flops) == ("pool", 6 * 4 * 4 * 4)
+    assert (ops["mean#2"].kind, ops["mean#2"].flops) == ("pool", 6 * 4 * 4)
+    assert ops["max_pool2d#0"].source == "conv"
+
+
+def test_torchvision_max_pools_are_priced() -> None:
+    """GoogLeNet at 64×64 ran 3.3 of its 13.9 ms in max pools in eager (2026-12-02) while the
+    inventory held none of them."""
+    model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
+    inv = layer_inventory(model, torch.zeros(1, 3, 64, 64))
+    pools = [r for r in inv if r.kind == "maxpool"]
+    assert len(pools) == 13  # 4 between stages, one in each of 9 Inception branches
+    assert all(r.pool_taps > 0 for r in pools)

@@ -129,3 +129,22 @@ def test_onnxruntime_profile_has_every_pass_and_each_nodes_kernel() -> None:
     assert len(convs) == 1
     # (16 outputs: a whole channel block, which onnxruntime does not pad)
     assert next(iter(convs[0]["input_type_shape"][1].values())) == [16, 3, 3, 3]
+
+
+def test_the_fit_set_draws_every_kind_of_pool_published_networks_run() -> None:
+    """Stride-1 3×3 pools (GoogLeNet's branches), ceil-mode and padded 3×3 max pools (ResNet,
+    SqueezeNet), average pools: each a distinct read pattern the fit must see to price them."""
+    from torch import nn
+
+    from budgetsearch.profiling.networks import _generated
+
+    seen: set[tuple] = set()
+    for seed in range(40):
+        for family in ("plain", "concat", "residual"):
+            model = _generated(NetworkSpec(family, (1, 3, 64, 64), seed))
+            for m in model.modules():
+                if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+                    seen.add((type(m).__name__, m.kernel_size, m.stride, m.ceil_mode))
+    assert {("MaxPool2d", 3, 1, False), ("MaxPool2d", 3, 2, True), ("MaxPool2d", 3, 2, False),
+            ("MaxPool2d", 2, 2, False), ("AvgPool2d", 2, 2, False)} <= seen
+    assert {("maxpool", "ms_per_gflop"), ("pool", "ms_per_gflop")} <= set(FEATURES)

@@ -1,0 +1,109 @@
+"""Issue 16: a latency-model change judged offline, on timings already taken (nothing re-timed).
+
+One command (a few minutes: every network is rebuilt and traced once per variant)::
+
+    PYTHONPATH=. python experiments/latency_variants.py RESULTS_CSV [--runtime pytorch-eager]
+
+Re-fits the shipped CPU profile of the runtime from its own measurements
+(``hw_profiles/cpu-2core-x86.csv``, as ``budgetsearch profile --refit`` does) under each variant
+of the latency model, and prices the benchmark's foreign networks against their times in
+``RESULTS_CSV`` (a ``latency_accuracy.csv`` that ``experiments/latency_accuracy.py`` wrote on
+these profiles). Per variant: held-out share within ±10%, leave-one-family-out mean, and on the
+foreign networks the share within ±10% / ±20% as priced (no drift check: the benchmark's
+measured times against the fit's own day) and after the one factor that centres them (the
+model's scatter). Variants:
+
+* ``shipped``: the model as committed;
+* ``no-pools``: max and windowed average pool modules unpriced, as before 2026-12-02 (the
+  inventory did not hold them: fvcore counts them no FLOPs and they own no parameters).
+
+Output quoted in experiments/README.md ("Pools"): ``results/latency_variants_output.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import latency_accuracy as bench  # noqa: E402
+
+from budgetsearch.cost import inventory as inventory_module  # noqa: E402
+from budgetsearch.cost import load_profile  # noqa: E402
+from budgetsearch.profiling import fit as fit_module  # noqa: E402
+from budgetsearch.profiling.fit import refit_profile  # noqa: E402
+
+WINDOWED = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)
+
+
+@contextlib.contextmanager
+def no_pools() -> Iterator[None]:
+    """Max and windowed average pool modules leave the inventory, as before they were priced."""
+    original = inventory_module._op_of
+
+    def op_of(module: nn.Module) -> str:
+        return "unpriced_pool" if isinstance(module, WINDOWED) else original(module)
+
+    inventory_module._op_of = op_of
+    fit_module._units.cache_clear()
+    try:
+        yield
+    finally:
+        inventory_module._op_of = original
+        fit_module._units.cache_clear()
+
+
+VARIANTS = {"shipped": contextlib.nullcontext, "no-pools": no_pools}
+
+
+def shares(errors: np.ndarray) -> str:
+    a = np.abs(errors)
+    return f"{np.mean(a <= 10):4.0%} / {np.mean(a <= 20):4.0%} (median {np.median(errors):+5.1f}%)"
+
+
+def centred(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    factor = np.exp(np.median(np.log(measured / predicted)))
+    return (predicted * factor / measured - 1) * 100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", type=Path, help="a latency_accuracy.csv of these profiles")
+    parser.add_argument("--runtime", choices=("pytorch-eager", "onnxruntime", "both"),
+                        default="both")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    table = pd.read_csv(args.results)
+    measurements = pd.read_csv(Path("hw_profiles/cpu-2core-x86.csv"))
+    runtimes = ["pytorch-eager", "onnxruntime"] if args.runtime == "both" else [args.runtime]
+    names = {"pytorch-eager": "cpu-2core-x86", "onnxruntime": "cpu-2core-x86-ort"}
+    print(f"re-fitted from hw_profiles/cpu-2core-x86.csv; foreign times from {args.results}")
+    for variant in args.variants:
+        with VARIANTS[variant]():
+            networks = [n for n in bench.foreign_networks(quick=False)]
+            for runtime in runtimes:
+                old = load_profile(names[runtime], check=False)
+                profile, _, lofo = refit_profile(old, measurements)
+                rows = table[(table["runtime"] == runtime) & (table["family"] != "compact-wrn")]
+                measured = dict(zip(rows["network"], rows["measured_ms"], strict=True))
+                kept = [n for n in networks if n["network"] in measured]
+                predicted = bench.predict(kept, profile)
+                times = np.array([measured[n["network"]] for n in kept])
+                errors = (predicted / times - 1) * 100
+                held = profile.predictor_error
+                mean_lofo = np.mean([v["within_10pct"] for v in lofo.values()])
+                print(f"{variant:10s} {runtime:13s} held-out {held.within_10pct:4.0%}, "
+                      f"LOFO mean {mean_lofo:4.0%}; {len(kept)} foreign within ±10/±20%: "
+                      f"as priced {shares(errors)}, centred {shares(centred(predicted, times))}")
+
+
+if __name__ == "__main__":
+    main()
