@@ -247,6 +247,8 @@ def _blocks(family: str, rng: random.Random, cin: int, act: str, align: int,
                 # half the draws carry an Inception-style pool branch (a stride-1 3×3 pool,
                 # then a 1×1 conv): GoogLeNet's pools read 9 inputs per output
                 pooled = max(2, width // 4) if rng.random() < 0.5 else 0
+                if width - max(2, (width - pooled) // 2) - pooled < 1:
+                    pooled = 0  # too narrow for three branches
                 half = max(2, (width - pooled) // 2)
                 branches = [_cba(squeeze, half, 1, 1, act),
                             _cba(squeeze, width - half - pooled, 3, 1, act)]
