@@ -185,3 +185,28 @@ def _specs(count: int, seed: int) -> list:
     from budgetsearch.profiling.networks import sample_specs
 
     return sample_specs(count, seed=seed)
+
+
+def test_a_profile_of_another_cpu_says_why_it_is_not_checked(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:  # noqa: ANN001
+    """On a CPU other than the one a profile was measured on, `devices` (and --json) and `cost`
+    say in one line that it is not checked here and why, instead of 'never checked'."""
+    import json
+
+    from budgetsearch.profiling import anchors
+
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "1")
+    monkeypatch.setenv("BUDGETSEARCH_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(anchors, "cpu_name", lambda: "A CPU No Profile Was Measured On")
+    assert main(["devices"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines()
+                if x.startswith("cpu-2core-x86 "))
+    assert "not checked here: measured on" in line and "A CPU No Profile Was Measured On" in line
+    assert main(["devices", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert "A CPU No Profile" in rows["cpu-2core-x86"]["unchecked_reason"]
+    assert rows["jetson-nano"]["unchecked_reason"] is None
+    assert main(["cost", "--model", "wrn-10-1", "--device", "cpu-2core-x86"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not checked here" in err[0]
