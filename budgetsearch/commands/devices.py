@@ -25,20 +25,34 @@ _PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 def resolve_device(name: str, *, quiet: bool = False) -> Any:
     from budgetsearch.cost import load_profile, resolve_profile_name
-    from budgetsearch.profiling import anchors  # registers the drift check
+    from budgetsearch.profiling import anchors  # noqa: F401  (registers the drift check)
 
     profile = load_profile(name)
     if not quiet and "/" not in name and not name.endswith((".yaml", ".yml")):
         resolved = resolve_profile_name(name)
         if resolved != name:
             print(f"device {name!r} resolves to profile {resolved!r}")
-    if not quiet and profile.source == "measured":
-        reason = anchors.unchecked_reason(profile)
-        if reason:  # its prices stand, unchecked, for the machine it was measured on
-            print(f"budgetsearch: profile {profile.name!r} is not checked here: {reason}; its "
-                  f"prices are that machine's (to measure this one: 'budgetsearch profile "
-                  f"--name NAME')", file=sys.stderr)
+    if not quiet:
+        unchecked_notice(profile)
     return profile
+
+
+def unchecked_notice(profile: Any) -> None:
+    """One line on stderr when a measured profile's drift check cannot run here, and why."""
+    from budgetsearch.profiling import anchors
+
+    if profile.source != "measured":
+        return
+    elsewhere = anchors.not_this_machine(profile)
+    if elsewhere:  # its prices stand, unchecked, for the machine it was measured on
+        print(f"budgetsearch: profile {profile.name!r} is not checked here: {elsewhere}; its "
+              f"prices are that machine's (to measure this one: 'budgetsearch profile --name "
+              f"NAME')", file=sys.stderr)
+        return
+    reason = anchors.unchecked_reason(profile)
+    if reason:
+        print(f"budgetsearch: profile {profile.name!r} is not checked: {reason}",
+              file=sys.stderr)
 
 
 def _device_summary(profile: Any, check: Any) -> dict[str, Any]:

@@ -71,6 +71,20 @@ def _resumed_config(out: Path) -> dict[str, Any]:
         raise UsageError(str(error)) from None
 
 
+def _device_notice(name: str) -> None:
+    """Say why the run's device profile is not checked here (another CPU, ...), if it is not;
+    a name that loads no profile is left to the run's own input check."""
+    from budgetsearch.commands.devices import unchecked_notice
+    from budgetsearch.cost import load_profile
+    from budgetsearch.profiling import anchors  # noqa: F401  (registers the drift check)
+
+    try:
+        profile = load_profile(name)
+    except (ValueError, OSError):
+        return
+    unchecked_notice(profile)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from budgetsearch.cost.metrics import parse_timeout_seconds, target_from_options
     from budgetsearch.search.optuna_driver import OptunaOptions
@@ -110,6 +124,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         threads=settings["threads"], reference_epochs=float(settings["reference_epochs"]),
         input_shape=shape,
     )
+    if args.device:
+        _device_notice(args.device)
     objectives = tuple(o.strip() for o in args.objectives.split(","))
     ray_options = {"ray_address": args.ray_address, "max_concurrent": args.max_concurrent,
                    "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}

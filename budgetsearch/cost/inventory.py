@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -61,7 +62,7 @@ from budgetsearch.cost.dispatch import (
     onednn_by_size,
 )
 from budgetsearch.cost.metrics import canonical_metric
-from budgetsearch.cost.ops import ExtraOp, trace_ops
+from budgetsearch.cost.ops import MAX_POOL_MODULES, POOL_MODULES, ExtraOp, trace_ops
 from budgetsearch.cost.profiles import DeviceProfile
 
 BYTES_PER_ELEMENT = 4  # float32 weights and activations for memory_bytes
@@ -184,24 +185,31 @@ def _as_hw(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def pool_taps(kernel: Any, in_shape: Sequence[int], out_shape: Sequence[int]) -> int:
     """Input reads of one pooling call: output elements × window area, for a window
-    ``kernel`` (an int or one per spatial axis); ``None`` for an adaptive pool, whose window
-    on each axis spans ``ceil(in / out)`` (a global pool reads every input element once)."""
+    ``kernel`` (an integer, or one per spatial axis; a single one applies to every axis);
+    ``None`` for an adaptive pool, whose windows on an axis of ``n`` inputs and ``m`` outputs
+    span ``[⌊i·n/m⌋, ⌈(i+1)·n/m⌉)`` (a global pool reads every input element once)."""
     spatial_in, spatial_out = tuple(in_shape[2:]), tuple(out_shape[2:])
-    if kernel is None:
-        window = [math.ceil(i / max(o, 1)) for i, o in zip(spatial_in, spatial_out, strict=False)]
-    elif isinstance(kernel, int):
-        window = [kernel] * len(spatial_out)
-    else:
-        window = [int(k) for k in kernel]
-    return int(math.prod(out_shape) * math.prod(window))
+    if kernel is None:  # the sum over the windows of an axis, times the other axes' outputs
+        per_axis = [sum(-(-(k + 1) * n // m) - (k * n // m) for k in range(m)) / m
+                    for n, m in zip(spatial_in, spatial_out, strict=False) if m > 0]
+        return int(round(math.prod(out_shape) * math.prod(per_axis)))
+    sizes = [kernel] if isinstance(kernel, numbers.Integral) else list(kernel)
+    if len(sizes) == 1:
+        sizes = sizes * len(spatial_out)
+    return int(math.prod(out_shape) * math.prod(int(k) for k in sizes))
 
 
 def _module_pool_taps(module: nn.Module, in_shape: Sequence[int],
                       out_shape: Sequence[int]) -> int:
     adaptive = isinstance(module, (nn.modules.pooling._AdaptiveAvgPoolNd,
-                                   nn.modules.pooling._AdaptiveMaxPoolNd))
+                                   nn.modules.pooling._AdaptiveMaxPoolNd,
+                                   nn.FractionalMaxPool2d, nn.FractionalMaxPool3d))
     kernel = None if adaptive else getattr(module, "kernel_size", None)
     return pool_taps(kernel, in_shape, out_shape)
+
+
+def _is_max_pool(module: nn.Module) -> bool:
+    return isinstance(module, MAX_POOL_MODULES)
 
 
 def _op_of(module: nn.Module) -> str:
@@ -211,11 +219,7 @@ def _op_of(module: nn.Module) -> str:
         return "linear"
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return "batchnorm"
-    if isinstance(
-        module,
-        (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AvgPoolNd,
-         nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd),
-    ):
+    if isinstance(module, POOL_MODULES):
         return "pool"
     return type(module).__name__.lower()
 
@@ -303,12 +307,20 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
     order: list[str] = []
     handles = []
 
+    pool_work: dict[str, list[int]] = {}  # a pool's input reads and elements, over its calls
+
     def hook_for(name: str):  # noqa: ANN202 - a forward hook
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             calls[name] = calls.get(name, 0) + 1
+            first_in, first_out = _first_tensor(inputs), _first_tensor(output)
+            if _op_of(module) == "pool" and first_in is not None and first_out is not None \
+                    and first_in.dim() > 2:
+                work = pool_work.setdefault(name, [0, 0, 0])
+                work[0] += _module_pool_taps(module, first_in.shape, first_out.shape)
+                work[1] += first_in.numel()
+                work[2] += first_out.numel()
             if name in shapes:
                 return
-            first_in, first_out = _first_tensor(inputs), _first_tensor(output)
             shapes[name] = (
                 tuple(first_in.shape) if first_in is not None else (),
                 tuple(first_out.shape) if first_out is not None else (),
@@ -360,8 +372,18 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
         flops_by_op = own_flops(name)
         is_leaf = not children_of.get(name)
         # a pooling module fvcore counts no FLOPs for (max pools, windowed average pools) is
-        # still a pass over its input on every runtime: recorded, with 0 FLOPs
-        if is_leaf and (params or flops_by_op or _op_of(module) == "pool"):
+        # still a pass over its input on every runtime: recorded (when called), with 0 FLOPs
+        pooling = _op_of(module) == "pool" and name in shapes
+        if is_leaf and pooling and calls.get(name, 0) > 1 and name in pool_work:
+            # one pool module applied to several tensors (a tutorial CNN's one MaxPool2d after
+            # each conv): no one channel count follows a pruned conv, so its cost stays fixed,
+            # summed over its calls
+            taps, read, written = pool_work[name]
+            records.append(replace(
+                _fixed_record(name, "pool", sum(flops_by_op.values()), params),
+                pool_taps=taps, input_elements=read, output_elements=written,
+                calls=calls[name], max_pool=_is_max_pool(module)))
+        elif is_leaf and (params or flops_by_op or pooling):
             records.append(
                 _leaf_record(name, module, shapes.get(name), sum(flops_by_op.values()), params,
                              calls.get(name, 0))
@@ -451,8 +473,7 @@ def _leaf_record(
         cin = cout = int(in_shape[1]) if len(in_shape) > 1 else 0
         if op == "pool" and len(in_shape) > 2:
             taps = _module_pool_taps(module, in_shape, out_shape)
-            max_pool = isinstance(module, (nn.modules.pooling._MaxPoolNd,
-                                           nn.modules.pooling._AdaptiveMaxPoolNd))
+            max_pool = _is_max_pool(module)
     else:
         return _fixed_record(name, op, flops, params)
     if op == "linear":

@@ -49,6 +49,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,17 +82,31 @@ _FUSABLE_ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clam
                         "hardsigmoid_"}
 _ADDS = {"add", "add_", "__add__", "__iadd__", "__radd__"}
 _FILLS = {"new_zeros", "zeros_like", "new_full", "full_like"}  # write their output, read nothing
+_MAX_POOLS = {
+    "amax", "amin", "max", "min", "adaptive_max_pool1d", "adaptive_max_pool2d",
+    "adaptive_max_pool3d", "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices",
+    "adaptive_max_pool3d_with_indices", "max_pool1d", "max_pool2d", "max_pool3d",
+    "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
+    "fractional_max_pool2d", "fractional_max_pool3d", "fractional_max_pool2d_with_indices",
+    "fractional_max_pool3d_with_indices",
+}
+_WINDOWED_POOLS = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d",
+                   "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+                   "max_pool3d_with_indices", "lp_pool1d", "lp_pool2d", "lp_pool3d",
+                   "fractional_max_pool2d", "fractional_max_pool3d",
+                   "fractional_max_pool2d_with_indices", "fractional_max_pool3d_with_indices"}
 _POOLS = {
     "mean", "sum", "amax", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d",
     "max_pool2d", "adaptive_avg_pool1d", "avg_pool1d", "max_pool1d", "max_pool3d",
     "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool3d",
-    "max_pool2d_with_indices",
+    "lp_pool1d", "lp_pool2d", "lp_pool3d", "amin", *_MAX_POOLS,
 }
-_MAX_POOLS = {"amax", "adaptive_max_pool2d", "max_pool2d", "max_pool1d", "max_pool3d",
-              "adaptive_max_pool1d", "adaptive_max_pool3d", "max_pool2d_with_indices"}
-_WINDOWED_POOLS = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d",
-                   "max_pool3d", "max_pool2d_with_indices"}
 _MATMULS = {"linear", "matmul", "__matmul__", "addmm", "mm", "bmm"}
+#: Pooling module classes: the inventory records them, Torch-Pruning's groups carry them.
+MAX_POOL_MODULES = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+                    nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)
+POOL_MODULES = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AvgPoolNd,
+                nn.modules.pooling._LPPoolNd, *MAX_POOL_MODULES)
 
 
 @dataclass(frozen=True)
@@ -137,10 +152,12 @@ def _pool_reads(name: str, args: Any, kwargs: dict[str, Any], source: Tensor,
     window area for a windowed pool; a reduction or adaptive pool reads its input once."""
     if name in _WINDOWED_POOLS and source.dim() > 2:
         kernel = kwargs.get("kernel_size", args[1] if len(args) > 1 else None)
-        if isinstance(kernel, int):
-            kernel = (kernel,) * (source.dim() - 2)
-        if isinstance(kernel, (tuple, list)) and all(isinstance(k, int) for k in kernel):
-            return int(result.numel() * math.prod(kernel))
+        if isinstance(kernel, numbers.Integral):
+            kernel = (int(kernel),)
+        if isinstance(kernel, (tuple, list)) and kernel \
+                and all(isinstance(k, numbers.Integral) for k in kernel):
+            sizes = list(kernel) * (source.dim() - 2) if len(kernel) == 1 else list(kernel)
+            return int(result.numel() * math.prod(int(k) for k in sizes))
     return int(source.numel())
 
 
@@ -149,11 +166,8 @@ def _prices_itself(module: nn.Module) -> bool:
     if any(True for _ in module.parameters(recurse=False)):
         return True
     return isinstance(
-        module,
-        (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm,
-         nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AvgPoolNd,
-         nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd),
-    )
+        module, (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm,
+                 *POOL_MODULES))
 
 
 class _Recorder(TorchFunctionMode):
@@ -196,6 +210,8 @@ class _Recorder(TorchFunctionMode):
             kind = "binary"
         elif name in _INDEXING:
             kind = "index"
+        elif name in ("max", "min") and any(isinstance(a, Tensor) for a in args[1:]):
+            kind = "binary"  # torch.max(a, b): element-wise
         elif name in _POOLS:
             kind = "maxpool" if name in _MAX_POOLS else "pool"
         elif name in _MATMULS:

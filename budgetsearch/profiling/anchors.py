@@ -347,7 +347,7 @@ def check_drift(
     if not profile.anchors or not profile.anchors.get("networks"):
         raise ValueError(f"profile {profile.name!r} has no anchors to check against")
     recorded = {a["name"]: float(a["recorded_ms"]) for a in profile.anchors["networks"]}
-    threads = int(profile.provenance.get("threads", 1))
+    threads = _threads(profile)
     started = time.perf_counter()
     if measure is None:
         try:
@@ -433,11 +433,11 @@ def last_check(name: str) -> dict[str, Any] | None:
 def not_this_machine(profile: DeviceProfile) -> str | None:
     """Why ``profile`` does not stand for this machine (None when it does): measured on another
     CPU kind, on more threads than this machine has, or in a runtime not installed here."""
-    cpu = str(profile.provenance.get("cpu", ""))
+    cpu = str(profile.provenance.get("cpu") or "")
     here = cpu_name()
     if not cpu or here not in cpu:
         return f"measured on {cpu or 'an unrecorded CPU'}, not on this machine's {here}"
-    threads = int(profile.provenance.get("threads", 1))
+    threads = _threads(profile)
     if threads > (os.cpu_count() or 1):
         return f"measured on {threads} threads; this machine has {os.cpu_count() or 1}"
     if profile.runtime == "onnxruntime":
@@ -450,6 +450,14 @@ def not_this_machine(profile: DeviceProfile) -> str | None:
     return None
 
 
+def _threads(profile: DeviceProfile) -> int:
+    """The profile's thread count (1 when it records none, or none that is a count)."""
+    try:
+        return max(1, int(profile.provenance.get("threads") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
 def is_this_machine(profile: DeviceProfile) -> bool:
     """True when ``profile`` was measured on this CPU kind, in a runtime available here."""
     return not_this_machine(profile) is None
@@ -460,11 +468,11 @@ def unchecked_reason(profile: DeviceProfile) -> str | None:
     this machine (:func:`not_this_machine`), no anchors, or anchors a fit-set generator of
     another version drew (the same label now builds another network, so today's time would
     not compare with the recorded one)."""
-    if not profile.anchors or not profile.anchors.get("networks"):
-        return "it records no anchors"
     elsewhere = not_this_machine(profile)
     if elsewhere:
         return elsewhere
+    if not profile.anchors or not profile.anchors.get("networks"):
+        return "it records no anchors"
     from budgetsearch.profiling.networks import GENERATOR_VERSION
 
     version = int(profile.provenance.get("generator_version", 1) or 1)

@@ -182,6 +182,15 @@ def _downsampling_pool(rng: random.Random) -> nn.Module:
                        nn.AvgPool2d(2), nn.AvgPool2d(3, 2, 1)))
 
 
+def _pooled(pool: nn.Module, size: int) -> int:
+    """The map size ``pool`` leaves of a ``size``×``size`` map; 0 when it cannot take one that
+    small (a 2×2 pool of a 1×1 map): the caller leaves such a pool out."""
+    try:
+        return int(pool(torch.zeros(1, 1, size, size)).shape[-1])
+    except RuntimeError:
+        return 0
+
+
 def _width(rng: random.Random, base: int, align: int) -> int:
     if align == 1:  # a pruned-looking width: any count, not a multiple of 8
         return max(2, round(base * rng.uniform(0.3, 1.0)))
@@ -189,7 +198,7 @@ def _width(rng: random.Random, base: int, align: int) -> int:
 
 
 def _blocks(family: str, rng: random.Random, cin: int, act: str, align: int,
-            tiny: bool = False) -> tuple[list[nn.Module], int]:
+            tiny: bool = False, size: int = 64) -> tuple[list[nn.Module], int]:
     # wide enough to reach torchvision's regime (512-channel stages, tens of MB of weights at
     # 1×1-2×2 spatial): a fit that never saw large weights over-prices resnet18 by 40 %
     stages = rng.choice((1, 2) if tiny else (2, 3, 4, 5))
@@ -204,7 +213,10 @@ def _blocks(family: str, rng: random.Random, cin: int, act: str, align: int,
             if family == "plain":
                 blocks.append(_cba(c, width, rng.choice((1, 3, 3, 5)), 1, act))
                 if i == per_stage - 1 and stage < stages - 1:
-                    blocks.append(_downsampling_pool(rng))
+                    pool = _downsampling_pool(rng)
+                    if _pooled(pool, size) > 0:  # (a map already 1×1 is left as it is)
+                        blocks.append(pool)
+                        size = _pooled(pool, size)
                 c = width
                 continue
             if family == "residual":
@@ -259,7 +271,10 @@ def _blocks(family: str, rng: random.Random, cin: int, act: str, align: int,
                     blocks.append(_Concat([_cba(c, _width(rng, 16, align), 3, 1, act)], dense=True))
                     c = c + blocks[-1].branches[0][0].out_channels
                 if stride > 1:
-                    blocks.append(_downsampling_pool(rng))
+                    pool = _downsampling_pool(rng)
+                    if _pooled(pool, size) > 0:
+                        blocks.append(pool)
+                        size = _pooled(pool, size)
                 blocks.append(_Concat(branches, stem=_cba(c, squeeze, 1, 1, act)))
                 c = width
                 continue
@@ -290,13 +305,15 @@ def _generated(spec: NetworkSpec) -> nn.Module:
     stem_width = rng.choice((8, 16, 24, 32))
     stride = 2 if height >= 64 and rng.random() < 0.7 else 1
     stem: nn.Module = _cba(channels, stem_width, 3, stride, act)
+    size = (height + 2 - 3) // stride + 1
     if rng.random() < 0.3:  # a pooled stem (ResNet, GoogLeNet, ShuffleNet, DenseNet)
-        stem = nn.Sequential(stem, _downsampling_pool(rng))
+        pool = _downsampling_pool(rng)
+        stem, size = nn.Sequential(stem, pool), _pooled(pool, size)
     # one draw in six is tiny (a stage or two of 8-16 channels, a block each: tens of µs in
     # eager), as users' own small networks are: a fit set whose smallest network ran 0.7 ms
     # priced a 2-conv CNN at 0.19 ms that ran in 0.10 (its per-call prices were never pinned)
     tiny = rng.random() < 1 / 6
-    blocks, c = _blocks(spec.family, rng, stem_width, act, align, tiny=tiny)
+    blocks, c = _blocks(spec.family, rng, stem_width, act, align, tiny=tiny, size=size)
     classes = rng.choice((10, 100, 1000))
     if rng.random() < 0.3:
         hidden = rng.choice((256, 1024, 1280))

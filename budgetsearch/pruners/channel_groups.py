@@ -41,15 +41,13 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from budgetsearch.cost.ops import POOL_MODULES
+
 #: Functional pooling ops the cost inventory prices per channel (``"<module>#<operator>"``).
 FUNCTIONAL_POOLS = frozenset({
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
     "avg_pool1d", "avg_pool2d", "avg_pool3d",
 })
-_POOL_MODULES = (
-    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
-)
 OUTPUT_REASON = "its channels are the network outputs (e.g. class scores)"
 INPUT_REASON = "its input channels are the network input"
 
@@ -201,7 +199,7 @@ class _TraceRecorder(TorchFunctionMode):
             self.stack.pop()
             if not name:  # the model's outputs: their channels are never pruned
                 self.outputs.update(t.grad_fn for t in _tensors(output) if t.grad_fn is not None)
-            if isinstance(module, _POOL_MODULES) and isinstance(output, Tensor):
+            if isinstance(module, POOL_MODULES) and isinstance(output, Tensor):
                 self.layer_of[output.grad_fn] = name
 
         return hook
@@ -363,7 +361,7 @@ def _member(
     if name is None:
         layer = recorder.layer_of.get(item.dep.target.grad_fn)
         return None if layer is None else GroupMember(layer, "both", "pool", indices, roots)
-    if isinstance(target, _POOL_MODULES):
+    if isinstance(target, POOL_MODULES):
         return GroupMember(name, "both", "pool", indices, roots)
     reason = _unsupported(name, target)
     dim = "out" if item.dep.handler.__name__ == "prune_out_channels" else "in"

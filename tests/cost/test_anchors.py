@@ -302,3 +302,20 @@ def test_anchors_another_generator_drew_are_not_rebuilt(
     assert anchors.unchecked_reason(current) is None
     hand_built = profile_from_dict({**MEASURED, "provenance": here})  # version 1, ANCHORS
     assert anchors.unchecked_reason(hand_built) is None
+
+
+def test_a_profile_without_threads_or_cpu_is_described_not_crashed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from budgetsearch.commands.devices import _device_summary
+    from budgetsearch.profiling import anchors
+
+    monkeypatch.setattr(anchors, "cpu_name", lambda: "Test CPU")
+    profile = profile_from_dict({**MEASURED, "provenance": {
+        **MEASURED["provenance"], "threads": None, "cpu": None}})
+    assert anchors.unchecked_reason(profile) == (
+        "measured on an unrecorded CPU, not on this machine's Test CPU")
+    assert _device_summary(profile, None)["unchecked_reason"].startswith("measured on an")
+    bare = {k: v for k, v in MEASURED.items() if k != "anchors"}
+    here = profile_from_dict({**bare, "provenance": {
+        **MEASURED["provenance"], "threads": None, "cpu": "Test CPU"}})
+    assert anchors.unchecked_reason(here) == "it records no anchors"

@@ -214,3 +214,76 @@ def test_torchvision_max_pools_are_priced() -> None:
     pools = [r for r in inv if r.kind == "maxpool"]
     assert len(pools) == 13  # 4 between stages, one in each of 9 Inception branches
     assert all(r.pool_taps > 0 for r in pools)
+
+
+class _TutorialNet(nn.Module):
+    """PyTorch's CIFAR-10 tutorial network: one MaxPool2d module applied after both convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.pool = nn.Conv2d(3, 6, 5), nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2 = nn.Linear(16 * 5 * 5, 120), nn.Linear(120, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+@pytest.mark.parametrize("pruner", ["channel-magnitude", "bar"])
+def test_a_pool_module_applied_twice_is_priced_over_both_calls_and_prunes(pruner: str) -> None:
+    """Its two calls carry two channel counts: a fixed cost (both calls' reads), which pruning
+    leaves alone, where one scalable record crashed both channel pruners."""
+    import copy
+
+    from budgetsearch.cost import Target
+    from budgetsearch.pruners import build_pruner
+
+    net, x = _TutorialNet().eval(), torch.randn(1, 3, 32, 32)
+    inv = layer_inventory(net, x)
+    pool = inv["pool"]
+    assert (pool.kind, pool.out_channels, pool.calls) == ("maxpool", 0, 2)
+    assert pool.pool_taps == (6 * 14 * 14 + 16 * 5 * 5) * 4
+    target = Target("flops", fraction=0.5, text="50%").resolve(inv.total_flops)
+    built = build_pruner(pruner, target=target)
+    built.prepare(copy.deepcopy(net), x)
+    assert built.pruned_configuration() is not None
+
+
+def test_pools_no_forward_calls_cost_nothing_and_adaptive_windows_are_exact() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.unused = nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(2)
+            self.pool = nn.AdaptiveMaxPool2d(7)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.pool(self.conv(x))
+
+    inv = layer_inventory(Net().eval(), torch.randn(1, 3, 10, 10))
+    assert "unused" not in inv
+    # 10 → 7 on an axis: windows [⌊7i/… ⌋, ⌈…⌉) of sizes 2,3,2,2,3,2,2 (16 reads per axis)
+    assert inv["pool"].pool_taps == 8 * 16 * 16
+
+
+def test_other_pools_and_reductions_are_priced_not_reshapes() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.lp, self.frac = nn.LPPool2d(2, 2), nn.FractionalMaxPool2d(2, output_size=5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return (self.lp(y).sum() + self.frac(y).sum() + torch.max(y, 2)[0].sum()
+                    + torch.nn.functional.max_pool2d(y, (3,)).sum()
+                    + torch.nn.functional.max_pool1d(y.flatten(2), 2, return_indices=True)[0].sum())
+
+    inv = layer_inventory(Net().eval(), torch.randn(1, 3, 10, 10))
+    assert (inv["lp"].kind, inv["lp"].pool_taps) == ("pool", 8 * 5 * 5 * 4)
+    assert (inv["frac"].kind, inv["frac"].pool_taps) == ("maxpool", 8 * 5 * 5 * 4)
+    ops = {op.name.split(":")[1].split("#")[0]: op for op in inv.extra_ops}
+    assert (ops["max"].kind, ops["max"].flops) == ("maxpool", 8 * 10 * 10)
+    assert (ops["max_pool2d"].kind, ops["max_pool2d"].flops) == ("maxpool", 8 * 3 * 3 * 9)
+    assert ops["max_pool1d_with_indices"].kind == "maxpool"

@@ -148,3 +148,13 @@ def test_the_fit_set_draws_every_kind_of_pool_published_networks_run() -> None:
     assert {("MaxPool2d", 3, 1, False), ("MaxPool2d", 3, 2, True), ("MaxPool2d", 3, 2, False),
             ("MaxPool2d", 2, 2, False), ("AvgPool2d", 2, 2, False)} <= seen
     assert {("maxpool", "ms_per_gflop"), ("pool", "ms_per_gflop")} <= set(FEATURES)
+
+
+@pytest.mark.parametrize("label", ["concat#981924/1x28x28", "plain#763564/1x28x28"])
+def test_a_pool_that_would_empty_a_small_map_is_left_out(label: str) -> None:
+    """A pooled stem plus a pool per stage reached a 1×1 map at 28×28, and the next 2×2 pool
+    emptied it: `budgetsearch profile --seed 3` crashed on these draws."""
+    from budgetsearch.profiling.networks import build_labelled
+
+    model, x = build_labelled(label)
+    assert model.eval()(x).shape[0] == 1
