@@ -15,7 +15,9 @@ that centres them. Candidates, each measured to matter on one machine (experimen
 * weights that do not stay in cache: MB of weights beyond 32 MB (this machine's L3) in the
   network; all of them when the network holds more; per layer beyond 2 MB (its L2) or 1 MB; a
   ramp from 16 to 48 MB;
-* squeeze-excitation gating (a 4-D multiply broadcast over a 1×1 map): its MB and its calls.
+* squeeze-excitation gating (a 4-D multiply broadcast over a 1×1 map): its MB and its calls;
+* a dense conv's FLOPs priced by its output area (six buckets, 1 to over 256 positions): a GEMM's
+  efficiency depends on its N, which pruning channels never changes.
 
 Output quoted there: ``results/latency_extra_terms_output.txt``.
 """
@@ -45,6 +47,10 @@ from budgetsearch.profiling.fit import (  # noqa: E402
 L3_MB, L2_MB = 32.0, 2.0
 COLUMNS = ("weights beyond L3", "all weights if over L3", "per layer beyond L2",
            "per layer beyond 1 MB", "ramp 16-48 MB", "gating MB", "gating calls")
+# GFLOPs of dense convs (and of those on PyTorch's own GEMM path) by output area: a GEMM's
+# efficiency depends on its N (the output positions), which pruning channels never changes
+AREA_BUCKETS = ((1, 1), (2, 4), (5, 16), (17, 64), (65, 256), (257, 10**9))
+BUCKET_COLUMNS = tuple(f"dense conv GFLOPs, area {lo}-{hi}" for lo, hi in AREA_BUCKETS)
 
 
 class _Gating(TorchFunctionMode):
@@ -79,9 +85,16 @@ def extra_columns(inventory, kept, model, x) -> list[float]:  # noqa: ANN001
     gating = _Gating()
     with torch.no_grad(), gating:
         model.eval()(x)
+    buckets = [0.0] * len(AREA_BUCKETS)
+    for r in inventory:
+        if r.kind == "conv" and r.out_channels > 0:
+            ci, co = kept.get(r.name, (r.in_channels, r.out_channels))
+            area = r.output_hw[0] * r.output_hw[1]
+            k = next(i for i, (lo, hi) in enumerate(AREA_BUCKETS) if lo <= area <= hi)
+            buckets[k] += r.flops * ci * co / (r.in_channels * r.out_channels) * 1e-9
     return [max(0.0, total - L3_MB), total * (total > L3_MB), float(np.maximum(w - L2_MB, 0).sum()),
             float(np.maximum(w - 1.0, 0).sum()), total * min(1.0, max(0.0, (total - 16) / 32)),
-            gating.mb, float(gating.calls)]
+            gating.mb, float(gating.calls), *buckets]
 
 
 def main() -> None:
@@ -118,8 +131,10 @@ def main() -> None:
     to = np.array([foreign_ms[n["network"]] for n in foreign])
     print(f"{runtime}: {len(fit)} fit, {len(holdout)} held-out, {len(foreign)} foreign networks; "
           f"foreign times from {args.results}")
-    for name, cols in [("base (the shipped model)", [])] + [(c, [i]) for i, c in
-                                                           enumerate(COLUMNS)]:
+    n = len(COLUMNS)
+    candidates = [("base (the shipped model)", [])] + [(c, [i]) for i, c in enumerate(COLUMNS)]
+    candidates.append(("dense conv GFLOPs by output area", list(range(n, n + len(AREA_BUCKETS)))))
+    for name, cols in candidates:
         coef = fit_coefficients(np.hstack([xf, ef[:, cols]]), tf)
         held = np.hstack([xh, eh[:, cols]]) @ coef / th * 100 - 100
         pred = np.hstack([xo, eo[:, cols]]) @ coef

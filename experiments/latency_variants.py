@@ -2,7 +2,7 @@
 
 One command (a few minutes: every network is rebuilt and traced once per variant)::
 
-    PYTHONPATH=. python experiments/latency_variants.py RESULTS_CSV [--runtime pytorch-eager]
+    PYTHONPATH=. python experiments/latency_variants.py RESULTS_CSV [...] [--runtime pytorch-eager]
 
 Re-fits the shipped CPU profile of the runtime from its own measurements
 (``hw_profiles/cpu-2core-x86.csv``, as ``budgetsearch profile --refit`` does) under each variant
@@ -14,8 +14,10 @@ measured times against the fit's own day) and after the one factor that centres 
 model's scatter). Variants:
 
 * ``shipped``: the model as committed;
+* ``no-area``: the eager fit without the output-area terms of a dense conv (``conv_area*``);
 * ``no-pools``: max and windowed average pool modules unpriced, as before 2026-12-02 (the
-  inventory did not hold them: fvcore counts them no FLOPs and they own no parameters).
+  inventory did not hold them: fvcore counts them no FLOPs and they own no parameters), and
+  without the area terms.
 
 Output quoted in experiments/README.md ("Pools"): ``results/latency_variants_output.txt``.
 """
@@ -61,7 +63,31 @@ def no_pools() -> Iterator[None]:
         fit_module._units.cache_clear()
 
 
-VARIANTS = {"shipped": contextlib.nullcontext, "no-pools": no_pools}
+@contextlib.contextmanager
+def no_area() -> Iterator[None]:
+    """The eager fit without the output-area terms of a dense conv (as before 2026-12-02 11:12)."""
+    original = fit_module.features_for
+
+    def features_for(runtime: str) -> tuple[tuple[str, str], ...]:
+        return tuple(f for f in original(runtime) if f not in fit_module.AREA_FEATURES)
+
+    fit_module.features_for = features_for
+    fit_module._units.cache_clear()
+    try:
+        yield
+    finally:
+        fit_module.features_for = original
+        fit_module._units.cache_clear()
+
+
+@contextlib.contextmanager
+def before_today() -> Iterator[None]:
+    """Neither pools nor output-area terms: the model of this morning, on today's timings."""
+    with no_area(), no_pools():
+        yield
+
+
+VARIANTS = {"shipped": contextlib.nullcontext, "no-area": no_area, "no-pools": before_today}
 
 
 def shares(errors: np.ndarray) -> str:
@@ -76,33 +102,38 @@ def centred(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("results", type=Path, help="a latency_accuracy.csv of these profiles")
+    parser.add_argument("results", type=Path, nargs="+",
+                        help="latency_accuracy.csv files of these profiles")
     parser.add_argument("--runtime", choices=("pytorch-eager", "onnxruntime", "both"),
                         default="both")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
-    table = pd.read_csv(args.results)
+    tables = {path: pd.read_csv(path) for path in args.results}
     measurements = pd.read_csv(Path("hw_profiles/cpu-2core-x86.csv"))
     runtimes = ["pytorch-eager", "onnxruntime"] if args.runtime == "both" else [args.runtime]
     names = {"pytorch-eager": "cpu-2core-x86", "onnxruntime": "cpu-2core-x86-ort"}
-    print(f"re-fitted from hw_profiles/cpu-2core-x86.csv; foreign times from {args.results}")
+    print(f"re-fitted from hw_profiles/cpu-2core-x86.csv; foreign times from "
+          f"{', '.join(p.name for p in args.results)}")
     for variant in args.variants:
         with VARIANTS[variant]():
             networks = [n for n in bench.foreign_networks(quick=False)]
             for runtime in runtimes:
                 old = load_profile(names[runtime], check=False)
                 profile, _, lofo = refit_profile(old, measurements)
-                rows = table[(table["runtime"] == runtime) & (table["family"] != "compact-wrn")]
-                measured = dict(zip(rows["network"], rows["measured_ms"], strict=True))
-                kept = [n for n in networks if n["network"] in measured]
-                predicted = bench.predict(kept, profile)
-                times = np.array([measured[n["network"]] for n in kept])
-                errors = (predicted / times - 1) * 100
                 held = profile.predictor_error
                 mean_lofo = np.mean([v["within_10pct"] for v in lofo.values()])
                 print(f"{variant:10s} {runtime:13s} held-out {held.within_10pct:4.0%}, "
-                      f"LOFO mean {mean_lofo:4.0%}; {len(kept)} foreign within ±10/±20%: "
-                      f"as priced {shares(errors)}, centred {shares(centred(predicted, times))}")
+                      f"LOFO mean {mean_lofo:4.0%}")
+                for path, table in tables.items():
+                    rows = table[(table["runtime"] == runtime)
+                                 & (table["family"] != "compact-wrn")]
+                    measured = dict(zip(rows["network"], rows["measured_ms"], strict=True))
+                    kept = [n for n in networks if n["network"] in measured]
+                    predicted = bench.predict(kept, profile)
+                    times = np.array([measured[n["network"]] for n in kept])
+                    errors = (predicted / times - 1) * 100
+                    print(f"{'':24s} {path.name}: {len(kept)} foreign within ±10/±20%: as "
+                          f"priced {shares(errors)}, centred {shares(centred(predicted, times))}")
 
 
 if __name__ == "__main__":

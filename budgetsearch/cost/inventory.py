@@ -63,7 +63,7 @@ from budgetsearch.cost.dispatch import (
 )
 from budgetsearch.cost.metrics import canonical_metric
 from budgetsearch.cost.ops import MAX_POOL_MODULES, POOL_MODULES, ExtraOp, trace_ops
-from budgetsearch.cost.profiles import DeviceProfile
+from budgetsearch.cost.profiles import CONV_AREA_KINDS, DeviceProfile
 
 BYTES_PER_ELEMENT = 4  # float32 weights and activations for memory_bytes
 METRICS = ("params", "flops", "activation_volume", "latency_ms")
@@ -514,6 +514,19 @@ def _onednn(always: Any, by_size: Any, per_channel: Any, ci: Any,
                                 > ONEDNN_MIN_INPUT_ELEMENTS))
 
 
+def _area_alpha(profile: DeviceProfile, record: LayerRecord) -> float:
+    """ms per FLOP a dense conv pays again for its output area (0 unless the profile names
+    the area's kind in :data:`~budgetsearch.cost.profiles.CONV_AREA_KINDS`)."""
+    if record.kind != "conv" or record.out_channels <= 0:
+        return 0.0
+    area = record.output_hw[0] * record.output_hw[1]
+    for kind, (low, high) in CONV_AREA_KINDS.items():
+        if low <= area <= high:
+            coefficients = profile.ops.get(kind)
+            return coefficients.ms_per_gflop * 1e-9 if coefficients is not None else 0.0
+    return 0.0
+
+
 def _take(lat: dict[str, Any], on: Any, suffix: str, where: Callable[..., Any]) -> None:
     """Where ``on``, the α, γ, γ_w and β of ``lat`` become those of the ``suffix`` price
     (``np.where`` or ``torch.where``)."""
@@ -728,6 +741,9 @@ class LayerInventory:
                 f"gamma_w{suffix}": np.array([c.weight_ms_per_mb * per_byte for c in group]),
                 f"beta{suffix}": np.array([c.overhead_ms for c in group]),
             })
+        # a dense conv's FLOPs priced again by its output area (CONV_AREA_KINDS): looked up
+        # without fallback, so a profile that does not name them adds nothing
+        arrays["area_alpha"] = np.array([_area_alpha(profile, r) for r in self.layers])
         # Extra-op kinds the profile does not name cost nothing (a datasheet roofline prices
         # fvcore's layers only: its compiler fuses element-wise ops into them).
         extra = [profile.extra_op_latency(f"fused_{op.kind}" if op.fused else op.kind)
@@ -782,7 +798,8 @@ class LayerInventory:
         read = self._read if profile.prepacked_weights else 1.0
         weights = (c["w_io"] * ci * co + c["w_o"] * co) * sparse * read + c["p_o"] * co + c["p_c"]
         activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
-        compute = lat["alpha"] * (weight_flops * sparse + other_flops)
+        compute = (lat["alpha"] * (weight_flops * sparse + other_flops)
+                   + lat["area_alpha"] * weight_flops * sparse)
         moved = lat["gamma"] * activations + lat["gamma_w"] * weights
         body = np.maximum(compute, moved) if profile.combine == "max" else compute + moved
         alive = np.where(self._scalable, co > 0, True)
@@ -1047,8 +1064,9 @@ class LayerInventory:
             # output channels in whole blocks, as price() counts them; the rounding passes gradients
             # straight through (its value is price()'s, its slope the unrounded count's)
             po = _blocked(co, profile.channel_block)
-            compute = lat["alpha"] * ((c["f_io"] * ci * po + c["f_o"] * po) * sparse
-                                      + c["t_o"] * co + c["t_c"])
+            weight_flops = (c["f_io"] * ci * po + c["f_o"] * po) * sparse
+            compute = (lat["alpha"] * (weight_flops + c["t_o"] * co + c["t_c"])
+                       + lat["area_alpha"] * weight_flops)
             activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
             moved = lat["gamma"] * activations + lat["gamma_w"] * weights
             body = torch.maximum(compute, moved) if profile.combine == "max" else compute + moved

@@ -51,12 +51,23 @@ import yaml
 from budgetsearch.cost.dispatch import CONV_DISPATCH_RULES
 from budgetsearch.files import shipped_folder, write_text_atomic, yaml_problem
 
+#: A dense conv's FLOPs priced again by its output area (positions per channel), on top of its
+#: kind's α: a GEMM's efficiency depends on its N, the output positions, which pruning channels
+#: never changes. Measured on PyTorch eager's GEMM path: resnet18's 3×3 convs ran 0.72× their
+#: price on 1×1–8×8 maps and 1.40× on 2×2–16×16 ones (experiments/README.md, "Pools, and a
+#: machine of another CPU", part 7). Kind → (smallest area, largest area); a profile names them
+#: only with ``ms_per_gflop``, and one that does not name them adds nothing.
+CONV_AREA_KINDS: dict[str, tuple[int, int]] = {
+    "conv_area1": (1, 1), "conv_area2_4": (2, 4), "conv_area5_16": (5, 16),
+    "conv_area17_64": (17, 64), "conv_area65_256": (65, 256), "conv_area257": (257, 2**62),
+}
+
 # Layer kinds (fvcore-counted) then the extra-op kinds of :mod:`budgetsearch.cost.ops`.
 OP_KINDS = (
     "conv", "dwconv", "gconv", "linear", "batchnorm", "pool", "maxpool", "other",
     "activation", "binary", "concat", "index", "reshape",
     "fused_batchnorm", "fused_activation", "fused_binary", "aligned_conv", "aligned_gconv",
-    "onednn_conv",
+    "onednn_conv", *CONV_AREA_KINDS,
 )
 #: kinds priced as another when a profile does not name them (see ``op_latency``)
 _FALLBACK_KINDS = {"gconv": "conv", "aligned_conv": "conv", "aligned_gconv": "gconv",

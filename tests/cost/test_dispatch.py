@@ -89,8 +89,10 @@ def test_the_rule_holds_for_1d_3d_and_transposed_convs(threads: int) -> None:
 
 
 def _two_kernel_profile():  # noqa: ANN202
+    from budgetsearch.cost.profiles import CONV_AREA_KINDS
+
     eager = load_profile("cpu-2core-x86", check=False)
-    ops = dict(eager.ops)
+    ops = {k: v for k, v in eager.ops.items() if k not in CONV_AREA_KINDS}  # one α per kernel
     ops["conv"] = OpLatency(ms_per_gflop=10.0, overhead_ms=0.01)
     ops["onednn_conv"] = OpLatency(ms_per_gflop=30.0, overhead_ms=0.2)
     return replace(eager, ops=ops, conv_dispatch="pytorch", provenance={"threads": 1},

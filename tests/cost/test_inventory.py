@@ -175,3 +175,29 @@ def test_grouped_convs_align_per_group() -> None:
                                  "aligned_gconv": OpLatency(overhead_ms=1.0)})
     assert inv.predict_latency_ms(profile) == pytest.approx(1.0)
     assert inv.predict_latency_ms(profile, kept_channels={"0": (30, 30)}) == pytest.approx(3.0)
+
+
+def test_a_dense_convs_flops_are_priced_again_by_its_output_area() -> None:
+    """A profile's conv_area kinds add an α per output area (a GEMM's N, which channel pruning
+    never changes), in price and in the differentiable expected cost alike; a profile without
+    them (a datasheet roofline's default kind included) adds nothing."""
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Conv2d(16, 16, 1))
+    inv = layer_inventory(model, torch.zeros(1, 8, 4, 4))  # two convs with 2×2 outputs
+    base = {"conv": OpLatency(ms_per_gflop=10.0)}
+    plain = DeviceProfile(name="t", description="", source="measured", ops=base)
+    area = DeviceProfile(name="t", description="", source="measured",
+                         ops={**base, "conv_area2_4": OpLatency(ms_per_gflop=30.0),
+                              "conv_area257": OpLatency(ms_per_gflop=99.0)})
+    kept = {"0": (8, 8), "1": (8, 16)}
+    for channels in (None, kept):
+        flops = inv.price(kept_channels=channels).flops
+        assert inv.price(profile=plain, kept_channels=channels).latency_ms == pytest.approx(
+            10e-9 * flops)
+        assert inv.price(profile=area, kept_channels=channels).latency_ms == pytest.approx(
+            40e-9 * flops)
+    expected = inv.expected_cost("latency", profile=area, kept_channels={
+        k: (torch.tensor(float(a)), torch.tensor(float(b))) for k, (a, b) in kept.items()})
+    assert float(expected) == pytest.approx(inv.price(profile=area, kept_channels=kept).latency_ms)
+    roofline = DeviceProfile(name="r", description="", source="datasheet",
+                             ops={"default": OpLatency(ms_per_gflop=10.0)})
+    assert inv.price(profile=roofline).latency_ms == pytest.approx(10e-9 * inv.total_flops)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from budgetsearch.profiling.fit import (
+    AREA_FEATURES,
     COMPILED_FEATURES,
     EAGER_FEATURES,
     FEATURES,
@@ -45,8 +46,10 @@ def test_fit_recovers_coefficients_of_the_model_it_predicts(small_networks, runt
 
 def test_only_onnxruntime_fits_what_a_compiler_fuses() -> None:
     # eager runs every op as it comes: its fit has no fused or aligned terms, and its profile
-    # prices a fused activation as an activation; it has PyTorch's two dense-conv kernels instead
-    assert features_for("pytorch-eager") == FEATURES + EAGER_FEATURES
+    # prices a fused activation as an activation; it has PyTorch's two dense-conv kernels and
+    # the output-area terms of its GEMM instead
+    assert features_for("pytorch-eager") == FEATURES + EAGER_FEATURES + AREA_FEATURES
+    assert not set(AREA_FEATURES) & set(features_for("onnxruntime"))
     assert set(COMPILED_FEATURES) <= set(features_for("onnxruntime"))
     assert not set(EAGER_FEATURES) & set(features_for("onnxruntime"))
     eager = profile_from_coefficients("e", np.ones(len(features_for("pytorch-eager")) + 1),
