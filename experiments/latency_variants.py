@@ -29,6 +29,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,37 +48,30 @@ WINDOWED = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)
 
 
 @contextlib.contextmanager
-def no_pools() -> Iterator[None]:
+def _replaced(module: Any, name: str, value: Any) -> Iterator[None]:
+    """``module.name`` is ``value`` inside the block (the fit's unit profiles rebuilt)."""
+    original = getattr(module, name)
+    setattr(module, name, value)
+    fit_module._units.cache_clear()
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+        fit_module._units.cache_clear()
+
+
+def no_pools() -> contextlib.AbstractContextManager[None]:
     """Max and windowed average pool modules leave the inventory, as before they were priced."""
     original = inventory_module._op_of
-
-    def op_of(module: nn.Module) -> str:
-        return "unpriced_pool" if isinstance(module, WINDOWED) else original(module)
-
-    inventory_module._op_of = op_of
-    fit_module._units.cache_clear()
-    try:
-        yield
-    finally:
-        inventory_module._op_of = original
-        fit_module._units.cache_clear()
+    return _replaced(inventory_module, "_op_of", lambda module: (
+        "unpriced_pool" if isinstance(module, WINDOWED) else original(module)))
 
 
-@contextlib.contextmanager
-def no_area() -> Iterator[None]:
+def no_area() -> contextlib.AbstractContextManager[None]:
     """The eager fit without the output-area terms of a dense conv (as before 2026-12-02 11:12)."""
     original = fit_module.features_for
-
-    def features_for(runtime: str) -> tuple[tuple[str, str], ...]:
-        return tuple(f for f in original(runtime) if f not in fit_module.AREA_FEATURES)
-
-    fit_module.features_for = features_for
-    fit_module._units.cache_clear()
-    try:
-        yield
-    finally:
-        fit_module.features_for = original
-        fit_module._units.cache_clear()
+    return _replaced(fit_module, "features_for", lambda runtime: tuple(
+        f for f in original(runtime) if f not in fit_module.AREA_FEATURES))
 
 
 @contextlib.contextmanager
