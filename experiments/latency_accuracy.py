@@ -68,11 +68,13 @@ FAMILIES = {  # torchvision constructor → family (none of them is in the profi
 
 # -- load: CPU used by others -----------------------------------------------------------------
 
-def _proc_stat() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs."""
+def _proc_stat() -> tuple[float, float, float]:
+    """(busy, total, steal) jiffies of all CPUs; steal: time the hypervisor gave this VM's
+    CPUs to others (in busy, not in this process)."""
     fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
-    return sum(fields) - idle, sum(fields)
+    steal = fields[7] if len(fields) > 7 else 0.0
+    return sum(fields) - idle, sum(fields), steal
 
 
 def _own_cpu_s() -> float:
@@ -85,19 +87,21 @@ class LoadMeter:
     """Share of the machine's CPU time used by other processes over a window."""
 
     def __init__(self) -> None:
-        self.busy, self.total = _proc_stat()
+        self.busy, self.total, self.steal = _proc_stat()
         self.own = _own_cpu_s()
         self.hz = os.sysconf("SC_CLK_TCK")
 
     def others(self) -> dict[str, float]:
-        busy, total = _proc_stat()
+        busy, total, steal = _proc_stat()
         d_busy, d_total = (busy - self.busy) / self.hz, (total - self.total) / self.hz
+        d_steal = (steal - self.steal) / self.hz
         own = _own_cpu_s() - self.own
         cores = os.cpu_count() or 1
         return {"window_s": round(d_total / cores, 1), "machine_busy_pct": round(
             100 * d_busy / d_total, 1), "own_pct": round(100 * own / d_total, 1),
             "others_pct": round(100 * max(0.0, d_busy - own) / d_total, 1),
-            "others_cores": round(max(0.0, d_busy - own) / (d_total / cores), 2)}
+            "others_cores": round(max(0.0, d_busy - own) / (d_total / cores), 2),
+            "steal_pct": round(100 * d_steal / d_total, 1)}
 
 
 # -- the foreign networks -----------------------------------------------------------------------
@@ -378,7 +382,9 @@ def main() -> None:
     summary["seconds"] = round((datetime.datetime.now() - started).total_seconds(), 1)
     print(f"\nload over the run ({load['window_s']:.0f} s): machine busy "
           f"{load['machine_busy_pct']:.0f}%, this process {load['own_pct']:.0f}%, other processes "
-          f"{load['others_pct']:.0f}% (= {load['others_cores']:.2f} of {os.cpu_count()} cores)")
+          f"{load['others_pct']:.0f}% (= {load['others_cores']:.2f} of {os.cpu_count()} cores, "
+          f"of which the hypervisor's steal {load['steal_pct']:.1f}%); two passes of the same "
+          f"networks agree as the repeatability lines say: a VM can slow down without either")
     args.out.mkdir(parents=True, exist_ok=True)
     import pandas as pd
 
