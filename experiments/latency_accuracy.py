@@ -336,6 +336,11 @@ def main() -> None:
                   f"anchor times (overhead x{last['overhead_scale']:.3f}, work "
                   f"x{last['work_scale']:.3f}): {other['within_10pct']:.0%} within ±10%, "
                   f"{other['within_20pct']:.0%} within ±20%")
+        # the profile as recorded: what the check's rescaling added or cost today
+        unchecked = shares((100 * (predict(networks, shipped) - measured) / measured)[foreign])
+        print(f"without the check (the profile as recorded): {unchecked['within_10pct']:.0%} "
+              f"within ±10%, {unchecked['within_20pct']:.0%} within ±20% (median signed "
+              f"{unchecked['median_pct']:+.1f}%)")
         for family, s in per_family.items():
             print(f"  {family:<14} {s['within_10pct']:>4.0%} within ±10%, median err "
                   f"{s['median_pct']:+.1f}% ({s['networks']})")
@@ -375,6 +380,7 @@ def main() -> None:
                                      "overall": overall,
                                      "best_single_factor": {"factor": best, **oracle},
                                      f"check_with_{other_factors}_factors": other,
+                                     "without_check": unchecked,
                                      "per_family": per_family,
                                      "leave_one_family_out": lofo, "simulated": simulated}
     load = meter.others()
