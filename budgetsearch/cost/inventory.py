@@ -44,7 +44,6 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -62,7 +61,13 @@ from budgetsearch.cost.dispatch import (
     onednn_by_size,
 )
 from budgetsearch.cost.metrics import canonical_metric
-from budgetsearch.cost.ops import MAX_POOL_MODULES, POOL_MODULES, ExtraOp, trace_ops
+from budgetsearch.cost.ops import (
+    MAX_POOL_MODULES,
+    POOL_MODULES,
+    ExtraOp,
+    pool_taps,
+    trace_ops,
+)
 from budgetsearch.cost.profiles import CONV_AREA_KINDS, DeviceProfile
 
 BYTES_PER_ELEMENT = 4  # float32 weights and activations for memory_bytes
@@ -181,22 +186,6 @@ def _as_hw(shape: tuple[int, ...]) -> tuple[int, int]:
     if len(spatial) == 1:
         return (int(spatial[0]), 1)
     return (int(spatial[0]), int(math.prod(spatial[1:])))
-
-
-def pool_taps(kernel: Any, in_shape: Sequence[int], out_shape: Sequence[int]) -> int:
-    """Input reads of one pooling call: output elements × window area, for a window
-    ``kernel`` (an integer, or one per spatial axis; a single one applies to every axis);
-    ``None`` for an adaptive pool, whose windows on an axis of ``n`` inputs and ``m`` outputs
-    span ``[⌊i·n/m⌋, ⌈(i+1)·n/m⌉)`` (a global pool reads every input element once)."""
-    spatial_in, spatial_out = tuple(in_shape[2:]), tuple(out_shape[2:])
-    if kernel is None:  # the sum over the windows of an axis, times the other axes' outputs
-        per_axis = [sum(-(-(k + 1) * n // m) - (k * n // m) for k in range(m)) / m
-                    for n, m in zip(spatial_in, spatial_out, strict=False) if m > 0]
-        return int(round(math.prod(out_shape) * math.prod(per_axis)))
-    sizes = [kernel] if isinstance(kernel, numbers.Integral) else list(kernel)
-    if len(sizes) == 1:
-        sizes = sizes * len(spatial_out)
-    return int(math.prod(out_shape) * math.prod(int(k) for k in sizes))
 
 
 def _module_pool_taps(module: nn.Module, in_shape: Sequence[int],

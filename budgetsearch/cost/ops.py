@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,11 +95,10 @@ _WINDOWED_POOLS = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_
                    "max_pool3d_with_indices", "lp_pool1d", "lp_pool2d", "lp_pool3d",
                    "fractional_max_pool2d", "fractional_max_pool3d",
                    "fractional_max_pool2d_with_indices", "fractional_max_pool3d_with_indices"}
-_POOLS = {
-    "mean", "sum", "amax", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d",
-    "max_pool2d", "adaptive_avg_pool1d", "avg_pool1d", "max_pool1d", "max_pool3d",
-    "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool3d",
-    "lp_pool1d", "lp_pool2d", "lp_pool3d", "amin", *_MAX_POOLS,
+_POOLS = {  # average pools and reductions, then the max pools
+    "mean", "sum", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "avg_pool1d", "avg_pool2d", "avg_pool3d", "lp_pool1d", "lp_pool2d", "lp_pool3d",
+    *_MAX_POOLS,
 }
 _MATMULS = {"linear", "matmul", "__matmul__", "addmm", "mm", "bmm"}
 #: Pooling module classes: the inventory records them, Torch-Pruning's groups carry them.
@@ -146,18 +145,32 @@ def _storage(t: Tensor) -> int:
         return -1
 
 
+def pool_taps(kernel: Any, in_shape: Sequence[int], out_shape: Sequence[int]) -> int:
+    """Input reads of one pooling call: output elements × window area, for a window
+    ``kernel`` (an integer, or one per spatial axis; a single one applies to every axis);
+    ``None`` for an adaptive pool, whose windows on an axis of ``n`` inputs and ``m`` outputs
+    span ``[⌊i·n/m⌋, ⌈(i+1)·n/m⌉)`` (a global pool reads every input element once)."""
+    spatial_in, spatial_out = tuple(in_shape[2:]), tuple(out_shape[2:])
+    if kernel is None:  # the sum over the windows of an axis, times the other axes' outputs
+        per_axis = [sum(-(-(k + 1) * n // m) - (k * n // m) for k in range(m)) / m
+                    for n, m in zip(spatial_in, spatial_out, strict=False) if m > 0]
+        return int(round(math.prod(out_shape) * math.prod(per_axis)))
+    sizes = [kernel] if isinstance(kernel, numbers.Integral) else list(kernel)
+    if len(sizes) == 1:
+        sizes = sizes * len(spatial_out)
+    return int(math.prod(out_shape) * math.prod(int(k) for k in sizes))
+
+
 def _pool_reads(name: str, args: Any, kwargs: dict[str, Any], source: Tensor,
                 result: Tensor) -> int:
-    """Input reads of a functional pool (its work in a latency profile): output elements ×
-    window area for a windowed pool; a reduction or adaptive pool reads its input once."""
+    """Input reads of a functional pool (its work in a latency profile): :func:`pool_taps` of
+    a windowed pool given its kernel; a reduction or adaptive pool reads its input once."""
     if name in _WINDOWED_POOLS and source.dim() > 2:
         kernel = kwargs.get("kernel_size", args[1] if len(args) > 1 else None)
-        if isinstance(kernel, numbers.Integral):
-            kernel = (int(kernel),)
-        if isinstance(kernel, (tuple, list)) and kernel \
-                and all(isinstance(k, numbers.Integral) for k in kernel):
-            sizes = list(kernel) * (source.dim() - 2) if len(kernel) == 1 else list(kernel)
-            return int(result.numel() * math.prod(int(k) for k in sizes))
+        if isinstance(kernel, numbers.Integral) or (
+                isinstance(kernel, (tuple, list)) and kernel
+                and all(isinstance(k, numbers.Integral) for k in kernel)):
+            return pool_taps(kernel, source.shape, result.shape)
     return int(source.numel())
 
 
