@@ -351,23 +351,25 @@ class BARPruner(Pruner):
                                           init_log_alpha=self.config.init_log_alpha)
         gated = sum(g.channels for _, g in self.structure.named_gates())
         self.channel_cost = max(self.full_cost[self.config.metric], 1e-12) / gated
+        # Known before any training: the budget's projection at the hard prune would fail.
         smallest = self.minimum_cost()
-        if not is_met(smallest, self.budget_value):
-            # Known before any training: the budget's projection at the hard prune would fail.
-            raise self._infeasible(
-                f"the budget {self.config.metric} ≤ {self.budget_value:.4g} cannot be met even "
-                f"with every prunable channel removed (the smallest network BAR can express "
-                f"costs {smallest:.4g})", smallest)
+        self._refuse_unless_met(smallest, f"even with every prunable channel removed (the "
+                                          f"smallest network BAR can express costs "
+                                          f"{smallest:.4g})")
         return model
 
-    def _infeasible(self, message: str, minimum: float) -> BudgetInfeasible:
-        """The :class:`BudgetInfeasible` to raise from :meth:`prepare` (the gates detached from
-        the model first): no channel choice meets the budget; the smallest costs ``minimum``."""
+    def _refuse_unless_met(self, minimum: float, how: str) -> None:
+        """From :meth:`prepare`: when even the smallest channel choice, costing ``minimum``,
+        misses the budget, detach the gates and raise :class:`BudgetInfeasible` ("the budget …
+        cannot be met ``how``")."""
+        if is_met(minimum, self.budget_value):
+            return
         if self.structure is not None:
             self.structure.remove()
             self.structure = None
-        return BudgetInfeasible(message, metric=self.config.metric, target=self.budget_value,
-                                minimum=minimum)
+        raise BudgetInfeasible(
+            f"the budget {self.config.metric} ≤ {self.budget_value:.4g} cannot be met {how}",
+            metric=self.config.metric, target=self.budget_value, minimum=minimum)
 
     @torch.no_grad()
     def minimum_cost(self) -> float:

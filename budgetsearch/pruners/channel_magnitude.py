@@ -83,13 +83,11 @@ class ChannelMagnitudePruner(BARPruner):
             else:
                 self._choose_global()
             delivered = self.delivered_cost()
-        if not is_met(delivered, self.budget_value):
-            # each choice ends on the smallest network when none meets the budget: with the
-            # gathers and scatters it runs counted, even that one may not
-            raise self._infeasible(
-                f"the budget {self.config.metric} ≤ {self.budget_value:.4g} cannot be met by "
-                f"keeping the channels of largest norm: the smallest network this pruner "
-                f"delivers costs {delivered:.4g} (its gathers and scatters counted)", delivered)
+        # each choice ends on the smallest network when none meets the budget: with the
+        # gathers and scatters it runs counted, even that one may not
+        self._refuse_unless_met(delivered, f"by keeping the channels of largest norm: the "
+                                           f"smallest network this pruner delivers costs "
+                                           f"{delivered:.4g} (its gathers and scatters counted)")
         self.hard_prune()
         return model
 
