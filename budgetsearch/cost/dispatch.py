@@ -18,6 +18,15 @@ path), and whether a conv crosses the 20,480-element line depends on its kept in
 pruning can move a conv from one to the other. A profile with ``conv_dispatch: pytorch`` prices
 the oneDNN ones as ``onednn_conv``.
 
+A depthwise conv always goes to oneDNN, which runs it with its depthwise kernel (``jit_dw``)
+unless the geometry rules that kernel out (:func:`onednn_depthwise_on_gemm`, read from oneDNN's
+verbose log): then it falls back to one im2col + GEMM per channel (``gemm:jit``), 5–10× slower
+per call. That is the 5×5 and 7×7 depthwise convs on the 1×1–4×4 maps of MobileNet-v3,
+MnasNet and EfficientNet at small inputs (EfficientNet-B0 at 3×32×32 ran its nine 5×5 ones in
+2.2 ms, priced 0.66 as the 3×3 kind). Pruning never moves a depthwise conv between the two:
+the rule reads only its geometry. A profile with ``conv_dispatch: pytorch`` prices these as
+``dwconv_gemm``.
+
 Example:
     >>> shape = {"stride": (1, 1), "dilation": (1, 1), "batch": 1, "threads": 1}
     >>> onednn_always(kernel=(7, 7), groups=1, **shape)
@@ -36,6 +45,9 @@ from collections.abc import Sequence
 
 #: PyTorch's own line: a dense conv whose input holds more elements goes to oneDNN.
 ONEDNN_MIN_INPUT_ELEMENTS = 20480
+#: oneDNN's depthwise kernel takes at most this many columns of left padding (7 and more:
+#: per-channel GEMMs, whatever the kernel, stride or input width)
+DEPTHWISE_MAX_LEFT_PADDING = 6
 #: Dispatch rules a profile can name (``latency_model.conv_dispatch``).
 CONV_DISPATCH_RULES = ("pytorch",)
 
@@ -78,6 +90,46 @@ def onednn_by_size(*, kernel: Sequence[int], stride: Sequence[int], dilation: Se
                                       output_padding)
 
 
+def onednn_depthwise_on_gemm(*, input_hw: Sequence[int], kernel: Sequence[int],
+                             stride: Sequence[int], padding: Sequence[int],
+                             dilation: Sequence[int], multiplier: int = 1,
+                             transposed: bool = False) -> bool:
+    """True when oneDNN runs a depthwise conv (groups = input channels, ``multiplier`` output
+    channels per group) as per-channel GEMMs instead of its depthwise kernel.
+
+    Its depthwise kernel takes only ``multiplier`` 1, and refuses a geometry where, along
+    either axis, the (dilated) kernel lies wholly in the padding at the start or the end, or
+    where the output is narrower than the left padding, or that padding is over
+    :data:`DEPTHWISE_MAX_LEFT_PADDING` columns. Read from oneDNN's verbose log
+    (``torch.backends.mkldnn.verbose``) on AVX-512 machines, over random 1–12 × 1–12 inputs,
+    kernels 1–9, strides 1–3, dilations 1–2 and paddings up to half the kernel plus one, at
+    1 and 2 threads, and wide inputs with paddings to 9 (tests/cost/test_dispatch.py re-checks
+    it on 240 fresh draws; an AVX2 oneDNN may draw other lines). 1-D convs are viewed as 2-D
+    with height 1; 3-D and transposed ones are left to their kind (False).
+
+    Args:
+        input_hw: the input's spatial sizes (1 or 2 of them).
+        kernel, stride, padding, dilation: the conv's, one per spatial size; padding is the
+            leading (left / top) padding.
+        multiplier: output channels per input channel.
+    """
+    if transposed or not kernel or len(kernel) > 2:
+        return False
+    if multiplier != 1:
+        return True
+    sizes, kernel, stride = _as_2d(input_hw), _as_2d(kernel), _as_2d(stride)
+    padding, dilation = (0, *padding) if len(padding) == 1 else tuple(padding), _as_2d(dilation)
+    for axis in (0, 1):
+        extent = (kernel[axis] - 1) * dilation[axis] + 1
+        out = (sizes[axis] + 2 * padding[axis] - extent) // stride[axis] + 1
+        end_padding = (out - 1) * stride[axis] + extent - (sizes[axis] + padding[axis])
+        if extent <= padding[axis] or extent <= end_padding:
+            return True  # the kernel outside the input at one end
+        if axis == 1 and (out < padding[axis] or padding[axis] > DEPTHWISE_MAX_LEFT_PADDING):
+            return True  # fewer outputs than the left padding's columns, or too many of them
+    return False
+
+
 def counted_input_elements(input_shape: Sequence[int]) -> int:
     """The input elements PyTorch's line counts: batch × channels × the spatial sizes but the
     last of a 3-D conv (the first four sizes of its input); all of them for 1-D and 2-D."""
@@ -87,5 +139,5 @@ def counted_input_elements(input_shape: Sequence[int]) -> int:
     return counted
 
 
-__all__ = ["CONV_DISPATCH_RULES", "ONEDNN_MIN_INPUT_ELEMENTS", "counted_input_elements",
-           "onednn_always", "onednn_by_size"]
+__all__ = ["CONV_DISPATCH_RULES", "DEPTHWISE_MAX_LEFT_PADDING", "ONEDNN_MIN_INPUT_ELEMENTS", "counted_input_elements",
+           "onednn_always", "onednn_by_size", "onednn_depthwise_on_gemm"]

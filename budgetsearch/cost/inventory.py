@@ -59,6 +59,7 @@ from budgetsearch.cost.dispatch import (
     counted_input_elements,
     onednn_always,
     onednn_by_size,
+    onednn_depthwise_on_gemm,
 )
 from budgetsearch.cost.metrics import canonical_metric
 from budgetsearch.cost.ops import (
@@ -124,6 +125,12 @@ class LayerRecord:
     pool_taps: int = 0
     #: a max pooling (its own latency kind: eager computes indices beside the maxima)
     max_pool: bool = False
+    #: a conv's leading (left / top) zero padding per spatial size, and the elements per size
+    #: PyTorch pads its input with before the kernel sees it (a non-zero ``padding_mode``):
+    #: what oneDNN picks a depthwise kernel by
+    #: (:func:`~budgetsearch.cost.dispatch.onednn_depthwise_on_gemm`)
+    padding: tuple[int, ...] = ()
+    input_padding: tuple[int, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -444,6 +451,8 @@ def _leaf_record(
     groups = 1
     weight = 0
     read = 1.0
+    padding: tuple[int, ...] = ()
+    input_padding: tuple[int, ...] = ()
     taps, max_pool = 0, False
     if op == "conv":
         conv: nn.modules.conv._ConvNd = module  # type: ignore[assignment]
@@ -454,6 +463,7 @@ def _leaf_record(
         output_padding = tuple(conv.output_padding)
         weight = conv.weight.numel()
         read = _read_tap_share(conv, in_shape[2:], out_shape[2:])
+        padding, input_padding = _kernel_padding(conv)
     elif op == "linear":
         lin: nn.Linear = module  # type: ignore[assignment]
         cin, cout = lin.in_features, lin.out_features
@@ -478,8 +488,25 @@ def _leaf_record(
         weight_params=weight, calls=calls, read_taps=read, dilation=dilation,
         batch=int(in_shape[0]) if in_shape else 1, transposed=transposed,
         output_padding=output_padding, counted_input_elements=counted_input_elements(in_shape),
-        pool_taps=taps, max_pool=max_pool,
+        pool_taps=taps, max_pool=max_pool, padding=padding, input_padding=input_padding,
     )
+
+
+def _kernel_padding(conv: nn.modules.conv._ConvNd) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(the zero padding a conv's kernel sees before each spatial size's first element, the
+    elements per size PyTorch pads the input with itself). Zero padding: ``padding``, and for
+    ``"same"`` half the dilated kernel's reach rounded down (PyTorch puts the odd one at the
+    end). A non-zero padding mode pads the input first, then convolves unpadded."""
+    dims = len(conv.kernel_size)
+    if conv.padding == "valid":
+        return (0,) * dims, (0,) * dims
+    if conv.padding == "same":
+        total = tuple(d * (k - 1) for k, d in zip(conv.kernel_size, conv.dilation, strict=True))
+    else:
+        total = tuple(2 * int(p) for p in conv.padding)  # type: ignore[union-attr]
+    if conv.padding_mode != "zeros":
+        return (0,) * dims, total
+    return tuple(t // 2 for t in total), (0,) * dims
 
 
 def _aligned(aligns: Any, groups: Any, step: int, ci: Any, co: Any,
@@ -700,9 +727,11 @@ class LayerInventory:
         # A profile that prices the extra ops (the calls fvcore does not count) prices a
         # functional op fvcore charged to a container through its extra op, not twice.
         drop = profile.prices_extra_ops and bool(self.extra_ops)
+        on_gemm = self._depthwise_on_gemm(profile)
         coeffs = [
-            profile.op_latency("none" if drop and r.functional else r.latency_kind)
-            for r in self.layers
+            profile.op_latency("none" if drop and r.functional
+                               else "dwconv_gemm" if gemm else r.latency_kind)
+            for r, gemm in zip(self.layers, on_gemm, strict=True)
         ]
         per_byte = 1e-6 * profile.bytes_per_element
         # a dense or grouped conv whose kept channels (per group) are aligned takes the
@@ -764,6 +793,24 @@ class LayerInventory:
             always[k] = onednn_always(groups=r.groups, **shape)
             by_size[k] = not always[k] and onednn_by_size(**shape)
         return always, by_size
+
+    def _depthwise_on_gemm(self, profile: DeviceProfile) -> list[bool]:
+        """Per layer: a depthwise conv PyTorch eager's oneDNN runs as per-channel GEMMs
+        (:func:`~budgetsearch.cost.dispatch.onednn_depthwise_on_gemm`; all False unless the
+        profile's ``conv_dispatch`` is ``pytorch``). Its geometry alone decides, so pruning
+        never switches it."""
+        if profile.conv_dispatch != "pytorch":
+            return [False] * len(self.layers)
+        return [r.kind == "dwconv" and r.out_channels > 0 and bool(r.padding)
+                and onednn_depthwise_on_gemm(
+                    input_hw=[size + added for size, added in zip(
+                        r.input_hw[:len(r.kernel_size)],
+                        r.input_padding or (0,) * len(r.kernel_size), strict=False)],
+                    kernel=r.kernel_size, stride=r.stride, padding=r.padding,
+                    dilation=r.dilation or (1,) * len(r.kernel_size),
+                    multiplier=r.out_channels // max(1, r.in_channels),
+                    transposed=r.transposed)
+                for r in self.layers]
 
     def _latency_numpy(
         self, profile: DeviceProfile, ci: np.ndarray, co: np.ndarray, d: np.ndarray

@@ -67,11 +67,11 @@ OP_KINDS = (
     "conv", "dwconv", "gconv", "linear", "batchnorm", "pool", "maxpool", "other",
     "activation", "binary", "concat", "index", "reshape",
     "fused_batchnorm", "fused_activation", "fused_binary", "aligned_conv", "aligned_gconv",
-    "onednn_conv", *CONV_AREA_KINDS,
+    "onednn_conv", "dwconv_gemm", *CONV_AREA_KINDS,
 )
 #: kinds priced as another when a profile does not name them (see ``op_latency``)
 _FALLBACK_KINDS = {"gconv": "conv", "aligned_conv": "conv", "aligned_gconv": "gconv",
-                   "onednn_conv": "conv", "maxpool": "pool",
+                   "onednn_conv": "conv", "dwconv_gemm": "dwconv", "maxpool": "pool",
                    "fused_batchnorm": "batchnorm",
                    "index": "concat", "fused_activation": "activation", "fused_binary": "binary"}
 #: Environment variable naming the folder of the user's own profiles (see :func:`user_profile_dir`).
@@ -224,7 +224,9 @@ class DeviceProfile:
         conv_dispatch: ``"pytorch"``: a dense conv PyTorch eager sends to oneDNN
             (:mod:`budgetsearch.cost.dispatch`, with the profile's ``provenance.threads``) is
             priced with ``ops["onednn_conv"]``, the others (its im2col + GEMM path) with
-            ``ops["conv"]``; ``""``: one price for every dense conv.
+            ``ops["conv"]``, and a depthwise conv oneDNN runs as per-channel GEMMs with
+            ``ops["dwconv_gemm"]``; ``""``: one price for every dense conv, and for every
+            depthwise one.
         predictor_error: measured error of the predictor on held-out networks (None if never
             measured, as for every datasheet profile).
         published_check: error against latencies published by others (None if never checked).

@@ -92,9 +92,15 @@ COMPILED_FEATURES: tuple[tuple[str, str], ...] = (
 # 512-channel 3×3 convs on 1×1 maps (GEMM path) ran 0.62–0.65 ms where one price for both paths
 # said 1.67 ms, and its 7×7 stem (oneDNN) 245 µs where it said 69 µs (experiments/README.md,
 # "PyTorch eager's two conv kernels").
+#
+# A depthwise conv oneDNN runs as per-channel GEMMs (dispatch.onednn_depthwise_on_gemm) costs by
+# its weights, one small GEMM per channel: 1152 channels of 5×5 on a 1×1 map ran 286 µs, 672 of
+# 7×7 347 µs, against 45 µs for 1152 of 3×3 on the depthwise kernel.
 EAGER_FEATURES: tuple[tuple[str, str], ...] = (
     ("onednn_conv", "ms_per_gflop"), ("onednn_conv", "ms_per_mb"),
     ("onednn_conv", "ms_per_weight_mb"), ("onednn_conv", "overhead_ms"),
+    ("dwconv_gemm", "ms_per_gflop"), ("dwconv_gemm", "ms_per_weight_mb"),
+    ("dwconv_gemm", "overhead_ms"),
 )
 # A dense conv's FLOPs priced again by its output area (budgetsearch.cost.profiles.
 # CONV_AREA_KINDS): offline on the same timings, eager held-out 59% → 74% within ±10% and

@@ -54,11 +54,11 @@ ACTIVATIONS = ("relu", "relu6", "hardswish", "silu")
 
 
 #: Bumped whenever a label builds another network than before (2: the weights are drawn from
-#: the spec's seed; 3: tiny draws; 4: pools of every published kind), so that ``budgetsearch
+#: the spec's seed; 3: tiny draws; 4: pools of every published kind; 5: 7×7 depthwise, one stage deeper), so that ``budgetsearch
 #: profile --refit`` refuses measurements of another version (profiles record it as
 #: ``provenance.generator_version``; before it was recorded: 1) and the drift check will not
 #: rebuild anchors it drew. Cached exports of drift-check anchors are keyed by the network itself.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,10 @@ def _blocks(family: str, rng: random.Random, cin: int, act: str, align: int,
             tiny: bool = False, size: int = 64) -> tuple[list[nn.Module], int]:
     # wide enough to reach torchvision's regime (512-channel stages, tens of MB of weights at
     # 1×1-2×2 spatial): a fit that never saw large weights over-prices resnet18 by 40 %
-    stages = rng.choice((1, 2) if tiny else (2, 3, 4, 5))
+    # the depthwise families one stage deeper, to the 1×1–2×2 maps of MobileNet-v3, MnasNet and
+    # EfficientNet at small inputs (where oneDNN runs 5×5 and 7×7 depthwise convs as GEMMs)
+    deep = family in ("dwsep", "inverted")
+    stages = rng.choice((1, 2) if tiny else (3, 4, 5, 6) if deep else (2, 3, 4, 5))
     base = rng.choice((8, 16) if tiny else (16, 24, 32, 48, 64, 96, 128))
     blocks: list[nn.Module] = []
     c = cin
@@ -236,7 +239,10 @@ def _blocks(family: str, rng: random.Random, cin: int, act: str, align: int,
                                      _cba(mid, mid, 3, stride, act, groups=groups),
                                      _cba(mid, width, 1, 1, None))
             elif family in ("dwsep", "inverted"):
-                k = rng.choice((3, 3, 5))
+                # 5×5 and 7×7 ones too, mostly in the last two stages as EfficientNet and
+                # MnasNet place them: on maps of 4×4 and less oneDNN runs them as per-channel
+                # GEMMs (budgetsearch.cost.dispatch), a kernel priced on its own
+                k = rng.choice((3, 5, 5, 7) if stage >= stages - 2 else (3, 3, 5))
                 expand = 1 if family == "dwsep" else rng.choice((2, 3, 4, 6))
                 mid = _width(rng, c * expand, align) if expand > 1 else c
                 layers: list[nn.Module] = []

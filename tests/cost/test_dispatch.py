@@ -176,3 +176,145 @@ def test_a_3d_conv_is_priced_by_the_elements_torch_counts() -> None:
                        c.ms_per_gflop * 1e-9 * record.flops + c.overhead_ms))
     for got, expected in prices:
         assert got == pytest.approx(expected, rel=1e-6)
+
+
+# -- oneDNN's depthwise kernel or per-channel GEMMs ------------------------------------------
+
+_VERBOSE_SCRIPT = r"""
+import json, sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+for case in json.loads(sys.argv[2]):
+    conv = (torch.nn.Conv1d if len(case["kernel"]) == 1 else torch.nn.Conv2d)(
+        case["channels"], case["channels"] * case["multiplier"], case["kernel"], case["stride"],
+        case["padding"], case["dilation"], groups=case["channels"], bias=False).eval()
+    x = torch.randn(1, case["channels"], *case["input"])
+    print("CASE", flush=True)
+    with torch.inference_mode(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+        conv(x)
+    sys.stdout.flush()
+"""
+
+
+def _onednn_implementations(cases: list[dict], threads: int) -> list[str]:
+    """The implementation oneDNN's verbose log names for each case's conv ('' when none)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _VERBOSE_SCRIPT, str(threads), json.dumps(cases)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    found: list[str] = []
+    for line in out.splitlines():
+        if line == "CASE":
+            found.append("")
+        elif ",exec,cpu,convolution," in line and found:
+            found[-1] = line.split(",")[6]
+    return found
+
+
+def _depthwise_cases(count: int, seed: int) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    cases: list[dict] = []
+    while len(cases) < count:
+        dims = rng.choice((1, 2, 2, 2))
+        kernel = [rng.choice((1, 3, 5, 7, 9)) for _ in range(dims)]
+        dilation = [rng.choice((1, 1, 1, 2)) for _ in range(dims)]
+        padding = [rng.randint(0, (k - 1) * d // 2 + 1) for k, d in zip(kernel, dilation)]
+        size = [rng.randint(1, 12) for _ in range(dims)]
+        if any(s + 2 * p < (k - 1) * d + 1
+               for s, p, k, d in zip(size, padding, kernel, dilation)) or max(kernel) == 1:
+            continue
+        cases.append({"input": size, "kernel": kernel, "padding": padding, "dilation": dilation,
+                      "stride": [rng.choice((1, 2, 3)) for _ in range(dims)],
+                      "channels": rng.choice((8, 16, 24, 33)),
+                      "multiplier": 2 if rng.random() < 0.1 else 1})
+    # the shapes that matter: EfficientNet's 5×5 and 7×7 at 1×1-4×4, same padding
+    for size, k, s in itertools.product((1, 2, 3, 4, 8), (3, 5, 7), (1, 2)):
+        cases.append({"input": [size, size], "kernel": [k, k], "padding": [k // 2] * 2,
+                      "dilation": [1, 1], "stride": [s, s], "channels": 16, "multiplier": 1})
+    return cases
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_depthwise_rule_is_the_kernel_onednn_runs(threads: int) -> None:
+    from budgetsearch.cost.dispatch import onednn_depthwise_on_gemm
+
+    cases = _depthwise_cases(120, seed=threads)
+    implementations = _onednn_implementations(cases, threads)
+    assert len(implementations) == len(cases)
+    if not any("jit_dw" in i for i in implementations):
+        pytest.skip("this oneDNN names no jit_dw kernel (another ISA or build): the rule is "
+                    "read from x86 oneDNN's")
+    for case, implementation in zip(cases, implementations, strict=True):
+        rule = onednn_depthwise_on_gemm(
+            input_hw=case["input"], kernel=case["kernel"], stride=case["stride"],
+            padding=case["padding"], dilation=case["dilation"], multiplier=case["multiplier"])
+        assert rule == ("gemm" in implementation), (case, implementation)
+    assert sum("gemm" in i for i in implementations) >= 20  # both sides of the rule were tried
+
+
+def _gemm_dw_profile():  # noqa: ANN202
+    profile = _two_kernel_profile()
+    ops = {**profile.ops, "dwconv": OpLatency(ms_per_gflop=20.0, overhead_ms=0.03),
+           "dwconv_gemm": OpLatency(ms_per_weight_mb=2.0, overhead_ms=0.05)}
+    return replace(profile, ops=ops)
+
+
+def test_a_depthwise_conv_on_per_channel_gemms_is_priced_as_dwconv_gemm_at_any_width() -> None:
+    # EfficientNet-B0's last stage at a 32×32 input: 5×5 depthwise on a 1×1 map (GEMMs), and a
+    # 3×3 one on the same map (the depthwise kernel)
+    model = nn.Sequential(nn.Conv2d(64, 64, 5, padding=2, groups=64, bias=False),
+                          nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False))
+    inventory = layer_inventory(model, torch.randn(1, 64, 1, 1))
+    profile = _gemm_dw_profile()
+    gemm, dw = profile.ops["dwconv_gemm"], profile.ops["dwconv"]
+
+    def on_gemm(channels: int) -> float:
+        return gemm.ms_per_weight_mb * channels * 25 * 4e-6 + gemm.overhead_ms
+
+    def on_kernel(channels: int) -> float:
+        return dw.ms_per_gflop * 1e-9 * channels * 9 + dw.overhead_ms
+
+    full = inventory.layer_latency_ms(profile)
+    assert full["0"] == pytest.approx(on_gemm(64)) and full["1"] == pytest.approx(on_kernel(64))
+    kept = {"0": (40, 40), "1": (40, 40)}
+    pruned = inventory.layer_latency_ms(profile, kept_channels=kept)
+    assert pruned["0"] == pytest.approx(on_gemm(40)) and pruned["1"] == pytest.approx(on_kernel(40))
+    expected = inventory.expected_cost(
+        "latency", profile=profile,
+        kept_channels={n: (torch.tensor(40.0, dtype=torch.float64, requires_grad=True),
+                           torch.tensor(40.0, dtype=torch.float64, requires_grad=True))
+                       for n in kept})
+    assert float(expected) == pytest.approx(
+        inventory.predict_latency_ms(profile, kept_channels=kept), rel=1e-9)
+    # without the rule, or without the kind, it is a depthwise conv like any other
+    assert inventory.layer_latency_ms(replace(profile, conv_dispatch=""))["0"] == pytest.approx(
+        dw.ms_per_gflop * 1e-9 * 64 * 25 + dw.overhead_ms)
+    no_kind = replace(profile, ops={k: v for k, v in profile.ops.items() if k != "dwconv_gemm"})
+    assert no_kind.op_latency("dwconv_gemm") == dw
+    assert inventory.layer_latency_ms(no_kind)["0"] == pytest.approx(
+        dw.ms_per_gflop * 1e-9 * 64 * 25 + dw.overhead_ms)
+
+
+@pytest.mark.parametrize(("conv", "size", "on_gemm"), [
+    (nn.Conv2d(16, 16, 5, padding="same", groups=16), 1, True),
+    (nn.Conv2d(16, 16, 5, padding="valid", groups=16), 5, False),
+    # reflect: PyTorch pads the input itself and oneDNN convolves unpadded
+    (nn.Conv2d(16, 16, 5, padding=2, padding_mode="reflect", groups=16), 3, False),
+    (nn.Conv2d(16, 16, 5, padding="same", padding_mode="circular", groups=16), 2, False),
+    (nn.Conv2d(16, 16, 5, padding=2, groups=16), 3, False),
+    (nn.Conv2d(16, 16, 15, padding=7, groups=16), 30, True),  # 7 columns of left padding
+    (nn.Conv2d(16, 16, 7, stride=2, padding=3, groups=16), 4, True),
+    (nn.Conv1d(16, 16, 5, padding=2, groups=16), 1, True),
+    (nn.Conv1d(16, 16, 5, padding=2, groups=16), 2, False),
+    (nn.Conv2d(16, 32, 3, padding=1, groups=16), 8, True),  # two outputs per channel
+    (nn.Conv2d(32, 32, 3, padding=1, groups=16), 8, False),  # grouped, not depthwise
+])
+def test_the_rule_reads_padding_as_torch_passes_it(conv: nn.Module, size: int,
+                                                   on_gemm: bool) -> None:
+    shape = (1, conv.in_channels, *([size] * (2 if isinstance(conv, nn.Conv2d) else 1)))
+    inventory = layer_inventory(conv, torch.randn(shape))
+    assert inventory._depthwise_on_gemm(_gemm_dw_profile()) == [on_gemm]
