@@ -17,7 +17,10 @@ model's scatter). Variants:
 * ``no-area``: the eager fit without the output-area terms of a dense conv (``conv_area*``);
 * ``no-pools``: max and windowed average pool modules unpriced, as before 2026-12-02 (the
   inventory did not hold them: fvcore counts them no FLOPs and they own no parameters), and
-  without the area terms.
+  without the area terms;
+* ``no-dw-gemm``: a depthwise conv oneDNN runs as per-channel GEMMs priced as any depthwise
+  conv (``dwconv``), as before 2026-12-02 12:17 (on measurements of generator 5, whose fit set
+  holds such convs).
 
 Output quoted in experiments/README.md ("Pools"): ``results/latency_variants_output.txt``.
 """
@@ -81,7 +84,19 @@ def before_today() -> Iterator[None]:
         yield
 
 
-VARIANTS = {"shipped": contextlib.nullcontext, "no-area": no_area, "no-pools": before_today}
+@contextlib.contextmanager
+def no_dw_gemm() -> Iterator[None]:
+    """No ``dwconv_gemm`` kind: every depthwise conv priced as ``dwconv``."""
+    original = fit_module.features_for
+    with _replaced(fit_module, "features_for", lambda runtime: tuple(
+            f for f in original(runtime) if f[0] != "dwconv_gemm")), _replaced(
+            inventory_module.LayerInventory, "_depthwise_on_gemm",
+            lambda self, profile: [False] * len(self.layers)):
+        yield
+
+
+VARIANTS = {"shipped": contextlib.nullcontext, "no-area": no_area, "no-pools": before_today,
+            "no-dw-gemm": no_dw_gemm}
 
 
 def shares(errors: np.ndarray) -> str:

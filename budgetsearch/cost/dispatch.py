@@ -139,5 +139,6 @@ def counted_input_elements(input_shape: Sequence[int]) -> int:
     return counted
 
 
-__all__ = ["CONV_DISPATCH_RULES", "DEPTHWISE_MAX_LEFT_PADDING", "ONEDNN_MIN_INPUT_ELEMENTS", "counted_input_elements",
-           "onednn_always", "onednn_by_size", "onednn_depthwise_on_gemm"]
+__all__ = ["CONV_DISPATCH_RULES", "DEPTHWISE_MAX_LEFT_PADDING", "ONEDNN_MIN_INPUT_ELEMENTS",
+           "counted_input_elements", "onednn_always", "onednn_by_size",
+           "onednn_depthwise_on_gemm"]

@@ -54,8 +54,9 @@ ACTIVATIONS = ("relu", "relu6", "hardswish", "silu")
 
 
 #: Bumped whenever a label builds another network than before (2: the weights are drawn from
-#: the spec's seed; 3: tiny draws; 4: pools of every published kind; 5: 7×7 depthwise, one stage deeper), so that ``budgetsearch
-#: profile --refit`` refuses measurements of another version (profiles record it as
+#: the spec's seed; 3: tiny draws; 4: pools of every published kind; 5: 7×7 depthwise convs,
+#: the depthwise families a stage deeper), so that ``budgetsearch profile --refit`` refuses
+#: measurements of another version (profiles record it as
 #: ``provenance.generator_version``; before it was recorded: 1) and the drift check will not
 #: rebuild anchors it drew. Cached exports of drift-check anchors are keyed by the network itself.
 GENERATOR_VERSION = 5
