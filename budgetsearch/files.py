@@ -65,6 +65,24 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
     _write_atomic(Path(path), "wb", lambda stream: torch.save(obj, stream))
 
 
+def save_whole_module(model: Any, path: str | os.PathLike[str]) -> str | None:
+    """``torch.save`` a whole network to ``path`` (write-then-rename): None when written, else
+    why it cannot be pickled, in one line, with nothing left at ``path``.
+
+    A network whose class is defined inside a function (a user's factory may do so), or which
+    holds a lambda, has no importable name, so pickle refuses it. Such a network is still
+    deployed as ``model.ts`` and its weights as ``state_dict.pt``; callers say so and go on.
+    """
+    import pickle
+
+    try:
+        torch_save_atomic(model, path)
+    except (AttributeError, TypeError, pickle.PicklingError) as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return None
+
+
 def yaml_problem(error: Exception) -> str:
     """A YAML parser error in one line: what went wrong and where (``line L, column C``)."""
     import yaml

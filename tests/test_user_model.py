@@ -271,3 +271,72 @@ def test_cost_of_a_model_on_the_wrong_input_is_one_line(
     assert main(["cost", "--model", f"{model_file}:small_cnn", "--json"]) == 2
     err = capsys.readouterr().err
     assert "cannot be priced on a 1x28x28 input" in err and err.count("\n") == 1
+
+
+LOCAL_CLASS_FILE = '''
+import torch
+from torch import nn
+
+WIDTH = 16
+
+
+def make(num_classes=2):
+    class Local(nn.Module):  # defined in the factory: pickle cannot name it
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, WIDTH, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(WIDTH, WIDTH, 3, padding=1))
+            self.head = nn.Linear(WIDTH, num_classes)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)).mean((2, 3)))
+
+    return Local()
+'''
+
+
+def test_a_factory_whose_class_pickle_cannot_name_runs_resumes_and_exports(
+        user_inputs: tuple[Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _, images = user_inputs
+    model_file = tmp_path / "local_net.py"
+    model_file.write_text(LOCAL_CLASS_FILE)
+    run = tmp_path / "run"
+    args = ["run", "--model", f"{model_file}:make", "--dataset", str(images), *RUN,
+            "--out", str(run)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    # one line per network not pickled, naming where it is instead
+    notes = [line for line in err.splitlines() if "model.pt not written" in line]
+    assert len(notes) == 2 and all("model.ts" in line and "make.<locals>.Local" in line
+                                   for line in notes)
+    table = pd.read_csv(run / "results.csv")
+    assert list(table["status"]) == ["ok", "ok"]
+    for saved in table["model_path"]:
+        assert saved.endswith("model.ts") and (run / saved).is_file()
+        assert not (run / saved).with_name("model.pt").exists()
+    best = budgetsearch.load_best_model(run)
+    assert best(torch.zeros(1, 3, 16, 16)).shape == (1, 2)
+    args[args.index("--trials") + 1] = "2"
+    assert main([*args, "--resume"]) == 0, capsys.readouterr().err
+    assert len(pd.read_csv(run / "results.csv")) == 3
+    out = tmp_path / "net.onnx"
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    assert out.is_file()
+
+
+def test_a_target_no_pruner_can_reach_says_why_each_cannot(
+        user_inputs: tuple[Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import run_cli
+
+    _, images = user_inputs
+    model_file = tmp_path / "tiny_net.py"  # 8 channels: no layer of 1000 weights to prune
+    model_file.write_text(LOCAL_CLASS_FILE.replace("WIDTH = 16", "WIDTH = 8"))
+    out = tmp_path / "run"
+    code, err = run_cli(["run", "--model", f"{model_file}:make", "--dataset", str(images),
+                         *RUN, "--out", str(out)], capsys)
+    assert code == 2
+    assert "ask for at least 826 parameters; magnitude cannot prune it: no layer to prune" in err
+    assert not out.exists()

@@ -76,6 +76,8 @@ def _load_networks(row: dict[str, Any], run_dir: Path, fmt: str) -> tuple[
         eager = load_row_model(row, run_dir)
     except (ValueError, FileNotFoundError):
         eager = None
+    if isinstance(eager, torch.jit.ScriptModule | torch.fx.GraphModule):
+        eager = None  # no model.pt (pickle could not name the class): only the deployable
     try:
         model = load_row_model(row, run_dir, prefer_deployable=True)
     except (ValueError, FileNotFoundError) as error:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 DEPLOY_FILE = "deploy.json"
+MODEL_FILE = "model.pt"  # budgetsearch's own: the whole network, pickled
 TORCHSCRIPT_FILE = "model.ts"
 EXPORTED_FILE = "model.pt2"
 #: How far the deployable file's outputs may stray from the network's (float32 reorderings).
@@ -159,6 +160,35 @@ def deploy_info(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def save_network(model: nn.Module, example_input: torch.Tensor,
+                 folder: str | os.PathLike[str], label: str) -> Path | None:
+    """Save a run's network into ``folder``: ``model.pt`` (the whole network, pickled) and the
+    plain-PyTorch ``model.ts`` with ``deploy.json`` (:func:`save_deployable`).
+
+    Returns the file a results row points at: ``model.pt``; where pickle cannot name the
+    network's class (one defined inside the user's factory function, say), the deployable
+    file, which every reader of a run falls back to; None when neither could be written. A
+    file not written is named in one line on stderr (``label`` says whose), and the run goes on.
+    """
+    import sys
+
+    from budgetsearch.files import save_whole_module
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    why = save_whole_module(model, folder / MODEL_FILE)
+    info = save_deployable(model, example_input, folder)
+    if why is None:
+        return folder / MODEL_FILE
+    deployable = folder / info["file"] if info.get("file") else None
+    kept = (f"the network is in {deployable}" if deployable is not None
+            else f"and no deployable file either ({info.get('note')})")
+    print(f"note: {label}: {MODEL_FILE} not written (pickle refuses the network: {why}; a "
+          f"class defined at module level can be pickled); {kept}", file=sys.stderr)
+    return deployable
 
 
 def load_deployable(folder: str | os.PathLike[str]) -> nn.Module:

@@ -185,6 +185,7 @@ def plan_candidates(settings: TrialSettings, target: Target, profile: DeviceProf
     costs: dict[str, float] = {}
     minimum: dict[str, float] = {}
     dropped: dict[str, list[str]] = {}
+    unable: dict[str, str] = {}  # pruner → why it cannot prune the network at all
     for model, width in candidate_bases(settings, widths):
         base = replace(settings, model=model, width=width)
         name = f"{model}@{width:g}"
@@ -202,6 +203,9 @@ def plan_candidates(settings: TrialSettings, target: Target, profile: DeviceProf
                 pruned.append(Candidate(space.pruner, model, width, space, cost))
         for line in why:
             dropped.setdefault(line.split(" ", 1)[0], []).append(name)
+            pruner, _, reason = line.partition(" cannot prune ")
+            if reason:
+                unable.setdefault(pruner, reason.split(": ", 1)[-1])
     fitted = _thinner_dense(settings, target, profile, costs)
     if fitted is not None:
         width, cost = fitted
@@ -218,7 +222,9 @@ def plan_candidates(settings: TrialSettings, target: Target, profile: DeviceProf
         raise ValueError(
             f"target {target.describe()} is below what any candidate can reach{where}: the "
             f"smallest, {best_key}, costs {target.describe(best)} ({settings.model} unpruned: "
-            f"{target.describe(full)}); ask for at least {target.describe(best)}")
+            f"{target.describe(full)}); ask for at least {target.describe(best)}"
+            + "".join(f"; {pruner} cannot prune it: {reason}"
+                      for pruner, reason in unable.items()))
     if not pruned:
         notes.append(_no_binding_note(settings, target, profile, costs, where))
     return CandidatePlan(target, full, candidates, costs, tuple(notes))

@@ -43,8 +43,8 @@ from typing import Any
 import torch
 
 from budgetsearch.cost import DeviceProfile, Target, index_op_elements, load_profile
-from budgetsearch.files import torch_save_atomic, write_text_atomic
-from budgetsearch.models.deploy import save_deployable
+from budgetsearch.files import write_text_atomic
+from budgetsearch.models.deploy import save_network
 from budgetsearch.pruners import BudgetInfeasible, Pruner, build_pruner, pruner_class
 from budgetsearch.search.reference import load_reference_weights
 from budgetsearch.search.results import (
@@ -313,11 +313,9 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
                            profile=profile)
     row.update(cost.as_dict())
     if status == "ok":
-        model_path = trial_dir / "model.pt"
-        torch_save_atomic(compact.cpu(), model_path)
-        # model.ts (plain PyTorch, any class) and deploy.json beside budgetsearch's model.pt.
-        save_deployable(compact, torch.zeros(1, *shape), trial_dir)
-        row["model_path"] = run_relative(model_path, trial_dir)
+        # model.ts (plain PyTorch, any class) and deploy.json beside budgetsearch's model.pt
+        saved = save_network(compact, torch.zeros(1, *shape), trial_dir, row["trial_id"])
+        row["model_path"] = run_relative(saved, trial_dir) if saved is not None else None
     config_path = trial_dir / "pruned_config.json"
     write_text_atomic(config_path, json.dumps({
         "model": settings.model, "width": settings.width, "input_shape": list(shape),

@@ -268,9 +268,11 @@ def check_study(run_dir: Path) -> None:
                 raise ValueError(f"{where}: {folder / ROW_FILE} is unreadable ({error})") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{where}: {folder / ROW_FILE} is not a results row")
-            if row.get("status") == "ok" and not (folder / "model.pt").is_file():
+            # model.pt, or the deployable file where pickle could not name the network's class
+            saved = folder / Path(str(row.get("model_path") or "model.pt")).name
+            if row.get("status") == "ok" and not saved.is_file():
                 raise ValueError(f"{where}: trial {folder.name} is recorded ok but "
-                                 f"{folder / 'model.pt'} is missing")
+                                 f"{saved} is missing")
 
 
 def make_study(run_dir: Path, options: OptunaOptions, *, resume: bool,

@@ -37,7 +37,7 @@ from torch import nn
 from budgetsearch.cost import load_profile
 from budgetsearch.files import torch_save_atomic, write_text_atomic
 from budgetsearch.models import model_label
-from budgetsearch.models.deploy import save_deployable
+from budgetsearch.models.deploy import MODEL_FILE, TORCHSCRIPT_FILE, save_network
 from budgetsearch.search.results import empty_row, resolve_row_path, run_relative, write_row
 from budgetsearch.search.settings import (
     BN_RECALIBRATION_BATCHES,
@@ -50,7 +50,6 @@ from budgetsearch.search.settings import (
 from budgetsearch.train import TrainConfig, seed_everything, train
 
 REFERENCE_DIR = "reference"
-MODEL_FILE = "model.pt"
 STATE_FILE = "state_dict.pt"
 
 
@@ -65,8 +64,9 @@ def _finished(folder: Path) -> dict[str, Any] | None:
         row = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if row.get("status") != "ok" or not (folder / MODEL_FILE).is_file() \
-            or not (folder / STATE_FILE).is_file():
+    # model.pt, or where pickle could not name the network's class, its deployable twin
+    saved = (folder / MODEL_FILE).is_file() or (folder / TORCHSCRIPT_FILE).is_file()
+    if row.get("status") != "ok" or not saved or not (folder / STATE_FILE).is_file():
         return None
     return row
 
@@ -126,9 +126,8 @@ def ensure_reference(settings: TrialSettings, run_dir: Path,
                            f"({result.failure}); no trial can start from it")
     profile = load_profile(settings.device_profile) if settings.device_profile else None
     row.update(settings_inventory(settings).price(profile=profile).as_dict())
-    model_path = folder / MODEL_FILE
-    torch_save_atomic(model.cpu().eval(), model_path)
-    save_deployable(model, torch.zeros(1, *shape), folder)  # model.ts: plain PyTorch
+    # model.pt, and model.ts (plain PyTorch, any class) beside it
+    model_path = save_network(model, torch.zeros(1, *shape), folder, row["trial_id"])
     # Plain tensors: trials rebuild the network from the run's factory and load these, so any
     # architecture works (a pickled module of a user's class would be refused on load).
     torch_save_atomic(model.state_dict(), folder / STATE_FILE)
@@ -139,7 +138,8 @@ def ensure_reference(settings: TrialSettings, run_dir: Path,
         "num_classes": data.num_classes}, indent=1))
     row["pruned_config_path"] = run_relative(config_path, folder)
     target = settings.target
-    row.update(model_path=run_relative(model_path, folder), seconds=time.perf_counter() - start,
+    row.update(model_path=run_relative(model_path, folder) if model_path is not None else None,
+               seconds=time.perf_counter() - start,
                feasible=target is None or target.is_met(row.get(target.metric)))
     write_row(folder, row)  # last: a row.json means the model file is complete
     return row

@@ -196,7 +196,7 @@ def load_row_model(row: pd.Series | dict[str, Any], run_dir: Path, *,
     import torch
 
     from budgetsearch.models import build_model
-    from budgetsearch.models.deploy import deploy_info, load_deployable
+    from budgetsearch.models.deploy import MODEL_FILE, deploy_info, load_deployable
     from budgetsearch.models.files import load_model_file
 
     path = resolve_row_path(row.get("model_path"), run_dir)
@@ -215,6 +215,8 @@ def load_row_model(row: pd.Series | dict[str, Any], run_dir: Path, *,
                              f"({type(error).__name__}: {error})") from None
         return model.eval()
     deployable = deploy_info(path.parent) is not None
+    if path.name != MODEL_FILE and deployable:  # no model.pt: pickle could not name its class
+        return load_deployable(path.parent)
     if prefer_deployable and deployable:
         try:
             return load_deployable(path.parent)

@@ -325,6 +325,7 @@ def _check_reference_files(run_dir: Path) -> None:
     """A kept reference (``--resume``) must load: every trial starts from its weights."""
     import torch
 
+    from budgetsearch.models.deploy import TORCHSCRIPT_FILE
     from budgetsearch.search.reference import MODEL_FILE, STATE_FILE, reference_dir
 
     top = reference_dir(run_dir)
@@ -337,11 +338,15 @@ def _check_reference_files(run_dir: Path) -> None:
             state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
             try:
                 load_model_file(folder / MODEL_FILE)
-            except ValueError as refused:
-                # A user's own network class is never unpickled: its deployable twin must load.
-                if "was refused: it asks for" not in str(refused):
+            except (ValueError, FileNotFoundError) as refused:
+                # A user's own network class is never unpickled, and one pickle cannot name (a
+                # class defined in the factory) has no model.pt: its deployable twin must load.
+                if isinstance(refused, ValueError) and "was refused: it asks for" not in str(
+                        refused):
                     raise
-                torch.jit.load(str(folder / "model.ts"), map_location="cpu")
+                if not (folder / TORCHSCRIPT_FILE).is_file():
+                    raise
+                torch.jit.load(str(folder / TORCHSCRIPT_FILE), map_location="cpu")
         except FileNotFoundError:
             continue  # unfinished: ensure_reference trains it again
         except Exception as error:  # noqa: BLE001 (torch raises many kinds on a damaged file)
