@@ -18,6 +18,8 @@ model's scatter). Variants:
 * ``no-pools``: max and windowed average pool modules unpriced, as before 2026-12-02 (the
   inventory did not hold them: fvcore counts them no FLOPs and they own no parameters), and
   without the area terms;
+* ``no-aligned-dw``: onnxruntime's depthwise convs priced alike whether their channels are a
+  multiple of the profile's ``channel_alignment`` or not (before 2026-12-02 13:15);
 * ``no-dw-gemm``: a depthwise conv oneDNN runs as per-channel GEMMs priced as any depthwise
   conv (``dwconv``), as before 2026-12-02 12:17 (on measurements of generator 5, whose fit set
   holds such convs).
@@ -95,8 +97,15 @@ def no_dw_gemm() -> Iterator[None]:
         yield
 
 
+def no_aligned_dw() -> contextlib.AbstractContextManager[None]:
+    """onnxruntime's fit without ``aligned_dwconv``: a depthwise conv priced alike at any width."""
+    original = fit_module.features_for
+    return _replaced(fit_module, "features_for", lambda runtime: tuple(
+        f for f in original(runtime) if f[0] != "aligned_dwconv"))
+
+
 VARIANTS = {"shipped": contextlib.nullcontext, "no-area": no_area, "no-pools": before_today,
-            "no-dw-gemm": no_dw_gemm}
+            "no-dw-gemm": no_dw_gemm, "no-aligned-dw": no_aligned_dw}
 
 
 def shares(errors: np.ndarray) -> str:

@@ -735,13 +735,19 @@ class LayerInventory:
         ]
         per_byte = 1e-6 * profile.bytes_per_element
         # a dense or grouped conv whose kept channels (per group) are aligned takes the
-        # profile's aligned_conv / aligned_gconv price
-        kinds = [r.kind if r.op == "conv" else "" for r in self.layers]
-        aligns = np.array([k in ("conv", "gconv") for k in kinds], dtype=bool)
+        # profile's aligned_conv / aligned_gconv price; a depthwise one whose kept channels
+        # are, aligned_dwconv (onnxruntime blocks a depthwise conv's channels, not its groups:
+        # a channel-pruned MobileNet-v2 ran 0.62-1.17 ms unaligned against 0.21-0.35 rounded
+        # to 8, experiments/README.md "Depthwise convs that oneDNN runs as GEMMs", part 7)
+        kinds = [r.kind if r.op == "conv" and not gemm else ""
+                 for r, gemm in zip(self.layers, on_gemm, strict=True)]
+        aligns = np.array([k in ("conv", "gconv", "dwconv") for k in kinds], dtype=bool)
         aligned = [profile.op_latency(f"aligned_{k}") if a else c
                    for k, a, c in zip(kinds, aligns, coeffs, strict=True)]
         arrays = {"aligns": aligns & (profile.channel_alignment > 0),
-                  "groups": np.array([max(1, r.groups) for r in self.layers], dtype=float)}
+                  "groups": np.array([1 if k == "dwconv" else max(1, r.groups)
+                                      for k, r in zip(kinds, self.layers, strict=True)],
+                                     dtype=float)}
         # a dense conv PyTorch eager runs on oneDNN takes the profile's onednn_conv price:
         # always, or once its input holds more than PyTorch's line of elements (by_size)
         always, by_size = self._onednn_dispatch(profile)

@@ -67,10 +67,12 @@ OP_KINDS = (
     "conv", "dwconv", "gconv", "linear", "batchnorm", "pool", "maxpool", "other",
     "activation", "binary", "concat", "index", "reshape",
     "fused_batchnorm", "fused_activation", "fused_binary", "aligned_conv", "aligned_gconv",
+    "aligned_dwconv",
     "onednn_conv", "dwconv_gemm", *CONV_AREA_KINDS,
 )
 #: kinds priced as another when a profile does not name them (see ``op_latency``)
 _FALLBACK_KINDS = {"gconv": "conv", "aligned_conv": "conv", "aligned_gconv": "gconv",
+                   "aligned_dwconv": "dwconv",
                    "onednn_conv": "conv", "dwconv_gemm": "dwconv", "maxpool": "pool",
                    "fused_batchnorm": "batchnorm",
                    "index": "concat", "fused_activation": "activation", "fused_binary": "binary"}

@@ -83,6 +83,8 @@ COMPILED_FEATURES: tuple[tuple[str, str], ...] = (
     ("aligned_conv", "ms_per_weight_mb"), ("aligned_conv", "overhead_ms"),
     ("aligned_gconv", "ms_per_gflop"), ("aligned_gconv", "ms_per_mb"),
     ("aligned_gconv", "overhead_ms"),
+    ("aligned_dwconv", "ms_per_gflop"), ("aligned_dwconv", "ms_per_mb"),
+    ("aligned_dwconv", "overhead_ms"),
     ("fused_batchnorm", "ms_per_mb"), ("fused_batchnorm", "overhead_ms"),
     ("fused_activation", "ms_per_mb"), ("fused_activation", "overhead_ms"),
     ("fused_binary", "ms_per_mb"), ("fused_binary", "overhead_ms"),

@@ -177,6 +177,26 @@ def test_grouped_convs_align_per_group() -> None:
     assert inv.predict_latency_ms(profile, kept_channels={"0": (30, 30)}) == pytest.approx(3.0)
 
 
+def test_depthwise_convs_align_by_their_channels() -> None:
+    # a depthwise conv's groups are its channels: onnxruntime blocks the channels, so 24 kept
+    # channels are aligned at 8 and 20 are not (per group, every depthwise conv has 1)
+    model = nn.Sequential(nn.Conv2d(24, 24, 3, padding=1, groups=24, bias=False))
+    inv = layer_inventory(model, torch.zeros(1, 24, 4, 4))
+    profile = DeviceProfile(name="t", description="", source="measured", channel_alignment=8,
+                            ops={"dwconv": OpLatency(overhead_ms=3.0),
+                                 "aligned_dwconv": OpLatency(overhead_ms=1.0)})
+    assert inv.predict_latency_ms(profile) == pytest.approx(1.0)
+    for kept, expected in ((20, 3.0), (16, 1.0)):
+        assert inv.predict_latency_ms(profile, kept_channels={"0": (kept, kept)}) == (
+            pytest.approx(expected))
+        differentiable = inv.expected_cost("latency_ms", profile=profile, kept_channels={
+            "0": (torch.tensor(float(kept)), torch.tensor(float(kept)))})
+        assert float(differentiable) == pytest.approx(expected)
+    without = DeviceProfile(name="t", description="", source="measured", channel_alignment=8,
+                            ops={"dwconv": OpLatency(overhead_ms=3.0)})
+    assert inv.predict_latency_ms(without) == pytest.approx(3.0)  # aligned_dwconv falls back
+
+
 def test_a_dense_convs_flops_are_priced_again_by_its_output_area() -> None:
     """A profile's conv_area kinds add an α per output area (a GEMM's N, which channel pruning
     never changes), in price and in the differentiable expected cost alike; a profile without

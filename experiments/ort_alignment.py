@@ -1,0 +1,79 @@
+"""Issue 16: channel-pruned MobileNet-v2s in onnxruntime and eager, pruned widths as they come
+or rounded to multiples of 8 and 16, measured against the shipped profiles' prices.
+
+One command (about a minute; time it on a quiet machine)::
+
+    PYTHONPATH=. python experiments/ort_alignment.py
+
+Every inverted-residual block's expansion kept at 30, 60 and 80% (as the benchmark's
+``mobilenet_v2@0.6`` is built), its width as rounded or to the nearest multiple of 8 or 16;
+each network timed in one interleaved run per runtime (8 rounds of 5), beside its price at the
+kept channels (no drift check). Output quoted in experiments/README.md ("Depthwise convs that
+oneDNN runs as GEMMs", part 7): ``results/ort_alignment_output.txt``.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from latency_accuracy import _torchvision  # noqa: E402
+
+from budgetsearch.cost import layer_inventory, load_profile  # noqa: E402
+from budgetsearch.profiling.timing import export_onnx, make_runner, time_runners  # noqa: E402
+
+
+def prune(model: nn.Module, fraction: float, align: int) -> tuple[nn.Module, dict]:
+    """Every inverted residual's expansion kept at ``fraction`` (rounded to ``align``)."""
+    small, kept = copy.deepcopy(model), {}
+    for name, block in small.named_modules():
+        if isinstance(block, torchvision.models.mobilenetv2.InvertedResidual) and len(
+                block.conv) == 4:
+            expand, dw = block.conv[0], block.conv[1]
+            k = max(1, round(expand[0].out_channels * fraction))
+            if align:
+                k = max(align, align * round(k / align))
+            cin, cout = expand[0].in_channels, block.conv[2].out_channels
+            expand[0] = nn.Conv2d(cin, k, 1, bias=False)
+            expand[1] = nn.BatchNorm2d(k)
+            dw[0] = nn.Conv2d(k, k, 3, dw[0].stride, 1, groups=k, bias=False)
+            dw[1] = nn.BatchNorm2d(k)
+            block.conv[2] = nn.Conv2d(k, cout, 1, bias=False)
+            p = f"{name}.conv"
+            kept.update({f"{p}.0.0": (cin, k), f"{p}.0.1": (k, k), f"{p}.1.0": (k, k),
+                         f"{p}.1.1": (k, k), f"{p}.2": (k, cout)})
+    return small.eval(), kept
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}, one thread, shipped profiles, no drift check")
+    x = torch.randn(1, 3, 32, 32)
+    dense = _torchvision("mobilenet_v2", 3).eval()
+    inventory = layer_inventory(dense, x)
+    nets = [("full", dense, {})]
+    for fraction in (0.3, 0.6, 0.8):
+        for align in (0, 8, 16):
+            small, kept = prune(dense, fraction, align)
+            nets.append((f"{fraction}/align{align}", small, kept))
+    for runtime, name in (("onnxruntime", "cpu-2core-x86-ort"), ("pytorch-eager", "cpu-2core-x86")):
+        profile = load_profile(name, check=False)
+        runners = [make_runner(m, x, runtime=runtime, threads=1,
+                               onnx_bytes=export_onnx(m, x) if runtime == "onnxruntime" else None)
+                   for _, m, _ in nets]
+        times = time_runners(runners, rounds=8, inner=5, warmup=2, threads=1)
+        for (label, _, kept), ms in zip(nets, times, strict=True):
+            priced = inventory.predict_latency_ms(profile, kept_channels=kept)
+            print(f"{runtime:14s} {label:14s} measured {ms:6.3f} ms  priced {priced:6.3f}")
+
+
+if __name__ == "__main__":
+    main()
