@@ -275,3 +275,36 @@ def test_docstring_example_runs() -> None:
     from budgetsearch.pruners import channel_structure
 
     assert doctest.testmod(channel_structure).failed == 0
+
+
+@pytest.mark.parametrize("scope", ["uniform", "global"])
+def test_channel_magnitude_keeps_multiples_of_the_profiles_channel_alignment(scope: str) -> None:
+    from dataclasses import replace as replaced
+
+    from budgetsearch.cost import load_profile
+
+    ort = load_profile("cpu-2core-x86-ort", check=False)
+    assert ort.channel_alignment == 8
+    full = layer_inventory(SEGroupedNet(), EXAMPLE)
+    counts = {}
+    for profile in (ort, replaced(ort, channel_alignment=0), None):
+        torch.manual_seed(0)
+        pruner = ChannelMagnitudePruner(target=Target.parse("flops", "70%"), scope=scope,
+                                        profile=profile)
+        pruner.prepare(SEGroupedNet(), EXAMPLE)
+        kept = pruner.pruned_configuration()["kept_channels"]
+        assert pruner.target is not None and pruner.target.is_met(
+            full.price(kept_channels=kept).flops)
+        counts[None if profile is None else profile.channel_alignment] = {
+            name: int(out) for name, (_, out) in kept.items()
+            if full[name].op == "conv" and out < full[name].out_channels}
+    aligned, unaligned = counts[8], counts[0]
+    assert aligned and all(out % 8 == 0 for out in aligned.values()), aligned
+    assert any(out % 8 for out in unaligned.values()), unaligned  # the rounding is the profile's
+    assert counts[None] == unaligned
+    # a budget aligned widths cannot meet is met with widths as they come
+    pruner = ChannelMagnitudePruner(target=Target.parse("flops", "45%"), scope=scope,
+                                    profile=ort)
+    pruner.prepare(SEGroupedNet(), EXAMPLE)
+    kept = pruner.pruned_configuration()["kept_channels"]
+    assert pruner.target is not None and pruner.target.is_met(full.price(kept_channels=kept).flops)
