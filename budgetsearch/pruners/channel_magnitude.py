@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from budgetsearch.cost import DeviceProfile, Target, is_met
-from budgetsearch.pruners.bar import BARConfig, BARPruner
+from budgetsearch.pruners.bar import BARConfig, BARPruner, aligned_count
 from budgetsearch.pruners.base import register_pruner
 from budgetsearch.train_hooks import Phase
 
@@ -82,7 +82,7 @@ class ChannelMagnitudePruner(BARPruner):
         with torch.no_grad():
             # widths in multiples of the profile's channel_alignment where the budget allows
             # them, else as they come (a group of 16 channels cannot go below 8 aligned)
-            for align in (True, False) if self._alignment() > 1 else (False,):
+            for align in (True, False) if self.channel_alignment() > 1 else (False,):
                 self._align = align
                 if self.scope == "uniform":
                     self._choose_uniform()
@@ -178,18 +178,11 @@ class ChannelMagnitudePruner(BARPruner):
 
     def _aligned(self, count: int, channels: int) -> int:
         """``count`` rounded to the nearest multiple of the profile's ``channel_alignment``
-        while ``prepare`` tries aligned widths (at least one multiple, at most ``channels``;
-        as it is without an alignment). In
-        onnxruntime a channel-pruned MobileNet-v2 ran 2–3× slower at unaligned widths than
-        rounded to 8, and slower than unpruned (experiments/README.md, "Depthwise convs that
-        oneDNN runs as GEMMs", part 7)."""
-        step = self._alignment() if self._align else 0
-        if step <= 1 or count >= channels:
-            return min(count, channels)
-        return min(channels, max(step, step * round(count / step)))
-
-    def _alignment(self) -> int:
-        return self.profile.channel_alignment if self.profile is not None else 0
+        while ``prepare`` tries aligned widths (:func:`~budgetsearch.pruners.bar.
+        aligned_count`; as it is otherwise). In onnxruntime a channel-pruned MobileNet-v2 ran
+        2–3× slower at unaligned widths than rounded to 8, and slower than unpruned
+        (experiments/README.md, "Depthwise convs that oneDNN runs as GEMMs", part 7)."""
+        return aligned_count(count, channels, self.channel_alignment() if self._align else 0)
 
     def report(self) -> Any:
         """BAR's report, with the selection rule and kept fraction."""

@@ -308,3 +308,30 @@ def test_channel_magnitude_keeps_multiples_of_the_profiles_channel_alignment(sco
     pruner.prepare(SEGroupedNet(), EXAMPLE)
     kept = pruner.pruned_configuration()["kept_channels"]
     assert pruner.target is not None and pruner.target.is_met(full.price(kept_channels=kept).flops)
+
+
+@pytest.mark.parametrize("fraction", ["70%", "45%"])
+def test_bar_rounds_its_widths_to_the_alignment_within_the_budget(fraction: str) -> None:
+    from dataclasses import replace as replaced
+
+    from budgetsearch.cost import load_profile
+
+    ort = load_profile("cpu-2core-x86-ort", check=False)
+    full = layer_inventory(SEGroupedNet(), EXAMPLE)
+
+    def widths(profile: object) -> list[tuple[int, int]]:
+        pruner = BARPruner(target=Target.parse("flops", fraction), profile=profile, gate_lr=0.2)
+        run = _prune(pruner, "se-grouped")
+        kept = pruner.pruned_configuration()["kept_channels"]
+        price = full.price(kept_channels=kept)
+        assert pruner.target is not None and pruner.target.is_met(price.flops)
+        assert _fvcore(run.compact) == (price.flops, price.params)
+        assert pruner.report().extra["aligned_widths"] == profile.channel_alignment
+        return [(int(g.kept_mask().sum()), g.channels) for _, g in pruner.layout.named_gates()]
+
+    def aligned(kept: int, channels: int) -> bool:  # a multiple, the whole group, or < one
+        return kept % 8 == 0 or kept == channels or kept < 8
+
+    assert all(aligned(*w) for w in widths(ort))
+    if fraction == "70%":  # where BAR's own widths are not aligned (9 of 16 kept)
+        assert not all(aligned(*w) for w in widths(replaced(ort, channel_alignment=0)))
