@@ -104,17 +104,8 @@ def no_aligned_dw() -> contextlib.AbstractContextManager[None]:
         f for f in original(runtime) if f[0] != "aligned_dwconv"))
 
 
-def pointwise() -> contextlib.AbstractContextManager[None]:
-    """The eager fit with a kind of its own for 1×1 stride-1 convs (``pointwise_conv``)."""
-    original = fit_module.features_for
-    extra = (("pointwise_conv", "ms_per_gflop"), ("pointwise_conv", "ms_per_mb"),
-             ("pointwise_conv", "ms_per_weight_mb"), ("pointwise_conv", "overhead_ms"))
-    return _replaced(fit_module, "features_for", lambda runtime: original(runtime) + (
-        extra if runtime == "pytorch-eager" else ()))
-
-
 VARIANTS = {"shipped": contextlib.nullcontext, "no-area": no_area, "no-pools": before_today,
-            "no-dw-gemm": no_dw_gemm, "no-aligned-dw": no_aligned_dw, "pointwise": pointwise}
+            "no-dw-gemm": no_dw_gemm, "no-aligned-dw": no_aligned_dw}
 
 
 def shares(errors: np.ndarray) -> str:

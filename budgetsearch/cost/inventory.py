@@ -728,12 +728,10 @@ class LayerInventory:
         # functional op fvcore charged to a container through its extra op, not twice.
         drop = profile.prices_extra_ops and bool(self.extra_ops)
         on_gemm = self._depthwise_on_gemm(profile)
-        pointwise = self._pointwise_on_gemm(profile)
         coeffs = [
             profile.op_latency("none" if drop and r.functional
-                               else "dwconv_gemm" if gemm
-                               else "pointwise_conv" if point else r.latency_kind)
-            for r, gemm, point in zip(self.layers, on_gemm, pointwise, strict=True)
+                               else "dwconv_gemm" if gemm else r.latency_kind)
+            for r, gemm in zip(self.layers, on_gemm, strict=True)
         ]
         per_byte = 1e-6 * profile.bytes_per_element
         # a dense or grouped conv whose kept channels (per group) are aligned takes the
@@ -818,19 +816,6 @@ class LayerInventory:
                     dilation=r.dilation or (1,) * len(r.kernel_size),
                     multiplier=r.out_channels // max(1, r.in_channels),
                     transposed=r.transposed)
-                for r in self.layers]
-
-    def _pointwise_on_gemm(self, profile: DeviceProfile) -> list[bool]:
-        """Per layer: a dense 1×1 conv at stride 1 that PyTorch eager runs as one GEMM on its
-        input, with no im2col copy (on one thread at a batch under 16 it never goes to oneDNN,
-        :mod:`~budgetsearch.cost.dispatch`); all False unless the profile names the kind
-        ``pointwise_conv`` and its ``conv_dispatch`` is ``pytorch``."""
-        if profile.conv_dispatch != "pytorch" or "pointwise_conv" not in profile.ops:
-            return [False] * len(self.layers)
-        threads = int(profile.provenance.get("threads", 1) or 1)
-        return [r.kind == "conv" and r.out_channels > 0 and bool(r.kernel_size)
-                and all(k == 1 for k in r.kernel_size) and all(s == 1 for s in r.stride)
-                and not r.transposed and r.batch < 16 and threads == 1
                 for r in self.layers]
 
     def _latency_numpy(

@@ -68,7 +68,7 @@ OP_KINDS = (
     "activation", "binary", "concat", "index", "reshape",
     "fused_batchnorm", "fused_activation", "fused_binary", "aligned_conv", "aligned_gconv",
     "aligned_dwconv",
-    "onednn_conv", "dwconv_gemm", "pointwise_conv", *CONV_AREA_KINDS,
+    "onednn_conv", "dwconv_gemm", *CONV_AREA_KINDS,
 )
 #: kinds priced as another when a profile does not name them (see ``op_latency``)
 _FALLBACK_KINDS = {"gconv": "conv", "aligned_conv": "conv", "aligned_gconv": "gconv",
