@@ -319,3 +319,24 @@ def test_a_profile_without_threads_or_cpu_is_described_not_crashed(
     here = profile_from_dict({**bare, "provenance": {
         **MEASURED["provenance"], "threads": None, "cpu": "Test CPU"}})
     assert anchors.unchecked_reason(here) == "it records no anchors"
+
+
+def test_a_large_drift_is_confirmed_by_a_second_snapshot(state: Path) -> None:
+    """A burst that slows one snapshot by half is not taken for the machine's speed; a real
+    drift, seen twice, is (the smaller of the two is kept)."""
+    profile = profile_from_dict(MEASURED)
+    recorded = _recorded(profile)
+    snapshots = iter([1.5, 1.04])
+    fixed = check_drift(profile, announce=pytest.fail, measure=lambda names: {
+        n: ms * factor for factor in [next(snapshots)] for n, ms in recorded.items()})
+    assert fixed.last_check["scale"] == pytest.approx(1.04)
+    assert fixed.last_check["first_scale"] == pytest.approx(1.5)
+    lines: list[str] = []
+    snapshots = iter([2.1, 1.9])
+    slow = check_drift(profile, announce=lines.append, measure=lambda names: {
+        n: ms * factor for factor in [next(snapshots)] for n, ms in recorded.items()})
+    assert slow.last_check["scale"] == pytest.approx(1.9) and len(lines) == 1
+    calls = []
+    check_drift(profile, announce=pytest.fail, measure=lambda names: calls.append(1) or {
+        n: ms * 1.05 for n, ms in recorded.items()})
+    assert len(calls) == 1  # within the tolerance: one snapshot
