@@ -5,20 +5,19 @@ One command (seconds per network; time it on a quiet machine)::
 
     PYTHONPATH=. python experiments/eager_layer_prices.py efficientnet_b0/32 mobilenet_v2/32
 
-For each torchvision ``name/size`` (a 3×size×size input, batch 1): the forward time (median of
-30 after 5 warm-up), the shipped eager profile's price (no drift check), then per kernel path
-(PyTorch's GEMM, oneDNN, depthwise, grouped, linear: :func:`eager_layer_model.kernel_path`) and
-kernel size, the layers' summed time inside the network (forward hooks, median of 30 passes)
-against their summed price. Found the depthwise convs oneDNN runs as GEMMs
-(experiments/README.md, "Depthwise convs that oneDNN runs as GEMMs"); output
-``results/eager_layer_prices_output.txt``.
+For each torchvision ``name/size`` (a 3×size×size input, batch 1): the forward time (the
+profiles' timer and method, 6 rounds of 5), the shipped eager profile's price (no drift check),
+then per kernel path (PyTorch's GEMM, oneDNN, depthwise, grouped, linear:
+:func:`eager_layer_model.kernel_path`) and kernel size, the layers' summed time inside the
+network (forward hooks, median of 30 passes) against their summed price. Found the depthwise
+convs oneDNN runs as GEMMs (experiments/README.md, "Depthwise convs that oneDNN runs as GEMMs");
+output ``results/eager_layer_prices_output.txt``.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eager_layer_model import layer_rows  # noqa: E402
 
 from budgetsearch.cost import layer_inventory, load_profile  # noqa: E402
+from budgetsearch.profiling.timing import make_runner, time_runners  # noqa: E402
 
 
 def main() -> None:
@@ -58,15 +58,9 @@ def main() -> None:
             entry[0] += row["ms"]
             entry[1] += priced[record.name]
             entry[2] += 1
-        with torch.inference_mode():
-            for _ in range(5):
-                model(x)
-            times = []
-            for _ in range(30):
-                started = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - started)
-        print(f"{spec}: forward {1e3 * statistics.median(times):.3f} ms, priced "
+        forward = float(time_runners([make_runner(model, x, runtime="pytorch-eager", threads=1)],
+                                     rounds=6, inner=5, warmup=2, threads=1)[0])
+        print(f"{spec}: forward {forward:.3f} ms, priced "
               f"{inventory.predict_latency_ms(profile):.3f} ms")
         for (path, k), (ran, price, count) in sorted(by_path.items()):
             print(f"   {path:7s} {k}x{k}  {count:3d} layers  ran {ran:7.3f} ms  priced "

@@ -37,7 +37,7 @@ from scipy.optimize import nnls
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import latency_accuracy as bench  # noqa: E402
-from eager_layer_model import layer_rows  # noqa: E402
+from eager_layer_model import layer_rows, shares  # noqa: E402
 
 from budgetsearch.cost import layer_inventory  # noqa: E402
 from budgetsearch.profiling import fit as fit_module  # noqa: E402
@@ -66,15 +66,6 @@ def layer_times(fit: list) -> dict[tuple[str, str], float]:  # noqa: ANN001
     pd.DataFrame([{"network": n, "layer": layer, "ms": ms} for (n, layer), ms in
                   medians.items()]).round(6).to_csv(CACHE, index=False)
     return medians
-
-
-def shares(predicted: np.ndarray, measured: np.ndarray) -> str:
-    errors = predicted / measured - 1
-    factor = np.exp(np.median(np.log(measured / predicted)))
-    centred = predicted * factor / measured - 1
-    return (f"{np.mean(abs(errors) <= .1):4.0%} / {np.mean(abs(errors) <= .2):4.0%} (median "
-            f"{np.median(errors) * 100:+5.1f}%), centred {np.mean(abs(centred) <= .1):4.0%} / "
-            f"{np.mean(abs(centred) <= .2):4.0%}")
 
 
 def main() -> None:

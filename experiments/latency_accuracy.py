@@ -138,13 +138,18 @@ def _prune_resnet(model: nn.Module, fraction: float) -> tuple[nn.Module, dict]:
     return small.eval(), kept
 
 
-def _prune_mobilenet_v2(model: nn.Module, fraction: float) -> tuple[nn.Module, dict]:
+def _prune_mobilenet_v2(model: nn.Module, fraction: float, align: int = 0
+                        ) -> tuple[nn.Module, dict]:
+    """Every inverted residual's expansion kept at ``fraction`` (rounded to a multiple of
+    ``align``, if given): (the smaller network, its kept channels)."""
     small, kept = copy.deepcopy(model), {}
     for name, block in small.named_modules():
         if isinstance(block, torchvision.models.mobilenetv2.InvertedResidual) and len(
                 block.conv) == 4:
             expand, dw, project = block.conv[0], block.conv[1], block.conv[2]
             k = max(1, round(expand[0].out_channels * fraction))
+            if align:
+                k = max(align, align * round(k / align))
             cin, cout = expand[0].in_channels, project.out_channels
             expand[0] = nn.Conv2d(cin, k, 1, bias=False)
             expand[1] = nn.BatchNorm2d(k)

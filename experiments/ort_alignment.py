@@ -14,43 +14,18 @@ oneDNN runs as GEMMs", part 7): ``results/ort_alignment_output.txt``.
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torchvision
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latency_accuracy import _torchvision  # noqa: E402
+from latency_accuracy import _prune_mobilenet_v2, _torchvision  # noqa: E402
 
 from budgetsearch.cost import layer_inventory, load_profile  # noqa: E402
 from budgetsearch.profiling.timing import export_onnx, make_runner, time_runners  # noqa: E402
-
-
-def prune(model: nn.Module, fraction: float, align: int) -> tuple[nn.Module, dict]:
-    """Every inverted residual's expansion kept at ``fraction`` (rounded to ``align``)."""
-    small, kept = copy.deepcopy(model), {}
-    for name, block in small.named_modules():
-        if isinstance(block, torchvision.models.mobilenetv2.InvertedResidual) and len(
-                block.conv) == 4:
-            expand, dw = block.conv[0], block.conv[1]
-            k = max(1, round(expand[0].out_channels * fraction))
-            if align:
-                k = max(align, align * round(k / align))
-            cin, cout = expand[0].in_channels, block.conv[2].out_channels
-            expand[0] = nn.Conv2d(cin, k, 1, bias=False)
-            expand[1] = nn.BatchNorm2d(k)
-            dw[0] = nn.Conv2d(k, k, 3, dw[0].stride, 1, groups=k, bias=False)
-            dw[1] = nn.BatchNorm2d(k)
-            block.conv[2] = nn.Conv2d(k, cout, 1, bias=False)
-            p = f"{name}.conv"
-            kept.update({f"{p}.0.0": (cin, k), f"{p}.0.1": (k, k), f"{p}.1.0": (k, k),
-                         f"{p}.1.1": (k, k), f"{p}.2": (k, cout)})
-    return small.eval(), kept
 
 
 def main() -> None:
@@ -62,7 +37,7 @@ def main() -> None:
     nets = [("full", dense, {})]
     for fraction in (0.3, 0.6, 0.8):
         for align in (0, 8, 16):
-            small, kept = prune(dense, fraction, align)
+            small, kept = _prune_mobilenet_v2(dense, fraction, align)
             nets.append((f"{fraction}/align{align}", small, kept))
     for runtime, name in (("onnxruntime", "cpu-2core-x86-ort"), ("pytorch-eager", "cpu-2core-x86")):
         profile = load_profile(name, check=False)
