@@ -340,3 +340,21 @@ def test_a_target_no_pruner_can_reach_says_why_each_cannot(
     assert code == 2
     assert "ask for at least 826 parameters; magnitude cannot prune it: no layer to prune" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("files", [("model.pt2",), ()])
+def test_a_reference_saved_without_model_pt_counts_as_finished(tmp_path: Path,
+                                                              files: tuple[str, ...]) -> None:
+    """Where pickle could not name the class and only torch.export saved the network (model.pt2),
+    or nothing could (the row then points at the weights trials start from), the reference is
+    not trained again on every call."""
+    from budgetsearch.search.reference import STATE_FILE, _finished
+
+    for name in (*files, STATE_FILE):
+        (tmp_path / name).write_bytes(b"x")
+    saved = files[0] if files else STATE_FILE
+    (tmp_path / "row.json").write_text(json.dumps(
+        {"trial_id": "reference", "status": "ok", "model_path": f"reference/{saved}"}))
+    assert _finished(tmp_path) is not None
+    (tmp_path / STATE_FILE).unlink()
+    assert _finished(tmp_path) is None  # without the weights no trial can start

@@ -495,8 +495,8 @@ def _leaf_record(
 def _kernel_padding(conv: nn.modules.conv._ConvNd) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(the zero padding a conv's kernel sees before each spatial size's first element, the
     elements per size PyTorch pads the input with itself). Zero padding: ``padding``, and for
-    ``"same"`` half the dilated kernel's reach rounded down (PyTorch puts the odd one at the
-    end). A non-zero padding mode pads the input first, then convolves unpadded."""
+    ``"same"`` half the dilated kernel's reach rounded down (PyTorch pads the input's end by the
+    odd one). A non-zero padding mode pads the input first, then convolves unpadded."""
     dims = len(conv.kernel_size)
     if conv.padding == "valid":
         return (0,) * dims, (0,) * dims
@@ -506,7 +506,9 @@ def _kernel_padding(conv: nn.modules.conv._ConvNd) -> tuple[tuple[int, ...], tup
         total = tuple(2 * int(p) for p in conv.padding)  # type: ignore[union-attr]
     if conv.padding_mode != "zeros":
         return (0,) * dims, total
-    return tuple(t // 2 for t in total), (0,) * dims
+    # an odd "same" total: PyTorch pads the input's end by the extra one itself, then
+    # convolves with half on each side
+    return tuple(t // 2 for t in total), tuple(t % 2 for t in total)
 
 
 def _aligned(aligns: Any, groups: Any, step: int, ci: Any, co: Any,

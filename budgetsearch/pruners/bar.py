@@ -405,10 +405,23 @@ class BARPruner(Pruner):
             for gate in gates:
                 gate.log_alpha.fill_(-LOG_ALPHA_LIMIT)
                 gate.clamp_alive()
-            return self.hard_cost()
+            smallest = self.hard_cost()
+            if self.channel_alignment() > 1:
+                # an aligned price can make a group of one multiple cheaper than of one channel
+                # (onnxruntime's blocked kernels): that network is the minimum then
+                self._keep_aligned_minimum(gates, saved)
+                smallest = min(smallest, self.hard_cost())
+            return smallest
         finally:
             for gate, values in zip(gates, saved, strict=True):
                 gate.log_alpha.copy_(values)
+
+    def _keep_aligned_minimum(self, gates: list[Any], ranks: list[torch.Tensor]) -> None:
+        """Every gate keeps one multiple of the profile's ``channel_alignment`` (all its
+        channels if it has fewer), those of highest ``ranks``."""
+        step = self.channel_alignment()
+        for gate, rank in zip(gates, ranks, strict=True):
+            gate.set_kept(torch.topk(rank, min(step, gate.channels)).indices)
 
     @property
     def budget_value(self) -> float:
@@ -511,10 +524,11 @@ class BARPruner(Pruner):
         structure = self._structure()
         for _, gate in structure.named_gates():
             gate.clamp_alive()
+        before = [gate.log_alpha.detach().clone() for _, gate in structure.named_gates()]
         if self.config.enforce_budget:
             self._project_to_budget()
         if self.channel_alignment() > 1:
-            self._align_widths()
+            self._align_widths(before)
         if self._start_state is not None and self._model is not None:
             self._rewind(self._model, self._start_state)
         for _, gate in structure.named_gates():
@@ -606,17 +620,20 @@ class BARPruner(Pruner):
     def state_dict(self) -> dict[str, Any]:
         """Phase flags and counters (log α is in the model's ``state_dict``, ``bar_gates``)."""
         return {"hard_pruned": self.hard_pruned, "projected_channels": self.projected_channels,
+                "aligned_widths": self.aligned_widths,
                 "budget": self.config.budget, "metric": self.config.metric}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (after ``prepare`` and the model's ``load_state_dict``)."""
         structure = self._structure()
-        unknown = sorted(set(state) - {"hard_pruned", "projected_channels", "budget", "metric"})
+        unknown = sorted(set(state) - {"hard_pruned", "projected_channels", "aligned_widths",
+                                       "budget", "metric"})
         if unknown:
             raise ValueError(f"unknown BAR state key(s) {unknown}")
         self.config = replace(self.config, budget=float(state.get("budget", self.config.budget)),
                               metric=state.get("metric", self.config.metric))
         self.projected_channels = int(state.get("projected_channels", 0))
+        self.aligned_widths = int(state.get("aligned_widths", 0))
         if state.get("hard_pruned") and not self.hard_pruned:
             for _, gate in structure.named_gates():
                 gate.freeze()
@@ -661,9 +678,10 @@ class BARPruner(Pruner):
         return self.profile.channel_alignment if self.profile is not None else 0
 
     @torch.no_grad()
-    def _align_widths(self) -> None:
+    def _align_widths(self, trained: list[torch.Tensor]) -> None:
         """Round every group's kept channels to a multiple of the profile's
-        ``channel_alignment``, keeping the channels of highest log α: to the nearest multiple,
+        ``channel_alignment``, keeping the channels of highest log α (``trained``: as training
+        left them, before the projection): to the nearest multiple,
         else down to one, whichever first meets the budget (down always does once the
         projection has met it: a group keeps fewer channels or as many); a group narrower than
         one multiple stays as it is. onnxruntime ran unaligned channel-pruned networks 2–4×
@@ -673,12 +691,16 @@ class BARPruner(Pruner):
         gates = [gate for _, gate in self._structure().named_gates()]
         saved = [gate.log_alpha.detach().clone() for gate in gates]
         counts = [int(gate.kept_mask().sum()) for gate in gates]
+        # kept channels first, then the rest by the log α training left (the projection shut
+        # its channels at one value, which cannot rank them)
+        ranks = [values.double() + 4.0 * LOG_ALPHA_LIMIT * gate.kept_mask().double()
+                 for gate, values in zip(gates, trained, strict=True)]
         for rounding in (round, math.floor):
-            for gate, values, count in zip(gates, saved, counts, strict=True):
+            for gate, values, rank, count in zip(gates, saved, ranks, counts, strict=True):
                 gate.log_alpha.copy_(values)
                 aligned = aligned_count(count, gate.channels, step, rounding)
                 if aligned != count:
-                    gate.set_kept(torch.topk(values, aligned).indices)
+                    gate.set_kept(torch.topk(rank, aligned).indices)
             if is_met(self.delivered_cost(), self.budget_value):
                 self.aligned_widths = step
                 return
@@ -720,6 +742,12 @@ class BARPruner(Pruner):
             return self.delivered_cost(), switched
 
         smallest, _ = switch_off(len(candidates))
+        if smallest > budget and self.channel_alignment() > 1:
+            self._keep_aligned_minimum(gates, saved)
+            if self.delivered_cost() <= budget:  # aligned kernels made it the cheaper one
+                self.projected_channels += sum(kept.values()) - sum(
+                    int(g.kept_mask().sum()) for g in gates)
+                return
         if smallest > budget:
             for gate, values in zip(gates, saved, strict=True):
                 gate.log_alpha.copy_(values)

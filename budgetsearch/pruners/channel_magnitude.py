@@ -182,7 +182,11 @@ class ChannelMagnitudePruner(BARPruner):
         aligned_count`; as it is otherwise). In onnxruntime a channel-pruned MobileNet-v2 ran
         2–3× slower at unaligned widths than rounded to 8, and slower than unpruned
         (experiments/README.md, "Depthwise convs that oneDNN runs as GEMMs", part 7)."""
-        return aligned_count(count, channels, self.channel_alignment() if self._align else 0)
+        if not self._align:
+            return count
+        step = self.channel_alignment()
+        # at least one multiple: in onnxruntime a group of 8 can cost less than one of 1
+        return max(min(step, channels), aligned_count(count, channels, step))
 
     def report(self) -> Any:
         """BAR's report, with the selection rule and kept fraction."""

@@ -270,7 +270,9 @@ def check_study(run_dir: Path) -> None:
                 raise ValueError(f"{where}: {folder / ROW_FILE} is not a results row")
             # model.pt, or the deployable file where pickle could not name the network's class
             saved = folder / Path(str(row.get("model_path") or "model.pt")).name
-            if row.get("status") == "ok" and not saved.is_file():
+            # (an ok trial whose network could not be saved in any form records none)
+            if row.get("status") == "ok" and "model_path" in row and row["model_path"] and \
+                    not saved.is_file():
                 raise ValueError(f"{where}: trial {folder.name} is recorded ok but "
                                  f"{saved} is missing")
 

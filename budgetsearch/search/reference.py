@@ -37,7 +37,12 @@ from torch import nn
 from budgetsearch.cost import load_profile
 from budgetsearch.files import torch_save_atomic, write_text_atomic
 from budgetsearch.models import model_label
-from budgetsearch.models.deploy import MODEL_FILE, TORCHSCRIPT_FILE, save_network
+from budgetsearch.models.deploy import (
+    EXPORTED_FILE,
+    MODEL_FILE,
+    TORCHSCRIPT_FILE,
+    save_network,
+)
 from budgetsearch.search.results import empty_row, resolve_row_path, run_relative, write_row
 from budgetsearch.search.settings import (
     BN_RECALIBRATION_BATCHES,
@@ -65,7 +70,10 @@ def _finished(folder: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     # model.pt, or where pickle could not name the network's class, its deployable twin
-    saved = (folder / MODEL_FILE).is_file() or (folder / TORCHSCRIPT_FILE).is_file()
+    # (model.ts or model.pt2), or where neither could be written, its weights alone
+    saved = (folder / MODEL_FILE).is_file() or any(
+        (folder / name).is_file() for name in (TORCHSCRIPT_FILE, EXPORTED_FILE))
+    saved = saved or Path(str(row.get("model_path") or "")).name == STATE_FILE
     if row.get("status") != "ok" or not saved or not (folder / STATE_FILE).is_file():
         return None
     return row
@@ -126,8 +134,10 @@ def ensure_reference(settings: TrialSettings, run_dir: Path,
                            f"({result.failure}); no trial can start from it")
     profile = load_profile(settings.device_profile) if settings.device_profile else None
     row.update(settings_inventory(settings).price(profile=profile).as_dict())
-    # model.pt, and model.ts (plain PyTorch, any class) beside it
-    model_path = save_network(model, torch.zeros(1, *shape), folder, row["trial_id"])
+    # model.pt, and model.ts (plain PyTorch, any class) beside it; where neither could be
+    # written, the row points at the weights, which is all a trial starts from
+    model_path = (save_network(model, torch.zeros(1, *shape), folder, row["trial_id"])
+                  or folder / STATE_FILE)
     # Plain tensors: trials rebuild the network from the run's factory and load these, so any
     # architecture works (a pickled module of a user's class would be refused on load).
     torch_save_atomic(model.state_dict(), folder / STATE_FILE)
@@ -138,8 +148,7 @@ def ensure_reference(settings: TrialSettings, run_dir: Path,
         "num_classes": data.num_classes}, indent=1))
     row["pruned_config_path"] = run_relative(config_path, folder)
     target = settings.target
-    row.update(model_path=run_relative(model_path, folder) if model_path is not None else None,
-               seconds=time.perf_counter() - start,
+    row.update(model_path=run_relative(model_path, folder), seconds=time.perf_counter() - start,
                feasible=target is None or target.is_met(row.get(target.metric)))
     write_row(folder, row)  # last: a row.json means the model file is complete
     return row

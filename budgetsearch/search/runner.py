@@ -325,7 +325,6 @@ def _check_reference_files(run_dir: Path) -> None:
     """A kept reference (``--resume``) must load: every trial starts from its weights."""
     import torch
 
-    from budgetsearch.models.deploy import TORCHSCRIPT_FILE
     from budgetsearch.search.reference import MODEL_FILE, STATE_FILE, reference_dir
 
     top = reference_dir(run_dir)
@@ -344,9 +343,15 @@ def _check_reference_files(run_dir: Path) -> None:
                 if isinstance(refused, ValueError) and "was refused: it asks for" not in str(
                         refused):
                     raise
-                if not (folder / TORCHSCRIPT_FILE).is_file():
-                    raise
-                torch.jit.load(str(folder / TORCHSCRIPT_FILE), map_location="cpu")
+                from budgetsearch.models.deploy import load_deployable
+
+                try:
+                    load_deployable(folder)  # model.ts or model.pt2
+                except FileNotFoundError:
+                    # none could be written: the weights are what trials start from
+                    if not (folder / STATE_FILE).is_file():
+                        raise
+                    continue
         except FileNotFoundError:
             continue  # unfinished: ensure_reference trains it again
         except Exception as error:  # noqa: BLE001 (torch raises many kinds on a damaged file)

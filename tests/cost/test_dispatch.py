@@ -301,6 +301,10 @@ def test_a_depthwise_conv_on_per_channel_gemms_is_priced_as_dwconv_gemm_at_any_w
 
 @pytest.mark.parametrize(("conv", "size", "on_gemm"), [
     (nn.Conv2d(16, 16, 5, padding="same", groups=16), 1, True),
+    # an even kernel: PyTorch pads the odd one onto the input, oneDNN then runs jit_dw
+    (nn.Conv2d(16, 16, 6, padding="same", groups=16), 2, False),
+    (nn.Conv2d(16, 16, 4, padding="same", groups=16), 1, False),
+    (nn.Conv1d(16, 16, 4, padding="same", groups=16), 1, False),
     (nn.Conv2d(16, 16, 5, padding="valid", groups=16), 5, False),
     # reflect: PyTorch pads the input itself and oneDNN convolves unpadded
     (nn.Conv2d(16, 16, 5, padding=2, padding_mode="reflect", groups=16), 3, False),
