@@ -29,6 +29,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from budgetsearch.files import save_whole_module
 
 DEPLOY_FILE = "deploy.json"
 MODEL_FILE = "model.pt"  # budgetsearch's own: the whole network, pickled
@@ -172,10 +175,6 @@ def save_network(model: nn.Module, example_input: torch.Tensor,
     file, which every reader of a run falls back to; None when neither could be written. A
     file not written is named in one line on stderr (``label`` says whose), and the run goes on.
     """
-    import sys
-
-    from budgetsearch.files import save_whole_module
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()

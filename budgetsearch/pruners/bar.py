@@ -524,11 +524,13 @@ class BARPruner(Pruner):
         structure = self._structure()
         for _, gate in structure.named_gates():
             gate.clamp_alive()
-        before = [gate.log_alpha.detach().clone() for _, gate in structure.named_gates()]
+        aligning = self.channel_alignment() > 1
+        trained = [gate.log_alpha.detach().clone() for _, gate in structure.named_gates()
+                   ] if aligning else []
         if self.config.enforce_budget:
             self._project_to_budget()
-        if self.channel_alignment() > 1:
-            self._align_widths(before)
+        if aligning:
+            self._align_widths(trained)
         if self._start_state is not None and self._model is not None:
             self._rewind(self._model, self._start_state)
         for _, gate in structure.named_gates():

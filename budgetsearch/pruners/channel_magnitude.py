@@ -74,7 +74,6 @@ class ChannelMagnitudePruner(BARPruner):
         super().__init__(config=config, target=target, profile=profile, teacher=teacher)
         self.scope = scope
         self.kept_fraction: float | None = None
-        self._align = False  # widths rounded to the profile's channel_alignment (prepare)
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor) -> nn.Module:
         """Attach the channel gates, choose the channels by magnitude, fix the structure."""
@@ -82,12 +81,12 @@ class ChannelMagnitudePruner(BARPruner):
         with torch.no_grad():
             # widths in multiples of the profile's channel_alignment where the budget allows
             # them, else as they come (a group of 16 channels cannot go below 8 aligned)
-            for align in (True, False) if self.channel_alignment() > 1 else (False,):
-                self._align = align
+            alignment = self.channel_alignment()
+            for step in (alignment, 0) if alignment > 1 else (0,):
                 if self.scope == "uniform":
-                    self._choose_uniform()
+                    self._choose_uniform(step)
                 else:
-                    self._choose_global()
+                    self._choose_global(step)
                 delivered = self.delivered_cost()
                 if is_met(delivered, self.budget_value):
                     break
@@ -116,7 +115,7 @@ class ChannelMagnitudePruner(BARPruner):
     def _fits(self, keep: dict[str, torch.Tensor]) -> bool:
         return is_met(self._set(keep), self.budget_value)
 
-    def _choose_uniform(self) -> None:
+    def _choose_uniform(self, step: int) -> None:
         """The largest kept fraction (the same in every group) whose cost meets the budget."""
         norms = self._norms()
         gates = dict(self._structure().named_gates())
@@ -124,8 +123,8 @@ class ChannelMagnitudePruner(BARPruner):
         def keep_at(fraction: float) -> dict[str, torch.Tensor]:
             keep = {}
             for name, gate in gates.items():
-                count = self._aligned(max(gate.min_alive, round(fraction * gate.channels), 1),
-                                      gate.channels)
+                count = _aligned(max(gate.min_alive, round(fraction * gate.channels), 1),
+                                 gate.channels, step)
                 keep[name] = torch.topk(norms[name], count).indices
             return keep
 
@@ -142,7 +141,7 @@ class ChannelMagnitudePruner(BARPruner):
         self._set(keep_at(low))
         self.kept_fraction = low
 
-    def _choose_global(self) -> None:
+    def _choose_global(self, step: int) -> None:
         """Drop the lowest normalised norms across groups, as few as meet the budget."""
         norms = self._norms()
         gates = dict(self._structure().named_gates())
@@ -159,8 +158,8 @@ class ChannelMagnitudePruner(BARPruner):
                     off[name].add(index)
             # a group's kept channels are its largest normalised norms, so the aligned count
             # keeps the largest of them
-            return {name: torch.topk(norms[name], self._aligned(gate.channels - len(off[name]),
-                                                                gate.channels)).indices
+            return {name: torch.topk(norms[name], _aligned(gate.channels - len(off[name]),
+                                                           gate.channels, step)).indices
                     for name, gate in gates.items()}
 
         low, high = 0, len(entries)
@@ -176,21 +175,21 @@ class ChannelMagnitudePruner(BARPruner):
         kept = sum(int(g.kept_mask().sum()) for g in gates.values())
         self.kept_fraction = kept / sum(g.channels for g in gates.values())
 
-    def _aligned(self, count: int, channels: int) -> int:
-        """``count`` rounded to the nearest multiple of the profile's ``channel_alignment``
-        while ``prepare`` tries aligned widths (:func:`~budgetsearch.pruners.bar.
-        aligned_count`; as it is otherwise). In onnxruntime a channel-pruned MobileNet-v2 ran
-        2–3× slower at unaligned widths than rounded to 8, and slower than unpruned
-        (experiments/README.md, "Depthwise convs that oneDNN runs as GEMMs", part 7)."""
-        if not self._align:
-            return count
-        step = self.channel_alignment()
-        # at least one multiple: in onnxruntime a group of 8 can cost less than one of 1
-        return max(min(step, channels), aligned_count(count, channels, step))
-
     def report(self) -> Any:
         """BAR's report, with the selection rule and kept fraction."""
         report = super().report()
         report.extra.update(selection=f"filter L1 norm, {self.scope}",
                             kept_fraction=self.kept_fraction)
         return report
+
+
+def _aligned(count: int, channels: int, step: int) -> int:
+    """``count`` rounded to the nearest multiple of ``step`` (the profile's
+    ``channel_alignment`` while ``prepare`` tries aligned widths; 0: as it is), at least one
+    multiple: :func:`~budgetsearch.pruners.bar.aligned_count`, but in onnxruntime a group of 8
+    can cost less than one of 1. A channel-pruned MobileNet-v2 ran 2–3× slower at unaligned
+    widths than rounded to 8, and slower than unpruned (experiments/README.md, "Depthwise
+    convs that oneDNN runs as GEMMs", part 7)."""
+    if step <= 1:
+        return count
+    return max(min(step, channels), aligned_count(count, channels, step))

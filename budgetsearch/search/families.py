@@ -195,7 +195,7 @@ def plan_candidates(settings: TrialSettings, target: Target, profile: DeviceProf
         if target.is_met(cost):
             dense.append(Candidate(DENSE, model, width, dense_space, cost))
             continue
-        usable, floors, why = reachable_pruners(target, base, profile, spaces)
+        usable, floors, why, refused = reachable_pruners(target, base, profile, spaces)
         for pruner, floor in floors.items():
             minimum[f"{pruner}:{name}"] = floor
         for space in spaces:
@@ -203,9 +203,8 @@ def plan_candidates(settings: TrialSettings, target: Target, profile: DeviceProf
                 pruned.append(Candidate(space.pruner, model, width, space, cost))
         for line in why:
             dropped.setdefault(line.split(" ", 1)[0], []).append(name)
-            pruner, _, reason = line.partition(" cannot prune ")
-            if reason:
-                unable.setdefault(pruner, reason.split(": ", 1)[-1])
+        for pruner, reason in refused.items():
+            unable.setdefault(pruner, reason)
     fitted = _thinner_dense(settings, target, profile, costs)
     if fitted is not None:
         width, cost = fitted

@@ -268,13 +268,13 @@ def check_study(run_dir: Path) -> None:
                 raise ValueError(f"{where}: {folder / ROW_FILE} is unreadable ({error})") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{where}: {folder / ROW_FILE} is not a results row")
-            # model.pt, or the deployable file where pickle could not name the network's class
-            saved = folder / Path(str(row.get("model_path") or "model.pt")).name
-            # (an ok trial whose network could not be saved in any form records none)
-            if row.get("status") == "ok" and "model_path" in row and row["model_path"] and \
-                    not saved.is_file():
+            # the file the row names: model.pt, or the deployable one where pickle could not
+            # name the network's class (none where it could be saved in no form)
+            saved = row.get("model_path", "model.pt")
+            if row.get("status") == "ok" and saved and not (
+                    folder / Path(str(saved)).name).is_file():
                 raise ValueError(f"{where}: trial {folder.name} is recorded ok but "
-                                 f"{saved} is missing")
+                                 f"{folder / Path(str(saved)).name} is missing")
 
 
 def make_study(run_dir: Path, options: OptunaOptions, *, resume: bool,

@@ -73,14 +73,16 @@ def resolve_target(target: Target, settings: TrialSettings,
 
 def reachable_pruners(target: Target, settings: TrialSettings, profile: DeviceProfile | None,
                       spaces: Sequence[SearchSpace]
-                      ) -> tuple[list[str], dict[str, float], list[str]]:
+                      ) -> tuple[list[str], dict[str, float], list[str], dict[str, str]]:
     """Ask each space's pruner, on a throw-away copy of ``settings``' network, whether it can
     meet the absolute ``target``: (the pruners that can, in order; the reachable minimum of each
-    that cannot; notes saying why one was dropped)."""
+    that cannot; notes saying why one was dropped; why each that cannot prune the network at
+    all refused it)."""
     example = torch.zeros(1, *input_shape(settings))
     notes: list[str] = []
     minimum: dict[str, float] = {}
     usable: list[str] = []
+    unable: dict[str, str] = {}
     for space in spaces:
         _, options = split_params({}, space)
         pruner = build_trial_pruner(space, options, target, profile)
@@ -92,9 +94,10 @@ def reachable_pruners(target: Target, settings: TrialSettings, profile: DevicePr
             continue
         except (ValueError, TypeError) as error:  # the pruner cannot handle this network
             notes.append(f"{space.pruner} cannot prune {settings.model}: {error}")
+            unable[space.pruner] = str(error)
             continue
         usable.append(space.pruner)
-    return usable, minimum, notes
+    return usable, minimum, notes, unable
 
 
 def plan_target(target: Target, settings: TrialSettings, profile: DeviceProfile | None,
@@ -106,7 +109,7 @@ def plan_target(target: Target, settings: TrialSettings, profile: DeviceProfile 
             reachable minimum (the message states the minimum and the unpruned cost).
     """
     target, full = resolve_target(target, settings, profile)
-    usable, minimum, notes = reachable_pruners(target, settings, profile, spaces)
+    usable, minimum, notes, _ = reachable_pruners(target, settings, profile, spaces)
     where = f" on {profile.name}" if profile is not None and target.metric == "latency_ms" else ""
     if not usable and not minimum:
         raise ValueError("no pruner can prune this network: " + "; ".join(notes))

@@ -37,12 +37,7 @@ from torch import nn
 from budgetsearch.cost import load_profile
 from budgetsearch.files import torch_save_atomic, write_text_atomic
 from budgetsearch.models import model_label
-from budgetsearch.models.deploy import (
-    EXPORTED_FILE,
-    MODEL_FILE,
-    TORCHSCRIPT_FILE,
-    save_network,
-)
+from budgetsearch.models.deploy import MODEL_FILE, save_network
 from budgetsearch.search.results import empty_row, resolve_row_path, run_relative, write_row
 from budgetsearch.search.settings import (
     BN_RECALIBRATION_BATCHES,
@@ -69,12 +64,10 @@ def _finished(folder: Path) -> dict[str, Any] | None:
         row = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    # model.pt, or where pickle could not name the network's class, its deployable twin
-    # (model.ts or model.pt2), or where neither could be written, its weights alone
-    saved = (folder / MODEL_FILE).is_file() or any(
-        (folder / name).is_file() for name in (TORCHSCRIPT_FILE, EXPORTED_FILE))
-    saved = saved or Path(str(row.get("model_path") or "")).name == STATE_FILE
-    if row.get("status") != "ok" or not saved or not (folder / STATE_FILE).is_file():
+    # the file the row names: model.pt, or where pickle could not name the network's class
+    # its deployable twin (model.ts or model.pt2), or where neither could be written the weights
+    saved = folder / Path(str(row.get("model_path") or MODEL_FILE)).name
+    if row.get("status") != "ok" or not saved.is_file() or not (folder / STATE_FILE).is_file():
         return None
     return row
 

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
@@ -325,6 +326,7 @@ def _check_reference_files(run_dir: Path) -> None:
     """A kept reference (``--resume``) must load: every trial starts from its weights."""
     import torch
 
+    from budgetsearch.models.deploy import load_deployable
     from budgetsearch.search.reference import MODEL_FILE, STATE_FILE, reference_dir
 
     top = reference_dir(run_dir)
@@ -343,15 +345,10 @@ def _check_reference_files(run_dir: Path) -> None:
                 if isinstance(refused, ValueError) and "was refused: it asks for" not in str(
                         refused):
                     raise
-                from budgetsearch.models.deploy import load_deployable
-
-                try:
-                    load_deployable(folder)  # model.ts or model.pt2
-                except FileNotFoundError:
-                    # none could be written: the weights are what trials start from
-                    if not (folder / STATE_FILE).is_file():
-                        raise
-                    continue
+                # model.ts or model.pt2; where none could be written, the weights loaded above
+                # are what trials use
+                with contextlib.suppress(FileNotFoundError):
+                    load_deployable(folder)
         except FileNotFoundError:
             continue  # unfinished: ensure_reference trains it again
         except Exception as error:  # noqa: BLE001 (torch raises many kinds on a damaged file)
