@@ -75,8 +75,8 @@ def no_pools() -> contextlib.AbstractContextManager[None]:
 def no_area() -> contextlib.AbstractContextManager[None]:
     """The eager fit without the output-area terms of a dense conv (as before 2026-12-02 11:12)."""
     original = fit_module.features_for
-    return _replaced(fit_module, "features_for", lambda runtime: tuple(
-        f for f in original(runtime) if f not in fit_module.AREA_FEATURES))
+    return _replaced(fit_module, "features_for", lambda runtime, **kw: tuple(
+        f for f in original(runtime, **kw) if f not in fit_module.AREA_FEATURES))
 
 
 @contextlib.contextmanager
@@ -90,8 +90,8 @@ def before_today() -> Iterator[None]:
 def no_dw_gemm() -> Iterator[None]:
     """No ``dwconv_gemm`` kind: every depthwise conv priced as ``dwconv``."""
     original = fit_module.features_for
-    with _replaced(fit_module, "features_for", lambda runtime: tuple(
-            f for f in original(runtime) if f[0] != "dwconv_gemm")), _replaced(
+    with _replaced(fit_module, "features_for", lambda runtime, **kw: tuple(
+            f for f in original(runtime, **kw) if f[0] != "dwconv_gemm")), _replaced(
             inventory_module.LayerInventory, "_depthwise_on_gemm",
             lambda self, profile: [False] * len(self.layers)):
         yield
@@ -100,12 +100,55 @@ def no_dw_gemm() -> Iterator[None]:
 def no_aligned_dw() -> contextlib.AbstractContextManager[None]:
     """onnxruntime's fit without ``aligned_dwconv``: a depthwise conv priced alike at any width."""
     original = fit_module.features_for
-    return _replaced(fit_module, "features_for", lambda runtime: tuple(
-        f for f in original(runtime) if f[0] != "aligned_dwconv"))
+    return _replaced(fit_module, "features_for", lambda runtime, **kw: tuple(
+        f for f in original(runtime, **kw) if f[0] != "aligned_dwconv"))
+
+
+def area_weights() -> contextlib.AbstractContextManager[None]:
+    """The eager fit with a weight term per output-area kind of a dense conv (small GEMMs)."""
+    original = fit_module.features_for
+    extra = tuple((kind, "ms_per_weight_mb") for kind, _ in fit_module.AREA_FEATURES)
+    return _replaced(fit_module, "features_for", lambda runtime, **kw: original(runtime, **kw) + (
+        extra if runtime == "pytorch-eager" else ()))
+
+
+@contextlib.contextmanager
+def small_gemm() -> Iterator[None]:
+    """The eager fit with a small-GEMM table timed now (for profiles measured without one)."""
+    from dataclasses import replace
+
+    from budgetsearch.profiling.small_gemm import measure_small_gemm
+
+    table = measure_small_gemm()
+    original = refit_profile
+    with _replaced(sys.modules[__name__], "refit_profile", lambda old, measurements: original(
+            replace(old, small_gemm=table) if old.runtime == "pytorch-eager" else old,
+            measurements)):
+        yield
+
+
+@contextlib.contextmanager
+def small_gemm_no_area() -> Iterator[None]:
+    """The small-GEMM table instead of the output-area terms."""
+    with small_gemm(), no_area():
+        yield
+
+
+@contextlib.contextmanager
+def small_gemm_large_area() -> Iterator[None]:
+    """The small-GEMM table, with the output-area terms of areas over 16 only."""
+    original = fit_module.features_for
+    small = {"conv_area1", "conv_area2_4", "conv_area5_16"}
+    with small_gemm(), _replaced(fit_module, "features_for", lambda runtime, **kw: tuple(
+            f for f in original(runtime, **kw) if f[0] not in small)):
+        yield
 
 
 VARIANTS = {"shipped": contextlib.nullcontext, "no-area": no_area, "no-pools": before_today,
-            "no-dw-gemm": no_dw_gemm, "no-aligned-dw": no_aligned_dw}
+            "no-dw-gemm": no_dw_gemm, "no-aligned-dw": no_aligned_dw,
+            "area-weights": area_weights, "small-gemm": small_gemm,
+            "small-gemm-no-area": small_gemm_no_area,
+            "small-gemm-large-area": small_gemm_large_area}
 
 
 def shares(errors: np.ndarray) -> str:

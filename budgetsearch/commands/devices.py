@@ -252,6 +252,23 @@ def _add_cost_parser(sub: Any) -> None:
     p.set_defaults(handler=_cmd_cost)
 
 
+def _other_runtimes_rows(table: Path, runtimes: list[str]) -> Any:
+    """The rows of ``table`` (a profiling run's CSV) of runtimes other than ``runtimes``, or
+    None when it does not exist, cannot be read or holds none."""
+    import pandas as pd
+
+    if not table.is_file():
+        return None
+    try:
+        old = pd.read_csv(table)
+    except (OSError, ValueError):
+        return None
+    if "runtime" not in old.columns:
+        return None
+    others = old[~old["runtime"].isin(runtimes)]
+    return others if len(others) else None
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     import json
 
@@ -290,7 +307,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         threads=args.threads, seed=args.seed, progress=not args.no_progress, command=command,
     )
     table = out.with_suffix(".csv")
-    write_text_atomic(table, pd.DataFrame(report.rows).to_csv(index=False))
+    rows = pd.DataFrame(report.rows)
+    kept = _other_runtimes_rows(table, runtimes)
+    if kept is not None:  # profiling one runtime keeps the other's measurements (for --refit)
+        rows = pd.concat([kept, rows], ignore_index=True)
+    write_text_atomic(table, rows.to_csv(index=False))
     for runtime, profile in profiles.items():
         path = outs[runtime]
         save_profile(profile, path, header=(

@@ -532,24 +532,36 @@ def _onednn(always: Any, by_size: Any, per_channel: Any, ci: Any,
                                 > ONEDNN_MIN_INPUT_ELEMENTS))
 
 
-def _area_alpha(profile: DeviceProfile, record: LayerRecord) -> float:
-    """ms per FLOP a dense conv pays again for its output area (0 unless the profile names
-    the area's kind in :data:`~budgetsearch.cost.profiles.CONV_AREA_KINDS`)."""
+def _area_prices(profile: DeviceProfile, record: LayerRecord) -> tuple[float, float]:
+    """(ms per FLOP, ms per weight element) a dense conv pays again for its output area: the
+    profile's kind of that area in :data:`~budgetsearch.cost.profiles.CONV_AREA_KINDS`, and its
+    small-GEMM table (:class:`~budgetsearch.cost.profiles.SmallGemm`); 0 where it names
+    neither. Not on oneDNN: the caller switches the weight price off there."""
     if record.kind != "conv" or record.out_channels <= 0:
-        return 0.0
+        return 0.0, 0.0
     area = record.output_hw[0] * record.output_hw[1]
+    per_byte = 1e-6 * profile.bytes_per_element
+    alpha, gamma_w = 0.0, 0.0
+    if profile.small_gemm is not None and not record.transposed and len(record.kernel_size) <= 2:
+        # the GEMM's N is the output area of one image (PyTorch's slow_conv2d loops over the
+        # batch); transposed and 3-D convs run other GEMMs, not timed for the table
+        gamma_w = profile.small_gemm.ms_per_mb(area) * per_byte
     for kind, (low, high) in CONV_AREA_KINDS.items():
         if low <= area <= high:
             coefficients = profile.ops.get(kind)
-            return coefficients.ms_per_gflop * 1e-9 if coefficients is not None else 0.0
-    return 0.0
+            if coefficients is not None:
+                alpha = coefficients.ms_per_gflop * 1e-9
+                gamma_w += coefficients.weight_ms_per_mb * per_byte
+            break
+    return alpha, gamma_w
 
 
 def _take(lat: dict[str, Any], on: Any, suffix: str, where: Callable[..., Any]) -> None:
     """Where ``on``, the α, γ, γ_w and β of ``lat`` become those of the ``suffix`` price
     (``np.where`` or ``torch.where``)."""
-    for key in ("alpha", "gamma", "gamma_w", "beta"):
-        lat[key] = where(on, lat[f"{key}{suffix}"], lat[key])
+    for key in ("alpha", "gamma", "gamma_w", "beta", "area_gamma_w"):
+        if f"{key}{suffix}" in lat:
+            lat[key] = where(on, lat[f"{key}{suffix}"], lat[key])
 
 
 def _read_tap_share(conv: nn.Module, size_in: Sequence[int], size_out: Sequence[int]) -> float:
@@ -767,9 +779,15 @@ class LayerInventory:
                 f"gamma_w{suffix}": np.array([c.weight_ms_per_mb * per_byte for c in group]),
                 f"beta{suffix}": np.array([c.overhead_ms for c in group]),
             })
-        # a dense conv's FLOPs priced again by its output area (CONV_AREA_KINDS): looked up
-        # without fallback, so a profile that does not name them adds nothing
-        arrays["area_alpha"] = np.array([_area_alpha(profile, r) for r in self.layers])
+        # a dense conv's FLOPs priced again by its output area (CONV_AREA_KINDS: looked up
+        # without fallback, so a profile that does not name them adds nothing), and its weights
+        # by that area (the small-GEMM table: on PyTorch's GEMM path MKL repacks the weights
+        # each call once the output has 2 positions or more; a 512→512 1×1 conv ran 30 µs on
+        # 1 position, 230-370 µs on 2-15, 115 on 16: experiments/README.md, "Small GEMMs");
+        # oneDNN reorders its weights at any area (onednn_conv's own weight price), so not there
+        area = np.array([_area_prices(profile, r) for r in self.layers]).reshape(-1, 2)
+        arrays["area_alpha"], arrays["area_gamma_w"] = area[:, 0], area[:, 1]
+        arrays["area_gamma_w_onednn"] = np.zeros(len(self.layers))
         # Extra-op kinds the profile does not name cost nothing (a datasheet roofline prices
         # fvcore's layers only: its compiler fuses element-wise ops into them).
         extra = [profile.extra_op_latency(f"fused_{op.kind}" if op.fused else op.kind)
@@ -844,7 +862,7 @@ class LayerInventory:
         activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
         compute = (lat["alpha"] * (weight_flops * sparse + other_flops)
                    + lat["area_alpha"] * weight_flops * sparse)
-        moved = lat["gamma"] * activations + lat["gamma_w"] * weights
+        moved = lat["gamma"] * activations + (lat["gamma_w"] + lat["area_gamma_w"]) * weights
         body = np.maximum(compute, moved) if profile.combine == "max" else compute + moved
         alive = np.where(self._scalable, co > 0, True)
         layers = body + lat["beta"] * alive
@@ -1112,7 +1130,8 @@ class LayerInventory:
             compute = (lat["alpha"] * (weight_flops + c["t_o"] * co + c["t_c"])
                        + lat["area_alpha"] * weight_flops)
             activations = c["a_i"] * ci + c["a_o"] * co + c["a_c"]
-            moved = lat["gamma"] * activations + lat["gamma_w"] * weights
+            moved = (lat["gamma"] * activations
+                     + (lat["gamma_w"] + lat["area_gamma_w"]) * weights)
             body = torch.maximum(compute, moved) if profile.combine == "max" else compute + moved
             alive = torch.where(c["scalable"], co.clamp(max=1.0), torch.ones_like(co))
             per_layer = body + lat["beta"] * alive

@@ -130,6 +130,58 @@ class OpLatency:
         return data
 
 
+#: Most output positions a small-GEMM table may hold (a table of 64 covers an 8×8 map).
+SMALL_GEMM_MAX_AREA = 4096
+
+
+@dataclass(frozen=True)
+class SmallGemm:
+    """What a dense conv on PyTorch eager's own im2col + GEMM path pays per MB of its weights,
+    by its output area (the GEMM's N), measured by ``budgetsearch profile`` on 1×1 convs.
+
+    MKL's single-precision GEMM repacks the weight matrix on every call once N > 1: on the
+    profiling machine a 512→512 1×1 conv ran 20–30 µs on 1 output position (a GEMV), 230–370 µs
+    per MB of weights on 2–15 (odd areas worst), 115 on 16 (experiments/README.md, "Small
+    GEMMs"). No per-FLOP or per-byte line follows that, so the profile carries the table;
+    the fit scales it (``scale``: in a network a layer finds its weights out of cache).
+
+    Attributes:
+        measured_ms_per_mb: ms per MB of weights at output areas 1, 2, ..., as timed alone.
+        scale: the fitted factor the price applies (0 = the table is unused).
+        method: how the table was timed.
+    """
+
+    measured_ms_per_mb: tuple[float, ...]
+    scale: float = 1.0
+    method: str = ""
+
+    def __post_init__(self) -> None:
+        values = self.measured_ms_per_mb
+        if not 1 <= len(values) <= SMALL_GEMM_MAX_AREA or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and v >= 0 for v in values):
+            raise ValueError(f"small_gemm.measured_ms_per_mb must hold 1 to "
+                             f"{SMALL_GEMM_MAX_AREA} non-negative numbers, got {values!r}")
+        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale)
+                and self.scale >= 0):
+            raise ValueError(f"small_gemm.scale must be a non-negative number, "
+                             f"got {self.scale!r}")
+
+    def ms_per_mb(self, area: int) -> float:
+        """The priced ms per MB of weights at ``area`` output positions: the table's entry, and
+        beyond its last one the last entry grown with the area (the GEMM's FLOPs)."""
+        if area < 1:
+            return 0.0
+        table = self.measured_ms_per_mb
+        value = table[area - 1] if area <= len(table) else table[-1] * area / len(table)
+        return value * self.scale
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain mapping, as written in the YAML file."""
+        return {"measured_ms_per_mb": [float(v) for v in self.measured_ms_per_mb],
+                "scale": float(self.scale), "method": self.method}
+
+
 @dataclass(frozen=True)
 class PredictorError:
     """How far the profile's predictions were from measured whole-network latencies."""
@@ -229,6 +281,8 @@ class DeviceProfile:
             ``ops["conv"]``, and a depthwise conv oneDNN runs as per-channel GEMMs with
             ``ops["dwconv_gemm"]``; ``""``: one price for every dense conv, and for every
             depthwise one.
+        small_gemm: per-MB weight prices of a dense conv on PyTorch eager's GEMM path by its
+            output area (:class:`SmallGemm`; only with ``conv_dispatch: pytorch``), or None.
         predictor_error: measured error of the predictor on held-out networks (None if never
             measured, as for every datasheet profile).
         published_check: error against latencies published by others (None if never checked).
@@ -246,6 +300,7 @@ class DeviceProfile:
     channel_alignment: int = 0
     prepacked_weights: bool = False
     conv_dispatch: str = ""
+    small_gemm: SmallGemm | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
     predictor_error: PredictorError | None = None
     aliases: tuple[str, ...] = ()
@@ -291,6 +346,9 @@ class DeviceProfile:
         if self.conv_dispatch not in ("", *CONV_DISPATCH_RULES):
             raise ValueError(f"conv_dispatch must be one of {', '.join(CONV_DISPATCH_RULES)} "
                              f"(or empty), got {self.conv_dispatch!r}")
+        if self.small_gemm is not None and not self.conv_dispatch:
+            raise ValueError("small_gemm prices PyTorch eager's GEMM path: it needs "
+                             "conv_dispatch 'pytorch'")
         unknown = set(self.ops) - set(OP_KINDS) - {"default"}
         if unknown:
             raise ValueError(
@@ -383,9 +441,13 @@ class DeviceProfile:
                     a.get("overhead_share"), overhead, work)}
                 for a in anchors.get("networks", [])
             ]
+        small_gemm = self.small_gemm
+        if small_gemm is not None:
+            small_gemm = replace(small_gemm, scale=small_gemm.scale * work)
         return replace(
             self, ops={k: c.rescaled(overhead=overhead, work=work) for k, c in self.ops.items()},
             network_overhead_ms=self.network_overhead_ms * overhead, anchors=anchors,
+            small_gemm=small_gemm,
         )
 
     def as_yaml_dict(self) -> dict[str, Any]:
@@ -415,6 +477,8 @@ class DeviceProfile:
                 data["latency_model"]["prepacked_weights"] = True
             if self.conv_dispatch:
                 data["latency_model"]["conv_dispatch"] = self.conv_dispatch
+            if self.small_gemm is not None:
+                data["latency_model"]["small_gemm"] = self.small_gemm.as_dict()
         data["sparse_speedup"] = self.sparse_speedup
         data["predictor_error"] = (
             None if self.predictor_error is None else self.predictor_error.as_dict()
@@ -602,11 +666,14 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
         roofline = data["roofline"]
         combine, bytes_per_element, overhead, ops = _ops_from_roofline(where, roofline)
         channel_block, channel_alignment, prepacked, dispatch = 1, 0, False, ""
+        small_gemm = None
     else:
         model = data["latency_model"]
         _check_keys(where, "latency_model.", model,
                     {*_LATENCY_KEYS, "channel_block", "channel_alignment", "prepacked_weights",
-                     "conv_dispatch"})
+                     "conv_dispatch", "small_gemm"})
+        small_gemm = _small_gemm(where, model.get("small_gemm"), dispatch=model.get(
+            "conv_dispatch", ""))
         channel_block = model.get("channel_block", 1)
         if not _is_channel_block(channel_block):
             raise ValueError(f"{where}: key 'latency_model.channel_block' must be a positive "
@@ -683,6 +750,7 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
         channel_alignment=channel_alignment,
         prepacked_weights=prepacked,
         conv_dispatch=dispatch,
+        small_gemm=small_gemm,
         provenance=provenance,
         predictor_error=error,
         aliases=aliases,
@@ -692,6 +760,28 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
         anchors=anchors,
         transfer_error=data.get("transfer_error"),
     )
+
+
+def _small_gemm(where: str, raw: Any, *, dispatch: Any) -> SmallGemm | None:
+    """The ``latency_model.small_gemm`` section, checked (None when absent)."""
+    if raw is None:
+        return None
+    key = "latency_model.small_gemm"
+    _check_type(where, key, raw, dict)
+    _check_keys(where, f"{key}.", raw, {"measured_ms_per_mb", "scale", "method"})
+    if "measured_ms_per_mb" not in raw:
+        raise ValueError(f"{where}: missing required key '{key}.measured_ms_per_mb'")
+    table = raw["measured_ms_per_mb"]
+    _check_type(where, f"{key}.measured_ms_per_mb", table, list)
+    _check_type(where, f"{key}.scale", raw.get("scale", 1.0), (int, float))
+    _check_type(where, f"{key}.method", raw.get("method", ""), str)
+    if dispatch != "pytorch":
+        raise ValueError(f"{where}: key '{key}' prices PyTorch eager's GEMM path: it needs "
+                         f"'latency_model.conv_dispatch: pytorch'")
+    try:
+        return SmallGemm(tuple(table), float(raw.get("scale", 1.0)), str(raw.get("method", "")))
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 #: A fit-set network's label as a profile names its anchors: family#seed/CxHxW, ASCII digits,

@@ -32,7 +32,13 @@ import numpy as np
 import torch
 
 from budgetsearch import __version__
-from budgetsearch.cost.profiles import CONV_AREA_KINDS, DeviceProfile, OpLatency, PredictorError
+from budgetsearch.cost.profiles import (
+    CONV_AREA_KINDS,
+    DeviceProfile,
+    OpLatency,
+    PredictorError,
+    SmallGemm,
+)
 from budgetsearch.profiling.anchors import build_anchor, cpu_flags, cpu_name
 from budgetsearch.profiling.networks import (
     FAMILIES,
@@ -42,6 +48,7 @@ from budgetsearch.profiling.networks import (
     build_spec,
     sample_specs,
 )
+from budgetsearch.profiling.small_gemm import measure_small_gemm
 from budgetsearch.profiling.timing import (
     ONNX_OPSET,
     RUNTIMES,
@@ -109,14 +116,25 @@ EAGER_FEATURES: tuple[tuple[str, str], ...] = (
 # foreign networks 42% → 62% (experiments/latency_extra_terms.py).
 AREA_FEATURES: tuple[tuple[str, str], ...] = tuple(
     (kind, "ms_per_gflop") for kind in CONV_AREA_KINDS)
+# The eager small-GEMM table (budgetsearch.cost.profiles.SmallGemm), timed alone: one factor
+# fitted for it (its "kind" is no op kind; the profile keeps the table and that factor).
+SMALL_GEMM_FEATURE = ("small_gemm", "scale")
+SMALL_GEMM_AREAS = 16  # output areas up to this one: the table's, not the area terms' FLOPs
 RUNTIME_SUFFIX = {"pytorch-eager": "", "onnxruntime": "-ort"}
 
 
-def features_for(runtime: str) -> tuple[tuple[str, str], ...]:
-    """The (kind, term) pairs a profile of ``runtime`` fits, in design-matrix order."""
+def features_for(runtime: str, *, small_gemm: bool = False) -> tuple[tuple[str, str], ...]:
+    """The (kind, term) pairs a profile of ``runtime`` fits, in design-matrix order
+    (``small_gemm``: an eager fit with a small-GEMM table, whose factor comes last)."""
     if runtime == "onnxruntime":
         return FEATURES + COMPILED_FEATURES
-    return FEATURES + EAGER_FEATURES + AREA_FEATURES
+    if not small_gemm:
+        return FEATURES + EAGER_FEATURES + AREA_FEATURES
+    # the table prices the small areas (the weights' repacking swamps their FLOPs): offline on
+    # six benchmark runs' times, 48 foreign networks centred 83-96% within ±10% against 77-90%
+    # with every area term and no table (experiments/README.md, "Small GEMMs")
+    larger = tuple(f for f in AREA_FEATURES if CONV_AREA_KINDS[f[0]][0] > SMALL_GEMM_AREAS)
+    return FEATURES + EAGER_FEATURES + larger + (SMALL_GEMM_FEATURE,)
 
 
 def runtime_settings(runtime: str, channel_block: int) -> dict[str, Any]:
@@ -145,33 +163,47 @@ def simd_channel_block(flags: str | None = None) -> int:
 
 
 def _unit_profile(kind: str, term: str, channel_block: int = 1,
-                  runtime: str = "pytorch-eager", threads: int = 1) -> DeviceProfile:
+                  runtime: str = "pytorch-eager", threads: int = 1,
+                  table: tuple[float, ...] | None = None) -> DeviceProfile:
     coeffs = {"ms_per_gflop": 0.0, "ms_per_mb": 0.0, "overhead_ms": 0.0, "ms_per_weight_mb": 0.0}
-    coeffs[term] = 1.0
+    if (kind, term) != SMALL_GEMM_FEATURE:
+        coeffs[term] = 1.0
     # every unit profile names all the runtime's kinds, so that all price the same set of ops
-    kinds = dict.fromkeys(k for k, _ in features_for(runtime))
+    kinds = dict.fromkeys(k for k, _ in features_for(runtime) if k != SMALL_GEMM_FEATURE[0])
     ops = {k: OpLatency(**coeffs) if k == kind else OpLatency(ms_per_weight_mb=0.0)
            for k in kinds}
+    small_gemm = None if table is None else SmallGemm(
+        table, scale=1.0 if (kind, term) == SMALL_GEMM_FEATURE else 0.0)
     return DeviceProfile(name=f"unit-{kind}-{term}", description="", source="measured", ops=ops,
                          combine="sum", bytes_per_element=4, provenance={"threads": threads},
-                         **runtime_settings(runtime, channel_block))
+                         small_gemm=small_gemm, **runtime_settings(runtime, channel_block))
 
 
 @functools.lru_cache(maxsize=8)
-def _units(channel_block: int, runtime: str, threads: int = 1) -> tuple[DeviceProfile, ...]:
-    return tuple(_unit_profile(kind, term, channel_block, runtime, threads)
-                 for kind, term in features_for(runtime))
+def _units(channel_block: int, runtime: str, threads: int = 1,
+           table: tuple[float, ...] | None = None) -> tuple[DeviceProfile, ...]:
+    return tuple(_unit_profile(kind, term, channel_block, runtime, threads, table)
+                 for kind, term in features_for(runtime, small_gemm=table is not None))
 
 
 def network_features(network: BuiltNetwork, channel_block: int = 1,
-                     runtime: str = "pytorch-eager", threads: int = 1) -> np.ndarray:
+                     runtime: str = "pytorch-eager", threads: int = 1,
+                     small_gemm: SmallGemm | None = None) -> np.ndarray:
     """The fit's design row: the cost model's prediction under each unit profile of
-    ``runtime``'s :func:`features_for` (on ``threads``, which picks eager's conv kernels), then
-    1."""
-    units = _units(channel_block, runtime, threads)
+    ``runtime``'s :func:`features_for` (on ``threads``, which picks eager's conv kernels; with
+    ``small_gemm``'s table priced at scale 1 as the last but one), then 1."""
+    table = _fitted_table(runtime, small_gemm)
+    units = _units(channel_block, runtime, threads, table)
     values = [network.inventory.predict_latency_ms(unit, kept_channels=network.kept_channels)
               for unit in units]
     return np.array([*values, 1.0])
+
+
+def _fitted_table(runtime: str, small_gemm: SmallGemm | None) -> tuple[float, ...] | None:
+    """The small-GEMM table a fit of ``runtime`` uses (eager only; None without one)."""
+    if small_gemm is None or runtime != "pytorch-eager":
+        return None
+    return tuple(small_gemm.measured_ms_per_mb)
 
 
 def fit_coefficients(features: np.ndarray, measured_ms: np.ndarray) -> np.ndarray:
@@ -200,24 +232,31 @@ def overhead_share(anchor: str, profile: DeviceProfile) -> float:
 
 def profile_from_coefficients(
     name: str, coefficients: np.ndarray, *, provenance: dict[str, Any], description: str,
-    channel_block: int = 1, runtime: str = "pytorch-eager",
+    channel_block: int = 1, runtime: str = "pytorch-eager", small_gemm: SmallGemm | None = None,
 ) -> DeviceProfile:
     """Turn fitted coefficients (in :func:`features_for` order, then the intercept) into a
-    profile."""
-    features = features_for(runtime)
+    profile (an eager one keeps ``small_gemm``'s table at its fitted factor)."""
+    table = _fitted_table(runtime, small_gemm)
+    features = features_for(runtime, small_gemm=table is not None)
     terms: dict[str, dict[str, float]] = {
         kind: {"ms_per_gflop": 0.0, "ms_per_mb": 0.0, "overhead_ms": 0.0, "ms_per_weight_mb": 0.0}
-        for kind in dict.fromkeys(k for k, _ in features)
+        for kind in dict.fromkeys(k for k, _ in features if k != SMALL_GEMM_FEATURE[0])
     }
+    fitted_gemm = None
     for (kind, term), value in zip(features, coefficients[:-1], strict=True):
-        terms[kind][term] = float(value)
+        if (kind, term) == SMALL_GEMM_FEATURE:
+            assert small_gemm is not None
+            fitted_gemm = replace(small_gemm, scale=float(value))
+        else:
+            terms[kind][term] = float(value)
     # other (ops fvcore counts that are none of the above) borrows the activation's price
     terms["other"] = dict(terms["activation"])
     ops = {kind: OpLatency(**values) for kind, values in terms.items()}
     return DeviceProfile(
         name=name, description=description, source="measured", ops=ops, combine="sum",
         bytes_per_element=4, network_overhead_ms=float(coefficients[-1]), sparse_speedup=0.0,
-        **runtime_settings(runtime, channel_block), provenance=provenance,
+        small_gemm=fitted_gemm, **runtime_settings(runtime, channel_block),
+        provenance=provenance,
     )
 
 
@@ -341,20 +380,24 @@ def fit_profile(
     runtime: str,
     provenance: dict[str, Any],
     command: str = "",
+    small_gemm: SmallGemm | None = None,
 ) -> tuple[DeviceProfile, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Fit one runtime's profile from timings: (profile, per-network rows, leave-one-family-out).
     Its drift-check anchors are held-out networks with their times in the fit set's run
-    (:func:`pick_anchors`)."""
+    (:func:`pick_anchors`). An eager fit given ``small_gemm`` (a table timed alone) fits the
+    factor it prices at."""
     block = simd_channel_block(str(provenance.get("cpu_flags", "")) or None)
     threads = int(provenance.get("threads", 1))
-    fit_features = np.stack([network_features(n, block, runtime, threads) for n in fit])
-    holdout_features = np.stack([network_features(n, block, runtime, threads) for n in holdout])
+    fit_features = np.stack([network_features(n, block, runtime, threads, small_gemm)
+                             for n in fit])
+    holdout_features = np.stack([network_features(n, block, runtime, threads, small_gemm)
+                                 for n in holdout])
     coefficients = fit_coefficients(fit_features, fit_ms)
     profile = profile_from_coefficients(
         name, coefficients, provenance=provenance,
         description=f"measured on this machine ({cpu_name()}), {runtime}, {threads} thread(s), "
                     f"float32, batch 1",
-        channel_block=block, runtime=runtime,
+        channel_block=block, runtime=runtime, small_gemm=small_gemm,
     )
     rows = []
     for which, networks, times, feats in (("fit", fit, fit_ms, fit_features),
@@ -480,7 +523,8 @@ def refit_profile(
         old.name, fit, holdout, np.array([measured[(n.label, "fit")] for n in fit]),
         np.array([measured[(n.label, "holdout")] for n in holdout]), runtime=runtime,
         provenance=provenance,
-        command=old.predictor_error.command if old.predictor_error else command)
+        command=old.predictor_error.command if old.predictor_error else command,
+        small_gemm=old.small_gemm)
     return replace(profile, description=old.description, aliases=old.aliases), new_rows, lofo
 
 
@@ -520,6 +564,9 @@ def profile_this_machine(
         load_before = _load_average()
         fit_ms_all = time_fit_set([*fit, *holdout], runtime=runtime, threads=threads,
                                   rounds=rounds, inner=inner, seed=seed, progress=progress)
+        # eager's small-GEMM table, timed right after the networks it is fitted with
+        small_gemm = (measure_small_gemm(threads=threads, seed=seed)
+                      if runtime == "pytorch-eager" else None)
         runtime_version = str(torch.__version__)
         if runtime == "onnxruntime":
             import onnxruntime
@@ -557,7 +604,7 @@ def profile_this_machine(
         profile_name = name + RUNTIME_SUFFIX[runtime]
         profile, rows, lofo = fit_profile(
             profile_name, fit, holdout, fit_ms_all[:n_fit], fit_ms_all[n_fit:],
-            runtime=runtime, provenance=provenance, command=command,
+            runtime=runtime, provenance=provenance, command=command, small_gemm=small_gemm,
         )
         profiles[runtime] = profile
         report.rows += rows
