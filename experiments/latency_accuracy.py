@@ -294,8 +294,10 @@ def main() -> None:
         all_errors = 100 * (predicted - measured) / measured
         errors = all_errors[foreign]
         print(f"\n== {name} ({profile.runtime}, {profile.provenance.get('threads')} thread(s)); "
-              f"drift check: x{check.get('scale', 1):.3f}, recalibrated "
-              f"{check.get('recalibrated', False)}, {check.get('seconds', 0):.2f} s")
+              f"drift check: x{check.get('scale', 1):.3f} (this snapshot "
+              f"x{check.get('snapshot_scale', check.get('scale', 1)):.3f}, median of "
+              f"{len(check.get('history') or [1])} check(s) of this profile on this machine), "
+              f"recalibrated {check.get('recalibrated', False)}, {check.get('seconds', 0):.2f} s")
         print(f"repeatability: two timing passes of the same networks agree within ±10% for "
               f"{retest['within_10pct']:.0%} of them (median |difference| "
               f"{retest['median_abs_pct']:.1f}%): the ceiling for any predictor today")

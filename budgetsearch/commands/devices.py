@@ -83,9 +83,10 @@ def _device_summary(profile: Any, check: Any) -> dict[str, Any]:
         summary["last_check"] = {
             k: check.get(k) for k in ("date", "seconds", "scale", "overhead_scale", "work_scale",
                                       "drift_pct", "recalibrated", "tolerance_pct",
-                                      "residual_pct")
+                                      "residual_pct", "snapshot_scale")
             if k in check
         }
+        summary["last_check"]["checks_in_median"] = len(check.get("history") or []) or 1
     return summary
 
 
@@ -122,8 +123,10 @@ def _cmd_devices(args: argparse.Namespace) -> int:
                          else "holds as recorded")
                 worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),
                             default=0.0)
+                over = check.get("checks_in_median", 1)
+                typical = f"median of its last {over} checks; " if over > 1 else ""
                 text += (f"; last check {check['date']}: drift {check['drift_pct']:+.1f}% "
-                         f"({state}; anchors within ±{worst:.1f}% after)")
+                         f"({typical}{state}; anchors within ±{worst:.1f}% after)")
             else:
                 text += "; never checked on this machine"
         threads = row["threads"] if row["threads"] is not None else "-"

@@ -542,7 +542,8 @@ def _area_prices(profile: DeviceProfile, record: LayerRecord) -> tuple[float, fl
     area = record.output_hw[0] * record.output_hw[1]
     per_byte = 1e-6 * profile.bytes_per_element
     alpha, gamma_w = 0.0, 0.0
-    if profile.small_gemm is not None and not record.transposed and len(record.kernel_size) <= 2:
+    if (profile.small_gemm is not None and profile.conv_dispatch == "pytorch"
+            and not record.transposed and len(record.kernel_size) <= 2):
         # the GEMM's N is the output area of one image (PyTorch's slow_conv2d loops over the
         # batch); transposed and 3-D convs run other GEMMs, not timed for the table
         gamma_w = profile.small_gemm.ms_per_mb(area) * per_byte

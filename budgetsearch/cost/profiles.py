@@ -282,7 +282,8 @@ class DeviceProfile:
             ``ops["dwconv_gemm"]``; ``""``: one price for every dense conv, and for every
             depthwise one.
         small_gemm: per-MB weight prices of a dense conv on PyTorch eager's GEMM path by its
-            output area (:class:`SmallGemm`; only with ``conv_dispatch: pytorch``), or None.
+            output area (:class:`SmallGemm`), or None; priced only with ``conv_dispatch:
+            pytorch`` (which tells that path apart).
         predictor_error: measured error of the predictor on held-out networks (None if never
             measured, as for every datasheet profile).
         published_check: error against latencies published by others (None if never checked).
@@ -346,9 +347,6 @@ class DeviceProfile:
         if self.conv_dispatch not in ("", *CONV_DISPATCH_RULES):
             raise ValueError(f"conv_dispatch must be one of {', '.join(CONV_DISPATCH_RULES)} "
                              f"(or empty), got {self.conv_dispatch!r}")
-        if self.small_gemm is not None and not self.conv_dispatch:
-            raise ValueError("small_gemm prices PyTorch eager's GEMM path: it needs "
-                             "conv_dispatch 'pytorch'")
         unknown = set(self.ops) - set(OP_KINDS) - {"default"}
         if unknown:
             raise ValueError(
@@ -836,9 +834,14 @@ def _check_anchors(where: str, anchors: Mapping[str, Any]) -> None:
             raise ValueError(
                 f"{where}: key '{key}.recorded_ms' must be positive, got {network['recorded_ms']}"
             )
-    for part in ("rounds", "inner", "warmup", "tolerance_pct", "budget_s"):
+    for part in ("tolerance_pct", "budget_s"):
         if part in anchors:
             _check_type(where, f"anchors.{part}", anchors[part], (int, float))
+    for part, low in (("rounds", 1), ("inner", 1), ("warmup", 0)):
+        value = anchors.get(part, low)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1000:
+            raise ValueError(f"{where}: key 'anchors.{part}' must be an integer from {low} to "
+                             f"1000 (how the anchors were timed), got {value!r}")
     factors = anchors.get("factors", 1)
     if isinstance(factors, bool) or factors not in (1, 2):
         raise ValueError(f"{where}: key 'anchors.factors' must be 1 (one drift factor) or 2 "

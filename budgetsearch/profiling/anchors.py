@@ -55,6 +55,14 @@ RESCALE_ABOVE_PCT = 3.0  # drift beyond which predictions are rescaled: the chec
 BUDGET_S = 2.0
 ANCHOR_ROUNDS, ANCHOR_INNER, ANCHOR_WARMUP = 40, 5, 2  # ≈ 1 s: spans a neighbour's load swings
 MIN_SHARE_SPREAD = 0.3  # overhead shares must differ this much to fit two drift factors
+# A shared VM's speed swings from one second to the next: on 2026-12-02 the one-second snapshot
+# read x0.80-x1.50 while the networks timed after it ran x0.93-x1.21 of the profile, steadily.
+# So a check rescales by the median of this machine's recent snapshots of the same profile; a
+# snapshot this far from their median is a new speed (a 2x faster machine), and stands alone.
+HISTORY_CHECKS = 6  # snapshots (this one included) whose median rescales
+HISTORY_MAX_AGE_S = 86_400.0  # older snapshots are forgotten
+STEP_FACTOR = 1.5  # a snapshot beyond x1.5 or /1.5 of the history's median starts a new one
+_FACTOR_KEYS = ("scale", "overhead_scale", "work_scale")
 _CHECKED: dict[str, DeviceProfile] = {}  # once per process: profile key → checked profile
 
 
@@ -223,9 +231,11 @@ def _onnx_cached(name: str, model: nn.Module, x: torch.Tensor) -> bytes:
 
 
 def measure_anchors(
-    names: list[str], *, runtime: str, threads: int, budget_s: float = BUDGET_S
+    names: list[str], *, runtime: str, threads: int, budget_s: float = BUDGET_S,
+    rounds: int = ANCHOR_ROUNDS, inner: int = ANCHOR_INNER,
 ) -> dict[str, float]:
-    """Milliseconds of each anchor today, by the profile's timer and method, within ``budget_s``."""
+    """Milliseconds of each anchor today, by the profile's timer and method (``rounds`` rounds of
+    bursts of ``inner``: those its anchors were recorded with), within ``budget_s``."""
     from budgetsearch.profiling.timing import make_runner, time_runners
 
     runners = []
@@ -237,7 +247,7 @@ def measure_anchors(
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ValueError(f"drift-check anchor {name!r} cannot be built: {first}") from None
         runners.append(make_runner(model, x, runtime=runtime, threads=threads, onnx_bytes=data))
-    times = time_runners(runners, rounds=ANCHOR_ROUNDS, inner=ANCHOR_INNER,
+    times = time_runners(runners, rounds=rounds, inner=inner,
                          warmup=ANCHOR_WARMUP, threads=threads, deadline_s=budget_s * 0.6)
     return dict(zip(names, map(float, times), strict=True))
 
@@ -297,6 +307,47 @@ def recalibration(
     }
 
 
+def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """``result`` (a snapshot's :func:`recalibration`) with its factors replaced by their
+    medians over ``history`` (earlier snapshots' factors, oldest first) and itself, and
+    ``history`` set to the snapshots the median took (this one last). A snapshot beyond
+    :data:`STEP_FACTOR` of the history's median scale is a new speed: it stands alone and
+    starts a new history."""
+    entry = {k: float(result[k]) for k in _FACTOR_KEYS}
+    kept = [h for h in history if all(isinstance(h.get(k), (int, float)) and h[k] > 0
+                                      for k in _FACTOR_KEYS)]
+    if kept:
+        typical = statistics.median(float(h["scale"]) for h in kept)
+        if abs(math.log(entry["scale"] / typical)) > math.log(STEP_FACTOR):
+            kept = []
+    kept = [*kept[-(HISTORY_CHECKS - 1):], entry]
+    out = dict(result)
+    for key in _FACTOR_KEYS:
+        out[key] = round(statistics.median(float(h[key]) for h in kept), 4)
+    out["drift_pct"] = round(100.0 * (out["scale"] - 1.0), 2)
+    out["snapshot_scale"] = entry["scale"]
+    out["history"] = kept
+    return out
+
+
+def _recent_history(profile: DeviceProfile) -> list[dict[str, Any]]:
+    """This machine's earlier snapshots of ``profile`` (same fingerprint, younger than
+    :data:`HISTORY_MAX_AGE_S`), oldest first, from the state file."""
+    previous = last_check(profile.name)
+    if not previous or previous.get("fingerprint") != fingerprint(profile):
+        return []
+    now = datetime.datetime.now()
+    recent = []
+    for entry in previous.get("history") or []:
+        try:
+            age = (now - datetime.datetime.fromisoformat(str(entry["date"]))).total_seconds()
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 0 <= age <= HISTORY_MAX_AGE_S:
+            recent.append(entry)
+    return recent
+
+
 def _two_factors(shares: list[float], ratios: list[float]) -> tuple[float, float]:
     """(overhead, work) factors minimising Σ ((share·o + (1 − share)·w) / ratio − 1)², o, w > 0.
 
@@ -351,12 +402,16 @@ def check_drift(
     threads = _threads(profile)
     shares = {a["name"]: a["overhead_share"] for a in profile.anchors["networks"]
               if "overhead_share" in a}
+    # the minimum over as many rounds as the recorded times took: a minimum over more rounds
+    # reads faster (profiles that do not say: ANCHOR_ROUNDS, as far as the budget allows)
+    timing = {"rounds": int(profile.anchors.get("rounds", ANCHOR_ROUNDS)),
+              "inner": int(profile.anchors.get("inner", ANCHOR_INNER))}
 
     def timed() -> tuple[dict[str, float], dict[str, Any], float]:
         if measure is None:
             try:
                 today = measure_anchors(list(recorded), runtime=profile.runtime,
-                                        threads=threads)
+                                        threads=threads, **timing)
             except ValueError as error:
                 raise ValueError(f"{profile.path or profile.name}: {error}") from None
         else:
@@ -379,11 +434,17 @@ def check_drift(
         if again[2] < drift:
             today, result, drift = again
     seconds = time.perf_counter() - started
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    if save:  # a check that is remembered joins, and reads, this machine's recent snapshots
+        result = smoothed(result, _recent_history(profile))
+        result["history"][-1]["date"] = now
+        result["residual_pct"] = _residuals(recorded, today, shares, result)
+        drift = 100.0 * max(abs(result["overhead_scale"] - 1.0), abs(result["work_scale"] - 1.0))
     recalibrated = drift > min(RESCALE_ABOVE_PCT, tolerance_pct)
     check = {
         "profile": profile.name,
         "fingerprint": fingerprint(profile),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "date": now,
         "seconds": round(seconds, 3),
         "tolerance_pct": tolerance_pct,
         "recalibrated": recalibrated,
@@ -397,14 +458,24 @@ def check_drift(
     checked_profile = _recalibrated(profile, check) if recalibrated else profile
     if drift > tolerance_pct:
         direction = "slower" if result["scale"] > 1 else "faster"
+        over = len(result.get("history") or [])
+        typical = f" (median of its last {over} checks)" if over > 1 else ""
         message = (f"budgetsearch: this machine runs the {profile.name} anchors "
-                   f"{abs(result['drift_pct']):.0f}% {direction} than when profiled "
+                   f"{abs(result['drift_pct']):.0f}% {direction}{typical} than when profiled "
                    f"({profile.provenance.get('date', '?')}); latency predictions rescaled "
                    f"({factors_text(check)}; {seconds:.1f} s check; re-profile with "
                    f"'budgetsearch profile --name {profile.name} --runtime {profile.runtime} "
                    f"--force')")
         (announce or (lambda line: print(line, file=sys.stderr)))(message)
     return replace(checked_profile, last_check=check)
+
+
+def _residuals(recorded: Mapping[str, float], today: Mapping[str, float],
+               shares: Mapping[str, float], result: Mapping[str, Any]) -> dict[str, float]:
+    """Each anchor's error today after the rescaling ``result`` applies."""
+    return {n: round(100.0 * (today[n] / (recorded[n] * blended_factor(
+        shares.get(n), float(result["overhead_scale"]), float(result["work_scale"]))) - 1.0), 2)
+        for n in result.get("residual_pct", {}) if n in today and n in recorded}
 
 
 def factors_text(check: Mapping[str, Any]) -> str:

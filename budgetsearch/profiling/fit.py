@@ -381,11 +381,14 @@ def fit_profile(
     provenance: dict[str, Any],
     command: str = "",
     small_gemm: SmallGemm | None = None,
+    timing: dict[str, int] | None = None,
 ) -> tuple[DeviceProfile, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Fit one runtime's profile from timings: (profile, per-network rows, leave-one-family-out).
     Its drift-check anchors are held-out networks with their times in the fit set's run
-    (:func:`pick_anchors`). An eager fit given ``small_gemm`` (a table timed alone) fits the
-    factor it prices at."""
+    (:func:`pick_anchors`), re-timed by the check with ``timing``'s ``rounds`` and ``inner`` (those
+    the timings took). An eager fit given ``small_gemm`` (a table timed alone) fits the factor it
+    prices at."""
+    timing = dict(timing or {})
     block = simd_channel_block(str(provenance.get("cpu_flags", "")) or None)
     threads = int(provenance.get("threads", 1))
     fit_features = np.stack([network_features(n, block, runtime, threads, small_gemm)
@@ -420,11 +423,12 @@ def fit_profile(
                              networks_set="held-out draws of the fit families")
     anchors = {
         "method": "held-out networks, recorded in the fit set's run; re-timed by the same timer "
-                  "and method; "
-                  "drift = median(today / recorded_ms); "
+                  "and method (rounds, inner); "
+                  "drift = median(today / recorded_ms), then the median of this machine's "
+                  "recent checks (a snapshot beyond x1.5 of them starts anew); "
                   "beyond the check's noise every coefficient is scaled by it (factors: 2 fits "
                   "one factor for per-call overhead and one for the rest, by overhead_share)",
-        "tolerance_pct": 10.0, "budget_s": 2.0, "factors": 1,
+        "tolerance_pct": 10.0, "budget_s": 2.0, "factors": 1, **timing,
         "networks": [
             {"name": a, "input_shape": "1x" + a.rsplit("/", 1)[1],
              "recorded_ms": round(ms, 5), "overhead_share": round(overhead_share(a, profile), 4)}
@@ -524,7 +528,8 @@ def refit_profile(
         np.array([measured[(n.label, "holdout")] for n in holdout]), runtime=runtime,
         provenance=provenance,
         command=old.predictor_error.command if old.predictor_error else command,
-        small_gemm=old.small_gemm)
+        small_gemm=old.small_gemm,
+        timing={k: old.anchors[k] for k in ("rounds", "inner") if k in (old.anchors or {})})
     return replace(profile, description=old.description, aliases=old.aliases), new_rows, lofo
 
 
@@ -605,6 +610,7 @@ def profile_this_machine(
         profile, rows, lofo = fit_profile(
             profile_name, fit, holdout, fit_ms_all[:n_fit], fit_ms_all[n_fit:],
             runtime=runtime, provenance=provenance, command=command, small_gemm=small_gemm,
+            timing={"rounds": rounds, "inner": inner},
         )
         profiles[runtime] = profile
         report.rows += rows

@@ -96,7 +96,7 @@ def _two_kernel_profile():  # noqa: ANN202
     ops["conv"] = OpLatency(ms_per_gflop=10.0, overhead_ms=0.01)
     ops["onednn_conv"] = OpLatency(ms_per_gflop=30.0, overhead_ms=0.2)
     return replace(eager, ops=ops, conv_dispatch="pytorch", provenance={"threads": 1},
-                   channel_block=1)
+                   channel_block=1, small_gemm=None)  # nor the area's weight price
 
 
 def test_a_conv_is_priced_on_the_kernel_it_runs_and_pruning_can_move_it() -> None:
