@@ -801,7 +801,7 @@ def anchor_label(name: str) -> re.Match[str] | None:
 
 
 _ANCHOR_KEYS = {"networks", "rounds", "inner", "warmup", "tolerance_pct", "budget_s", "method",
-                "factors"}
+                "recorded", "factors"}
 _ANCHOR_NETWORK_KEYS = {"name", "input_shape", "recorded_ms", "predicted_ms", "overhead_share"}
 
 
@@ -837,6 +837,9 @@ def _check_anchors(where: str, anchors: Mapping[str, Any]) -> None:
     for part in ("tolerance_pct", "budget_s"):
         if part in anchors:
             _check_type(where, f"anchors.{part}", anchors[part], (int, float))
+    for part in ("method", "recorded"):
+        if part in anchors:
+            _check_type(where, f"anchors.{part}", anchors[part], str)
     for part, low in (("rounds", 1), ("inner", 1), ("warmup", 0)):
         value = anchors.get(part, low)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1000:

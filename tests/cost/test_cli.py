@@ -123,6 +123,18 @@ def test_profile_refit_recovers_the_model_from_its_measurements(
     assert (table["runtime"] == "pytorch-eager").sum() == 1  # other runtimes kept
     ort = table[table["runtime"] == "onnxruntime"]
     assert len(ort) == 66 and ort["predicted_ms"].notna().all()
+    # anchors recorded alone, as the check times them, are kept by a refit that picks them again
+    # (no run time stands for a snapshot)
+    from dataclasses import replace
+
+    alone = {**refitted.anchors, "recorded": "alone (test)", "networks": [
+        {**a, "recorded_ms": 0.123} for a in anchors]}
+    save_profile(replace(refitted, anchors=alone), tmp_path / "box-ort.yaml")
+    assert main(["profile", "--name", "box", "--out", str(tmp_path / "box.yaml"), "--runtime",
+                 "onnxruntime", "--refit"]) == 0
+    kept = load_profile(tmp_path / "box-ort.yaml", check=False).anchors
+    assert kept["recorded"] == "alone (test)"
+    assert [a["recorded_ms"] for a in kept["networks"]] == [0.123] * len(anchors)
 
 
 @pytest.mark.parametrize(("change", "flags", "message"), [
