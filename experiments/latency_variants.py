@@ -22,7 +22,12 @@ model's scatter). Variants:
   multiple of the profile's ``channel_alignment`` or not (before 2026-12-02 13:15);
 * ``no-dw-gemm``: a depthwise conv oneDNN runs as per-channel GEMMs priced as any depthwise
   conv (``dwconv``), as before 2026-12-02 12:17 (on measurements of generator 5, whose fit set
-  holds such convs).
+  holds such convs);
+* ``area-weights``: the eager fit with a weight term per output-area kind as well;
+* ``no-small-gemm``: the eager fit without the small-GEMM table (every output-area term instead),
+  as before 2026-12-02 14:40;
+* ``small-gemm-all-areas`` / ``small-gemm-no-area``: the table with the output-area terms of
+  every area, or of none (the shipped fit keeps those of areas over 16).
 
 Output quoted in experiments/README.md ("Pools"): ``results/latency_variants_output.txt``.
 """
@@ -113,42 +118,38 @@ def area_weights() -> contextlib.AbstractContextManager[None]:
 
 
 @contextlib.contextmanager
-def small_gemm() -> Iterator[None]:
-    """The eager fit with a small-GEMM table timed now (for profiles measured without one)."""
+def no_small_gemm() -> Iterator[None]:
+    """The eager fit without the small-GEMM table, with every output-area term (before 14:40)."""
     from dataclasses import replace
 
-    from budgetsearch.profiling.small_gemm import measure_small_gemm
-
-    table = measure_small_gemm()
     original = refit_profile
     with _replaced(sys.modules[__name__], "refit_profile", lambda old, measurements: original(
-            replace(old, small_gemm=table) if old.runtime == "pytorch-eager" else old,
-            measurements)):
+            replace(old, small_gemm=None), measurements)):
+        yield
+
+
+@contextlib.contextmanager
+def small_gemm_all_areas() -> Iterator[None]:
+    """The small-GEMM table and the output-area terms of every area (the small ones too)."""
+    original = fit_module.features_for
+    with _replaced(fit_module, "features_for", lambda runtime, **kw: original(runtime) + (
+            (fit_module.SMALL_GEMM_FEATURE,) if kw.get("small_gemm") and
+            runtime == "pytorch-eager" else ())):
         yield
 
 
 @contextlib.contextmanager
 def small_gemm_no_area() -> Iterator[None]:
-    """The small-GEMM table instead of the output-area terms."""
-    with small_gemm(), no_area():
-        yield
-
-
-@contextlib.contextmanager
-def small_gemm_large_area() -> Iterator[None]:
-    """The small-GEMM table, with the output-area terms of areas over 16 only."""
-    original = fit_module.features_for
-    small = {"conv_area1", "conv_area2_4", "conv_area5_16"}
-    with small_gemm(), _replaced(fit_module, "features_for", lambda runtime, **kw: tuple(
-            f for f in original(runtime, **kw) if f[0] not in small)):
+    """The small-GEMM table instead of any output-area term."""
+    with no_area():
         yield
 
 
 VARIANTS = {"shipped": contextlib.nullcontext, "no-area": no_area, "no-pools": before_today,
             "no-dw-gemm": no_dw_gemm, "no-aligned-dw": no_aligned_dw,
-            "area-weights": area_weights, "small-gemm": small_gemm,
-            "small-gemm-no-area": small_gemm_no_area,
-            "small-gemm-large-area": small_gemm_large_area}
+            "area-weights": area_weights, "no-small-gemm": no_small_gemm,
+            "small-gemm-all-areas": small_gemm_all_areas,
+            "small-gemm-no-area": small_gemm_no_area}
 
 
 def shares(errors: np.ndarray) -> str:

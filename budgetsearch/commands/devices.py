@@ -86,7 +86,9 @@ def _device_summary(profile: Any, check: Any) -> dict[str, Any]:
                                       "residual_pct", "snapshot_scale")
             if k in check
         }
-        summary["last_check"]["checks_in_median"] = len(check.get("history") or []) or 1
+        history = check.get("history")
+        summary["last_check"]["checks_in_median"] = (
+            len(history) if isinstance(history, list) and history else 1)
     return summary
 
 

@@ -544,15 +544,16 @@ def _area_prices(profile: DeviceProfile, record: LayerRecord) -> tuple[float, fl
     alpha, gamma_w = 0.0, 0.0
     if (profile.small_gemm is not None and profile.conv_dispatch == "pytorch"
             and not record.transposed and len(record.kernel_size) <= 2):
-        # the GEMM's N is the output area of one image (PyTorch's slow_conv2d loops over the
-        # batch); transposed and 3-D convs run other GEMMs, not timed for the table
-        gamma_w = profile.small_gemm.ms_per_mb(area) * per_byte
+        # the GEMM's N is the output area of one image: PyTorch's slow_conv2d runs one GEMM,
+        # repacking the weights, per image of the batch; transposed and 3-D convs run other
+        # GEMMs, not timed for the table
+        gamma_w = profile.small_gemm.ms_per_mb(area) * per_byte * max(1, record.batch)
     for kind, (low, high) in CONV_AREA_KINDS.items():
         if low <= area <= high:
             coefficients = profile.ops.get(kind)
             if coefficients is not None:
                 alpha = coefficients.ms_per_gflop * 1e-9
-                gamma_w += coefficients.weight_ms_per_mb * per_byte
+                gamma_w += (coefficients.ms_per_weight_mb or 0.0) * per_byte
             break
     return alpha, gamma_w
 

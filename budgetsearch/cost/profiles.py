@@ -130,8 +130,11 @@ class OpLatency:
         return data
 
 
-#: Most output positions a small-GEMM table may hold (a table of 64 covers an 8×8 map).
+#: Most output positions a small-GEMM table may hold (a table of 64 covers an 8×8 map), the
+#: largest ms per MB an entry may say, and the largest factor a fit may scale it by.
 SMALL_GEMM_MAX_AREA = 4096
+SMALL_GEMM_MAX_MS_PER_MB = 1e4
+SMALL_GEMM_MAX_SCALE = 1e3
 
 
 @dataclass(frozen=True)
@@ -140,10 +143,13 @@ class SmallGemm:
     by its output area (the GEMM's N), measured by ``budgetsearch profile`` on 1×1 convs.
 
     MKL's single-precision GEMM repacks the weight matrix on every call once N > 1: on the
-    profiling machine a 512→512 1×1 conv ran 20–30 µs on 1 output position (a GEMV), 230–370 µs
-    per MB of weights on 2–15 (odd areas worst), 115 on 16 (experiments/README.md, "Small
-    GEMMs"). No per-FLOP or per-byte line follows that, so the profile carries the table;
-    the fit scales it (``scale``: in a network a layer finds its weights out of cache).
+    profiling machine a 512→512 1×1 conv ran 28 µs per MB of weights on 1 output position (a
+    GEMV), 240–500 on 2–15, 132 on 16, and only past ~32 positions did its FLOPs take over
+    (experiments/README.md, "Small GEMMs"). No per-FLOP or per-byte line follows that, so the
+    profile carries the table. It prices what the table holds beyond the GEMM's FLOPs (which the
+    conv's own α prices): each entry less a FLOP rate fitted to the table's upper half, and past
+    the table that fit's intercept, the packing a large GEMM amortises (:meth:`ms_per_mb`). The
+    fit scales it (``scale``: in a network a layer finds its weights out of cache).
 
     Attributes:
         measured_ms_per_mb: ms per MB of weights at output areas 1, 2, ..., as timed alone.
@@ -157,23 +163,45 @@ class SmallGemm:
 
     def __post_init__(self) -> None:
         values = self.measured_ms_per_mb
-        if not 1 <= len(values) <= SMALL_GEMM_MAX_AREA or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                and v >= 0 for v in values):
+        if not isinstance(values, (tuple, list)) or not 1 <= len(values) <= SMALL_GEMM_MAX_AREA \
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and math.isfinite(v) and 0 <= v <= SMALL_GEMM_MAX_MS_PER_MB
+                           for v in values):
+            shown = repr(values) if len(repr(values)) <= 80 else repr(values)[:77] + "..."
             raise ValueError(f"small_gemm.measured_ms_per_mb must hold 1 to "
-                             f"{SMALL_GEMM_MAX_AREA} non-negative numbers, got {values!r}")
-        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale)
-                and self.scale >= 0):
-            raise ValueError(f"small_gemm.scale must be a non-negative number, "
-                             f"got {self.scale!r}")
+                             f"{SMALL_GEMM_MAX_AREA} numbers from 0 to "
+                             f"{SMALL_GEMM_MAX_MS_PER_MB:g} (ms per MB), got {shown}")
+        if not (isinstance(self.scale, (int, float)) and not isinstance(self.scale, bool)
+                and math.isfinite(self.scale) and 0 <= self.scale <= SMALL_GEMM_MAX_SCALE):
+            raise ValueError(f"small_gemm.scale must be a number from 0 to "
+                             f"{SMALL_GEMM_MAX_SCALE:g}, got {self.scale!r}")
+
+    def _flop_line(self) -> tuple[float, float]:
+        """(intercept, ms per MB per output position) of a least-squares line through the
+        table's upper half, where the GEMM's FLOPs dominate (both ≥ 0)."""
+        table = self.measured_ms_per_mb
+        first = len(table) // 2 + 1
+        areas = [float(a) for a in range(first, len(table) + 1)]
+        values = [float(v) for v in table[first - 1:]]
+        if len(areas) < 2:
+            return 0.0, values[-1] / areas[-1]
+        mean_a, mean_v = sum(areas) / len(areas), sum(values) / len(values)
+        slope = (sum((a - mean_a) * (v - mean_v) for a, v in zip(areas, values, strict=True))
+                 / sum((a - mean_a) ** 2 for a in areas))
+        if slope <= 0:  # no FLOP growth measured: the upper half's mean is all packing
+            return mean_v, 0.0
+        return max(0.0, mean_v - slope * mean_a), slope
 
     def ms_per_mb(self, area: int) -> float:
-        """The priced ms per MB of weights at ``area`` output positions: the table's entry, and
-        beyond its last one the last entry grown with the area (the GEMM's FLOPs)."""
+        """The priced ms per MB of weights at ``area`` output positions, beyond the GEMM's
+        FLOPs: the table's entry less the FLOP line's share (at least 0), and past the table
+        the line's intercept (a large GEMM's packing, amortised); times ``scale``."""
         if area < 1:
             return 0.0
+        intercept, per_area = self._flop_line()
         table = self.measured_ms_per_mb
-        value = table[area - 1] if area <= len(table) else table[-1] * area / len(table)
+        value = (max(0.0, table[area - 1] - per_area * area) if area <= len(table)
+                 else intercept)
         return value * self.scale
 
     def as_dict(self) -> dict[str, Any]:

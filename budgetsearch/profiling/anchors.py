@@ -55,8 +55,8 @@ RESCALE_ABOVE_PCT = 3.0  # drift beyond which predictions are rescaled: the chec
 BUDGET_S = 2.0
 ANCHOR_ROUNDS, ANCHOR_INNER, ANCHOR_WARMUP = 40, 5, 2  # ≈ 1 s: spans a neighbour's load swings
 MIN_SHARE_SPREAD = 0.3  # overhead shares must differ this much to fit two drift factors
-# A shared VM's speed swings from one second to the next: on 2026-12-02 the one-second snapshot
-# read x0.80-x1.50 while the networks timed after it ran x0.93-x1.21 of the profile, steadily.
+# A shared VM's speed swings from one second to the next: on 2026-12-02 a one-second snapshot
+# missed the speed the networks then ran at by -17% to +32% (x0.80-x1.50 against x0.93-x1.21).
 # So a check rescales by the median of this machine's recent snapshots of the same profile; a
 # snapshot this far from their median is a new speed (a 2x faster machine), and stands alone.
 HISTORY_CHECKS = 6  # snapshots (this one included) whose median rescales
@@ -255,7 +255,9 @@ def measure_anchors(
 def fingerprint(profile: DeviceProfile) -> str:
     """A short hash of what the check compares against (coefficients and anchor times)."""
     text = json.dumps([profile.name, sorted((k, v.as_dict()) for k, v in profile.ops.items()),
-                       profile.network_overhead_ms, profile.anchors], sort_keys=True, default=str)
+                       profile.network_overhead_ms, profile.anchors,
+                       profile.small_gemm.as_dict() if profile.small_gemm else None],
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -314,13 +316,12 @@ def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]]) -> dic
     :data:`STEP_FACTOR` of the history's median scale is a new speed: it stands alone and
     starts a new history."""
     entry = {k: float(result[k]) for k in _FACTOR_KEYS}
-    kept = [h for h in history if all(isinstance(h.get(k), (int, float)) and h[k] > 0
-                                      for k in _FACTOR_KEYS)]
-    if kept:
-        typical = statistics.median(float(h["scale"]) for h in kept)
-        if abs(math.log(entry["scale"] / typical)) > math.log(STEP_FACTOR):
-            kept = []
-    kept = [*kept[-(HISTORY_CHECKS - 1):], entry]
+    kept = _valid_history(history)
+    typical = _typical_scale(kept)
+    if typical is not None and abs(math.log(entry["scale"] / typical)) > math.log(STEP_FACTOR):
+        kept = []
+    earlier = max(0, HISTORY_CHECKS - 1)
+    kept = [*(kept[-earlier:] if earlier else []), entry]
     out = dict(result)
     for key in _FACTOR_KEYS:
         out[key] = round(statistics.median(float(h[key]) for h in kept), 4)
@@ -328,6 +329,21 @@ def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]]) -> dic
     out["snapshot_scale"] = entry["scale"]
     out["history"] = kept
     return out
+
+
+def _valid_history(history: Any) -> list[dict[str, Any]]:
+    """The entries of a stored history that are snapshots: mappings whose factors are finite
+    positive numbers (a hand-edited or corrupt state file is read past, not failed on)."""
+    if not isinstance(history, list):
+        return []
+    return [dict(h) for h in history if isinstance(h, Mapping) and all(
+        isinstance(h.get(k), (int, float)) and not isinstance(h.get(k), bool)
+        and math.isfinite(h[k]) and h[k] > 0 for k in _FACTOR_KEYS)]
+
+
+def _typical_scale(history: list[Mapping[str, Any]]) -> float | None:
+    """The median scale of earlier snapshots (None without any)."""
+    return statistics.median(float(h["scale"]) for h in history) if history else None
 
 
 def _recent_history(profile: DeviceProfile) -> list[dict[str, Any]]:
@@ -338,7 +354,7 @@ def _recent_history(profile: DeviceProfile) -> list[dict[str, Any]]:
         return []
     now = datetime.datetime.now()
     recent = []
-    for entry in previous.get("history") or []:
+    for entry in _valid_history(previous.get("history")):
         try:
             age = (now - datetime.datetime.fromisoformat(str(entry["date"]))).total_seconds()
         except (KeyError, TypeError, ValueError):
@@ -422,21 +438,32 @@ def check_drift(
                             abs(result["work_scale"] - 1.0))
         return today, result, drift
 
+    history = _recent_history(profile) if save else []
+    typical = _typical_scale(history)
+
+    def off_history(scale: float) -> float:
+        """How far a snapshot is from this machine's recent ones (log ratio)."""
+        return abs(math.log(scale / typical)) if typical else 0.0
+
     started = time.perf_counter()
     today, result, drift = timed()
     first_scale = None
-    if drift > tolerance_pct:
-        # Confirm a large drift with a second snapshot and keep the smaller: a real drift
+    if drift > tolerance_pct or off_history(result["scale"]) > math.log(STEP_FACTOR):
+        # Confirm a large drift, or a new speed, with a second snapshot: a real drift
         # persists, a neighbour's burst does not (2026-12-02 13:23: the anchors read ×1.50
-        # while the networks ran ×1.12, and ×1.06 re-timed after them)
+        # while the networks ran ×1.12, and ×1.06 re-timed after them). Keep the snapshot
+        # nearer this machine's recent ones (without any: the smaller drift), so that one
+        # burst neither starts a new history nor is taken for the machine's speed.
         first_scale = result["scale"]
         again = timed()
-        if again[2] < drift:
+        nearer = (off_history(again[1]["scale"]) < off_history(result["scale"]) if typical
+                  else again[2] < drift)
+        if nearer:
             today, result, drift = again
     seconds = time.perf_counter() - started
     now = datetime.datetime.now().isoformat(timespec="seconds")
     if save:  # a check that is remembered joins, and reads, this machine's recent snapshots
-        result = smoothed(result, _recent_history(profile))
+        result = smoothed(result, history)
         result["history"][-1]["date"] = now
         result["residual_pct"] = _residuals(recorded, today, shares, result)
         drift = 100.0 * max(abs(result["overhead_scale"] - 1.0), abs(result["work_scale"] - 1.0))
@@ -515,9 +542,10 @@ def _write_state(name: str, check: Mapping[str, Any]) -> None:
 def last_check(name: str) -> dict[str, Any] | None:
     """The last drift check of profile ``name`` on this machine (None if never checked)."""
     try:
-        return json.loads(_state_path(name).read_text())
+        check = json.loads(_state_path(name).read_text())
     except (OSError, ValueError):
         return None
+    return check if isinstance(check, dict) else None
 
 
 def not_this_machine(profile: DeviceProfile) -> str | None:
@@ -612,8 +640,12 @@ def checked(profile: DeviceProfile) -> DeviceProfile:
         except (KeyError, ValueError):
             age = math.inf
         if 0 <= age <= max_age:
-            result = _recalibrated(profile, previous) if previous.get("recalibrated") else profile
-            result = replace(result, last_check=previous)
+            try:
+                result = (_recalibrated(profile, previous) if previous.get("recalibrated")
+                          else profile)
+                result = replace(result, last_check=previous)
+            except (TypeError, ValueError):  # a corrupt state file: check again
+                result = None
     if result is None:
         result = check_drift(profile)
     _CHECKED[key] = result

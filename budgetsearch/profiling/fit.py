@@ -224,7 +224,7 @@ def overhead_share(anchor: str, profile: DeviceProfile) -> float:
     model, x = build_anchor(anchor)
     inventory = layer_inventory(model, x)
     total = inventory.predict_latency_ms(profile)
-    overhead_only = replace(profile, ops={
+    overhead_only = replace(profile, small_gemm=None, ops={  # the table is work, not overhead
         kind: OpLatency(overhead_ms=c.overhead_ms, ms_per_weight_mb=0.0)
         for kind, c in profile.ops.items()})
     return min(1.0, inventory.predict_latency_ms(overhead_only) / total) if total > 0 else 0.0
