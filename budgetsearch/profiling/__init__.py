@@ -9,6 +9,8 @@ ones), times them in a runtime (PyTorch eager or onnxruntime) and fits a measure
   depthwise-separable, inverted residual, grouped, squeeze-excitation, concat, shuffle; dense and
   pruned; several input sizes), in families for the leave-one-family-out error.
 - :mod:`budgetsearch.profiling.fit`: fits the per-op-kind model and writes the profile.
+- :mod:`budgetsearch.profiling.small_gemm`: times an eager profile's small-GEMM table (what a
+  dense conv on PyTorch's GEMM path pays per MB of weights by its output area).
 - :mod:`budgetsearch.profiling.anchors`: the ≤ 2 s drift check that
   :func:`~budgetsearch.cost.load_profile` runs on a measured
   profile of this machine (it imports only torch and ``budgetsearch.cost``).

@@ -252,6 +252,15 @@ def measure_anchors(
     return dict(zip(names, map(float, times), strict=True))
 
 
+def anchors_key(profile: DeviceProfile) -> str:
+    """A short hash of what a snapshot's drift is measured against (the anchors, their recorded
+    times and how they are timed): a re-fit that keeps them keeps this machine's history."""
+    anchors = dict(profile.anchors or {})
+    text = json.dumps([profile.name, profile.runtime, anchors.get("networks"),
+                       anchors.get("rounds"), anchors.get("inner")], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def fingerprint(profile: DeviceProfile) -> str:
     """A short hash of what the check compares against (coefficients and anchor times)."""
     text = json.dumps([profile.name, sorted((k, v.as_dict()) for k, v in profile.ops.items()),
@@ -347,10 +356,11 @@ def _typical_scale(history: list[Mapping[str, Any]]) -> float | None:
 
 
 def _recent_history(profile: DeviceProfile) -> list[dict[str, Any]]:
-    """This machine's earlier snapshots of ``profile`` (same fingerprint, younger than
-    :data:`HISTORY_MAX_AGE_S`), oldest first, from the state file."""
+    """This machine's earlier snapshots of ``profile``'s anchors (the same anchors and recorded
+    times, :func:`anchors_key`; younger than :data:`HISTORY_MAX_AGE_S`), oldest first, from the
+    state file."""
     previous = last_check(profile.name)
-    if not previous or previous.get("fingerprint") != fingerprint(profile):
+    if not previous or previous.get("anchors_key") != anchors_key(profile):
         return []
     now = datetime.datetime.now()
     recent = []
@@ -471,6 +481,7 @@ def check_drift(
     check = {
         "profile": profile.name,
         "fingerprint": fingerprint(profile),
+        "anchors_key": anchors_key(profile),
         "date": now,
         "seconds": round(seconds, 3),
         "tolerance_pct": tolerance_pct,

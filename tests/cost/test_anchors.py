@@ -44,6 +44,19 @@ def _recorded(profile) -> dict[str, float]:  # noqa: ANN001
     return {a["name"]: a["recorded_ms"] for a in profile.anchors["networks"]}
 
 
+def _check(profile, *factors: float, save: bool = True) -> dict:  # noqa: ANN001
+    """``check_drift``'s record on snapshots that read ``factors`` × the recorded times, one
+    per snapshot it takes (the last one repeated)."""
+    recorded = _recorded(profile)
+    queue = list(factors)
+
+    def measure(names: list[str]) -> dict[str, float]:
+        factor = queue.pop(0) if len(queue) > 1 else queue[0]
+        return {n: ms * factor for n, ms in recorded.items()}
+
+    return check_drift(profile, save=save, announce=lambda line: None, measure=measure).last_check
+
+
 @pytest.mark.parametrize("speed", [2.0, 0.5])
 def test_a_machine_twice_as_fast_or_slow_is_recalibrated(state: Path, speed: float) -> None:
     profile = profile_from_dict(MEASURED)
@@ -356,11 +369,9 @@ def test_a_check_rescales_by_the_median_of_recent_snapshots(state: Path) -> None
     from budgetsearch.profiling.anchors import HISTORY_CHECKS
 
     profile = profile_from_dict(MEASURED)
-    recorded = _recorded(profile)
 
     def snapshot(factor: float):  # noqa: ANN202
-        return check_drift(profile, announce=lambda line: None, measure=lambda names: {
-            n: ms * factor for n, ms in recorded.items()}).last_check
+        return _check(profile, factor)
 
     assert snapshot(1.1)["scale"] == pytest.approx(1.1)
     assert snapshot(1.3)["scale"] == pytest.approx(1.2)  # the median of two: their mean
@@ -369,15 +380,13 @@ def test_a_check_rescales_by_the_median_of_recent_snapshots(state: Path) -> None
     assert [h["scale"] for h in swing["history"]] == pytest.approx([1.1, 1.3, 0.9])
     assert last_check("toy")["scale"] == pytest.approx(1.1)  # what later processes reuse
     # the machine turns twice as slow: the snapshot stands alone and starts a new history
-    step = check_drift(profile, announce=lambda line: None, measure=lambda names: {
-        n: ms * 2.4 for n, ms in recorded.items()}).last_check
+    step = _check(profile, 2.4)
     assert step["scale"] == pytest.approx(2.4) and len(step["history"]) == 1
     for _ in range(HISTORY_CHECKS + 2):
         last = snapshot(2.0)
     assert len(last["history"]) == HISTORY_CHECKS and last["scale"] == pytest.approx(2.0)
     # an unsaved check (the benchmark's simulations, a test's fake) neither reads nor joins it
-    alone = check_drift(profile, save=False, announce=lambda line: None, measure=lambda names: {
-        n: ms * 1.6 for n, ms in recorded.items()}).last_check
+    alone = _check(profile, 1.6, save=False)
     assert alone["scale"] == pytest.approx(1.6) and "history" not in alone
 
 
@@ -387,19 +396,16 @@ def test_old_snapshots_and_another_profiles_are_forgotten(state: Path) -> None:
     from budgetsearch.profiling.anchors import smoothed
 
     profile = profile_from_dict(MEASURED)
-    recorded = _recorded(profile)
-    check_drift(profile, announce=lambda line: None, measure=lambda names: {
-        n: ms * 1.3 for n, ms in recorded.items()})
+    _check(profile, 1.3)
     path = state / "drift-toy.json"
     data = json.loads(path.read_text())
     data["history"][0]["date"] = "2020-01-01T00:00:00"
     path.write_text(json.dumps(data))
-    fresh = check_drift(profile, announce=lambda line: None, measure=lambda names: {
-        n: ms * 1.0 for n, ms in recorded.items()}).last_check
+    fresh = _check(profile, 1.0)
     assert fresh["scale"] == pytest.approx(1.0) and len(fresh["history"]) == 1
-    other = profile.scaled(1.2)  # another fingerprint: another profile's history
-    assert check_drift(other, announce=lambda line: None, measure=lambda names: {
-        n: ms * 1.2 * 1.3 for n, ms in recorded.items()}).last_check["scale"] == pytest.approx(1.3)
+    other = profile.scaled(1.2)  # other recorded times: another history
+    assert _check(other, 1.3)["scale"] == pytest.approx(1.3)
+    assert len(last_check("toy")["history"]) == 1
     # a hand-edited history entry that is not a set of positive factors is skipped
     result = {"scale": 1.1, "overhead_scale": 1.1, "work_scale": 1.1}
     out = smoothed(result, [{"scale": "x"}, {"scale": -1, "overhead_scale": 1, "work_scale": 1}])
@@ -466,13 +472,9 @@ def test_a_burst_neither_replaces_the_history_nor_is_taken_for_the_speed(state: 
     the 10% tolerance), and its second ×1.3: the one nearer the machine's recent snapshots is
     kept. A snapshot beyond ×1.5 of them is timed twice, and starts anew only if both agree."""
     profile = profile_from_dict(MEASURED)
-    recorded = _recorded(profile)
 
     def check(*factors: float):  # noqa: ANN202
-        snapshots = iter(factors)
-        return check_drift(profile, announce=lambda line: None, measure=lambda names: {
-            n: ms * factor for factor in [next(snapshots)] for n, ms in recorded.items()}
-        ).last_check
+        return _check(profile, *factors)
 
     for _ in range(5):
         check(1.3, 1.3)
@@ -504,9 +506,7 @@ def test_history_entries_that_are_not_positive_finite_factors_are_skipped(state:
     import json
 
     profile = profile_from_dict(MEASURED)
-    recorded = _recorded(profile)
-    check_drift(profile, announce=lambda line: None, measure=lambda names: {
-        n: ms * 1.1 for n, ms in recorded.items()})
+    _check(profile, 1.1)
     path = state / "drift-toy.json"
     data = json.loads(path.read_text())
     date = data["history"][0]["date"]
@@ -514,6 +514,20 @@ def test_history_entries_that_are_not_positive_finite_factors_are_skipped(state:
                         {"scale": True, "overhead_scale": 1, "work_scale": 1, "date": date},
                         "junk", {"scale": 1.2, "overhead_scale": 1.2, "work_scale": 1.2}]
     path.write_text(json.dumps(data))
-    again = check_drift(profile, announce=lambda line: None, measure=lambda names: {
-        n: ms * 1.3 for n, ms in recorded.items()}).last_check
+    again = _check(profile, 1.3)
     assert [h["scale"] for h in again["history"]] == pytest.approx([1.1, 1.3])  # undated: out
+
+
+def test_a_refit_that_keeps_the_anchors_keeps_the_history(state: Path) -> None:
+    """Snapshots are measured against the anchors' recorded times: new coefficients on the same
+    anchors (a re-fit) keep this machine's history; new recorded times start another."""
+    from dataclasses import replace
+
+    from budgetsearch.cost import OpLatency
+
+    profile = profile_from_dict(MEASURED)
+    _check(profile, 1.2)
+    refit = replace(profile, ops={**profile.ops, "conv": OpLatency(ms_per_gflop=20.0)})
+    assert len(_check(refit, 1.25)["history"]) == 2
+    remeasured = profile.scaled(1.1)  # its anchors' recorded times change too
+    assert len(_check(remeasured, 1.0)["history"]) == 1

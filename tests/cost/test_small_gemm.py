@@ -28,7 +28,6 @@ from budgetsearch.profiling.fit import (
     network_features,
     profile_from_coefficients,
 )
-from budgetsearch.profiling.networks import NetworkSpec, build_spec
 from budgetsearch.profiling.small_gemm import measure_small_gemm
 
 TABLE = (0.02, 0.3, 0.25, 0.2)  # ms per MB at output areas 1..4
