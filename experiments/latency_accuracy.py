@@ -19,7 +19,9 @@ onnxruntime), as shipped plus its automatic drift check (forced fresh here):
    predictor; prints predicted vs measured (geometric mean of the passes) per network, the share
    within ±10 % / ±20 % and the median |err|, and the share after the one factor that centres
    the errors (an oracle that removes drift and the model's bias on these families together:
-   what is left is the model's scatter);
+   what is left is the model's scatter); then times each network alone, round after round (as a
+   deployed network runs, its weights in cache) and prints the same prediction against those
+   times and the ratio alone / interleaved (the fit set is timed interleaved);
 3. prints the profile's leave-one-family-out table (fit without a family, predict it);
    The automatic check runs once every network is built, in the process that times them.
 4. simulates a machine 2× faster and 2× slower than the profiling day (the profile's coefficients
@@ -242,6 +244,14 @@ def measure(runners: list[Any], profile: DeviceProfile, rounds: int, seed: int =
     return time_runners(runners, rounds=rounds, inner=5, warmup=3, threads=threads, seed=seed)
 
 
+def measure_alone(runners: list[Any], profile: DeviceProfile, rounds: int) -> np.ndarray:
+    """Each network timed on its own, round after round (as a deployed network runs, its weights
+    left in cache by the call before), by the same method otherwise."""
+    threads = int(profile.provenance.get("threads", 1))
+    return np.array([time_runners([run], rounds=rounds, inner=5, warmup=3, threads=threads)[0]
+                     for run in runners])
+
+
 def predict(networks: list[dict[str, Any]], profile: DeviceProfile) -> np.ndarray:
     return np.array([n["inventory"].predict_latency_ms(profile, kept_channels=n["kept"],
                                                        index_ops=n.get("index_ops", ()))
@@ -287,6 +297,7 @@ def main() -> None:
         # geometric mean
         first = measure(runners, profile, args.rounds, seed=0)
         second = measure(runners, profile, args.rounds, seed=1)
+        alone = measure_alone(runners, profile, args.rounds)
         del runners
         measured = np.sqrt(first * second)
         retest = shares((100 * (second - first) / first)[foreign])
@@ -307,8 +318,8 @@ def main() -> None:
             rows.append({"profile": name, "runtime": profile.runtime, "network": n["network"],
                          "family": n["family"], "pruned": n["pruned"], "predicted_ms": p,
                          "measured_ms": m, "error_pct": e})
-        for row, a, b in zip(rows[-len(networks):], first, second, strict=True):
-            row.update(pass1_ms=a, pass2_ms=b)
+        for row, a, b, c in zip(rows[-len(networks):], first, second, alone, strict=True):
+            row.update(pass1_ms=a, pass2_ms=b, alone_ms=c)
         overall = shares(errors)
         per_family = {}
         for family in dict.fromkeys(n["family"] for n in networks):
@@ -328,6 +339,16 @@ def main() -> None:
               f"drift and the model's bias on these families together, an oracle): "
               f"{oracle['within_10pct']:.0%} within ±10%, {oracle['within_20pct']:.0%} within "
               f"±20%: the model's scatter")
+        # The profile is fitted on networks timed among hundreds of others (out of cache); a
+        # deployed network runs alone. The same prediction against each network timed alone:
+        alone_errors = (100 * (predicted - alone) / alone)[foreign]
+        deployed = shares(alone_errors)
+        context = alone[foreign] / measured[foreign]
+        print(f"against each network timed alone (as deployed: its weights in cache): "
+              f"{deployed['within_10pct']:.0%} within ±10%, {deployed['within_20pct']:.0%} within "
+              f"±20% (median signed {deployed['median_pct']:+.1f}%); alone / interleaved: median "
+              f"x{np.median(context):.3f}, 10th-90th percentile x{np.percentile(context, 10):.3f}"
+              f"-x{np.percentile(context, 90):.3f}")
         # The check's other setting on the same anchor times: two drift factors (per-call
         # overhead and the rest apart, anchors.factors: 2) when the profile uses one, and back
         other_factors = 3 - int(shipped.anchors.get("factors", 1))
@@ -384,7 +405,7 @@ def main() -> None:
                       f"within ±10%, median |err| {corrected['median_abs_pct']:.1f}%")
         summary["profiles"][name] = {"runtime": profile.runtime, "check": check,
                                      "repeatability": retest,
-                                     "overall": overall,
+                                     "overall": overall, "alone": deployed,
                                      "best_single_factor": {"factor": best, **oracle},
                                      f"check_with_{other_factors}_factors": other,
                                      "without_check": unchecked,
