@@ -15,15 +15,19 @@ not hold (experiments/README.md, "Pools"); output ``results/eager_kinds_output.t
 
 from __future__ import annotations
 
-import argparse
 import collections
+import sys
 import time
+from pathlib import Path
 
 import torch
-import torchvision
 from torch.profiler import ProfilerActivity, profile
 
-from budgetsearch.cost import layer_inventory, load_profile
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import latency_accuracy as bench  # noqa: E402
+
+from budgetsearch.cost import layer_inventory, load_profile  # noqa: E402
 
 # aten calls → the kinds a profile prices (conv covers dense, grouped, depthwise and oneDNN)
 KIND_OF = {
@@ -80,19 +84,10 @@ def priced_by_kind(model: torch.nn.Module, x: torch.Tensor, profile_name: str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("networks", nargs="+", metavar="NAME/SIZE")
-    parser.add_argument("--profile", default="cpu-2core-x86")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}, one thread, profile {args.profile} "
-          "(as shipped, no drift check)")
-    for spec in args.networks:
-        name, size = spec.split("/")
-        model = getattr(torchvision.models, name)(weights=None).eval()
-        x = torch.randn(1, 3, int(size), int(size))
+    profile_name, networks = bench.torchvision_from_command_line(__doc__.split("\n")[0])
+    for spec, model, x in networks:
         forward, measured = measured_by_kind(model, x)
-        predicted, priced = priced_by_kind(model, x, args.profile)
+        predicted, priced = priced_by_kind(model, x, profile_name)
         print(f"{spec}: forward {forward:.3f} ms, priced {predicted:.3f} ms")
         for kind in sorted(set(measured) | set(priced), key=lambda k: -measured.get(k, 0.0)):
             ran, price = measured.get(kind, 0.0), priced.get(kind, 0.0)

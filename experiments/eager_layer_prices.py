@@ -16,17 +16,13 @@ output ``results/eager_layer_prices_output.txt``.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
-import time
 from pathlib import Path
-
-import torch
-import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import latency_accuracy as bench  # noqa: E402
 from eager_layer_model import layer_rows  # noqa: E402
 
 from budgetsearch.cost import layer_inventory, load_profile  # noqa: E402
@@ -34,18 +30,9 @@ from budgetsearch.profiling.timing import make_runner, time_runners  # noqa: E40
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("networks", nargs="+", help="torchvision name/size, e.g. mnasnet0_5/32")
-    parser.add_argument("--profile", default="cpu-2core-x86")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    profile = load_profile(args.profile, check=False)
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}, one thread, profile {args.profile} (as shipped, "
-          f"no drift check)")
-    for spec in args.networks:
-        name, size = spec.split("/")
-        model = getattr(torchvision.models, name)().eval()
-        x = torch.randn(1, 3, int(size), int(size))
+    profile_name, networks = bench.torchvision_from_command_line(__doc__.split("\n")[0])
+    profile = load_profile(profile_name, check=False)
+    for spec, model, x in networks:
         inventory = layer_inventory(model, x)
         priced = inventory.layer_latency_ms(profile)
         modules = dict(model.named_modules())

@@ -108,6 +108,27 @@ class LoadMeter:
 
 # -- the foreign networks -----------------------------------------------------------------------
 
+def torchvision_from_command_line(description: str) -> tuple[str, list[tuple[str, nn.Module,
+                                                                            torch.Tensor]]]:
+    """The per-layer experiments' command line: torchvision networks as NAME/SIZE (3×SIZE×SIZE
+    inputs, untrained, eval mode) and ``--profile``; sets one thread and prints the header.
+    Returns the profile's name and (spec, model, input) per network."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("networks", nargs="+", metavar="NAME/SIZE",
+                        help="torchvision name/size, e.g. mnasnet0_5/32")
+    parser.add_argument("--profile", default="cpu-2core-x86")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}, one thread, profile {args.profile} (as shipped, "
+          f"no drift check)")
+    networks = []
+    for spec in args.networks:
+        name, size = spec.split("/")
+        model = getattr(torchvision.models, name)(weights=None).eval()
+        networks.append((spec, model, torch.randn(1, 3, int(size), int(size))))
+    return args.profile, networks
+
+
 def _torchvision(name: str, in_channels: int) -> nn.Module:
     kwargs: dict[str, Any] = {"weights": None}
     if name == "googlenet":

@@ -26,8 +26,8 @@ model's scatter). Variants:
 * ``area-weights``: the eager fit with a weight term per output-area kind as well;
 * ``no-small-gemm``: the eager fit without the small-GEMM table (every output-area term instead),
   as before 2026-12-02 14:40;
-* ``small-gemm-all-areas`` / ``small-gemm-no-area``: the table with the output-area terms of
-  every area, or of none (the shipped fit keeps those of areas over 16).
+* ``small-gemm-all-areas``: the table with the output-area terms of every area (the shipped fit
+  keeps those of areas over 16; ``no-area``, on a profile with a table, keeps none).
 
 Output quoted in experiments/README.md ("Pools"): ``results/latency_variants_output.txt``.
 """
@@ -138,18 +138,10 @@ def small_gemm_all_areas() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def small_gemm_no_area() -> Iterator[None]:
-    """The small-GEMM table instead of any output-area term."""
-    with no_area():
-        yield
-
-
 VARIANTS = {"shipped": contextlib.nullcontext, "no-area": no_area, "no-pools": before_today,
             "no-dw-gemm": no_dw_gemm, "no-aligned-dw": no_aligned_dw,
             "area-weights": area_weights, "no-small-gemm": no_small_gemm,
-            "small-gemm-all-areas": small_gemm_all_areas,
-            "small-gemm-no-area": small_gemm_no_area}
+            "small-gemm-all-areas": small_gemm_all_areas}
 
 
 def shares(errors: np.ndarray) -> str:

@@ -166,35 +166,31 @@ def test_aligned_convs_take_their_own_price_as_channels_change() -> None:
     assert inv.predict_latency_ms(without) == pytest.approx(6.0)  # aligned_conv falls back
 
 
-def test_grouped_convs_align_per_group() -> None:
-    # 32 -> 32 channels in 2 groups: 16 per group, aligned at 8; prune to 30 (15 per group): not
-    model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=2, bias=False))
-    inv = layer_inventory(model, torch.zeros(1, 32, 4, 4))
-    profile = DeviceProfile(name="t", description="", source="measured", channel_alignment=8,
-                            ops={"gconv": OpLatency(overhead_ms=3.0),
-                                 "aligned_gconv": OpLatency(overhead_ms=1.0)})
-    assert inv.predict_latency_ms(profile) == pytest.approx(1.0)
-    assert inv.predict_latency_ms(profile, kept_channels={"0": (30, 30)}) == pytest.approx(3.0)
-
-
-def test_depthwise_convs_align_by_their_channels() -> None:
+@pytest.mark.parametrize(("groups", "kind", "unaligned", "aligned"), [
+    # 32 -> 32 channels in 2 groups: 16 per group, aligned at 8; pruned to 30 (15 per group): not
+    (2, "gconv", 30, 16),
     # a depthwise conv's groups are its channels: onnxruntime blocks the channels, so 24 kept
     # channels are aligned at 8 and 20 are not (per group, every depthwise conv has 1)
-    model = nn.Sequential(nn.Conv2d(24, 24, 3, padding=1, groups=24, bias=False))
-    inv = layer_inventory(model, torch.zeros(1, 24, 4, 4))
+    (24, "dwconv", 20, 16),
+])
+def test_grouped_and_depthwise_convs_align_as_onnxruntime_blocks_them(
+        groups: int, kind: str, unaligned: int, aligned: int) -> None:
+    channels = 32 if kind == "gconv" else 24
+    model = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, groups=groups, bias=False))
+    inv = layer_inventory(model, torch.zeros(1, channels, 4, 4))
     profile = DeviceProfile(name="t", description="", source="measured", channel_alignment=8,
-                            ops={"dwconv": OpLatency(overhead_ms=3.0),
-                                 "aligned_dwconv": OpLatency(overhead_ms=1.0)})
+                            ops={kind: OpLatency(overhead_ms=3.0),
+                                 f"aligned_{kind}": OpLatency(overhead_ms=1.0)})
     assert inv.predict_latency_ms(profile) == pytest.approx(1.0)
-    for kept, expected in ((20, 3.0), (16, 1.0)):
+    for kept, expected in ((unaligned, 3.0), (aligned, 1.0)):
         assert inv.predict_latency_ms(profile, kept_channels={"0": (kept, kept)}) == (
             pytest.approx(expected))
         differentiable = inv.expected_cost("latency_ms", profile=profile, kept_channels={
             "0": (torch.tensor(float(kept)), torch.tensor(float(kept)))})
         assert float(differentiable) == pytest.approx(expected)
     without = DeviceProfile(name="t", description="", source="measured", channel_alignment=8,
-                            ops={"dwconv": OpLatency(overhead_ms=3.0)})
-    assert inv.predict_latency_ms(without) == pytest.approx(3.0)  # aligned_dwconv falls back
+                            ops={kind: OpLatency(overhead_ms=3.0)})
+    assert inv.predict_latency_ms(without) == pytest.approx(3.0)  # aligned_* falls back
 
 
 def test_a_dense_convs_flops_are_priced_again_by_its_output_area() -> None:
