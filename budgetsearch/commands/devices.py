@@ -87,7 +87,7 @@ def _device_summary(profile: Any, check: Any) -> dict[str, Any]:
             if k in check
         }
         history = check.get("history")
-        summary["last_check"]["checks_in_median"] = (
+        summary["last_check"]["checks_in_history"] = (
             len(history) if isinstance(history, list) and history else 1)
     return summary
 
@@ -125,8 +125,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
                          else "holds as recorded")
                 worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),
                             default=0.0)
-                over = check.get("checks_in_median", 1)
-                typical = f"median of its last {over} checks; " if over > 1 else ""
+                over = check.get("checks_in_history", 1)
+                typical = f"the quietest of its last {over} checks; " if over > 1 else ""
                 text += (f"; last check {check['date']}: drift {check['drift_pct']:+.1f}% "
                          f"({typical}{state}; anchors within ±{worst:.1f}% after)")
             else:

@@ -424,8 +424,8 @@ def fit_profile(
     anchors = {
         "method": "held-out networks, recorded in the fit set's run; re-timed by the same timer "
                   "and method (rounds, inner); "
-                  "drift = median(today / recorded_ms), then the median of this machine's "
-                  "recent checks (a snapshot beyond x1.5 of them starts anew); "
+                  "drift = median(today / recorded_ms), then the quietest of this machine's "
+                  "recent checks (a snapshot beyond x1.5 of their median starts anew); "
                   "beyond the check's noise every coefficient is scaled by it (factors: 2 fits "
                   "one factor for per-call overhead and one for the rest, by overhead_share)",
         "tolerance_pct": 10.0, "budget_s": 2.0, "factors": 1, **timing,
@@ -543,14 +543,15 @@ def refit_profile(
     return replace(profile, description=old.description, aliases=old.aliases), new_rows, lofo
 
 
-ANCHOR_SNAPSHOTS = 3  # check-style snapshots whose median records each anchor's time
+ANCHOR_SNAPSHOTS = 3  # check-style snapshots whose quietest records each anchor's time
 
 
 def recorded_as_checked(profile: DeviceProfile, *, snapshots: int = ANCHOR_SNAPSHOTS,
                         measure: Any = None) -> DeviceProfile:
     """``profile`` with its anchors' recorded times taken as the drift check takes them: the
     anchors alone, by the check's rounds and bursts (``measure``: names → ms, default
-    :func:`~budgetsearch.profiling.anchors.measure_anchors`), the median of ``snapshots``.
+    :func:`~budgetsearch.profiling.anchors.measure_anchors`), the quietest of ``snapshots``
+    (each anchor's lowest time: the statistic a check applies, ``anchors.smoothed``).
 
     Why: timed alone, nine networks find their weights in cache where, interleaved with the fit
     set's 270, they did not; on 2026-12-02 (15:08) the same anchors ran ×0.85–0.93 of their
@@ -570,9 +571,9 @@ def recorded_as_checked(profile: DeviceProfile, *, snapshots: int = ANCHOR_SNAPS
     taken = [measure(names) for _ in range(max(1, snapshots))]
     anchors = dict(profile.anchors)
     anchors["networks"] = [
-        {**a, "recorded_ms": round(float(np.median([t[a["name"]] for t in taken])), 5)}
+        {**a, "recorded_ms": round(min(float(t[a["name"]]) for t in taken), 5)}
         for a in profile.anchors["networks"]]
-    anchors["recorded"] = (f"alone, as the check times them: the median of {len(taken)} "
+    anchors["recorded"] = (f"alone, as the check times them: the quietest of {len(taken)} "
                            f"snapshots right after the fit set's run")
     return replace(profile, anchors=anchors)
 

@@ -1,0 +1,135 @@
+"""The drift re-fit on networks timed now: factors recovered from faked times, the fallback when
+the draw cannot tell overhead from the rest, and how the drift check uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from budgetsearch.cost import profile_from_dict
+from budgetsearch.profiling.anchors import check_drift, last_check
+from budgetsearch.profiling.recalibrate import (
+    fit_factors,
+    overhead_parts,
+    recalibration_networks,
+    refit_drift,
+)
+from tests.cost.test_anchors import MEASURED, _check, _recorded
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BUDGETSEARCH_STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def draw() -> list:
+    return recalibration_networks(9)  # one network of each fit-set family
+
+
+def test_the_draw_spans_the_fit_set_families_and_none_of_a_profiling_run() -> None:
+    from budgetsearch.profiling.fit import fit_set_specs
+    from budgetsearch.profiling.networks import FAMILIES, sample_specs
+    from budgetsearch.profiling.recalibrate import NETWORKS, SEED
+
+    specs = sample_specs(NETWORKS, seed=SEED)
+    assert {s.family for s in specs} == set(FAMILIES)
+    fit, holdout = fit_set_specs(216, 54, seed=0)  # the shipped profiles' draw
+    assert not {s.label for s in specs} & {s.label for s in fit + holdout}
+
+
+def test_the_parts_add_up_to_the_prediction_and_scale_as_the_profile_does(draw: list) -> None:
+    profile = profile_from_dict(MEASURED)
+    parts = overhead_parts(profile, draw)
+    whole = np.array([n.inventory.predict_latency_ms(profile, kept_channels=n.kept_channels)
+                      for n in draw])
+    assert parts.sum(1) == pytest.approx(whole)
+    assert (parts > 0).all()
+    moved = profile.rescaled(overhead=3.0, work=0.5)
+    again = np.array([n.inventory.predict_latency_ms(moved, kept_channels=n.kept_channels)
+                      for n in draw])
+    assert parts @ np.array([3.0, 0.5]) == pytest.approx(again)  # linear in the two factors
+
+
+def test_the_two_factors_are_recovered_from_networks_timed_now(draw: list) -> None:
+    """The 2026-12-03 drift: overhead x2.3, the rest x1.4 (a one-factor answer between)."""
+    profile = profile_from_dict(MEASURED)
+    today = overhead_parts(profile, draw) @ np.array([2.3, 1.4])
+    out = refit_drift(profile, networks=draw, measure=lambda nets: today)
+    assert out["overhead_scale"] == pytest.approx(2.3, rel=1e-3)
+    assert out["work_scale"] == pytest.approx(1.4, rel=1e-3)
+    assert 1.4 < out["scale"] < 2.3 and out["networks"] == 9 and out["residual_pct"] < 0.1
+
+
+def test_a_draw_that_cannot_tell_the_two_apart_falls_back_to_the_median_ratio() -> None:
+    parts = np.array([[1.0, 1.0], [2.0, 2.0], [0.5, 0.5]])  # every network half overhead
+    today = parts.sum(1) * np.array([1.9, 2.0, 2.1])
+    overhead, work = fit_factors(parts, today)
+    assert overhead == work == pytest.approx(2.0)
+
+
+def test_beyond_the_tolerance_the_check_takes_the_refit_factors(state: Path) -> None:
+    profile = profile_from_dict(MEASURED)
+    calls: list[str] = []
+
+    def refit(p):  # noqa: ANN001, ANN202
+        calls.append(p.name)
+        return {"overhead_scale": 2.3, "work_scale": 1.4, "scale": 1.8, "networks": 36,
+                "seconds": 9.0, "residual_pct": 6.0}
+
+    lines: list[str] = []
+    recorded = _recorded(profile)
+    fixed = check_drift(profile, announce=lines.append, refit=refit,
+                        measure=lambda names: {n: ms * 1.86 for n, ms in recorded.items()})
+    check = fixed.last_check
+    assert calls == ["toy"] and check["refit"]["networks"] == 36
+    assert (check["overhead_scale"], check["work_scale"]) == pytest.approx((2.3, 1.4))
+    assert fixed.op_latency("conv").overhead_ms == pytest.approx(0.01 * 2.3)
+    assert fixed.op_latency("conv").ms_per_gflop == pytest.approx(10.0 * 1.4)
+    assert len(lines) == 1 and "fitted on 36 networks timed now" in lines[0]
+    assert last_check("toy")["refit"]["overhead_scale"] == 2.3  # what later processes reuse
+    # within the tolerance the anchors' one factor stands: no re-fit
+    calls.clear()
+    check_drift(profile, announce=pytest.fail, refit=refit, save=False,
+                measure=lambda names: {n: ms * 1.05 for n, ms in recorded.items()})
+    assert calls == []
+    # within the tolerance but drifted apart (overhead-bound anchors x1.3, the rest x0.95):
+    # an uneven drift, re-fitted
+    names = list(recorded)
+    uneven = {n: ms * (1.3 if i % 3 == 0 else 0.95) for i, (n, ms) in enumerate(recorded.items())}
+    assert len(names) >= 3
+    check_drift(profile, announce=lambda line: None, refit=refit, save=False,
+                measure=lambda names: uneven)
+    assert calls == ["toy"]
+
+
+def test_a_failed_refit_leaves_the_anchors_factor_and_says_why(state: Path) -> None:
+    profile = profile_from_dict(MEASURED)
+    recorded = _recorded(profile)
+
+    def broken(p):  # noqa: ANN001, ANN202
+        raise RuntimeError("onnx export failed\nmore")
+
+    lines: list[str] = []
+    fixed = check_drift(profile, announce=lines.append, refit=broken, save=False,
+                        measure=lambda names: {n: ms * 2.0 for n, ms in recorded.items()})
+    assert fixed.last_check["scale"] == pytest.approx(2.0)
+    assert fixed.last_check["work_scale"] == pytest.approx(2.0)
+    assert "re-fit on networks failed: onnx export failed" in lines[0]
+
+
+def test_fake_anchor_times_do_not_start_a_real_refit(state: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check on faked anchor times (tests, the benchmark's simulations) times no networks
+    unless it is handed a re-fit; BUDGETSEARCH_DRIFT_REFIT=0 turns the real one off."""
+    from budgetsearch.profiling import anchors, recalibrate
+
+    monkeypatch.setattr(recalibrate, "refit_drift", lambda *a, **k: pytest.fail("timed"))
+    assert _check(profile_from_dict(MEASURED), 2.0)["scale"] == pytest.approx(2.0)
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_REFIT", "0")
+    assert not anchors.refit_enabled()
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_REFIT", "yes")
+    assert anchors.refit_enabled()
