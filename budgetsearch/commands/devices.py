@@ -37,6 +37,25 @@ def resolve_device(name: str, *, quiet: bool = False) -> Any:
     return profile
 
 
+def _this_machine_hint(runtime: str) -> str:
+    """The profiles measured on this machine in ``runtime``, or how to make one."""
+    from budgetsearch.cost import load_profile, profile_names
+    from budgetsearch.profiling.anchors import not_this_machine
+
+    here = []
+    for name in profile_names():
+        try:
+            other = load_profile(name, check=False)
+        except (OSError, ValueError):
+            continue
+        if other.source == "measured" and other.runtime == runtime and not_this_machine(
+                other) is None:
+            here.append(name)
+    if here:
+        return f"measured on this machine: {', '.join(here)}"
+    return "to measure this one: 'budgetsearch profile --name NAME'"
+
+
 def unchecked_notice(profile: Any) -> None:
     """One line on stderr when a measured profile's drift check cannot run here, and why."""
     from budgetsearch.profiling import anchors
@@ -46,8 +65,8 @@ def unchecked_notice(profile: Any) -> None:
     elsewhere = anchors.not_this_machine(profile)
     if elsewhere:  # its prices stand, unchecked, for the machine it was measured on
         print(f"budgetsearch: profile {profile.name!r} is not checked here: {elsewhere}; its "
-              f"prices are that machine's (to measure this one: 'budgetsearch profile --name "
-              f"NAME')", file=sys.stderr)
+              f"prices are that machine's ({_this_machine_hint(profile.runtime)})",
+              file=sys.stderr)
         return
     reason = anchors.unchecked_reason(profile)
     if reason:
@@ -83,7 +102,7 @@ def _device_summary(profile: Any, check: Any) -> dict[str, Any]:
         summary["last_check"] = {
             k: check.get(k) for k in ("date", "seconds", "scale", "overhead_scale", "work_scale",
                                       "drift_pct", "recalibrated", "tolerance_pct",
-                                      "residual_pct", "snapshot_scale")
+                                      "residual_pct", "snapshot_scale", "refit")
             if k in check
         }
         history = check.get("history")
@@ -96,7 +115,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     import json
 
     from budgetsearch.cost import load_profile, profile_names
-    from budgetsearch.profiling.anchors import factors_text, last_check
+    from budgetsearch.profiling.anchors import factors_text, last_check, refit_text
 
     rows = []
     for name in profile_names():
@@ -120,9 +139,12 @@ def _cmd_devices(args: argparse.Namespace) -> int:
             check = row["last_check"]
             if row["unchecked_reason"]:
                 text += f"; not checked here: {row['unchecked_reason']}"
+                if row["source"] == "measured" and row["unchecked_reason"].startswith(
+                        "measured on"):
+                    text += f" ({_this_machine_hint(row['runtime'])})"
             elif check:
-                state = (f"rescaled: {factors_text(check)}" if check["recalibrated"]
-                         else "holds as recorded")
+                state = (f"rescaled: {factors_text(check)}{refit_text(check)}"
+                         if check["recalibrated"] else "holds as recorded")
                 worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),
                             default=0.0)
                 over = check.get("checks_in_history", 1)

@@ -24,7 +24,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -160,6 +160,14 @@ def simd_channel_block(flags: str | None = None) -> int:
     if "avx2" in names:
         return 8
     return 4
+
+
+def _cpu_text(provenance: Mapping[str, Any]) -> str:
+    """The CPU a profile was measured on, with its widest vector unit: a VM may give hosts with
+    and without AVX-512 one name, and the two run other kernels."""
+    cpu = str(provenance.get("cpu") or cpu_name()).split(" (")[0]
+    lanes = simd_channel_block(str(provenance.get("cpu_flags", "")) or None)
+    return f"{cpu}, {({16: 'AVX-512', 8: 'AVX2'}).get(lanes, 'no AVX2')}"
 
 
 def _unit_profile(kind: str, term: str, channel_block: int = 1,
@@ -398,7 +406,7 @@ def fit_profile(
     coefficients = fit_coefficients(fit_features, fit_ms)
     profile = profile_from_coefficients(
         name, coefficients, provenance=provenance,
-        description=f"measured on this machine ({cpu_name()}), {runtime}, {threads} thread(s), "
+        description=f"measured on {_cpu_text(provenance)}, {runtime}, {threads} thread(s), "
                     f"float32, batch 1",
         channel_block=block, runtime=runtime, small_gemm=small_gemm,
     )

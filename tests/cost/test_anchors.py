@@ -318,6 +318,36 @@ def test_anchors_another_generator_drew_are_not_rebuilt(
     assert anchors.unchecked_reason(hand_built) is None
 
 
+def test_the_same_cpu_name_with_other_simd_flags_is_another_machine(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VM names hosts with and without AVX-512 alike ("AMD EPYC"; on 2026-12-03 one without
+    ran the shipped profile's anchors x1.6-x3.0, other kernels): a profile stands for the SIMD
+    set it was measured with, and is neither checked nor rescaled on another."""
+    from budgetsearch.profiling import anchors
+
+    monkeypatch.setattr(anchors, "cpu_name", lambda: "AMD EPYC")
+    monkeypatch.setattr(anchors, "cpu_flags", lambda: "avx avx2 fma")
+    wide = "avx avx2 avx512bw avx512f avx512vl avx512_bf16 avx512cd fma"
+    profile = profile_from_dict({**MEASURED, "provenance": {
+        **MEASURED["provenance"], "cpu": "AMD EPYC (2 logical CPUs visible)", "cpu_flags": wide}})
+    reason = anchors.not_this_machine(profile)
+    assert reason == ("measured on another SIMD set of AMD EPYC (2 logical CPUs visible): it had "
+                      "avx512_bf16, avx512bw, avx512cd, avx512f and 1 more, which this machine "
+                      "lacks")
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "1")
+    monkeypatch.setattr(anchors, "check_drift", lambda *a, **k: pytest.fail("checked"))
+    assert anchors.checked(profile) is profile  # unchanged: that machine's prices
+    narrow = profile_from_dict({**MEASURED, "provenance": {
+        **MEASURED["provenance"], "cpu": "AMD EPYC", "cpu_flags": "avx avx2"}})
+    assert anchors.not_this_machine(narrow).endswith("this machine adds fma")
+    same = profile_from_dict({**MEASURED, "provenance": {
+        **MEASURED["provenance"], "cpu": "AMD EPYC", "cpu_flags": "fma avx2 avx"}})
+    assert anchors.not_this_machine(same) is None
+    older = profile_from_dict({**MEASURED, "provenance": {  # recorded no flags: the name decides
+        **MEASURED["provenance"], "cpu": "AMD EPYC"}})
+    assert anchors.not_this_machine(older) is None
+
+
 def test_a_profile_without_threads_or_cpu_is_described_not_crashed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from budgetsearch.commands.devices import _device_summary

@@ -215,10 +215,11 @@ def test_a_profile_of_another_cpu_says_why_it_is_not_checked(
     line = next(x for x in capsys.readouterr().out.splitlines()
                 if x.startswith("cpu-2core-x86 "))
     assert "not checked here: measured on" in line and "A CPU No Profile Was Measured On" in line
+    assert "(to measure this one: 'budgetsearch profile --name NAME')" in line  # none is here
     assert main(["devices", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert "A CPU No Profile" in rows["cpu-2core-x86"]["unchecked_reason"]
     assert rows["jetson-nano"]["unchecked_reason"] is None
     assert main(["cost", "--model", "wrn-10-1", "--device", "cpu-2core-x86"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "is not checked here" in err[0]
+    assert len(err) == 1 and "is not checked here" in err[0] and "to measure this one" in err[0]

@@ -91,6 +91,10 @@ def test_beyond_the_tolerance_the_check_takes_the_refit_factors(state: Path) -> 
     assert fixed.op_latency("conv").ms_per_gflop == pytest.approx(10.0 * 1.4)
     assert len(lines) == 1 and "fitted on 36 networks timed now" in lines[0]
     assert last_check("toy")["refit"]["overhead_scale"] == 2.3  # what later processes reuse
+    from budgetsearch.commands.devices import _device_summary
+
+    shown = _device_summary(profile, last_check("toy"))["last_check"]
+    assert shown["refit"]["networks"] == 36 and shown["work_scale"] == pytest.approx(1.4)
     # within the tolerance the anchors' one factor stands: no re-fit
     calls.clear()
     check_drift(profile, announce=pytest.fail, refit=refit, save=False,
