@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "cost"))
 from test_dispatch import _onednn_implementations  # noqa: E402
 
 from budgetsearch.cost.dispatch import onednn_depthwise_on_gemm  # noqa: E402
+from budgetsearch.profiling.fit import simd_channel_block  # noqa: E402
 from budgetsearch.profiling.timing import make_runner, time_runners  # noqa: E402
 
 CONVS = [(1152, 3, 1, 1), (1152, 5, 1, 1), (672, 7, 1, 1), (672, 7, 1, 2), (480, 5, 2, 2),
@@ -50,7 +51,8 @@ def main() -> None:
     for (c, k, s, size), case, kernel, ms in zip(CONVS, cases, kernels, times, strict=True):
         rule = onednn_depthwise_on_gemm(input_hw=case["input"], kernel=case["kernel"],
                                         stride=case["stride"], padding=case["padding"],
-                                        dilation=case["dilation"])
+                                        dilation=case["dilation"],
+                                        lanes=simd_channel_block())
         micros = 1e3 * float(ms)
         print(f"{c:8d} {k}x{k}    {s:6d} {size:2d}x{size:<2d} {micros:6.1f}  "
               f"{kernel:22s} {'GEMMs' if rule else 'depthwise kernel'}")

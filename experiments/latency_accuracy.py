@@ -4,8 +4,9 @@ One command (the lead re-runs it on a quieter machine)::
 
     PYTHONPATH=. python experiments/latency_accuracy.py
 
-For each shipped CPU profile (``cpu-2core-x86``: PyTorch eager, ``cpu-2core-x86-ort``:
-onnxruntime), as shipped plus its automatic drift check (forced fresh here):
+For each shipped CPU profile of this machine's kind (``cpu-2core-x86`` and ``-ort`` on
+AVX-512, ``cpu-2core-x86-avx2`` and ``-avx2-ort`` on AVX2; PyTorch eager and onnxruntime), as
+shipped plus its automatic drift check (forced fresh here):
 
 1. times ≥ 30 torchvision networks from families not in the fit set (ResNet, MobileNet v2/v3,
    ShuffleNet v2, SqueezeNet, MnasNet, EfficientNet, RegNet, GoogLeNet, DenseNet) at 1×28×28,
@@ -301,13 +302,28 @@ def shares(errors: np.ndarray) -> dict[str, float]:
             "median_pct": round(float(np.median(errors)), 1)}
 
 
+def shipped_profiles_of_this_machine() -> list[str]:
+    """The shipped CPU profiles (``cpu-2core-x86*``) that stand for this machine, eager first;
+    the AVX-512 pair when none does (their predictions then go unchecked)."""
+    from budgetsearch.cost import profile_names
+    from budgetsearch.profiling.anchors import not_this_machine
+
+    here = [n for n in profile_names() if n.startswith("cpu-2core-x86")
+            and not_this_machine(load_profile(n, check=False)) is None]
+    return sorted(here, key=lambda n: n.endswith("-ort")) or ["cpu-2core-x86",
+                                                              "cpu-2core-x86-ort"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profiles", nargs="+", default=["cpu-2core-x86", "cpu-2core-x86-ort"])
+    parser.add_argument("--profiles", nargs="+", default=None,
+                        help="default: the shipped CPU profiles measured on this machine's "
+                             "CPU kind (model and SIMD flags), eager and onnxruntime")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--quick", action="store_true", help="6 families only (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    args.profiles = args.profiles or shipped_profiles_of_this_machine()
     os.environ["BUDGETSEARCH_DRIFT_MAX_AGE_S"] = "0"  # a fresh automatic check, not a stored one
     meter = LoadMeter()
     started = datetime.datetime.now()

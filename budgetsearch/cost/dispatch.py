@@ -45,9 +45,12 @@ from collections.abc import Sequence
 
 #: PyTorch's own line: a dense conv whose input holds more elements goes to oneDNN.
 ONEDNN_MIN_INPUT_ELEMENTS = 20480
-#: oneDNN's depthwise kernel takes at most this many columns of left padding (7 and more:
-#: per-channel GEMMs, whatever the kernel, stride or input width)
+#: oneDNN's depthwise kernel takes at most this many columns of left padding (more: per-channel
+#: GEMMs, whatever the kernel, stride or input width), by the CPU's fp32 vector lanes: 6 with
+#: AVX-512 (16 lanes), 4 with AVX2 (8; read on 2026-12-03 from oneDNN's verbose log over
+#: kernels 3-9 wide, paddings 0-8, strides 1-3, inputs 12-40 wide: 5 and more ran as GEMMs)
 DEPTHWISE_MAX_LEFT_PADDING = 6
+DEPTHWISE_MAX_LEFT_PADDING_BY_LANES = {16: 6, 8: 4}
 #: Dispatch rules a profile can name (``latency_model.conv_dispatch``).
 CONV_DISPATCH_RULES = ("pytorch",)
 
@@ -93,25 +96,28 @@ def onednn_by_size(*, kernel: Sequence[int], stride: Sequence[int], dilation: Se
 def onednn_depthwise_on_gemm(*, input_hw: Sequence[int], kernel: Sequence[int],
                              stride: Sequence[int], padding: Sequence[int],
                              dilation: Sequence[int], multiplier: int = 1,
-                             transposed: bool = False) -> bool:
+                             transposed: bool = False, lanes: int = 16) -> bool:
     """True when oneDNN runs a depthwise conv (groups = input channels, ``multiplier`` output
     channels per group) as per-channel GEMMs instead of its depthwise kernel.
 
     Its depthwise kernel takes only ``multiplier`` 1, and refuses a geometry where, along
     either axis, the (dilated) kernel lies wholly in the padding at the start or the end, or
     where the output is narrower than the left padding, or that padding is over
-    :data:`DEPTHWISE_MAX_LEFT_PADDING` columns. Read from oneDNN's verbose log
-    (``torch.backends.mkldnn.verbose``) on AVX-512 machines, over random 1–12 × 1–12 inputs,
-    kernels 1–9, strides 1–3, dilations 1–2 and paddings up to half the kernel plus one, at
-    1 and 2 threads, and wide inputs with paddings to 9 (tests/cost/test_dispatch.py re-checks
-    it on 240 fresh draws; an AVX2 oneDNN may draw other lines). 1-D convs are viewed as 2-D
-    with height 1; 3-D and transposed ones are left to their kind (False).
+    :data:`DEPTHWISE_MAX_LEFT_PADDING_BY_LANES` columns for the CPU's vector width. Read from
+    oneDNN's verbose log (``torch.backends.mkldnn.verbose``) on AVX-512 machines, over random
+    1–12 × 1–12 inputs, kernels 1–9, strides 1–3, dilations 1–2 and paddings up to half the
+    kernel plus one, at 1 and 2 threads, and wide inputs with paddings to 9; on an AVX2 machine
+    only the padding limit moved (tests/cost/test_dispatch.py re-checks it on 240 fresh draws
+    with this machine's lanes). 1-D convs are viewed as 2-D with height 1; 3-D and transposed
+    ones are left to their kind (False).
 
     Args:
         input_hw: the input's spatial sizes (1 or 2 of them).
         kernel, stride, padding, dilation: the conv's, one per spatial size; padding is the
             leading (left / top) padding.
         multiplier: output channels per input channel.
+        lanes: fp32 lanes of the CPU's widest vector unit (16: AVX-512, 8: AVX2; others take
+            AVX2's limit, the narrower one measured).
     """
     if transposed or not kernel or len(kernel) > 2:
         return False
@@ -125,7 +131,8 @@ def onednn_depthwise_on_gemm(*, input_hw: Sequence[int], kernel: Sequence[int],
         end_padding = (out - 1) * stride[axis] + extent - (sizes[axis] + padding[axis])
         if extent <= padding[axis] or extent <= end_padding:
             return True  # the kernel outside the input at one end
-        if axis == 1 and (out < padding[axis] or padding[axis] > DEPTHWISE_MAX_LEFT_PADDING):
+        max_left = DEPTHWISE_MAX_LEFT_PADDING_BY_LANES.get(lanes, 4)
+        if axis == 1 and (out < padding[axis] or padding[axis] > max_left):
             return True  # fewer outputs than the left padding's columns, or too many of them
     return False
 
@@ -139,6 +146,7 @@ def counted_input_elements(input_shape: Sequence[int]) -> int:
     return counted
 
 
-__all__ = ["CONV_DISPATCH_RULES", "DEPTHWISE_MAX_LEFT_PADDING", "ONEDNN_MIN_INPUT_ELEMENTS",
+__all__ = ["CONV_DISPATCH_RULES", "DEPTHWISE_MAX_LEFT_PADDING",
+           "DEPTHWISE_MAX_LEFT_PADDING_BY_LANES", "ONEDNN_MIN_INPUT_ELEMENTS",
            "counted_input_elements", "onednn_always", "onednn_by_size",
            "onednn_depthwise_on_gemm"]

@@ -825,8 +825,9 @@ class LayerInventory:
     def _depthwise_on_gemm(self, profile: DeviceProfile) -> list[bool]:
         """Per layer: a depthwise conv PyTorch eager's oneDNN runs as per-channel GEMMs
         (:func:`~budgetsearch.cost.dispatch.onednn_depthwise_on_gemm`; all False unless the
-        profile's ``conv_dispatch`` is ``pytorch``). Its geometry alone decides, so pruning
-        never switches it."""
+        profile's ``conv_dispatch`` is ``pytorch``). Its geometry and the profile's vector
+        width (``channel_block``: the lanes its CPU computes in) decide, so pruning never
+        switches it."""
         if profile.conv_dispatch != "pytorch":
             return [False] * len(self.layers)
         return [r.kind == "dwconv" and r.out_channels > 0 and bool(r.padding)
@@ -837,7 +838,7 @@ class LayerInventory:
                     kernel=r.kernel_size, stride=r.stride, padding=r.padding,
                     dilation=r.dilation or (1,) * len(r.kernel_size),
                     multiplier=r.out_channels // max(1, r.in_channels),
-                    transposed=r.transposed)
+                    transposed=r.transposed, lanes=profile.channel_block)
                 for r in self.layers]
 
     def _latency_numpy(

@@ -71,8 +71,8 @@ HISTORY_CHECKS = 6  # snapshots (this one included) whose quietest rescales
 HISTORY_MAX_AGE_S = 3 * 3600.0
 STEP_FACTOR = 1.5  # a snapshot beyond x1.5 or /1.5 of the history's median starts a new one
 # Anchors this far apart (the largest |ratio / median − 1|) drifted unevenly: the check re-fits on
-# networks even within the tolerance. The twelve checks of 2026-12-02 spread 7-16 %; the uneven
-# drift of 2026-12-03 (overhead x2.3, the rest x1.4) spread 27 %.
+# networks even within the tolerance. The twelve checks of 2026-12-02 spread 7-16 %; on
+# 2026-12-03 a machine of the same name without AVX-512 (overhead x2.3, the rest x1.4) 27 %.
 SPREAD_REFIT_PCT = 20.0
 _FACTOR_KEYS = ("scale", "overhead_scale", "work_scale")
 _CHECKED: dict[str, DeviceProfile] = {}  # once per process: profile key → checked profile

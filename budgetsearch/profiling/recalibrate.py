@@ -1,18 +1,23 @@
 """Re-fitting a drifted profile's two drift factors on networks timed today (≈ 5-20 s).
 
 The drift check's anchors (nine networks, one second) say *that* a profile no longer holds; on
-an uneven drift they cannot say by how much each kind of work moved. On 2026-12-03 this
-machine ran the cpu-2core-x86 anchors x1.58-x2.37 of their recorded times: per-call overhead
-had slowed about x2.3, FLOPs and bytes about x1.4 (``experiments/drift_groups.py``). One factor
-(x1.86) left ResNets 25-38 % over-predicted and overhead-bound networks 10-16 % under; two
-factors fitted to the nine anchors missed just as far (their overhead shares are too alike).
-So beyond the check's tolerance it times a fixed draw of the fit-set generator's networks
-(:data:`NETWORKS`, every family, every input size; none of them in any profiling run's draw)
-and fits, by least squares on relative error, the two factors that bring the profile's
-predictions to today's times: one for per-call overhead (each op's β and the network overhead),
-one for the per-FLOP and per-byte terms. It is the issue's "re-profile in ~20-30 s" at the
-scale the drift needs: the profile's shape (which op costs what) is kept, its two speeds are
-measured again.
+an uneven drift they cannot say by how much each kind of work moved. Per-call overhead and
+arithmetic do drift apart on a shared VM (2026-12-02: dispatch-bound anchors ran 0.6-0.7× their
+recorded time while compute-bound ones ran 0.95-1.0× within one minute). The widest such split
+measured was a machine of the same name without AVX-512 (2026-12-03; now refused as another
+machine, ``anchors.not_this_machine``): its anchors ran x1.58-x2.37, per-call overhead about
+x2.3, FLOPs and bytes about x1.4 (``experiments/drift_groups.py``). One factor (x1.86) left
+ResNets 25-38 % over-predicted and overhead-bound networks 10-16 % under; two factors fitted to
+the nine anchors missed as far (their overhead shares are too alike); two fitted to 36 networks
+timed now left 77-85 % of 48 foreign networks within ±10 %, against 62-67 %.
+
+So beyond the check's tolerance, or with anchors far apart, it times a fixed draw of the fit-set
+generator's networks (:data:`NETWORKS`, every family, every input size; none of them in any
+profiling run's draw) and fits, by least squares on relative error, the two factors that bring
+the profile's predictions to today's times: one for per-call overhead (each op's β and the
+network overhead), one for the per-FLOP and per-byte terms. It is the issue's "re-profile in
+~20-30 s" at the scale a drift needs: the profile's shape (which op costs what) is kept, its two
+speeds are measured again.
 """
 
 from __future__ import annotations

@@ -241,7 +241,9 @@ def _depthwise_cases(count: int, seed: int) -> list[dict]:
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_depthwise_rule_is_the_kernel_onednn_runs(threads: int) -> None:
     from budgetsearch.cost.dispatch import onednn_depthwise_on_gemm
+    from budgetsearch.profiling.fit import simd_channel_block
 
+    lanes = simd_channel_block()  # this machine's: AVX-512 and AVX2 oneDNN draw other lines
     cases = _depthwise_cases(120, seed=threads)
     implementations = _onednn_implementations(cases, threads)
     assert len(implementations) == len(cases)
@@ -251,9 +253,23 @@ def test_the_depthwise_rule_is_the_kernel_onednn_runs(threads: int) -> None:
     for case, implementation in zip(cases, implementations, strict=True):
         rule = onednn_depthwise_on_gemm(
             input_hw=case["input"], kernel=case["kernel"], stride=case["stride"],
-            padding=case["padding"], dilation=case["dilation"], multiplier=case["multiplier"])
-        assert rule == ("gemm" in implementation), (case, implementation)
+            padding=case["padding"], dilation=case["dilation"], multiplier=case["multiplier"],
+            lanes=lanes)
+        assert rule == ("gemm" in implementation), (case, implementation, lanes)
     assert sum("gemm" in i for i in implementations) >= 20  # both sides of the rule were tried
+
+
+@pytest.mark.parametrize(("lanes", "widest"), [(16, 6), (8, 4), (4, 4)])
+def test_the_depthwise_kernels_left_padding_limit_follows_the_vector_width(
+        lanes: int, widest: int) -> None:
+    """A 9-wide depthwise kernel on a 40-wide input: oneDNN's kernel up to 6 columns of left
+    padding with AVX-512, 4 with AVX2 (read from its verbose log on 2026-12-03)."""
+    from budgetsearch.cost.dispatch import onednn_depthwise_on_gemm
+
+    on_gemm = [onednn_depthwise_on_gemm(input_hw=[8, 40], kernel=[3, 9], stride=[1, 1],
+                                        padding=[1, p], dilation=[1, 1], lanes=lanes)
+               for p in range(9)]
+    assert on_gemm == [p > widest for p in range(9)]
 
 
 def _gemm_dw_profile():  # noqa: ANN202
