@@ -330,12 +330,15 @@ def recalibration(
     }
 
 
-def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]]) -> dict[str, Any]:
+def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]], *,
+             measured_now: bool = False) -> dict[str, Any]:
     """``result`` (a snapshot's :func:`recalibration`) with its factors replaced by those of the
     quietest snapshot (lowest ``scale``) of ``history`` (earlier snapshots, oldest first) and
     itself, and ``history`` set to the snapshots it chose among (this one last). A snapshot
     beyond :data:`STEP_FACTOR` of the history's median scale is a new speed: it stands alone and
-    starts a new history."""
+    starts a new history. ``measured_now`` (its factors were re-fitted on networks timed now)
+    keeps its own factors: on 2026-12-03 08:29 a floor of x0.939 from six minutes before
+    replaced a re-fit of x1.20 / x1.09 where the networks needed x1.115."""
     entry = {k: float(result[k]) for k in _FACTOR_KEYS}
     kept = _valid_history(history)
     typical = _typical_scale(kept)
@@ -343,7 +346,7 @@ def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]]) -> dic
         kept = []
     earlier = max(0, HISTORY_CHECKS - 1)
     kept = [*(kept[-earlier:] if earlier else []), entry]
-    quietest = min(kept, key=lambda h: float(h["scale"]))
+    quietest = entry if measured_now else min(kept, key=lambda h: float(h["scale"]))
     out = dict(result)
     for key in _FACTOR_KEYS:
         out[key] = round(float(quietest[key]), 4)
@@ -514,7 +517,8 @@ def check_drift(
     seconds = time.perf_counter() - started
     now = datetime.datetime.now().isoformat(timespec="seconds")
     if save:  # a check that is remembered joins, and reads, this machine's recent snapshots
-        result = smoothed(result, history)
+        result = smoothed(result, history, measured_now=refitted is not None
+                          and "failed" not in refitted)
         result["history"][-1]["date"] = now
         result["residual_pct"] = _residuals(recorded, today, shares, result)
         drift = 100.0 * max(abs(result["overhead_scale"] - 1.0), abs(result["work_scale"] - 1.0))

@@ -110,6 +110,25 @@ def test_beyond_the_tolerance_the_check_takes_the_refit_factors(state: Path) -> 
     assert calls == ["toy"]
 
 
+def test_a_refit_is_applied_over_a_quieter_earlier_snapshot(state: Path) -> None:
+    """Networks timed now outweigh an older quiet second: the re-fit's factors apply, and join
+    the history."""
+    profile = profile_from_dict(MEASURED)
+    assert _check(profile, 0.94)["scale"] == pytest.approx(0.94)
+
+    def refit(p):  # noqa: ANN001, ANN202
+        return {"overhead_scale": 1.2, "work_scale": 1.09, "scale": 1.21, "networks": 36}
+
+    recorded = _recorded(profile)
+    fixed = check_drift(profile, announce=lambda line: None, refit=refit,
+                        measure=lambda names: {n: ms * 1.11 for n, ms in recorded.items()})
+    check = fixed.last_check
+    assert (check["overhead_scale"], check["work_scale"]) == pytest.approx((1.2, 1.09))
+    assert len(check["history"]) == 2
+    # a later anchors-only check (within the tolerance) takes the quietest again
+    assert _check(profile, 1.02)["scale"] == pytest.approx(0.94)
+
+
 def test_a_failed_refit_leaves_the_anchors_factor_and_says_why(state: Path) -> None:
     profile = profile_from_dict(MEASURED)
     recorded = _recorded(profile)
