@@ -124,7 +124,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'name':<20} {'source':<9} {'runtime':<14} {'thr':>3}  predictor error")
+    width = max([20, *(len(row["name"]) + 1 for row in rows)])
+    print(f"{'name':<{width}} {'source':<9} {'runtime':<14} {'thr':>3}  predictor error")
     for row in rows:
         error = row["predictor_error"]
         if error is None:
@@ -148,15 +149,17 @@ def _cmd_devices(args: argparse.Namespace) -> int:
                 worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),
                             default=0.0)
                 over = check.get("checks_in_history", 1)
-                typical = f"the quietest of its last {over} checks; " if over > 1 else ""
+                typical = (f"the quietest of its last {over} checks; "
+                           if over > 1 and not refit_text(check) else "")
                 text += (f"; last check {check['date']}: drift {check['drift_pct']:+.1f}% "
                          f"({typical}{state}; anchors within ±{worst:.1f}% after)")
             else:
                 text += "; never checked on this machine"
         threads = row["threads"] if row["threads"] is not None else "-"
-        print(f"{row['name']:<20} {row['source']:<9} {row['runtime']:<14} {threads!s:>3}  {text}")
+        print(f"{row['name']:<{width}} {row['source']:<9} {row['runtime']:<14} {threads!s:>3}  "
+              f"{text}")
         if row.get("published_check"):
-            print(f"{'':<50} {row['published_check']}")
+            print(f"{'':<{width + 30}} {row['published_check']}")
     return 0
 
 

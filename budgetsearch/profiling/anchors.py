@@ -544,7 +544,8 @@ def check_drift(
     if drift > tolerance_pct:
         direction = "slower" if result["scale"] > 1 else "faster"
         over = len(result.get("history") or [])
-        typical = f" (the quietest of its last {over} checks)" if over > 1 else ""
+        typical = (f" (the quietest of its last {over} checks)"
+                   if over > 1 and not refit_text(check) else "")
         message = (f"budgetsearch: this machine runs the {profile.name} anchors "
                    f"{abs(result['drift_pct']):.0f}% {direction}{typical} than when profiled "
                    f"({profile.provenance.get('date', '?')}); latency predictions rescaled "
