@@ -115,7 +115,12 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     import json
 
     from budgetsearch.cost import load_profile, profile_names
-    from budgetsearch.profiling.anchors import factors_text, last_check, refit_text
+    from budgetsearch.profiling.anchors import (
+        factors_text,
+        last_check,
+        refit_applied,
+        refit_text,
+    )
 
     rows = []
     for name in profile_names():
@@ -150,7 +155,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
                             default=0.0)
                 over = check.get("checks_in_history", 1)
                 typical = (f"the quietest of its last {over} checks; "
-                           if over > 1 and not refit_text(check) else "")
+                           if over > 1 and not refit_applied(check) else "")
                 text += (f"; last check {check['date']}: drift {check['drift_pct']:+.1f}% "
                          f"({typical}{state}; anchors within ±{worst:.1f}% after)")
             else:

@@ -50,7 +50,7 @@ ONEDNN_MIN_INPUT_ELEMENTS = 20480
 #: AVX-512 (16 lanes), 4 with AVX2 (8; read on 2026-12-03 from oneDNN's verbose log over
 #: kernels 3-9 wide, paddings 0-8, strides 1-3, inputs 12-40 wide: 5 and more ran as GEMMs)
 DEPTHWISE_MAX_LEFT_PADDING = 6
-DEPTHWISE_MAX_LEFT_PADDING_BY_LANES = {16: 6, 8: 4}
+DEPTHWISE_MAX_LEFT_PADDING_BY_LANES = {16: 6, 8: 4, 4: 4}
 #: Dispatch rules a profile can name (``latency_model.conv_dispatch``).
 CONV_DISPATCH_RULES = ("pytorch",)
 
@@ -116,8 +116,9 @@ def onednn_depthwise_on_gemm(*, input_hw: Sequence[int], kernel: Sequence[int],
         kernel, stride, padding, dilation: the conv's, one per spatial size; padding is the
             leading (left / top) padding.
         multiplier: output channels per input channel.
-        lanes: fp32 lanes of the CPU's widest vector unit (16: AVX-512, 8: AVX2; others take
-            AVX2's limit, the narrower one measured).
+        lanes: fp32 lanes of the CPU's widest vector unit (16: AVX-512, 8: AVX2; 4 takes
+            AVX2's limit, unmeasured below it; an unknown width, such as a hand-written
+            profile's ``channel_block`` of 1, AVX-512's, the rule's default).
     """
     if transposed or not kernel or len(kernel) > 2:
         return False
@@ -131,7 +132,7 @@ def onednn_depthwise_on_gemm(*, input_hw: Sequence[int], kernel: Sequence[int],
         end_padding = (out - 1) * stride[axis] + extent - (sizes[axis] + padding[axis])
         if extent <= padding[axis] or extent <= end_padding:
             return True  # the kernel outside the input at one end
-        max_left = DEPTHWISE_MAX_LEFT_PADDING_BY_LANES.get(lanes, 4)
+        max_left = DEPTHWISE_MAX_LEFT_PADDING_BY_LANES.get(lanes, DEPTHWISE_MAX_LEFT_PADDING)
         if axis == 1 and (out < padding[axis] or padding[axis] > max_left):
             return True  # fewer outputs than the left padding's columns, or too many of them
     return False

@@ -10,8 +10,10 @@ same timing run as the fit: one held-out network of each fit-set family, the one
 are re-timed (≤ 2 s, the same timer and method, :mod:`budgetsearch.profiling.timing`); the drift is
 the median ratio ``today / recorded``, and a remembered check applies the quietest of this
 machine's recent snapshots (:func:`smoothed`). Beyond the check's noise the profile is
-recalibrated: every coefficient is scaled by that ratio; beyond ±10 % one line on stderr also
-says so. The result,
+recalibrated: every coefficient is scaled by that ratio; beyond ±10 % (or with anchors more than
+20 % apart) two factors, per-call overhead and the rest, are re-fitted on 36 networks timed now
+(:mod:`budgetsearch.profiling.recalibrate`, ≈ 15-35 s) and applied instead, and one line on
+stderr says so. The result,
 with its date, goes to a small state file (``$BUDGETSEARCH_STATE_DIR`` or
 ``~/.cache/budgetsearch``) that ``budgetsearch devices`` shows; a check younger than
 ``$BUDGETSEARCH_DRIFT_MAX_AGE_S`` (default 3600 s) is reused, so that worker processes of a search
@@ -32,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -336,20 +339,26 @@ def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]], *,
     quietest snapshot (lowest ``scale``) of ``history`` (earlier snapshots, oldest first) and
     itself, and ``history`` set to the snapshots it chose among (this one last). A snapshot
     beyond :data:`STEP_FACTOR` of the history's median scale is a new speed: it stands alone and
-    starts a new history. ``measured_now`` (its factors were re-fitted on networks timed now)
-    keeps its own factors: on 2026-12-03 08:29 a floor of x0.939 from six minutes before
-    replaced a re-fit of x1.20 / x1.09 where the networks needed x1.115."""
-    entry = {k: float(result[k]) for k in _FACTOR_KEYS}
+    starts a new history. A snapshot whose factors were re-fitted on networks timed now
+    (``measured_now``; marked ``refit`` in the history) outweighs them all: the newest re-fit
+    applies until the history resets (on 2026-12-03 08:29 a floor of x0.939 from six minutes
+    before replaced a re-fit of x1.20 / x1.09 where the networks needed x1.115)."""
+    entry: dict[str, Any] = {k: float(result[k]) for k in _FACTOR_KEYS}
+    if measured_now:
+        entry["refit"] = True
     kept = _valid_history(history)
     typical = _typical_scale(kept)
     if typical is not None and _is_step(entry["scale"], typical):
         kept = []
     earlier = max(0, HISTORY_CHECKS - 1)
     kept = [*(kept[-earlier:] if earlier else []), entry]
-    quietest = entry if measured_now else min(kept, key=lambda h: float(h["scale"]))
+    refits = [h for h in kept if h.get("refit") is True]
+    # networks timed now outweigh any anchors-only second: the newest re-fit stands until the
+    # history resets; without one, the quietest snapshot
+    chosen = refits[-1] if refits else min(kept, key=lambda h: float(h["scale"]))
     out = dict(result)
     for key in _FACTOR_KEYS:
-        out[key] = round(float(quietest[key]), 4)
+        out[key] = round(float(chosen[key]), 4)
     out["drift_pct"] = round(100.0 * (out["scale"] - 1.0), 2)
     out["snapshot_scale"] = entry["scale"]
     out["history"] = kept
@@ -504,12 +513,8 @@ def check_drift(
         # the profile no longer holds (the anchors drifted beyond the tolerance, or apart):
         # a draw of networks timed now says by how much per-call overhead and the rest moved
         # (an uneven drift the anchors' one factor, or their two, miss: recalibrate.py)
-        try:
-            refitted = dict(refit(profile))
-        except (ValueError, RuntimeError, ImportError) as error:  # the anchors' factors stand
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            refitted = {"failed": first[:200]}
-        else:
+        refitted = _run_refit(refit, profile)
+        if refit_applied({"refit": refitted}):
             result = {**result, "overhead_scale": float(refitted["overhead_scale"]),
                       "work_scale": float(refitted["work_scale"])}
             drift = 100.0 * max(abs(result["overhead_scale"] - 1.0),
@@ -517,8 +522,7 @@ def check_drift(
     seconds = time.perf_counter() - started
     now = datetime.datetime.now().isoformat(timespec="seconds")
     if save:  # a check that is remembered joins, and reads, this machine's recent snapshots
-        result = smoothed(result, history, measured_now=refitted is not None
-                          and "failed" not in refitted)
+        result = smoothed(result, history, measured_now=refit_applied({"refit": refitted}))
         result["history"][-1]["date"] = now
         result["residual_pct"] = _residuals(recorded, today, shares, result)
         drift = 100.0 * max(abs(result["overhead_scale"] - 1.0), abs(result["work_scale"] - 1.0))
@@ -545,7 +549,7 @@ def check_drift(
         direction = "slower" if result["scale"] > 1 else "faster"
         over = len(result.get("history") or [])
         typical = (f" (the quietest of its last {over} checks)"
-                   if over > 1 and not refit_text(check) else "")
+                   if over > 1 and not refit_applied(check) else "")
         message = (f"budgetsearch: this machine runs the {profile.name} anchors "
                    f"{abs(result['drift_pct']):.0f}% {direction}{typical} than when profiled "
                    f"({profile.provenance.get('date', '?')}); latency predictions rescaled "
@@ -563,6 +567,44 @@ def _residuals(recorded: Mapping[str, float], today: Mapping[str, float],
     return {n: round(100.0 * (today[n] / (recorded[n] * blended_factor(
         shares.get(n), float(result["overhead_scale"]), float(result["work_scale"]))) - 1.0), 2)
         for n in result.get("residual_pct", {}) if n in today and n in recorded}
+
+
+REFIT_LOCK_S = 120.0  # a re-fit younger than this, in another process, is not run again
+
+
+def _run_refit(refit: Callable[[DeviceProfile], Mapping[str, Any]],
+               profile: DeviceProfile) -> dict[str, Any]:
+    """The re-fit's record, or ``{"failed": why}``: when it raised, returned factors that are not
+    finite positive numbers, or another process of this machine is re-fitting (a search's
+    workers must not time 36 networks each, against each other's load)."""
+    lock = state_dir() / f"refit-{profile.name}.lock"
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        if lock.exists() and time.time() - lock.stat().st_mtime < REFIT_LOCK_S:
+            return {"failed": "another process is re-fitting this profile"}
+        lock.write_text(str(os.getpid()))
+    except OSError:
+        pass  # a read-only cache: re-fit unguarded
+    try:
+        out = dict(refit(profile))
+    except Exception as error:  # noqa: BLE001 (a re-fit must never break pricing)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return {"failed": first[:200]}
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+    factors = [out.get("overhead_scale"), out.get("work_scale")]
+    if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f)
+               and 0 < f < 1e6 for f in factors):
+        return {"failed": f"the re-fit gave factors {factors}, not positive numbers"}
+    return out
+
+
+def refit_applied(check: Mapping[str, Any]) -> bool:
+    """True when a check's factors are a re-fit's on networks timed now (one that ran and
+    gave usable factors)."""
+    refitted = check.get("refit")
+    return isinstance(refitted, Mapping) and "failed" not in refitted
 
 
 def refit_text(check: Mapping[str, Any]) -> str:
@@ -637,9 +679,9 @@ def not_this_machine(profile: DeviceProfile) -> str | None:
     # A VM may hide the model ("AMD EPYC") of hosts whose SIMD sets differ: on 2026-12-03 a
     # machine of the same name without AVX-512 ran the shipped profile's anchors x1.6-x3.0,
     # per-call overhead x2.3-2.6 and the rest x1.4-1.6 (other kernels, not a drift)
-    recorded = set(str(profile.provenance.get("cpu_flags") or "").split())
+    recorded = _kernel_flags(str(profile.provenance.get("cpu_flags") or ""))
     if recorded:
-        flags = set(cpu_flags().split())
+        flags = _kernel_flags(cpu_flags())
         lacks, adds = sorted(recorded - flags), sorted(flags - recorded)
         if lacks or adds:
             parts = ([f"it had {_listed(lacks)}, which this machine lacks"] if lacks else []) + (
@@ -656,6 +698,15 @@ def not_this_machine(profile: DeviceProfile) -> str | None:
     if profile.runtime not in ("pytorch-eager", "onnxruntime"):
         return f"measured in {profile.runtime}, which budgetsearch does not time"
     return None
+
+
+def _kernel_flags(flags: str) -> set[str]:
+    """The SIMD flags that pick oneDNN's, MKL's and MLAS's kernels (the vector width and the
+    low-precision and matrix units), of a space-separated list: a host move that changes only
+    others (sse4a, avx512_bitalg, ...) is the same machine."""
+    picks = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni",
+             "avx512_fp16", "avx_vnni"}
+    return {f for f in flags.split() if f in picks or f.startswith("amx")}
 
 
 def _listed(flags: list[str], most: int = 4) -> str:

@@ -34,6 +34,7 @@ from budgetsearch.cost.profiles import DeviceProfile
 NETWORKS = 36  # four of each fit-set family, across the three input sizes
 SEED = 7_000_003  # a draw no profiling run makes (those use seed and seed + 1000)
 ROUNDS, INNER, WARMUP = 3, 5, 2
+TIMING_DEADLINE_S = 10.0  # no further round starts after this (one always runs)
 
 
 def recalibration_networks(count: int = NETWORKS) -> list[Any]:
@@ -61,6 +62,10 @@ def fit_factors(parts: np.ndarray, today_ms: np.ndarray) -> tuple[float, float]:
     cannot tell the two apart)."""
     from scipy.optimize import nnls
 
+    keep = (parts.sum(1) > 0) & np.isfinite(today_ms) & (today_ms > 0)
+    parts, today_ms = parts[keep], today_ms[keep]
+    if not len(today_ms):
+        raise ValueError("no network with a positive predicted and measured time to fit on")
     ratios = today_ms / parts.sum(1)
     (overhead, work), _ = nnls(parts / today_ms[:, None], np.ones(len(today_ms)))
     low, high = float(ratios.min()) / 2.0, float(ratios.max()) * 2.0
@@ -85,17 +90,23 @@ def refit_drift(
     started = time.perf_counter()
     networks = list(networks) if networks is not None else recalibration_networks(count)
     if measure is None:
+        from budgetsearch.profiling.anchors import _onnx_cached, _threads
         from budgetsearch.profiling.timing import make_runner, time_runners
 
-        threads = max(1, int(profile.provenance.get("threads") or 1))
+        threads = _threads(profile)
         runners = [make_runner(n.model, n.example_input, runtime=profile.runtime,
-                               threads=threads) for n in networks]
+                               threads=threads,
+                               onnx_bytes=_onnx_cached(n.label, n.model, n.example_input)
+                               if profile.runtime == "onnxruntime" else None)
+                   for n in networks]
         today = time_runners(runners, rounds=ROUNDS, inner=INNER, warmup=WARMUP,
-                             threads=threads)
+                             threads=threads, deadline_s=TIMING_DEADLINE_S)
     else:
         today = np.asarray(measure(networks), dtype=float)
     parts = overhead_parts(profile, networks)
     overhead, work = fit_factors(parts, today)
+    usable = (parts.sum(1) > 0) & (today > 0)
+    parts, today = parts[usable], today[usable]
     fitted = parts @ np.array([overhead, work])
     return {"overhead_scale": round(overhead, 4), "work_scale": round(work, 4),
             "scale": round(float(statistics.median(today / parts.sum(1))), 4),

@@ -332,17 +332,19 @@ def test_the_same_cpu_name_with_other_simd_flags_is_another_machine(
         **MEASURED["provenance"], "cpu": "AMD EPYC (2 logical CPUs visible)", "cpu_flags": wide}})
     reason = anchors.not_this_machine(profile)
     assert reason == ("measured on another SIMD set of AMD EPYC (2 logical CPUs visible): it had "
-                      "avx512_bf16, avx512bw, avx512cd, avx512f and 1 more, which this machine "
-                      "lacks")
+                      "avx512_bf16, avx512bw, avx512f, avx512vl, which this machine lacks")
     monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "1")
     monkeypatch.setattr(anchors, "check_drift", lambda *a, **k: pytest.fail("checked"))
     assert anchors.checked(profile) is profile  # unchanged: that machine's prices
     narrow = profile_from_dict({**MEASURED, "provenance": {
         **MEASURED["provenance"], "cpu": "AMD EPYC", "cpu_flags": "avx avx2"}})
-    assert anchors.not_this_machine(narrow).endswith("this machine adds fma")
+    assert anchors.not_this_machine(narrow).endswith("this machine adds fma")  # FMA kernels
     same = profile_from_dict({**MEASURED, "provenance": {
         **MEASURED["provenance"], "cpu": "AMD EPYC", "cpu_flags": "fma avx2 avx"}})
     assert anchors.not_this_machine(same) is None
+    moved = profile_from_dict({**MEASURED, "provenance": {  # flags no kernel choice reads
+        **MEASURED["provenance"], "cpu": "AMD EPYC", "cpu_flags": "avx avx2 fma sse4a"}})
+    assert anchors.not_this_machine(moved) is None
     older = profile_from_dict({**MEASURED, "provenance": {  # recorded no flags: the name decides
         **MEASURED["provenance"], "cpu": "AMD EPYC"}})
     assert anchors.not_this_machine(older) is None

@@ -125,8 +125,53 @@ def test_a_refit_is_applied_over_a_quieter_earlier_snapshot(state: Path) -> None
     check = fixed.last_check
     assert (check["overhead_scale"], check["work_scale"]) == pytest.approx((1.2, 1.09))
     assert len(check["history"]) == 2
-    # a later anchors-only check (within the tolerance) takes the quietest again
-    assert _check(profile, 1.02)["scale"] == pytest.approx(0.94)
+    # a later anchors-only check (within the tolerance) keeps the re-fit's factors: the
+    # newest re-fit stands until the history resets
+    later = _check(profile, 1.02)
+    assert (later["overhead_scale"], later["work_scale"]) == pytest.approx((1.2, 1.09))
+    assert [h.get("refit", False) for h in later["history"]] == [False, True, False]
+    assert _check(profile, 2.4)["scale"] == pytest.approx(2.4)  # a new speed: history anew
+
+
+@pytest.mark.parametrize("bad", [{"overhead_scale": 2.0}, {"overhead_scale": None,
+                                                             "work_scale": 1.0},
+                                 {"overhead_scale": 0.0, "work_scale": 1.0},
+                                 {"overhead_scale": float("nan"), "work_scale": 1.0},
+                                 {"overhead_scale": float("inf"), "work_scale": 1.0}])
+def test_a_refit_without_usable_factors_leaves_the_anchors_factor(state: Path,
+                                                                  bad: dict) -> None:
+    profile = profile_from_dict(MEASURED)
+    recorded = _recorded(profile)
+    lines: list[str] = []
+    fixed = check_drift(profile, announce=lines.append, refit=lambda p: bad,
+                        measure=lambda names: {n: ms * 2.0 for n, ms in recorded.items()})
+    assert fixed.last_check["work_scale"] == pytest.approx(2.0)
+    assert "failed" in fixed.last_check["refit"] and "by the anchors alone" in lines[0]
+    import json
+
+    json.loads((state / "drift-toy.json").read_text())  # strict JSON: no NaN written
+
+
+def test_one_refit_at_a_time_on_a_machine(state: Path) -> None:
+    """A search's worker processes must not each time 36 networks against the others' load."""
+    import time
+
+    profile = profile_from_dict(MEASURED)
+    recorded = _recorded(profile)
+    (state / "refit-toy.lock").write_text("12345")  # another process, re-fitting now
+    fixed = check_drift(profile, announce=lambda line: None, save=False,
+                        refit=lambda p: pytest.fail("ran"),
+                        measure=lambda names: {n: ms * 2.0 for n, ms in recorded.items()})
+    assert "another process" in fixed.last_check["refit"]["failed"]
+    old = time.time() - 600  # a lock its process left behind long ago is stale
+    import os
+
+    os.utime(state / "refit-toy.lock", (old, old))
+    fixed = check_drift(profile, announce=lambda line: None, save=False,
+                        refit=lambda p: {"overhead_scale": 2.2, "work_scale": 1.9},
+                        measure=lambda names: {n: ms * 2.0 for n, ms in recorded.items()})
+    assert fixed.last_check["work_scale"] == pytest.approx(1.9)
+    assert not (state / "refit-toy.lock").exists()
 
 
 def test_a_failed_refit_leaves_the_anchors_factor_and_says_why(state: Path) -> None:
@@ -154,5 +199,11 @@ def test_fake_anchor_times_do_not_start_a_real_refit(state: Path,
     assert _check(profile_from_dict(MEASURED), 2.0)["scale"] == pytest.approx(2.0)
     monkeypatch.setenv("BUDGETSEARCH_DRIFT_REFIT", "0")
     assert not anchors.refit_enabled()
+    # with the anchors timed here (measure_anchors faked below the check) and the switch off,
+    # a drift of x2 rescales by the anchors alone
+    monkeypatch.setattr(anchors, "measure_anchors", lambda names, **k: {
+        n: ms * 2.0 for n, ms in _recorded(profile_from_dict(MEASURED)).items()})
+    off = check_drift(profile_from_dict(MEASURED), announce=lambda line: None, save=False)
+    assert off.last_check["scale"] == pytest.approx(2.0) and "refit" not in off.last_check
     monkeypatch.setenv("BUDGETSEARCH_DRIFT_REFIT", "yes")
     assert anchors.refit_enabled()

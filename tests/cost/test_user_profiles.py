@@ -18,7 +18,7 @@ from budgetsearch.cost.profiles import (
     user_profile_dir,
 )
 
-SHIPPED = ["cpu-2core-x86", "cpu-2core-x86-ort",
+SHIPPED = ["cpu-2core-x86", "cpu-2core-x86-avx2", "cpu-2core-x86-avx2-ort", "cpu-2core-x86-ort",
            "jetson-nano", "jetson-orin-nano", "jetson-xavier-nx"]
 
 

@@ -347,6 +347,16 @@ def test_a_compact_mixed_network_is_priced_with_its_gathers(tmp_path: Path) -> N
     assert PrunedConfig.from_dict(config.as_dict()) == config
 
 
+def _as_the_profiles_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this machine the shipped cpu-2core-x86 profiles' CPU kind (model and SIMD flags):
+    'measured here' runs only on a profile of this machine, and CI's machines vary."""
+    from budgetsearch.profiling import anchors
+
+    provenance = load_profile("cpu-2core-x86", check=False).provenance
+    monkeypatch.setattr(anchors, "cpu_name", lambda: str(provenance["cpu"]).split(" (")[0])
+    monkeypatch.setattr(anchors, "cpu_flags", lambda: str(provenance["cpu_flags"]))
+
+
 @pytest.mark.parametrize(("device", "runtime"), [("cpu-2core-x86-ort", "onnxruntime"),
                                                  ("my-box", "pytorch-eager")])
 def test_measured_here_runs_in_the_profiles_runtime(
@@ -369,6 +379,7 @@ def test_measured_here_runs_in_the_profiles_runtime(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(timing, "make_runner", spy)
+    _as_the_profiles_machine(monkeypatch)
     monkeypatch.chdir(tmp_path)
     main(["run", "--device", device, "--target-params", "50%", "--model", "wrn-10-1",
           "--dataset", "synthetic", "--train-subset", "32", "--batch-size", "16",
@@ -391,6 +402,7 @@ def test_a_measurement_that_fails_is_a_note_not_a_crash(
                            "supported\nTorch IR graph at exception: ...")
 
     monkeypatch.setattr(timing, "make_runner", refuse)
+    _as_the_profiles_machine(monkeypatch)
     monkeypatch.chdir(tmp_path)
     code = main(["run", "--device", "cpu-2core-x86-ort", "--target-params", "50%", "--model",
                  "wrn-10-1", "--dataset", "synthetic", "--train-subset", "32", "--batch-size",
