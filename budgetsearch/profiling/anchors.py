@@ -411,17 +411,11 @@ def _two_factors(shares: list[float], ratios: list[float]) -> tuple[float, float
     Falls back to the median ratio for both when the fit puts either factor outside
     [ratio min / 2, ratio max × 2] (too few or too alike anchors to tell the two apart).
     """
-    from scipy.optimize import nnls
+    from budgetsearch.profiling.recalibrate import fit_factors
 
-    s = np.asarray(shares)
-    r = np.asarray(ratios)
-    design = np.column_stack([s, 1.0 - s]) / r[:, None]
-    (overhead, work), _ = nnls(design, np.ones(len(r)))
-    low, high = float(r.min()) / 2.0, float(r.max()) * 2.0
-    if not (low <= overhead <= high and low <= work <= high):
-        median = float(np.median(r))
-        return median, median
-    return float(overhead), float(work)
+    s = np.asarray(shares, dtype=float)
+    # an anchor's recorded time split by its overhead share, its ratio today as its "time"
+    return fit_factors(np.column_stack([s, 1.0 - s]), np.asarray(ratios, dtype=float))
 
 
 def check_drift(
