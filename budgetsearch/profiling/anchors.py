@@ -498,9 +498,11 @@ def check_drift(
             other[1]["scale"], typical)
         today, result, drift = other if lone_step else quieter
     if refit is None and measure is None and refit_enabled():
+        from functools import partial
+
         from budgetsearch.profiling.recalibrate import refit_drift
 
-        refit = refit_drift
+        refit = partial(refit_drift, onnx_export=_onnx_cached)
     refitted = None
     spread = 100.0 * max(abs(r / result["scale"] - 1.0) for r in result["ratios"].values())
     if (drift > tolerance_pct or spread > SPREAD_REFIT_PCT) and refit is not None:

@@ -79,25 +79,30 @@ def refit_drift(
     profile: DeviceProfile, *, count: int = NETWORKS,
     measure: Callable[[Sequence[Any]], np.ndarray] | None = None,
     networks: Sequence[Any] | None = None,
+    onnx_export: Callable[[str, Any, Any], bytes] | None = None,
 ) -> dict[str, Any]:
     """Time :func:`recalibration_networks` by the profile's timer and fit its two drift factors.
 
     Returns ``overhead_scale``, ``work_scale``, ``scale`` (the median ratio today / predicted,
     one factor's answer), ``networks`` (how many), ``seconds`` and ``residual_pct`` (the
     median |error| left on them). ``measure`` (built networks → ms today) replaces the timing
-    (tests; the benchmark's simulations reuse one timing), ``networks`` the build.
+    (tests; the benchmark's simulations reuse one timing), ``networks`` the build;
+    ``onnx_export`` (label, model, input → ONNX bytes) caches an onnxruntime profile's exports
+    (the drift check passes its anchors' cache).
     """
     started = time.perf_counter()
     networks = list(networks) if networks is not None else recalibration_networks(count)
     if measure is None:
-        from budgetsearch.profiling.anchors import _onnx_cached, _threads
         from budgetsearch.profiling.timing import make_runner, time_runners
 
-        threads = _threads(profile)
+        try:
+            threads = max(1, int(profile.provenance.get("threads") or 1))
+        except (TypeError, ValueError):
+            threads = 1
+        export = onnx_export if profile.runtime == "onnxruntime" else None
         runners = [make_runner(n.model, n.example_input, runtime=profile.runtime,
-                               threads=threads,
-                               onnx_bytes=_onnx_cached(n.label, n.model, n.example_input)
-                               if profile.runtime == "onnxruntime" else None)
+                               threads=threads, onnx_bytes=export(
+                                   n.label, n.model, n.example_input) if export else None)
                    for n in networks]
         today = time_runners(runners, rounds=ROUNDS, inner=INNER, warmup=WARMUP,
                              threads=threads, deadline_s=TIMING_DEADLINE_S)
