@@ -233,7 +233,9 @@ def _cmd_cost(args: argparse.Namespace) -> int:
         note = (f"; predictor: {error.within_10pct:.0%} of {error.networks} held-out networks "
                 f"within ±10%" if error else "; not measured: a datasheet roofline estimate")
         if profile.last_check and profile.last_check.get("recalibrated"):
-            note += f" (rescaled x{profile.last_check['scale']:.3f} by today's drift check)"
+            from budgetsearch.profiling.anchors import factors_text
+
+            note += f" (rescaled {factors_text(profile.last_check)} by today's drift check)"
         extra = sum(inventory.extra_latency_ms(profile).values())
         if extra:
             note += (f"; of which {extra:.3f} ms in {len(inventory.extra_ops)} ops fvcore does "
