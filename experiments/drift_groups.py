@@ -138,7 +138,7 @@ def main() -> None:
         return
     from budgetsearch.profiling import recalibrate
     from budgetsearch.profiling.anchors import measure_anchors
-    from experiments.latency_accuracy import build_runners, measure, measure_refit
+    from experiments.latency_accuracy import build_runners, measure
 
     runners = build_runners(nets, profile)
     draws = {count: recalibrate.recalibration_networks(count)
@@ -149,7 +149,7 @@ def main() -> None:
                                  threads=int(profile.provenance.get("threads", 1)),
                                  rounds=int(profile.anchors.get("rounds", 8)),
                                  inner=int(profile.anchors.get("inner", 5)))
-    draw_ms = {count: measure_refit(draw, profile) for count, draw in draws.items()}
+    draw_ms = {count: recalibrate.time_draw(profile, draw) for count, draw in draws.items()}
     measured = measure(runners, profile, rounds=5)
     print(f"timed in {(datetime.datetime.now() - started).total_seconds():.0f} s: "
           f"{len(nets)} foreign networks (5 rounds), draws of {list(draws)} (the re-fit's "

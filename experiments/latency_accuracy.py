@@ -56,7 +56,7 @@ from torch import nn
 
 from budgetsearch.cost import DeviceProfile, layer_inventory, load_profile
 from budgetsearch.profiling.anchors import check_drift, factors_text, measure_anchors, refit_text
-from budgetsearch.profiling.recalibrate import recalibration_networks, refit_drift
+from budgetsearch.profiling.recalibrate import recalibration_networks, refit_drift, time_draw
 from budgetsearch.profiling.timing import export_onnx, make_runner, time_runners
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -276,18 +276,6 @@ def measure_alone(runners: list[Any], profile: DeviceProfile, rounds: int) -> np
                      for run in runners])
 
 
-def measure_refit(networks: list[Any], profile: DeviceProfile) -> np.ndarray:
-    """The drift re-fit's networks timed as :func:`~budgetsearch.profiling.recalibrate.
-    refit_drift` times them (once, for every simulated day)."""
-    from budgetsearch.profiling import recalibrate
-
-    threads = int(profile.provenance.get("threads", 1))
-    runners = [make_runner(n.model, n.example_input, runtime=profile.runtime, threads=threads)
-               for n in networks]
-    return time_runners(runners, rounds=recalibrate.ROUNDS, inner=recalibrate.INNER,
-                        warmup=recalibrate.WARMUP, threads=threads)
-
-
 def predict(networks: list[dict[str, Any]], profile: DeviceProfile) -> np.ndarray:
     return np.array([n["inventory"].predict_latency_ms(profile, kept_channels=n["kept"],
                                                        index_ops=n.get("index_ops", ()))
@@ -448,7 +436,7 @@ def main() -> None:
         # the passes, and fitted against each simulated day's profile
         refit_nets = recalibration_networks()
         simulated_refit = partial(refit_drift, networks=refit_nets, measure=partial(
-            lambda nets, times: times, times=measure_refit(refit_nets, shipped)))
+            lambda nets, times: times, times=time_draw(shipped, refit_nets)))
         for factor, label in ((2.0, "machine 2x faster"), (0.5, "machine 2x slower")):
             # the profile as if recorded on a day `factor` x slower than today
             day = shipped.scaled(factor)

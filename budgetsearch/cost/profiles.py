@@ -434,6 +434,15 @@ class DeviceProfile:
         return replace(self, predictor_error=error)
 
     @property
+    def threads(self) -> int:
+        """The thread count the profile was timed with (1 when it records none, or none that
+        is a count)."""
+        try:
+            return max(1, int(self.provenance.get("threads") or 1))
+        except (TypeError, ValueError):
+            return 1
+
+    @property
     def runtime(self) -> str:
         """What runs the network: ``pytorch-eager``, ``onnxruntime`` or the datasheet's stack."""
         return str(self.provenance.get("runtime", "pytorch-eager" if self.source == "measured"

@@ -457,7 +457,7 @@ def check_drift(
     if not profile.anchors or not profile.anchors.get("networks"):
         raise ValueError(f"profile {profile.name!r} has no anchors to check against")
     recorded = {a["name"]: float(a["recorded_ms"]) for a in profile.anchors["networks"]}
-    threads = _threads(profile)
+    threads = profile.threads
     shares = {a["name"]: a["overhead_share"] for a in profile.anchors["networks"]
               if "overhead_share" in a}
     # the minimum over as many rounds as the recorded times took: a minimum over more rounds
@@ -476,8 +476,7 @@ def check_drift(
             today = dict(measure(list(recorded)))
         result = recalibration(recorded, today, shares,
                                factors=int(profile.anchors.get("factors", 1)))
-        drift = 100.0 * max(abs(result["overhead_scale"] - 1.0),
-                            abs(result["work_scale"] - 1.0))
+        drift = _drift_pct(result)
         return today, result, drift
 
     history = _recent_history(profile) if save else []
@@ -513,15 +512,14 @@ def check_drift(
         if refit_applied({"refit": refitted}):
             result = {**result, "overhead_scale": float(refitted["overhead_scale"]),
                       "work_scale": float(refitted["work_scale"])}
-            drift = 100.0 * max(abs(result["overhead_scale"] - 1.0),
-                                abs(result["work_scale"] - 1.0))
+            drift = _drift_pct(result)
     seconds = time.perf_counter() - started
     now = datetime.datetime.now().isoformat(timespec="seconds")
     if save:  # a check that is remembered joins, and reads, this machine's recent snapshots
         result = smoothed(result, history, measured_now=refit_applied({"refit": refitted}))
         result["history"][-1]["date"] = now
         result["residual_pct"] = _residuals(recorded, today, shares, result)
-        drift = 100.0 * max(abs(result["overhead_scale"] - 1.0), abs(result["work_scale"] - 1.0))
+        drift = _drift_pct(result)
     recalibrated = drift > min(RESCALE_ABOVE_PCT, tolerance_pct)
     check = {
         "profile": profile.name,
@@ -555,6 +553,12 @@ def check_drift(
                    f"--force')")
         (announce or (lambda line: print(line, file=sys.stderr)))(message)
     return replace(checked_profile, last_check=check)
+
+
+def _drift_pct(result: Mapping[str, Any]) -> float:
+    """How far a check's factors are from 1, in %: the larger of the two."""
+    return 100.0 * max(abs(float(result["overhead_scale"]) - 1.0),
+                       abs(float(result["work_scale"]) - 1.0))
 
 
 def _residuals(recorded: Mapping[str, float], today: Mapping[str, float],
@@ -683,7 +687,7 @@ def not_this_machine(profile: DeviceProfile) -> str | None:
             parts = ([f"it had {_listed(lacks)}, which this machine lacks"] if lacks else []) + (
                 [f"this machine adds {_listed(adds)}"] if adds else [])
             return f"measured on another SIMD set of {cpu}: {'; '.join(parts)}"
-    threads = _threads(profile)
+    threads = profile.threads
     if threads > (os.cpu_count() or 1):
         return f"measured on {threads} threads; this machine has {os.cpu_count() or 1}"
     if profile.runtime == "onnxruntime":
@@ -709,14 +713,6 @@ def _listed(flags: list[str], most: int = 4) -> str:
     """A few flags by name, and how many more."""
     shown = ", ".join(flags[:most])
     return shown + (f" and {len(flags) - most} more" if len(flags) > most else "")
-
-
-def _threads(profile: DeviceProfile) -> int:
-    """The profile's thread count (1 when it records none, or none that is a count)."""
-    try:
-        return max(1, int(profile.provenance.get("threads") or 1))
-    except (TypeError, ValueError):
-        return 1
 
 
 def is_this_machine(profile: DeviceProfile) -> bool:

@@ -56,14 +56,19 @@ def overhead_parts(profile: DeviceProfile, networks: Sequence[Any]) -> np.ndarra
     return np.array(rows)
 
 
+def _usable(parts: np.ndarray, today_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The networks with a positive prediction and a finite positive time today."""
+    keep = (parts.sum(1) > 0) & np.isfinite(today_ms) & (today_ms > 0)
+    return parts[keep], today_ms[keep]
+
+
 def fit_factors(parts: np.ndarray, today_ms: np.ndarray) -> tuple[float, float]:
     """(overhead, work) factors minimising Σ ((parts · factors) / today − 1)², both ≥ 0; the
     median ratio for both when either lands outside [ratio min / 2, ratio max × 2] (the draw
     cannot tell the two apart)."""
     from scipy.optimize import nnls
 
-    keep = (parts.sum(1) > 0) & np.isfinite(today_ms) & (today_ms > 0)
-    parts, today_ms = parts[keep], today_ms[keep]
+    parts, today_ms = _usable(parts, today_ms)
     if not len(today_ms):
         raise ValueError("no network with a positive predicted and measured time to fit on")
     ratios = today_ms / parts.sum(1)
@@ -73,6 +78,22 @@ def fit_factors(parts: np.ndarray, today_ms: np.ndarray) -> tuple[float, float]:
         median = float(np.median(ratios))
         return median, median
     return float(overhead), float(work)
+
+
+def time_draw(profile: DeviceProfile, networks: Sequence[Any], *,
+              onnx_export: Callable[[str, Any, Any], bytes] | None = None) -> np.ndarray:
+    """Milliseconds of each built network by the profile's timer, runtime and threads, as the
+    re-fit times them (:data:`ROUNDS` rounds, none started after :data:`TIMING_DEADLINE_S`)."""
+    from budgetsearch.profiling.timing import make_runner, time_runners
+
+    export = onnx_export if profile.runtime == "onnxruntime" else None
+    runners = [make_runner(n.model, n.example_input, runtime=profile.runtime,
+                           threads=profile.threads,
+                           onnx_bytes=export(n.label, n.model, n.example_input) if export
+                           else None)
+               for n in networks]
+    return time_runners(runners, rounds=ROUNDS, inner=INNER, warmup=WARMUP,
+                        threads=profile.threads, deadline_s=TIMING_DEADLINE_S)
 
 
 def refit_drift(
@@ -93,25 +114,12 @@ def refit_drift(
     started = time.perf_counter()
     networks = list(networks) if networks is not None else recalibration_networks(count)
     if measure is None:
-        from budgetsearch.profiling.timing import make_runner, time_runners
-
-        try:
-            threads = max(1, int(profile.provenance.get("threads") or 1))
-        except (TypeError, ValueError):
-            threads = 1
-        export = onnx_export if profile.runtime == "onnxruntime" else None
-        runners = [make_runner(n.model, n.example_input, runtime=profile.runtime,
-                               threads=threads, onnx_bytes=export(
-                                   n.label, n.model, n.example_input) if export else None)
-                   for n in networks]
-        today = time_runners(runners, rounds=ROUNDS, inner=INNER, warmup=WARMUP,
-                             threads=threads, deadline_s=TIMING_DEADLINE_S)
+        today = time_draw(profile, networks, onnx_export=onnx_export)
     else:
         today = np.asarray(measure(networks), dtype=float)
     parts = overhead_parts(profile, networks)
     overhead, work = fit_factors(parts, today)
-    usable = (parts.sum(1) > 0) & (today > 0)
-    parts, today = parts[usable], today[usable]
+    parts, today = _usable(parts, today)
     fitted = parts @ np.array([overhead, work])
     return {"overhead_scale": round(overhead, 4), "work_scale": round(work, 4),
             "scale": round(float(statistics.median(today / parts.sum(1))), 4),
