@@ -334,15 +334,19 @@ def recalibration(
 
 
 def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]], *,
-             measured_now: bool = False) -> dict[str, Any]:
+             measured_now: bool = False, tolerance_pct: float = TOLERANCE_PCT) -> dict[str, Any]:
     """``result`` (a snapshot's :func:`recalibration`) with its factors replaced by those of the
     quietest snapshot (lowest ``scale``) of ``history`` (earlier snapshots, oldest first) and
     itself, and ``history`` set to the snapshots it chose among (this one last). A snapshot
     beyond :data:`STEP_FACTOR` of the history's median scale is a new speed: it stands alone and
     starts a new history. A snapshot whose factors were re-fitted on networks timed now
-    (``measured_now``; marked ``refit`` in the history) outweighs them all: the newest re-fit
-    applies until the history resets (on 2026-12-03 08:29 a floor of x0.939 from six minutes
-    before replaced a re-fit of x1.20 / x1.09 where the networks needed x1.115)."""
+    (``measured_now``; marked ``refit`` in the history) outweighs them all (on 2026-12-03 08:29 a
+    floor of x0.939 from six minutes before replaced a re-fit of x1.20 / x1.09 where the networks
+    needed x1.115) while the machine still runs the anchors as it did then: the newest re-fit
+    applies until a snapshot reads beyond ``tolerance_pct`` of the re-fit's own, and then lapses
+    (on 2026-12-03 10:12 a re-fit of x1.49 / x1.12 from 09:25, its anchors at x1.452, still
+    applied to a quiet machine whose anchors read x0.981: 0 % of 48 foreign networks within
+    ±10 %, where the profile unchanged put 92 % there)."""
     entry: dict[str, Any] = {k: float(result[k]) for k in _FACTOR_KEYS}
     if measured_now:
         entry["refit"] = True
@@ -353,8 +357,14 @@ def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]], *,
     earlier = max(0, HISTORY_CHECKS - 1)
     kept = [*(kept[-earlier:] if earlier else []), entry]
     refits = [h for h in kept if h.get("refit") is True]
-    # networks timed now outweigh any anchors-only second: the newest re-fit stands until the
-    # history resets; without one, the quietest snapshot
+    if refits and not measured_now and _is_step(entry["scale"], float(refits[-1]["scale"]),
+                                                1.0 + tolerance_pct / 100.0):
+        # the anchors no longer run as they did when the networks were timed: the machine left
+        # that state, and the re-fits made in it lapse
+        kept = [h for h in kept if h.get("refit") is not True]
+        refits = []
+    # networks timed now outweigh any anchors-only second: the newest re-fit stands while the
+    # machine runs the anchors as it did then; without one, the quietest snapshot
     chosen = refits[-1] if refits else min(kept, key=lambda h: float(h["scale"]))
     out = dict(result)
     for key in _FACTOR_KEYS:
@@ -365,10 +375,10 @@ def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]], *,
     return out
 
 
-def _is_step(scale: float, typical: float) -> bool:
-    """True when ``scale`` is beyond :data:`STEP_FACTOR` of ``typical``: a new speed, not a
-    swing of the same machine."""
-    return abs(math.log(scale / typical)) > math.log(STEP_FACTOR)
+def _is_step(scale: float, typical: float, factor: float = STEP_FACTOR) -> bool:
+    """True when ``scale`` is beyond ``factor`` (above or below) of ``typical``: a new speed, not
+    a swing of the same machine."""
+    return abs(math.log(scale / typical)) > math.log(factor)
 
 
 def _valid_history(history: Any) -> list[dict[str, Any]]:
@@ -516,7 +526,8 @@ def check_drift(
     seconds = time.perf_counter() - started
     now = datetime.datetime.now().isoformat(timespec="seconds")
     if save:  # a check that is remembered joins, and reads, this machine's recent snapshots
-        result = smoothed(result, history, measured_now=refit_applied({"refit": refitted}))
+        result = smoothed(result, history, measured_now=refit_applied({"refit": refitted}),
+                          tolerance_pct=tolerance_pct)
         result["history"][-1]["date"] = now
         result["residual_pct"] = _residuals(recorded, today, shares, result)
         drift = _drift_pct(result)

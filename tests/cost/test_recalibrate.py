@@ -133,6 +133,28 @@ def test_a_refit_is_applied_over_a_quieter_earlier_snapshot(state: Path) -> None
     assert _check(profile, 2.4)["scale"] == pytest.approx(2.4)  # a new speed: history anew
 
 
+def test_a_refit_lapses_once_the_anchors_no_longer_run_as_they_did_then(state: Path) -> None:
+    """2026-12-03: a re-fit made at 09:25 (anchors x1.452) still applied at 10:12 to a quiet
+    machine (anchors x0.981) put 0 % of the foreign networks within ±10 %. A snapshot beyond the
+    tolerance of the re-fit's own anchors ends it; the quietest anchors-only snapshot applies."""
+    profile = profile_from_dict(MEASURED)
+    recorded = _recorded(profile)
+    assert _check(profile, 1.03)["scale"] == pytest.approx(1.03)
+    fixed = check_drift(profile, announce=lambda line: None,
+                        refit=lambda p: {"overhead_scale": 1.492, "work_scale": 1.123},
+                        measure=lambda names: {n: ms * 1.452 for n, ms in recorded.items()})
+    assert fixed.last_check["overhead_scale"] == pytest.approx(1.492)
+    # anchors within the tolerance of the re-fit's x1.452: the machine is as it was, it stands
+    assert _check(profile, 1.36)["overhead_scale"] == pytest.approx(1.492)
+    quiet = _check(profile, 0.981)
+    assert (quiet["scale"], quiet["overhead_scale"], quiet["work_scale"]) == pytest.approx(
+        (0.981, 0.981, 0.981))
+    assert not any(h.get("refit") for h in quiet["history"])
+    assert [h["scale"] for h in quiet["history"]] == pytest.approx([1.03, 1.36, 0.981])
+    # and a lapsed re-fit does not come back when the anchors later read as they did then
+    assert _check(profile, 1.05)["scale"] == pytest.approx(0.981)
+
+
 @pytest.mark.parametrize("bad", [{"overhead_scale": 2.0}, {"overhead_scale": None,
                                                              "work_scale": 1.0},
                                  {"overhead_scale": 0.0, "work_scale": 1.0},
