@@ -810,7 +810,7 @@ class LayerInventory:
         always, by_size = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         if profile.conv_dispatch != "pytorch":
             return always, by_size
-        threads = int(profile.provenance.get("threads", 1) or 1)
+        threads = profile.threads
         for k, r in enumerate(self.layers):
             if r.kind != "conv" or r.out_channels <= 0 or not r.kernel_size:
                 continue

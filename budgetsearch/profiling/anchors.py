@@ -802,4 +802,26 @@ def checked(profile: DeviceProfile) -> DeviceProfile:
     return result
 
 
+def adopt_check(profile: DeviceProfile, check: Mapping[str, Any] | None) -> DeviceProfile:
+    """``profile`` as another process's ``check`` of it left it, and that check this process's
+    own from now on (:func:`checked` returns it without timing anything).
+
+    A search's parent checks its profile once, before any trial loads the CPU, and hands the
+    check to its Ray workers: a worker that checked on its own, an hour into a search, would
+    time the anchors against the other trials' load and price the rest of the search by that.
+    A check of other coefficients or anchors (another :func:`fingerprint`) is not adopted: the
+    profile is checked as usual.
+    """
+    if (not isinstance(check, Mapping) or check.get("fingerprint") != fingerprint(profile)
+            or check.get("profile") != profile.name):
+        return checked(profile)
+    try:
+        adopted = _recalibrated(profile, check) if check.get("recalibrated") else profile
+    except (TypeError, ValueError):  # a check that does not hold factors: check here
+        return checked(profile)
+    adopted = replace(adopted, last_check=dict(check))
+    _CHECKED[f"{profile.path}:{fingerprint(profile)}"] = adopted
+    return adopted
+
+
 register_profile_check(checked)

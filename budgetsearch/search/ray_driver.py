@@ -40,7 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from budgetsearch.cost import Target
+from budgetsearch.cost import Target, load_profile
 from budgetsearch.search.objective import build_trial_pruner, run_trial, split_params
 from budgetsearch.search.request import RunRequest
 from budgetsearch.search.results import (
@@ -156,13 +156,20 @@ def reports_per_trial(space: SearchSpace, settings: TrialSettings) -> int:
     return len(build_trial_pruner(space, options, target, profile).phases()) + 1
 
 
-def make_trainable(space: SearchSpace, settings: TrialSettings, run_dir: Path) -> Callable[
+def make_trainable(space: SearchSpace, settings: TrialSettings, run_dir: Path,
+                   profile_check: dict[str, Any] | None = None) -> Callable[
         [dict[str, Any]], None]:
-    """The function trainable: one :func:`run_trial` per Tune trial."""
+    """The function trainable: one :func:`run_trial` per Tune trial. ``profile_check``: the
+    driver's drift check of the run's device profile, which each worker prices by instead of
+    timing the anchors itself among the other trials (:func:`parent_check`)."""
 
     def trainable(config: dict[str, Any]) -> None:
         from ray import tune
 
+        if profile_check is not None and settings.device_profile:
+            from budgetsearch.profiling.anchors import adopt_check
+
+            adopt_check(load_profile(settings.device_profile, check=False), profile_check)
         name = tune.get_context().get_trial_name()
 
         def report(step: int, accuracy: float) -> bool:
@@ -175,6 +182,16 @@ def make_trainable(space: SearchSpace, settings: TrialSettings, run_dir: Path) -
         tune.report(_final_metrics(row))
 
     return trainable
+
+
+def parent_check(settings: TrialSettings) -> dict[str, Any] | None:
+    """The drift check of the run's device profile, made (or reused) here on the driver before
+    any trial runs; None when the profile is not checked here (no profile, a datasheet's, another
+    machine's, or the check turned off)."""
+    if not settings.device_profile:
+        return None
+    check = load_profile(settings.device_profile).last_check
+    return dict(check) if check else None
 
 
 def row_from_result(trial_id: str, config: dict[str, Any], result: dict[str, Any],
@@ -392,7 +409,7 @@ def run_ray(space: SearchSpace, settings: TrialSettings, run_dir: Path, request:
     started = _init_ray(request.ray_address)
     try:
         trainable = tune.with_resources(
-            make_trainable(space, settings, run_dir),
+            make_trainable(space, settings, run_dir, parent_check(settings)),
             {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial})
         callback = _recorder(tune, space, settings, run_dir, progress)
         if resume and tune.Tuner.can_restore(str(experiment)):

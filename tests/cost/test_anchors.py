@@ -576,3 +576,43 @@ def test_a_refit_that_keeps_the_anchors_keeps_the_history(state: Path) -> None:
     assert len(_check(refit, 1.25)["history"]) == 2
     remeasured = profile.scaled(1.1)  # its anchors' recorded times change too
     assert len(_check(remeasured, 1.0)["history"]) == 1
+
+
+def test_a_worker_prices_by_the_check_its_parent_hands_it(state: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search's parent checks once; a Ray worker adopts that check (rescaled as the parent's
+    profile, and no anchor timed in the worker, even past the state file's age limit); a check
+    of other coefficients is not adopted."""
+    from dataclasses import replace
+
+    from budgetsearch.cost.profiles import OpLatency
+    from budgetsearch.profiling import anchors
+
+    profile = profile_from_dict(MEASURED)
+    parent = _check(profile, 1.6)
+    monkeypatch.setattr(anchors, "_CHECKED", {})  # a new process
+    monkeypatch.setattr(anchors, "check_drift", lambda *a, **k: pytest.fail("timed in a worker"))
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "1")
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_MAX_AGE_S", "0")  # the stored check counts as stale
+    monkeypatch.setattr(anchors, "unchecked_reason", lambda p: None)
+    adopted = anchors.adopt_check(profile, parent)
+    assert adopted.last_check["scale"] == pytest.approx(1.6)
+    assert adopted.op_latency("conv").ms_per_gflop == pytest.approx(10.0 * 1.6)
+    assert checked(profile) is adopted  # what load_profile returns in the worker from now on
+    other = replace(profile, ops={**profile.ops, "conv": OpLatency(ms_per_gflop=20.0)})
+    monkeypatch.setattr(anchors, "check_drift", lambda p, **k: replace(p, last_check={"own": 1}))
+    assert anchors.adopt_check(other, parent).last_check == {"own": 1}
+    assert anchors.adopt_check(other, None).last_check == {"own": 1}
+
+
+def test_a_ray_driver_hands_its_check_to_the_trials(state: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from budgetsearch.search import ray_driver
+    from budgetsearch.search.settings import TrialSettings
+
+    assert ray_driver.parent_check(TrialSettings(device_profile=None)) is None
+    profile = profile_from_dict(MEASURED)
+    checked_here = check_drift(profile, announce=lambda line: None, save=False,
+                               measure=lambda names: {n: 1.0 for n in names})
+    monkeypatch.setattr(ray_driver, "load_profile", lambda name, **k: checked_here)
+    assert ray_driver.parent_check(TrialSettings(device_profile="toy")) == checked_here.last_check

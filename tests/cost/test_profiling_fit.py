@@ -91,6 +91,33 @@ def test_time_networks_returns_one_positive_time_per_network() -> None:
     assert times.shape == (2,) and (times > 0).all()
 
 
+def test_the_last_onnxruntime_pass_frees_the_eager_weights_and_keeps_the_prices() -> None:
+    """A profiling run's last pass (onnxruntime) times sessions that hold their own weights: the
+    models' are freed as each session is made, their structure and prices kept."""
+    from budgetsearch.profiling.fit import time_fit_set
+
+    networks = [build_spec(NetworkSpec(f, (1, 1, 28, 28), 3)) for f in ("plain", "wrn")]
+    before = [n.inventory.predict_latency_ms(_unit(), kept_channels=n.kept_channels)
+              for n in networks]
+    with pytest.raises(ValueError, match="release_models needs the onnxruntime"):
+        time_fit_set(networks, runtime="pytorch-eager", threads=1, rounds=1, inner=1,
+                     release_models=True)
+    eager = time_fit_set(networks, runtime="pytorch-eager", threads=1, rounds=1, inner=1)
+    assert all(p.device.type == "cpu" for n in networks for p in n.model.parameters())
+    ort = time_fit_set(networks, runtime="onnxruntime", threads=1, rounds=1, inner=1,
+                       release_models=True)
+    assert eager.shape == ort.shape == (2,) and (ort > 0).all()
+    assert all(p.device.type == "meta" for n in networks for p in n.model.parameters())
+    assert [n.inventory.predict_latency_ms(_unit(), kept_channels=n.kept_channels)
+            for n in networks] == before
+
+
+def _unit():  # noqa: ANN202
+    from budgetsearch.cost import load_profile
+
+    return load_profile("cpu-2core-x86", check=False)
+
+
 def test_summarize_errors() -> None:
     error = summarize_errors(np.array([1.0, -2.0, 12.0, 5.0]))
     assert error.networks == 4 and error.within_10pct == 0.75 and error.max_abs_pct == 12.0
