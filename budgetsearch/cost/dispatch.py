@@ -48,9 +48,11 @@ ONEDNN_MIN_INPUT_ELEMENTS = 20480
 #: oneDNN's depthwise kernel takes at most this many columns of left padding (more: per-channel
 #: GEMMs, whatever the kernel, stride or input width), by the CPU's fp32 vector lanes: 6 with
 #: AVX-512 (16 lanes), 4 with AVX2 (8; read on 2026-12-03 from oneDNN's verbose log over
-#: kernels 3-9 wide, paddings 0-8, strides 1-3, inputs 12-40 wide: 5 and more ran as GEMMs)
+#: kernels 3-9 wide, paddings 0-8, strides 1-3, inputs 12-40 wide: 5 and more ran as GEMMs),
+#: 3 with SSE4.1 (4 lanes, its jit_dw:sse41 kernel, which an AVX machine without AVX2 runs too;
+#: read the same day under ONEDNN_MAX_CPU_ISA=SSE41 and =AVX)
 DEPTHWISE_MAX_LEFT_PADDING = 6
-DEPTHWISE_MAX_LEFT_PADDING_BY_LANES = {16: 6, 8: 4, 4: 4}
+DEPTHWISE_MAX_LEFT_PADDING_BY_LANES = {16: 6, 8: 4, 4: 3}
 #: Dispatch rules a profile can name (``latency_model.conv_dispatch``).
 CONV_DISPATCH_RULES = ("pytorch",)
 
@@ -96,30 +98,37 @@ def onednn_by_size(*, kernel: Sequence[int], stride: Sequence[int], dilation: Se
 def onednn_depthwise_on_gemm(*, input_hw: Sequence[int], kernel: Sequence[int],
                              stride: Sequence[int], padding: Sequence[int],
                              dilation: Sequence[int], multiplier: int = 1,
-                             transposed: bool = False, lanes: int = 16) -> bool:
+                             transposed: bool = False, lanes: int = 16,
+                             channels: int | None = None) -> bool:
     """True when oneDNN runs a depthwise conv (groups = input channels, ``multiplier`` output
     channels per group) as per-channel GEMMs instead of its depthwise kernel.
 
     Its depthwise kernel takes only ``multiplier`` 1, and refuses a geometry where, along
     either axis, the (dilated) kernel lies wholly in the padding at the start or the end, or
     where the output is narrower than the left padding, or that padding is over
-    :data:`DEPTHWISE_MAX_LEFT_PADDING_BY_LANES` columns for the CPU's vector width. Read from
-    oneDNN's verbose log (``torch.backends.mkldnn.verbose``) on AVX-512 machines, over random
-    1–12 × 1–12 inputs, kernels 1–9, strides 1–3, dilations 1–2 and paddings up to half the
-    kernel plus one, at 1 and 2 threads, and wide inputs with paddings to 9; on an AVX2 machine
-    only the padding limit moved (tests/cost/test_dispatch.py re-checks it on 240 fresh draws
-    with this machine's lanes). 1-D convs are viewed as 2-D with height 1; 3-D and transposed
-    ones are left to their kind (False).
+    :data:`DEPTHWISE_MAX_LEFT_PADDING_BY_LANES` columns for the CPU's vector width; its SSE4.1
+    kernel (4 lanes) also refuses channels that are not a multiple of 8 (wider ones pad them).
+    Read from oneDNN's verbose log (``torch.backends.mkldnn.verbose``) on AVX-512 machines, over
+    random 1–12 × 1–12 inputs, kernels 1–9, strides 1–3, dilations 1–2 and paddings up to half
+    the kernel plus one, at 1 and 2 threads, and wide inputs with paddings to 9; on an AVX2
+    machine, and under ``ONEDNN_MAX_CPU_ISA=SSE41``, only the padding limit (and there the
+    channels) moved (tests/cost/test_dispatch.py re-checks it on fresh draws with this
+    machine's lanes and with every narrower instruction set oneDNN can be capped to there).
+    1-D convs are viewed as 2-D with height 1; 3-D and transposed ones are left to their kind
+    (False).
 
     Args:
         input_hw: the input's spatial sizes (1 or 2 of them).
         kernel, stride, padding, dilation: the conv's, one per spatial size; padding is the
             leading (left / top) padding.
         multiplier: output channels per input channel.
-        lanes: fp32 lanes of the CPU's widest vector unit (16: AVX-512, 8: AVX2; 4 takes
-            AVX2's limit, unmeasured below it; an unknown width, such as a hand-written
-            profile's ``channel_block`` of 1, AVX-512's, the rule's default).
+        lanes: fp32 lanes of the CPU's widest vector unit (16: AVX-512, 8: AVX2, 4: SSE4.1 or
+            AVX without AVX2; an unknown width, such as a hand-written profile's
+            ``channel_block`` of 1, AVX-512's, the rule's default).
+        channels: the conv's input channels (None: not checked), for the SSE4.1 kernel.
     """
+    if lanes == 4 and channels is not None and channels % 8:
+        return True  # oneDNN's jit_dw:sse41 pads no channels: 33 of them ran as GEMMs
     if transposed or not kernel or len(kernel) > 2:
         return False
     if multiplier != 1:

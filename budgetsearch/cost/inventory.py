@@ -827,7 +827,8 @@ class LayerInventory:
         (:func:`~budgetsearch.cost.dispatch.onednn_depthwise_on_gemm`; all False unless the
         profile's ``conv_dispatch`` is ``pytorch``). Its geometry and the profile's vector
         width (``channel_block``: the lanes its CPU computes in) decide, so pruning never
-        switches it."""
+        switches it (on a 4-lane SSE4.1 CPU the channel count decides too: the full network's
+        is checked, a pruned width that leaves a multiple of 8 is not)."""
         if profile.conv_dispatch != "pytorch":
             return [False] * len(self.layers)
         return [r.kind == "dwconv" and r.out_channels > 0 and bool(r.padding)
@@ -838,7 +839,8 @@ class LayerInventory:
                     kernel=r.kernel_size, stride=r.stride, padding=r.padding,
                     dilation=r.dilation or (1,) * len(r.kernel_size),
                     multiplier=r.out_channels // max(1, r.in_channels),
-                    transposed=r.transposed, lanes=profile.channel_block)
+                    transposed=r.transposed, lanes=profile.channel_block,
+                    channels=r.in_channels)
                 for r in self.layers]
 
     def _latency_numpy(

@@ -195,14 +195,19 @@ for case in json.loads(sys.argv[2]):
 """
 
 
-def _onednn_implementations(cases: list[dict], threads: int) -> list[str]:
-    """The implementation oneDNN's verbose log names for each case's conv ('' when none)."""
+def _onednn_implementations(cases: list[dict], threads: int, isa: str | None = None
+                            ) -> list[str]:
+    """The implementation oneDNN's verbose log names for each case's conv ('' when none);
+    ``isa`` caps oneDNN's instruction set (``ONEDNN_MAX_CPU_ISA``)."""
     import json
+    import os
     import subprocess
     import sys
 
+    env = {**os.environ, **({"ONEDNN_MAX_CPU_ISA": isa} if isa else {})}
     out = subprocess.run([sys.executable, "-c", _VERBOSE_SCRIPT, str(threads), json.dumps(cases)],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+                         capture_output=True, text=True, timeout=120, check=True,
+                         env=env).stdout
     found: list[str] = []
     for line in out.splitlines():
         if line == "CASE":
@@ -259,11 +264,46 @@ def test_the_depthwise_rule_is_the_kernel_onednn_runs(threads: int) -> None:
     assert sum("gemm" in i for i in implementations) >= 20  # both sides of the rule were tried
 
 
-@pytest.mark.parametrize(("lanes", "widest"), [(16, 6), (8, 4), (4, 4)])
+#: oneDNN instruction-set caps (``ONEDNN_MAX_CPU_ISA``) → the fp32 lanes of its kernels, and the
+#: CPU flag without which the cap cannot be reached
+_ISA_CAPS = {"AVX512_CORE": (16, "avx512f"), "AVX2": (8, "avx2"), "SSE41": (4, "sse4_1")}
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
+@pytest.mark.parametrize("isa", list(_ISA_CAPS))
+def test_the_depthwise_rule_holds_for_each_vector_width_onednn_can_be_capped_to(isa: str) -> None:
+    """The rule at 4, 8 and 16 lanes, as far as this CPU goes: oneDNN capped to SSE4.1 runs its
+    4-lane depthwise kernel on any x86 machine, so every CI machine checks the narrower rules."""
+    from budgetsearch.cost.dispatch import onednn_depthwise_on_gemm
+    from budgetsearch.profiling.anchors import cpu_flags
+
+    lanes, flag = _ISA_CAPS[isa]
+    if flag not in cpu_flags().split():
+        pytest.skip(f"this CPU has no {flag}")
+    cases = _depthwise_cases(60, seed=lanes)
+    implementations = _onednn_implementations(cases, 1, isa=isa)
+    if not any("jit_dw" in i for i in implementations):
+        pytest.skip("this oneDNN names no jit_dw kernel (another ISA or build)")
+    for case, implementation in zip(cases, implementations, strict=True):
+        rule = onednn_depthwise_on_gemm(
+            input_hw=case["input"], kernel=case["kernel"], stride=case["stride"],
+            padding=case["padding"], dilation=case["dilation"], multiplier=case["multiplier"],
+            lanes=lanes, channels=case["channels"])
+        assert rule == ("gemm" in implementation), (isa, case, implementation)
+    wide = [{"input": [8, 40], "kernel": [3, 9], "padding": [1, p], "dilation": [1, 1],
+             "stride": [1, 1], "channels": 16, "multiplier": 1} for p in range(9)]
+    on_gemm = ["gemm" in i for i in _onednn_implementations(wide, 1, isa=isa)]
+    assert on_gemm == [onednn_depthwise_on_gemm(input_hw=[8, 40], kernel=[3, 9], stride=[1, 1],
+                                                padding=[1, p], dilation=[1, 1], lanes=lanes)
+                       for p in range(9)], isa
+
+
+@pytest.mark.parametrize(("lanes", "widest"), [(16, 6), (8, 4), (4, 3)])
 def test_the_depthwise_kernels_left_padding_limit_follows_the_vector_width(
         lanes: int, widest: int) -> None:
     """A 9-wide depthwise kernel on a 40-wide input: oneDNN's kernel up to 6 columns of left
-    padding with AVX-512, 4 with AVX2 (read from its verbose log on 2026-12-03)."""
+    padding with AVX-512, 4 with AVX2, 3 with SSE4.1 (read from its verbose log on
+    2026-12-03)."""
     from budgetsearch.cost.dispatch import onednn_depthwise_on_gemm
 
     on_gemm = [onednn_depthwise_on_gemm(input_hw=[8, 40], kernel=[3, 9], stride=[1, 1],
