@@ -176,6 +176,10 @@ def _profile_text(**changes: object) -> str:
     (_profile_text(turbo=True), "unknown key(s) 'turbo'; allowed: aliases"),
     (_profile_text(latency_model__ops__gpu={"ms_per_gflop": 1.0}),
      "unknown key(s) 'latency_model.ops.gpu'"),
+    (_profile_text(provenance__repeatability={"within_10pct": 1.5}),
+     "key 'provenance.repeatability' must be a mapping whose 'within_10pct' is a share"),
+    (_profile_text(provenance__repeatability="high"),
+     "key 'provenance.repeatability' must be a mapping"),
 ])
 def test_bad_profile_file(text: str, fragment: str, tmp_path: Path,
                           capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,6 +21,9 @@ from budgetsearch.errors import UsageError
 from budgetsearch.files import write_text_atomic
 
 _PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# A profiling run whose two halves of rounds agree for fewer networks than this is called noisy
+# (the quiet AVX-512 machine of 2026-12-02 agreed with itself for 88-100% of networks).
+REPEATABLE = 0.8
 
 
 def resolve_device(name: str, *, quiet: bool = False) -> Any:
@@ -82,6 +85,10 @@ def _device_summary(profile: Any, check: Any) -> dict[str, Any]:
         "threads": profile.provenance.get("threads"), "aliases": list(profile.aliases),
         "measured_on": profile.provenance.get("date"),
         "predictor_error": None if error is None else error.as_dict(),
+        # how far the profiling run agreed with itself (profiles made before it was recorded:
+        # None)
+        "run_repeatability": (profile.provenance.get("repeatability") or {}).get(
+            "within_10pct"),
         "leave_one_family_out": None, "last_check": None, "unchecked_reason": None,
         "published_check": (None if profile.published_check is None
                             else profile.published_check.summary()),
@@ -138,6 +145,9 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         else:
             text = (f"{error['within_10pct']:.0%} of {error['networks']} held-out within ±10% "
                     f"(median |err| {error['median_abs_pct']:.1f}%, {row['measured_on']})")
+            if row["run_repeatability"] is not None:
+                text += (f"; the run agreed with itself for {row['run_repeatability']:.0%} of "
+                         f"its networks")
             lofo = row["leave_one_family_out"]
             if lofo:
                 text += (f"; unseen family: {lofo['mean_within_10pct']:.0%} within ±10% "
@@ -362,6 +372,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
               f"{e.networks} networks: min {quantiles[0]:+.1f}, p10 {quantiles[1]:+.1f}, median "
               f"{quantiles[2]:+.1f}, p90 {quantiles[3]:+.1f}, max {quantiles[4]:+.1f}; "
               f"{e.within_10pct:.0%} within ±10%")
+        agreement = (profile.provenance.get("repeatability") or {}).get("within_10pct")
+        if agreement is not None:
+            print(f"{runtime}: the run agreed with itself (first half of the rounds against the "
+                  f"second) within ±10% for {agreement:.0%} of the networks"
+                  + ("" if agreement >= REPEATABLE else
+                     f"; below {REPEATABLE:.0%}: this machine's speed swung during the run, "
+                     f"which caps the profile's accuracy; profile it again when it is quieter"))
         lofo = report.leave_one_family_out[runtime]
         print(f"{runtime}: leave-one-family-out within ±10%: "
               + json.dumps({f: v["within_10pct"] for f, v in lofo.items()}))

@@ -573,6 +573,7 @@ _PROVENANCE_KEYS = {
     "date", "host", "cpu", "device", "power_mode", "clocks", "load_average", "method", "notes",
     "input_shapes", "timing", "fit_networks", "sources", "runtime", "runtime_version",
     "cpu_flags", "onnx_opset", "fit_families", "seconds", "seed", "generator_version",
+    "repeatability",
 }
 _LATENCY_KEYS = {
     "combine": str,
@@ -684,6 +685,12 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
     for key, value in provenance.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             _check_type(where, f"provenance.{key}", value, (int, float))
+    if "repeatability" in provenance:  # how far the profiling run agreed with itself
+        agreement = provenance["repeatability"]
+        share = agreement.get("within_10pct") if isinstance(agreement, dict) else None
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ValueError(f"{where}: key 'provenance.repeatability' must be a mapping whose "
+                             f"'within_10pct' is a share in [0, 1], got {agreement!r}")
 
     has_model, has_roofline = "latency_model" in data, "roofline" in data
     if source == "datasheet" and (not has_roofline or has_model):

@@ -155,6 +155,36 @@ def time_runners(
     ``deadline_s`` stops starting new rounds once that many seconds have passed (at least one
     round always runs): the drift check's time bound.
     """
+    return time_rounds(runners, rounds=rounds, inner=inner, warmup=warmup, threads=threads,
+                       seed=seed, deadline_s=deadline_s, progress=progress).min(axis=1)
+
+
+def halves_agreement(per_round_ms: np.ndarray, tolerance: float = 0.10) -> float | None:
+    """The share of runners whose time by the first half of the rounds (their minimum) is within
+    ``tolerance`` of the second half's: how far a timing run agrees with itself (None with
+    fewer than two rounds). A machine that swings between the halves caps what any model fitted
+    to the run can reach."""
+    per_round_ms = np.asarray(per_round_ms, dtype=float)
+    if per_round_ms.ndim != 2 or per_round_ms.shape[1] < 2 or not len(per_round_ms):
+        return None
+    half = per_round_ms.shape[1] // 2
+    first, second = per_round_ms[:, :half].min(axis=1), per_round_ms[:, half:].min(axis=1)
+    return float(np.mean(np.abs(second / first - 1.0) <= tolerance))
+
+
+def time_rounds(
+    runners: Sequence[Callable[[], Any]],
+    *,
+    rounds: int = 5,
+    inner: int = 5,
+    warmup: int = 3,
+    threads: int = 1,
+    seed: int = 0,
+    deadline_s: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Each runner's burst median in each round, ms: shape (runners, rounds run) (see
+    :func:`time_runners`, which takes the minimum over the rounds)."""
     if rounds < 1 or inner < 1 or warmup < 0 or threads < 1:
         raise ValueError(f"rounds, inner and threads must be ≥ 1 and warmup ≥ 0, got {rounds}, "
                          f"{inner}, {threads}, {warmup}")
@@ -184,7 +214,7 @@ def time_runners(
                     progress(1)
     finally:
         torch.set_num_threads(previous)
-    return np.array([min(s) for s in samples])
+    return np.array(samples)
 
 
 def time_networks(

@@ -49,6 +49,7 @@ def test_profile_writes_a_valid_measured_profile(tmp_path: Path) -> None:
     profile = load_profile(out)
     assert profile.source == "measured" and profile.predictor_error.networks == 4
     assert out.with_suffix(".csv").exists()
+    assert 0 <= profile.provenance["repeatability"]["within_10pct"] <= 1  # the run vs itself
 
 
 def test_devices_json_gives_runtime_threads_and_errors(
@@ -63,6 +64,29 @@ def test_devices_json_gives_runtime_threads_and_errors(
     measured = [row for row in rows.values() if row["source"] == "measured"]
     assert measured and all(row["runtime"] in ("pytorch-eager", "onnxruntime") for row in measured)
     assert all(row["threads"] and row["predictor_error"]["networks"] > 0 for row in measured)
+
+
+def test_devices_shows_how_far_the_profiling_run_agreed_with_itself(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    from dataclasses import replace
+
+    from budgetsearch.cost import save_profile
+
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "0")
+    monkeypatch.setenv("BUDGETSEARCH_PROFILE_DIR", str(tmp_path))
+    shipped = load_profile("cpu-2core-x86-avx2", check=False)
+    mine = replace(shipped, name="noisy-box", provenance={
+        **shipped.provenance, "repeatability": {"within_10pct": 0.62, "method": "halves"}})
+    save_profile(mine, tmp_path / "noisy-box.yaml")
+    assert main(["devices", "--json", "--no-check"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["noisy-box"]["run_repeatability"] == 0.62
+    assert rows["cpu-2core-x86-avx2"]["run_repeatability"] is None  # made before it was kept
+    assert main(["devices", "--no-check"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("noisy-box"))
+    assert "the run agreed with itself for 62% of its networks" in line
 
 
 def _current(profile):  # noqa: ANN001, ANN202

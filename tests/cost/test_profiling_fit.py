@@ -102,14 +102,28 @@ def test_the_last_onnxruntime_pass_frees_the_eager_weights_and_keeps_the_prices(
     with pytest.raises(ValueError, match="release_models needs the onnxruntime"):
         time_fit_set(networks, runtime="pytorch-eager", threads=1, rounds=1, inner=1,
                      release_models=True)
-    eager = time_fit_set(networks, runtime="pytorch-eager", threads=1, rounds=1, inner=1)
+    eager = time_fit_set(networks, runtime="pytorch-eager", threads=1, rounds=2, inner=1)
     assert all(p.device.type == "cpu" for n in networks for p in n.model.parameters())
     ort = time_fit_set(networks, runtime="onnxruntime", threads=1, rounds=1, inner=1,
                        release_models=True)
-    assert eager.shape == ort.shape == (2,) and (ort > 0).all()
+    assert eager.shape == (2, 2) and ort.shape == (2, 1) and (ort > 0).all()
     assert all(p.device.type == "meta" for n in networks for p in n.model.parameters())
     assert [n.inventory.predict_latency_ms(_unit(), kept_channels=n.kept_channels)
             for n in networks] == before
+
+
+def test_a_run_agrees_with_itself_as_its_two_halves_of_rounds_say() -> None:
+    from budgetsearch.profiling.timing import halves_agreement, time_rounds
+
+    steady = np.array([[1.0, 1.05, 1.0, 0.98], [2.0, 2.1, 2.05, 2.0]])
+    assert halves_agreement(steady) == 1.0
+    swung = np.array([[1.0, 1.0, 1.3, 1.3], [2.0, 2.0, 2.1, 2.1], [1.0, 1.0, 0.8, 0.8]])
+    assert halves_agreement(swung) == pytest.approx(1 / 3)
+    assert halves_agreement(np.ones((3, 1))) is None  # one round: nothing to compare
+    model = torch.nn.Conv2d(1, 4, 3)
+    per_round = time_rounds([lambda: model(torch.zeros(1, 1, 8, 8))] * 3, rounds=4, inner=2,
+                            warmup=1)
+    assert per_round.shape == (3, 4) and (per_round > 0).all()
 
 
 def _unit():  # noqa: ANN202
