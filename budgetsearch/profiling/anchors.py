@@ -12,7 +12,7 @@ the median ratio ``today / recorded``, and a remembered check applies the quiete
 machine's recent snapshots (:func:`smoothed`). Beyond the check's noise the profile is
 recalibrated: every coefficient is scaled by that ratio; beyond ±10 % (or with anchors more than
 20 % apart) two factors, per-call overhead and the rest, are re-fitted on 36 networks timed now
-(:mod:`budgetsearch.profiling.recalibrate`, ≈ 15-35 s) and applied instead, and one line on
+(:mod:`budgetsearch.profiling.recalibrate`, ≈ 15-40 s) and applied instead, and one line on
 stderr says so. The result,
 with its date, goes to a small state file (``$BUDGETSEARCH_STATE_DIR`` or
 ``~/.cache/budgetsearch``) that ``budgetsearch devices`` shows; a check younger than
@@ -456,7 +456,8 @@ def check_drift(
             drift is beyond ``tolerance_pct`` or the anchors drifted more than
             :data:`SPREAD_REFIT_PCT` apart (default, when the anchors are timed here and
             ``BUDGETSEARCH_DRIFT_REFIT`` is not 0:
-            :func:`budgetsearch.profiling.recalibrate.refit_drift`, ≈ 5-20 s).
+            :func:`budgetsearch.profiling.recalibrate.refit_drift`, ≈ 15-25 s; more the first
+            time an onnxruntime profile exports its networks).
 
     Returns:
         The profile (rescaled when it drifted) with ``last_check`` set.
@@ -631,7 +632,7 @@ def refit_text(check: Mapping[str, Any]) -> str:
 
 def refit_enabled() -> bool:
     """False when ``BUDGETSEARCH_DRIFT_REFIT`` is 0/off/false/no: a drift beyond the tolerance
-    then rescales by the anchors alone (no ≈ 5-20 s re-fit on networks)."""
+    then rescales by the anchors alone (no ≈ 15-25 s re-fit on networks)."""
     setting = os.environ.get("BUDGETSEARCH_DRIFT_REFIT", "1")
     return setting.strip().lower() not in ("0", "off", "false", "no")
 

@@ -1,4 +1,4 @@
-"""Re-fitting a drifted profile's two drift factors on networks timed today (≈ 5-20 s).
+"""Re-fitting a drifted profile's two drift factors on networks timed today (≈ 15-25 s).
 
 The drift check's anchors (nine networks, one second) say *that* a profile no longer holds; on
 an uneven drift they cannot say by how much each kind of work moved. Per-call overhead and
@@ -33,8 +33,12 @@ from budgetsearch.cost.profiles import DeviceProfile
 
 NETWORKS = 36  # four of each fit-set family, across the three input sizes
 SEED = 7_000_003  # a draw no profiling run makes (those use seed and seed + 1000)
-ROUNDS, INNER, WARMUP = 3, 5, 2
-TIMING_DEADLINE_S = 10.0  # no further round starts after this (one always runs)
+# As many rounds as the profile's own timing took (its anchors record them; 8 by default): a
+# network's time is its minimum over rounds, and on a machine whose speed swings every few
+# seconds a minimum over 3 rounds (6 s) read x1.00-x1.38 of the minimum over 8 (median x1.11 over
+# six repeats, experiments/refit_rounds.py), so a re-fit over 3 rounds over-priced.
+ROUNDS, INNER, WARMUP = 8, 5, 2
+TIMING_DEADLINE_S = 20.0  # no further round starts after this (one always runs)
 
 
 def recalibration_networks(count: int = NETWORKS) -> list[Any]:
@@ -83,8 +87,14 @@ def fit_factors(parts: np.ndarray, today_ms: np.ndarray) -> tuple[float, float]:
 def time_draw(profile: DeviceProfile, networks: Sequence[Any], *,
               onnx_export: Callable[[str, Any, Any], bytes] | None = None) -> np.ndarray:
     """Milliseconds of each built network by the profile's timer, runtime and threads, as the
-    re-fit times them (:data:`ROUNDS` rounds, none started after :data:`TIMING_DEADLINE_S`)."""
+    re-fit times them (the rounds the profile's anchors record, else :data:`ROUNDS`; none
+    started after :data:`TIMING_DEADLINE_S`)."""
     from budgetsearch.profiling.timing import make_runner, time_runners
+
+    try:
+        rounds = max(1, int((profile.anchors or {}).get("rounds", ROUNDS)))
+    except (TypeError, ValueError):
+        rounds = ROUNDS
 
     export = onnx_export if profile.runtime == "onnxruntime" else None
     runners = [make_runner(n.model, n.example_input, runtime=profile.runtime,
@@ -92,7 +102,7 @@ def time_draw(profile: DeviceProfile, networks: Sequence[Any], *,
                            onnx_bytes=export(n.label, n.model, n.example_input) if export
                            else None)
                for n in networks]
-    return time_runners(runners, rounds=ROUNDS, inner=INNER, warmup=WARMUP,
+    return time_runners(runners, rounds=rounds, inner=INNER, warmup=WARMUP,
                         threads=profile.threads, deadline_s=TIMING_DEADLINE_S)
 
 

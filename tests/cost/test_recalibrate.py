@@ -229,3 +229,25 @@ def test_fake_anchor_times_do_not_start_a_real_refit(state: Path,
     assert off.last_check["scale"] == pytest.approx(2.0) and "refit" not in off.last_check
     monkeypatch.setenv("BUDGETSEARCH_DRIFT_REFIT", "yes")
     assert anchors.refit_enabled()
+
+
+def test_the_draw_is_timed_over_as_many_rounds_as_the_profile_was(
+        draw: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network's time is its minimum over rounds: a re-fit over fewer rounds than the profile's
+    reads slower (x1.00-x1.38 for 3 against 8, experiments/refit_rounds.py)."""
+    from dataclasses import replace
+
+    from budgetsearch.profiling import recalibrate, timing
+
+    seen: list[int] = []
+
+    def fake(runners, *, rounds, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append(rounds)
+        return np.ones(len(runners))
+
+    monkeypatch.setattr(timing, "time_runners", fake)
+    profile = profile_from_dict(MEASURED)
+    recalibrate.time_draw(replace(profile, anchors={**profile.anchors, "rounds": 6}), draw[:2])
+    recalibrate.time_draw(replace(profile, anchors={"networks": []}), draw[:2])
+    recalibrate.time_draw(replace(profile, anchors={**profile.anchors, "rounds": "x"}), draw[:2])
+    assert seen == [6, recalibrate.ROUNDS, recalibrate.ROUNDS] and recalibrate.ROUNDS == 8
