@@ -155,8 +155,9 @@ def time_runners(
     ``deadline_s`` stops starting new rounds once that many seconds have passed (at least one
     round always runs): the drift check's time bound.
     """
-    return time_rounds(runners, rounds=rounds, inner=inner, warmup=warmup, threads=threads,
-                       seed=seed, deadline_s=deadline_s, progress=progress).min(axis=1)
+    per_round = time_rounds(runners, rounds=rounds, inner=inner, warmup=warmup,
+                            threads=threads, seed=seed, deadline_s=deadline_s, progress=progress)
+    return per_round.min(axis=1) if len(per_round) else np.empty(0)
 
 
 def halves_agreement(per_round_ms: np.ndarray, tolerance: float = 0.10) -> float | None:
@@ -214,7 +215,7 @@ def time_rounds(
                     progress(1)
     finally:
         torch.set_num_threads(previous)
-    return np.array(samples)
+    return np.array(samples, dtype=float) if samples else np.empty((0, 0))
 
 
 def time_networks(

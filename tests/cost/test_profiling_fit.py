@@ -124,6 +124,10 @@ def test_a_run_agrees_with_itself_as_its_two_halves_of_rounds_say() -> None:
     per_round = time_rounds([lambda: model(torch.zeros(1, 1, 8, 8))] * 3, rounds=4, inner=2,
                             warmup=1)
     assert per_round.shape == (3, 4) and (per_round > 0).all()
+    assert time_rounds([], rounds=2).shape == (0, 0)  # nothing to time: nothing timed
+    from budgetsearch.profiling.timing import time_runners
+
+    assert time_runners([], rounds=2).shape == (0,)
 
 
 def _unit():  # noqa: ANN202
