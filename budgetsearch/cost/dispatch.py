@@ -125,12 +125,13 @@ def onednn_depthwise_on_gemm(*, input_hw: Sequence[int], kernel: Sequence[int],
         lanes: fp32 lanes of the CPU's widest vector unit (16: AVX-512, 8: AVX2, 4: SSE4.1 or
             AVX without AVX2; an unknown width, such as a hand-written profile's
             ``channel_block`` of 1, AVX-512's, the rule's default).
-        channels: the conv's input channels (None: not checked), for the SSE4.1 kernel.
+        channels: the conv's input channels, for the SSE4.1 kernel (None: not checked; the
+            inventory passes them for x86 profiles only, the rule being x86 oneDNN's).
     """
-    if lanes == 4 and channels is not None and channels % 8:
-        return True  # oneDNN's jit_dw:sse41 pads no channels: 33 of them ran as GEMMs
     if transposed or not kernel or len(kernel) > 2:
         return False
+    if lanes == 4 and channels is not None and channels % 8:
+        return True  # oneDNN's jit_dw:sse41 pads no channels: 33 of them ran as GEMMs
     if multiplier != 1:
         return True
     sizes, kernel, stride = _as_2d(input_hw), _as_2d(kernel), _as_2d(stride)

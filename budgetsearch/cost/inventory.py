@@ -831,6 +831,8 @@ class LayerInventory:
         is checked, a pruned width that leaves a multiple of 8 is not)."""
         if profile.conv_dispatch != "pytorch":
             return [False] * len(self.layers)
+        # the SSE4.1 kernel's channel rule is x86 oneDNN's: only for a profile of an x86 CPU
+        x86 = "sse4_1" in str(profile.provenance.get("cpu_flags", "")).split()
         return [r.kind == "dwconv" and r.out_channels > 0 and bool(r.padding)
                 and onednn_depthwise_on_gemm(
                     input_hw=[size + added for size, added in zip(
@@ -840,7 +842,7 @@ class LayerInventory:
                     dilation=r.dilation or (1,) * len(r.kernel_size),
                     multiplier=r.out_channels // max(1, r.in_channels),
                     transposed=r.transposed, lanes=profile.channel_block,
-                    channels=r.in_channels)
+                    channels=r.in_channels if x86 else None)
                 for r in self.layers]
 
     def _latency_numpy(

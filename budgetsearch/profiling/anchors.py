@@ -344,9 +344,9 @@ def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]], *,
     floor of x0.939 from six minutes before replaced a re-fit of x1.20 / x1.09 where the networks
     needed x1.115) while the machine still runs the anchors as it did then: the newest re-fit
     applies until a snapshot reads beyond ``tolerance_pct`` of the re-fit's own, and then lapses
-    (on 2026-12-03 10:12 a re-fit of x1.49 / x1.12 from 09:25, its anchors at x1.452, still
-    applied to a quiet machine whose anchors read x0.981: 0 % of 48 foreign networks within
-    ±10 %, where the profile unchanged put 92 % there)."""
+    with the snapshots before it (on 2026-12-03 10:12 a re-fit of x1.49 / x1.12 from 09:25, its
+    anchors at x1.452, still applied to a quiet machine whose anchors read x0.981: 0 % of 48
+    foreign networks within ±10 %, where the profile unchanged put 92 % there)."""
     entry: dict[str, Any] = {k: float(result[k]) for k in _FACTOR_KEYS}
     if measured_now:
         entry["refit"] = True
@@ -360,8 +360,10 @@ def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]], *,
     if refits and not measured_now and _is_step(entry["scale"], float(refits[-1]["scale"]),
                                                 1.0 + tolerance_pct / 100.0):
         # the anchors no longer run as they did when the networks were timed: the machine left
-        # that state, and the re-fits made in it lapse
-        kept = [h for h in kept if h.get("refit") is not True]
+        # that state, and the re-fit lapses with every snapshot before it (an older floor
+        # would under-price a machine that slowed since)
+        newest = max(i for i, h in enumerate(kept) if h.get("refit") is True)
+        kept = kept[newest + 1:]
         refits = []
     # networks timed now outweigh any anchors-only second: the newest re-fit stands while the
     # machine runs the anchors as it did then; without one, the quietest snapshot
@@ -810,6 +812,8 @@ def adopt_check(profile: DeviceProfile, check: Mapping[str, Any] | None) -> Devi
     A search's parent checks its profile once, before any trial loads the CPU, and hands the
     check to its Ray workers: a worker that checked on its own, an hour into a search, would
     time the anchors against the other trials' load and price the rest of the search by that.
+    (Where :func:`checked` would not check at all, the check off or the profile another
+    machine's, it still returns the profile unchecked.)
     A check of other coefficients or anchors (another :func:`fingerprint`) is not adopted: the
     profile is checked as usual.
     """

@@ -89,21 +89,28 @@ def time_draw(profile: DeviceProfile, networks: Sequence[Any], *,
     """Milliseconds of each built network by the profile's timer, runtime and threads, as the
     re-fit times them (the rounds the profile's anchors record, else :data:`ROUNDS`; none
     started after :data:`TIMING_DEADLINE_S`)."""
-    from budgetsearch.profiling.timing import make_runner, time_runners
+    per_round = _draw_rounds(profile, networks, onnx_export=onnx_export)
+    return per_round.min(axis=1) if len(per_round) else np.empty(0)
+
+
+def _draw_rounds(profile: DeviceProfile, networks: Sequence[Any], *,
+                 onnx_export: Callable[[str, Any, Any], bytes] | None = None) -> np.ndarray:
+    """:func:`time_draw`'s burst medians, (networks, rounds run): a slow machine runs fewer
+    rounds than asked before the deadline, and the re-fit records how many."""
+    from budgetsearch.profiling.timing import make_runner, time_rounds
 
     try:
         rounds = max(1, int((profile.anchors or {}).get("rounds", ROUNDS)))
     except (TypeError, ValueError):
         rounds = ROUNDS
-
     export = onnx_export if profile.runtime == "onnxruntime" else None
     runners = [make_runner(n.model, n.example_input, runtime=profile.runtime,
                            threads=profile.threads,
                            onnx_bytes=export(n.label, n.model, n.example_input) if export
                            else None)
                for n in networks]
-    return time_runners(runners, rounds=rounds, inner=INNER, warmup=WARMUP,
-                        threads=profile.threads, deadline_s=TIMING_DEADLINE_S)
+    return time_rounds(runners, rounds=rounds, inner=INNER, warmup=WARMUP,
+                       threads=profile.threads, deadline_s=TIMING_DEADLINE_S)
 
 
 def refit_drift(
@@ -115,7 +122,8 @@ def refit_drift(
     """Time :func:`recalibration_networks` by the profile's timer and fit its two drift factors.
 
     Returns ``overhead_scale``, ``work_scale``, ``scale`` (the median ratio today / predicted,
-    one factor's answer), ``networks`` (how many), ``seconds`` and ``residual_pct`` (the
+    one factor's answer), ``networks`` (how many), ``rounds`` (how many the deadline let run;
+    None when ``measure`` timed them), ``seconds`` and ``residual_pct`` (the
     median |error| left on them). ``measure`` (built networks → ms today) replaces the timing
     (tests; the benchmark's simulations reuse one timing), ``networks`` the build;
     ``onnx_export`` (label, model, input → ONNX bytes) caches an onnxruntime profile's exports
@@ -123,8 +131,10 @@ def refit_drift(
     """
     started = time.perf_counter()
     networks = list(networks) if networks is not None else recalibration_networks(count)
+    rounds_run = None
     if measure is None:
-        today = time_draw(profile, networks, onnx_export=onnx_export)
+        per_round = _draw_rounds(profile, networks, onnx_export=onnx_export)
+        today, rounds_run = per_round.min(axis=1), int(per_round.shape[1])
     else:
         today = np.asarray(measure(networks), dtype=float)
     parts = overhead_parts(profile, networks)
@@ -133,5 +143,6 @@ def refit_drift(
     fitted = parts @ np.array([overhead, work])
     return {"overhead_scale": round(overhead, 4), "work_scale": round(work, 4),
             "scale": round(float(statistics.median(today / parts.sum(1))), 4),
-            "networks": len(networks), "seconds": round(time.perf_counter() - started, 2),
+            "networks": len(networks), "rounds": rounds_run,
+            "seconds": round(time.perf_counter() - started, 2),
             "residual_pct": round(float(np.median(np.abs(fitted / today - 1.0))) * 100, 1)}

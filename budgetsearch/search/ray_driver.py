@@ -406,10 +406,11 @@ def run_ray(space: SearchSpace, settings: TrialSettings, run_dir: Path, request:
         shutil.rmtree(storage, ignore_errors=True)
     # The classic reporter honours verbose=0; the new one still prints tables and hints.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    check = parent_check(settings)  # before Ray's processes start: they would slow the check
     started = _init_ray(request.ray_address)
     try:
         trainable = tune.with_resources(
-            make_trainable(space, settings, run_dir, parent_check(settings)),
+            make_trainable(space, settings, run_dir, check),
             {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial})
         callback = _recorder(tune, space, settings, run_dir, progress)
         if resume and tune.Tuner.can_restore(str(experiment)):

@@ -259,7 +259,7 @@ def test_the_depthwise_rule_is_the_kernel_onednn_runs(threads: int) -> None:
         rule = onednn_depthwise_on_gemm(
             input_hw=case["input"], kernel=case["kernel"], stride=case["stride"],
             padding=case["padding"], dilation=case["dilation"], multiplier=case["multiplier"],
-            lanes=lanes)
+            lanes=lanes, channels=case["channels"])
         assert rule == ("gemm" in implementation), (case, implementation, lanes)
     assert sum("gemm" in i for i in implementations) >= 20  # both sides of the rule were tried
 
@@ -267,6 +267,7 @@ def test_the_depthwise_rule_is_the_kernel_onednn_runs(threads: int) -> None:
 #: oneDNN instruction-set caps (``ONEDNN_MAX_CPU_ISA``) → the fp32 lanes of its kernels, and the
 #: CPU flag without which the cap cannot be reached
 _ISA_CAPS = {"AVX512_CORE": (16, "avx512f"), "AVX2": (8, "avx2"), "SSE41": (4, "sse4_1")}
+_ISA_KERNELS = {"AVX512_CORE": "avx512", "AVX2": "avx2", "SSE41": "sse41"}  # in jit_dw:<isa>
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
@@ -282,8 +283,9 @@ def test_the_depthwise_rule_holds_for_each_vector_width_onednn_can_be_capped_to(
         pytest.skip(f"this CPU has no {flag}")
     cases = _depthwise_cases(60, seed=lanes)
     implementations = _onednn_implementations(cases, 1, isa=isa)
-    if not any("jit_dw" in i for i in implementations):
-        pytest.skip("this oneDNN names no jit_dw kernel (another ISA or build)")
+    if not any(f"jit_dw:{_ISA_KERNELS[isa]}" in i for i in implementations):
+        pytest.skip(f"this oneDNN ran no jit_dw:{_ISA_KERNELS[isa]} kernel under the cap (a "
+                    f"build that ignores ONEDNN_MAX_CPU_ISA, or a CPU that cannot reach it)")
     for case, implementation in zip(cases, implementations, strict=True):
         rule = onednn_depthwise_on_gemm(
             input_hw=case["input"], kernel=case["kernel"], stride=case["stride"],

@@ -150,9 +150,22 @@ def test_a_refit_lapses_once_the_anchors_no_longer_run_as_they_did_then(state: P
     assert (quiet["scale"], quiet["overhead_scale"], quiet["work_scale"]) == pytest.approx(
         (0.981, 0.981, 0.981))
     assert not any(h.get("refit") for h in quiet["history"])
-    assert [h["scale"] for h in quiet["history"]] == pytest.approx([1.03, 1.36, 0.981])
+    # the snapshots before the re-fit lapse with it: the machine has left that state too
+    assert [h["scale"] for h in quiet["history"]] == pytest.approx([1.36, 0.981])
     # and a lapsed re-fit does not come back when the anchors later read as they did then
     assert _check(profile, 1.05)["scale"] == pytest.approx(0.981)
+
+
+def test_a_lapsed_refit_does_not_bring_back_an_older_quiet_floor() -> None:
+    """A re-fit at x1.20 / x1.09 made after a quiet x0.939: a later snapshot at x1.35 (its own
+    re-fit failed, or was turned off) must not fall back to x0.939, which would under-price a
+    machine that slowed."""
+    from budgetsearch.profiling.anchors import smoothed
+
+    history = [{"scale": 0.939, "overhead_scale": 0.939, "work_scale": 0.939},
+               {"scale": 1.21, "overhead_scale": 1.20, "work_scale": 1.09, "refit": True}]
+    out = smoothed({"scale": 1.35, "overhead_scale": 1.35, "work_scale": 1.35}, history)
+    assert (out["overhead_scale"], out["work_scale"]) == pytest.approx((1.35, 1.35))
 
 
 @pytest.mark.parametrize("bad", [{"overhead_scale": 2.0}, {"overhead_scale": None,
@@ -243,11 +256,12 @@ def test_the_draw_is_timed_over_as_many_rounds_as_the_profile_was(
 
     def fake(runners, *, rounds, **kwargs):  # noqa: ANN001, ANN003, ANN202
         seen.append(rounds)
-        return np.ones(len(runners))
+        return np.ones((len(runners), rounds))
 
-    monkeypatch.setattr(timing, "time_runners", fake)
+    monkeypatch.setattr(timing, "time_rounds", fake)
     profile = profile_from_dict(MEASURED)
     recalibrate.time_draw(replace(profile, anchors={**profile.anchors, "rounds": 6}), draw[:2])
     recalibrate.time_draw(replace(profile, anchors={"networks": []}), draw[:2])
     recalibrate.time_draw(replace(profile, anchors={**profile.anchors, "rounds": "x"}), draw[:2])
     assert seen == [6, recalibrate.ROUNDS, recalibrate.ROUNDS] and recalibrate.ROUNDS == 8
+    assert recalibrate.refit_drift(profile, networks=draw)["rounds"] == recalibrate.ROUNDS
