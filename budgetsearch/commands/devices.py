@@ -85,10 +85,7 @@ def _device_summary(profile: Any, check: Any) -> dict[str, Any]:
         "threads": profile.provenance.get("threads"), "aliases": list(profile.aliases),
         "measured_on": profile.provenance.get("date"),
         "predictor_error": None if error is None else error.as_dict(),
-        # how far the profiling run agreed with itself (profiles made before it was recorded:
-        # None)
-        "run_repeatability": (profile.provenance.get("repeatability") or {}).get(
-            "within_10pct"),
+        "run_repeatability": profile.run_repeatability,
         "leave_one_family_out": None, "last_check": None, "unchecked_reason": None,
         "published_check": (None if profile.published_check is None
                             else profile.published_check.summary()),
@@ -372,7 +369,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
               f"{e.networks} networks: min {quantiles[0]:+.1f}, p10 {quantiles[1]:+.1f}, median "
               f"{quantiles[2]:+.1f}, p90 {quantiles[3]:+.1f}, max {quantiles[4]:+.1f}; "
               f"{e.within_10pct:.0%} within ±10%")
-        agreement = (profile.provenance.get("repeatability") or {}).get("within_10pct")
+        agreement = profile.run_repeatability
         if agreement is not None:
             print(f"{runtime}: the run agreed with itself (first half of the rounds against the "
                   f"second) within ±10% for {agreement:.0%} of the networks"

@@ -443,6 +443,12 @@ class DeviceProfile:
             return 1
 
     @property
+    def run_repeatability(self) -> float | None:
+        """How far the profiling run agreed with itself: the share of its networks whose two
+        halves of rounds agree within ±10 % (None for a profile made before it was recorded)."""
+        return (self.provenance.get("repeatability") or {}).get("within_10pct")
+
+    @property
     def runtime(self) -> str:
         """What runs the network: ``pytorch-eager``, ``onnxruntime`` or the datasheet's stack."""
         return str(self.provenance.get("runtime", "pytorch-eager" if self.source == "measured"

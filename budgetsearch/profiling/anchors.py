@@ -356,18 +356,16 @@ def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]], *,
         kept = []
     earlier = max(0, HISTORY_CHECKS - 1)
     kept = [*(kept[-earlier:] if earlier else []), entry]
-    refits = [h for h in kept if h.get("refit") is True]
-    if refits and not measured_now and _is_step(entry["scale"], float(refits[-1]["scale"]),
-                                                1.0 + tolerance_pct / 100.0):
+    newest = max((i for i, h in enumerate(kept) if h.get("refit") is True), default=None)
+    if newest is not None and not measured_now and _is_step(
+            entry["scale"], float(kept[newest]["scale"]), 1.0 + tolerance_pct / 100.0):
         # the anchors no longer run as they did when the networks were timed: the machine left
         # that state, and the re-fit lapses with every snapshot before it (an older floor
         # would under-price a machine that slowed since)
-        newest = max(i for i, h in enumerate(kept) if h.get("refit") is True)
-        kept = kept[newest + 1:]
-        refits = []
+        kept, newest = kept[newest + 1:], None
     # networks timed now outweigh any anchors-only second: the newest re-fit stands while the
     # machine runs the anchors as it did then; without one, the quietest snapshot
-    chosen = refits[-1] if refits else min(kept, key=lambda h: float(h["scale"]))
+    chosen = kept[newest] if newest is not None else min(kept, key=lambda h: float(h["scale"]))
     out = dict(result)
     for key in _FACTOR_KEYS:
         out[key] = round(float(chosen[key]), 4)

@@ -57,6 +57,7 @@ from budgetsearch.profiling.timing import (
     halves_agreement,
     make_runner,
     method_text,
+    quietest_round,
     time_rounds,
 )
 
@@ -641,7 +642,7 @@ def profile_this_machine(
         per_round = time_fit_set([*fit, *holdout], runtime=runtime, threads=threads,
                                  rounds=rounds, inner=inner, seed=seed, progress=progress,
                                  release_models=last)
-        fit_ms_all = per_round.min(axis=1)
+        fit_ms_all = quietest_round(per_round)
         # eager's small-GEMM table, timed right after the networks it is fitted with
         small_gemm = (measure_small_gemm(threads=threads, seed=seed)
                       if runtime == "pytorch-eager" else None)

@@ -89,8 +89,9 @@ def time_draw(profile: DeviceProfile, networks: Sequence[Any], *,
     """Milliseconds of each built network by the profile's timer, runtime and threads, as the
     re-fit times them (the rounds the profile's anchors record, else :data:`ROUNDS`; none
     started after :data:`TIMING_DEADLINE_S`)."""
-    per_round = _draw_rounds(profile, networks, onnx_export=onnx_export)
-    return per_round.min(axis=1) if len(per_round) else np.empty(0)
+    from budgetsearch.profiling.timing import quietest_round
+
+    return quietest_round(_draw_rounds(profile, networks, onnx_export=onnx_export))
 
 
 def _draw_rounds(profile: DeviceProfile, networks: Sequence[Any], *,
@@ -133,8 +134,10 @@ def refit_drift(
     networks = list(networks) if networks is not None else recalibration_networks(count)
     rounds_run = None
     if measure is None:
+        from budgetsearch.profiling.timing import quietest_round
+
         per_round = _draw_rounds(profile, networks, onnx_export=onnx_export)
-        today, rounds_run = per_round.min(axis=1), int(per_round.shape[1])
+        today, rounds_run = quietest_round(per_round), int(per_round.shape[1])
     else:
         today = np.asarray(measure(networks), dtype=float)
     parts = overhead_parts(profile, networks)

@@ -155,9 +155,15 @@ def time_runners(
     ``deadline_s`` stops starting new rounds once that many seconds have passed (at least one
     round always runs): the drift check's time bound.
     """
-    per_round = time_rounds(runners, rounds=rounds, inner=inner, warmup=warmup,
-                            threads=threads, seed=seed, deadline_s=deadline_s, progress=progress)
-    return per_round.min(axis=1) if len(per_round) else np.empty(0)
+    return quietest_round(time_rounds(runners, rounds=rounds, inner=inner, warmup=warmup,
+                                      threads=threads, seed=seed, deadline_s=deadline_s,
+                                      progress=progress))
+
+
+def quietest_round(per_round_ms: np.ndarray) -> np.ndarray:
+    """Each runner's time by this module's method: its minimum over the rounds of
+    :func:`time_rounds`' matrix (no runners: none)."""
+    return per_round_ms.min(axis=1) if len(per_round_ms) else np.empty(0)
 
 
 def halves_agreement(per_round_ms: np.ndarray, tolerance: float = 0.10) -> float | None:
