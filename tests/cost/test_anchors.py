@@ -616,3 +616,47 @@ def test_a_ray_driver_hands_its_check_to_the_trials(state: Path,
                                measure=lambda names: {n: 1.0 for n in names})
     monkeypatch.setattr(ray_driver, "load_profile", lambda name, **k: checked_here)
     assert ray_driver.parent_check(TrialSettings(device_profile="toy")) == checked_here.last_check
+
+
+def test_a_ray_trial_prices_by_the_check_its_driver_made(state: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainable a Ray worker runs: the driver's check crosses the process boundary as Ray
+    sends it (pickled), and the trial's own ``load_profile`` of the run's profile then returns
+    that check's rescaled profile without timing an anchor."""
+    import pickle
+    import sys
+    import types
+
+    from budgetsearch.cost import save_profile
+    from budgetsearch.profiling import anchors
+    from budgetsearch.search import ray_driver
+    from budgetsearch.search.settings import TrialSettings
+
+    path = save_profile(profile_from_dict(MEASURED), tmp_path / "toy.yaml")
+    monkeypatch.setattr(anchors, "unchecked_reason", lambda p: None)
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "1")
+    driver_check = _check(load_profile(path, check=False), 1.6, save=False)
+    sent = pickle.loads(pickle.dumps(driver_check))  # what reaches the worker
+    monkeypatch.setattr(anchors, "_CHECKED", {})  # the worker: a new process
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_MAX_AGE_S", "0")
+    monkeypatch.setattr(anchors, "check_drift", lambda *a, **k: pytest.fail("timed in a worker"))
+    reported: list[dict] = []
+    tune = types.SimpleNamespace(
+        get_context=lambda: types.SimpleNamespace(get_trial_name=lambda: "t0"),
+        report=reported.append)
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(tune=tune))
+    monkeypatch.setitem(sys.modules, "ray.tune", tune)
+    priced: list = []
+
+    def run_trial(config, settings, run_dir, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        priced.append(load_profile(settings.device_profile))  # as the trial's cost model does
+        return {"val_accuracy": 0.5}
+
+    monkeypatch.setattr(ray_driver, "run_trial", run_trial)
+    monkeypatch.setattr(ray_driver, "_final_metrics", dict)
+    trainable = ray_driver.make_trainable(None, TrialSettings(device_profile=str(path)),
+                                          tmp_path, profile_check=sent)
+    trainable({})
+    assert priced[0].last_check == driver_check
+    assert priced[0].op_latency("conv").ms_per_gflop == pytest.approx(10.0 * 1.6)
+    assert reported == [{"val_accuracy": 0.5}]
