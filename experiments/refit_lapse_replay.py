@@ -5,7 +5,8 @@ to split each prediction into its per-call overhead and the rest).
 Until 10:12 the newest re-fit stood until the history reset; now it lapses once a snapshot reads
 beyond the tolerance of the re-fit's own (``anchors.smoothed``). Each run's measured times come
 from its CSV; its snapshot and the check's history from its output and the state file as they
-were; both rules' factors are scored within ±10 % / ±20 % on the same times.
+were; both rules' factors are scored within ±10 % / ±20 % on the same times. Since 2026-12-03
+13:40 anchors alone rescale only beyond the tolerance (``anchors.TOLERANCE_PCT``), as here.
 
     PYTHONPATH=. python experiments/refit_lapse_replay.py
 """
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency_accuracy as bench  # noqa: E402
 
 from budgetsearch.cost import load_profile  # noqa: E402
-from budgetsearch.profiling.anchors import RESCALE_ABOVE_PCT, smoothed  # noqa: E402
+from budgetsearch.profiling.anchors import TOLERANCE_PCT, smoothed  # noqa: E402
 from budgetsearch.profiling.recalibrate import overhead_parts  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,8 +65,10 @@ def main() -> None:
         now = smoothed({"scale": snapshot, "overhead_scale": snapshot, "work_scale": snapshot},
                        history)
         factors = (now["overhead_scale"], now["work_scale"])
-        if max(abs(f - 1.0) for f in factors) * 100 <= RESCALE_ABOVE_PCT:
-            factors = (1.0, 1.0)  # within the check's noise: not rescaled
+        beyond = (abs(snapshot - 1.0) * 100 > TOLERANCE_PCT
+                  and max(abs(f - 1.0) for f in factors) * 100 > TOLERANCE_PCT)
+        if not (now["refit_in_force"] or beyond):
+            factors = (1.0, 1.0)  # anchors alone, inside the tolerance: not rescaled
         kept = part @ np.array(KEPT)
         lapsed = part @ np.array(factors)
         needed = float(np.exp(np.median(np.log(measured / part.sum(axis=1)))))

@@ -129,6 +129,7 @@ def test_a_refit_is_applied_over_a_quieter_earlier_snapshot(state: Path) -> None
     # newest re-fit stands until the history resets
     later = _check(profile, 1.02)
     assert (later["overhead_scale"], later["work_scale"]) == pytest.approx((1.2, 1.09))
+    assert later["recalibrated"] and later["refit_in_force"]  # a measurement, not a snapshot
     assert [h.get("refit", False) for h in later["history"]] == [False, True, False]
     assert _check(profile, 2.4)["scale"] == pytest.approx(2.4)  # a new speed: history anew
 
@@ -149,11 +150,26 @@ def test_a_refit_lapses_once_the_anchors_no_longer_run_as_they_did_then(state: P
     quiet = _check(profile, 0.981)
     assert (quiet["scale"], quiet["overhead_scale"], quiet["work_scale"]) == pytest.approx(
         (0.981, 0.981, 0.981))
+    assert not quiet["recalibrated"]  # anchors alone, inside the tolerance: as recorded
     assert not any(h.get("refit") for h in quiet["history"])
     # the snapshots before the re-fit lapse with it: the machine has left that state too
     assert [h["scale"] for h in quiet["history"]] == pytest.approx([1.36, 0.981])
     # and a lapsed re-fit does not come back when the anchors later read as they did then
     assert _check(profile, 1.05)["scale"] == pytest.approx(0.981)
+
+
+def test_a_refit_applies_whatever_its_factors(state: Path) -> None:
+    """The anchors read x1.15, the networks timed now x1.03 / x0.98: the re-fit's factors apply
+    (inside the tolerance, but measured on networks), and go on applying while it stands."""
+    profile = profile_from_dict(MEASURED)
+    recorded = _recorded(profile)
+    fixed = check_drift(profile, announce=lambda line: None,
+                        refit=lambda p: {"overhead_scale": 1.03, "work_scale": 0.98},
+                        measure=lambda names: {n: ms * 1.15 for n, ms in recorded.items()})
+    assert fixed.last_check["recalibrated"]
+    assert fixed.op_latency("conv").overhead_ms == pytest.approx(0.01 * 1.03)
+    assert fixed.op_latency("conv").ms_per_gflop == pytest.approx(10.0 * 0.98)
+    assert _check(profile, 1.12)["recalibrated"]
 
 
 def test_a_lapsed_refit_does_not_bring_back_an_older_quiet_floor() -> None:
