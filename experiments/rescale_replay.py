@@ -6,7 +6,10 @@ and measured times of the 48 foreign networks. Each prediction is taken back to 
 recorded (prediction / applied factor) and scored within ±10 % as recorded, as the run rescaled
 it, and as rescaled by the run's own snapshot beyond 3 %. Runs whose check re-fitted on networks
 timed now are not replayed (a re-fit is not one factor), nor 09:30 and 10:12, which applied a
-stale re-fit (the bug ``anchors.smoothed`` now lapses).
+stale re-fit (the bug ``anchors.smoothed`` now lapses). The rule since 13:40 (anchors alone
+rescale only beyond the tolerance, by this snapshot and the quietest recent one alike) is the
+"recorded" column here: none of the replayed snapshots read beyond ±10 %. The applied factor is
+parsed as printed (3 decimals), so a network right at ±10 % may flip.
 
     python experiments/rescale_replay.py
 """
@@ -36,6 +39,7 @@ def main() -> None:
                           r"snapshot x([\d.]+).*?recalibrated (\w+)", eager)
         table = RESULTS / f"latency_accuracy_{run}.csv"
         if not match or not table.exists():
+            print(f"{run:<10} (no {PROFILE} check in its output, or no CSV: skipped)")
             continue
         applied, snapshot = float(match.group(1)), float(match.group(2))
         if "re-fitted on networks timed now" in eager or run in STALE_REFIT:

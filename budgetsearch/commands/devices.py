@@ -161,7 +161,9 @@ def _cmd_devices(args: argparse.Namespace) -> int:
                 worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),
                             default=0.0)
                 over = check.get("checks_in_history", 1)
-                typical = (f"the quietest of its last {over} checks; "
+                typical = ("an earlier re-fit on networks, still in force; "
+                           if check.get("refit_in_force") and not refit_applied(check)
+                           else f"the quietest of its last {over} checks; "
                            if over > 1 and not refit_applied(check) else "")
                 text += (f"; last check {check['date']}: drift {check['drift_pct']:+.1f}% "
                          f"({typical}{state}; anchors within ±{worst:.1f}% after)")

@@ -1060,10 +1060,11 @@ def load_profile(name_or_path: str | Path, *, check: bool = True) -> DeviceProfi
 
     A measured profile of this machine (same CPU model and SIMD flags, runtime available) with
     anchors is checked for drift once per process (≤ 2 s, :mod:`budgetsearch.profiling.anchors`;
-    when the anchors drift beyond 10 % or apart, a ≈ 15-40 s re-fit on networks timed now) and
-    rescaled when this machine runs its anchors more than 10 % faster or slower than on the day
-    it was measured (by the re-fit where one ran); ``check=False`` or
-    ``BUDGETSEARCH_DRIFT_CHECK=0`` skips that.
+    when the anchors drift beyond 10 % or apart, a ≈ 15-40 s re-fit on networks timed now,
+    whose factors apply whatever their size while the anchors run as then); without a re-fit,
+    rescaled by the anchors when they, and the quietest of this machine's recent snapshots,
+    run more than 10 % faster or slower than on the day it was measured;
+    ``check=False`` or ``BUDGETSEARCH_DRIFT_CHECK=0`` skips that.
 
     Raises:
         ValueError: unknown name, or an invalid file (the message names the file and the key).

@@ -72,14 +72,6 @@ def test_a_machine_twice_as_fast_or_slow_is_recalibrated(state: Path, speed: flo
     assert last_check("toy")["scale"] == pytest.approx(1 / speed)  # the state file
 
 
-def test_drift_within_the_checks_noise_keeps_the_profile(state: Path) -> None:
-    profile = profile_from_dict(MEASURED)
-    today = {n: ms * 1.02 for n, ms in _recorded(profile).items()}
-    same = check_drift(profile, measure=lambda names: today, announce=pytest.fail)
-    assert not same.last_check["recalibrated"]
-    assert same.op_latency("conv") == profile.op_latency("conv")
-
-
 def test_drift_inside_the_tolerance_keeps_the_profile_as_recorded(state: Path) -> None:
     """Anchors alone rescale only beyond the tolerance: a snapshot lands within about ±5-15% of
     what the networks need, and rescaling inside it lost more than it won (anchors.
@@ -110,6 +102,24 @@ def test_anchors_alone_rescale_when_this_snapshot_and_the_quietest_are_beyond_it
         n: ms * 1.04 for n, ms in _recorded(fresh).items()})
     assert later.last_check["scale"] == pytest.approx(1.04) and not later.last_check[
         "recalibrated"]
+    # and a floor beyond it (x0.85) does not rescale a machine whose anchors now read x0.95
+    quick = profile.scaled(1.0 / 0.85)
+    assert check_drift(quick, announce=lambda line: None, measure=lambda names: {
+        n: ms * 0.85 for n, ms in _recorded(quick).items()}).last_check["recalibrated"]
+    now = check_drift(quick, announce=pytest.fail, measure=lambda names: {
+        n: ms * 0.95 for n, ms in _recorded(quick).items()}).last_check
+    assert now["scale"] == pytest.approx(0.85) and not now["recalibrated"]
+    # the anchors' errors shown are those of the profile as it is used: as recorded
+    assert all(v == pytest.approx(-5.0) for v in now["residual_pct"].values())
+
+
+def test_a_floor_the_other_way_does_not_rescale(state: Path) -> None:
+    """An earlier snapshot read x0.88, this one x1.15 (its re-fit off): both beyond the
+    tolerance, but opposite ways; the floor must not price a machine now reading slower."""
+    profile = profile_from_dict(MEASURED)
+    assert _check(profile, 0.88)["recalibrated"]
+    now = _check(profile, 1.15)
+    assert now["scale"] == pytest.approx(0.88) and not now["recalibrated"]
 
 
 def test_simulated_profile_of_a_slower_day_predicts_today(state: Path) -> None:
@@ -684,3 +694,31 @@ def test_a_ray_trial_prices_by_the_check_its_driver_made(state: Path, tmp_path: 
     assert priced[0].last_check == driver_check
     assert priced[0].op_latency("conv").ms_per_gflop == pytest.approx(10.0 * 1.6)
     assert reported == [{"val_accuracy": 0.5}]
+
+
+def test_a_stored_check_is_reused_unless_made_under_the_old_rule(
+        state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process within the hour reuses the state file's check without timing; a check
+    stored before the tolerance rule (no ``refit_in_force``: it may have rescaled by anchors
+    alone inside the tolerance) is made again."""
+    import json
+
+    from budgetsearch.profiling import anchors
+
+    profile = profile_from_dict(MEASURED)
+    monkeypatch.setattr(anchors, "unchecked_reason", lambda p: None)
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "1")
+    stored = _check(profile, 1.3)
+    assert stored["recalibrated"]
+    monkeypatch.setattr(anchors, "_CHECKED", {})  # another process
+    monkeypatch.setattr(anchors, "check_drift", lambda *a, **k: pytest.fail("timed again"))
+    assert checked(profile).op_latency("conv").ms_per_gflop == pytest.approx(13.0)
+    path = state / "drift-toy.json"
+    old = json.loads(path.read_text())
+    del old["refit_in_force"]
+    path.write_text(json.dumps({**old, "scale": 0.95, "overhead_scale": 0.95,
+                                "work_scale": 0.95}))
+    monkeypatch.setattr(anchors, "_CHECKED", {})
+    fresh = []
+    monkeypatch.setattr(anchors, "check_drift", lambda p, **k: fresh.append(p) or p)
+    assert checked(profile) is profile and fresh == [profile]

@@ -170,6 +170,12 @@ def test_a_refit_applies_whatever_its_factors(state: Path) -> None:
     assert fixed.op_latency("conv").overhead_ms == pytest.approx(0.01 * 1.03)
     assert fixed.op_latency("conv").ms_per_gflop == pytest.approx(10.0 * 0.98)
     assert _check(profile, 1.12)["recalibrated"]
+    # unsaved (no history): this check's own re-fit inside the tolerance applies too
+    alone = check_drift(profile, announce=lambda line: None, save=False,
+                        refit=lambda p: {"overhead_scale": 1.03, "work_scale": 0.98},
+                        measure=lambda names: {n: ms * 1.15 for n, ms in recorded.items()})
+    assert alone.last_check["recalibrated"] and "refit_in_force" not in alone.last_check
+    assert alone.op_latency("conv").ms_per_gflop == pytest.approx(10.0 * 0.98)
 
 
 def test_a_lapsed_refit_does_not_bring_back_an_older_quiet_floor() -> None:
