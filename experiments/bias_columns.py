@@ -1,0 +1,140 @@
+"""Issue 16: does a weight-size or a narrow-conv term take out the eager model's remaining bias?
+Offline, on timings already taken.
+
+One command (about three minutes: the fit set and the foreign networks are rebuilt and traced)::
+
+    R=experiments/results; PYTHONPATH=. python experiments/bias_columns.py \
+        $R/latency_accuracy_1203-{0823,0910,1038,1058,1139,1155,1229,1324,1341,1358,1417,1426}.csv
+
+Centred per run, the eager AVX2 profile's errors on the 48 foreign networks correlate with the
+log of each network's weight MB (−0.65 over nine runs of 2026-12-03): SqueezeNet and
+ShuffleNet-v2-0.5 (≤ 6 MB) are over-priced. This re-fits the shipped eager profile
+(``hw_profiles/cpu-2core-x86-avx2.csv``, as ``budgetsearch profile --refit`` does) with one
+candidate column at a time and scores the held-out networks and, on each ``RESULTS_CSV`` of these
+profiles, the foreign networks as priced (no drift check) and centred (the model's scatter):
+
+* the network's weight MB, whole, beyond 1–16 MB, or up to 1–16 MB;
+* dense convs (not depthwise) whose narrower side (input channels per group, or output
+  channels) is at most 16, 32 or 64: their calls, their GFLOPs.
+
+Output quoted in experiments/README.md ("A machine of the same name without AVX-512", item 12):
+``results/bias_columns_output.txt``.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import latency_accuracy as bench  # noqa: E402
+
+from budgetsearch.cost import LayerInventory, load_profile  # noqa: E402
+from budgetsearch.profiling.fit import (  # noqa: E402
+    build_fit_set,
+    fit_coefficients,
+    network_features,
+)
+
+PROFILE = "cpu-2core-x86-avx2"
+
+
+def weight_mb(inventory: LayerInventory, kept: dict) -> float:
+    """The network's weights at its kept channels, MB (fp32)."""
+    total = 0.0
+    for r in inventory:
+        if not r.weight_params:
+            continue
+        share = 1.0
+        if r.name in kept and r.op in ("conv", "linear"):
+            ci, co = kept[r.name]
+            share = co / r.out_channels if r.depthwise else ci * co / (r.in_channels
+                                                                        * r.out_channels)
+        total += r.weight_params * 4 / 1e6 * share
+    return total
+
+
+def narrow(inventory: LayerInventory, kept: dict, limit: int) -> tuple[float, float]:
+    """(calls, GFLOPs) of dense convs and linears whose narrower side is at most ``limit``."""
+    calls, gflops = 0.0, 0.0
+    for r in inventory:
+        if r.op in ("conv", "linear") and r.out_channels > 0 and not r.depthwise:
+            ci, co = kept.get(r.name, (r.in_channels, r.out_channels))
+            if min(ci / max(1, r.groups or 1), co) <= limit:
+                calls += 1
+                gflops += r.flops * ci * co / (r.in_channels * r.out_channels) * 1e-9
+    return calls, gflops
+
+
+def candidates() -> dict[str, Callable[[LayerInventory, dict], float]]:
+    columns: dict[str, Callable[[LayerInventory, dict], float]] = {
+        "weight MB": weight_mb}
+    for cut in (1, 2, 4, 8, 16):
+        columns[f"weight MB beyond {cut}"] = lambda i, k, c=cut: max(weight_mb(i, k) - c, 0.0)
+        columns[f"weight MB up to {cut}"] = lambda i, k, c=cut: min(weight_mb(i, k), c)
+    for limit in (16, 32, 64):
+        columns[f"narrow (<= {limit}) conv calls"] = lambda i, k, n=limit: narrow(i, k, n)[0]
+        columns[f"narrow (<= {limit}) conv GFLOPs"] = lambda i, k, n=limit: narrow(i, k, n)[1]
+    return columns
+
+
+def main() -> None:
+    paths = [Path(p) for p in sys.argv[1:]]
+    profile = load_profile(PROFILE, check=False)
+    measured = pd.read_csv(Path(__file__).resolve().parents[1] / "hw_profiles" / f"{PROFILE}.csv")
+    measured = measured[measured["runtime"] == "pytorch-eager"]
+    times = {(r.network, r.set): r.measured_ms for r in measured.itertuples()}
+    fit, holdout = build_fit_set(216, 54, seed=int(profile.provenance.get("seed", 0)))
+    foreign = bench.foreign_networks(quick=False)
+    items = {"fit": [(b.inventory, b.kept_channels) for b in fit],
+             "holdout": [(b.inventory, b.kept_channels) for b in holdout],
+             "foreign": [(n["inventory"], n["kept"]) for n in foreign]}
+
+    def row(inventory: LayerInventory, kept: dict) -> np.ndarray:
+        built = types.SimpleNamespace(inventory=inventory, kept_channels=kept)
+        return network_features(built, profile.channel_block, "pytorch-eager", 1,
+                                profile.small_gemm)
+
+    base = {k: np.stack([row(i, kept) for i, kept in v]) for k, v in items.items()}
+    tf = np.array([times[(b.label, "fit")] for b in fit])
+    th = np.array([times[(b.label, "holdout")] for b in holdout])
+    names = [n["network"] for n in foreign]
+    runs = []
+    for path in paths:
+        table = pd.read_csv(path)
+        table = table[(table["runtime"] == "pytorch-eager") & (table["profile"] == PROFILE)]
+        ms = dict(zip(table["network"], table["measured_ms"], strict=True))
+        keep = [i for i, n in enumerate(names) if n in ms]
+        if keep:
+            runs.append((keep, np.array([ms[names[i]] for i in keep])))
+    print(f"{PROFILE} (pytorch-eager): {len(fit)} fit, {len(holdout)} held-out, "
+          f"{len(foreign)} foreign networks over {len(runs)} runs' times")
+
+    def score(label: str, extra: dict[str, np.ndarray]) -> None:
+        design = {k: np.hstack([base[k], extra[k]]) for k in base}
+        coef = fit_coefficients(design["fit"], tf)
+        held = design["holdout"] @ coef / th * 100 - 100
+        recorded, centred = [], []
+        for keep, ms in runs:
+            pred = design["foreign"][keep] @ coef
+            factor = np.exp(np.median(np.log(ms / pred)))
+            recorded.append(np.mean(np.abs(pred / ms - 1) <= 0.10))
+            centred.append(np.mean(np.abs(pred * factor / ms - 1) <= 0.10))
+        print(f"{label:32s} held-out {np.mean(np.abs(held) <= 10):4.0%}; foreign as priced "
+              f"{np.mean(recorded):4.0%}, centred {np.mean(centred):4.0%} (worst run "
+              f"{min(centred):4.0%}); added coefficient {coef[base['fit'].shape[1]:].round(4)}")
+
+    score("base (the shipped model)", {k: np.zeros((len(v), 0)) for k, v in base.items()})
+    for label, column in candidates().items():
+        score(label, {k: np.array([[column(i, kept)] for i, kept in items[k]])
+                      for k in items})
+
+
+if __name__ == "__main__":
+    main()
