@@ -579,14 +579,14 @@ def check_drift(
     if recalibrated and drift > tolerance_pct:
         direction = "slower" if result["scale"] > 1 else "faster"
         over = len(result.get("history") or [])
+        kept = bool(check.get("refit_in_force")) and not refit_applied(check)
         typical = (f" (the quietest of its last {over} checks)"
-                   if over > 1 and not refit_applied(check) and not check.get("refit_in_force")
-                   else " (an earlier re-fit on networks, still in force)"
-                   if check.get("refit_in_force") and not refit_applied(check) else "")
+                   if over > 1 and not refit_applied(check) and not kept else "")
+        kept_text = "; an earlier re-fit on networks, still in force" if kept else ""
         message = (f"budgetsearch: this machine runs the {profile.name} anchors "
                    f"{abs(result['drift_pct']):.0f}% {direction}{typical} than when profiled "
                    f"({profile.provenance.get('date', '?')}); latency predictions rescaled "
-                   f"({factors_text(check)}{refit_text(check)}; {seconds:.1f} s check; "
+                   f"({factors_text(check)}{refit_text(check)}{kept_text}; {seconds:.1f} s check; "
                    f"re-profile with "
                    f"'budgetsearch profile --name {profile.name} --runtime {profile.runtime} "
                    f"--force')")

@@ -130,6 +130,11 @@ def test_a_refit_is_applied_over_a_quieter_earlier_snapshot(state: Path) -> None
     later = _check(profile, 1.02)
     assert (later["overhead_scale"], later["work_scale"]) == pytest.approx((1.2, 1.09))
     assert later["recalibrated"] and later["refit_in_force"]  # a measurement, not a snapshot
+    lines: list[str] = []
+    check_drift(profile, announce=lines.append,
+                measure=lambda names: {n: ms * 1.05 for n, ms in recorded.items()})
+    assert len(lines) == 1 and "an earlier re-fit on networks, still in force" in lines[0]
+    assert "quietest" not in lines[0]
     assert [h.get("refit", False) for h in later["history"]] == [False, True, False]
     assert _check(profile, 2.4)["scale"] == pytest.approx(2.4)  # a new speed: history anew
 
