@@ -75,6 +75,11 @@ MIN_SHARE_SPREAD = 0.3  # overhead shares must differ this much to fit two drift
 # scale: the statistic the networks' times are); a snapshot this far from their median is a new
 # speed (a 2x faster machine) and, confirmed by a second one, starts a new history.
 HISTORY_CHECKS = 6  # snapshots (this one included) whose quietest rescales
+# A re-fit on networks stands while the anchors read within this of its own snapshot: half the
+# tolerance, since the anchors under-read a move (2026-12-03: at 14:38 and 14:55 a 14:26 re-fit
+# made at anchors x0.839 stood while they read x0.902 and x0.915, and the networks needed x0.956
+# and x0.947: 29% and 35% of 48 foreign networks within ±10%, 77% and 69% as recorded).
+REFIT_LAPSE_PCT = 5.0
 # Older snapshots are forgotten: a floor must not outlive the machine's phase by much (phases of
 # 20-40 min were seen on 2026-12-02; a user's process re-checks at most hourly, BUDGETSEARCH_
 # DRIFT_MAX_AGE_S), so a quiet night does not under-price a busy afternoon for a day.
@@ -341,7 +346,7 @@ def recalibration(
 
 
 def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]], *,
-             measured_now: bool = False, tolerance_pct: float = TOLERANCE_PCT) -> dict[str, Any]:
+             measured_now: bool = False, lapse_pct: float = REFIT_LAPSE_PCT) -> dict[str, Any]:
     """``result`` (a snapshot's :func:`recalibration`) with its factors replaced by those of the
     quietest snapshot (lowest ``scale``) of ``history`` (earlier snapshots, oldest first) and
     itself, and ``history`` set to the snapshots it chose among (this one last). A snapshot
@@ -350,7 +355,8 @@ def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]], *,
     (``measured_now``; marked ``refit`` in the history) outweighs them all (on 2026-12-03 08:29 a
     floor of x0.939 from six minutes before replaced a re-fit of x1.20 / x1.09 where the networks
     needed x1.115) while the machine still runs the anchors as it did then: the newest re-fit
-    applies until a snapshot reads beyond ``tolerance_pct`` of the re-fit's own, and then lapses
+    applies until a snapshot reads beyond ``lapse_pct`` (:data:`REFIT_LAPSE_PCT`) of the
+    re-fit's own, and then lapses
     with the snapshots before it (on 2026-12-03 10:12 a re-fit of x1.49 / x1.12 from 09:25, its
     anchors at x1.452, still applied to a quiet machine whose anchors read x0.981: 0 % of 48
     foreign networks within ±10 %, where the profile unchanged put 92 % there)."""
@@ -365,7 +371,7 @@ def smoothed(result: Mapping[str, Any], history: list[Mapping[str, Any]], *,
     kept = [*(kept[-earlier:] if earlier else []), entry]
     newest = max((i for i, h in enumerate(kept) if h.get("refit") is True), default=None)
     if newest is not None and not measured_now and _is_step(
-            entry["scale"], float(kept[newest]["scale"]), 1.0 + tolerance_pct / 100.0):
+            entry["scale"], float(kept[newest]["scale"]), 1.0 + lapse_pct / 100.0):
         # the anchors no longer run as they did when the networks were timed: the machine left
         # that state, and the re-fit lapses with every snapshot before it (an older floor
         # would under-price a machine that slowed since)
@@ -543,8 +549,7 @@ def check_drift(
     seconds = time.perf_counter() - started
     now = datetime.datetime.now().isoformat(timespec="seconds")
     if save:  # a check that is remembered joins, and reads, this machine's recent snapshots
-        result = smoothed(result, history, measured_now=refit_applied({"refit": refitted}),
-                          tolerance_pct=tolerance_pct)
+        result = smoothed(result, history, measured_now=refit_applied({"refit": refitted}))
         result["history"][-1]["date"] = now
         result["residual_pct"] = _residuals(recorded, today, shares, result)
         drift = _drift_pct(result)
