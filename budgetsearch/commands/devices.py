@@ -120,9 +120,9 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
     from budgetsearch.cost import load_profile, profile_names
     from budgetsearch.profiling.anchors import (
+        factors_source,
         factors_text,
         last_check,
-        refit_applied,
         refit_text,
     )
 
@@ -160,11 +160,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
                          if check["recalibrated"] else "holds as recorded")
                 worst = max((abs(v) for v in (check.get("residual_pct") or {}).values()),
                             default=0.0)
-                over = check.get("checks_in_history", 1)
-                typical = ("an earlier re-fit on networks, still in force; "
-                           if check.get("refit_in_force") and not refit_applied(check)
-                           else f"the quietest of its last {over} checks; "
-                           if over > 1 and not refit_applied(check) else "")
+                source = factors_source(check, check.get("checks_in_history", 1))
+                typical = f"{source}; " if source else ""
                 text += (f"; last check {check['date']}: drift {check['drift_pct']:+.1f}% "
                          f"({typical}{state}; anchors within ±{worst:.1f}% after)")
             else:

@@ -551,7 +551,6 @@ def check_drift(
     if save:  # a check that is remembered joins, and reads, this machine's recent snapshots
         result = smoothed(result, history, measured_now=refit_applied({"refit": refitted}))
         result["history"][-1]["date"] = now
-        result["residual_pct"] = _residuals(recorded, today, shares, result)
         drift = _drift_pct(result)
     # networks timed now (this check's re-fit, or an earlier one still in force) are a
     # measurement and apply whatever their factors; anchors alone rescale only beyond the
@@ -560,9 +559,10 @@ def check_drift(
     in_force = refit_applied({"refit": refitted}) or bool(result.get("refit_in_force"))
     same_way = (own_scale - 1.0) * (float(result["scale"]) - 1.0) > 0
     recalibrated = in_force or (own_drift > tolerance_pct and drift > tolerance_pct and same_way)
-    if not recalibrated:  # the anchors' errors under the profile as it is used: as recorded
-        result = {**result, "residual_pct": _residuals(
-            recorded, today, shares, {**result, "overhead_scale": 1.0, "work_scale": 1.0})}
+    # the anchors' errors under the profile as it is used: rescaled, or as recorded
+    used = result if recalibrated else {"overhead_scale": 1.0, "work_scale": 1.0}
+    result = {**result, "residual_pct": _residuals(recorded, today, shares, {
+        **result, "overhead_scale": used["overhead_scale"], "work_scale": used["work_scale"]})}
     check = {
         "profile": profile.name,
         "fingerprint": fingerprint(profile),
@@ -583,11 +583,10 @@ def check_drift(
     checked_profile = _recalibrated(profile, check) if recalibrated else profile
     if recalibrated and drift > tolerance_pct:
         direction = "slower" if result["scale"] > 1 else "faster"
-        over = len(result.get("history") or [])
-        kept = bool(check.get("refit_in_force")) and not refit_applied(check)
-        typical = (f" (the quietest of its last {over} checks)"
-                   if over > 1 and not refit_applied(check) and not kept else "")
-        kept_text = "; an earlier re-fit on networks, still in force" if kept else ""
+        source = factors_source(check, len(result.get("history") or []))
+        kept = bool(source) and bool(check.get("refit_in_force"))
+        typical = f" ({source})" if source and not kept else ""
+        kept_text = f"; {source}" if kept else ""
         message = (f"budgetsearch: this machine runs the {profile.name} anchors "
                    f"{abs(result['drift_pct']):.0f}% {direction}{typical} than when profiled "
                    f"({profile.provenance.get('date', '?')}); latency predictions rescaled "
@@ -678,6 +677,16 @@ def factors_text(check: Mapping[str, Any]) -> str:
     if overhead == work == scale:
         return f"x{scale:.3f}"
     return f"per-call overhead x{overhead:.3f}, compute and memory x{work:.3f}"
+
+
+def factors_source(check: Mapping[str, Any], checks: int) -> str:
+    """Where a check's factors came from when not from its own re-fit: an earlier re-fit still
+    in force, or the quietest of ``checks`` recent snapshots ('' for this snapshot alone)."""
+    if refit_applied(check):
+        return ""
+    if check.get("refit_in_force"):
+        return "an earlier re-fit on networks, still in force"
+    return f"the quietest of its last {checks} checks" if checks > 1 else ""
 
 
 def _recalibrated(profile: DeviceProfile, check: Mapping[str, Any]) -> DeviceProfile:
