@@ -41,8 +41,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
@@ -1083,16 +1085,21 @@ def load_profile(name_or_path: str | Path, *, check: bool = True) -> DeviceProfi
         raise ValueError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     profile = replace(profile_from_dict(data, where=str(path)), path=str(path))
     if check:
+        _load_installed_checks()
         for hook in _PROFILE_CHECKS:
             profile = hook(profile)
     return profile
 
 
 ProfileCheck = Callable[[DeviceProfile], DeviceProfile]
-#: Checks run on every profile :func:`load_profile` returns (``check=True``). The drift check of
-#: measured profiles (:mod:`budgetsearch.profiling.anchors`) registers itself here when imported:
-#: it times networks, so pricing does not import it; the search, the CLI and the API do.
+#: Checks run on every profile :func:`load_profile` returns (``check=True``).
 _PROFILE_CHECKS: list[ProfileCheck] = []
+#: Entry-point group of installed checks. budgetsearch's own drift check of measured profiles
+#: (:mod:`budgetsearch.profiling.anchors`, which times networks and so lives above this layer)
+#: is declared there in ``pyproject.toml``, so that a library user who calls this module alone,
+#: without the API or the CLI, prices by a checked profile too; another package can add its own.
+PROFILE_CHECK_GROUP = "budgetsearch.profile_checks"
+_INSTALLED_CHECKS_LOADED = False
 
 
 def register_profile_check(hook: ProfileCheck) -> ProfileCheck:
@@ -1100,6 +1107,31 @@ def register_profile_check(hook: ProfileCheck) -> ProfileCheck:
     if hook not in _PROFILE_CHECKS:
         _PROFILE_CHECKS.append(hook)
     return hook
+
+
+def _load_installed_checks() -> None:
+    """Register the checks installed under :data:`PROFILE_CHECK_GROUP` (once per process).
+
+    One that cannot be loaded is named in a warning and skipped: pricing does not fail for it.
+    (The drift check also registers itself when imported, so a source tree used without being
+    installed still checks profiles wherever the API, the CLI or the search is imported.)
+    """
+    global _INSTALLED_CHECKS_LOADED
+    if _INSTALLED_CHECKS_LOADED:
+        return
+    _INSTALLED_CHECKS_LOADED = True
+    for entry in entry_points(group=PROFILE_CHECK_GROUP):
+        try:
+            hook = entry.load()
+        except Exception as error:  # noqa: BLE001 - any plug-in's failure is reported, not raised
+            warnings.warn(f"profile check {entry.name!r} ({entry.value}) could not be loaded: "
+                          f"{type(error).__name__}: {error}", stacklevel=3)
+            continue
+        if not callable(hook):
+            warnings.warn(f"profile check {entry.name!r} ({entry.value}) is not callable",
+                          stacklevel=3)
+            continue
+        register_profile_check(hook)
 
 
 def profile_text(profile: DeviceProfile, *, header: str = "", where: str = "<profile>") -> str:

@@ -808,8 +808,8 @@ def check_enabled() -> bool:
 
 
 def checked(profile: DeviceProfile) -> DeviceProfile:
-    """The profile as it holds today: the hook :func:`~budgetsearch.cost.load_profile` runs (this
-    module registers it on import: the search, the CLI and the API import it).
+    """The profile as it holds today: the hook :func:`~budgetsearch.cost.load_profile` runs (an
+    installed entry point, ``pyproject.toml``; this module also registers it on import).
 
     Runs :func:`check_drift` at most once per process per profile; reuses a state-file check of the
     same profile younger than ``$BUDGETSEARCH_DRIFT_MAX_AGE_S`` (default 3600 s). Profiles without

@@ -722,3 +722,63 @@ def test_a_stored_check_is_reused_unless_made_under_the_old_rule(
     fresh = []
     monkeypatch.setattr(anchors, "check_drift", lambda p, **k: fresh.append(p) or p)
     assert checked(profile) is profile and fresh == [profile]
+
+
+def test_loading_a_profile_from_the_cost_layer_alone_runs_the_installed_drift_check() -> None:
+    """A library user who imports ``budgetsearch.cost`` only (not the API, the CLI or the search)
+    gets a checked profile: the drift check is an installed entry point that ``load_profile``
+    loads, and ``check=False`` loads nothing."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from budgetsearch.cost import load_profile, profiles\n"
+        "load_profile('jetson', check=False)\n"
+        "print('budgetsearch.profiling.anchors' in sys.modules)\n"
+        "load_profile('jetson')\n"
+        "print([f'{h.__module__}.{h.__name__}' for h in profiles._PROFILE_CHECKS])\n"
+        "print('budgetsearch.api' in sys.modules, 'budgetsearch.search' in sys.modules)\n"
+    )
+    env = {**os.environ, "BUDGETSEARCH_DRIFT_CHECK": "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120, check=True).stdout.splitlines()
+    assert out == ["False", "['budgetsearch.profiling.anchors.checked']", "False False"]
+
+
+def test_an_installed_check_that_fails_to_load_is_named_and_skipped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from budgetsearch.cost import profiles
+
+    class Entry:
+        def __init__(self, name: str, load) -> None:  # noqa: ANN001
+            self.name, self.value, self.load = name, f"plugin:{name}", load
+
+    def broken():  # noqa: ANN202
+        raise ImportError("No module named 'plugin'")
+
+    def tag(profile):  # noqa: ANN001, ANN202
+        return profile.scaled(2.0)
+
+    looked_up = []
+
+    def entry_points(group: str) -> list[Entry]:
+        looked_up.append(group)
+        return [Entry("broken", broken), Entry("inert", lambda: 42), Entry("tag", lambda: tag)]
+
+    monkeypatch.setattr(profiles, "entry_points", entry_points)
+    monkeypatch.setattr(profiles, "_INSTALLED_CHECKS_LOADED", False)
+    monkeypatch.setattr(profiles, "_PROFILE_CHECKS", [])
+    plain = load_profile("jetson", check=False)
+    assert looked_up == []
+    with pytest.warns(UserWarning) as caught:
+        doubled = load_profile("jetson")
+    assert [str(w.message) for w in caught] == [
+        "profile check 'broken' (plugin:broken) could not be loaded: "
+        "ImportError: No module named 'plugin'",
+        "profile check 'inert' (plugin:inert) is not callable"]
+    assert doubled.op_latency("conv").overhead_ms == pytest.approx(
+        2.0 * plain.op_latency("conv").overhead_ms)
+    load_profile("jetson")
+    assert looked_up == ["budgetsearch.profile_checks"]  # once per process
