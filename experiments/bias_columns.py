@@ -6,6 +6,9 @@ One command (about three minutes: the fit set and the foreign networks are rebui
     R=experiments/results; PYTHONPATH=. python experiments/bias_columns.py \
         $R/latency_accuracy_1203-{0823,0910,1038,1058,1139,1155,1229,1324,1341,1358,1417,1426}.csv
 
+``--runtime onnxruntime`` (first) does the same for the onnxruntime profile
+(``cpu-2core-x86-avx2-ort``, its rows of the same CSV).
+
 Centred per run, the eager AVX2 profile's errors on the 48 foreign networks correlate with the
 log of each network's weight MB (−0.65 over nine runs of 2026-12-03): SqueezeNet and
 ShuffleNet-v2-0.5 (≤ 6 MB) are over-priced. This re-fits the shipped eager profile
@@ -42,7 +45,7 @@ from budgetsearch.profiling.fit import (  # noqa: E402
     network_features,
 )
 
-PROFILE = "cpu-2core-x86-avx2"
+PROFILES = {"pytorch-eager": "cpu-2core-x86-avx2", "onnxruntime": "cpu-2core-x86-avx2-ort"}
 
 
 def weight_mb(inventory: LayerInventory, kept: dict) -> float:
@@ -85,10 +88,16 @@ def candidates() -> dict[str, Callable[[LayerInventory, dict], float]]:
 
 
 def main() -> None:
-    paths = [Path(p) for p in sys.argv[1:]]
-    profile = load_profile(PROFILE, check=False)
-    measured = pd.read_csv(Path(__file__).resolve().parents[1] / "hw_profiles" / f"{PROFILE}.csv")
-    measured = measured[measured["runtime"] == "pytorch-eager"]
+    args = sys.argv[1:]
+    runtime = "pytorch-eager"
+    if args[:1] == ["--runtime"]:
+        runtime, args = args[1], args[2:]
+    paths = [Path(p) for p in args]
+    name = PROFILES[runtime]
+    profile = load_profile(name, check=False)
+    measured = pd.read_csv(Path(__file__).resolve().parents[1] / "hw_profiles"
+                           / f"{PROFILES['pytorch-eager']}.csv")  # both runtimes' rows
+    measured = measured[measured["runtime"] == runtime]
     times = {(r.network, r.set): r.measured_ms for r in measured.itertuples()}
     fit, holdout = build_fit_set(216, 54, seed=int(profile.provenance.get("seed", 0)))
     foreign = bench.foreign_networks(quick=False)
@@ -98,8 +107,7 @@ def main() -> None:
 
     def row(inventory: LayerInventory, kept: dict) -> np.ndarray:
         built = types.SimpleNamespace(inventory=inventory, kept_channels=kept)
-        return network_features(built, profile.channel_block, "pytorch-eager", 1,
-                                profile.small_gemm)
+        return network_features(built, profile.channel_block, runtime, 1, profile.small_gemm)
 
     base = {k: np.stack([row(i, kept) for i, kept in v]) for k, v in items.items()}
     tf = np.array([times[(b.label, "fit")] for b in fit])
@@ -108,12 +116,12 @@ def main() -> None:
     runs = []
     for path in paths:
         table = pd.read_csv(path)
-        table = table[(table["runtime"] == "pytorch-eager") & (table["profile"] == PROFILE)]
+        table = table[(table["runtime"] == runtime) & (table["profile"] == name)]
         ms = dict(zip(table["network"], table["measured_ms"], strict=True))
         keep = [i for i, n in enumerate(names) if n in ms]
         if keep:
             runs.append((keep, np.array([ms[names[i]] for i in keep])))
-    print(f"{PROFILE} (pytorch-eager): {len(fit)} fit, {len(holdout)} held-out, "
+    print(f"{name} ({runtime}): {len(fit)} fit, {len(holdout)} held-out, "
           f"{len(foreign)} foreign networks over {len(runs)} runs' times")
 
     def score(label: str, extra: dict[str, np.ndarray]) -> None:
