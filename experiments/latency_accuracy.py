@@ -349,10 +349,12 @@ def main() -> None:
         predicted = predict(networks, profile)
         all_errors = 100 * (predicted - measured) / measured
         errors = all_errors[foreign]
+        source = ("half this snapshot's drift, inside the tolerance" if check.get("shrunk")
+                  else f"quietest of {len(check.get('history') or [1])} check(s) of this "
+                       f"profile on this machine")
         print(f"\n== {name} ({profile.runtime}, {profile.provenance.get('threads')} thread(s)); "
               f"drift check: x{check.get('scale', 1):.3f} (this snapshot "
-              f"x{check.get('snapshot_scale', check.get('scale', 1)):.3f}, quietest of "
-              f"{len(check.get('history') or [1])} check(s) of this profile on this machine), "
+              f"x{check.get('snapshot_scale', check.get('scale', 1)):.3f}, {source}), "
               f"recalibrated {check.get('recalibrated', False)}, {check.get('seconds', 0):.2f} s")
         if check.get("refit"):
             print(f"  beyond the tolerance, re-fitted on networks timed now: "

@@ -1065,7 +1065,8 @@ def load_profile(name_or_path: str | Path, *, check: bool = True) -> DeviceProfi
     when the anchors drift beyond 10 % or apart, a ≈ 15-40 s re-fit on networks timed now,
     whose factors apply whatever their size while the anchors run as then); without a re-fit,
     rescaled by the anchors when they, and the quietest of this machine's recent snapshots,
-    run more than 10 % faster or slower than on the day it was measured;
+    run more than 10 % faster or slower than on the day it was measured, and by half their
+    drift inside 10 %;
     ``check=False`` or ``BUDGETSEARCH_DRIFT_CHECK=0`` skips that.
 
     Raises:

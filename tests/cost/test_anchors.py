@@ -13,6 +13,7 @@ from budgetsearch.profiling.anchors import (
     ANCHORS,
     check_drift,
     checked,
+    factors_source,
     last_check,
     measure_anchors,
     recalibration,
@@ -72,16 +73,24 @@ def test_a_machine_twice_as_fast_or_slow_is_recalibrated(state: Path, speed: flo
     assert last_check("toy")["scale"] == pytest.approx(1 / speed)  # the state file
 
 
-def test_drift_inside_the_tolerance_keeps_the_profile_as_recorded(state: Path) -> None:
-    """Anchors alone rescale only beyond the tolerance: a snapshot lands within about ±5-15% of
-    what the networks need, and rescaling inside it lost more than it won (anchors.
-    TOLERANCE_PCT). The check still records what it read."""
+def test_drift_inside_the_tolerance_rescales_by_half_of_it(state: Path) -> None:
+    """Inside the tolerance the anchors rescale by half their drift in log terms (the square
+    root of their factor): a snapshot's noise is as large as the drift it reads there
+    (anchors.INSIDE_SHARE). No line on stderr; the check records what it read."""
     profile = profile_from_dict(MEASURED)
-    today = {n: ms * 1.06 for n, ms in _recorded(profile).items()}
-    same = check_drift(profile, measure=lambda names: today, announce=pytest.fail)
-    assert not same.last_check["recalibrated"]
-    assert same.last_check["scale"] == pytest.approx(1.06)
-    assert same.op_latency("conv") == profile.op_latency("conv")
+    for speed in (1.06, 0.92):
+        today = {n: ms * speed for n, ms in _recorded(profile).items()}
+        same = check_drift(profile, measure=lambda names, t=today: t, announce=pytest.fail,
+                           save=False)
+        check = same.last_check
+        assert check["recalibrated"] and check["shrunk"]
+        assert check["scale"] == pytest.approx(math.sqrt(speed), abs=1e-4)
+        assert check["overhead_scale"] == check["work_scale"] == check["scale"]
+        assert same.op_latency("conv").ms_per_gflop == pytest.approx(
+            10.0 * math.sqrt(speed), rel=1e-4)
+        assert all(v == pytest.approx(100 * (math.sqrt(speed) - 1), abs=0.02)
+                   for v in check["residual_pct"].values())
+        assert factors_source(check, 3) == "half this snapshot's drift, inside the tolerance"
 
 
 def test_anchors_alone_rescale_when_this_snapshot_and_the_quietest_are_beyond_it(
@@ -89,28 +98,30 @@ def test_anchors_alone_rescale_when_this_snapshot_and_the_quietest_are_beyond_it
     """Beyond the tolerance by this snapshot but not by a quieter recent one: a busy second,
     not a new speed; the profile stands. Both beyond it: rescaled by the quietest."""
     profile = profile_from_dict(MEASURED)
-    assert not _check(profile, 1.02)["recalibrated"]
+    assert _check(profile, 1.02)["shrunk"]
     busy = _check(profile, 1.3)
-    assert busy["snapshot_scale"] == pytest.approx(1.3) and not busy["recalibrated"]
+    assert busy["snapshot_scale"] == pytest.approx(1.3)
+    assert not busy["recalibrated"] and not busy["shrunk"]
     fresh = profile.scaled(1.0 / 1.25)  # other recorded times: a history of its own
     first = check_drift(fresh, announce=lambda line: None, measure=lambda names: {
         n: ms * 1.25 for n, ms in _recorded(fresh).items()})
-    assert first.last_check["recalibrated"]
+    assert first.last_check["recalibrated"] and not first.last_check["shrunk"]
     assert first.op_latency("conv").ms_per_gflop == pytest.approx(10.0 / 1.25 * 1.25)
-    # a later snapshot inside the tolerance leaves the profile as recorded, whatever the floor
+    # a later snapshot inside the tolerance takes half its own drift, whatever the floor
     later = check_drift(fresh, announce=pytest.fail, measure=lambda names: {
         n: ms * 1.04 for n, ms in _recorded(fresh).items()})
-    assert later.last_check["scale"] == pytest.approx(1.04) and not later.last_check[
-        "recalibrated"]
+    assert later.last_check["scale"] == pytest.approx(math.sqrt(1.04), abs=1e-4)
+    assert later.last_check["shrunk"]
     # and a floor beyond it (x0.85) does not rescale a machine whose anchors now read x0.95
     quick = profile.scaled(1.0 / 0.85)
     assert check_drift(quick, announce=lambda line: None, measure=lambda names: {
         n: ms * 0.85 for n, ms in _recorded(quick).items()}).last_check["recalibrated"]
     now = check_drift(quick, announce=pytest.fail, measure=lambda names: {
         n: ms * 0.95 for n, ms in _recorded(quick).items()}).last_check
-    assert now["scale"] == pytest.approx(0.85) and not now["recalibrated"]
-    # the anchors' errors shown are those of the profile as it is used: as recorded
-    assert all(v == pytest.approx(-5.0) for v in now["residual_pct"].values())
+    assert now["scale"] == pytest.approx(math.sqrt(0.95), abs=1e-4) and now["shrunk"]
+    # the anchors' errors shown are those of the profile as it is used
+    assert all(v == pytest.approx(100 * (0.95 / math.sqrt(0.95) - 1), abs=0.02)
+               for v in now["residual_pct"].values())
 
 
 def test_a_floor_the_other_way_does_not_rescale(state: Path) -> None:
@@ -409,7 +420,8 @@ def test_a_large_drift_is_confirmed_by_a_second_snapshot(state: Path) -> None:
     snapshots = iter([1.5, 1.04])
     fixed = check_drift(profile, announce=pytest.fail, measure=lambda names: {
         n: ms * factor for factor in [next(snapshots)] for n, ms in recorded.items()})
-    assert fixed.last_check["scale"] == pytest.approx(1.04)
+    assert fixed.last_check["snapshot_scale"] == pytest.approx(1.04)  # half of it applies
+    assert fixed.last_check["scale"] == pytest.approx(math.sqrt(1.04), abs=1e-4)
     assert fixed.last_check["first_scale"] == pytest.approx(1.5)
     lines: list[str] = []
     snapshots = iter([2.1, 1.9])
@@ -424,7 +436,9 @@ def test_a_large_drift_is_confirmed_by_a_second_snapshot(state: Path) -> None:
     calls.clear()
     back = check_drift(profile, announce=lambda line: None, measure=lambda names: calls.append(1)
                        or {n: ms * 1.05 for n, ms in recorded.items()})
-    assert len(calls) == 2 and back.last_check["scale"] == pytest.approx(1.05)
+    assert len(calls) == 2 and back.last_check["snapshot_scale"] == pytest.approx(1.05)
+    assert back.last_check["history"] == [pytest.approx({**back.last_check["history"][0],
+                                                         "scale": 1.05})]
 
 
 def test_a_check_rescales_by_the_quietest_of_recent_snapshots(state: Path) -> None:
@@ -443,10 +457,12 @@ def test_a_check_rescales_by_the_quietest_of_recent_snapshots(state: Path) -> No
     assert snapshot(1.1)["scale"] == pytest.approx(1.1)
     slower = snapshot(1.3)  # a busier second: the quieter earlier snapshot still stands
     assert slower["scale"] == pytest.approx(1.1) and slower["snapshot_scale"] == pytest.approx(1.3)
-    swing = snapshot(0.95)
-    assert swing["scale"] == pytest.approx(0.95) and swing["snapshot_scale"] == pytest.approx(0.95)
+    swing = snapshot(0.95)  # inside the tolerance: half its own drift
+    assert swing["scale"] == pytest.approx(math.sqrt(0.95), abs=1e-4) and swing["shrunk"]
+    assert swing["snapshot_scale"] == pytest.approx(0.95)
     assert [h["scale"] for h in swing["history"]] == pytest.approx([1.1, 1.3, 0.95])
-    assert last_check("toy")["scale"] == pytest.approx(0.95)  # what later processes reuse
+    # what later processes reuse
+    assert last_check("toy")["scale"] == pytest.approx(math.sqrt(0.95), abs=1e-4)
     # the machine turns twice as slow: the snapshot stands alone and starts a new history
     step = _check(profile, 2.4)
     assert step["scale"] == pytest.approx(2.4) and len(step["history"]) == 1
