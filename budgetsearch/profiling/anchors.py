@@ -846,10 +846,10 @@ def checked(profile: DeviceProfile) -> DeviceProfile:
     previous = last_check(profile.name)
     max_age = float(os.environ.get("BUDGETSEARCH_DRIFT_MAX_AGE_S", "3600"))
     result: DeviceProfile | None = None
-    # a check stored before the tolerance rule (no ``refit_in_force``) may have rescaled by
-    # anchors alone inside it: checked again, not reused
+    # a check stored under an earlier rule (no ``shrunk``: before 2026-12-03 16:50 anchors alone
+    # rescaled by nothing, or by a floor, inside the tolerance) is made again, not reused
     if (previous and previous.get("fingerprint") == fingerprint(profile)
-            and "refit_in_force" in previous):
+            and "shrunk" in previous):
         try:
             age = (datetime.datetime.now()
                    - datetime.datetime.fromisoformat(previous["date"])).total_seconds()

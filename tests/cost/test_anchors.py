@@ -715,8 +715,8 @@ def test_a_ray_trial_prices_by_the_check_its_driver_made(state: Path, tmp_path: 
 def test_a_stored_check_is_reused_unless_made_under_the_old_rule(
         state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another process within the hour reuses the state file's check without timing; a check
-    stored before the tolerance rule (no ``refit_in_force``: it may have rescaled by anchors
-    alone inside the tolerance) is made again."""
+    stored under an earlier rule (no ``shrunk``: it rescaled by nothing or by a floor inside the
+    tolerance) is made again."""
     import json
 
     from budgetsearch.profiling import anchors
@@ -731,7 +731,7 @@ def test_a_stored_check_is_reused_unless_made_under_the_old_rule(
     assert checked(profile).op_latency("conv").ms_per_gflop == pytest.approx(13.0)
     path = state / "drift-toy.json"
     old = json.loads(path.read_text())
-    del old["refit_in_force"]
+    del old["shrunk"]
     path.write_text(json.dumps({**old, "scale": 0.95, "overhead_scale": 0.95,
                                 "work_scale": 0.95}))
     monkeypatch.setattr(anchors, "_CHECKED", {})
