@@ -23,13 +23,17 @@ import types
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import latency_accuracy as bench  # noqa: E402
-from bias_columns import PROFILES  # noqa: E402
+from bias_columns import (  # noqa: E402
+    PROFILES,
+    foreign_runs,
+    foreign_shares,
+    recorded_times,
+)
 from op_ablation import ACTIVATIONS, without  # noqa: E402
 
 from budgetsearch.cost import layer_inventory, load_profile  # noqa: E402
@@ -46,10 +50,7 @@ def main() -> None:
     runtime, paths = sys.argv[1], sys.argv[2:]
     name = PROFILES[runtime]
     profile = load_profile(name, check=False)
-    measured = pd.read_csv(Path(__file__).resolve().parents[1] / "hw_profiles"
-                           / f"{PROFILES['pytorch-eager']}.csv")
-    measured = measured[measured["runtime"] == runtime]
-    times = {(r.network, r.set): r.measured_ms for r in measured.itertuples()}
+    times = recorded_times(runtime)
     fit, holdout = build_fit_set(216, 54, seed=int(profile.provenance.get("seed", 0)))
     draw = np.random.default_rng(1).choice(len(fit), 72, replace=False)
     chosen = [fit[i] for i in draw if fit[i].family != "wrn" and not fit[i].kept_channels]
@@ -78,33 +79,21 @@ def main() -> None:
     held_ms = np.array([times[(b.label, "holdout")] for b in holdout])
     foreign = bench.foreign_networks(quick=False)
     foreign_rows = np.stack([row(n["inventory"], n["kept"]) for n in foreign])
-    names = [n["network"] for n in foreign]
-    runs = []
-    for path in paths:
-        table = pd.read_csv(path)
-        table = table[(table["runtime"] == runtime) & (table["profile"] == name)]
-        ms = dict(zip(table["network"], table["measured_ms"], strict=True))
-        keep = [i for i, n in enumerate(names) if n in ms]
-        runs.append((keep, np.array([ms[names[i]] for i in keep])))
+    runs = foreign_runs([Path(p) for p in paths], runtime, [n["network"] for n in foreign])
     columns = [*features_for(runtime, small_gemm=profile.small_gemm is not None),
                ("network", "intercept")]
 
     def score(label: str, design: np.ndarray, target: np.ndarray) -> None:
         coef = fit_coefficients(design, target)
         held = held_rows @ coef / held_ms * 100 - 100
-        priced, centred = [], []
-        for keep, ms in runs:
-            pred = foreign_rows[keep] @ coef
-            factor = np.exp(np.median(np.log(ms / pred)))
-            priced.append(np.mean(np.abs(pred / ms - 1) <= 0.10))
-            centred.append(np.mean(np.abs(pred * factor / ms - 1) <= 0.10))
+        priced, centred, worst = foreign_shares(foreign_rows, coef, runs)
         per_call = dict(zip(columns, coef * 1e3, strict=True))
         calls = ", ".join(f"{kind} {per_call.get((kind, 'overhead_ms'), 0.0):.1f}"
                           for kind in ("activation", "batchnorm", "conv", "onednn_conv",
                                        "binary", "concat"))
         print(f"{label:26s} held-out {np.mean(np.abs(held) <= 10):4.0%}; foreign over "
-              f"{len(runs)} runs as priced {np.mean(priced):4.0%}, centred {np.mean(centred):4.0%}"
-              f" (worst run {min(centred):4.0%}); µs per call: {calls}")
+              f"{len(runs)} runs as priced {priced:4.0%}, centred {centred:4.0%} (worst run "
+              f"{worst:4.0%}); µs per call: {calls}")
 
     score("the shipped fit", fit_rows, fit_ms)
     score("+ activation-free rows", np.vstack([fit_rows, variants]),

@@ -75,6 +75,42 @@ def narrow(inventory: LayerInventory, kept: dict, limit: int) -> tuple[float, fl
     return calls, gflops
 
 
+def recorded_times(runtime: str) -> dict[tuple[str, str], float]:
+    """(network label, set) → the ms the shipped AVX2 profile of ``runtime`` was fitted on."""
+    measured = pd.read_csv(Path(__file__).resolve().parents[1] / "hw_profiles"
+                           / f"{PROFILES['pytorch-eager']}.csv")  # both runtimes' rows
+    measured = measured[measured["runtime"] == runtime]
+    return {(r.network, r.set): r.measured_ms for r in measured.itertuples()}
+
+
+def foreign_runs(paths: list[Path], runtime: str, names: list[str]
+                 ) -> list[tuple[list[int], np.ndarray]]:
+    """Per benchmark CSV, (indexes into ``names``, their measured ms) under ``runtime``'s
+    profile of :data:`PROFILES`."""
+    runs = []
+    for path in paths:
+        table = pd.read_csv(path)
+        table = table[(table["runtime"] == runtime) & (table["profile"] == PROFILES[runtime])]
+        ms = dict(zip(table["network"], table["measured_ms"], strict=True))
+        keep = [i for i, n in enumerate(names) if n in ms]
+        if keep:
+            runs.append((keep, np.array([ms[names[i]] for i in keep])))
+    return runs
+
+
+def foreign_shares(rows: np.ndarray, coef: np.ndarray,
+                   runs: list[tuple[list[int], np.ndarray]]) -> tuple[float, float, float]:
+    """The foreign networks' share within ±10 % as priced and centred (the one factor per run
+    that centres them), averaged over ``runs``, and the worst run's centred share."""
+    priced, centred = [], []
+    for keep, ms in runs:
+        pred = rows[keep] @ coef
+        factor = np.exp(np.median(np.log(ms / pred)))
+        priced.append(np.mean(np.abs(pred / ms - 1) <= 0.10))
+        centred.append(np.mean(np.abs(pred * factor / ms - 1) <= 0.10))
+    return float(np.mean(priced)), float(np.mean(centred)), float(min(centred))
+
+
 def candidates() -> dict[str, Callable[[LayerInventory, dict], float]]:
     columns: dict[str, Callable[[LayerInventory, dict], float]] = {
         "weight MB": weight_mb}
@@ -95,10 +131,7 @@ def main() -> None:
     paths = [Path(p) for p in args]
     name = PROFILES[runtime]
     profile = load_profile(name, check=False)
-    measured = pd.read_csv(Path(__file__).resolve().parents[1] / "hw_profiles"
-                           / f"{PROFILES['pytorch-eager']}.csv")  # both runtimes' rows
-    measured = measured[measured["runtime"] == runtime]
-    times = {(r.network, r.set): r.measured_ms for r in measured.itertuples()}
+    times = recorded_times(runtime)
     fit, holdout = build_fit_set(216, 54, seed=int(profile.provenance.get("seed", 0)))
     foreign = bench.foreign_networks(quick=False)
     items = {"fit": [(b.inventory, b.kept_channels) for b in fit],
@@ -112,15 +145,7 @@ def main() -> None:
     base = {k: np.stack([row(i, kept) for i, kept in v]) for k, v in items.items()}
     tf = np.array([times[(b.label, "fit")] for b in fit])
     th = np.array([times[(b.label, "holdout")] for b in holdout])
-    names = [n["network"] for n in foreign]
-    runs = []
-    for path in paths:
-        table = pd.read_csv(path)
-        table = table[(table["runtime"] == runtime) & (table["profile"] == name)]
-        ms = dict(zip(table["network"], table["measured_ms"], strict=True))
-        keep = [i for i, n in enumerate(names) if n in ms]
-        if keep:
-            runs.append((keep, np.array([ms[names[i]] for i in keep])))
+    runs = foreign_runs(paths, runtime, [n["network"] for n in foreign])
     print(f"{name} ({runtime}): {len(fit)} fit, {len(holdout)} held-out, "
           f"{len(foreign)} foreign networks over {len(runs)} runs' times")
 
@@ -128,15 +153,10 @@ def main() -> None:
         design = {k: np.hstack([base[k], extra[k]]) for k in base}
         coef = fit_coefficients(design["fit"], tf)
         held = design["holdout"] @ coef / th * 100 - 100
-        recorded, centred = [], []
-        for keep, ms in runs:
-            pred = design["foreign"][keep] @ coef
-            factor = np.exp(np.median(np.log(ms / pred)))
-            recorded.append(np.mean(np.abs(pred / ms - 1) <= 0.10))
-            centred.append(np.mean(np.abs(pred * factor / ms - 1) <= 0.10))
+        priced, centred, worst = foreign_shares(design["foreign"], coef, runs)
         print(f"{label:32s} held-out {np.mean(np.abs(held) <= 10):4.0%}; foreign as priced "
-              f"{np.mean(recorded):4.0%}, centred {np.mean(centred):4.0%} (worst run "
-              f"{min(centred):4.0%}); added coefficient {coef[base['fit'].shape[1]:].round(4)}")
+              f"{priced:4.0%}, centred {centred:4.0%} (worst run {worst:4.0%}); added "
+              f"coefficient {coef[base['fit'].shape[1]:].round(4)}")
 
     score("base (the shipped model)", {k: np.zeros((len(v), 0)) for k, v in base.items()})
     for label, column in candidates().items():

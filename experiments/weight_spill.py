@@ -25,12 +25,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import latency_accuracy as bench  # noqa: E402
-from bias_columns import PROFILES, weight_mb  # noqa: E402
+from bias_columns import (  # noqa: E402
+    PROFILES,
+    foreign_runs,
+    foreign_shares,
+    recorded_times,
+    weight_mb,
+)
 
 from budgetsearch.cost import load_profile  # noqa: E402
 from budgetsearch.profiling.fit import (  # noqa: E402
@@ -50,10 +55,7 @@ def main() -> None:
         runtime, args = args[1], args[2:]
     name = PROFILES[runtime]
     profile = load_profile(name, check=False)
-    measured = pd.read_csv(Path(__file__).resolve().parents[1] / "hw_profiles"
-                           / f"{PROFILES['pytorch-eager']}.csv")
-    measured = measured[measured["runtime"] == runtime]
-    times = {(r.network, r.set): r.measured_ms for r in measured.itertuples()}
+    times = recorded_times(runtime)
     fit, holdout = build_fit_set(216, 54, seed=int(profile.provenance.get("seed", 0)))
     foreign = bench.foreign_networks(quick=False)
 
@@ -72,15 +74,7 @@ def main() -> None:
     tf = np.array([times[(b.label, "fit")] for b in fit])
     th = np.array([times[(b.label, "holdout")] for b in holdout])
     families = [b.family for b in [*fit, *holdout]]
-    names = [n["network"] for n in foreign]
-    runs = []
-    for path in (Path(p) for p in args):
-        table = pd.read_csv(path)
-        table = table[(table["runtime"] == runtime) & (table["profile"] == name)]
-        ms = dict(zip(table["network"], table["measured_ms"], strict=True))
-        keep = [i for i, n in enumerate(names) if n in ms]
-        if keep:
-            runs.append((keep, np.array([ms[names[i]] for i in keep])))
+    runs = foreign_runs([Path(p) for p in args], runtime, [n["network"] for n in foreign])
     print(f"{name} ({runtime}): {len(fit)} fit, {len(holdout)} held-out, {len(foreign)} foreign "
           f"networks over {len(runs)} runs' times; fit weights "
           f"{np.percentile(weights['fit'], 50):.1f} MB median, {np.sum(weights['fit'] > 8)} "
@@ -95,17 +89,12 @@ def main() -> None:
         lofo = leave_one_family_out(np.vstack([design["fit"], design["holdout"]]),
                                     np.concatenate([tf, th]), families)
         lofo_share = float(np.mean([v["within_10pct"] for v in lofo.values()]))
-        recorded, centred = [], []
-        for keep, ms in runs:
-            pred = design["foreign"][keep] @ coef
-            factor = np.exp(np.median(np.log(ms / pred)))
-            recorded.append(np.mean(np.abs(pred / ms - 1) <= 0.10))
-            centred.append(np.mean(np.abs(pred * factor / ms - 1) <= 0.10))
+        priced, centred, worst = foreign_shares(design["foreign"], coef, runs)
         label = "shipped model" if cut is None else f"weights beyond {cut:g} MB"
         scores[cut] = lofo_share
         print(f"{label:26s} held-out {np.mean(np.abs(held) <= 10):4.0%}, leave-one-family-out "
-              f"{lofo_share:4.0%}; foreign as priced {np.mean(recorded):4.0%}, centred "
-              f"{np.mean(centred):4.0%} (worst run {min(centred):4.0%}); "
+              f"{lofo_share:4.0%}; foreign as priced {priced:4.0%}, centred {centred:4.0%} "
+              f"(worst run {worst:4.0%}); "
               f"{'' if cut is None else f'{coef[-1] * 1e3:.1f} µs per MB beyond'}")
     best = max(CUTS_MB, key=lambda c: scores[c])
     print(f"picked by leave-one-family-out on the fit set alone: {best:g} MB "
