@@ -57,7 +57,13 @@ import torchvision
 from torch import nn
 
 from budgetsearch.cost import DeviceProfile, layer_inventory, load_profile
-from budgetsearch.profiling.anchors import check_drift, factors_text, measure_anchors, refit_text
+from budgetsearch.profiling.anchors import (
+    check_drift,
+    factors_source,
+    factors_text,
+    measure_anchors,
+    refit_text,
+)
 from budgetsearch.profiling.recalibrate import recalibration_networks, refit_drift, time_draw
 from budgetsearch.profiling.timing import export_onnx, make_runner, time_runners
 
@@ -349,7 +355,7 @@ def main() -> None:
         predicted = predict(networks, profile)
         all_errors = 100 * (predicted - measured) / measured
         errors = all_errors[foreign]
-        source = ("half this snapshot's drift, inside the tolerance" if check.get("shrunk")
+        source = (factors_source(check, 1) if check.get("shrunk")
                   else f"quietest of {len(check.get('history') or [1])} check(s) of this "
                        f"profile on this machine")
         print(f"\n== {name} ({profile.runtime}, {profile.provenance.get('threads')} thread(s)); "

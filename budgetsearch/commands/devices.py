@@ -106,7 +106,8 @@ def _device_summary(profile: Any, check: Any) -> dict[str, Any]:
         summary["last_check"] = {
             k: check.get(k) for k in ("date", "seconds", "scale", "overhead_scale", "work_scale",
                                       "drift_pct", "recalibrated", "tolerance_pct",
-                                      "residual_pct", "snapshot_scale", "refit")
+                                      "residual_pct", "snapshot_scale", "refit", "shrunk",
+                                      "refit_in_force")
             if k in check
         }
         history = check.get("history")

@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -1065,8 +1066,8 @@ def load_profile(name_or_path: str | Path, *, check: bool = True) -> DeviceProfi
     when the anchors drift beyond 10 % or apart, a ≈ 15-40 s re-fit on networks timed now,
     whose factors apply whatever their size while the anchors run as then); without a re-fit,
     rescaled by the anchors when they, and the quietest of this machine's recent snapshots,
-    run more than 10 % faster or slower than on the day it was measured, and by half their
-    drift inside 10 %;
+    run more than 10 % faster or slower than on the day it was measured, and by half a
+    reading's drift inside 10 %;
     ``check=False`` or ``BUDGETSEARCH_DRIFT_CHECK=0`` skips that.
 
     Raises:
@@ -1098,9 +1099,12 @@ _PROFILE_CHECKS: list[ProfileCheck] = []
 #: Entry-point group of installed checks. budgetsearch's own drift check of measured profiles
 #: (:mod:`budgetsearch.profiling.anchors`, which times networks and so lives above this layer)
 #: is declared there in ``pyproject.toml``, so that a library user who calls this module alone,
-#: without the API or the CLI, prices by a checked profile too; another package can add its own.
+#: without the API or the CLI, prices by a checked profile too; another package can add its own
+#: (one that changes coefficients runs wherever a profile is loaded with ``check=True``: a Ray
+#: search's trials load theirs unchecked and adopt the driver's drift check instead).
 PROFILE_CHECK_GROUP = "budgetsearch.profile_checks"
 _INSTALLED_CHECKS_LOADED = False
+_INSTALLED_CHECKS_LOCK = threading.Lock()
 
 
 def register_profile_check(hook: ProfileCheck) -> ProfileCheck:
@@ -1118,21 +1122,28 @@ def _load_installed_checks() -> None:
     installed still checks profiles wherever the API, the CLI or the search is imported.)
     """
     global _INSTALLED_CHECKS_LOADED
-    if _INSTALLED_CHECKS_LOADED:
-        return
-    _INSTALLED_CHECKS_LOADED = True
-    for entry in entry_points(group=PROFILE_CHECK_GROUP):
+    with _INSTALLED_CHECKS_LOCK:  # a second thread waits for the first's checks, not skips them
+        if _INSTALLED_CHECKS_LOADED:
+            return
         try:
-            hook = entry.load()
-        except Exception as error:  # noqa: BLE001 - any plug-in's failure is reported, not raised
-            warnings.warn(f"profile check {entry.name!r} ({entry.value}) could not be loaded: "
+            entries = list(entry_points(group=PROFILE_CHECK_GROUP))
+        except Exception as error:  # noqa: BLE001 - another package's broken metadata
+            warnings.warn(f"installed profile checks could not be listed: "
                           f"{type(error).__name__}: {error}", stacklevel=3)
-            continue
-        if not callable(hook):
-            warnings.warn(f"profile check {entry.name!r} ({entry.value}) is not callable",
-                          stacklevel=3)
-            continue
-        register_profile_check(hook)
+            entries = []
+        for entry in entries:
+            try:
+                hook = entry.load()
+            except Exception as error:  # noqa: BLE001 - a plug-in's failure is reported, not raised
+                warnings.warn(f"profile check {entry.name!r} ({entry.value}) could not be loaded:"
+                              f" {type(error).__name__}: {error}", stacklevel=3)
+                continue
+            if not callable(hook):
+                warnings.warn(f"profile check {entry.name!r} ({entry.value}) is not callable",
+                              stacklevel=3)
+                continue
+            register_profile_check(hook)
+        _INSTALLED_CHECKS_LOADED = True
 
 
 def profile_text(profile: DeviceProfile, *, header: str = "", where: str = "<profile>") -> str:

@@ -90,7 +90,44 @@ def test_drift_inside_the_tolerance_rescales_by_half_of_it(state: Path) -> None:
             10.0 * math.sqrt(speed), rel=1e-4)
         assert all(v == pytest.approx(100 * (math.sqrt(speed) - 1), abs=0.02)
                    for v in check["residual_pct"].values())
-        assert factors_source(check, 3) == "half this snapshot's drift, inside the tolerance"
+        assert factors_source(check, 3) == "half the drift of this snapshot, inside the tolerance"
+
+
+def test_the_tolerance_is_the_same_both_ways_and_no_drift_is_no_rescaling(state: Path) -> None:
+    """x1.100 and x0.900 both sit at the 10% tolerance (inside it: half their drift), not on
+    either side by a rounding error; a snapshot reading x1.000 rescales nothing."""
+    profile = profile_from_dict(MEASURED)
+    for speed in (1.1, 0.9):
+        check = check_drift(profile, save=False, announce=pytest.fail, measure=lambda names,
+                            f=speed: {n: ms * f for n, ms in _recorded(profile).items()}
+                            ).last_check
+        assert check["shrunk"] == "this snapshot"
+        assert check["scale"] == pytest.approx(math.sqrt(speed), abs=1e-4)
+    same = check_drift(profile, save=False, announce=pytest.fail, measure=lambda names: dict(
+        _recorded(profile)))
+    assert same.last_check["shrunk"] and not same.last_check["recalibrated"]
+    assert same.op_latency("conv") == profile.op_latency("conv")
+
+
+def test_a_stored_half_drift_check_is_reused_with_its_factors(
+        state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process within the hour prices by the stored check's half-drift factors, and
+    ``devices`` says where they came from."""
+    from budgetsearch.commands.devices import _device_summary
+    from budgetsearch.profiling import anchors
+
+    profile = profile_from_dict(MEASURED)
+    monkeypatch.setattr(anchors, "unchecked_reason", lambda p: None)
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "1")
+    assert _check(profile, 0.94)["shrunk"] == "this snapshot"
+    monkeypatch.setattr(anchors, "_CHECKED", {})  # another process
+    monkeypatch.setattr(anchors, "check_drift", lambda *a, **k: pytest.fail("timed again"))
+    reused = checked(profile)
+    assert reused.op_latency("conv").ms_per_gflop == pytest.approx(10.0 * math.sqrt(0.94),
+                                                                   rel=1e-4)
+    shown = _device_summary(profile, last_check("toy"))["last_check"]
+    assert shown["shrunk"] == "this snapshot" and shown["snapshot_scale"] == pytest.approx(0.94)
+    assert factors_source(shown, 1) == "half the drift of this snapshot, inside the tolerance"
 
 
 def test_anchors_alone_rescale_when_this_snapshot_and_the_quietest_are_beyond_it(
@@ -98,10 +135,11 @@ def test_anchors_alone_rescale_when_this_snapshot_and_the_quietest_are_beyond_it
     """Beyond the tolerance by this snapshot but not by a quieter recent one: a busy second,
     not a new speed; the profile stands. Both beyond it: rescaled by the quietest."""
     profile = profile_from_dict(MEASURED)
-    assert _check(profile, 1.02)["shrunk"]
-    busy = _check(profile, 1.3)
+    assert _check(profile, 1.02)["shrunk"] == "this snapshot"
+    busy = _check(profile, 1.3)  # no re-fit here: half the quietest reading's drift
     assert busy["snapshot_scale"] == pytest.approx(1.3)
-    assert not busy["recalibrated"] and not busy["shrunk"]
+    assert busy["shrunk"] == "the quietest recent snapshot"
+    assert busy["scale"] == pytest.approx(math.sqrt(1.02), abs=1e-4)
     fresh = profile.scaled(1.0 / 1.25)  # other recorded times: a history of its own
     first = check_drift(fresh, announce=lambda line: None, measure=lambda names: {
         n: ms * 1.25 for n, ms in _recorded(fresh).items()})
@@ -454,13 +492,14 @@ def test_a_check_rescales_by_the_quietest_of_recent_snapshots(state: Path) -> No
     def snapshot(factor: float):  # noqa: ANN202
         return _check(profile, factor)
 
-    assert snapshot(1.1)["scale"] == pytest.approx(1.1)
+    assert snapshot(1.12)["scale"] == pytest.approx(1.12)
     slower = snapshot(1.3)  # a busier second: the quieter earlier snapshot still stands
-    assert slower["scale"] == pytest.approx(1.1) and slower["snapshot_scale"] == pytest.approx(1.3)
+    assert slower["scale"] == pytest.approx(1.12)
+    assert slower["snapshot_scale"] == pytest.approx(1.3)
     swing = snapshot(0.95)  # inside the tolerance: half its own drift
     assert swing["scale"] == pytest.approx(math.sqrt(0.95), abs=1e-4) and swing["shrunk"]
     assert swing["snapshot_scale"] == pytest.approx(0.95)
-    assert [h["scale"] for h in swing["history"]] == pytest.approx([1.1, 1.3, 0.95])
+    assert [h["scale"] for h in swing["history"]] == pytest.approx([1.12, 1.3, 0.95])
     # what later processes reuse
     assert last_check("toy")["scale"] == pytest.approx(math.sqrt(0.95), abs=1e-4)
     # the machine turns twice as slow: the snapshot stands alone and starts a new history
@@ -798,3 +837,17 @@ def test_an_installed_check_that_fails_to_load_is_named_and_skipped(
         2.0 * plain.op_latency("conv").overhead_ms)
     load_profile("jetson")
     assert looked_up == ["budgetsearch.profile_checks"]  # once per process
+
+
+def test_installed_checks_that_cannot_be_listed_do_not_stop_pricing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from budgetsearch.cost import profiles
+
+    def entry_points(group: str) -> list:
+        raise ValueError("malformed entry_points.txt")
+
+    monkeypatch.setattr(profiles, "entry_points", entry_points)
+    monkeypatch.setattr(profiles, "_INSTALLED_CHECKS_LOADED", False)
+    monkeypatch.setattr(profiles, "_PROFILE_CHECKS", [])
+    with pytest.warns(UserWarning, match="could not be listed: ValueError: malformed"):
+        assert load_profile("jetson").name == "jetson-orin-nano"
