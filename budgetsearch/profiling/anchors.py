@@ -711,8 +711,8 @@ def factors_text(check: Mapping[str, Any]) -> str:
 
 def factors_source(check: Mapping[str, Any], checks: int) -> str:
     """Where a check's factors came from when not from its own re-fit: an earlier re-fit still
-    in force, half this snapshot's drift (inside the tolerance), or the quietest of ``checks``
-    recent snapshots ('' for this snapshot alone)."""
+    in force, half the drift of the reading ``shrunk`` names (inside the tolerance), or the
+    quietest of ``checks`` recent snapshots ('' for this snapshot alone)."""
     if refit_applied(check):
         return ""
     if check.get("refit_in_force"):
