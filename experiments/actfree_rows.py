@@ -19,7 +19,6 @@ Output quoted in experiments/README.md ("Where the eager profile's per-call pric
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +26,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import latency_accuracy as bench  # noqa: E402
 from bias_columns import (  # noqa: E402
     PROFILES,
-    foreign_runs,
     foreign_shares,
-    recorded_times,
+    offline_fit,
 )
 from op_ablation import ACTIVATIONS, without  # noqa: E402
 
-from budgetsearch.cost import layer_inventory, load_profile  # noqa: E402
+from budgetsearch.cost import layer_inventory  # noqa: E402
 from budgetsearch.profiling.fit import (  # noqa: E402
-    build_fit_set,
     features_for,
     fit_coefficients,
-    network_features,
 )
 from budgetsearch.profiling.timing import time_networks  # noqa: E402
 
@@ -49,11 +44,11 @@ from budgetsearch.profiling.timing import time_networks  # noqa: E402
 def main() -> None:
     runtime, paths = sys.argv[1], sys.argv[2:]
     name = PROFILES[runtime]
-    profile = load_profile(name, check=False)
-    times = recorded_times(runtime)
-    fit, holdout = build_fit_set(216, 54, seed=int(profile.provenance.get("seed", 0)))
-    draw = np.random.default_rng(1).choice(len(fit), 72, replace=False)
-    chosen = [fit[i] for i in draw if fit[i].family != "wrn" and not fit[i].kept_channels]
+    data = offline_fit(runtime, [Path(p) for p in paths])
+    fit = data.fit
+    draw = [i for i in np.random.default_rng(1).choice(len(fit), 72, replace=False)
+            if fit[i].family != "wrn" and not fit[i].kept_channels]
+    chosen = [fit[i] for i in draw]
     pairs = []
     for b in chosen:
         pairs += [(b.model, b.example_input),
@@ -62,25 +57,17 @@ def main() -> None:
     now = time_networks(pairs, rounds=8, inner=5, warmup=2, runtime=runtime)
     original_now, variant_now = now[0::2], now[1::2]
 
-    def row(inventory, kept) -> np.ndarray:  # noqa: ANN001
-        built = types.SimpleNamespace(inventory=inventory, kept_channels=kept)
-        return network_features(built, profile.channel_block, runtime, 1, profile.small_gemm)
-
-    recorded = np.array([times[(b.label, "fit")] for b in chosen])
-    variants = np.stack([row(layer_inventory(without(b.model, ACTIVATIONS), b.example_input), {})
+    recorded = data.fit_ms[draw]
+    variants = np.stack([data.row(layer_inventory(without(b.model, ACTIVATIONS),
+                                                  b.example_input), {})
                          for b in chosen])
     variant_ms = variant_now * recorded / original_now
     print(f"{name} ({runtime}): {len(chosen)} activation-free variants; the originals ran "
           f"x{np.median(original_now / recorded):.3f} of their recorded times (median), the "
           f"variants x{np.median(variant_now / original_now):.3f} of the originals")
-    fit_rows = np.stack([row(b.inventory, b.kept_channels) for b in fit])
-    held_rows = np.stack([row(b.inventory, b.kept_channels) for b in holdout])
-    fit_ms = np.array([times[(b.label, "fit")] for b in fit])
-    held_ms = np.array([times[(b.label, "holdout")] for b in holdout])
-    foreign = bench.foreign_networks(quick=False)
-    foreign_rows = np.stack([row(n["inventory"], n["kept"]) for n in foreign])
-    runs = foreign_runs([Path(p) for p in paths], runtime, [n["network"] for n in foreign])
-    columns = [*features_for(runtime, small_gemm=profile.small_gemm is not None),
+    fit_rows, held_rows, foreign_rows = (data.rows[k] for k in ("fit", "holdout", "foreign"))
+    fit_ms, held_ms, runs = data.fit_ms, data.held_ms, data.runs
+    columns = [*features_for(runtime, small_gemm=data.profile.small_gemm is not None),
                ("network", "intercept")]
 
     def score(label: str, design: np.ndarray, target: np.ndarray) -> None:

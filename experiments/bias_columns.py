@@ -29,7 +29,9 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import latency_accuracy as bench  # noqa: E402
 
-from budgetsearch.cost import LayerInventory, load_profile  # noqa: E402
+from budgetsearch.cost import DeviceProfile, LayerInventory, load_profile  # noqa: E402
 from budgetsearch.profiling.fit import (  # noqa: E402
     build_fit_set,
     fit_coefficients,
@@ -98,6 +100,47 @@ def foreign_runs(paths: list[Path], runtime: str, names: list[str]
     return runs
 
 
+@dataclass
+class OfflineFit:
+    """One runtime's shipped AVX2 profile and what re-fitting it offline needs: its fit and
+    held-out networks with their recorded times, the benchmark's foreign networks with their
+    times in each run, and everyone's design rows (``rows``: "fit", "holdout", "foreign")."""
+
+    runtime: str
+    profile: DeviceProfile
+    fit: list[Any]
+    holdout: list[Any]
+    foreign: list[dict[str, Any]]
+    fit_ms: np.ndarray
+    held_ms: np.ndarray
+    runs: list[tuple[list[int], np.ndarray]]
+    rows: dict[str, np.ndarray]
+
+    def row(self, inventory: LayerInventory, kept: dict) -> np.ndarray:
+        """The fit's design row of a network priced through ``inventory`` at ``kept``."""
+        built = types.SimpleNamespace(inventory=inventory, kept_channels=kept)
+        return network_features(built, self.profile.channel_block, self.runtime, 1,
+                                self.profile.small_gemm)
+
+
+def offline_fit(runtime: str, paths: list[Path]) -> OfflineFit:
+    """Build (and trace) the fit set and the foreign networks of ``runtime``'s profile, with
+    the foreign networks' times in each benchmark CSV of ``paths``."""
+    profile = load_profile(PROFILES[runtime], check=False)
+    times = recorded_times(runtime)
+    fit, holdout = build_fit_set(216, 54, seed=int(profile.provenance.get("seed", 0)))
+    foreign = bench.foreign_networks(quick=False)
+    data = OfflineFit(
+        runtime, profile, fit, holdout, foreign,
+        fit_ms=np.array([times[(b.label, "fit")] for b in fit]),
+        held_ms=np.array([times[(b.label, "holdout")] for b in holdout]),
+        runs=foreign_runs(paths, runtime, [n["network"] for n in foreign]), rows={})
+    data.rows = {"fit": np.stack([data.row(b.inventory, b.kept_channels) for b in fit]),
+                 "holdout": np.stack([data.row(b.inventory, b.kept_channels) for b in holdout]),
+                 "foreign": np.stack([data.row(n["inventory"], n["kept"]) for n in foreign])}
+    return data
+
+
 def foreign_shares(rows: np.ndarray, coef: np.ndarray,
                    runs: list[tuple[list[int], np.ndarray]]) -> tuple[float, float, float]:
     """The foreign networks' share within ±10 % as priced and centred (the one factor per run
@@ -128,26 +171,13 @@ def main() -> None:
     runtime = "pytorch-eager"
     if args[:1] == ["--runtime"]:
         runtime, args = args[1], args[2:]
-    paths = [Path(p) for p in args]
-    name = PROFILES[runtime]
-    profile = load_profile(name, check=False)
-    times = recorded_times(runtime)
-    fit, holdout = build_fit_set(216, 54, seed=int(profile.provenance.get("seed", 0)))
-    foreign = bench.foreign_networks(quick=False)
-    items = {"fit": [(b.inventory, b.kept_channels) for b in fit],
-             "holdout": [(b.inventory, b.kept_channels) for b in holdout],
-             "foreign": [(n["inventory"], n["kept"]) for n in foreign]}
-
-    def row(inventory: LayerInventory, kept: dict) -> np.ndarray:
-        built = types.SimpleNamespace(inventory=inventory, kept_channels=kept)
-        return network_features(built, profile.channel_block, runtime, 1, profile.small_gemm)
-
-    base = {k: np.stack([row(i, kept) for i, kept in v]) for k, v in items.items()}
-    tf = np.array([times[(b.label, "fit")] for b in fit])
-    th = np.array([times[(b.label, "holdout")] for b in holdout])
-    runs = foreign_runs(paths, runtime, [n["network"] for n in foreign])
-    print(f"{name} ({runtime}): {len(fit)} fit, {len(holdout)} held-out, "
-          f"{len(foreign)} foreign networks over {len(runs)} runs' times")
+    data = offline_fit(runtime, [Path(p) for p in args])
+    items = {"fit": [(b.inventory, b.kept_channels) for b in data.fit],
+             "holdout": [(b.inventory, b.kept_channels) for b in data.holdout],
+             "foreign": [(n["inventory"], n["kept"]) for n in data.foreign]}
+    base, tf, th, runs = data.rows, data.fit_ms, data.held_ms, data.runs
+    print(f"{PROFILES[runtime]} ({runtime}): {len(data.fit)} fit, {len(data.holdout)} held-out, "
+          f"{len(data.foreign)} foreign networks over {len(runs)} runs' times")
 
     def score(label: str, extra: dict[str, np.ndarray]) -> None:
         design = {k: np.hstack([base[k], extra[k]]) for k in base}

@@ -28,21 +28,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import latency_accuracy as bench  # noqa: E402
 from bias_columns import (  # noqa: E402
     PROFILES,
-    foreign_runs,
     foreign_shares,
-    recorded_times,
+    offline_fit,
     weight_mb,
 )
 
-from budgetsearch.cost import load_profile  # noqa: E402
 from budgetsearch.profiling.fit import (  # noqa: E402
-    build_fit_set,
     fit_coefficients,
     leave_one_family_out,
-    network_features,
 )
 
 CUTS_MB = (0.5, 1, 2, 4, 8, 16, 32, 64)
@@ -54,27 +49,13 @@ def main() -> None:
     if args[:1] == ["--runtime"]:
         runtime, args = args[1], args[2:]
     name = PROFILES[runtime]
-    profile = load_profile(name, check=False)
-    times = recorded_times(runtime)
-    fit, holdout = build_fit_set(216, 54, seed=int(profile.provenance.get("seed", 0)))
-    foreign = bench.foreign_networks(quick=False)
-
-    def rows(items: list) -> np.ndarray:
-        return np.stack([network_features(b, profile.channel_block, runtime, 1,
-                                          profile.small_gemm) for b in items])
-
-    base = {"fit": rows(fit), "holdout": rows(holdout),
-            "foreign": np.stack([network_features(
-                __import__("types").SimpleNamespace(inventory=n["inventory"],
-                                                    kept_channels=n["kept"]),
-                profile.channel_block, runtime, 1, profile.small_gemm) for n in foreign])}
+    data = offline_fit(runtime, [Path(p) for p in args])
+    fit, holdout, foreign = data.fit, data.holdout, data.foreign
+    base, tf, th, runs = data.rows, data.fit_ms, data.held_ms, data.runs
     weights = {"fit": np.array([weight_mb(b.inventory, b.kept_channels) for b in fit]),
                "holdout": np.array([weight_mb(b.inventory, b.kept_channels) for b in holdout]),
                "foreign": np.array([weight_mb(n["inventory"], n["kept"]) for n in foreign])}
-    tf = np.array([times[(b.label, "fit")] for b in fit])
-    th = np.array([times[(b.label, "holdout")] for b in holdout])
     families = [b.family for b in [*fit, *holdout]]
-    runs = foreign_runs([Path(p) for p in args], runtime, [n["network"] for n in foreign])
     print(f"{name} ({runtime}): {len(fit)} fit, {len(holdout)} held-out, {len(foreign)} foreign "
           f"networks over {len(runs)} runs' times; fit weights "
           f"{np.percentile(weights['fit'], 50):.1f} MB median, {np.sum(weights['fit'] > 8)} "
