@@ -3,6 +3,8 @@
 The public API (imported lazily, so ``import budgetsearch`` stays light):
 
 - :func:`price`: parameters, FLOPs, activation volume, memory and device latency of any network;
+- :func:`calibrate`: a profile measured on this machine, scaled to price your network as it
+  runs here now (its pruned versions then keep the model's relative prices);
 - :class:`Target`: a ceiling on one cost metric (``Target.parse("latency", "10ms")``, ``"50%"``);
 - :func:`build_pruner`, :class:`Pruner`, :func:`register_pruner`, :class:`BudgetInfeasible`:
   prune in your own training loop, or add a pruner (check it with
@@ -22,6 +24,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "price": "budgetsearch.api",
+    "calibrate": "budgetsearch.api",
     "run": "budgetsearch.api",
     "load_best_model": "budgetsearch.api",
     "Target": "budgetsearch.cost",

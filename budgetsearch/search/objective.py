@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from budgetsearch.cost import DeviceProfile, Target, index_op_elements, load_profile
+from budgetsearch.cost import DeviceProfile, Target, index_op_elements
 from budgetsearch.files import write_text_atomic
 from budgetsearch.models.deploy import save_network
 from budgetsearch.pruners import BudgetInfeasible, Pruner, build_pruner, pruner_class
@@ -64,6 +64,7 @@ from budgetsearch.search.settings import (
     build_network,
     full_inventory,
     input_shape,
+    run_profile,
     settings_inventory,
     trial_data,
 )
@@ -237,7 +238,7 @@ def _run(params: dict[str, Any], settings: TrialSettings, trial_dir: Path, space
          report: ReportFn | None, report_every: float | None, row: dict[str, Any]) -> None:
     target = settings.target
     training, options = split_params(params, space)
-    profile = load_profile(settings.device_profile) if settings.device_profile else None
+    profile = run_profile(settings)
     data = trial_data(settings)
     shape = input_shape(settings)
     from_reference = pruner_class(space.pruner).starts_from_reference

@@ -34,7 +34,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from budgetsearch.cost import load_profile
 from budgetsearch.files import torch_save_atomic, write_text_atomic
 from budgetsearch.models import model_label
 from budgetsearch.models.deploy import MODEL_FILE, save_network
@@ -44,6 +43,7 @@ from budgetsearch.search.settings import (
     TrialSettings,
     build_network,
     input_shape,
+    run_profile,
     settings_inventory,
     trial_data,
 )
@@ -125,7 +125,7 @@ def ensure_reference(settings: TrialSettings, run_dir: Path,
         write_row(folder, row)
         raise RuntimeError(f"the unpruned reference {model_label(settings.model)} did not train "
                            f"({result.failure}); no trial can start from it")
-    profile = load_profile(settings.device_profile) if settings.device_profile else None
+    profile = run_profile(settings)
     row.update(settings_inventory(settings).price(profile=profile).as_dict())
     # model.pt, and model.ts (plain PyTorch, any class) beside it; where neither could be
     # written, the row points at the weights, which is all a trial starts from

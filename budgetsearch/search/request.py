@@ -17,6 +17,11 @@ class RunRequest:
     ``pruner`` None: the registered pruners with a ``search_rank`` are tried in that order and
     the first that can meet the target is searched.
 
+    ``calibrate``: with a latency target on a device profile measured on this machine, the
+    unpruned network is timed here once, before anything is priced, and the profile scaled so
+    that it prices that network as it runs (its pruned versions keep the model's relative
+    prices); a resumed run keeps the scale it started with.
+
     ``families`` (Optuna, with a target): every family competes, dense networks of other widths
     and depths and pruned wider/deeper ones (:mod:`budgetsearch.search.families`); ``pruner`` /
     ``space`` then name the pruner of the pruned families. ``widths``: the width multipliers of
@@ -35,6 +40,9 @@ class RunRequest:
     gpus_per_trial: float = 0.0
     families: bool = False
     widths: tuple[float, ...] | None = None
+    #: With a latency target on a profile measured on this machine: time the unpruned network
+    #: once here and price the run's latencies by it (``TrialSettings.latency_scale``).
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         if self.widths is not None:

@@ -48,7 +48,13 @@ from budgetsearch.search.results import (
     results_frame,
     write_results,
 )
-from budgetsearch.search.settings import TrialSettings, input_shape, trial_data
+from budgetsearch.search.settings import (
+    TrialSettings,
+    build_network,
+    input_shape,
+    run_profile,
+    trial_data,
+)
 from budgetsearch.search.space import SearchSpace, load_space
 
 __all__ = ["CONFIG_FILE", "ENGINES", "OptunaOptions", "RunRequest", "RunSummary",
@@ -94,7 +100,7 @@ def choose_candidates(request: RunRequest) -> tuple[CandidatePlan, TargetPlan, l
     """
     settings = request.settings
     assert settings.target is not None
-    profile = load_profile(settings.device_profile) if settings.device_profile else None
+    profile = run_profile(settings)
     plan = plan_candidates(settings, settings.target, profile, _pruner_spaces(request),
                            widths=request.widths)
     pruners = tuple(dict.fromkeys(c.pruner for c in plan.candidates))
@@ -117,7 +123,7 @@ def choose_space(request: RunRequest) -> tuple[SearchSpace, TargetPlan | None, l
             it (the message says why).
     """
     settings = request.settings
-    profile = load_profile(settings.device_profile) if settings.device_profile else None
+    profile = run_profile(settings)
     spaces = _pruner_spaces(request)
     if settings.target is None:
         return spaces[0], None, []
@@ -284,6 +290,9 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
     if request.engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {request.engine!r}")
     trial_data(settings)  # the data set loads (or says what is missing) before any file
+    settings, calibration_notes = calibrate_run(request, run_dir, resume=resume,
+                                                progress=progress)
+    request = replace(request, settings=settings)
     candidates: CandidatePlan | None = None
     family_notes: list[str] = []
     if request.families and request.engine == "ray":
@@ -297,7 +306,7 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
         space = candidates.candidates[0].space
     else:
         space, plan, notes = choose_space(request)
-    notes = family_notes + notes
+    notes = calibration_notes + family_notes + notes
     if plan is not None:  # trials see the absolute target (a relative one resolved once here)
         settings = replace(settings, target=plan.target)
         request = replace(request, settings=settings)
@@ -320,6 +329,55 @@ def run_search(request: RunRequest, run_dir: Path, *, resume: bool = False,
                            progress=progress, command=command, force=force,
                            candidates=candidates,
                            deadline=None if timeout is None else started + timeout)
+
+
+def calibrate_run(request: RunRequest, run_dir: Path, *, resume: bool = False,
+                  progress: bool = False) -> tuple[TrialSettings, list[str]]:
+    """The run's settings with its latency calibration (``latency_scale``), and a note on it.
+
+    With a latency target on a profile measured on this machine (and ``request.calibrate``),
+    the unpruned network is timed here once and the profile scaled by measured / priced
+    (:func:`~budgetsearch.profiling.calibrate.calibrate_to_network`); a resumed run keeps the
+    scale its ``config.yaml`` holds; a scale already set is kept. Otherwise nothing changes.
+    A calibration that fails leaves the profile as it is and says why: the run goes on.
+    """
+    settings = request.settings
+    target = settings.target
+    if not settings.device_profile or target is None or target.metric != "latency_ms":
+        return settings, []
+    if resume:
+        try:
+            stored = read_run_config(run_dir / CONFIG_FILE, what="cannot resume")
+            scale = float(stored.get("settings", {}).get("latency_scale", 1.0))
+        except (ValueError, TypeError, AttributeError, OSError):
+            return settings, []  # check_resume says what is wrong with the folder
+        if not 0 < scale < math.inf:
+            return settings, []
+        return replace(settings, latency_scale=scale), (
+            [] if scale == 1.0 else [f"latency calibrated when the run started: the profile's "
+                                     f"prices x{scale:.3f}"])
+    if not request.calibrate or settings.latency_scale != 1.0:
+        return settings, []
+    from budgetsearch.profiling.calibrate import calibrate_to_network, calibration_refusal
+
+    profile = load_profile(settings.device_profile)
+    if calibration_refusal(profile) is not None:
+        return settings, []  # another device: its prices stand for it
+    if progress:
+        print(f"timing the unpruned {settings.model} here once: the run's latencies are priced "
+              f"by it (--no-calibrate: the profile as it is)", flush=True)
+    import torch
+
+    try:
+        calibration = calibrate_to_network(
+            profile, build_network(settings), torch.zeros(1, *input_shape(settings)),
+            name=f"the unpruned {settings.model}")
+    except Exception as error:  # noqa: BLE001 (an export or a forward fails in many ways)
+        first = (str(error).strip().splitlines() or [""])[0][:160]
+        return settings, [f"latency not calibrated ({type(error).__name__}: {first}): "
+                          f"priced by {profile.name} as it is"]
+    return (replace(settings, latency_scale=round(calibration.factor, 6)),
+            [calibration.summary()])
 
 
 def _check_reference_files(run_dir: Path) -> None:

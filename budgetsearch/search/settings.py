@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from budgetsearch.cost import LayerInventory, Target, layer_inventory
+from budgetsearch.cost import DeviceProfile, LayerInventory, Target, layer_inventory, load_profile
 from budgetsearch.data import DatasetSplits, load_dataset
 from budgetsearch.models import build_model, model_label
 from budgetsearch.profiling import anchors as _drift_check  # noqa: F401 (registers it)
@@ -48,6 +48,10 @@ class TrialSettings:
     epochs: float = 1.0
     weight_decay: float = 5e-4
     device_profile: str | None = None
+    #: Every latency of the device profile × this: the run's calibration on its unpruned
+    #: network as it ran here (:func:`budgetsearch.profiling.calibrate.calibrate_to_network`);
+    #: 1 where none was made (another device, or ``--no-calibrate``).
+    latency_scale: float = 1.0
     target: Target | None = None
     seed: int = 0
     torch_device: str = "cpu"
@@ -62,6 +66,12 @@ class TrialSettings:
     #: Score the test set on its first N images (quick experiments: evaluating the whole test
     #: set was most of a short trial's time); None: all of it.
     test_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        scale = self.latency_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
+                0 < scale < float("inf")):
+            raise ValueError(f"latency_scale must be a positive number, got {scale!r}")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain mapping (for the resolved config)."""
@@ -97,6 +107,17 @@ def trial_data(settings: TrialSettings) -> DatasetSplits:
     return _splits(settings.dataset, settings.data_dir, settings.train_subset,
                    settings.val_fraction, settings.seed, shape,  # type: ignore[arg-type]
                    settings.test_subset)
+
+
+def run_profile(settings: TrialSettings) -> DeviceProfile | None:
+    """The run's device profile as its trials price by: loaded (with its drift check) and
+    scaled by the run's calibration (``latency_scale``); None without a device."""
+    if not settings.device_profile:
+        return None
+    profile = load_profile(settings.device_profile)
+    if settings.latency_scale == 1.0:
+        return profile
+    return profile.scaled(settings.latency_scale)
 
 
 def input_shape(settings: TrialSettings) -> tuple[int, int, int]:

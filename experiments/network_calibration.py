@@ -1,0 +1,138 @@
+"""Issue 16: does timing the user's own network once make the profile true for its pruned
+relatives? A search prices pruned versions of one network; the dense network is at hand.
+
+One command (a few minutes; the machine should be otherwise idle)::
+
+    PYTHONPATH=. python experiments/network_calibration.py [--rounds 8] [--shapes 32,64]
+
+For torchvision networks (families the fit set never saw) at 3×32×32 and 3×64×64, it builds
+pruned relatives with the library's channel-magnitude pruner (FLOPs kept 70 % and 40 %, uniform),
+then:
+
+1. loads this machine's eager profile with its automatic drift check, as a user would;
+2. times each dense network alone, by the profile's method ("calibration": what a search would
+   do before its trials);
+3. times every network, dense and pruned, in two interleaved passes.
+
+It scores the pruned relatives, within ±10 % of the passes' mean, priced (a) by the profile with
+its check and (b) by the profile times the dense network's measured / priced ratio, taken in
+step 2 ("calibrated"). The passes' agreement (repeatability) bounds either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import latency_accuracy as bench  # noqa: E402
+
+from budgetsearch.cost import Target, layer_inventory, load_profile  # noqa: E402
+from budgetsearch.pruners import build_pruner  # noqa: E402
+
+NAMES = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x1_0",
+         "squeezenet1_1", "mnasnet0_5", "efficientnet_b0", "regnet_x_400mf", "googlenet",
+         "densenet121")
+FRACTIONS = (0.7, 0.4)
+
+
+def relatives(name: str, size: int) -> list[dict]:
+    """The dense network and its channel-magnitude relatives at ``FRACTIONS`` of its FLOPs."""
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    dense = bench._torchvision(name, 3)
+    inventory = layer_inventory(dense, x)
+    out = [{"network": f"{name}/{size}", "parent": f"{name}/{size}", "model": dense, "x": x,
+            "inventory": inventory, "fraction": 1.0}]
+    for fraction in FRACTIONS:
+        target = Target("flops", fraction=fraction, text=f"{fraction:.0%}").resolve(
+            inventory.price().flops)
+        pruner = build_pruner("channel-magnitude", target=target, scope="uniform")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pruner.prepare(copy.deepcopy(dense), x)
+            small = pruner.finalize().eval()
+        out.append({"network": f"{name}@{fraction:.1f}/{size}", "parent": f"{name}/{size}",
+                    "model": small, "x": x, "inventory": layer_inventory(small, x),
+                    "fraction": fraction})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--shapes", default="32,64")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    load = bench.LoadMeter()
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    profile_name = bench.shipped_profiles_of_this_machine()
+    eager = [p for p in profile_name if not p.endswith("-ort")]
+    if not eager:
+        raise SystemExit("no eager profile measured on this machine kind: run budgetsearch profile")
+    os.environ["BUDGETSEARCH_DRIFT_MAX_AGE_S"] = "0"  # a fresh check, not a stored one
+    shipped = load_profile(eager[0], check=False)
+    networks: list[dict] = []
+    for size in (int(s) for s in args.shapes.split(",")):
+        for name in NAMES:
+            try:
+                networks += relatives(name, size)
+            except Exception as error:  # noqa: BLE001 (a small input or a pruner refusal)
+                print(f"skipped {name}/{size}: {type(error).__name__}: {str(error)[:90]}")
+    runners = bench.build_runners(networks, shipped)
+    profile = load_profile(eager[0])  # with its automatic drift check, as a user gets it
+    dense = [i for i, n in enumerate(networks) if n["fraction"] == 1.0]
+    calibration = dict(zip((networks[i]["network"] for i in dense),
+                           bench.measure([runners[i] for i in dense], profile, args.rounds,
+                                         seed=1), strict=True))
+    first = bench.measure(runners, profile, args.rounds, seed=2)
+    second = bench.measure(runners, profile, args.rounds, seed=3)
+    measured = (first + second) / 2
+    priced = bench.predict([{**n, "kept": {}} for n in networks], profile)
+    by_name = {n["network"]: i for i, n in enumerate(networks)}
+    pruned = [i for i, n in enumerate(networks) if n["fraction"] < 1.0]
+    factor = np.array([calibration[networks[i]["parent"]] / priced[by_name[networks[i]["parent"]]]
+                       for i in pruned])
+    err_check = 100 * (priced[pruned] / measured[pruned] - 1)
+    err_cal = 100 * (priced[pruned] * factor / measured[pruned] - 1)
+    agree = np.abs(first / second - 1) <= 0.10
+
+    def share(e: np.ndarray, pct: float = 10) -> str:
+        return f"{np.mean(np.abs(e) <= pct):4.0%}"
+
+    check = profile.last_check or {}
+    print(f"started {started}; profile {profile.name} ({profile.runtime}); drift check "
+          f"x{check.get('scale', 1):.3f} (snapshot x{check.get('snapshot_scale', 1):.3f}, "
+          f"re-fitted {bool(check.get('refit'))})")
+    print(f"{len(dense)} dense torchvision networks, {len(pruned)} pruned relatives "
+          f"(channel-magnitude, FLOPs {', '.join(f'{f:.0%}' for f in FRACTIONS)}), "
+          f"{args.rounds} rounds a pass")
+    print(f"{'network':28s} {'ms':>7s} {'dense ms':>9s} {'check %':>8s} {'calibrated %':>13s} "
+          f"{'factor':>7s}")
+    for j, i in enumerate(pruned):
+        parent = by_name[networks[i]["parent"]]
+        print(f"{networks[i]['network']:28s} {measured[i]:7.3f} {measured[parent]:9.3f} "
+              f"{err_check[j]:+8.1f} {err_cal[j]:+13.1f} {factor[j]:7.3f}")
+    dense_err = 100 * (priced[dense] / measured[dense] - 1)
+    print(f"dense networks, priced with the check: {share(dense_err)} within ±10% "
+          f"(median {np.median(dense_err):+.1f}%)")
+    print(f"pruned relatives within ±10% / ±20%: with the check {share(err_check)} / "
+          f"{share(err_check, 20)} (median {np.median(err_check):+.1f}%); calibrated on the "
+          f"dense network {share(err_cal)} / {share(err_cal, 20)} "
+          f"(median {np.median(err_cal):+.1f}%)")
+    print(f"repeatability (two passes within ±10%): {np.mean(agree[pruned]):.0%} of the "
+          f"relatives, {np.mean(agree):.0%} of all")
+    print(f"load: {load.others()}")
+    print(f"finished {datetime.datetime.now().isoformat(timespec='seconds')}")
+
+
+if __name__ == "__main__":
+    main()

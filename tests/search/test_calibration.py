@@ -1,0 +1,129 @@
+"""A latency search on a profile of this machine prices by its unpruned network as timed here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from budgetsearch.cli import main
+from budgetsearch.cost import layer_inventory, load_profile, save_profile
+from budgetsearch.models import build_model
+from budgetsearch.pareto.reprice import PrunedConfig, price_config
+from budgetsearch.profiling import anchors, timing
+
+MEASURED_MS = 0.9  # what the faked timer reads for any network
+RUN = ["run", "--target-latency", "70%", "--model", "wrn-10-1", "--dataset", "synthetic",
+       "--train-subset", "32", "--batch-size", "16", "--pruner", "channel-magnitude",
+       "--threads", "1", "--out", "run", "--no-progress", "--no-families"]
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[int]]:
+    """A measured eager profile of this machine (the shipped one's model, this CPU's name and
+    flags), its drift check off, and a timer that reads :data:`MEASURED_MS`: (path, calls)."""
+    from dataclasses import replace
+
+    shipped = load_profile("cpu-2core-x86", check=False)
+    profile = replace(shipped, name="my-box", aliases=(), anchors=None, provenance={
+        **shipped.provenance, "cpu": anchors.cpu_name(), "cpu_flags": anchors.cpu_flags()})
+    path = save_profile(profile, tmp_path / "my-box.yaml")
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "0")
+    calls: list[int] = []
+
+    def fake(runners, *, rounds: int = 5, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        calls.append(len(runners))
+        return np.full(len(runners), MEASURED_MS)
+
+    monkeypatch.setattr(timing, "time_runners", fake)
+    monkeypatch.chdir(tmp_path)
+    return str(path), calls
+
+
+def _dense_ms(path: str) -> float:
+    inventory = layer_inventory(build_model("wrn-10-1"), torch.zeros(1, 1, 28, 28))
+    return inventory.predict_latency_ms(load_profile(path))
+
+
+def test_a_latency_run_is_calibrated_on_its_unpruned_network(
+        here: tuple[str, list[int]], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unpruned network is timed once before anything is priced: the relative target
+    resolves against its measured time, every trial is priced by the profile × measured /
+    priced, config.yaml records the scale, and --resume keeps it without timing again."""
+    path, calls = here
+    assert main([*RUN, "--device", path, "--trials", "1"]) == 0
+    text = capsys.readouterr().out
+    scale = MEASURED_MS / _dense_ms(path)
+    assert "note: latency calibrated on the unpruned wrn-10-1 as it runs here: 0.900 ms" in text
+    config = yaml.safe_load(Path("run/config.yaml").read_text())
+    assert config["settings"]["latency_scale"] == pytest.approx(scale, rel=1e-5)
+    assert config["settings"]["target"]["value"] == pytest.approx(0.7 * MEASURED_MS, rel=1e-5)
+    table = pd.read_csv("run/results.csv")
+    row = table[table["kind"] != "reference"].iloc[0]
+    assert row["status"] == "ok", row["failure"]
+    priced = price_config(PrunedConfig.load(Path("run") / row["pruned_config_path"]), load_profile(path))
+    assert row["latency_ms"] == pytest.approx(priced.latency_ms * scale, rel=1e-5)
+    assert row["latency_ms"] <= 0.7 * MEASURED_MS * 1.001
+    # resumed: the stored scale, nothing re-timed before the trials
+    from budgetsearch.profiling import calibrate
+
+    monkeypatch.setattr(calibrate, "calibrate_to_network",
+                        lambda *a, **k: pytest.fail("calibrated again on --resume"))
+    assert main([*RUN, "--device", path, "--trials", "2", "--resume"]) == 0
+    again = yaml.safe_load(Path("run/config.yaml").read_text())
+    assert again["settings"]["latency_scale"] == config["settings"]["latency_scale"]
+    assert len(pd.read_csv("run/results.csv").query("kind != 'reference'")) == 2
+
+
+def test_no_calibrate_prices_by_the_profile_as_it_is(
+        here: tuple[str, list[int]], capsys: pytest.CaptureFixture[str]) -> None:
+    path, calls = here
+    assert main([*RUN, "--device", path, "--trials", "1", "--no-calibrate"]) == 0
+    text = capsys.readouterr().out
+    assert "latency calibrated" not in text
+    config = yaml.safe_load(Path("run/config.yaml").read_text())
+    assert config["settings"]["latency_scale"] == 1.0
+    assert config["settings"]["target"]["value"] == pytest.approx(0.7 * _dense_ms(path),
+                                                                  rel=1e-5)
+    assert calls == [1]  # only the winner, "measured here" after the search
+
+
+def test_a_datasheet_device_is_not_calibrated(
+        here: tuple[str, list[int]], capsys: pytest.CaptureFixture[str]) -> None:
+    """Timing a network on this machine says nothing of a Jetson."""
+    _, calls = here
+    run = [("1ms" if a == "70%" else a) for a in RUN]  # the Jetsons are launch-bound here
+    assert main([*run, "--device", "jetson-nano", "--trials", "1"]) == 0
+    assert "latency calibrated" not in capsys.readouterr().out
+    assert yaml.safe_load(Path("run/config.yaml").read_text())["settings"][
+        "latency_scale"] == 1.0
+    assert calls == []
+
+
+def test_a_calibration_that_fails_is_a_note(
+        here: tuple[str, list[int]], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = here
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("the runtime refused it\nsecond line")
+
+    monkeypatch.setattr(timing, "make_runner", refuse)
+    main([*RUN, "--device", path, "--trials", "1"])
+    text = capsys.readouterr().out
+    assert ("note: latency not calibrated (RuntimeError: the runtime refused it): priced by "
+            "my-box as it is") in text
+    assert "second line" not in text
+
+
+def test_latency_scale_must_be_positive() -> None:
+    from budgetsearch.search.settings import TrialSettings
+
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="latency_scale must be a positive number"):
+            TrialSettings(latency_scale=bad)
