@@ -436,6 +436,11 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
             profile = load_profile(profile_name)
         except (ValueError, KeyError, FileNotFoundError):
             profile = None
+    scale = config.get("latency_scale", 1.0)
+    if (profile is not None and profile_name == config.get("device_profile")
+            and isinstance(scale, (int, float)) and not isinstance(scale, bool)
+            and 0 < scale < float("inf") and scale != 1.0):
+        profile = profile.scaled(float(scale))  # as the run's trials were priced (calibrated)
     todo = [r for r in ratios if round(r, 9) not in done]
     for r in ratios:
         if r not in todo:

@@ -66,7 +66,8 @@ def test_a_latency_run_is_calibrated_on_its_unpruned_network(
     table = pd.read_csv("run/results.csv")
     row = table[table["kind"] != "reference"].iloc[0]
     assert row["status"] == "ok", row["failure"]
-    priced = price_config(PrunedConfig.load(Path("run") / row["pruned_config_path"]), load_profile(path))
+    config_path = Path("run") / row["pruned_config_path"]
+    priced = price_config(PrunedConfig.load(config_path), load_profile(path))
     assert row["latency_ms"] == pytest.approx(priced.latency_ms * scale, rel=1e-5)
     assert row["latency_ms"] <= 0.7 * MEASURED_MS * 1.001
     # resumed: the stored scale, nothing re-timed before the trials
@@ -78,6 +79,12 @@ def test_a_latency_run_is_calibrated_on_its_unpruned_network(
     again = yaml.safe_load(Path("run/config.yaml").read_text())
     assert again["settings"]["latency_scale"] == config["settings"]["latency_scale"]
     assert len(pd.read_csv("run/results.csv").query("kind != 'reference'")) == 2
+    # a thinner dense baseline added to the run is priced as its trials were
+    assert main(["baselines", "--ratios", "0.25", "--run", "run", "--no-progress"]) == 0
+    baseline = pd.read_csv("run/results.csv").query("kind == 'baseline'").iloc[0]
+    half = layer_inventory(build_model("wrn-10-1", in_channels=1, width_multiplier=0.5),
+                           torch.zeros(1, 1, 28, 28)).predict_latency_ms(load_profile(path))
+    assert baseline["latency_ms"] == pytest.approx(half * scale, rel=1e-5)
 
 
 def test_no_calibrate_prices_by_the_profile_as_it_is(
