@@ -55,26 +55,30 @@ def price(model: nn.Module, example_input: torch.Tensor, *,
 
 
 def calibrate(model: nn.Module, example_input: torch.Tensor, *,
-              device: str | DeviceProfile) -> DeviceProfile:
+              device: str | DeviceProfile, share: float = 0.5) -> DeviceProfile:
     """``device``'s profile scaled so that it prices ``model`` as it runs on this machine now.
 
     ``model`` is timed here once (a few seconds at most) by the profile's runtime, threads and
-    method, and every price of the profile (after its drift check) is multiplied by measured /
-    priced: a model's error on a family it never saw and the machine's speed today leave
-    ``model``'s price, and its pruned versions keep the model's relative prices. Pass the
-    result wherever a profile goes (:func:`price`, ``build_pruner(..., profile=...)``).
-    ``provenance["calibrated_on"]`` says what was measured.
+    method, and every price of the profile (after its drift check) is multiplied by (measured /
+    priced) ** ``share``: the model's error on a family it never saw and the machine's speed
+    today read in ``model``'s own time, and its pruned versions keep the model's relative
+    prices. ``share`` 0.5 (the default) takes half the gap in log terms, since one timing on a
+    shared machine is about as noisy as the drift check; 1 prices ``model`` at exactly its
+    measured time (a quiet machine). Pass the result wherever a profile goes (:func:`price`,
+    ``build_pruner(..., profile=...)``); ``provenance["calibrated_on"]`` says what was
+    measured.
 
     Raises:
         ValueError: ``device`` is not a profile measured on this machine (a datasheet profile,
-            or another CPU's), or ``model`` cannot be priced or run on ``example_input``.
+            or another CPU's), ``share`` is outside [0, 1], or ``model`` cannot be priced or run
+            on ``example_input``.
     """
     from budgetsearch.profiling.calibrate import calibrate_to_network
 
     profile = load_profile(device) if isinstance(device, str) else device
     was_training = model.training
     try:
-        return calibrate_to_network(profile, model, example_input).profile
+        return calibrate_to_network(profile, model, example_input, share=share).profile
     finally:
         model.train(was_training)
 

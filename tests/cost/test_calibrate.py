@@ -56,24 +56,30 @@ def _fake_timer(monkeypatch: pytest.MonkeyPatch, ms: float) -> list[int]:
 
 def test_the_calibrated_profile_prices_the_network_as_measured(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Oracle: measured / priced scales every price alike, so the network is priced at exactly
-    its measured time and a pruned relative at the factor × its old price."""
+    """Oracle: (measured / priced) ** share scales every price alike: with the whole gap the
+    network is priced at exactly its measured time, by default at the geometric mean of the
+    two, and a pruned relative at the factor × its old price."""
     profile = profile_from_dict(_here())
     net, small = _net(16), _net(6)
     _fake_timer(monkeypatch, 0.5)
-    calibration = calibrate_to_network(profile, net, X, name="my net")
     before = layer_inventory(net, X).predict_latency_ms(profile)
-    assert calibration.priced_ms == pytest.approx(before)
-    assert calibration.factor == pytest.approx(0.5 / before)
+    whole = calibrate_to_network(profile, net, X, share=1.0)
+    assert layer_inventory(net, X).predict_latency_ms(whole.profile) == pytest.approx(0.5)
+    assert "(the whole gap)" in whole.summary()
+    calibration = calibrate_to_network(profile, net, X, name="my net")
+    assert calibration.priced_ms == pytest.approx(before) and calibration.share == 0.5
+    assert calibration.gap == pytest.approx(0.5 / before)
+    assert calibration.factor == pytest.approx((0.5 / before) ** 0.5)
     after = calibration.profile
-    assert layer_inventory(net, X).predict_latency_ms(after) == pytest.approx(0.5)
+    assert layer_inventory(net, X).predict_latency_ms(after) == pytest.approx(
+        (0.5 * before) ** 0.5)
     assert layer_inventory(small, X).predict_latency_ms(after) == pytest.approx(
         layer_inventory(small, X).predict_latency_ms(profile) * calibration.factor)
     record = after.provenance["calibrated_on"]
     assert record["network"] == "my net" and record["factor"] == pytest.approx(
         calibration.factor, rel=1e-3)
     assert after.name == profile.name and "calibrated_on" not in profile.provenance
-    assert "my net" in calibration.summary() and f"x{calibration.factor:.3f}" in (
+    assert "my net" in calibration.summary() and f"x{calibration.factor:.3f} (half the gap" in (
         calibration.summary())
 
 
@@ -90,7 +96,7 @@ def test_a_slow_network_is_timed_over_fewer_rounds(monkeypatch: pytest.MonkeyPat
 
 def test_calibrating_times_the_network_for_real() -> None:
     """The profiles' own timer, on this machine: a positive time, priced exactly after."""
-    calibration = calibrate_to_network(profile_from_dict(_here()), _net(), X)
+    calibration = calibrate_to_network(profile_from_dict(_here()), _net(), X, share=1.0)
     assert calibration.measured_ms > 0 and calibration.seconds < 30
     assert layer_inventory(_net(), X).predict_latency_ms(calibration.profile) == pytest.approx(
         calibration.measured_ms, rel=1e-6)
@@ -107,14 +113,21 @@ def test_profiles_of_another_device_are_refused() -> None:
         calibrate_to_network(load_profile("jetson-nano"), _net(), X)
     with pytest.raises(ValueError, match="rounds must be"):
         calibrate_to_network(profile_from_dict(_here()), _net(), X, rounds=0)
+    for bad in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="share must be a number in"):
+            calibrate_to_network(profile_from_dict(_here()), _net(), X, share=bad)
 
 
 def test_the_public_api_calibrates_and_restores_training_mode(
         monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_timer(monkeypatch, 0.25)
     net = _net().train()
-    profile = budgetsearch.calibrate(net, X, device=profile_from_dict(_here()))
+    profile = budgetsearch.calibrate(net, X, device=profile_from_dict(_here()), share=1.0)
     assert net.training
     assert budgetsearch.price(net, X, device=profile).latency_ms == pytest.approx(0.25)
+    before = budgetsearch.price(net, X, device=profile_from_dict(_here())).latency_ms
+    half = budgetsearch.calibrate(net, X, device=profile_from_dict(_here()))
+    assert budgetsearch.price(net, X, device=half).latency_ms == pytest.approx(
+        (0.25 * before) ** 0.5)
     with pytest.raises(ValueError, match="datasheet"):
         budgetsearch.calibrate(net, X, device="jetson-nano")

@@ -58,18 +58,20 @@ def test_a_latency_run_is_calibrated_on_its_unpruned_network(
     path, calls = here
     assert main([*RUN, "--device", path, "--trials", "1"]) == 0
     text = capsys.readouterr().out
-    scale = MEASURED_MS / _dense_ms(path)
+    dense = _dense_ms(path)
+    scale = (MEASURED_MS / dense) ** 0.5  # half the gap, in log terms
     assert "note: latency calibrated on the unpruned wrn-10-1 as it runs here: 0.900 ms" in text
     config = yaml.safe_load(Path("run/config.yaml").read_text())
     assert config["settings"]["latency_scale"] == pytest.approx(scale, rel=1e-5)
-    assert config["settings"]["target"]["value"] == pytest.approx(0.7 * MEASURED_MS, rel=1e-5)
+    assert config["settings"]["target"]["value"] == pytest.approx(0.7 * dense * scale,
+                                                                  rel=1e-5)
     table = pd.read_csv("run/results.csv")
     row = table[table["kind"] != "reference"].iloc[0]
     assert row["status"] == "ok", row["failure"]
     config_path = Path("run") / row["pruned_config_path"]
     priced = price_config(PrunedConfig.load(config_path), load_profile(path))
     assert row["latency_ms"] == pytest.approx(priced.latency_ms * scale, rel=1e-5)
-    assert row["latency_ms"] <= 0.7 * MEASURED_MS * 1.001
+    assert row["latency_ms"] <= 0.7 * dense * scale * 1.001
     # resumed: the stored scale, nothing re-timed before the trials
     from budgetsearch.profiling import calibrate
 
