@@ -141,7 +141,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                              seed=int(settings["seed"] if settings["sampler_seed"] is None
                                       else settings["sampler_seed"]),
                              prune=not args.no_pruning, pruning=args.pruning),
-        families=not args.no_families, widths=args.widths, calibrate=not args.no_calibrate,
+        families=not args.no_families, widths=args.widths, calibrate=args.calibrate,
         **{k: v for k, v in ray_options.items() if v is not None},
     )
     if args.engine == "ray":
@@ -308,10 +308,10 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--no-families", action="store_true",
                    help="search one base network's pruner only (the default compares families: "
                    "dense networks of other widths/depths and pruned wider/deeper ones)")
-    p.add_argument("--no-calibrate", action="store_true",
-                   help="with --target-latency on a profile measured on this machine, price by "
-                   "the profile as it is (the default times the unpruned network here once and "
-                   "scales the profile to it)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="with --target-latency on a profile measured on this machine: time the "
+                   "unpruned network here once and scale the profile toward it (half the gap) "
+                   "for the whole run")
     p.add_argument("--widths", type=_width_list, metavar="W,W,...",
                    help="width multipliers of the family search's bases (default "
                    "0.5,0.75,1,1.5,2)")

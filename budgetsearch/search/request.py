@@ -18,9 +18,11 @@ class RunRequest:
     the first that can meet the target is searched.
 
     ``calibrate``: with a latency target on a device profile measured on this machine, the
-    unpruned network is timed here once, before anything is priced, and the profile scaled so
-    that it prices that network as it runs (its pruned versions keep the model's relative
-    prices); a resumed run keeps the scale it started with.
+    unpruned network is timed here once, before anything is priced, and the profile scaled
+    toward its measured time (half the gap in log terms; its pruned versions keep the model's
+    relative prices); a resumed run keeps the scale it started with. Off by default: on a
+    shared machine one network's few seconds of timing were as often further off than the
+    drift check as nearer (``experiments/network_calibration.py``).
 
     ``families`` (Optuna, with a target): every family competes, dense networks of other widths
     and depths and pruned wider/deeper ones (:mod:`budgetsearch.search.families`); ``pruner`` /
@@ -42,7 +44,7 @@ class RunRequest:
     widths: tuple[float, ...] | None = None
     #: With a latency target on a profile measured on this machine: time the unpruned network
     #: once here and price the run's latencies by it (``TrialSettings.latency_scale``).
-    calibrate: bool = True
+    calibrate: bool = False
 
     def __post_init__(self) -> None:
         if self.widths is not None:

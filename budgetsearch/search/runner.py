@@ -335,8 +335,8 @@ def calibrate_run(request: RunRequest, run_dir: Path, *, resume: bool = False,
                   progress: bool = False) -> tuple[TrialSettings, list[str]]:
     """The run's settings with its latency calibration (``latency_scale``), and a note on it.
 
-    With a latency target on a profile measured on this machine (and ``request.calibrate``),
-    the unpruned network is timed here once and the profile scaled by measured / priced
+    With a latency target on a profile measured on this machine and ``request.calibrate``, the
+    unpruned network is timed here once and the profile scaled toward measured / priced
     (:func:`~budgetsearch.profiling.calibrate.calibrate_to_network`); a resumed run keeps the
     scale its ``config.yaml`` holds; a scale already set is kept. Otherwise nothing changes.
     A calibration that fails leaves the profile as it is and says why: the run goes on.
@@ -365,7 +365,7 @@ def calibrate_run(request: RunRequest, run_dir: Path, *, resume: bool = False,
         return settings, []  # another device: its prices stand for it
     if progress:
         print(f"timing the unpruned {settings.model} here once: the run's latencies are priced "
-              f"by it (--no-calibrate: the profile as it is)", flush=True)
+              f"by it (--calibrate)", flush=True)
     import torch
 
     try:

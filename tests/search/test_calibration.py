@@ -1,4 +1,5 @@
-"""A latency search on a profile of this machine prices by its unpruned network as timed here."""
+"""--calibrate: a latency search on a profile of this machine prices by its unpruned network as
+timed here."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_a_latency_run_is_calibrated_on_its_unpruned_network(
     resolves against its measured time, every trial is priced by the profile × measured /
     priced, config.yaml records the scale, and --resume keeps it without timing again."""
     path, calls = here
-    assert main([*RUN, "--device", path, "--trials", "1"]) == 0
+    assert main([*RUN, "--device", path, "--trials", "1", "--calibrate"]) == 0
     text = capsys.readouterr().out
     dense = _dense_ms(path)
     scale = (MEASURED_MS / dense) ** 0.5  # half the gap, in log terms
@@ -77,7 +78,7 @@ def test_a_latency_run_is_calibrated_on_its_unpruned_network(
 
     monkeypatch.setattr(calibrate, "calibrate_to_network",
                         lambda *a, **k: pytest.fail("calibrated again on --resume"))
-    assert main([*RUN, "--device", path, "--trials", "2", "--resume"]) == 0
+    assert main([*RUN, "--device", path, "--trials", "2", "--resume"]) == 0  # kept as stored
     again = yaml.safe_load(Path("run/config.yaml").read_text())
     assert again["settings"]["latency_scale"] == config["settings"]["latency_scale"]
     assert len(pd.read_csv("run/results.csv").query("kind != 'reference'")) == 2
@@ -89,10 +90,10 @@ def test_a_latency_run_is_calibrated_on_its_unpruned_network(
     assert baseline["latency_ms"] == pytest.approx(half * scale, rel=1e-5)
 
 
-def test_no_calibrate_prices_by_the_profile_as_it_is(
+def test_without_calibrate_the_run_prices_by_the_profile_as_it_is(
         here: tuple[str, list[int]], capsys: pytest.CaptureFixture[str]) -> None:
     path, calls = here
-    assert main([*RUN, "--device", path, "--trials", "1", "--no-calibrate"]) == 0
+    assert main([*RUN, "--device", path, "--trials", "1"]) == 0
     text = capsys.readouterr().out
     assert "latency calibrated" not in text
     config = yaml.safe_load(Path("run/config.yaml").read_text())
@@ -107,7 +108,7 @@ def test_a_datasheet_device_is_not_calibrated(
     """Timing a network on this machine says nothing of a Jetson."""
     _, calls = here
     run = [("1ms" if a == "70%" else a) for a in RUN]  # the Jetsons are launch-bound here
-    assert main([*run, "--device", "jetson-nano", "--trials", "1"]) == 0
+    assert main([*run, "--device", "jetson-nano", "--trials", "1", "--calibrate"]) == 0
     assert "latency calibrated" not in capsys.readouterr().out
     assert yaml.safe_load(Path("run/config.yaml").read_text())["settings"][
         "latency_scale"] == 1.0
@@ -123,7 +124,7 @@ def test_a_calibration_that_fails_is_a_note(
         raise RuntimeError("the runtime refused it\nsecond line")
 
     monkeypatch.setattr(timing, "make_runner", refuse)
-    main([*RUN, "--device", path, "--trials", "1"])
+    main([*RUN, "--device", path, "--trials", "1", "--calibrate"])
     text = capsys.readouterr().out
     assert ("note: latency not calibrated (RuntimeError: the runtime refused it): priced by "
             "my-box as it is") in text
