@@ -39,10 +39,11 @@ CALIBRATION_SECONDS = 3.0
 #: root by default. One network timed for a few seconds on a shared machine lands about as far
 #: from its time over the next minutes as the drift-checked price does (±5–15 %), and the
 #: estimate that weighs two readings of equal noise alike is their geometric mean (the drift
-#: check's rule inside its tolerance, ``anchors.INSIDE_SHARE``). On four runs of 2026-12-03
-#: (``experiments/network_calibration.py``; repeatability 22–70 %), pruned relatives of 20
-#: torchvision networks within ±10 %: the drift check alone 43 % on average, the whole gap 63 %,
-#: half of it 64 %, never the worst of the three (42–85 %). 1: the whole gap, for a quiet machine.
+#: check's rule inside its tolerance, ``anchors.INSIDE_SHARE``). Over six runs of 2026-12-03
+#: (``experiments/network_calibration.py``; README, "Calibrated on your network"), the pruned
+#: relatives of 20 torchvision networks within ±10 %: the drift check alone 48 % on average,
+#: the whole gap 57 %, half of it 57 %, and half was never the worst of the three.
+#: 1: the whole gap, for a quiet machine.
 CALIBRATION_SHARE = 0.5
 #: Bursts of calls per round (the profiles' method: :mod:`budgetsearch.profiling.timing`).
 _INNER = 5
