@@ -3,8 +3,8 @@
 The public API (imported lazily, so ``import budgetsearch`` stays light):
 
 - :func:`price`: parameters, FLOPs, activation volume, memory and device latency of any network;
-- :func:`calibrate`: a profile measured on this machine, scaled to price your network as it
-  runs here now (its pruned versions then keep the model's relative prices);
+- :func:`calibrate`: a profile measured on this machine, scaled toward your network's time as
+  it runs here now (its pruned versions keep the model's relative prices);
 - :class:`Target`: a ceiling on one cost metric (``Target.parse("latency", "10ms")``, ``"50%"``);
 - :func:`build_pruner`, :class:`Pruner`, :func:`register_pruner`, :class:`BudgetInfeasible`:
   prune in your own training loop, or add a pruner (check it with

@@ -56,7 +56,7 @@ def price(model: nn.Module, example_input: torch.Tensor, *,
 
 def calibrate(model: nn.Module, example_input: torch.Tensor, *,
               device: str | DeviceProfile, share: float = 0.5) -> DeviceProfile:
-    """``device``'s profile scaled so that it prices ``model`` as it runs on this machine now.
+    """``device``'s profile scaled toward ``model``'s time as it runs on this machine now.
 
     ``model`` is timed here once (a few seconds at most) by the profile's runtime, threads and
     method, and every price of the profile (after its drift check) is multiplied by (measured /

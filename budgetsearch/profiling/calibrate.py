@@ -1,5 +1,5 @@
 """A measured profile calibrated on the user's own network: time it once here, scale the
-profile so that it prices that network as it runs now.
+profile toward that network's measured time.
 
 A search prices pruned versions of one network. The profile's model prices families it never
 saw a few % off (torchvision's 3–5 % fast against its own fit families on 2026-12-03), and the
@@ -147,8 +147,8 @@ def calibrate_to_network(profile: DeviceProfile, model: nn.Module, example_input
                                                      threads=threads)[0]))
     finally:
         torch.set_num_threads(previous)
-    seconds = time.perf_counter() - started
-    calibration = NetworkCalibration(profile, name, measured, priced, 1 + max(more, 0), seconds,
+    elapsed = time.perf_counter() - started
+    calibration = NetworkCalibration(profile, name, measured, priced, 1 + max(more, 0), elapsed,
                                      float(share))
     scaled = profile.scaled(calibration.factor)
     scaled = replace(scaled, provenance={**dict(profile.provenance),

@@ -50,7 +50,7 @@ class TrialSettings:
     device_profile: str | None = None
     #: Every latency of the device profile × this: the run's calibration on its unpruned
     #: network as it ran here (:func:`budgetsearch.profiling.calibrate.calibrate_to_network`);
-    #: 1 where none was made (another device, or ``--no-calibrate``).
+    #: 1 where none was made (without ``--calibrate``, or on another device).
     latency_scale: float = 1.0
     target: Target | None = None
     seed: int = 0
