@@ -55,30 +55,32 @@ def price(model: nn.Module, example_input: torch.Tensor, *,
 
 
 def calibrate(model: nn.Module, example_input: torch.Tensor, *,
-              device: str | DeviceProfile, share: float = 0.5) -> DeviceProfile:
+              device: str | DeviceProfile, share: float | None = None) -> DeviceProfile:
     """``device``'s profile scaled toward ``model``'s time as it runs on this machine now.
 
     ``model`` is timed here once (a few seconds at most) by the profile's runtime, threads and
     method, and every price of the profile (after its drift check) is multiplied by (measured /
     priced) ** ``share``: the model's error on a family it never saw and the machine's speed
     today read in ``model``'s own time, and its pruned versions keep the model's relative
-    prices. ``share`` 0.5 (the default) takes half the gap in log terms, since one timing on a
-    shared machine is about as noisy as the drift check; 1 prices ``model`` at exactly its
-    measured time (a quiet machine). Pass the result wherever a profile goes (:func:`price`,
-    ``build_pruner(..., profile=...)``); ``provenance["calibrated_on"]`` says what was
-    measured.
+    prices. ``share`` None takes half the gap in log terms
+    (:data:`~budgetsearch.profiling.calibrate.CALIBRATION_SHARE`), since one timing on a shared
+    machine is about as noisy as the drift check; 1 prices ``model`` at exactly its measured
+    time (a quiet machine). Pass the result to :func:`price` or ``build_pruner(...,
+    profile=...)`` (a search takes ``run --calibrate`` instead); ``provenance["calibrated_on"]``
+    says what was measured.
 
     Raises:
         ValueError: ``device`` is not a profile measured on this machine (a datasheet profile,
-            or another CPU's), ``share`` is outside [0, 1], or ``model`` cannot be priced or run
-            on ``example_input``.
+            or another CPU's), or ``share`` is outside [0, 1]; what the runtime raises for a
+            network it cannot run propagates.
     """
-    from budgetsearch.profiling.calibrate import calibrate_to_network
+    from budgetsearch.profiling.calibrate import CALIBRATION_SHARE, calibrate_to_network
 
     profile = load_profile(device) if isinstance(device, str) else device
     was_training = model.training
     try:
-        return calibrate_to_network(profile, model, example_input, share=share).profile
+        return calibrate_to_network(profile, model, example_input, share=CALIBRATION_SHARE
+                                    if share is None else share).profile
     finally:
         model.train(was_training)
 

@@ -134,8 +134,10 @@ def _predicted(row: dict[str, Any], run_dir: Path, device: str | None) -> tuple[
         float | None, Any]:
     """(predicted latency in ms, profile) of the trial: re-priced on ``device`` when given,
     else the row's own figure on the run's device."""
+    import pandas as pd
+
     from budgetsearch.cost import load_profile
-    from budgetsearch.pareto.reprice import PrunedConfig, price_config
+    from budgetsearch.pareto.reprice import reprice_trials
     from budgetsearch.search.results import resolve_row_path
 
     name = device or (row.get("device") if isinstance(row.get("device"), str) else None)
@@ -148,7 +150,10 @@ def _predicted(row: dict[str, Any], run_dir: Path, device: str | None) -> tuple[
     config = resolve_row_path(row.get("pruned_config_path"), run_dir)
     if config is None:
         return None, profile
-    return price_config(PrunedConfig.load(config), profile).latency_ms, profile
+    repriced = reprice_trials(pd.DataFrame([{**row, "pruned_config_path": str(config)}]),
+                              [profile])  # the run's calibration, where it is its device
+    latency = repriced["latency_ms"].iloc[0]
+    return (None if pd.isna(latency) else float(latency)), profile
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

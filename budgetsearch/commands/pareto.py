@@ -437,10 +437,17 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         except (ValueError, KeyError, FileNotFoundError):
             profile = None
     scale = config.get("latency_scale", 1.0)
-    if (profile is not None and profile_name == config.get("device_profile")
-            and isinstance(scale, (int, float)) and not isinstance(scale, bool)
-            and 0 < scale < float("inf") and scale != 1.0):
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
+            0 < scale < float("inf")):
+        raise _usage(f"{run / 'config.yaml'}: latency_scale must be a positive number, got "
+                     f"{scale!r}")
+    from budgetsearch.pareto.reprice import names_profile
+
+    if profile is not None and scale != 1.0 and names_profile(config.get("device_profile"),
+                                                               profile):
         profile = profile.scaled(float(scale))  # as the run's trials were priced (calibrated)
+    else:
+        scale = 1.0
     todo = [r for r in ratios if round(r, 9) not in done]
     for r in ratios:
         if r not in todo:
@@ -499,6 +506,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
             "failure": result.failure, "accuracy": result.test_accuracy,
             "val_accuracy": result.val_accuracy, **costs,
             "device": profile.name if profile is not None else None,
+            "latency_scale": scale if profile is not None else None,
             "target_metric": target_metric, "target_value": target_value, "feasible": feasible,
             "seconds": result.seconds, "hp_compression_ratio": ratio,
             "model_path": str(model_path.relative_to(run)) if result.status == "ok" else None,

@@ -311,7 +311,8 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="with --target-latency on a profile measured on this machine: time the "
                    "unpruned network here once and scale the profile toward it (half the gap) "
-                   "for the whole run")
+                   "for the whole run (it changes which networks fit an absolute target; a "
+                   "relative one only changes the milliseconds reported)")
     p.add_argument("--widths", type=_width_list, metavar="W,W,...",
                    help="width multipliers of the family search's bases (default "
                    "0.5,0.75,1,1.5,2)")

@@ -24,7 +24,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from budgetsearch.cost import Cost, DeviceProfile, LayerInventory, layer_inventory, load_profile
+from budgetsearch.cost import (
+    Cost,
+    DeviceProfile,
+    LayerInventory,
+    layer_inventory,
+    load_profile,
+    resolve_profile_name,
+)
 from budgetsearch.models import build_model
 from budgetsearch.pareto.results import resolve_artifact
 
@@ -123,6 +130,24 @@ def _resolve_path(value: Any, base_dir: Path | None) -> Path | None:
     return resolve_artifact(value, base_dir)
 
 
+def _positive(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and 0 < value < math.inf)
+
+
+def names_profile(device: Any, profile: DeviceProfile) -> bool:
+    """True when a results row's ``device`` (a name, an alias or a YAML path) is ``profile``."""
+    if not isinstance(device, str) or not device:
+        return False
+    if device in (profile.name, profile.path) or device in profile.aliases:
+        return True
+    try:
+        return resolve_profile_name(device) == profile.name if "/" not in device else (
+            Path(device).resolve() == Path(profile.path or "").resolve())
+    except (ValueError, OSError):
+        return False
+
+
 def reprice_trials(table: pd.DataFrame, devices: Sequence[str | DeviceProfile], *,
                    base_dir: str | Path | None = None,
                    cache: InventoryCache | None = None) -> pd.DataFrame:
@@ -155,15 +180,23 @@ def reprice_trials(table: pd.DataFrame, devices: Sequence[str | DeviceProfile], 
             configs.append(None)
             notes.append(str(error))
     frames = []
+    run_devices = table.get("device", pd.Series([None] * len(table), index=table.index))
+    scales = table.get("latency_scale", pd.Series([None] * len(table), index=table.index))
     for profile in profiles:
         rows = []
-        for config in configs:
+        for config, device, scale in zip(configs, run_devices, scales, strict=True):
             if config is None:
                 rows.append({c: math.nan for c in
                              ("params", "flops", "activation_volume", "memory_bytes",
                               "latency_ms")})
-            else:
-                rows.append(price_config(config, profile, cache=cache).as_dict())
+                continue
+            cost = price_config(config, profile, cache=cache).as_dict()
+            # a calibrated run (``run --calibrate``) priced its own device by a scaled profile:
+            # re-priced there, its rows keep that scale; other devices are priced as they are
+            if (cost["latency_ms"] is not None and _positive(scale)
+                    and names_profile(device, profile)):
+                cost["latency_ms"] *= float(scale)
+            rows.append(cost)
         costs = pd.DataFrame(rows, index=table.index)
         frame = table.drop(columns=[c for c in costs.columns if c in table], errors="ignore")
         frame = frame.drop(columns=["device"], errors="ignore").join(costs)

@@ -39,11 +39,11 @@ CALIBRATION_SECONDS = 3.0
 #: root by default. One network timed for a few seconds on a shared machine lands about as far
 #: from its time over the next minutes as the drift-checked price does (±5–15 %), and the
 #: estimate that weighs two readings of equal noise alike is their geometric mean (the drift
-#: check's rule inside its tolerance, ``anchors.INSIDE_SHARE``). Over six runs of 2026-12-03
-#: (``experiments/network_calibration.py``; README, "Calibrated on your network"), the pruned
-#: relatives of 20 torchvision networks within ±10 %: the drift check alone 48 % on average,
-#: the whole gap 57 %, half of it 57 %, and half was never the worst of the three.
-#: 1: the whole gap, for a quiet machine.
+#: check's rule inside its tolerance, ``anchors.INSIDE_SHARE``). In three runs of 2026-12-03
+#: with this timing (``experiments/network_calibration.py``; README, "Calibrated on your
+#: network"), the pruned relatives of 20 torchvision networks within ±10 %: the drift check
+#: alone 65 % on average, half the gap 58 %, the whole gap 49 % (and half was never the worst
+#: of the three in six runs): so calibrating is opt-in. 1: the whole gap, for a quiet machine.
 CALIBRATION_SHARE = 0.5
 #: Bursts of calls per round (the profiles' method: :mod:`budgetsearch.profiling.timing`).
 _INNER = 5
@@ -60,6 +60,7 @@ class NetworkCalibration:
     rounds: int
     seconds: float
     share: float = CALIBRATION_SHARE
+    date: str = ""
 
     @property
     def gap(self) -> float:
@@ -77,8 +78,7 @@ class NetworkCalibration:
         return {"network": self.network, "measured_ms": round(self.measured_ms, 4),
                 "priced_ms": round(self.priced_ms, 4), "share": self.share,
                 "factor": round(self.factor, 4),
-                "rounds": self.rounds, "seconds": round(self.seconds, 2),
-                "date": datetime.datetime.now().isoformat(timespec="seconds")}
+                "rounds": self.rounds, "seconds": round(self.seconds, 2), "date": self.date}
 
     def summary(self) -> str:
         """One line: what was timed, what it was priced, the factor applied."""
@@ -109,23 +109,28 @@ def calibrate_to_network(profile: DeviceProfile, model: nn.Module, example_input
     and scale ``profile`` (per-call and per-byte terms alike) by (measured / priced) ** ``share``
     (:data:`CALIBRATION_SHARE`; 1 prices ``model`` at exactly its measured time).
 
-    Up to ``rounds`` rounds, fewer where they would take more than ``seconds``.
+    Up to ``rounds`` rounds, fewer where they would take more than ``seconds`` (one at least:
+    3 warm-up calls and 5 timed ones).
     ``profile`` is taken as given: loaded with its drift check (the default), the factor is
     what remains after it. The calibrated profile keeps its name and records the calibration in
     ``provenance["calibrated_on"]``.
 
     Raises:
         ValueError: ``profile`` does not stand for this machine (:func:`calibration_refusal`),
-            ``rounds`` < 1, ``share`` outside [0, 1], or ``model`` cannot be priced or run on
-            ``example_input``.
+            ``rounds`` < 1, ``seconds`` not positive, ``share`` outside [0, 1], or ``profile``
+            prices ``model`` at no time. Whatever the runtime raises for a network it cannot
+            run (a forward that fails, an ONNX export it refuses) propagates.
     """
     from budgetsearch.profiling.timing import make_runner, time_runners
 
     refusal = calibration_refusal(profile)
     if refusal:
         raise ValueError(f"cannot calibrate on a network here: {refusal}")
-    if not isinstance(rounds, int) or rounds < 1:
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a whole number ≥ 1, got {rounds!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+            0 < seconds < math.inf):
+        raise ValueError(f"seconds must be a positive number, got {seconds!r}")
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise ValueError(f"share must be a number in [0, 1], got {share!r}")
     name = name or type(model).__name__
@@ -134,7 +139,7 @@ def calibrate_to_network(profile: DeviceProfile, model: nn.Module, example_input
     if not math.isfinite(priced) or priced <= 0:
         raise ValueError(f"cannot calibrate on {name}: {profile.name} prices it at {priced} ms")
     threads = profile.threads
-    started = time.perf_counter()
+    started, date = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
     previous = torch.get_num_threads()
     try:
         runner = make_runner(model, example_input, runtime=profile.runtime, threads=threads)
@@ -149,7 +154,7 @@ def calibrate_to_network(profile: DeviceProfile, model: nn.Module, example_input
         torch.set_num_threads(previous)
     elapsed = time.perf_counter() - started
     calibration = NetworkCalibration(profile, name, measured, priced, 1 + max(more, 0), elapsed,
-                                     float(share))
+                                     float(share), date)
     scaled = profile.scaled(calibration.factor)
     scaled = replace(scaled, provenance={**dict(profile.provenance),
                                          "calibrated_on": calibration.as_dict()})

@@ -20,7 +20,8 @@ class RunRequest:
     ``calibrate``: with a latency target on a device profile measured on this machine, the
     unpruned network is timed here once, before anything is priced, and the profile scaled
     toward its measured time (half the gap in log terms; its pruned versions keep the model's
-    relative prices); a resumed run keeps the scale it started with. Off by default: on a
+    relative prices; a relative target then selects the same networks, an absolute one may
+    not); a resumed run keeps the scale it started with. Off by default: on a
     shared machine one network's few seconds of timing were as often further off than the
     drift check as nearer (``experiments/network_calibration.py``).
 

@@ -19,7 +19,8 @@ ROW_FILE = "row.json"
 RESULT_COLUMNS = (
     "trial_id", "engine", "kind", "family", "pruner", "model", "width", "status", "failure",
     "accuracy", "val_accuracy", "params", "flops", "activation_volume", "memory_bytes",
-    "latency_ms", "device", "target_metric", "target_value", "feasible", "seconds",
+    "latency_ms", "device", "latency_scale", "target_metric", "target_value", "feasible",
+    "seconds",
 )
 ARTIFACT_COLUMNS = ("model_path", "pruned_config_path", "report_path")
 INTERRUPTED_BY_USER = "interrupted by the user (Ctrl-C); its slot is re-run on --resume"
@@ -79,6 +80,8 @@ def empty_row(trial_id: str, engine: str, settings: TrialSettings, pruner: str |
                family=family_key(pruner, settings.model, settings.width),
                model=settings.model, width=settings.width, status="failed",
                device=settings.device_profile,
+               # the run's calibration, so that a re-price on this device applies it too
+               latency_scale=settings.latency_scale if settings.device_profile else None,
                target_metric=target.metric if target else None,
                target_value=target.value if target else None, feasible=False, seconds=0.0)
     row.update({f"hp_{k}": v for k, v in params.items()})

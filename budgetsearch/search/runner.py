@@ -236,6 +236,8 @@ def check_resume(run_dir: Path, request: RunRequest, space: SearchSpace,
     new = yaml.safe_load(yaml.safe_dump(resolved_config(request, space, [], "", candidates),
                                         allow_unicode=True))
     before, after = _flatten(old), _flatten(new)
+    # runs started before calibration existed priced by the profile as it was
+    before.setdefault("settings.latency_scale", 1.0)
     changed = sorted(k for k in set(before) | set(after)
                      if k not in _RESUME_MAY_CHANGE and not k.startswith("data.")
                      and before.get(k) != after.get(k))
@@ -338,31 +340,38 @@ def calibrate_run(request: RunRequest, run_dir: Path, *, resume: bool = False,
     With a latency target on a profile measured on this machine and ``request.calibrate``, the
     unpruned network is timed here once and the profile scaled toward measured / priced
     (:func:`~budgetsearch.profiling.calibrate.calibrate_to_network`); a resumed run keeps the
-    scale its ``config.yaml`` holds; a scale already set is kept. Otherwise nothing changes.
-    A calibration that fails leaves the profile as it is and says why: the run goes on.
+    scale its ``config.yaml`` holds; a scale already set is kept. Otherwise nothing changes,
+    and a note says why ``--calibrate`` was ignored. A calibration that fails leaves the
+    profile as it is and says why: the run goes on.
     """
     settings = request.settings
     target = settings.target
+    asked = request.calibrate and settings.latency_scale == 1.0
     if not settings.device_profile or target is None or target.metric != "latency_ms":
-        return settings, []
+        return settings, ["--calibrate ignored: it calibrates latency targets only"] if (
+            asked and not resume) else []
     if resume:
         try:
             stored = read_run_config(run_dir / CONFIG_FILE, what="cannot resume")
-            scale = float(stored.get("settings", {}).get("latency_scale", 1.0))
-        except (ValueError, TypeError, AttributeError, OSError):
+            scale = stored.get("settings", {}).get("latency_scale", 1.0)
+        except (ValueError, AttributeError, OSError):
             return settings, []  # check_resume says what is wrong with the folder
-        if not 0 < scale < math.inf:
-            return settings, []
-        return replace(settings, latency_scale=scale), (
-            [] if scale == 1.0 else [f"latency calibrated when the run started: the profile's "
-                                     f"prices x{scale:.3f}"])
-    if not request.calibrate or settings.latency_scale != 1.0:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
+                0 < scale < math.inf):
+            return settings, []  # check_resume names the value
+        if scale == 1.0:
+            return settings, ["--calibrate ignored on --resume: the run started uncalibrated "
+                              "and keeps its prices"] if asked else []
+        return replace(settings, latency_scale=float(scale)), [
+            f"latency calibrated when the run started: the profile's prices x{scale:.3f}"]
+    if not asked:
         return settings, []
     from budgetsearch.profiling.calibrate import calibrate_to_network, calibration_refusal
 
     profile = load_profile(settings.device_profile)
-    if calibration_refusal(profile) is not None:
-        return settings, []  # another device: its prices stand for it
+    refusal = calibration_refusal(profile)
+    if refusal is not None:  # another device: its prices stand for it
+        return settings, [f"--calibrate ignored: {refusal}"]
     if progress:
         print(f"timing the unpruned {settings.model} here once: the run's latencies are priced "
               f"by it (--calibrate)", flush=True)

@@ -43,13 +43,13 @@ def _net(width: int = 16) -> nn.Module:
 
 
 def _fake_timer(monkeypatch: pytest.MonkeyPatch, ms: float) -> list[int]:
-    rounds: list[int] = []
+    """The profiles' timer made to read ``ms`` for every network: the rounds of each call."""
+    calls: list[int] = []
 
     def fake(runners, *, rounds: int = 5, **kwargs):  # noqa: ANN001, ANN003, ANN202
         calls.append(rounds)
         return np.full(len(runners), ms)
 
-    calls = rounds
     monkeypatch.setattr(timing, "time_runners", fake)
     return calls
 
@@ -116,6 +116,11 @@ def test_profiles_of_another_device_are_refused() -> None:
     for bad in (-0.1, 1.5, float("nan"), True):
         with pytest.raises(ValueError, match="share must be a number in"):
             calibrate_to_network(profile_from_dict(_here()), _net(), X, share=bad)
+    with pytest.raises(ValueError, match="rounds must be"):
+        calibrate_to_network(profile_from_dict(_here()), _net(), X, rounds=True)
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="seconds must be a positive number"):
+            calibrate_to_network(profile_from_dict(_here()), _net(), X, seconds=bad)
 
 
 def test_the_public_api_calibrates_and_restores_training_mode(

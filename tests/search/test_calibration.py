@@ -78,10 +78,24 @@ def test_a_latency_run_is_calibrated_on_its_unpruned_network(
 
     monkeypatch.setattr(calibrate, "calibrate_to_network",
                         lambda *a, **k: pytest.fail("calibrated again on --resume"))
-    assert main([*RUN, "--device", path, "--trials", "2", "--resume"]) == 0  # kept as stored
+    assert main([*RUN, "--device", path, "--trials", "2", "--resume", "--calibrate"]) == 0
+    assert "latency calibrated when the run started" in capsys.readouterr().out
     again = yaml.safe_load(Path("run/config.yaml").read_text())
     assert again["settings"]["latency_scale"] == config["settings"]["latency_scale"]
-    assert len(pd.read_csv("run/results.csv").query("kind != 'reference'")) == 2
+    table = pd.read_csv("run/results.csv")
+    assert len(table.query("kind != 'reference'")) == 2
+    # re-priced on the run's own device (pareto, export), its rows keep the calibration; on
+    # another device they are priced as that device's profile says
+    from budgetsearch.pareto.reprice import reprice_trials
+
+    again = reprice_trials(table, [path, "jetson-nano"], base_dir="run")
+    here_rows = again[again["device"] == "my-box"].set_index("trial_id")["latency_ms"]
+    assert here_rows.to_dict() == pytest.approx(table.set_index("trial_id")["latency_ms"].to_dict(),
+                                                rel=1e-6)
+    nano = again[again["device"] == "jetson-nano"].iloc[0]
+    nano_config = PrunedConfig.load(Path("run") / nano["pruned_config_path"])  # run-relative
+    assert nano["latency_ms"] == pytest.approx(
+        price_config(nano_config, load_profile("jetson-nano")).latency_ms)
     # a thinner dense baseline added to the run is priced as its trials were
     assert main(["baselines", "--ratios", "0.25", "--run", "run", "--no-progress"]) == 0
     baseline = pd.read_csv("run/results.csv").query("kind == 'baseline'").iloc[0]
@@ -101,6 +115,12 @@ def test_without_calibrate_the_run_prices_by_the_profile_as_it_is(
     assert config["settings"]["target"]["value"] == pytest.approx(0.7 * _dense_ms(path),
                                                                   rel=1e-5)
     assert calls == [1]  # only the winner, "measured here" after the search
+    # a run folder from before calibration existed (no latency_scale) still resumes
+    config["settings"].pop("latency_scale")
+    Path("run/config.yaml").write_text(yaml.safe_dump(config))
+    assert main([*RUN, "--device", path, "--trials", "2", "--resume", "--calibrate"]) == 0
+    assert "--calibrate ignored on --resume: the run started uncalibrated" in (
+        capsys.readouterr().out)
 
 
 def test_a_datasheet_device_is_not_calibrated(
@@ -109,7 +129,10 @@ def test_a_datasheet_device_is_not_calibrated(
     _, calls = here
     run = [("1ms" if a == "70%" else a) for a in RUN]  # the Jetsons are launch-bound here
     assert main([*run, "--device", "jetson-nano", "--trials", "1", "--calibrate"]) == 0
-    assert "latency calibrated" not in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "latency calibrated" not in text
+    assert ("note: --calibrate ignored: jetson-nano is a datasheet profile, not measured on this "
+            "machine") in text
     assert yaml.safe_load(Path("run/config.yaml").read_text())["settings"][
         "latency_scale"] == 1.0
     assert calls == []
@@ -124,8 +147,11 @@ def test_a_calibration_that_fails_is_a_note(
         raise RuntimeError("the runtime refused it\nsecond line")
 
     monkeypatch.setattr(timing, "make_runner", refuse)
-    main([*RUN, "--device", path, "--trials", "1", "--calibrate"])
+    code = main([*RUN, "--device", path, "--trials", "1", "--calibrate"])
     text = capsys.readouterr().out
+    assert code in (0, 1)  # the run goes on (its "measured here" fails the same way)
+    assert yaml.safe_load(Path("run/config.yaml").read_text())["settings"][
+        "latency_scale"] == 1.0
     assert ("note: latency not calibrated (RuntimeError: the runtime refused it): priced by "
             "my-box as it is") in text
     assert "second line" not in text
