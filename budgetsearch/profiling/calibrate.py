@@ -33,19 +33,21 @@ from budgetsearch.cost import DeviceProfile, layer_inventory
 
 #: Rounds of the calibration timing, fewer for a network so slow that they would take longer
 #: than :data:`CALIBRATION_SECONDS`. A network's time is its quietest round, and a longer window
-#: finds a quieter one: in three runs of 2026-12-03 the whole gap over 32 rounds (≤ 8 s) left
-#: 62 %, 45 %, 88 % of the pruned relatives within ±10 % against 57 %, 28 %, 62 % over 8 (≤ 3 s).
+#: finds a quieter one: in five runs of 2026-12-03 that timed both, the whole gap over 32
+#: rounds (≤ 8 s) left more of the pruned relatives within ±10 % than over 8 (≤ 3 s) in four
+#: (62/45/88/88 % against 57/28/62/75 %) and as many in the fifth (100 %).
 CALIBRATION_ROUNDS = 32
 CALIBRATION_SECONDS = 8.0
 #: The share of the gap (measured / priced, in log terms) a calibration applies: the square
 #: root by default. One network timed for a few seconds on a shared machine lands about as far
 #: from its time over the next minutes as the drift-checked price does (±5–15 %), and the
 #: estimate that weighs two readings of equal noise alike is their geometric mean (the drift
-#: check's rule inside its tolerance, ``anchors.INSIDE_SHARE``). In three runs of 2026-12-03
-#: with this timing (``experiments/network_calibration.py``; README, "Calibrated on your
-#: network"), the pruned relatives of 20 torchvision networks within ±10 %: the drift check
-#: alone 65 % on average, half the gap 58 %, the whole gap 49 % (and half was never the worst
-#: of the three in six runs): so calibrating is opt-in. 1: the whole gap, for a quiet machine.
+#: check's rule inside its tolerance, ``anchors.INSIDE_SHARE``). On 2026-12-03
+#: (``experiments/network_calibration.py``; README, "Calibrated on your network") half was never
+#: the worst of the drift check alone, half and the whole gap; on the noisy machine of the
+#: afternoon the check alone was as often nearer, on the quiet one of the evening the whole
+#: gap did best (88 % and 100 % of the pruned relatives within ±10 %, the check 88 % and 85 %):
+#: so calibrating is opt-in, and 1 (the whole gap) is for a quiet machine.
 CALIBRATION_SHARE = 0.5
 #: Bursts of calls per round (the profiles' method: :mod:`budgetsearch.profiling.timing`).
 _INNER = 5
