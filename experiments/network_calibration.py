@@ -97,7 +97,7 @@ def main() -> None:
     profile = load_profile(eager[0])  # with its automatic drift check, as a user gets it
     dense = [i for i, n in enumerate(networks) if n["fraction"] == 1.0]
     # each dense network calibrated as a search calibrates it (the shipped function), with its
-    # defaults and over a longer window, alternating which goes first
+    # defaults and over the shorter window it had before, alternating which goes first
     settings = {"shipped": {}, "short": {"rounds": 8, "seconds": 3.0}}
     factors: dict[str, dict[str, float]] = {k: {} for k in settings}
     for j, i in enumerate(dense):
