@@ -45,9 +45,9 @@ CALIBRATION_SECONDS = 8.0
 #: check's rule inside its tolerance, ``anchors.INSIDE_SHARE``). On 2026-12-03
 #: (``experiments/network_calibration.py``; README, "Calibrated on your network") half was never
 #: the worst of the drift check alone, half and the whole gap; on the noisy machine of the
-#: afternoon the check alone was as often nearer, on the quiet one of the evening the whole
-#: gap did best (88 % and 100 % of the pruned relatives within ±10 %, the check 88 % and 85 %):
-#: so calibrating is opt-in, and 1 (the whole gap) is for a quiet machine.
+#: afternoon the check alone was as often nearer; on the quiet one of the evening (three runs)
+#: half held 88/92/100 % of the pruned relatives within ±10 %, the whole gap 88/100/95 %, the
+#: check 88/85/85 %: so calibrating is opt-in, and 1 (the whole gap) is for a quiet machine.
 CALIBRATION_SHARE = 0.5
 #: Bursts of calls per round (the profiles' method: :mod:`budgetsearch.profiling.timing`).
 _INNER = 5
