@@ -134,10 +134,8 @@ def _predicted(row: dict[str, Any], run_dir: Path, device: str | None) -> tuple[
         float | None, Any]:
     """(predicted latency in ms, profile) of the trial: re-priced on ``device`` when given,
     else the row's own figure on the run's device."""
-    import pandas as pd
-
     from budgetsearch.cost import load_profile
-    from budgetsearch.pareto.reprice import reprice_trials
+    from budgetsearch.pareto.reprice import PrunedConfig, price_config, run_latency_scale
     from budgetsearch.search.results import resolve_row_path
 
     name = device or (row.get("device") if isinstance(row.get("device"), str) else None)
@@ -150,10 +148,12 @@ def _predicted(row: dict[str, Any], run_dir: Path, device: str | None) -> tuple[
     config = resolve_row_path(row.get("pruned_config_path"), run_dir)
     if config is None:
         return None, profile
-    repriced = reprice_trials(pd.DataFrame([{**row, "pruned_config_path": str(config)}]),
-                              [profile])  # the run's calibration, where it is its device
-    latency = repriced["latency_ms"].iloc[0]
-    return (None if pd.isna(latency) else float(latency)), profile
+    latency = price_config(PrunedConfig.load(config), profile).latency_ms
+    if latency is None:
+        return None, profile
+    # the run's calibration, where the profile is its device
+    return latency * run_latency_scale(row.get("latency_scale"), row.get("device"),
+                                       profile), profile
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

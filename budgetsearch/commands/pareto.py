@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from budgetsearch.commands.argtypes import positive_float, positive_int
-from budgetsearch.cost.metrics import METRICS, is_met
+from budgetsearch.cost.metrics import METRICS, is_met, is_positive_number
 from budgetsearch.errors import UsageError
 from budgetsearch.files import torch_save_atomic, write_text_atomic
 from budgetsearch.pareto.fronts import (
@@ -437,17 +437,15 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         except (ValueError, KeyError, FileNotFoundError):
             profile = None
     scale = config.get("latency_scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
-            0 < scale < float("inf")):
+    if not is_positive_number(scale):
         raise _usage(f"{run / 'config.yaml'}: latency_scale must be a positive number, got "
                      f"{scale!r}")
-    from budgetsearch.pareto.reprice import names_profile
+    from budgetsearch.pareto.reprice import run_latency_scale
 
-    if profile is not None and scale != 1.0 and names_profile(config.get("device_profile"),
-                                                               profile):
-        profile = profile.scaled(float(scale))  # as the run's trials were priced (calibrated)
-    else:
-        scale = 1.0
+    scale = run_latency_scale(scale, config.get("device_profile"), profile) if (
+        profile is not None) else 1.0
+    if scale != 1.0:
+        profile = profile.scaled(scale)  # as the run's trials were priced (calibrated)
     todo = [r for r in ratios if round(r, 9) not in done]
     for r in ratios:
         if r not in todo:

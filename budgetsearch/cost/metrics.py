@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
+from typing import Any
 
 FLOP_CONVENTION = "fvcore: 1 FLOP = 1 fused multiply-add"
 
@@ -124,6 +125,12 @@ def format_value(metric: str, value: float) -> str:
 
 def _finite_positive(value: float) -> bool:
     return math.isfinite(value) and value > 0
+
+
+def is_positive_number(value: Any) -> bool:
+    """``value`` is a real number (not a bool, not text), finite and above 0."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and _finite_positive(float(value)))
 
 
 def parse_duration_ms(text: str, *, name: str = "target_latency") -> float:

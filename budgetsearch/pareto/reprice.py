@@ -28,6 +28,7 @@ from budgetsearch.cost import (
     Cost,
     DeviceProfile,
     LayerInventory,
+    is_positive_number,
     layer_inventory,
     load_profile,
     resolve_profile_name,
@@ -130,11 +131,6 @@ def _resolve_path(value: Any, base_dir: Path | None) -> Path | None:
     return resolve_artifact(value, base_dir)
 
 
-def _positive(value: Any) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, (int, float))
-            and 0 < value < math.inf)
-
-
 def names_profile(device: Any, profile: DeviceProfile) -> bool:
     """True when a results row's ``device`` (a name, an alias or a YAML path) is ``profile``."""
     if not isinstance(device, str) or not device:
@@ -146,6 +142,13 @@ def names_profile(device: Any, profile: DeviceProfile) -> bool:
             Path(device).resolve() == Path(profile.path or "").resolve())
     except (ValueError, OSError):
         return False
+
+
+def run_latency_scale(scale: Any, device: Any, profile: DeviceProfile) -> float:
+    """The factor a run's latency on ``profile`` takes: its calibration ``scale`` (``run
+    --calibrate``, a results row's ``latency_scale``) where ``device`` (the run's) is
+    ``profile``, else 1: other devices are priced as they are."""
+    return float(scale) if is_positive_number(scale) and names_profile(device, profile) else 1.0
 
 
 def reprice_trials(table: pd.DataFrame, devices: Sequence[str | DeviceProfile], *,
@@ -183,6 +186,9 @@ def reprice_trials(table: pd.DataFrame, devices: Sequence[str | DeviceProfile], 
     run_devices = table.get("device", pd.Series([None] * len(table), index=table.index))
     scales = table.get("latency_scale", pd.Series([None] * len(table), index=table.index))
     for profile in profiles:
+        # a calibrated run priced its own device by a scaled profile: re-priced there, its rows
+        # keep that scale (each row's device named once per profile, not once per row)
+        named = {d: names_profile(d, profile) for d in set(run_devices.dropna())}
         rows = []
         for config, device, scale in zip(configs, run_devices, scales, strict=True):
             if config is None:
@@ -191,10 +197,8 @@ def reprice_trials(table: pd.DataFrame, devices: Sequence[str | DeviceProfile], 
                               "latency_ms")})
                 continue
             cost = price_config(config, profile, cache=cache).as_dict()
-            # a calibrated run (``run --calibrate``) priced its own device by a scaled profile:
-            # re-priced there, its rows keep that scale; other devices are priced as they are
-            if (cost["latency_ms"] is not None and _positive(scale)
-                    and names_profile(device, profile)):
+            if cost["latency_ms"] is not None and named.get(device) and is_positive_number(
+                    scale):
                 cost["latency_ms"] *= float(scale)
             rows.append(cost)
         costs = pd.DataFrame(rows, index=table.index)

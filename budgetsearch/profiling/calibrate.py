@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from budgetsearch.cost import DeviceProfile, layer_inventory
+from budgetsearch.cost import DeviceProfile, is_positive_number, layer_inventory
 
-#: Rounds of the calibration timing, fewer for a network so slow that they would take longer
-#: than :data:`CALIBRATION_SECONDS`. A network's time is its quietest round, and a longer window
+#: Rounds of the calibration timing; none starts after :data:`CALIBRATION_SECONDS` (so a slow
+#: network gets fewer). A network's time is its quietest round, and a longer window
 #: finds a quieter one: in five runs of 2026-12-03 that timed both, the whole gap over 32
 #: rounds (≤ 8 s) left more of the pruned relatives within ±10 % than over 8 (≤ 3 s) in four
 #: (62/45/88/88 % against 57/28/62/75 %) and as many in the fifth (100 %).
@@ -113,8 +113,8 @@ def calibrate_to_network(profile: DeviceProfile, model: nn.Module, example_input
     and scale ``profile`` (per-call and per-byte terms alike) by (measured / priced) ** ``share``
     (:data:`CALIBRATION_SHARE`; 1 prices ``model`` at exactly its measured time).
 
-    Up to ``rounds`` rounds, fewer where they would take more than ``seconds`` (one at least:
-    3 warm-up calls and 5 timed ones).
+    Up to ``rounds`` rounds, none started after ``seconds`` (one at least: 3 warm-up calls and
+    5 timed ones).
     ``profile`` is taken as given: loaded with its drift check (the default), the factor is
     what remains after it. The calibrated profile keeps its name and records the calibration in
     ``provenance["calibrated_on"]``.
@@ -125,15 +125,14 @@ def calibrate_to_network(profile: DeviceProfile, model: nn.Module, example_input
             prices ``model`` at no time. Whatever the runtime raises for a network it cannot
             run (a forward that fails, an ONNX export it refuses) propagates.
     """
-    from budgetsearch.profiling.timing import make_runner, time_runners
+    from budgetsearch.profiling.timing import make_runner, quietest_round, time_rounds
 
     refusal = calibration_refusal(profile)
     if refusal:
         raise ValueError(f"cannot calibrate on a network here: {refusal}")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a whole number ≥ 1, got {rounds!r}")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
-            0 < seconds < math.inf):
+    if not is_positive_number(seconds):
         raise ValueError(f"seconds must be a positive number, got {seconds!r}")
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise ValueError(f"share must be a number in [0, 1], got {share!r}")
@@ -144,21 +143,13 @@ def calibrate_to_network(profile: DeviceProfile, model: nn.Module, example_input
         raise ValueError(f"cannot calibrate on {name}: {profile.name} prices it at {priced} ms")
     threads = profile.threads
     started, date = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
-    previous = torch.get_num_threads()
-    try:
-        runner = make_runner(model, example_input, runtime=profile.runtime, threads=threads)
-        # one round first: a slow network gets fewer rounds, so the calibration stays seconds
-        first = float(time_runners([runner], rounds=1, inner=_INNER, threads=threads)[0])
-        more = min(rounds - 1, int(seconds / max(first * 1e-3 * (_INNER + 3), 1e-6)))
-        measured = first
-        if more > 0:
-            measured = min(first, float(time_runners([runner], rounds=more, inner=_INNER,
-                                                     threads=threads)[0]))
-    finally:
-        torch.set_num_threads(previous)
-    elapsed = time.perf_counter() - started
-    calibration = NetworkCalibration(profile, name, measured, priced, 1 + max(more, 0), elapsed,
-                                     float(share), date)
+    runner = make_runner(model, example_input, runtime=profile.runtime, threads=threads)
+    # the profiles' method; no round starts after ``seconds`` (a slow network gets fewer)
+    per_round = time_rounds([runner], rounds=rounds, inner=_INNER, threads=threads,
+                            deadline_s=seconds)
+    measured = float(quietest_round(per_round)[0])
+    calibration = NetworkCalibration(profile, name, measured, priced, int(per_round.shape[1]),
+                                     time.perf_counter() - started, float(share), date)
     scaled = profile.scaled(calibration.factor)
     scaled = replace(scaled, provenance={**dict(profile.provenance),
                                          "calibrated_on": calibration.as_dict()})

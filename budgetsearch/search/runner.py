@@ -27,7 +27,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from budgetsearch.cost import DeviceProfile, load_profile, resolve_profile_name
+from budgetsearch.cost import (
+    DeviceProfile,
+    is_positive_number,
+    load_profile,
+    resolve_profile_name,
+)
 from budgetsearch.files import LOCK_FILE, folder_lock, write_text_atomic, yaml_problem
 from budgetsearch.models.files import load_model_file
 from budgetsearch.pruners import pruner_class, search_order
@@ -356,8 +361,7 @@ def calibrate_run(request: RunRequest, run_dir: Path, *, resume: bool = False,
             scale = stored.get("settings", {}).get("latency_scale", 1.0)
         except (ValueError, AttributeError, OSError):
             return settings, []  # check_resume says what is wrong with the folder
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
-                0 < scale < math.inf):
+        if not is_positive_number(scale):
             return settings, []  # check_resume names the value
         if scale == 1.0:
             return settings, ["--calibrate ignored on --resume: the run started uncalibrated "

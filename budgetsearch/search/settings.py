@@ -16,7 +16,14 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from budgetsearch.cost import DeviceProfile, LayerInventory, Target, layer_inventory, load_profile
+from budgetsearch.cost import (
+    DeviceProfile,
+    LayerInventory,
+    Target,
+    is_positive_number,
+    layer_inventory,
+    load_profile,
+)
 from budgetsearch.data import DatasetSplits, load_dataset
 from budgetsearch.models import build_model, model_label
 from budgetsearch.profiling import anchors as _drift_check  # noqa: F401 (registers it)
@@ -68,10 +75,9 @@ class TrialSettings:
     test_subset: int | None = None
 
     def __post_init__(self) -> None:
-        scale = self.latency_scale
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
-                0 < scale < float("inf")):
-            raise ValueError(f"latency_scale must be a positive number, got {scale!r}")
+        if not is_positive_number(self.latency_scale):
+            raise ValueError(f"latency_scale must be a positive number, got "
+                             f"{self.latency_scale!r}")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain mapping (for the resolved config)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -43,14 +45,15 @@ def _net(width: int = 16) -> nn.Module:
 
 
 def _fake_timer(monkeypatch: pytest.MonkeyPatch, ms: float) -> list[int]:
-    """The profiles' timer made to read ``ms`` for every network: the rounds of each call."""
+    """The profiles' timer made to read ``ms`` in every round of every network: the rounds of
+    each call."""
     calls: list[int] = []
 
     def fake(runners, *, rounds: int = 5, **kwargs):  # noqa: ANN001, ANN003, ANN202
         calls.append(rounds)
-        return np.full(len(runners), ms)
+        return np.full((len(runners), rounds), ms)
 
-    monkeypatch.setattr(timing, "time_runners", fake)
+    monkeypatch.setattr(timing, "time_rounds", fake)
     return calls
 
 
@@ -84,12 +87,12 @@ def test_the_calibrated_profile_prices_the_network_as_measured(
 
 
 def test_a_slow_network_is_timed_over_fewer_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A network of a second a call would take minutes over the drift check's rounds: one."""
-    calls = _fake_timer(monkeypatch, 5000.0)
-    calibration = calibrate_to_network(profile_from_dict(_here()), _net(), X)
-    assert calls == [1] and calibration.rounds == 1
-    calls.clear()
-    _fake_timer(monkeypatch, 0.01)
+    """A network slower than the window gets one round (3 warm-up and 5 timed calls of 30 ms
+    against a 0.1 s window), a fast one every round; the real timer, a sleeping runner."""
+    monkeypatch.setattr(timing, "make_runner", lambda *a, **k: lambda: time.sleep(0.03))
+    calibration = calibrate_to_network(profile_from_dict(_here()), _net(), X, seconds=0.1)
+    assert calibration.rounds == 1 and calibration.measured_ms >= 30
+    monkeypatch.setattr(timing, "make_runner", lambda *a, **k: lambda: None)
     calibration = calibrate_to_network(profile_from_dict(_here()), _net(), X)
     assert calibration.rounds == CALIBRATION_ROUNDS
 

@@ -38,9 +38,9 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[int
 
     def fake(runners, *, rounds: int = 5, **kwargs):  # noqa: ANN001, ANN003, ANN202
         calls.append(len(runners))
-        return np.full(len(runners), MEASURED_MS)
+        return np.full((len(runners), rounds), MEASURED_MS)
 
-    monkeypatch.setattr(timing, "time_runners", fake)
+    monkeypatch.setattr(timing, "time_rounds", fake)  # time_runners takes its quietest round
     monkeypatch.chdir(tmp_path)
     return str(path), calls
 
