@@ -4,12 +4,14 @@ relatives? A search prices pruned versions of one network; the dense network is 
 One command (a few minutes; the machine should be otherwise idle)::
 
     PYTHONPATH=. python experiments/network_calibration.py [--rounds 8] [--shapes 32,64]
+        [--runtime onnxruntime]
 
 For torchvision networks (families the fit set never saw) at 3×32×32 and 3×64×64, it builds
 pruned relatives with the library's channel-magnitude pruner (FLOPs kept 70 % and 40 %, uniform),
 then:
 
-1. loads this machine's eager profile with its automatic drift check, as a user would;
+1. loads this machine's eager profile (``--runtime onnxruntime``: its onnxruntime one) with its
+   automatic drift check, as a user would;
 2. calibrates the profile on each dense network as a search does before its trials
    (:func:`budgetsearch.profiling.calibrate.calibrate_to_network`: the network timed alone, by
    the profile's method), as shipped and over a shorter window; and times the dense networks
@@ -76,16 +78,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--shapes", default="32,64")
+    parser.add_argument("--runtime", choices=("pytorch-eager", "onnxruntime"),
+                        default="pytorch-eager", help="which of this machine's profiles")
     args = parser.parse_args()
     torch.set_num_threads(1)
     load = bench.LoadMeter()
     started = datetime.datetime.now().isoformat(timespec="seconds")
     profile_name = bench.shipped_profiles_of_this_machine()
-    eager = [p for p in profile_name if not p.endswith("-ort")]
-    if not eager:
-        raise SystemExit("no eager profile measured on this machine kind: run budgetsearch profile")
+    chosen = [p for p in profile_name
+             if load_profile(p, check=False).runtime == args.runtime]
+    if not chosen:
+        raise SystemExit(f"no {args.runtime} profile measured on this machine kind: run "
+                         "budgetsearch profile")
     os.environ["BUDGETSEARCH_DRIFT_MAX_AGE_S"] = "0"  # a fresh check, not a stored one
-    shipped = load_profile(eager[0], check=False)
+    shipped = load_profile(chosen[0], check=False)
     networks: list[dict] = []
     for size in (int(s) for s in args.shapes.split(",")):
         for name in NAMES:
@@ -94,7 +100,7 @@ def main() -> None:
             except Exception as error:  # noqa: BLE001 (a small input or a pruner refusal)
                 print(f"skipped {name}/{size}: {type(error).__name__}: {str(error)[:90]}")
     runners = bench.build_runners(networks, shipped)
-    profile = load_profile(eager[0])  # with its automatic drift check, as a user gets it
+    profile = load_profile(chosen[0])  # with its automatic drift check, as a user gets it
     dense = [i for i, n in enumerate(networks) if n["fraction"] == 1.0]
     # each dense network calibrated as a search calibrates it (the shipped function), with its
     # defaults and over the shorter window it had before, alternating which goes first

@@ -144,6 +144,30 @@ def test_latency_prices_the_weights_a_conv_reads() -> None:
     assert inv.predict_latency_ms(eager) == pytest.approx(64 * 64 * 9 * 4e-6)
 
 
+@pytest.mark.parametrize("size", [1, 4])
+def test_an_unblocked_depthwise_conv_pays_for_all_its_weights_at_any_map(size: int) -> None:
+    # onnxruntime runs a depthwise conv it cannot block as one small GEMM per channel, every
+    # tap's weights read even on a 1x1 map: priced whole, per kept channel (oracle: k*k*4 bytes
+    # a channel), where a dense conv on a 1x1 map is priced by its centre tap
+    x = torch.zeros(1, 77, size, size)
+    inv = layer_inventory(nn.Sequential(nn.Conv2d(77, 77, 5, padding=2, groups=77, bias=False)),
+                          x)
+    assert inv["0"].read_taps == pytest.approx(1.0 if size == 4 else 1 / 25)
+    profile = DeviceProfile(name="t", description="", source="measured", prepacked_weights=True,
+                            channel_alignment=4,
+                            ops={"dwconv": OpLatency(ms_per_weight_mb=1.0),
+                                 "aligned_dwconv": OpLatency(ms_per_weight_mb=0.0)})
+    assert inv.predict_latency_ms(profile) == pytest.approx(77 * 25 * 4e-6)
+    kept = {"0": (33, 33)}
+    assert inv.predict_latency_ms(profile, kept_channels=kept) == pytest.approx(33 * 25 * 4e-6)
+    expected = inv.expected_cost("latency_ms", kept_channels={"0": (torch.tensor(33.0),
+                                                                    torch.tensor(33.0))},
+                                 profile=profile)
+    assert float(expected) == pytest.approx(33 * 25 * 4e-6)
+    # blocked (channels a multiple of the alignment), it runs another kernel, priced as such
+    assert inv.predict_latency_ms(profile, kept_channels={"0": (32, 32)}) == 0.0
+
+
 def test_aligned_convs_take_their_own_price_as_channels_change() -> None:
     # a dense conv whose kept input and output channels are multiples of channel_alignment is
     # priced as aligned_conv; prune one channel and it is a conv again (and back at 8)
