@@ -16,11 +16,13 @@ then:
    (:func:`budgetsearch.profiling.calibrate.calibrate_to_network`: the network timed alone, by
    the profile's method), as shipped and over a shorter window; and times the dense networks
    once more with their rounds spread over all of them (not shipped: a reference);
-3. times every network, dense and pruned, in two interleaved passes.
+3. times every network, dense and pruned, in two interleaved passes, then each alone.
 
 It scores the pruned relatives, within ±10 % of the passes' mean, priced (a) by the profile with
 its check and (b) by the profile calibrated on their dense network in step 2. The passes'
-agreement (repeatability) bounds either.
+agreement (repeatability) bounds either. Then against each relative timed alone, as a deployed
+network runs and as the calibration times its dense network (onnxruntime ran networks ×0.90
+alone against interleaved on 2026-12-03; eager ×0.99).
 """
 
 from __future__ import annotations
@@ -117,6 +119,9 @@ def main() -> None:
     first = bench.measure(runners, profile, args.rounds, seed=2)
     second = bench.measure(runners, profile, args.rounds, seed=3)
     measured = (first + second) / 2
+    # and each network alone, round after round, as a deployed network runs (its weights left
+    # in cache by the call before): what a calibration times, and what a user deploys
+    alone = bench.measure_alone(runners, profile, args.rounds)
     priced = bench.predict([{**n, "kept": {}} for n in networks], profile)
     for j, i in enumerate(dense):
         factors.setdefault("spread", {})[networks[i]["network"]] = spread[j] / priced[i]
@@ -160,6 +165,15 @@ def main() -> None:
             "spread": "the dense networks' rounds spread over all of them, the whole gap"}
     for key in what:
         e = errors[key]
+        print(f"  {what[key]}: {share(e)} / {share(e, 20)} (median {np.median(e):+.1f}%)")
+    ratio = alone / measured
+    print(f"against each relative timed alone (as deployed; alone / interleaved median "
+          f"x{np.median(ratio[pruned]):.3f}, all networks x{np.median(ratio):.3f}):")
+    e = 100 * (priced[pruned] / alone[pruned] - 1)
+    print(f"  with the check: {share(e)} / {share(e, 20)} (median {np.median(e):+.1f}%)")
+    for key in ("half", "shipped"):
+        e = 100 * (priced[pruned] * np.array([factors[key][networks[i]["parent"]]
+                                              for i in pruned]) / alone[pruned] - 1)
         print(f"  {what[key]}: {share(e)} / {share(e, 20)} (median {np.median(e):+.1f}%)")
     print(f"repeatability (two passes within ±10%): {np.mean(agree[pruned]):.0%} of the "
           f"relatives, {np.mean(agree):.0%} of all")
