@@ -341,12 +341,26 @@ def test_bar_rounds_its_widths_to_the_alignment_within_the_budget(fraction: str)
 def test_an_aligned_minimum_cheaper_than_one_channel_a_group_is_reachable(name: str) -> None:
     # onnxruntime's profile prices 8 channels a group below 1 (aligned kernels): a latency
     # budget between the two is met, not refused as below the minimum
+    from dataclasses import replace as replaced
+
     from budgetsearch.cost import load_profile
 
     ort = load_profile("cpu-2core-x86-ort", check=False)
     options = {"distillation": False} if name == "bar" else {}
-    pruner = build_pruner(name, target=Target.parse("latency_ms", "89%"), profile=ort,
-                          **options)
+
+    def minimum(profile: object) -> tuple[float, float]:  # (smallest network, full network)
+        probe = BARPruner(target=Target.parse("latency_ms", "100%"), profile=profile,
+                          distillation=False)
+        probe.prepare(SEGroupedNet(), EXAMPLE)
+        return probe.minimum_cost(), probe.budget_value
+
+    aligned, full = minimum(ort)
+    one_channel, _ = minimum(replaced(ort, channel_alignment=0))
+    assert aligned < one_channel  # the premise: the profile's aligned kernels
+    between = (aligned + one_channel) / 2 / full
+    pruner = build_pruner(name, target=Target("latency_ms", fraction=between,
+                                              text=f"{between:.2%}"),
+                          profile=ort, **options)
     pruner.prepare(SEGroupedNet(), EXAMPLE)
     assert isinstance(pruner, BARPruner)
     assert pruner.minimum_cost() <= pruner.budget_value
