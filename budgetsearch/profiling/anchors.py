@@ -67,8 +67,8 @@ TOLERANCE_PCT = 10.0
 # shared machine, noise as large as the drift it reads there, and the estimate that weighs a
 # reading and "no drift" by equal variances is their geometric mean. Replayed on the runs whose
 # check applied no re-fit made then (experiments/rescale_replay.py, 48 foreign networks within
-# ±10%): 2026-12-03, sixteen runs, all inside the tolerance: 81% with half the snapshot, 75% as
-# recorded, 79% by the whole snapshot beyond 3%, 65% as run (mostly under the rule until 13:40,
+# ±10%): 2026-12-03, twenty runs, all inside the tolerance: 79% with half the snapshot, 70% as
+# recorded, 80% by the whole snapshot beyond 3%, 66% as run (mostly under the rule until 13:40,
 # the quietest recent snapshot beyond 3%); 2026-12-02, another profile, the five of thirteen runs
 # inside it: 80% with half, 82% as recorded, 80% whole. Each day one of the two extremes won,
 # and half lost little to either.
