@@ -3,18 +3,19 @@
     git show f1057b2:hw_profiles/cpu-2core-x86-avx2-ort.yaml > /tmp/before-ort.yaml
     PYTHONPATH=. python experiments/profile_compare.py /tmp/before-ort.yaml \\
         hw_profiles/cpu-2core-x86-avx2-ort.yaml \\
-        --until 1203-2141 \
+        --until 1203-2141 \\
         --relatives experiments/results/network_calibration_ort_output_1203-2145.txt
 
 Scores both on (1) their own held-out and leave-one-family-out errors (from the YAMLs); (2) the
 48 foreign networks of every committed benchmark run of this profile
-(``results/latency_accuracy_1202-*.csv``, ``…_1203-*.csv``; ``--until`` the last run priced
-with ``before``): each run's price is taken back
+(``results/latency_accuracy_MMDD-HHMM.csv`` of 2026-12-02 and -03 whose rows name the profile;
+``--until`` the last run priced with ``before``): each run's price is taken back
 to the profile it was priced with (the run's factor, prediction / ``before``'s price, kept)
 and re-priced by ``after``, then scored as run and centred per run (the model's scatter);
 (3) with ``--relatives``, the channel-pruned relatives of a ``network_calibration.py`` output
 against their measured times, at the drift factor its header prints. The profile the runs
-were priced with must be ``before`` for (2) to mean anything.
+were priced with must be ``before`` for (2) to mean anything, and the runs must have timed the
+machine the profile stands for (a profile of another CPU is priced there, rescaled, unchecked).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency_accuracy as bench  # noqa: E402
 import network_calibration as calibration  # noqa: E402
 
-from budgetsearch.cost import load_profile  # noqa: E402
+from budgetsearch.cost import DeviceProfile, load_profile  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,8 +45,11 @@ def _within(errors: np.ndarray, pct: float = 10) -> float:
 
 
 def own_errors(profile_path: str) -> str:
+    """The profile's own held-out and leave-one-family-out shares within ±10 %, as one line."""
     profile = load_profile(profile_path, check=False)
     held = profile.predictor_error
+    if held is None:
+        return "no held-out error recorded"
     lofo = profile.transfer_error or {}
     families = {f: v.get("within_10pct") for f, v in (lofo.get("families") or {}).items()}
     mean = np.mean([v for v in families.values() if v is not None]) if families else float("nan")
@@ -53,7 +57,8 @@ def own_errors(profile_path: str) -> str:
             f"{mean:.0%} (" + ", ".join(f"{f} {v:.0%}" for f, v in families.items()) + ")")
 
 
-def foreign(before, after, name: str, until: str) -> None:  # noqa: ANN001 - DeviceProfiles
+def foreign(before: DeviceProfile, after: DeviceProfile, name: str, until: str) -> None:
+    """Print both profiles' shares on the 48 foreign networks of every run of ``name``."""
     networks = bench.foreign_networks(False)
     names = [n["network"] for n in networks]
     raw_before, raw_after = bench.predict(networks, before), bench.predict(networks, after)
@@ -73,13 +78,18 @@ def foreign(before, after, name: str, until: str) -> None:  # noqa: ANN001 - Dev
             scores[key].append((_within(ratio - 1), _within(centred - 1),
                                 _within(centred - 1, 20)))
     for key, runs in scores.items():
+        if not runs:
+            print(f"  {key}: no benchmark run priced these 48 networks with {name}")
+            continue
         s = np.array(runs)
         print(f"  {key}: {len(s)} runs' 48 foreign networks within ±10% as run "
               f"{s[:, 0].mean():.0%}; centred {s[:, 1].mean():.0%} (worst run "
               f"{s[:, 1].min():.0%}), ±20% {s[:, 2].mean():.0%}")
 
 
-def relatives(before, after, output: str) -> None:  # noqa: ANN001 - two DeviceProfiles
+def relatives(before: DeviceProfile, after: DeviceProfile, output: str) -> None:
+    """Print both profiles' shares on the pruned relatives a network_calibration.py output
+    timed, at the drift factor its header prints."""
     text = Path(output).read_text()
     factor = float(re.search(r"drift check x([\d.]+)", text).group(1))
     measured = {m.group(1): float(m.group(2)) for m in

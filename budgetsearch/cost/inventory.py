@@ -712,13 +712,14 @@ class LayerInventory:
                 t_o[k] = work / r.out_channels
         self._full_in, self._full_out, self._scalable = full_in, full_out, scalable
         # a profile of a runtime that prepacks weights prices only those a kernel reads (see
-        # _read_tap_share); params stay all of them. Not a depthwise conv's: onnxruntime runs
-        # one whose channels it cannot block as one small GEMM per channel, every tap's weights
-        # read whatever the map (777 channels of 3×3 took 137 µs on a 1×1 map and 211 on 4×4,
-        # against 12 and 27 µs blocked at 776: experiments/README.md, "Depthwise convs
-        # onnxruntime cannot block"); a blocked one has no weight price
-        self._read = np.array([1.0 if r.depthwise else r.read_taps for r in self.layers],
-                              dtype=float)
+        # _read_tap_share); params stay all of them. Not a depthwise conv's (one input channel a
+        # group, channel multipliers too): onnxruntime runs one whose channels it cannot block
+        # as one small GEMM per channel, every tap's weights read whatever the map (777 channels
+        # of 3×3 took 138 µs on a 1×1 map and 215 on 4×4, against 12 and 28 µs blocked at 776:
+        # experiments/README.md, "Depthwise convs onnxruntime cannot block"); a blocked one has
+        # no weight price
+        self._read = np.array([1.0 if r.kind == "dwconv" else r.read_taps
+                               for r in self.layers], dtype=float)
         # extra ops: elements / FLOPs at full width, scaled by kept/full of their channel source
         m = len(self.extra_ops)
         source = np.full(m, -1, dtype=np.int64)

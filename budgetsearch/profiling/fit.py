@@ -95,7 +95,7 @@ COMPILED_FEATURES: tuple[tuple[str, str], ...] = (
     ("aligned_dwconv", "ms_per_gflop"), ("aligned_dwconv", "ms_per_mb"),
     ("aligned_dwconv", "overhead_ms"),
     # a depthwise conv onnxruntime cannot block runs one small GEMM per channel: a cost per
-    # channel, priced by its weights (777 channels of 3×3: 137 µs on a 1×1 map, 12 µs blocked)
+    # channel, priced by its weights (777 channels of 3×3: 138 µs on a 1×1 map, 12 µs blocked)
     ("dwconv", "ms_per_weight_mb"),
     ("fused_batchnorm", "ms_per_mb"), ("fused_batchnorm", "overhead_ms"),
     ("fused_activation", "ms_per_mb"), ("fused_activation", "overhead_ms"),

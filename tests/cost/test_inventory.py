@@ -166,6 +166,11 @@ def test_an_unblocked_depthwise_conv_pays_for_all_its_weights_at_any_map(size: i
     assert float(expected) == pytest.approx(33 * 25 * 4e-6)
     # blocked (channels a multiple of the alignment), it runs another kernel, priced as such
     assert inv.predict_latency_ms(profile, kept_channels={"0": (32, 32)}) == 0.0
+    # a channel multiplier (one input channel a group, two outputs each) is priced so too
+    double = layer_inventory(nn.Sequential(nn.Conv2d(77, 154, 5, padding=2, groups=77,
+                                                     bias=False)), x)
+    assert double["0"].kind == "dwconv"
+    assert double.predict_latency_ms(profile) == pytest.approx(154 * 25 * 4e-6)
 
 
 def test_aligned_convs_take_their_own_price_as_channels_change() -> None:
