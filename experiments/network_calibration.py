@@ -88,7 +88,7 @@ def main() -> None:
     started = datetime.datetime.now().isoformat(timespec="seconds")
     profile_name = bench.shipped_profiles_of_this_machine()
     chosen = [p for p in profile_name
-             if load_profile(p, check=False).runtime == args.runtime]
+              if load_profile(p, check=False).runtime == args.runtime]
     if not chosen:
         raise SystemExit(f"no {args.runtime} profile measured on this machine kind: run "
                          "budgetsearch profile")
@@ -130,10 +130,13 @@ def main() -> None:
     factors["short half"] = {k: v ** CALIBRATION_SHARE for k, v in factors["short"].items()}
     pruned = [i for i, n in enumerate(networks) if n["fraction"] < 1.0]
     err_check = 100 * (priced[pruned] / measured[pruned] - 1)
-    errors = {key: 100 * (priced[pruned] * np.array([f[networks[i]["parent"]] for i in pruned])
-                          / measured[pruned] - 1) for key, f in factors.items()}
+    # each relative's factor, its dense network's, per calibration
+    per_relative = {key: np.array([f[networks[i]["parent"]] for i in pruned])
+                    for key, f in factors.items()}
+    errors = {key: 100 * (priced[pruned] * f / measured[pruned] - 1)
+              for key, f in per_relative.items()}
     err_cal = errors["half"]
-    factor = np.array([factors["half"][networks[i]["parent"]] for i in pruned])
+    factor = per_relative["half"]
     by_name = {n["network"]: i for i, n in enumerate(networks)}
     agree = np.abs(first / second - 1) <= 0.10
 
@@ -172,8 +175,7 @@ def main() -> None:
     e = 100 * (priced[pruned] / alone[pruned] - 1)
     print(f"  with the check: {share(e)} / {share(e, 20)} (median {np.median(e):+.1f}%)")
     for key in ("half", "shipped"):
-        e = 100 * (priced[pruned] * np.array([factors[key][networks[i]["parent"]]
-                                              for i in pruned]) / alone[pruned] - 1)
+        e = 100 * (priced[pruned] * per_relative[key] / alone[pruned] - 1)
         print(f"  {what[key]}: {share(e)} / {share(e, 20)} (median {np.median(e):+.1f}%)")
     print(f"repeatability (two passes within ±10%): {np.mean(agree[pruned]):.0%} of the "
           f"relatives, {np.mean(agree):.0%} of all")

@@ -44,9 +44,8 @@ def _within(errors: np.ndarray, pct: float = 10) -> float:
     return float(np.mean(np.abs(errors) <= pct / 100))
 
 
-def own_errors(profile_path: str) -> str:
+def own_errors(profile: DeviceProfile) -> str:
     """The profile's own held-out and leave-one-family-out shares within ±10 %, as one line."""
-    profile = load_profile(profile_path, check=False)
     held = profile.predictor_error
     if held is None:
         return "no held-out error recorded"
@@ -119,8 +118,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     before, after = load_profile(args.before, check=False), load_profile(args.after, check=False)
-    for key, path in (("before", args.before), ("after", args.after)):
-        print(f"{key} ({path}): {own_errors(path)}")
+    for key, path, profile in (("before", args.before, before), ("after", args.after, after)):
+        print(f"{key} ({path}): {own_errors(profile)}")
     foreign(before, after, after.name, args.until)
     if args.relatives:
         relatives(before, after, args.relatives)
