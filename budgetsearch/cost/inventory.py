@@ -548,14 +548,44 @@ def _area_prices(profile: DeviceProfile, record: LayerRecord) -> tuple[float, fl
         # repacking the weights, per image of the batch; transposed and 3-D convs run other
         # GEMMs, not timed for the table
         gamma_w = profile.small_gemm.ms_per_mb(area) * per_byte * max(1, record.batch)
+    coefficients = _area_coefficients(profile, area)
+    if coefficients is not None:
+        alpha = coefficients.ms_per_gflop * 1e-9
+        gamma_w += (coefficients.ms_per_weight_mb or 0.0) * per_byte
+    return alpha, gamma_w
+
+
+def _area_coefficients(profile: DeviceProfile, area: int) -> Any:
+    """The profile's coefficients of the conv-area kind holding ``area`` (None where it names
+    none: looked up without fallback)."""
     for kind, (low, high) in CONV_AREA_KINDS.items():
         if low <= area <= high:
-            coefficients = profile.ops.get(kind)
-            if coefficients is not None:
-                alpha = coefficients.ms_per_gflop * 1e-9
-                gamma_w += (coefficients.ms_per_weight_mb or 0.0) * per_byte
-            break
-    return alpha, gamma_w
+            return profile.ops.get(kind)
+    return None
+
+
+def linear_rows(record: LayerRecord) -> int:
+    """The rows a linear layer's weights meet in one call (its input elements per input
+    feature: the batch × the tokens or positions it runs over); 1 for any other record."""
+    if record.op != "linear" or record.in_channels <= 0 or record.input_elements <= 0:
+        return 1
+    return max(1, round(record.input_elements / record.in_channels))
+
+
+def rows_alpha(profile: DeviceProfile, one_row_alpha: float, rows: int) -> float:
+    """ms per FLOP of a matmul whose shared operand meets ``rows`` rows: the first row at the
+    op's own price (a classifier head's GEMV, the only linear the fit set holds, streams its
+    weights: the eager fits' 238 ms per GFLOP), every further row at the dense conv's GEMM price
+    (a 1×1 conv over that many positions is the same GEMM; that price includes its area's).
+    Measured on 2026-12-04 (``experiments/token_linears.py``): a 768→768 linear over 256 rows ran
+    4.1 ms, which the head's price put at 35.9 ms and a 1×1 conv over 256 positions ran in as
+    long (4.1 ms)."""
+    if rows <= 1:
+        return one_row_alpha
+    area = _area_coefficients(profile, rows)
+    gemm = (profile.op_latency("conv").ms_per_gflop
+            + (area.ms_per_gflop if area is not None else 0.0)) * 1e-9
+    return (one_row_alpha + gemm * (rows - 1)) / rows
 
 
 def _take(lat: dict[str, Any], on: Any, suffix: str, where: Callable[..., Any]) -> None:
@@ -787,6 +817,15 @@ class LayerInventory:
                 f"gamma_w{suffix}": np.array([c.weight_ms_per_mb * per_byte for c in group]),
                 f"beta{suffix}": np.array([c.overhead_ms for c in group]),
             })
+        # a linear over many rows (tokens, a ConvNeXt's pixels) runs a GEMM that reuses its
+        # weights, where the fit set's linears are heads on one vector: rows_alpha prices them
+        # apart (a functional linear's record is priced through its extra op, below)
+        for k, record in enumerate(self.layers):
+            rows = linear_rows(record)
+            if rows > 1:
+                for suffix in ("", "_aligned", "_onednn"):
+                    alphas = arrays[f"alpha{suffix}"]
+                    alphas[k] = rows_alpha(profile, float(alphas[k]), rows)
         # a dense conv's FLOPs priced again by its output area (CONV_AREA_KINDS: looked up
         # without fallback, so a profile that does not name them adds nothing), and its weights
         # by that area (the small-GEMM table: on PyTorch's GEMM path MKL repacks the weights
@@ -800,7 +839,10 @@ class LayerInventory:
         # fvcore's layers only: its compiler fuses element-wise ops into them).
         extra = [profile.extra_op_latency(f"fused_{op.kind}" if op.fused else op.kind)
                  for op in self.extra_ops]
-        arrays["e_alpha"] = np.array([c.ms_per_gflop * 1e-9 if c else 0.0 for c in extra])
+        arrays["e_alpha"] = np.array([
+            rows_alpha(profile, c.ms_per_gflop * 1e-9, op.rows) if c and op.kind == "linear"
+            else c.ms_per_gflop * 1e-9 if c else 0.0
+            for c, op in zip(extra, self.extra_ops, strict=True)])
         arrays["e_gamma"] = np.array([c.ms_per_mb * per_byte if c else 0.0 for c in extra])
         arrays["e_beta"] = np.array([c.overhead_ms if c else 0.0 for c in extra])
         self._latency_cache[id(profile)] = (profile, arrays)

@@ -24,6 +24,7 @@ pool        functional average pools and channel means (``adaptive_avg_pool2d``,
             ``x.mean([2, 3])``); FLOPs: the input reads (output × window, or the input once)
 maxpool     functional max pools and ``amax``, as ``pool`` (eager computes indices beside)
 linear      functional matmul (``F.linear``, ``@``), priced with FLOPs = out elements × in features
+            and its ``rows``, the rows each shared operand meets (a linear over tokens: many)
 reshape     metadata only (view, flatten, transpose, chunk, eval-mode dropout): dispatch cost only
 ==========  =====================================================================================
 
@@ -123,6 +124,25 @@ class ExtraOp:
     flops: int = 0
     source: str | None = None
     fused: bool = False  # an activation or add a compiling runtime fuses into the conv before it
+    #: a matmul's rows per shared operand (:func:`matmul_rows`; 1 for every other kind)
+    rows: int = 1
+
+
+def matmul_rows(name: str, inputs: Sequence[Tensor], output: Tensor) -> int:
+    """The rows of one GEMM of a matmul-kind call: how many rows of its first operand meet each
+    column of the operand they share (``inputs``: the two operands, first the rows' one).
+    ``F.linear`` / ``addmm`` / ``mm`` (and a ``matmul`` whose
+    second operand is a matrix) share one weight with every row of every leading dimension
+    (a linear over 196 tokens: 196 rows; a classifier head at batch 1: 1); a batched ``matmul`` /
+    ``bmm`` (attention's ``q @ kᵀ``) runs one GEMM per batch entry, of the output's second-to-
+    last size. A head's GEMV streams its weights once per row; a GEMM over many rows reuses
+    them: :meth:`~budgetsearch.cost.inventory.LayerInventory.price` prices the two apart."""
+    if output.dim() < 2 or output.shape[-1] == 0:
+        return 1
+    batched = name == "bmm" or (name in ("matmul", "__matmul__") and len(inputs) > 1
+                                and inputs[1].dim() > 2)
+    rows = output.shape[-2] if batched else output.numel() // output.shape[-1]
+    return max(1, int(rows))
 
 
 def _func_name(func: Callable[..., Any]) -> str:
@@ -239,9 +259,12 @@ class _Recorder(TorchFunctionMode):
             elements = 0
         elif name in _FILLS:
             elements = sum(t.numel() for t in outputs)
-        flops = 0
+        flops, rows = 0, 1
         if kind == "linear" and inputs:
-            flops = int(sum(t.numel() for t in outputs) * inputs[0].shape[-1])
+            # addmm(bias, a, b): the shared dimension is a's last
+            operands = inputs[1:] if name == "addmm" and len(inputs) > 2 else inputs
+            flops = int(sum(t.numel() for t in outputs) * operands[0].shape[-1])
+            rows = matmul_rows(name, operands, outputs[0])
         elif kind in ("pool", "maxpool") and inputs:
             flops = _pool_reads(name, args, kwargs or {}, inputs[0], outputs[0])
         source = None
@@ -262,7 +285,7 @@ class _Recorder(TorchFunctionMode):
         self.counts[scope] = index + 1
         self.ops.append(ExtraOp(name=f"{scope}:{name}#{index}", kind=kind,
                                 elements=int(elements), flops=flops, source=source,
-                                fused=fused))
+                                fused=fused, rows=rows))
         if source is not None:
             self.tag(out, source)
         return out

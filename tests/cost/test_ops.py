@@ -287,3 +287,57 @@ def test_other_pools_and_reductions_are_priced_not_reshapes() -> None:
     assert (ops["max"].kind, ops["max"].flops) == ("maxpool", 8 * 10 * 10)
     assert (ops["max_pool2d"].kind, ops["max_pool2d"].flops) == ("maxpool", 8 * 3 * 3 * 9)
     assert ops["max_pool1d_with_indices"].kind == "maxpool"
+
+
+class _Attention(nn.Module):
+    """Token linears the way Swin and ViT call them: functional F.linear, q @ kᵀ, addmm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(8, 24, bias=False), nn.Linear(8, 8, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (1, 2, 7, 8) → 14 rows, as Swin's attention calls its qkv
+        q, k, v = nn.functional.linear(x, self.qkv.weight).chunk(3, dim=-1)
+        scores = q @ k.transpose(-2, -1)  # one 7×8×7 GEMM per batch entry: 7 rows
+        out = scores.softmax(-1) @ v
+        return torch.addmm(torch.zeros(8), out.reshape(-1, 8), self.proj.weight.t())  # 14 rows
+
+
+def test_a_matmul_counts_the_rows_its_shared_operand_meets() -> None:
+    """Oracle: a linear's rows are its output elements per output feature (every leading
+    dimension shares the weights), a batched matmul's its output's second-to-last size;
+    addmm's FLOPs take the shared size from its first matrix, not from the bias."""
+    ops = [op for op in trace_extra_ops(_Attention(), torch.zeros(1, 2, 7, 8))
+           if op.kind == "linear"]
+    assert [op.rows for op in ops] == [14, 7, 7, 14]
+    assert [op.flops for op in ops] == [14 * 24 * 8, 2 * 7 * 7 * 8, 2 * 7 * 8 * 7, 14 * 8 * 8]
+    head = trace_extra_ops(nn.Sequential(nn.Flatten()), torch.zeros(1, 8))
+    assert all(op.rows == 1 for op in head)
+
+
+def test_a_linear_over_rows_prices_one_row_as_a_head_and_the_rest_as_a_gemm() -> None:
+    """Oracle: the first row at the linear's own price per FLOP (a head's GEMV), each further
+    row at the dense conv's, plus its conv-area kind's where the profile names one; a head on one
+    vector is priced as before; the functional linears of a forward follow the same rule; the
+    differentiable expected cost agrees; and a pruned linear keeps its rows."""
+    head_gflop, conv_gflop, area_gflop = 200.0, 30.0, 2.0
+    profile = _profile(linear=OpLatency(ms_per_gflop=head_gflop, overhead_ms=0.01),
+                       conv=OpLatency(ms_per_gflop=conv_gflop),
+                       conv_area17_64=OpLatency(ms_per_gflop=area_gflop))
+    layer = nn.Sequential(nn.Linear(16, 32))
+    for rows, area in ((1, 0.0), (5, 0.0), (20, area_gflop)):
+        inv = layer_inventory(layer, torch.zeros(1, rows, 16))
+        one_row = 16 * 32 * 1e-9
+        expected = 0.01 + one_row * (head_gflop + (conv_gflop + area) * (rows - 1))
+        assert inv.predict_latency_ms(profile) == pytest.approx(expected)
+        half = inv.price(profile=profile, kept_channels={"0": (8, 32)}).latency_ms
+        assert half == pytest.approx(0.01 + (expected - 0.01) / 2)
+        assert float(inv.expected_cost("latency", profile=profile)) == pytest.approx(expected)
+    functional = _profile(linear=OpLatency(ms_per_gflop=head_gflop),
+                          conv=OpLatency(ms_per_gflop=conv_gflop), activation=OpLatency())
+    inv = layer_inventory(_Attention(), torch.zeros(1, 2, 7, 8))
+    priced = inv.price(profile=functional).latency_ms
+    flops_rows = [(14 * 24 * 8, 14), (2 * 7 * 7 * 8, 7), (2 * 7 * 8 * 7, 7), (14 * 8 * 8, 14)]
+    assert priced == pytest.approx(sum(
+        f * 1e-9 * (head_gflop + conv_gflop * (r - 1)) / r for f, r in flops_rows))
