@@ -16,15 +16,19 @@ Kinds (latency profiles price each with its own coefficients):
 ==========  =====================================================================================
 activation  unary element-wise maps: relu, relu6 (hardtanh), hardswish, hardsigmoid, sigmoid, silu
 binary      element-wise add / mul / sub / div, including the broadcast SE gating ``x * scale``
-concat      ops that copy: ``cat``, ``stack``, ``contiguous`` / ``reshape`` that copy (shuffle)
+concat      ops that copy: ``cat``, ``stack``, ``contiguous`` / ``reshape`` that copy (shuffle),
+            ``pixel_shuffle`` / ``pixel_unshuffle``
 index       gathers and scatters along an axis: ``index_select``, ``index_add``, ``index_copy``,
             ``gather``, ``scatter``, and the ``new_zeros`` / ``zeros`` they fill (the mixed-
             connectivity blocks of a compact pruned ResNet run three or four per block)
 pool        functional average pools and channel means (``adaptive_avg_pool2d``,
-            ``x.mean([2, 3])``); FLOPs: the input reads (output × window, or the input once)
+            ``x.mean([2, 3])``); FLOPs: the input reads (output × window, or the input once);
+            and resampling (``interpolate``, ``nn.Upsample``, ``grid_sample``): output × the
+            taps of its mode (nearest 1, bilinear 4, bicubic 16)
 maxpool     functional max pools and ``amax``, as ``pool`` (eager computes indices beside)
 linear      functional matmul (``F.linear``, ``@``), priced with FLOPs = out elements × in features
-            and its ``rows``, the rows each shared operand meets (a linear over tokens: many)
+            and its ``rows``, the rows each shared operand meets (a linear over tokens: many);
+            ``scaled_dot_product_attention`` as its two matmuls (FLOPs = Tq × Tk × (d + d_v))
 reshape     metadata only (view, flatten, transpose, chunk, eval-mode dropout): dispatch cost only
 ==========  =====================================================================================
 
@@ -102,6 +106,17 @@ _POOLS = {  # average pools and reductions, then the max pools
     *_MAX_POOLS,
 }
 _MATMULS = {"linear", "matmul", "__matmul__", "addmm", "mm", "bmm"}
+#: attention as one call (torch's fused kernels): two matmuls, q·kᵀ and the weights · v
+_ATTENTION = {"scaled_dot_product_attention"}
+#: resampling: each output element reads this many input elements (PyTorch's modes); priced as
+#: a pool by those reads ("area" is an adaptive average pool: its input once)
+_RESAMPLES = {"interpolate", "upsample", "upsample_nearest1d", "upsample_nearest2d",
+              "upsample_nearest3d", "upsample_linear1d", "upsample_bilinear2d",
+              "upsample_bicubic2d", "upsample_trilinear3d", "grid_sample"}
+_RESAMPLE_TAPS = {"nearest": 1, "nearest-exact": 1, "linear": 2, "bilinear": 4, "bicubic": 16,
+                  "trilinear": 8}
+#: copies that move every element once (a sub-pixel shuffle)
+_SHUFFLES = {"pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle"}
 #: Pooling module classes: the inventory records them, Torch-Pruning's groups carry them.
 MAX_POOL_MODULES = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
                     nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)
@@ -194,6 +209,24 @@ def _pool_reads(name: str, args: Any, kwargs: dict[str, Any], source: Tensor,
     return int(source.numel())
 
 
+def _resample_reads(name: str, args: Any, kwargs: dict[str, Any], source: Tensor,
+                    result: Tensor) -> int:
+    """Input reads of a resampling call: its output elements × the taps of its mode (``area``
+    and unknown modes: the input once)."""
+    mode = kwargs.get("mode")
+    if mode is None:
+        if name == "grid_sample":
+            mode = args[2] if len(args) > 2 and isinstance(args[2], str) else "bilinear"
+        elif name in ("interpolate", "upsample"):
+            mode = args[3] if len(args) > 3 and isinstance(args[3], str) else "nearest"
+        else:  # upsample_<mode>Nd
+            mode = name.removeprefix("upsample_")[:-2]
+    if name == "grid_sample" and mode == "bilinear" and source.dim() == 5:
+        mode = "trilinear"  # a 5-D grid sample interpolates in three axes
+    taps = _RESAMPLE_TAPS.get(str(mode))
+    return int(result.numel() * taps) if taps else int(source.numel())
+
+
 def _prices_itself(module: nn.Module) -> bool:
     """Leaf modules the inventory records (their inner calls must not be counted twice)."""
     if any(True for _ in module.parameters(recurse=False)):
@@ -247,9 +280,11 @@ class _Recorder(TorchFunctionMode):
             kind = "binary"  # torch.max(a, b): element-wise
         elif name in _POOLS:
             kind = "maxpool" if name in _MAX_POOLS else "pool"
-        elif name in _MATMULS:
+        elif name in _MATMULS or name in _ATTENTION:
             kind = "linear"
-        elif name in _COPIES and not shares:
+        elif name in _RESAMPLES:
+            kind = "pool"
+        elif (name in _COPIES and not shares) or name in _SHUFFLES:
             kind = "concat"
         else:
             kind = "reshape"
@@ -260,7 +295,15 @@ class _Recorder(TorchFunctionMode):
         elif name in _FILLS:
             elements = sum(t.numel() for t in outputs)
         flops, rows = 0, 1
-        if kind == "linear" and inputs:
+        if name in _ATTENTION and len(inputs) >= 3 and inputs[0].dim() >= 2:
+            query, key, value = inputs[:3]
+            # q·kᵀ then the weights · v: per query row, Tk × (d + d_v) multiply-adds
+            flops = int(query.numel() // query.shape[-1] * key.shape[-2]
+                        * (query.shape[-1] + value.shape[-1]))
+            rows = int(query.shape[-2])
+        elif name in _RESAMPLES and inputs:
+            flops = _resample_reads(name, args, kwargs or {}, inputs[0], outputs[0])
+        elif kind == "linear" and inputs:
             # addmm(bias, a, b): the shared dimension is a's last
             operands = inputs[1:] if name == "addmm" and len(inputs) > 2 else inputs
             flops = int(sum(t.numel() for t in outputs) * operands[0].shape[-1])

@@ -341,3 +341,43 @@ def test_a_linear_over_rows_prices_one_row_as_a_head_and_the_rest_as_a_gemm() ->
     flops_rows = [(14 * 24 * 8, 14), (2 * 7 * 7 * 8, 7), (2 * 7 * 8 * 7, 7), (14 * 8 * 8, 14)]
     assert priced == pytest.approx(sum(
         f * 1e-9 * (head_gflop + conv_gflop * (r - 1)) / r for f, r in flops_rows))
+
+
+class _Resampling(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = nn.functional.interpolate(x, scale_factor=2, mode="bilinear")  # 4 reads an output
+        near = nn.Upsample(scale_factor=2)(x)  # nearest: 1
+        grid = torch.zeros(1, 4, 4, 2)
+        sampled = nn.functional.grid_sample(x, grid, align_corners=False)  # bilinear: 4
+        return up.sum() + near.sum() + sampled.sum() + nn.functional.pixel_shuffle(x, 2).sum()
+
+
+def test_resampling_attention_and_pixel_shuffle_are_priced_by_what_they_read() -> None:
+    """Oracle: a resample reads its output × its mode's taps (nearest 1, bilinear 4) and is
+    priced as a pool; a pixel shuffle copies (concat); scaled_dot_product_attention is its two
+    matmuls, Tq × Tk × (d + d_v) per batch entry, over Tq rows. Before, all four were priced
+    as reshapes (nothing)."""
+    x = torch.zeros(1, 8, 6, 6)
+    ops = [op for op in trace_extra_ops(_Resampling(), x)
+           if op.name.split(":")[1].split("#")[0] in ("interpolate", "grid_sample",
+                                                       "pixel_shuffle")]
+    assert [(op.kind, op.flops) for op in ops] == [
+        ("pool", 8 * 12 * 12 * 4), ("pool", 8 * 12 * 12), ("pool", 8 * 4 * 4 * 4),
+        ("concat", 0)]
+    assert ops[-1].elements == 2 * x.numel()
+    q, k, v = torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 7, 4), torch.zeros(1, 2, 7, 3)
+
+    class Attend(nn.Module):
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            return nn.functional.scaled_dot_product_attention(q, k, v)
+
+    (attention,) = [op for op in trace_extra_ops(Attend(), q) if op.kind == "linear"]
+    assert attention.flops == 2 * 5 * 7 * (4 + 3) and attention.rows == 5
+
+
+def test_a_recurrent_layer_is_named_as_not_priced() -> None:
+    """fvcore counts no FLOPs for an LSTM and the latency model prices it as one call: the
+    inventory says so (a warning naming the layer) rather than pricing it silently at ~0."""
+    model = nn.Sequential(nn.LSTM(4, 8, batch_first=True))
+    with pytest.warns(UserWarning, match=r"LSTM '0'.*FLOPs are not counted"):
+        layer_inventory(model, torch.zeros(1, 5, 4))
