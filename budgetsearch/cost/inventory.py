@@ -590,8 +590,7 @@ def rows_alpha(profile: DeviceProfile, one_row_alpha: float, rows: int) -> float
     weights: the eager fits' 238 ms per GFLOP), every further row at the dense conv's GEMM price
     (a 1×1 conv over that many positions is the same GEMM; that price includes its area's).
     Measured on 2026-12-04 (``experiments/token_linears.py``): a 768→768 linear over 256 rows ran
-    4.1 ms, which the head's price put at 35.9 ms and a 1×1 conv over 256 positions ran in as
-    long (4.1 ms)."""
+    3.3 ms, as long as a 1×1 conv over 256 positions, where the head's price put it at 33 ms."""
     if rows <= 1:
         return one_row_alpha
     area = _area_coefficients(profile, rows)
