@@ -6,13 +6,14 @@ One command (about a minute; the machine should be otherwise idle)::
 
     PYTHONPATH=. python experiments/unusual_ops.py [--runtime onnxruntime] [--rounds 6]
 
-Twelve small networks, each built around one such op (a segmentation decoder's upsampling, a
+Sixteen small networks, each built around one such op (a segmentation decoder's upsampling, a
 super-resolution head's pixel shuffle, attention over 256 tokens, ...), plus the plain
 conv-BN-ReLU stack they are variations of, timed interleaved by the profiles' method and priced
 by this machine's profile of ``--runtime`` with its drift check: as the trace now sees them, and
-as it saw them before 2026-12-04 ("before": resampling, pixel shuffles and
-``scaled_dot_product_attention`` traced as reshapes, priced at nothing; re-priced in the same
-run by emptying those op sets).
+as it saw them before 2026-12-04 ("before": resampling, pixel shuffles,
+``scaled_dot_product_attention``, ``einsum`` and ``nn.MultiheadAttention``'s one call traced as
+reshapes, priced at nothing, and a registered ``nn.Upsample`` priced twice, as fvcore's record
+and as its call; re-priced in the same run by emptying those op sets).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import collections
 import datetime
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import latency_accuracy as bench  # noqa: E402
 
-from budgetsearch.cost import layer_inventory, load_profile  # noqa: E402
+from budgetsearch.cost import LayerInventory, layer_inventory, load_profile  # noqa: E402
 from budgetsearch.cost import ops as ops_module  # noqa: E402
 
 
@@ -65,6 +67,47 @@ class _Attention(nn.Module):
         for _ in range(8):
             q = F.scaled_dot_product_attention(q, k, v)
         return q
+
+
+class _EinsumAttention(nn.Module):
+    """_Attention written with einsum (as many research codebases write it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(64, 192)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).view(1, -1, 3, 4, 16).permute(2, 0, 3, 1, 4)
+        for _ in range(8):
+            weights = torch.einsum("bhqd,bhkd->bhqk", q, k).mul(0.25).softmax(-1)
+            q = torch.einsum("bhqk,bhkd->bhqd", weights, v)
+        return q
+
+
+class _CrossAttention(nn.Module):
+    """nn.MultiheadAttention from 64 queries over a 256-token memory (a decoder's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(128, 4, batch_first=True)
+        self.register_buffer("memory", torch.randn(1, 256, 128))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, self.memory, self.memory, need_weights=False)[0]
+
+
+class _UpsampleDecoder(nn.Module):
+    """_Decoder("bilinear") with its upsampling a registered nn.Upsample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(64, 64, 3, padding=1)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(4):
+            x = F.avg_pool2d(self.conv(self.up(x)), 2)
+        return x
 
 
 class _Recurrent(nn.Module):
@@ -107,7 +150,13 @@ def cases() -> list[tuple[str, nn.Module, torch.Tensor]]:
          nn.Sequential(nn.Conv2d(32, 128, 3, padding=1), nn.PixelShuffle(2),
                        nn.Conv2d(32, 128, 3, padding=1), nn.PixelShuffle(2)),
          torch.randn(1, 32, 16, 16)),
+        ("upsample module bilinear (decoder)", _UpsampleDecoder(), torch.randn(1, 64, 16, 16)),
         ("attention, 256 tokens", _Attention(), torch.randn(1, 256, 64)),
+        ("einsum attention, 256 tokens", _EinsumAttention(), torch.randn(1, 256, 64)),
+        ("transformer encoder x2, 64 tokens",
+         nn.TransformerEncoder(nn.TransformerEncoderLayer(128, 4, 256, batch_first=True), 2,
+                               enable_nested_tensor=False), torch.randn(1, 64, 128)),
+        ("cross-attention, 64 over 256", _CrossAttention(), torch.randn(1, 64, 128)),
         ("LSTM, 2 layers, 64 steps", _Recurrent(nn.LSTM), torch.randn(1, 64, 64)),
         ("GRU, 2 layers, 64 steps", _Recurrent(nn.GRU), torch.randn(1, 64, 64)),
         ("embedding, 128 tokens", _Embedding(), torch.randint(0, 30_000, (1, 128))),
@@ -119,6 +168,13 @@ def cases() -> list[tuple[str, nn.Module, torch.Tensor]]:
          torch.randn(1, 64, 32, 32)),
     ]
     return [(name, model.eval(), x) for name, model, x in out]
+
+
+def _untraced(inventory: LayerInventory) -> LayerInventory:
+    """The inventory as priced before 2026-12-04: a parameter-free leaf's record (nn.Upsample)
+    priced beside the calls the trace records in it."""
+    return LayerInventory([replace(r, traced=False) for r in inventory],
+                          extra_ops=inventory.extra_ops)
 
 
 def main() -> None:
@@ -150,11 +206,12 @@ def main() -> None:
         kinds[name] = collections.Counter(op.kind for op in networks[-1]["inventory"].extra_ops
                                           if op.kind != "reshape")
     now = bench.predict(networks, profile)
-    saved = {k: getattr(ops_module, k) for k in ("_ATTENTION", "_RESAMPLES", "_SHUFFLES")}
-    try:  # the trace before: these calls were reshapes
+    saved = {k: getattr(ops_module, k) for k in ("_ATTENTION", "_RESAMPLES", "_SHUFFLES",
+                                                    "_ATTENTION_MODULES", "_EINSUMS")}
+    try:  # the trace before: these calls were reshapes, a registered upsample priced twice
         for key in saved:
             setattr(ops_module, key, set())
-        before = bench.predict([{**n, "inventory": layer_inventory(n["model"], n["x"])}
+        before = bench.predict([{**n, "inventory": _untraced(layer_inventory(n["model"], n["x"]))}
                                 for n in networks], profile)
     finally:
         for key, value in saved.items():

@@ -67,6 +67,7 @@ from budgetsearch.cost.ops import (
     POOL_MODULES,
     ExtraOp,
     pool_taps,
+    prices_itself,
     trace_ops,
 )
 from budgetsearch.cost.profiles import CONV_AREA_KINDS, DeviceProfile
@@ -131,6 +132,9 @@ class LayerRecord:
     #: (:func:`~budgetsearch.cost.dispatch.onednn_depthwise_on_gemm`)
     padding: tuple[int, ...] = ()
     input_padding: tuple[int, ...] = ()
+    #: a parameter-free leaf fvcore counts FLOPs for that the extra-op trace also records
+    #: (``nn.Upsample``): a profile that prices extra ops prices its calls there, not twice
+    traced: bool = False
 
     @property
     def kind(self) -> str:
@@ -380,10 +384,9 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
                 pool_taps=taps, input_elements=read, output_elements=written,
                 calls=calls[name], max_pool=_is_max_pool(module)))
         elif is_leaf and (params or flops_by_op or pooling):
-            records.append(
-                _leaf_record(name, module, shapes.get(name), sum(flops_by_op.values()), params,
-                             calls.get(name, 0))
-            )
+            record = _leaf_record(name, module, shapes.get(name), sum(flops_by_op.values()),
+                                  params, calls.get(name, 0))
+            records.append(record if prices_itself(module) else replace(record, traced=True))
         elif not is_leaf:
             if params:  # parameters owned directly by a container (rare): a fixed-cost record
                 records.append(_fixed_record(f"{name or '<model>'}#parameters", "other", 0, params))
@@ -578,7 +581,9 @@ def _area_coefficients(profile: DeviceProfile, area: int) -> Any:
 
 def linear_rows(record: LayerRecord) -> int:
     """The rows a linear layer's weights meet in one call (its input elements per input
-    feature: the batch × the tokens or positions it runs over); 1 for any other record."""
+    feature: the batch × the tokens or positions it runs over); 1 for any other record. A
+    layer called on inputs of several shapes is priced at its first call's rows (the record
+    keeps one input shape; its FLOPs are every call's)."""
     if record.op != "linear" or record.in_channels <= 0 or record.input_elements <= 0:
         return 1
     return max(1, round(record.input_elements / record.in_channels))
@@ -788,11 +793,12 @@ class LayerInventory:
         if cached is not None and cached[0] is profile:
             return cached[1]
         # A profile that prices the extra ops (the calls fvcore does not count) prices a
-        # functional op fvcore charged to a container through its extra op, not twice.
+        # functional op fvcore charged to a container, or a parameter-free leaf the trace
+        # records (nn.Upsample), through its extra op, not twice.
         drop = profile.prices_extra_ops and bool(self.extra_ops)
         on_gemm = self._depthwise_on_gemm(profile)
         coeffs = [
-            profile.op_latency("none" if drop and r.functional
+            profile.op_latency("none" if drop and (r.functional or r.traced)
                                else "dwconv_gemm" if gemm else r.latency_kind)
             for r, gemm in zip(self.layers, on_gemm, strict=True)
         ]

@@ -28,7 +28,9 @@ pool        functional average pools and channel means (``adaptive_avg_pool2d``,
 maxpool     functional max pools and ``amax``, as ``pool`` (eager computes indices beside)
 linear      functional matmul (``F.linear``, ``@``), priced with FLOPs = out elements × in features
             and its ``rows``, the rows each shared operand meets (a linear over tokens: many);
-            ``scaled_dot_product_attention`` as its two matmuls (FLOPs = Tq × Tk × (d + d_v))
+            ``scaled_dot_product_attention`` as its two matmuls (FLOPs = Tq × Tk × (d + d_v));
+            ``einsum`` by its index space; ``nn.MultiheadAttention``'s one call as its
+            projections and attention (PyTorch runs it whole: the trace cannot see inside)
 reshape     metadata only (view, flatten, transpose, chunk, eval-mode dropout): dispatch cost only
 ==========  =====================================================================================
 
@@ -53,6 +55,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -61,6 +64,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 EXTRA_KINDS = ("activation", "binary", "concat", "index", "pool", "maxpool", "linear", "reshape")
@@ -106,8 +110,11 @@ _POOLS = {  # average pools and reductions, then the max pools
     *_MAX_POOLS,
 }
 _MATMULS = {"linear", "matmul", "__matmul__", "addmm", "mm", "bmm"}
+_EINSUMS = {"einsum"}
 #: attention as one call (torch's fused kernels): two matmuls, q·kᵀ and the weights · v
 _ATTENTION = {"scaled_dot_product_attention"}
+#: attention modules PyTorch runs as one call: priced as their projections and attention
+_ATTENTION_MODULES = {"multi_head_attention_forward"}
 #: resampling: each output element reads this many input elements (PyTorch's modes); priced as
 #: a pool by those reads ("area" is an adaptive average pool: its input once)
 _RESAMPLES = {"interpolate", "upsample", "upsample_nearest1d", "upsample_nearest2d",
@@ -151,13 +158,78 @@ def matmul_rows(name: str, inputs: Sequence[Tensor], output: Tensor) -> int:
     (a linear over 196 tokens: 196 rows; a classifier head at batch 1: 1); a batched ``matmul`` /
     ``bmm`` (attention's ``q @ kᵀ``) runs one GEMM per batch entry, of the output's second-to-
     last size. A head's GEMV streams its weights once per row; a GEMM over many rows reuses
-    them: :meth:`~budgetsearch.cost.inventory.LayerInventory.price` prices the two apart."""
-    if output.dim() < 2 or output.shape[-1] == 0:
+    them: :meth:`~budgetsearch.cost.inventory.LayerInventory.price` prices the two apart. A
+    vector operand (``matrix @ v``, ``v @ batch``) makes every product a GEMV: 1."""
+    if output.dim() < 2 or output.shape[-1] == 0 or any(t.dim() < 2 for t in inputs[:2]):
         return 1
     batched = name == "bmm" or (name in ("matmul", "__matmul__") and len(inputs) > 1
                                 and inputs[1].dim() > 2)
     rows = output.shape[-2] if batched else output.numel() // output.shape[-1]
     return max(1, int(rows))
+
+
+def attention_work(query: Tensor, key: Tensor, value: Tensor) -> tuple[int, int]:
+    """FLOPs and rows of one attention call (``q·kᵀ``, then the weights times ``v``): per query
+    row, ``Tk × (d + d_v)`` multiply-adds; each of its GEMMs runs over the ``Tq`` query rows."""
+    flops = math.prod(query.shape[:-1]) * key.shape[-2] * (query.shape[-1] + value.shape[-1])
+    return int(flops), max(1, int(query.shape[-2]))
+
+
+def einsum_work(equation: str, operands: Sequence[Tensor]) -> tuple[int, int]:
+    """FLOPs and rows of an ``einsum`` (one multiply-add per point of its index space: the
+    product of every letter's size). With two operands, the rows are those of the first one's
+    letters that reach the output and not the second (a linear written as ``"bnd,de->bne"``:
+    ``b × n``; attention's ``"bhqd,bhkd->bhqk"``: ``q``, its batch letters run apart); 1
+    otherwise, or for an equation with an ellipsis it cannot size."""
+    spec = equation.replace(" ", "")
+    inputs, _, output = spec.partition("->")
+    terms = inputs.split(",")
+    if "." in spec or len(terms) != len(operands) or any(
+            len(term) != t.dim() for term, t in zip(terms, operands, strict=True)):
+        return 0, 1
+    sizes: dict[str, int] = {}
+    for term, tensor in zip(terms, operands, strict=True):
+        sizes.update(zip(term, (int(n) for n in tensor.shape), strict=True))
+    if not output and "->" not in spec:  # implicit output: the letters seen once, sorted
+        output = "".join(sorted(c for c in sizes if sum(term.count(c) for term in terms) == 1))
+    flops = math.prod(sizes.values())
+    if len(terms) != 2:
+        return int(flops), 1
+    own = set(terms[0]) & set(output) - set(terms[1])
+    return int(flops), max(1, math.prod(sizes[c] for c in own))
+
+
+def _attention_module_ops(args: Sequence[Any], kwargs: dict[str, Any]
+                          ) -> list[tuple[str, int, int, int]]:
+    """The linears one ``F.multi_head_attention_forward`` (``nn.MultiheadAttention``, every
+    ``nn.TransformerEncoderLayer``) runs, as ``(part, elements, FLOPs, rows)``: the input
+    projections (one packed ``E → 3E`` linear when query, key and value are one tensor),
+    attention's two matmuls, the output projection. PyTorch dispatches the call whole, so the
+    trace cannot see inside it; fvcore's ``#linear`` records of the same call are priced
+    through these (issue 16, the review of 2026-12-04: ViT was priced without them)."""
+    bound = inspect.signature(F.multi_head_attention_forward).bind(*args, **kwargs)
+    query, key, value = (bound.arguments[k] for k in ("query", "key", "value"))
+    if not all(isinstance(t, Tensor) and t.dim() >= 2 for t in (query, key, value)):
+        return []
+    unbatched = query.dim() == 2
+    length, sources = query.shape[0], key.shape[0]
+    batch = 1 if unbatched else query.shape[1]
+    embed = query.shape[-1]
+    ops: list[tuple[str, int, int, int]] = []
+    if query is key is value:  # self-attention: one packed projection
+        ops.append(("in_proj", length * batch * (embed + 3 * embed) + 3 * embed * (embed + 1),
+                    length * batch * embed * 3 * embed, length * batch))
+    else:
+        for part, tensor in (("q_proj", query), ("k_proj", key), ("v_proj", value)):
+            rows = tensor.shape[0] * batch
+            ops.append((part, rows * (tensor.shape[-1] + embed) + embed * (tensor.shape[-1] + 1),
+                        rows * tensor.shape[-1] * embed, rows))
+    # attention_work over (batch, heads, length, embed / heads): its heads make up embed
+    ops.append(("attention", batch * embed * (2 * length + 2 * sources),
+                batch * length * sources * 2 * embed, length))
+    ops.append(("out_proj", length * batch * 2 * embed + embed * (embed + 1),
+                length * batch * embed * embed, length * batch))
+    return ops
 
 
 def _func_name(func: Callable[..., Any]) -> str:
@@ -227,7 +299,7 @@ def _resample_reads(name: str, args: Any, kwargs: dict[str, Any], source: Tensor
     return int(result.numel() * taps) if taps else int(source.numel())
 
 
-def _prices_itself(module: nn.Module) -> bool:
+def prices_itself(module: nn.Module) -> bool:
     """Leaf modules the inventory records (their inner calls must not be counted twice)."""
     if any(True for _ in module.parameters(recurse=False)):
         return True
@@ -259,6 +331,14 @@ class _Recorder(TorchFunctionMode):
             self.sources[id(t)] = source
             self.keep.append(t)
 
+    def record_attention_module(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        scope = self.scopes[-1]
+        index = self.counts.get(scope, 0)
+        self.counts[scope] = index + 1
+        for part, elements, flops, rows in _attention_module_ops(args, kwargs):
+            self.ops.append(ExtraOp(name=f"{scope}:multi_head_attention_forward#{index}.{part}",
+                                    kind="linear", elements=elements, flops=flops, rows=rows))
+
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         out = func(*args, **(kwargs or {}))
         if self.depth:
@@ -268,6 +348,9 @@ class _Recorder(TorchFunctionMode):
             return out  # size(), dim(), shape, ...: no work
         inputs = _tensors(list(args) + list((kwargs or {}).values()))
         name = _func_name(func)
+        if name in _ATTENTION_MODULES:
+            self.record_attention_module(args, kwargs or {})
+            return out
         in_storage = {_storage(t) for t in inputs}
         shares = all(_storage(t) in in_storage for t in outputs)
         if name in _ACTIVATIONS:
@@ -280,7 +363,7 @@ class _Recorder(TorchFunctionMode):
             kind = "binary"  # torch.max(a, b): element-wise
         elif name in _POOLS:
             kind = "maxpool" if name in _MAX_POOLS else "pool"
-        elif name in _MATMULS or name in _ATTENTION:
+        elif name in _MATMULS or name in _ATTENTION or name in _EINSUMS:
             kind = "linear"
         elif name in _RESAMPLES:
             kind = "pool"
@@ -295,12 +378,10 @@ class _Recorder(TorchFunctionMode):
         elif name in _FILLS:
             elements = sum(t.numel() for t in outputs)
         flops, rows = 0, 1
-        if name in _ATTENTION and len(inputs) >= 3 and inputs[0].dim() >= 2:
-            query, key, value = inputs[:3]
-            # q·kᵀ then the weights · v: per query row, Tk × (d + d_v) multiply-adds
-            flops = int(query.numel() // query.shape[-1] * key.shape[-2]
-                        * (query.shape[-1] + value.shape[-1]))
-            rows = int(query.shape[-2])
+        if name in _ATTENTION and len(inputs) >= 3 and min(t.dim() for t in inputs[:3]) >= 2:
+            flops, rows = attention_work(*inputs[:3])
+        elif name in _EINSUMS and args and isinstance(args[0], str):
+            flops, rows = einsum_work(args[0], inputs)
         elif name in _RESAMPLES and inputs:
             flops = _resample_reads(name, args, kwargs or {}, inputs[0], outputs[0])
         elif kind == "linear" and inputs:
@@ -363,7 +444,7 @@ def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None
     handles = []
     leaves = {
         name: module for name, module in model.named_modules()
-        if not any(True for _ in module.children()) and _prices_itself(module)
+        if not any(True for _ in module.children()) and prices_itself(module)
     }
 
     def enter(name: str) -> Callable[..., None]:

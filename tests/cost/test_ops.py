@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torchvision
@@ -312,8 +314,99 @@ def test_a_matmul_counts_the_rows_its_shared_operand_meets() -> None:
            if op.kind == "linear"]
     assert [op.rows for op in ops] == [14, 7, 7, 14]
     assert [op.flops for op in ops] == [14 * 24 * 8, 2 * 7 * 7 * 8, 2 * 7 * 8 * 7, 14 * 8 * 8]
-    head = trace_extra_ops(nn.Sequential(nn.Flatten()), torch.zeros(1, 8))
-    assert all(op.rows == 1 for op in head)
+
+
+class _Products(nn.Module):
+    """Matmuls whose rows are known by hand: a head on one vector, a GEMV each way, a batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.zeros(6, 8)  # not a parameter: a module with one prices itself
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = nn.functional.linear(x[:1], self.weight)  # (1, 8) → one row
+        gemv = self.weight @ x[0]  # matrix · vector: a GEMV, 1
+        batched_gemv = x[0] @ torch.zeros(4, 8, 3)  # vector · batch: four GEMVs, 1 each
+        batch = nn.functional.linear(x, self.weight)  # (3, 8): the weights meet 3 rows
+        return head.sum() + gemv.sum() + batched_gemv.sum() + batch.sum()
+
+
+def test_a_matmul_with_a_vector_runs_one_row_and_a_batch_runs_its_rows() -> None:
+    ops = [op for op in trace_extra_ops(_Products(), torch.zeros(3, 8)) if op.kind == "linear"]
+    assert [op.rows for op in ops] == [1, 1, 1, 3]
+    assert [op.flops for op in ops] == [6 * 8, 6 * 8, 4 * 3 * 8, 3 * 6 * 8]
+
+
+class _Einsums(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = torch.zeros(16, 32)
+        tokens = torch.einsum("bnd,de->bne", x, weight)  # a linear over b × n rows
+        scores = torch.einsum("bnd,bmd->bnm", x, x)  # attention: n rows, b GEMMs
+        implicit = torch.einsum("ij,jk", x[0], x[0].T)  # output "ik": 10 rows
+        return tokens.sum() + scores.sum() + implicit.sum()
+
+
+def test_einsum_is_a_matmul_by_its_index_space() -> None:
+    """Oracle: one multiply-add per point of the index space (the product of every letter's
+    size), rows from the first operand's letters the second lacks (Before: a reshape, 0)."""
+    ops = [op for op in trace_extra_ops(_Einsums(), torch.zeros(2, 10, 16))
+           if op.kind == "linear"]
+    assert [(op.flops, op.rows) for op in ops] == [
+        (2 * 10 * 16 * 32, 20), (2 * 10 * 10 * 16, 10), (10 * 16 * 10, 10)]
+
+
+def test_multi_head_attention_is_priced_as_its_projections_and_attention() -> None:
+    """nn.MultiheadAttention runs as one F.multi_head_attention_forward call the trace cannot
+    see inside (it was priced as nothing): its packed E → 3E projection, its attention's two
+    matmuls and its output projection are linear ops over the tokens; the projections' FLOPs
+    are fvcore's count of the same call, whose record is priced through them, not twice."""
+    tokens, embed = 10, 16
+    layer = nn.TransformerEncoderLayer(embed, 2, dim_feedforward=32, batch_first=True)
+    x = torch.zeros(1, tokens, embed)
+    ops = [op for op in trace_extra_ops(layer, x) if "multi_head" in op.name]
+    assert [(op.name.rsplit(".", 1)[1], op.flops, op.rows) for op in ops] == [
+        ("in_proj", tokens * embed * 3 * embed, tokens),
+        ("attention", tokens * tokens * 2 * embed, tokens),
+        ("out_proj", tokens * embed * embed, tokens)]
+    inv = layer_inventory(layer, x)
+    assert inv["self_attn#linear"].flops == ops[0].flops + ops[2].flops
+    gflop = 100.0
+    profile = _profile(linear=OpLatency(ms_per_gflop=gflop), activation=OpLatency())
+    attention_ms = sum(op.flops for op in ops) * gflop * 1e-9  # conv unpriced: rows cost 0
+    layers_ms = sum(inv[n].flops for n in ("linear1", "linear2")) * gflop * 1e-9 / tokens
+    assert inv.predict_latency_ms(profile) == pytest.approx(
+        (attention_ms / tokens) + layers_ms)
+    # cross-attention: separate projections over the query's and the memory's rows
+    attention = nn.MultiheadAttention(embed, 4, kdim=8, vdim=4)
+    memory_k, memory_v = torch.zeros(7, 1, 8), torch.zeros(7, 1, 4)
+
+    class Cross(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention = attention
+
+        def forward(self, query: torch.Tensor) -> torch.Tensor:
+            return self.attention(query, memory_k, memory_v, need_weights=False)[0]
+
+    cross = [(op.flops, op.rows) for op in trace_extra_ops(Cross(), torch.zeros(5, 1, embed))
+             if op.kind == "linear"]
+    assert cross == [(5 * 16 * 16, 5), (7 * 8 * 16, 7), (7 * 4 * 16, 7),
+                     (5 * 7 * 2 * 16, 5), (5 * 16 * 16, 5)]
+
+
+def test_a_registered_upsample_is_priced_once() -> None:
+    """fvcore counts nn.Upsample's FLOPs (a record of its own) and the trace records the
+    interpolate it calls: a profile that prices extra ops prices the call once, as a pool by its
+    reads (was: both, the record at the profile's ``other`` price)."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Upsample(scale_factor=2,
+                                                                        mode="bilinear"))
+    inv = layer_inventory(model, torch.zeros(1, 3, 16, 16))
+    assert inv["1"].traced and inv["1"].flops > 0
+    profile = _profile(other=OpLatency(ms_per_gflop=1000.0, overhead_ms=1.0),
+                       pool=OpLatency(ms_per_gflop=10.0, overhead_ms=0.5),
+                       activation=OpLatency())
+    reads = 8 * 32 * 32 * 4  # output × bilinear's 4 taps
+    assert inv.predict_latency_ms(profile) == pytest.approx(0.5 + reads * 10.0 * 1e-9)
 
 
 def test_a_linear_over_rows_prices_one_row_as_a_head_and_the_rest_as_a_gemm() -> None:
@@ -373,6 +466,14 @@ def test_resampling_attention_and_pixel_shuffle_are_priced_by_what_they_read() -
 
     (attention,) = [op for op in trace_extra_ops(Attend(), q) if op.kind == "linear"]
     assert attention.flops == 2 * 5 * 7 * (4 + 3) and attention.rows == 5
+    empty = torch.zeros(1, 2, 5, 0)
+
+    class Empty(nn.Module):
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            return nn.functional.scaled_dot_product_attention(q, empty, empty)
+
+    (attention,) = [op for op in trace_extra_ops(Empty(), empty) if op.kind == "linear"]
+    assert attention.flops == 0  # heads of width 0 do no work (and divide nothing)
 
 
 def test_a_recurrent_layer_is_named_as_not_priced() -> None:
@@ -381,3 +482,9 @@ def test_a_recurrent_layer_is_named_as_not_priced() -> None:
     model = nn.Sequential(nn.LSTM(4, 8, batch_first=True))
     with pytest.warns(UserWarning, match=r"LSTM '0'.*FLOPs are not counted"):
         layer_inventory(model, torch.zeros(1, 5, 4))
+
+
+def test_a_network_without_recurrent_layers_is_not_warned_about() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer_inventory(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), torch.zeros(1, 1, 8, 8))
