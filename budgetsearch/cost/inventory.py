@@ -411,7 +411,8 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
             f"{type(modules[unpriced[0]]).__name__} {unpriced[0]!r}"
             f"{f' and {len(unpriced) - 1} more recurrent layers' if len(unpriced) > 1 else ''}: "
             "their FLOPs are not counted (fvcore has none for recurrent layers) and their "
-            "latency is priced as one call each; costs of this network leave them out",
+            "latency is priced as one call each: this network's FLOPs and latency leave "
+            "their work out",
             UserWarning, stacklevel=2)
     scalable = {r.name for r in records if r.out_channels > 0}
     extra_ops, folded = trace_ops(model, example_input, layer_names=scalable)
@@ -836,7 +837,8 @@ class LayerInventory:
             })
         # a linear over many rows (tokens, a ConvNeXt's pixels) runs a GEMM that reuses its
         # weights, where the fit set's linears are heads on one vector: rows_alpha prices them
-        # apart (a functional linear's record is priced through its extra op, below)
+        # apart (a profile that prices extra ops prices a functional linear's record through
+        # its extra op, below; one that does not, at this record's own rows: 1)
         for k, record in enumerate(self.layers):
             rows = linear_rows(record)
             if rows > 1:

@@ -284,7 +284,9 @@ def _pool_reads(name: str, args: Any, kwargs: dict[str, Any], source: Tensor,
 def _resample_reads(name: str, args: Any, kwargs: dict[str, Any], source: Tensor,
                     result: Tensor) -> int:
     """Input reads of a resampling call: its output elements × the taps of its mode (``area``
-    and unknown modes: the input once)."""
+    and unknown modes: the input once). ``F.interpolate`` hands its options on by keyword;
+    ``grid_sample`` and the ``upsample_*`` ops may take them by position. An antialiased
+    downsample reads more than its taps (not counted)."""
     mode = kwargs.get("mode")
     if mode is None:
         if name == "grid_sample":
