@@ -340,7 +340,8 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
         for handle in handles:
             handle.remove()
         handles = []
-        analysis = FlopCountAnalysis(model, example_input)
+        analysis = FlopCountAnalysis(model, example_input).set_op_handle(
+            "aten::matmul", _matmul_flops)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         by_module = analysis.by_module_and_operator()
@@ -424,6 +425,18 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
             f"fvcore says {total}"
         )
     return inventory
+
+
+def _matmul_flops(inputs: list[Any], outputs: list[Any]) -> int:
+    """fvcore's count for ``aten::matmul`` (output elements × the shared size), for every rank
+    ``torch.matmul`` takes: fvcore's own handle fails on a vector operand (a dot product,
+    ``matrix @ v``), which a user's network may well hold."""
+    from fvcore.nn.jit_handles import get_shape
+
+    first, out = get_shape(inputs[0]), get_shape(outputs[0])
+    if not first:
+        return 0
+    return int(math.prod(out or ()) * first[-1])
 
 
 def _fixed_record(name: str, op: str, flops: int, params: int) -> LayerRecord:

@@ -180,18 +180,29 @@ def einsum_work(equation: str, operands: Sequence[Tensor]) -> tuple[int, int]:
     product of every letter's size). With two operands, the rows are those of the first one's
     letters that reach the output and not the second (a linear written as ``"bnd,de->bne"``:
     ``b × n``; attention's ``"bhqd,bhkd->bhqk"``: ``q``, its batch letters run apart); 1
-    otherwise, or for an equation with an ellipsis it cannot size."""
+    otherwise. An ellipsis stands for the broadcast dimensions it covers (batch letters)."""
     spec = equation.replace(" ", "")
-    inputs, _, output = spec.partition("->")
+    inputs, arrow, output = spec.partition("->")
     terms = inputs.split(",")
-    if "." in spec or len(terms) != len(operands) or any(
-            len(term) != t.dim() for term, t in zip(terms, operands, strict=True)):
+    if len(terms) != len(operands):
+        return 0, 1
+    spare = [chr(c) for c in range(0x100, 0x140)]  # letters no equation uses, for the ellipsis
+    covered = max((t.dim() - len(term.replace("...", "")) for term, t in
+                   zip(terms, operands, strict=True) if "..." in term), default=0)
+    batch = "".join(spare[:covered])
+    terms = [term.replace("...", batch[covered - (t.dim() - len(term) + 3):] if covered else "")
+             for term, t in zip(terms, operands, strict=True)]
+    if any(len(term) != t.dim() for term, t in zip(terms, operands, strict=True)):
         return 0, 1
     sizes: dict[str, int] = {}
     for term, tensor in zip(terms, operands, strict=True):
-        sizes.update(zip(term, (int(n) for n in tensor.shape), strict=True))
-    if not output and "->" not in spec:  # implicit output: the letters seen once, sorted
-        output = "".join(sorted(c for c in sizes if sum(term.count(c) for term in terms) == 1))
+        for letter, size in zip(term, tensor.shape, strict=True):
+            sizes[letter] = max(sizes.get(letter, 1), int(size))  # broadcast: the larger
+    if arrow:
+        output = output.replace("...", batch)
+    else:  # implicit output: the broadcast letters, then the letters seen once, sorted
+        output = batch + "".join(sorted(c for c in sizes if c not in batch
+                                        and sum(term.count(c) for term in terms) == 1))
     flops = math.prod(sizes.values())
     if len(terms) != 2:
         return int(flops), 1

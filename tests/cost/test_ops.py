@@ -343,7 +343,8 @@ class _Einsums(nn.Module):
         tokens = torch.einsum("bnd,de->bne", x, weight)  # a linear over b × n rows
         scores = torch.einsum("bnd,bmd->bnm", x, x)  # attention: n rows, b GEMMs
         implicit = torch.einsum("ij,jk", x[0], x[0].T)  # output "ik": 10 rows
-        return tokens.sum() + scores.sum() + implicit.sum()
+        batched = torch.einsum("...nd,...md->...nm", x, x[:1])  # broadcast batch: as scores
+        return tokens.sum() + scores.sum() + implicit.sum() + batched.sum()
 
 
 def test_einsum_is_a_matmul_by_its_index_space() -> None:
@@ -352,7 +353,20 @@ def test_einsum_is_a_matmul_by_its_index_space() -> None:
     ops = [op for op in trace_extra_ops(_Einsums(), torch.zeros(2, 10, 16))
            if op.kind == "linear"]
     assert [(op.flops, op.rows) for op in ops] == [
-        (2 * 10 * 16 * 32, 20), (2 * 10 * 10 * 16, 10), (10 * 16 * 10, 10)]
+        (2 * 10 * 16 * 32, 20), (2 * 10 * 10 * 16, 10), (10 * 16 * 10, 10),
+        (2 * 10 * 10 * 16, 10)]
+
+
+class _Dot(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[0] @ x[1]) + (x @ x[0]).sum()  # a dot product, then a matrix · vector
+
+
+def test_matmuls_with_vectors_are_counted_not_refused() -> None:
+    """fvcore's own matmul count fails on a vector operand (IndexError from inside fvcore):
+    the inventory counts output elements × the shared size instead (oracle: 8, then 3 × 8)."""
+    inv = layer_inventory(_Dot(), torch.zeros(3, 8))
+    assert inv.total_flops == 8 + 3 * 8
 
 
 def test_multi_head_attention_is_priced_as_its_projections_and_attention() -> None:
