@@ -26,6 +26,7 @@ Output quoted in experiments/README.md ("A machine of the same name without AVX-
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from collections.abc import Callable
@@ -47,7 +48,10 @@ from budgetsearch.profiling.fit import (  # noqa: E402
     network_features,
 )
 
-PROFILES = {"pytorch-eager": "cpu-2core-x86-avx2", "onnxruntime": "cpu-2core-x86-avx2-ort"}
+#: the profile pair whose fit set is re-fitted (``PROFILE_PAIR=cpu-2core-x86-xeon`` for another
+#: machine's pair; its measurements CSV must be beside it in hw_profiles/)
+_PAIR = os.environ.get("PROFILE_PAIR", "cpu-2core-x86-avx2")
+PROFILES = {"pytorch-eager": _PAIR, "onnxruntime": f"{_PAIR}-ort"}
 
 
 def weight_mb(inventory: LayerInventory, kept: dict) -> float:
