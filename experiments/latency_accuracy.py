@@ -276,6 +276,58 @@ def measure(runners: list[Any], profile: DeviceProfile, rounds: int, seed: int =
     return time_runners(runners, rounds=rounds, inner=5, warmup=3, threads=threads, seed=seed)
 
 
+def measure_each(networks: list[dict[str, Any]], profile: DeviceProfile, rounds: int
+                 ) -> np.ndarray:
+    """:func:`measure` of every network the profile's runtime takes, interleaved; NaN (and a
+    line saying why) for one it refuses (an export onnxruntime cannot run)."""
+    measured = np.full(len(networks), np.nan)
+    runners, timed = [], []
+    for k, n in enumerate(networks):
+        try:
+            runners += build_runners([n], profile)
+            timed.append(k)
+        except Exception as error:  # noqa: BLE001 (report, time the others)
+            print(f"{n['network']}: not timed ({type(error).__name__}: {str(error)[:100]})")
+    if runners:
+        measured[timed] = measure(runners, profile, rounds)
+    return measured
+
+
+def runtime_arguments(description: str) -> argparse.Namespace:
+    """``--runtime`` and ``--rounds`` of the small latency experiments, parsed; then
+    :func:`one_thread_quietly`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runtime", choices=("pytorch-eager", "onnxruntime"),
+                        default="pytorch-eager")
+    parser.add_argument("--rounds", type=int, default=6)
+    args = parser.parse_args()
+    one_thread_quietly()
+    return args
+
+
+def one_thread_quietly() -> None:
+    """The experiments' setting: one thread, warnings off, seed 0."""
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+def this_machines_profile(runtime: str, *, check: bool = True) -> DeviceProfile:
+    """This machine kind's shipped profile of ``runtime``, with its drift check as a user gets
+    it (``check``); exits with a line when none was measured on this machine kind."""
+    names = [p for p in shipped_profiles_of_this_machine()
+             if load_profile(p, check=False).runtime == runtime]
+    if not names:
+        raise SystemExit(f"no {runtime} profile measured on this machine kind")
+    from budgetsearch.profiling.anchors import not_this_machine
+
+    profile = load_profile(names[0], check=check)
+    elsewhere = not_this_machine(profile)
+    if elsewhere and check:  # the fallback pair of shipped_profiles_of_this_machine
+        print(f"{profile.name}: {elsewhere}; its prices go unchecked here")
+    return profile
+
+
 def measure_alone(runners: list[Any], profile: DeviceProfile, rounds: int) -> np.ndarray:
     """Each network timed on its own, round after round (as a deployed network runs, its weights
     left in cache by the call before), by the same method otherwise."""

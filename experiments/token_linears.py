@@ -25,10 +25,8 @@ re-priced in the same run by switching ``rows_alpha`` off).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency_accuracy as bench  # noqa: E402
 
 from budgetsearch.cost import inventory as inventory_module  # noqa: E402
-from budgetsearch.cost import layer_inventory, load_profile  # noqa: E402
+from budgetsearch.cost import layer_inventory  # noqa: E402
 
 
 class _Conv1x1(nn.Module):
@@ -109,24 +107,14 @@ def cases() -> list[tuple[str, nn.Module, torch.Tensor]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime", choices=("pytorch-eager", "onnxruntime"),
-                        default="pytorch-eager")
-    parser.add_argument("--rounds", type=int, default=6)
-    args = parser.parse_args()
-    warnings.simplefilter("ignore")
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
+    args = bench.runtime_arguments(__doc__.splitlines()[0])
     load = bench.LoadMeter()
     print(f"token linears, {datetime.datetime.now():%Y-%m-%d %H:%M}, torch {torch.__version__}")
-    names = [p for p in bench.shipped_profiles_of_this_machine()
-             if load_profile(p, check=False).runtime == args.runtime]
-    if not names:
-        raise SystemExit(f"no {args.runtime} profile measured on this machine kind")
+    bench.this_machines_profile(args.runtime, check=False)  # exits when there is none
     built = cases()
     networks = [{"network": n, "model": m, "x": x, "kept": {},
                  "inventory": layer_inventory(m, x)} for n, m, x in built]
-    profile = load_profile(names[0])  # with its drift check, as a user gets it
+    profile = bench.this_machines_profile(args.runtime)
     check = profile.last_check or {}
     print(f"profile {profile.name} ({profile.runtime}), drift check x{check.get('scale', 1):.3f}")
     rows_price = bench.predict(networks, profile)

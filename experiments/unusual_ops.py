@@ -18,15 +18,12 @@ and as its call; re-priced in the same run by emptying those op sets).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import datetime
 import sys
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import latency_accuracy as bench  # noqa: E402
 
-from budgetsearch.cost import LayerInventory, layer_inventory, load_profile  # noqa: E402
+from budgetsearch.cost import LayerInventory, layer_inventory  # noqa: E402
 from budgetsearch.cost import ops as ops_module  # noqa: E402
 
 
@@ -62,26 +59,22 @@ class _Attention(nn.Module):
         super().__init__()
         self.qkv = nn.Linear(64, 192)
 
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x).view(1, -1, 3, 4, 16).permute(2, 0, 3, 1, 4)
         for _ in range(8):
-            q = F.scaled_dot_product_attention(q, k, v)
+            q = self.attend(q, k, v)
         return q
 
 
-class _EinsumAttention(nn.Module):
+class _EinsumAttention(_Attention):
     """_Attention written with einsum (as many research codebases write it)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.qkv = nn.Linear(64, 192)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv(x).view(1, -1, 3, 4, 16).permute(2, 0, 3, 1, 4)
-        for _ in range(8):
-            weights = torch.einsum("bhqd,bhkd->bhqk", q, k).mul(0.25).softmax(-1)
-            q = torch.einsum("bhqk,bhkd->bhqd", weights, v)
-        return q
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        weights = torch.einsum("bhqd,bhkd->bhqk", q, k).mul(0.25).softmax(-1)
+        return torch.einsum("bhqk,bhkd->bhqd", weights, v)
 
 
 class _CrossAttention(nn.Module):
@@ -178,21 +171,10 @@ def _untraced(inventory: LayerInventory) -> LayerInventory:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime", choices=("pytorch-eager", "onnxruntime"),
-                        default="pytorch-eager")
-    parser.add_argument("--rounds", type=int, default=6)
-    args = parser.parse_args()
-    warnings.simplefilter("ignore")
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
+    args = bench.runtime_arguments(__doc__.splitlines()[0])
     load = bench.LoadMeter()
     print(f"unusual ops, {datetime.datetime.now():%Y-%m-%d %H:%M}, torch {torch.__version__}")
-    names = [p for p in bench.shipped_profiles_of_this_machine()
-             if load_profile(p, check=False).runtime == args.runtime]
-    if not names:
-        raise SystemExit(f"no {args.runtime} profile measured on this machine kind")
-    profile = load_profile(names[0])  # with its drift check, as a user gets it
+    profile = bench.this_machines_profile(args.runtime)
     check = profile.last_check or {}
     print(f"profile {profile.name} ({profile.runtime}), drift check x{check.get('scale', 1):.3f}")
     networks, kinds = [], {}
@@ -216,15 +198,7 @@ def main() -> None:
     finally:
         for key, value in saved.items():
             setattr(ops_module, key, value)
-    runners, timed = [], []
-    for k, n in enumerate(networks):
-        try:
-            runners += bench.build_runners([n], profile)
-            timed.append(k)
-        except Exception as error:  # noqa: BLE001 (an export onnxruntime refuses)
-            print(f"{n['network']}: not timed ({type(error).__name__}: {str(error)[:100]})")
-    measured = np.full(len(networks), np.nan)
-    measured[timed] = bench.measure(runners, profile, args.rounds)
+    measured = bench.measure_each(networks, profile, args.rounds)
     print(f"{'':34s} {'meas ms':>8s} {'now ms':>8s} {'err %':>7s} {'before ms':>9s} {'err %':>7s}"
           f"  extra ops traced")
     for k, n in enumerate(networks):

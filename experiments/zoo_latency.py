@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,9 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    warnings.simplefilter("ignore")
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
+    bench.one_thread_quietly()
     load = bench.LoadMeter()
     print(f"zoo latency, {datetime.datetime.now():%Y-%m-%d %H:%M}, torch {torch.__version__}")
     networks = []
@@ -70,15 +67,7 @@ def main() -> None:
         profile = load_profile(profile_name)  # with its drift check, as a user gets it
         check = profile.last_check or {}
         predicted = bench.predict(networks, profile)
-        measured = np.full(len(networks), np.nan)
-        runners, timed = [], []
-        for k, n in enumerate(networks):
-            try:
-                runners += bench.build_runners([n], profile)
-                timed.append(k)
-            except Exception as error:  # noqa: BLE001 (an export onnxruntime refuses)
-                print(f"{n['network']}: not timed ({type(error).__name__}: {str(error)[:100]})")
-        measured[timed] = bench.measure(runners, profile, args.rounds)
+        measured = bench.measure_each(networks, profile, args.rounds)
         errors = 100 * (predicted / measured - 1)
         print(f"\n== {profile.name} ({profile.runtime}), drift check "
               f"x{check.get('scale', 1):.3f}")
