@@ -502,3 +502,20 @@ def test_a_network_without_recurrent_layers_is_not_warned_about() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layer_inventory(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), torch.zeros(1, 1, 8, 8))
+
+
+def test_attention_flops_do_not_depend_on_the_grad_mode() -> None:
+    """Under no_grad, or with frozen weights, nn.MultiheadAttention takes PyTorch's fast path
+    (aten::_native_multi_head_attention), which fvcore does not count: a transformer's FLOPs
+    fell by its projections (a FLOPs budget then priced it cheap). Oracle: the projections'
+    linear count, tokens × embedding × (3 + 1) × embedding, in every mode."""
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True).eval()
+    x = torch.zeros(1, 10, 16)
+    counts = [layer_inventory(layer, x)]
+    with torch.no_grad():
+        counts.append(layer_inventory(layer, x))
+        for p in layer.parameters():
+            p.requires_grad_(False)
+        counts.append(layer_inventory(layer, x))
+    assert [inv["self_attn#linear"].flops for inv in counts] == [10 * 16 * 4 * 16] * 3
+    assert len({inv.total_flops for inv in counts}) == 1
