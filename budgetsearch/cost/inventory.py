@@ -213,6 +213,10 @@ def _is_max_pool(module: nn.Module) -> bool:
     return isinstance(module, MAX_POOL_MODULES)
 
 
+#: The ops a leaf record is a layer of (the others are priced as their kind's calls).
+LAYER_OPS = ("conv", "linear", "batchnorm", "pool")
+
+
 def _op_of(module: nn.Module) -> str:
     if isinstance(module, nn.modules.conv._ConvNd):
         return "conv"
@@ -255,13 +259,56 @@ _FUNCTIONAL_POOLS = frozenset({
 })
 
 
+#: Functional convolutions and linears, their arguments after the input and weight in order.
+_FUNCTIONAL_LAYERS: dict[str, tuple[str, ...]] = {
+    **{f"conv{d}d": ("bias", "stride", "padding", "dilation", "groups") for d in (1, 2, 3)},
+    **{f"conv_transpose{d}d": ("bias", "stride", "padding", "output_padding", "groups",
+                               "dilation") for d in (1, 2, 3)},
+    "linear": ("bias",),
+}
+_CONV_CLASSES: dict[str, type[nn.Module]] = {
+    "conv1d": nn.Conv1d, "conv2d": nn.Conv2d, "conv3d": nn.Conv3d,
+    "conv_transpose1d": nn.ConvTranspose1d, "conv_transpose2d": nn.ConvTranspose2d,
+    "conv_transpose3d": nn.ConvTranspose3d,
+}
+
+
+def _layer_proxy(operator: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+                 ) -> nn.Module | None:
+    """The ``nn.Conv*d`` / ``nn.Linear`` (on the meta device: no memory) that runs what one
+    functional call runs: a custom module calling ``F.conv2d(x, self.weight, ...)`` (weight
+    standardisation, a hand-written layer) is then priced as the conv it is, not as one call
+    of an unknown kind (a stack of four such 64→64 3×3 convs: priced 0.19 ms, ran 2.37)."""
+    weight = args[1] if len(args) > 1 else kwargs.get("weight")
+    if not isinstance(weight, Tensor) or weight.dim() < 2:
+        return None
+    options = dict(zip(_FUNCTIONAL_LAYERS[operator], args[2:], strict=False))
+    options.update({k: v for k, v in kwargs.items() if k in _FUNCTIONAL_LAYERS[operator]})
+    bias = options.pop("bias", None) is not None
+    try:
+        if operator == "linear":
+            return nn.Linear(weight.shape[-1], weight.shape[0], bias=bias, device="meta")
+        groups = int(options.get("groups", 1))
+        if operator.startswith("conv_transpose"):
+            cin, cout = weight.shape[0], weight.shape[1] * groups
+        else:
+            cin, cout = weight.shape[1] * groups, weight.shape[0]
+        return _CONV_CLASSES[operator](cin, cout, tuple(weight.shape[2:]), bias=bias,
+                                       device="meta", **options)
+    except (TypeError, ValueError, RuntimeError, IndexError):
+        return None
+
+
 class _FunctionalPoolShapes(TorchFunctionMode):
-    """Input/output shapes of functional pooling calls, keyed by (calling module, operator)."""
+    """Input/output shapes of functional pooling calls, keyed by (calling module, operator),
+    and the functional convs and linears each module calls (:func:`_layer_proxy`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stack: list[str] = []
         self.shapes: dict[tuple[str, str], list[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
+        self.layers: dict[str, list[tuple[nn.Module | None, tuple[tuple[int, ...],
+                                                                  tuple[int, ...]]]]] = {}
 
     def enter(self, name: str):  # noqa: ANN201 - a forward pre-hook
         def pre_hook(module: nn.Module, inputs: Any) -> None:
@@ -279,7 +326,21 @@ class _FunctionalPoolShapes(TorchFunctionMode):
             self.shapes.setdefault((self.stack[-1], operator), []).append(
                 (tuple(args[0].shape), tuple(result.shape))
             )
+        elif operator in _FUNCTIONAL_LAYERS and self.stack and args \
+                and isinstance(args[0], Tensor) and isinstance(result, Tensor):
+            self.layers.setdefault(self.stack[-1], []).append(
+                (_layer_proxy(operator, args, kwargs or {}),
+                 (tuple(args[0].shape), tuple(result.shape))))
         return result
+
+    def layer_of(self, name: str, calls: int) -> tuple[nn.Module, tuple[tuple[int, ...],
+                                                                         tuple[int, ...]]] | None:
+        """The one conv or linear module ``name`` runs on each of its ``calls`` (its proxy and
+        the first call's shapes), or None when it runs none, several, or one we cannot size."""
+        found = self.layers.get(name, [])
+        if not found or len(found) != calls or found[0][0] is None:
+            return None
+        return found[0][0], found[0][1]
 
 
 def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
@@ -387,6 +448,13 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
                 pool_taps=taps, input_elements=read, output_elements=written,
                 calls=calls[name], max_pool=_is_max_pool(module)))
         elif is_leaf and (params or flops_by_op or pooling):
+            runs = functional.layer_of(name, calls.get(name, 0)) \
+                if params and _op_of(module) not in LAYER_OPS else None
+            if runs is not None:  # a custom module that calls one F.conv2d / F.linear
+                record = _leaf_record(name, runs[0], runs[1], sum(flops_by_op.values()),
+                                      params, calls.get(name, 0))
+                records.append(replace(record, params=params))
+                continue
             record = _leaf_record(name, module, shapes.get(name), sum(flops_by_op.values()),
                                   params, calls.get(name, 0))
             records.append(record if prices_itself(module) else replace(record, traced=True))
@@ -418,7 +486,8 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
             "their work out",
             UserWarning, stacklevel=2)
     scalable = {r.name for r in records if r.out_channels > 0}
-    extra_ops, folded = trace_ops(model, example_input, layer_names=scalable)
+    extra_ops, folded = trace_ops(model, example_input, layer_names=scalable,
+                                  conv_names={r.name for r in records if r.op == "conv"})
     records = [replace(r, folded=True) if r.name in folded else r for r in records]
     inventory = LayerInventory(records, extra_ops=extra_ops)
     if inventory.total_flops != total:  # a bookkeeping bug, not a user mistake

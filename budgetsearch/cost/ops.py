@@ -443,16 +443,19 @@ def trace_extra_ops(
 
 
 def trace_ops(
-    model: nn.Module, example_input: Tensor, *, layer_names: set[str] | None = None
+    model: nn.Module, example_input: Tensor, *, layer_names: set[str] | None = None,
+    conv_names: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[list[ExtraOp], set[str]]:
     """:func:`trace_extra_ops`, and the names of the BatchNorm layers a conv's output feeds
     directly: a compiling runtime folds them into that conv's weights (a pre-activation
-    block's first BatchNorm, after an add, stays)."""
-    recorder = _trace(model, example_input, layer_names)
+    block's first BatchNorm, after an add, stays). ``conv_names``: leaves that are convs though
+    not ``nn.Conv*d`` (a custom module calling ``F.conv2d``)."""
+    recorder = _trace(model, example_input, layer_names, conv_names)
     return recorder.ops, recorder.folded
 
 
-def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None) -> _Recorder:
+def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None,
+           conv_names: frozenset[str] | set[str] = frozenset()) -> _Recorder:
     recorder = _Recorder()
     handles = []
     leaves = {
@@ -475,7 +478,7 @@ def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None
                 recorder.depth -= 1
                 if layer_names is None or name in layer_names:
                     recorder.tag(output, name)
-                if isinstance(module, nn.modules.conv._ConvNd):
+                if isinstance(module, nn.modules.conv._ConvNd) or name in conv_names:
                     recorder.made_by_conv(output)
                     recorder.conv_out.update(id(t) for t in _tensors(output))
                 elif isinstance(module, nn.modules.batchnorm._BatchNorm) and any(

@@ -519,3 +519,56 @@ def test_attention_flops_do_not_depend_on_the_grad_mode() -> None:
         counts.append(layer_inventory(layer, x))
     assert [inv["self_attn#linear"].flops for inv in counts] == [10 * 16 * 4 * 16] * 3
     assert len({inv.total_flops for inv in counts}) == 1
+
+
+class _FunctionalConv(nn.Module):
+    """A hand-written conv: its own weight, F.conv2d (weight standardisation is written so)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, groups: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin // groups, 3, 3))
+        self.stride, self.groups = stride, groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.weight, None, self.stride, 1, 1, self.groups)
+
+
+class _FunctionalLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(32, 16)), nn.Parameter(torch.zeros(32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, weight=self.weight, bias=self.bias)
+
+
+class _TwoConvs(_FunctionalConv):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(super().forward(x))
+
+
+@pytest.mark.parametrize("profile_name", ["cpu-2core-x86", "cpu-2core-x86-ort", "jetson-nano"])
+def test_a_custom_module_calling_f_conv2d_is_priced_as_its_conv(profile_name: str) -> None:
+    """Oracle: the same network built of nn.Conv2d / nn.Linear. A custom module that owns its
+    weight and calls F.conv2d or F.linear was one call of an unknown kind (a stack of 64→64
+    3×3 convs priced at 8% of its time); it is now the conv or linear it runs, with its
+    channels, stride, groups and rows."""
+    from budgetsearch.cost import load_profile
+
+    profile = load_profile(profile_name, check=False)
+    custom = nn.Sequential(_FunctionalConv(8, 16, 2, 2), nn.BatchNorm2d(16), nn.ReLU(),
+                           _FunctionalConv(16, 16, 1, 1))
+    twin = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1, groups=2, bias=False), nn.BatchNorm2d(16),
+                         nn.ReLU(), nn.Conv2d(16, 16, 3, 1, 1, bias=False))
+    x = torch.zeros(1, 8, 12, 12)
+    mine, theirs = layer_inventory(custom, x), layer_inventory(twin, x)
+    assert [(r.op, r.kind, r.in_channels, r.out_channels, r.stride, r.groups, r.params)
+            for r in mine] == [(r.op, r.kind, r.in_channels, r.out_channels, r.stride, r.groups,
+                                r.params) for r in theirs]
+    assert mine.predict_latency_ms(profile) == pytest.approx(theirs.predict_latency_ms(profile))
+    tokens = torch.zeros(1, 7, 16)
+    assert layer_inventory(nn.Sequential(_FunctionalLinear()), tokens).predict_latency_ms(
+        profile) == pytest.approx(layer_inventory(nn.Sequential(nn.Linear(16, 32)),
+                                                  tokens).predict_latency_ms(profile))
+    twice = layer_inventory(nn.Sequential(_TwoConvs(8, 8, 1, 1)), x)  # not one conv: as before
+    assert twice["0"].op == "_twoconvs"
