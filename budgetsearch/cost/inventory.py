@@ -136,6 +136,10 @@ class LayerRecord:
     #: a parameter-free leaf fvcore counts FLOPs for that the extra-op trace also records
     #: (``nn.Upsample``): a profile that prices extra ops prices its calls there, not twice
     traced: bool = False
+    #: a functional conv a container calls (``F.conv2d(x, self.weight)``), recorded as the
+    #: layer it runs (one record per call, ``"<module>#conv.<i>"``): priced as a layer, not
+    #: through the extra-op trace (which has no conv kind)
+    proxied: bool = False
 
     @property
     def kind(self) -> str:
@@ -158,7 +162,7 @@ class LayerRecord:
     @property
     def functional(self) -> bool:
         """True for an op fvcore charged to a container (``"<module>#<operator>"``)."""
-        return "#" in self.name and not self.name.endswith("#parameters")
+        return "#" in self.name and not self.name.endswith("#parameters") and not self.proxied
 
     @property
     def depthwise(self) -> bool:
@@ -463,6 +467,11 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
                 records.append(_fixed_record(f"{name or '<model>'}#parameters", "other", 0, params))
             for operator, count in flops_by_op.items():
                 record_name = f"{name or '<model>'}#{operator}"
+                convs = _functional_convs(record_name, functional.layers.get(name, []), count) \
+                    if operator == "conv" else []
+                if convs:
+                    records.extend(convs)
+                    continue
                 pool_shapes = functional.shapes.get((name, operator))
                 if pool_shapes is not None and len(pool_shapes) == 1:
                     # a pooling call in a forward (mobilenet_v2's adaptive_avg_pool2d): its cost
@@ -508,6 +517,35 @@ def _matmul_flops(inputs: list[Any], outputs: list[Any]) -> int:
     if not first:
         return 0
     return int(math.prod(out or ()) * first[-1])
+
+
+def _functional_convs(
+    record_name: str,
+    calls: list[tuple[nn.Module | None, tuple[tuple[int, ...], tuple[int, ...]]]],
+    fvcore_flops: int,
+) -> list[LayerRecord]:
+    """One conv record per functional conv a container calls (``calls``: its functional layers
+    in order, :class:`_FunctionalPoolShapes`), each priced as the ``nn.Conv*d`` it runs; [] when
+    one cannot be sized or their FLOPs (fvcore's convention: output elements × input channels
+    per group × kernel; a transposed conv's over its input) do not add up to fvcore's count."""
+    convs = [(proxy, shapes) for proxy, shapes in calls
+             if proxy is None or isinstance(proxy, nn.modules.conv._ConvNd)]
+    if not convs or any(proxy is None for proxy, _ in convs):
+        return []
+    flops = []
+    for proxy, (in_shape, out_shape) in convs:
+        taps = math.prod(proxy.kernel_size)
+        if proxy.transposed:
+            flops.append(math.prod(in_shape) * proxy.out_channels // proxy.groups * taps)
+        else:
+            flops.append(math.prod(out_shape) * proxy.in_channels // proxy.groups * taps)
+    if sum(flops) != fvcore_flops:
+        return []
+    # params and weights stay with the record that owns them (the container's, or the
+    # ParameterList's): counted once, and priced there
+    return [replace(_leaf_record(f"{record_name}.{i}", proxy, shapes, count, 0, 1),
+                    proxied=True, weight_params=0)
+            for i, ((proxy, shapes), count) in enumerate(zip(convs, flops, strict=True))]
 
 
 def _fast_attention_flops(inputs: list[Any], outputs: list[Any]) -> Counter[str]:

@@ -572,3 +572,37 @@ def test_a_custom_module_calling_f_conv2d_is_priced_as_its_conv(profile_name: st
                                                   tokens).predict_latency_ms(profile))
     twice = layer_inventory(nn.Sequential(_TwoConvs(8, 8, 1, 1)), x)  # not one conv: as before
     assert twice["0"].op == "_twoconvs"
+
+
+class _RootConvs(nn.Module):
+    """Convs a container runs with F.conv2d on weights it owns (one strided, one transposed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Parameter(torch.randn(16, 8, 3, 3))
+        self.up = nn.Parameter(torch.randn(16, 4, 2, 2))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.conv2d(x, self.down, stride=2, padding=1).relu()
+        x = nn.functional.conv_transpose2d(x, self.up, stride=2)
+        return self.head(x.mean((2, 3)))
+
+
+def test_functional_convs_of_a_container_are_priced_as_convs() -> None:
+    """Oracle: the nn.Conv2d / nn.ConvTranspose2d twin, priced by a profile of FLOPs and calls.
+    A container's F.conv2d was a functional record priced through the extra-op trace, which
+    named it a reshape: nothing."""
+    twin = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1, bias=False), nn.ReLU(),
+                         nn.ConvTranspose2d(16, 4, 2, 2, bias=False))
+    x = torch.zeros(1, 8, 12, 12)
+    mine = [r for r in layer_inventory(_RootConvs(), x) if r.op == "conv"]
+    theirs = list(layer_inventory(twin, x))[:2]
+    fields = ("in_channels", "out_channels", "kernel_size", "stride", "groups", "transposed",
+              "flops", "output_hw", "input_elements", "output_elements")
+    assert [[getattr(r, f) for f in fields] for r in mine] == \
+        [[getattr(r, f) for f in fields] for r in theirs]
+    profile = _profile(conv=OpLatency(ms_per_gflop=50.0, overhead_ms=0.02), activation=OpLatency(),
+                       linear=OpLatency())
+    priced = layer_inventory(_RootConvs(), x).predict_latency_ms(profile)
+    assert priced == pytest.approx(2 * 0.02 + sum(r.flops for r in theirs) * 50.0 * 1e-9)
