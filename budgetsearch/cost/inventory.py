@@ -438,7 +438,10 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
         module = modules[name]
         params = sum(p.numel() for p in module.parameters(recurse=False))
         flops_by_op = own_flops(name)
-        is_leaf = not children_of.get(name)
+        # a layer class with children (timm's BatchNormAct2d: a BatchNorm2d holding its
+        # activation) is a layer too: its own op is priced as the layer, its children apart
+        # (it was a functional record, which a profile of extra ops priced at nothing)
+        is_leaf = not children_of.get(name) or _op_of(module) in LAYER_OPS
         # a pooling module fvcore counts no FLOPs for (max pools, windowed average pools) is
         # still a pass over its input on every runtime: recorded (when called), with 0 FLOPs
         pooling = _op_of(module) == "pool" and name in shapes

@@ -414,7 +414,10 @@ class _Recorder(TorchFunctionMode):
                 break
         fused = bool(inputs) and (
             (name in _FUSABLE_ACTIVATIONS and id(inputs[0]) in self.conv_made)
-            or (name in _ADDS and any(id(t) in self.conv_made for t in inputs)))
+            or (name in _ADDS and any(id(t) in self.conv_made for t in inputs))
+            # a batch norm a conv feeds directly (a BatchNorm holding its activation calls it
+            # functionally) folds into the conv: what it outputs is the conv's
+            or (name == "batch_norm" and id(inputs[0]) in self.conv_out))
         if fused:
             self.made_by_conv(out)
         scope = self.scopes[-1]
@@ -487,6 +490,9 @@ def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None
                     recorder.made_by_conv(output)
             elif recorder.depth == 0 and len(recorder.scopes) > 1:
                 recorder.scopes.pop()
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and any(
+                        id(t) in recorder.conv_out for t in _tensors(inputs)[:1]):
+                    recorder.folded.add(name)  # a BatchNorm holding its activation (timm)
 
         return hook
 

@@ -606,3 +606,30 @@ def test_functional_convs_of_a_container_are_priced_as_convs() -> None:
                        linear=OpLatency())
     priced = layer_inventory(_RootConvs(), x).predict_latency_ms(profile)
     assert priced == pytest.approx(2 * 0.02 + sum(r.flops for r in theirs) * 50.0 * 1e-9)
+
+
+class _BatchNormAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: a BatchNorm2d holding its activation as a child."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+@pytest.mark.parametrize("profile_name", ["cpu-2core-x86", "cpu-2core-x86-ort", "jetson-nano"])
+def test_a_batchnorm_holding_its_activation_is_a_batchnorm(profile_name: str) -> None:
+    """Oracle: conv, BatchNorm2d, ReLU as three modules. A layer class with children was a
+    container: its BatchNorm a functional record, priced at nothing by a profile of extra ops,
+    and never folded into the conv before it."""
+    from budgetsearch.cost import load_profile
+
+    profile = load_profile(profile_name, check=False)
+    x = torch.zeros(1, 4, 10, 10)
+    mine = layer_inventory(nn.Sequential(nn.Conv2d(4, 8, 3), _BatchNormAct(8)), x)
+    twin = layer_inventory(nn.Sequential(nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.ReLU()), x)
+    assert [(r.kind, r.out_channels, r.folded, r.params) for r in mine] == \
+        [(r.kind, r.out_channels, r.folded, r.params) for r in twin]
+    assert mine.predict_latency_ms(profile) == pytest.approx(twin.predict_latency_ms(profile))
