@@ -69,6 +69,7 @@ from budgetsearch.cost.ops import (
     ExtraOp,
     pool_taps,
     prices_itself,
+    runs_own_forward,
     trace_ops,
 )
 from budgetsearch.cost.profiles import CONV_AREA_KINDS, DeviceProfile
@@ -457,14 +458,23 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
         elif is_leaf and (params or flops_by_op or pooling):
             runs = functional.layer_of(name, calls.get(name, 0)) \
                 if params and _op_of(module) not in LAYER_OPS else None
-            if runs is not None:  # a custom module that calls one F.conv2d / F.linear
-                record = _leaf_record(name, runs[0], runs[1], sum(flops_by_op.values()),
-                                      params, calls.get(name, 0))
-                records.append(replace(record, params=params))
-                continue
-            record = _leaf_record(name, module, shapes.get(name), sum(flops_by_op.values()),
-                                  params, calls.get(name, 0))
-            records.append(record if prices_itself(module) else replace(record, traced=True))
+            layer, shape = runs if runs is not None else (module, shapes.get(name))
+            op = _op_of(layer)
+            flops, rest = sum(flops_by_op.values()), []
+            if op in LAYER_OPS and runs_own_forward(module) and prices_itself(module):
+                # its own forward's other calls are traced (a StdConv2d standardising its
+                # weights): their FLOPs go to functional records, priced through the trace
+                flops = sum(c for o, c in flops_by_op.items() if _op_of_operator(o) == op)
+                rest = [_fixed_record(f"{name}#{o}", _op_of_operator(o), c, 0)
+                        for o, c in flops_by_op.items() if _op_of_operator(o) != op]
+            record = replace(_leaf_record(name, layer, shape, flops, params,
+                                          calls.get(name, 0)), params=params)
+            # priced through the trace: a leaf of no parameters, or one whose own forward the
+            # trace records (a LayerScale's multiply) unless its record is a layer
+            traced = not prices_itself(module) or (runs_own_forward(module)
+                                                   and record.op not in LAYER_OPS)
+            records.append(replace(record, traced=True) if traced else record)
+            records.extend(rest)
         elif not is_leaf:
             if params:  # parameters owned directly by a container (rare): a fixed-cost record
                 records.append(_fixed_record(f"{name or '<model>'}#parameters", "other", 0, params))
@@ -498,8 +508,9 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
             "their work out",
             UserWarning, stacklevel=2)
     scalable = {r.name for r in records if r.out_channels > 0}
-    extra_ops, folded = trace_ops(model, example_input, layer_names=scalable,
-                                  conv_names={r.name for r in records if r.op == "conv"})
+    extra_ops, folded = trace_ops(
+        model, example_input, layer_names=scalable,
+        layer_ops={r.name: r.op for r in records if r.op in LAYER_OPS and r.name in modules})
     records = [replace(r, folded=True) if r.name in folded else r for r in records]
     inventory = LayerInventory(records, extra_ops=extra_ops)
     if inventory.total_flops != total:  # a bookkeeping bug, not a user mistake
@@ -998,7 +1009,8 @@ class LayerInventory:
         arrays["area_gamma_w_onednn"] = np.zeros(len(self.layers))
         # Extra-op kinds the profile does not name cost nothing (a datasheet roofline prices
         # fvcore's layers only: its compiler fuses element-wise ops into them).
-        extra = [profile.extra_op_latency(f"fused_{op.kind}" if op.fused else op.kind)
+        extra = [None if op.constant and profile.folds_constants
+                 else profile.extra_op_latency(f"fused_{op.kind}" if op.fused else op.kind)
                  for op in self.extra_ops]
         arrays["e_alpha"] = np.array([
             rows_alpha(profile, c.ms_per_gflop * 1e-9, op.rows) if c and op.kind == "linear"

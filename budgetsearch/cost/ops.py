@@ -58,7 +58,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +79,12 @@ _BINARY = {
     "__rmul__", "sub", "sub_", "__sub__", "__isub__", "__rsub__", "div", "div_", "__truediv__",
     "__itruediv__",
 }
-_COPIES = {"cat", "concat", "concatenate", "stack", "contiguous", "clone", "reshape", "flatten"}
+_COPIES = {"cat", "concat", "concatenate", "stack", "contiguous", "clone", "reshape", "flatten",
+           "pad"}
+#: functional norms (outside a norm layer): priced with the profile's ``batchnorm`` price
+_NORMS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
+          "local_response_norm", "normalize"}
+
 _INDEXING = {
     "index_select", "index_add", "index_add_", "index_copy", "index_copy_", "gather", "scatter",
     "scatter_", "scatter_add", "scatter_add_", "index_put", "index_put_", "take",
@@ -108,6 +113,14 @@ _POOLS = {  # average pools and reductions, then the max pools
     "mean", "sum", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
     "avg_pool1d", "avg_pool2d", "avg_pool3d", "lp_pool1d", "lp_pool2d", "lp_pool3d",
     *_MAX_POOLS,
+}
+#: the call a layer record of each op prices (a custom-forward layer's other calls are traced)
+LAYER_CALLS: dict[str, set[str]] = {
+    "conv": {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+             "conv_transpose3d"},
+    "linear": {"linear"},
+    "batchnorm": {"batch_norm"},
+    "pool": _POOLS,
 }
 _MATMULS = {"linear", "matmul", "__matmul__", "addmm", "mm", "bmm"}
 _EINSUMS = {"einsum"}
@@ -148,6 +161,9 @@ class ExtraOp:
     fused: bool = False  # an activation or add a compiling runtime fuses into the conv before it
     #: a matmul's rows per shared operand (:func:`matmul_rows`; 1 for every other kind)
     rows: int = 1
+    #: computed from parameters and constants only (a standardised weight, a position table):
+    #: a runtime that compiles the graph folds it once (onnxruntime), eager runs it every call
+    constant: bool = False
 
 
 def matmul_rows(name: str, inputs: Sequence[Tensor], output: Tensor) -> int:
@@ -312,6 +328,16 @@ def _resample_reads(name: str, args: Any, kwargs: dict[str, Any], source: Tensor
     return int(result.numel() * taps) if taps else int(source.numel())
 
 
+def runs_own_forward(module: nn.Module) -> bool:
+    """True when ``module``'s forward is not one of torch.nn's own (timm's StdConv2d
+    standardises its weights, Conv2dSame pads, a hand-written layer calls F.conv2d): the
+    trace records the calls inside it, but for the one its layer record prices."""
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("torch.nn.") and "forward" in vars(cls):
+            return type(module).forward is not cls.forward
+    return True
+
+
 def prices_itself(module: nn.Module) -> bool:
     """Leaf modules the inventory records (their inner calls must not be counted twice)."""
     if any(True for _ in module.parameters(recurse=False)):
@@ -328,11 +354,14 @@ class _Recorder(TorchFunctionMode):
         self.scopes = ["<model>"]  # module names, innermost last
         self.sources: dict[int, str] = {}  # id(tensor) → inventory layer name
         self.keep: list[Tensor] = []  # keeps ids unique during the pass
+        self.live: set[int] = set()  # ids of tensors computed from the network's input
         self.ops: list[ExtraOp] = []
         self.counts: dict[str, int] = {}
         self.conv_made: set[int] = set()  # ids of tensors a conv (or what fuses into it) made
         self.conv_out: set[int] = set()  # ids of tensors a conv module returned
         self.folded: set[str] = set()  # BatchNorm layers whose input a conv returned
+        #: per open scope, the calls its layer record prices (skipped once), or None
+        self.skip: list[set[str] | None] = []
 
     def made_by_conv(self, value: Any) -> None:
         for t in _tensors(value):
@@ -354,13 +383,20 @@ class _Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         out = func(*args, **(kwargs or {}))
-        if self.depth:
-            return out
         outputs = _tensors(out)
-        if not outputs:
-            return out  # size(), dim(), shape, ...: no work
         inputs = _tensors(list(args) + list((kwargs or {}).values()))
+        live = any(id(t) in self.live for t in inputs)
+        if live:
+            self.live.update(id(t) for t in outputs)
+            self.keep.extend(outputs)
+        if self.depth or not outputs:
+            return out  # inside a layer priced whole; or size(), dim(), shape: no work
         name = _func_name(func)
+        if self.skip and self.skip[-1] and name in self.skip[-1]:
+            self.skip[-1] = None  # the call the scope's layer record prices
+            if name == "batch_norm" and inputs and id(inputs[0]) in self.conv_out:
+                self.made_by_conv(out)  # a batch norm a conv feeds folds into it
+            return out
         if name in _ATTENTION_MODULES:
             self.record_attention_module(args, kwargs or {})
             return out
@@ -370,6 +406,8 @@ class _Recorder(TorchFunctionMode):
             kind = "activation"
         elif name in _BINARY:
             kind = "binary"
+        elif name in _NORMS:
+            kind = "batchnorm"  # a functional norm: a pass over its tensor, as a BatchNorm
         elif name in _INDEXING:
             kind = "index"
         elif name in ("max", "min") and any(isinstance(a, Tensor) for a in args[1:]):
@@ -414,10 +452,7 @@ class _Recorder(TorchFunctionMode):
                 break
         fused = bool(inputs) and (
             (name in _FUSABLE_ACTIVATIONS and id(inputs[0]) in self.conv_made)
-            or (name in _ADDS and any(id(t) in self.conv_made for t in inputs))
-            # a batch norm a conv feeds directly (a BatchNorm holding its activation calls it
-            # functionally) folds into the conv: what it outputs is the conv's
-            or (name == "batch_norm" and id(inputs[0]) in self.conv_out))
+            or (name in _ADDS and any(id(t) in self.conv_made for t in inputs)))
         if fused:
             self.made_by_conv(out)
         scope = self.scopes[-1]
@@ -425,7 +460,7 @@ class _Recorder(TorchFunctionMode):
         self.counts[scope] = index + 1
         self.ops.append(ExtraOp(name=f"{scope}:{name}#{index}", kind=kind,
                                 elements=int(elements), flops=flops, source=source,
-                                fused=fused, rows=rows))
+                                fused=fused, rows=rows, constant=not live))
         if source is not None:
             self.tag(out, source)
         return out
@@ -447,52 +482,74 @@ def trace_extra_ops(
 
 def trace_ops(
     model: nn.Module, example_input: Tensor, *, layer_names: set[str] | None = None,
-    conv_names: frozenset[str] | set[str] = frozenset(),
+    layer_ops: Mapping[str, str] | None = None,
 ) -> tuple[list[ExtraOp], set[str]]:
     """:func:`trace_extra_ops`, and the names of the BatchNorm layers a conv's output feeds
     directly: a compiling runtime folds them into that conv's weights (a pre-activation
-    block's first BatchNorm, after an add, stays). ``conv_names``: leaves that are convs though
-    not ``nn.Conv*d`` (a custom module calling ``F.conv2d``)."""
-    recorder = _trace(model, example_input, layer_names, conv_names)
+    block's first BatchNorm, after an add, stays). ``layer_ops``: the inventory's layer
+    records' ops by module name (``conv``, ``linear``, ``batchnorm``, ``pool``): what a custom
+    module's record is (one calling ``F.conv2d`` is a conv), and which of the calls a module
+    with its own forward makes its record prices (:data:`LAYER_CALLS`; the others are traced).
+    Without it, the modules' types say."""
+    recorder = _trace(model, example_input, layer_names, layer_ops)
     return recorder.ops, recorder.folded
 
 
 def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None,
-           conv_names: frozenset[str] | set[str] = frozenset()) -> _Recorder:
+           layer_ops: Mapping[str, str] | None = None) -> _Recorder:
     recorder = _Recorder()
     handles = []
+    modules = dict(model.named_modules())
+    if layer_ops is None:
+        layer_ops = {name: op for name, module in modules.items() for op, types in
+                     (("conv", nn.modules.conv._ConvNd), ("linear", nn.Linear),
+                      ("batchnorm", nn.modules.batchnorm._BatchNorm)) if isinstance(module, types)}
     leaves = {
-        name: module for name, module in model.named_modules()
+        name: module for name, module in modules.items()
         if not any(True for _ in module.children()) and prices_itself(module)
     }
+    # leaves whose forward is their own, and layers with children (a BatchNorm holding its
+    # activation): scopes whose calls are traced, but for the one their record prices
+    opened = {name for name, module in leaves.items() if runs_own_forward(module)}
+    opened |= {name for name in layer_ops if name in modules and name not in leaves}
+    convs = {name for name, op in layer_ops.items() if op == "conv"}
+
+    closed = set(leaves) - opened  # leaves whose every call their record prices
 
     def enter(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any) -> None:
-            if name in leaves:
+            if name in closed:
                 recorder.depth += 1
             elif recorder.depth == 0:
                 recorder.scopes.append(name or "<model>")
+                recorder.skip.append(set(LAYER_CALLS.get(layer_ops.get(name, ""), ()))
+                                     if name in opened else None)
 
         return hook
 
     def leave(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if name in leaves:
+            if any(id(t) in recorder.live for t in _tensors(inputs)):
+                recorder.live.update(id(t) for t in _tensors(output))  # whatever ran inside
+                recorder.keep.extend(_tensors(output))
+            if name in closed:
                 recorder.depth -= 1
-                if layer_names is None or name in layer_names:
-                    recorder.tag(output, name)
-                if isinstance(module, nn.modules.conv._ConvNd) or name in conv_names:
-                    recorder.made_by_conv(output)
-                    recorder.conv_out.update(id(t) for t in _tensors(output))
-                elif isinstance(module, nn.modules.batchnorm._BatchNorm) and any(
-                        id(t) in recorder.conv_out for t in _tensors(inputs)[:1]):
-                    recorder.folded.add(name)
-                    recorder.made_by_conv(output)
             elif recorder.depth == 0 and len(recorder.scopes) > 1:
                 recorder.scopes.pop()
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and any(
+                recorder.skip.pop()
+            if recorder.depth:
+                return
+            if name in leaves or name in layer_ops:
+                if layer_names is None or name in layer_names:
+                    recorder.tag(output, name)
+                if name in convs:
+                    recorder.made_by_conv(output)
+                    recorder.conv_out.update(id(t) for t in _tensors(output))
+                elif layer_ops.get(name) == "batchnorm" and any(
                         id(t) in recorder.conv_out for t in _tensors(inputs)[:1]):
-                    recorder.folded.add(name)  # a BatchNorm holding its activation (timm)
+                    recorder.folded.add(name)
+                    if name in leaves:  # a BatchNorm holding its activation: what the
+                        recorder.made_by_conv(output)  # activation made is not the conv's
 
         return hook
 
@@ -502,6 +559,7 @@ def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None
         for name, module in model.named_modules():
             handles.append(module.register_forward_pre_hook(enter(name)))
             handles.append(module.register_forward_hook(leave(name)))
+        recorder.live.add(id(example_input))
         with torch.no_grad(), recorder:
             model(example_input)
     finally:

@@ -348,6 +348,13 @@ class DeviceProfile:
         """True when the profile prices the ops fvcore does not count (activations, adds, ...)."""
         return bool(set(self.ops) & {"activation", "binary", "concat", "index", "reshape"})
 
+    @property
+    def folds_constants(self) -> bool:
+        """True when the profile's runtime compiles the graph and folds what is computed from
+        weights alone (a standardised weight, a position table) once, at load: every runtime
+        but PyTorch's own, which runs each op on every call."""
+        return not self.runtime.startswith("pytorch")
+
     def extra_op_latency(self, kind: str) -> OpLatency | None:
         """Coefficients for an extra op of ``kind`` (see :mod:`budgetsearch.cost.ops`), or None
         when the profile does not price it (a datasheet roofline: its compiler fuses them).

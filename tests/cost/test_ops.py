@@ -633,3 +633,47 @@ def test_a_batchnorm_holding_its_activation_is_a_batchnorm(profile_name: str) ->
     assert [(r.kind, r.out_channels, r.folded, r.params) for r in mine] == \
         [(r.kind, r.out_channels, r.folded, r.params) for r in twin]
     assert mine.predict_latency_ms(profile) == pytest.approx(twin.predict_latency_ms(profile))
+
+
+class _StdConv(nn.Conv2d):
+    """timm's StdConv2d: a Conv2d whose forward standardises its weights on every call."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = nn.functional.batch_norm(self.weight.reshape(1, self.out_channels, -1), None,
+                                          None, training=True, momentum=0.0)
+        return self._conv_forward(x, weight.reshape_as(self.weight), self.bias)
+
+
+class _LayerScale(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+def test_calls_inside_a_module_with_its_own_forward_are_priced() -> None:
+    """A conv subclass's weight standardisation and a LayerScale's multiply ran inside modules
+    the trace took whole (priced as a plain conv; as one call of kind 'other'). Their calls are
+    traced now, but for the conv the record prices; what is computed from weights alone is
+    marked constant: eager runs it every call, onnxruntime folds it at load (priced 0)."""
+    from budgetsearch.cost import load_profile
+
+    x = torch.zeros(1, 8, 10, 10)
+    std = layer_inventory(nn.Sequential(_StdConv(8, 16, 3), _LayerScale(16)), x)
+    plain = layer_inventory(nn.Sequential(nn.Conv2d(8, 16, 3)), x)
+    ops = {op.name.split(":")[1].split("#")[0]: op for op in std.extra_ops
+           if op.kind != "reshape"}
+    assert set(ops) == {"batch_norm", "mul"}
+    assert ops["batch_norm"].kind == "batchnorm" and ops["batch_norm"].constant
+    assert ops["batch_norm"].elements == 2 * 16 * 8 * 9
+    assert ops["mul"].kind == "binary" and not ops["mul"].constant
+    assert std["0"].kind == "conv" and std["1"].traced
+    eager = load_profile("cpu-2core-x86", check=False)
+    ort = load_profile("cpu-2core-x86-ort", check=False)
+    extra = std.extra_latency_ms(eager)
+    assert std.predict_latency_ms(eager) == pytest.approx(
+        plain.predict_latency_ms(eager) + sum(extra.values()))
+    assert extra[ops["batch_norm"].name] > 0
+    assert std.extra_latency_ms(ort)[ops["batch_norm"].name] == 0.0
