@@ -3,7 +3,11 @@ EfficientNet-v2, a 3-D video ResNet, ViT-B/32, ConvNeXt, Inception-v3), priced a
 
 One command (about two minutes; the machine should be otherwise idle)::
 
-    PYTHONPATH=. python experiments/zoo_latency.py [--rounds 4]
+    PYTHONPATH=. python experiments/zoo_latency.py [--rounds 4] [--timm NAME ...]
+
+``--timm`` adds timm models at 3×128×128 (timm is not a dependency: ``pip install --no-deps
+timm`` into a folder on ``PYTHONPATH`` is enough; their own layers, StdConv2d, BatchNormAct2d,
+LayerScale, are what the cost model must meet in users' networks).
 
 The benchmark (``latency_accuracy.py``) holds the torchvision classification CNNs the issue
 names; this script asks the same question of the other architectures torchvision ships, at
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,12 +56,23 @@ ZOO: list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]] = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--timm", nargs="*", default=[], metavar="NAME",
+                        help="timm models to add (3x128x128)")
     args = parser.parse_args()
+    os.environ["BUDGETSEARCH_DRIFT_MAX_AGE_S"] = "0"  # a fresh automatic check, not a stored one
+    zoo = list(ZOO)
+    if args.timm:
+        try:
+            import timm
+        except ImportError:
+            raise SystemExit("--timm needs timm: pip install --no-deps timm") from None
+        zoo += [(f"timm {name}", lambda n=name: timm.create_model(n, pretrained=False),
+                 (1, 3, 128, 128)) for name in args.timm]
     bench.one_thread_quietly()
     load = bench.LoadMeter()
     print(f"zoo latency, {datetime.datetime.now():%Y-%m-%d %H:%M}, torch {torch.__version__}")
     networks = []
-    for name, make, shape in ZOO:
+    for name, make, shape in zoo:
         model, x = make().eval(), torch.randn(shape)
         try:
             networks.append({"network": name, "model": model, "x": x, "kept": {},
