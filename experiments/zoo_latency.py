@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--timm", nargs="*", default=[], metavar="NAME",
                         help="timm models to add (3x128x128)")
+    parser.add_argument("--profiles", nargs="+", default=None, metavar="NAME_OR_YAML",
+                        help="default: this machine kind's shipped pair")
     args = parser.parse_args()
     os.environ["BUDGETSEARCH_DRIFT_MAX_AGE_S"] = "0"  # a fresh automatic check, not a stored one
     zoo = list(ZOO)
@@ -79,7 +81,7 @@ def main() -> None:
                              "inventory": layer_inventory(model, x)})
         except Exception as error:  # noqa: BLE001 (report, go on: that is the finding)
             print(f"{name}: not priced ({type(error).__name__}: {str(error)[:100]})")
-    for profile_name in bench.shipped_profiles_of_this_machine():
+    for profile_name in args.profiles or bench.shipped_profiles_of_this_machine():
         profile = load_profile(profile_name)  # with its drift check, as a user gets it
         check = profile.last_check or {}
         predicted = bench.predict(networks, profile)

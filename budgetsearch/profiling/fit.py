@@ -43,10 +43,13 @@ from budgetsearch.profiling.anchors import build_anchor, cpu_flags, cpu_name
 from budgetsearch.profiling.networks import (
     FAMILIES,
     GENERATOR_VERSION,
+    INPUT_SHAPES,
     BuiltNetwork,
     NetworkSpec,
     build_spec,
     sample_specs,
+    shapes_from_text,
+    shapes_text,
 )
 from budgetsearch.profiling.small_gemm import measure_small_gemm
 from budgetsearch.profiling.timing import (
@@ -327,19 +330,22 @@ def _load_average() -> str:
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
-def fit_set_specs(n_fit: int, n_holdout: int, *, seed: int
+def fit_set_specs(n_fit: int, n_holdout: int, *, seed: int,
+                  shapes: tuple[tuple[int, ...], ...] = INPUT_SHAPES,
                   ) -> tuple[list[NetworkSpec], list[NetworkSpec]]:
     """The (fit, held-out) specs a profiling run with ``seed`` draws: disjoint draws over all
-    :data:`FAMILIES` (the held-out ones from ``seed + 1000``)."""
-    return sample_specs(n_fit, seed=seed), sample_specs(n_holdout, seed=seed + 1000)
+    :data:`FAMILIES` and ``shapes`` (the held-out ones from ``seed + 1000``)."""
+    return (sample_specs(n_fit, seed=seed, shapes=shapes),
+            sample_specs(n_holdout, seed=seed + 1000, shapes=shapes))
 
 
-def build_fit_set(n_fit: int, n_holdout: int, *, seed: int, progress: bool = False
+def build_fit_set(n_fit: int, n_holdout: int, *, seed: int, progress: bool = False,
+                  shapes: tuple[tuple[int, ...], ...] = INPUT_SHAPES,
                   ) -> tuple[list[BuiltNetwork], list[BuiltNetwork]]:
     """Build the (fit, held-out) networks of :func:`fit_set_specs`."""
     from tqdm.auto import tqdm
 
-    fit_specs, holdout_specs = fit_set_specs(n_fit, n_holdout, seed=seed)
+    fit_specs, holdout_specs = fit_set_specs(n_fit, n_holdout, seed=seed, shapes=shapes)
     specs = fit_specs + holdout_specs
     built = [build_spec(s) for s in tqdm(specs, desc="building", disable=not progress)]
     return built[:n_fit], built[n_fit:]
@@ -534,7 +540,8 @@ def refit_profile(
                 for n, w, t in zip(rows["network"], rows["set"], times, strict=True)}
     # counts equal and no row twice, so the measured networks are the drawn ones iff none is
     # missing
-    fit_specs, holdout_specs = fit_set_specs(n_fit, n_holdout, seed=seed)
+    shapes = shapes_from_text(old.provenance.get("input_shapes"))
+    fit_specs, holdout_specs = fit_set_specs(n_fit, n_holdout, seed=seed, shapes=shapes)
     missing = [(spec.label, which) for which, specs in (("fit", fit_specs),
                                                         ("holdout", holdout_specs))
                for spec in specs if (spec.label, which) not in measured]
@@ -543,7 +550,7 @@ def refit_profile(
         raise ValueError(f"{which} network {label!r} is not one seed {seed} draws with these "
                          f"measurements (or not measured): refit with the --seed of the "
                          f"profiling run")
-    fit, holdout = build_fit_set(n_fit, n_holdout, seed=seed)
+    fit, holdout = build_fit_set(n_fit, n_holdout, seed=seed, shapes=shapes)
     provenance = {**old.provenance, "seed": seed}
     provenance["notes"] = (f"re-fitted on {time.strftime('%Y-%m-%d %H:%M:%S')} by `{command}` "
                            f"from the measurements of {provenance.get('date', '?')}, timing "
@@ -619,10 +626,13 @@ def profile_this_machine(
     seed: int = 0,
     progress: bool = True,
     command: str = "",
+    input_shapes: tuple[tuple[int, ...], ...] = INPUT_SHAPES,
 ) -> tuple[dict[str, DeviceProfile], ProfileReport]:
     """Time the fit set on this CPU in each runtime, fit a profile per runtime, measure its error.
 
-    Profiles are named ``name`` (PyTorch eager) and ``name-ort`` (onnxruntime).
+    Profiles are named ``name`` (PyTorch eager) and ``name-ort`` (onnxruntime). The fit set's
+    networks take one of ``input_shapes`` each (add the sizes you deploy at: a profile fitted
+    on 28–64 px priced networks at 128 px 18% low, experiments/README.md).
 
     Raises:
         ValueError: fewer than 2 networks per family to fit, no held-out network, bad rounds,
@@ -636,7 +646,8 @@ def profile_this_machine(
     for runtime in runtimes:
         check_runtime(runtime)
     started = time.perf_counter()
-    fit, holdout = build_fit_set(n_fit, n_holdout, seed=seed, progress=progress)
+    fit, holdout = build_fit_set(n_fit, n_holdout, seed=seed, progress=progress,
+                                 shapes=input_shapes)
     report = ProfileReport()
     profiles: dict[str, DeviceProfile] = {}
     for index, runtime in enumerate(runtimes):
@@ -679,7 +690,7 @@ def profile_this_machine(
             "seed": seed,
             "generator_version": GENERATOR_VERSION,
             "fit_families": list(FAMILIES),
-            "input_shapes": "1x1x28x28, 1x3x32x32, 1x3x64x64 (uniform)",
+            "input_shapes": shapes_text(input_shapes),
         }
         agreement = halves_agreement(per_round)
         if agreement is not None:

@@ -442,16 +442,40 @@ def build_labelled(label: str) -> tuple[nn.Module, torch.Tensor]:
 
 
 def sample_specs(
-    count: int, *, seed: int, families: tuple[str, ...] = FAMILIES
+    count: int, *, seed: int, families: tuple[str, ...] = FAMILIES,
+    shapes: tuple[tuple[int, ...], ...] = INPUT_SHAPES,
 ) -> list[NetworkSpec]:
-    """``count`` specs cycling through ``families`` and :data:`INPUT_SHAPES`."""
+    """``count`` specs cycling through ``families``, each at one of ``shapes`` drawn uniformly
+    (the default draw is the one every shipped profile was fitted on)."""
     rng = random.Random(seed)
     specs = []
     for index in range(count):
         family = families[index % len(families)]
-        shape = INPUT_SHAPES[rng.randrange(len(INPUT_SHAPES))]
+        shape = shapes[rng.randrange(len(shapes))]
         specs.append(NetworkSpec(family, shape, rng.randrange(1_000_000)))
     return specs
+
+
+def shapes_text(shapes: tuple[tuple[int, ...], ...]) -> str:
+    """How a profile's provenance names its fit set's input shapes (``input_shapes``)."""
+    return ", ".join("x".join(map(str, shape)) for shape in shapes) + " (uniform)"
+
+
+def shapes_from_text(text: str | None) -> tuple[tuple[int, ...], ...]:
+    """The input shapes a profile's ``input_shapes`` provenance names (:func:`shapes_text`);
+    :data:`INPUT_SHAPES` when it names none (a profile written before the field)."""
+    if not text:
+        return INPUT_SHAPES
+    try:
+        shapes = tuple(tuple(int(n) for n in part.strip().split("x"))
+                       for part in str(text).split("(")[0].split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"input_shapes must read like {shapes_text(INPUT_SHAPES)!r}, "
+                         f"got {text!r}") from None
+    if not shapes or any(len(shape) != 4 or min(shape) < 1 for shape in shapes):
+        raise ValueError(f"input_shapes must read like {shapes_text(INPUT_SHAPES)!r}, "
+                         f"got {text!r}")
+    return shapes
 
 
 def describe(built: BuiltNetwork) -> dict[str, Any]:

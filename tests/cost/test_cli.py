@@ -99,14 +99,15 @@ def _current(profile):  # noqa: ANN001, ANN202
                                         "generator_version": GENERATOR_VERSION})
 
 
-def _synthetic_measurements(path: Path, runtime: str, truth) -> None:  # noqa: ANN001
+def _synthetic_measurements(path: Path, runtime: str, truth, shapes=None) -> None:  # noqa: ANN001
     """A measurements CSV for --fit 60 --holdout 6 --seed 0 whose times are ``truth``'s
-    predictions (an oracle the refit must recover)."""
+    predictions (an oracle the refit must recover), its networks drawn at ``shapes``."""
     import pandas as pd
 
     from budgetsearch.profiling.fit import build_fit_set
+    from budgetsearch.profiling.networks import INPUT_SHAPES
 
-    fit, holdout = build_fit_set(60, 6, seed=0)
+    fit, holdout = build_fit_set(60, 6, seed=0, shapes=shapes or INPUT_SHAPES)
     rows = [{"runtime": runtime, "set": which, "family": n.family, "network": n.label,
              "flops": 0.0, "predicted_ms": None, "error_pct": None,
              "measured_ms": n.inventory.predict_latency_ms(truth, kept_channels=n.kept_channels)}
@@ -247,3 +248,52 @@ def test_a_profile_of_another_cpu_says_why_it_is_not_checked(
     assert main(["cost", "--model", "wrn-10-1", "--device", "cpu-2core-x86"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not checked here" in err[0] and "to measure this one" in err[0]
+
+
+def test_a_profile_fitted_at_more_input_sizes_records_them_and_refits_at_them(
+        tmp_path: Path) -> None:
+    """``--input-size N`` adds 3×N×N inputs to the fit set's draw; the provenance names the
+    shapes, and --refit draws the measured networks at them again (a draw at the default
+    shapes would not find them: 'is not one seed 0 draws')."""
+    from dataclasses import replace
+
+    from budgetsearch.cost import save_profile
+    from budgetsearch.profiling.networks import (
+        INPUT_SHAPES,
+        sample_specs,
+        shapes_from_text,
+        shapes_text,
+    )
+
+    shapes = (*INPUT_SHAPES, (1, 3, 48, 48))
+    assert shapes_from_text(shapes_text(shapes)) == shapes
+    assert shapes_from_text(None) == INPUT_SHAPES
+    assert shapes_from_text("1x1x28x28, 1x3x32x32, 1x3x64x64 (uniform)") == INPUT_SHAPES
+    with pytest.raises(ValueError, match="input_shapes must read like"):
+        shapes_from_text("28, 32")
+    assert {s.input_shape for s in sample_specs(60, seed=0, shapes=shapes)} == set(shapes)
+    truth = _current(load_profile("cpu-2core-x86-ort", check=False))
+    truth = replace(truth, provenance={**truth.provenance, "input_shapes": shapes_text(shapes)})
+    save_profile(truth, tmp_path / "box-ort.yaml")
+    _synthetic_measurements(tmp_path / "box.csv", "onnxruntime", truth, shapes)
+    assert main(["profile", "--name", "box", "--out", str(tmp_path / "box.yaml"), "--runtime",
+                 "onnxruntime", "--refit"]) == 0
+    refitted = load_profile(tmp_path / "box-ort.yaml", check=False)
+    assert refitted.provenance["input_shapes"] == shapes_text(shapes)
+    assert refitted.predictor_error.within_10pct == 1.0
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--input-size", "7"], "argument --input-size: expected a side in pixels (16-512), got '7'"),
+    (["--input-size", "big"], "expected a side in pixels (16-512), got 'big'"),
+    (["--input-size", "128", "--refit"], "--input-size does not apply with --refit"),
+])
+def test_profile_input_size_is_checked_before_anything_runs(
+        flags: list[str], message: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from budgetsearch.cost import save_profile
+
+    save_profile(load_profile("cpu-2core-x86", check=False), tmp_path / "box.yaml")
+    assert main(["profile", "--name", "box", "--out", str(tmp_path / "box.yaml"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
