@@ -134,8 +134,9 @@ class LayerRecord:
     #: (:func:`~budgetsearch.cost.dispatch.onednn_depthwise_on_gemm`)
     padding: tuple[int, ...] = ()
     input_padding: tuple[int, ...] = ()
-    #: a parameter-free leaf fvcore counts FLOPs for that the extra-op trace also records
-    #: (``nn.Upsample``): a profile that prices extra ops prices its calls there, not twice
+    #: a leaf whose calls the extra-op trace records (a parameter-free ``nn.Upsample``; a
+    #: module with its own forward, a LayerScale): a profile that prices extra ops prices its
+    #: calls there, not twice
     traced: bool = False
     #: a functional conv a container calls (``F.conv2d(x, self.weight)``), recorded as the
     #: layer it runs (one record per call, ``"<module>#conv.<i>"``): priced as a layer, not
@@ -220,6 +221,15 @@ def _is_max_pool(module: nn.Module) -> bool:
 
 #: The ops a leaf record is a layer of (the others are priced as their kind's calls).
 LAYER_OPS = ("conv", "linear", "batchnorm", "pool")
+#: torch's layer classes (a subclass with children, timm's BatchNormAct2d, is a layer too)
+LAYER_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm,
+                 *POOL_MODULES)
+#: fvcore operators (as :func:`_op_of_operator` names them) the extra-op trace prices: a custom
+#: module whose forward is its own and runs only these is priced through the trace
+_TRACE_PRICED = frozenset({"linear", "batchnorm", "pool", "einsum", "layer_norm", "group_norm",
+                           "instance_norm", "upsample_nearest2d", "upsample_bilinear2d",
+                           "upsample_bicubic2d", "upsample_nearest1d", "upsample_nearest3d",
+                           "upsample_linear1d", "upsample_trilinear3d", "grid_sampler"})
 
 
 def _op_of(module: nn.Module) -> str:
@@ -231,7 +241,9 @@ def _op_of(module: nn.Module) -> str:
         return "batchnorm"
     if isinstance(module, POOL_MODULES):
         return "pool"
-    return type(module).__name__.lower()
+    name = type(module).__name__.lower()
+    # a user's class named Conv or Linear is not torch's layer: its op must not read as one
+    return f"custom_{name}" if name in LAYER_OPS else name
 
 
 def _op_of_operator(operator: str) -> str:
@@ -442,7 +454,7 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
         # a layer class with children (timm's BatchNormAct2d: a BatchNorm2d holding its
         # activation) is a layer too: its own op is priced as the layer, its children apart
         # (it was a functional record, which a profile of extra ops priced at nothing)
-        is_leaf = not children_of.get(name) or _op_of(module) in LAYER_OPS
+        is_leaf = not children_of.get(name) or isinstance(module, LAYER_MODULES)
         # a pooling module fvcore counts no FLOPs for (max pools, windowed average pools) is
         # still a pass over its input on every runtime: recorded (when called), with 0 FLOPs
         pooling = _op_of(module) == "pool" and name in shapes
@@ -457,7 +469,8 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
                 calls=calls[name], max_pool=_is_max_pool(module)))
         elif is_leaf and (params or flops_by_op or pooling):
             runs = functional.layer_of(name, calls.get(name, 0)) \
-                if params and _op_of(module) not in LAYER_OPS else None
+                if (params or "conv" in flops_by_op) and not isinstance(module, LAYER_MODULES) \
+                else None
             layer, shape = runs if runs is not None else (module, shapes.get(name))
             op = _op_of(layer)
             flops, rest = sum(flops_by_op.values()), []
@@ -471,8 +484,9 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
                                           calls.get(name, 0)), params=params)
             # priced through the trace: a leaf of no parameters, or one whose own forward the
             # trace records (a LayerScale's multiply) unless its record is a layer
-            traced = not prices_itself(module) or (runs_own_forward(module)
-                                                   and record.op not in LAYER_OPS)
+            traced = record.op not in LAYER_OPS and (
+                not prices_itself(module) or runs_own_forward(module)) and all(
+                _op_of_operator(o) in _TRACE_PRICED for o in flops_by_op)
             records.append(replace(record, traced=True) if traced else record)
             records.extend(rest)
         elif not is_leaf:
@@ -510,7 +524,8 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
     scalable = {r.name for r in records if r.out_channels > 0}
     extra_ops, folded = trace_ops(
         model, example_input, layer_names=scalable,
-        layer_ops={r.name: r.op for r in records if r.op in LAYER_OPS and r.name in modules})
+        layer_ops={r.name: r.op for r in records if r.op in LAYER_OPS and r.name in modules},
+        closed={r.name for r in records if r.op not in LAYER_OPS and not r.traced})
     records = [replace(r, folded=True) if r.name in folded else r for r in records]
     inventory = LayerInventory(records, extra_ops=extra_ops)
     if inventory.total_flops != total:  # a bookkeeping bug, not a user mistake
@@ -654,7 +669,9 @@ def _leaf_record(
         name=name, op=op, in_channels=cin, out_channels=cout, kernel_size=kernel, groups=groups,
         stride=stride, output_hw=output_hw, params=params, flops=flops, activation_volume=volume,
         input_hw=input_hw, input_elements=in_elements, output_elements=out_elements,
-        weight_params=weight, calls=calls, read_taps=read, dilation=dilation,
+        # a weight the module does not own (weight_norm's parametrisation, a borrowed one) is
+        # priced with the record that owns it: never more weight than parameters
+        weight_params=min(weight, params), calls=calls, read_taps=read, dilation=dilation,
         batch=int(in_shape[0]) if in_shape else 1, transposed=transposed,
         output_padding=output_padding, counted_input_elements=counted_input_elements(in_shape),
         pool_taps=taps, max_pool=max_pool, padding=padding, input_padding=input_padding,
@@ -1012,12 +1029,17 @@ class LayerInventory:
         extra = [None if op.constant and profile.folds_constants
                  else profile.extra_op_latency(f"fused_{op.kind}" if op.fused else op.kind)
                  for op in self.extra_ops]
+        # a functional matmul's weights (its shared operand, when no input made it) stream as a
+        # linear layer's do: a fixed price per call, whatever the kept channels
+        weights = [c.weight_ms_per_mb * per_byte * op.weight_elements if c else 0.0
+                   for c, op in zip(extra, self.extra_ops, strict=True)]
         arrays["e_alpha"] = np.array([
             rows_alpha(profile, c.ms_per_gflop * 1e-9, op.rows) if c and op.kind == "linear"
             else c.ms_per_gflop * 1e-9 if c else 0.0
             for c, op in zip(extra, self.extra_ops, strict=True)])
         arrays["e_gamma"] = np.array([c.ms_per_mb * per_byte if c else 0.0 for c in extra])
-        arrays["e_beta"] = np.array([c.overhead_ms if c else 0.0 for c in extra])
+        arrays["e_beta"] = np.array([(c.overhead_ms if c else 0.0) + w
+                                     for c, w in zip(extra, weights, strict=True)])
         self._latency_cache[id(profile)] = (profile, arrays)
         return arrays
 

@@ -5,8 +5,10 @@ residual add, the squeeze-excitation multiply, ``torch.cat`` or a channel shuffl
 yet on a CPU at batch 1 they are a large share of the time (each is one dispatch plus one pass over
 its tensor). :func:`trace_extra_ops` runs one forward pass under a ``TorchFunctionMode`` and
 records every tensor-producing call made *outside* the modules the inventory already prices (conv,
-linear, BatchNorm, pooling modules and leaf modules that own parameters): its kind, the elements it
-reads and writes, and the *channel source*, the inventory layer whose output channels the op's
+linear, BatchNorm, pooling modules and leaf modules that own parameters; inside such a module whose
+forward is its own, every call but the one its layer record prices, :func:`runs_own_forward`): its
+kind, the elements it reads and writes, whether it is computed from weights alone (``constant``),
+and the *channel source*, the inventory layer whose output channels the op's
 tensor carries. The source is followed through element-wise and shape-keeping ops, so that when a
 conv's output channels are pruned, the ReLU, add or pool that consumes them is priced at the kept
 width (:meth:`LayerInventory.price` scales the op by ``kept / full`` of its source).
@@ -17,7 +19,9 @@ Kinds (latency profiles price each with its own coefficients):
 activation  unary element-wise maps: relu, relu6 (hardtanh), hardswish, hardsigmoid, sigmoid, silu
 binary      element-wise add / mul / sub / div, including the broadcast SE gating ``x * scale``
 concat      ops that copy: ``cat``, ``stack``, ``contiguous`` / ``reshape`` that copy (shuffle),
-            ``pixel_shuffle`` / ``pixel_unshuffle``
+            ``pixel_shuffle`` / ``pixel_unshuffle``, ``pad``
+batchnorm   functional norms outside a norm layer (``batch_norm``, ``layer_norm``, ``group_norm``,
+            ...), at the profile's ``batchnorm`` price
 index       gathers and scatters along an axis: ``index_select``, ``index_add``, ``index_copy``,
             ``gather``, ``scatter``, and the ``new_zeros`` / ``zeros`` they fill (the mixed-
             connectivity blocks of a compact pruned ResNet run three or four per block)
@@ -81,6 +85,12 @@ _BINARY = {
 }
 _COPIES = {"cat", "concat", "concatenate", "stack", "contiguous", "clone", "reshape", "flatten",
            "pad"}
+#: calls that write their first argument in place (the ``*_`` methods besides)
+_WRITES = {"__setitem__", "copy_", "__iadd__", "__imul__", "__isub__", "__itruediv__",
+           "index_put_", "masked_fill_", "scatter_", "index_copy_", "index_add_"}
+#: random draws: never constant (a runtime does not fold them)
+_RANDOM = {"rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "normal",
+           "bernoulli", "multinomial", "randperm"}
 #: functional norms (outside a norm layer): priced with the profile's ``batchnorm`` price
 _NORMS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
           "local_response_norm", "normalize"}
@@ -118,7 +128,7 @@ _POOLS = {  # average pools and reductions, then the max pools
 LAYER_CALLS: dict[str, set[str]] = {
     "conv": {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
              "conv_transpose3d"},
-    "linear": {"linear"},
+    "linear": {"linear", "matmul", "__matmul__", "addmm", "mm"},
     "batchnorm": {"batch_norm"},
     "pool": _POOLS,
 }
@@ -164,6 +174,8 @@ class ExtraOp:
     #: computed from parameters and constants only (a standardised weight, a position table):
     #: a runtime that compiles the graph folds it once (onnxruntime), eager runs it every call
     constant: bool = False
+    #: a matmul's shared operand when no input made it (a weight): priced as weight bytes
+    weight_elements: int = 0
 
 
 def matmul_rows(name: str, inputs: Sequence[Tensor], output: Tensor) -> int:
@@ -339,7 +351,8 @@ def runs_own_forward(module: nn.Module) -> bool:
 
 
 def prices_itself(module: nn.Module) -> bool:
-    """Leaf modules the inventory records (their inner calls must not be counted twice)."""
+    """Leaf modules the inventory records (their inner calls are not counted again, unless
+    the module's forward is its own: :func:`runs_own_forward`)."""
     if any(True for _ in module.parameters(recurse=False)):
         return True
     return isinstance(
@@ -355,6 +368,7 @@ class _Recorder(TorchFunctionMode):
         self.sources: dict[int, str] = {}  # id(tensor) → inventory layer name
         self.keep: list[Tensor] = []  # keeps ids unique during the pass
         self.live: set[int] = set()  # ids of tensors computed from the network's input
+        self.live_storage: set[int] = set()  # storages such a tensor was written into
         self.ops: list[ExtraOp] = []
         self.counts: dict[str, int] = {}
         self.conv_made: set[int] = set()  # ids of tensors a conv (or what fuses into it) made
@@ -373,6 +387,10 @@ class _Recorder(TorchFunctionMode):
             self.sources[id(t)] = source
             self.keep.append(t)
 
+    def is_live(self, t: Tensor) -> bool:
+        """True for a tensor computed from the network's input (or written with one)."""
+        return id(t) in self.live or _storage(t) in self.live_storage
+
     def record_attention_module(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         scope = self.scopes[-1]
         index = self.counts.get(scope, 0)
@@ -385,15 +403,25 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         outputs = _tensors(out)
         inputs = _tensors(list(args) + list((kwargs or {}).values()))
-        live = any(id(t) in self.live for t in inputs)
+        name = _func_name(func)
+        live = name in _RANDOM or any(self.is_live(t) for t in inputs)
         if live:
             self.live.update(id(t) for t in outputs)
             self.keep.extend(outputs)
+            if inputs and (name in _WRITES or (name.endswith("_") and not name.startswith("_"))):
+                self.live_storage.add(_storage(inputs[0]))  # written in place: a buffer, a view
         if self.depth or not outputs:
             return out  # inside a layer priced whole; or size(), dim(), shape: no work
-        name = _func_name(func)
+        if name in LAYER_CALLS["conv"] and len(outputs) == 1:
+            # a conv's output, however it was called: what a compiling runtime folds a
+            # BatchNorm into and fuses an activation with
+            self.made_by_conv(out)
+            self.conv_out.add(id(outputs[0]))
         if self.skip and self.skip[-1] and name in self.skip[-1]:
             self.skip[-1] = None  # the call the scope's layer record prices
+            known = self.sources.get(id(inputs[0])) if inputs else None
+            if known is not None:
+                self.tag(out, known)  # its channels are its input's
             if name == "batch_norm" and inputs and id(inputs[0]) in self.conv_out:
                 self.made_by_conv(out)  # a batch norm a conv feeds folds into it
             return out
@@ -428,7 +456,7 @@ class _Recorder(TorchFunctionMode):
             elements = 0
         elif name in _FILLS:
             elements = sum(t.numel() for t in outputs)
-        flops, rows = 0, 1
+        flops, rows, weight_elements = 0, 1, 0
         if name in _ATTENTION and len(inputs) >= 3 and min(t.dim() for t in inputs[:3]) >= 2:
             flops, rows = attention_work(*inputs[:3])
         elif name in _EINSUMS and args and isinstance(args[0], str):
@@ -440,6 +468,8 @@ class _Recorder(TorchFunctionMode):
             operands = inputs[1:] if name == "addmm" and len(inputs) > 2 else inputs
             flops = int(sum(t.numel() for t in outputs) * operands[0].shape[-1])
             rows = matmul_rows(name, operands, outputs[0])
+            if len(operands) > 1 and not self.is_live(operands[1]):
+                weight_elements = int(operands[1].numel())
         elif kind in ("pool", "maxpool") and inputs:
             flops = _pool_reads(name, args, kwargs or {}, inputs[0], outputs[0])
         source = None
@@ -460,7 +490,8 @@ class _Recorder(TorchFunctionMode):
         self.counts[scope] = index + 1
         self.ops.append(ExtraOp(name=f"{scope}:{name}#{index}", kind=kind,
                                 elements=int(elements), flops=flops, source=source,
-                                fused=fused, rows=rows, constant=not live))
+                                fused=fused, rows=rows, constant=not live,
+                                weight_elements=weight_elements))
         if source is not None:
             self.tag(out, source)
         return out
@@ -482,7 +513,7 @@ def trace_extra_ops(
 
 def trace_ops(
     model: nn.Module, example_input: Tensor, *, layer_names: set[str] | None = None,
-    layer_ops: Mapping[str, str] | None = None,
+    layer_ops: Mapping[str, str] | None = None, closed: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[list[ExtraOp], set[str]]:
     """:func:`trace_extra_ops`, and the names of the BatchNorm layers a conv's output feeds
     directly: a compiling runtime folds them into that conv's weights (a pre-activation
@@ -490,13 +521,15 @@ def trace_ops(
     records' ops by module name (``conv``, ``linear``, ``batchnorm``, ``pool``): what a custom
     module's record is (one calling ``F.conv2d`` is a conv), and which of the calls a module
     with its own forward makes its record prices (:data:`LAYER_CALLS`; the others are traced).
-    Without it, the modules' types say."""
-    recorder = _trace(model, example_input, layer_names, layer_ops)
+    Without it, the modules' types say. ``closed``: modules priced whole by their own record,
+    whose forward the trace must not open (one running a conv the trace has no kind for)."""
+    recorder = _trace(model, example_input, layer_names, layer_ops, closed)
     return recorder.ops, recorder.folded
 
 
 def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None,
-           layer_ops: Mapping[str, str] | None = None) -> _Recorder:
+           layer_ops: Mapping[str, str] | None = None,
+           keep_closed: frozenset[str] | set[str] = frozenset()) -> _Recorder:
     recorder = _Recorder()
     handles = []
     modules = dict(model.named_modules())
@@ -506,11 +539,13 @@ def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None
                       ("batchnorm", nn.modules.batchnorm._BatchNorm)) if isinstance(module, types)}
     leaves = {
         name: module for name, module in modules.items()
-        if not any(True for _ in module.children()) and prices_itself(module)
+        if not any(True for _ in module.children())
+        and (prices_itself(module) or name in keep_closed)
     }
     # leaves whose forward is their own, and layers with children (a BatchNorm holding its
     # activation): scopes whose calls are traced, but for the one their record prices
-    opened = {name for name, module in leaves.items() if runs_own_forward(module)}
+    opened = {name for name, module in leaves.items()
+              if runs_own_forward(module) and name not in keep_closed}
     opened |= {name for name in layer_ops if name in modules and name not in leaves}
     convs = {name for name, op in layer_ops.items() if op == "conv"}
 

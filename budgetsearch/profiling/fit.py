@@ -191,7 +191,8 @@ def _unit_profile(kind: str, term: str, channel_block: int = 1,
     small_gemm = None if table is None else SmallGemm(
         table, scale=1.0 if (kind, term) == SMALL_GEMM_FEATURE else 0.0)
     return DeviceProfile(name=f"unit-{kind}-{term}", description="", source="measured", ops=ops,
-                         combine="sum", bytes_per_element=4, provenance={"threads": threads},
+                         combine="sum", bytes_per_element=4,
+                         provenance={"threads": threads, "runtime": runtime},
                          small_gemm=small_gemm, **runtime_settings(runtime, channel_block))
 
 

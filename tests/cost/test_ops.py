@@ -677,3 +677,94 @@ def test_calls_inside_a_module_with_its_own_forward_are_priced() -> None:
         plain.predict_latency_ms(eager) + sum(extra.values()))
     assert extra[ops["batch_norm"].name] > 0
     assert std.extra_latency_ms(ort)[ops["batch_norm"].name] == 0.0
+
+
+class Conv(nn.Module):  # a user's class whose name is a layer op's
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 4, 3, 3))
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(nn.functional.conv2d(x, self.weight))
+
+
+class _Blur(nn.Module):
+    """No parameters: a conv on a buffer (timm's BlurPool2d)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("kernel", torch.ones(4, 1, 3, 3) / 9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.kernel, padding=1, groups=4)
+
+
+class _MatmulLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.t() + self.bias
+
+
+class _Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(64, 256)), nn.Parameter(torch.zeros(64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.t() + self.bias
+
+
+class _IntoBuffer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.conv2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        buffer = torch.zeros(y.shape)
+        buffer[:] = y  # the input reaches what follows through a write, not a result
+        return nn.functional.relu(self.conv2(buffer))
+
+
+def test_the_reviews_user_networks_price_as_their_twins() -> None:
+    """Found by the 2026-12-04 review: each priced as the network of torch's own layers it is
+    (or at least not at nothing, and without crashing)."""
+    from budgetsearch.cost import load_profile
+
+    eager = load_profile("cpu-2core-x86", check=False)
+    x = torch.zeros(1, 4, 10, 10)
+    named = layer_inventory(nn.Sequential(Conv()), x)  # raised AttributeError
+    assert [r.kind for r in named if r.op == "conv"] == ["conv"]
+    blur = layer_inventory(nn.Sequential(_Blur()), x)  # was priced at 0
+    assert blur["0"].kind == "dwconv" and blur.predict_latency_ms(eager) > 0.001
+    tokens = torch.zeros(1, 256)
+    twin = layer_inventory(nn.Sequential(nn.Linear(256, 64)), tokens).predict_latency_ms(eager)
+    mine = layer_inventory(nn.Sequential(_MatmulLinear(256, 64)), tokens)  # was twice
+    assert not any(op.kind == "linear" for op in mine.extra_ops)  # the record prices it
+    adds = sum(mine.extra_latency_ms(eager).values())  # its bias add is a call of its own
+    assert mine.predict_latency_ms(eager) == pytest.approx(twin + adds)
+    head = layer_inventory(nn.Sequential(_Head()), tokens)
+    matmul = {op.name: op for op in head.extra_ops}
+    priced = {k: v for k, v in head.extra_latency_ms(eager).items() if matmul[k].kind == "linear"}
+    assert sum(priced.values()) == pytest.approx(twin, rel=0.5)  # its weights were priced at 0
+    written = [op for op in trace_extra_ops(_IntoBuffer(), x) if op.kind == "activation"]
+    assert written and not any(op.constant for op in written)
+
+
+def test_a_pruned_batchnorm_holding_its_activation_prices_the_activation_at_its_width() -> None:
+    from budgetsearch.cost import load_profile
+
+    eager = load_profile("cpu-2core-x86", check=False)
+    x = torch.zeros(1, 4, 10, 10)
+    inv = layer_inventory(nn.Sequential(nn.Conv2d(4, 64, 3), _BatchNormAct(64)), x)
+    (act,) = [op for op in inv.extra_ops if op.kind == "activation"]
+    assert act.source == "0"
+    full = inv.price(profile=eager).latency_ms
+    pruned = inv.price(profile=eager, kept_channels={"0": (4, 8), "1": (8, 8)}).latency_ms
+    assert pruned < full
+
+
+def test_a_weight_norm_conv_never_prices_negative_weights() -> None:
+    conv = nn.utils.parametrizations.weight_norm(nn.Conv2d(4, 8, 3))
+    inv = layer_inventory(nn.Sequential(conv), torch.zeros(1, 4, 10, 10))
+    assert all(r.weight_params <= r.params for r in inv)
