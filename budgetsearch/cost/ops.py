@@ -205,10 +205,11 @@ def attention_work(query: Tensor, key: Tensor, value: Tensor) -> tuple[int, int]
 
 def einsum_work(equation: str, operands: Sequence[Tensor]) -> tuple[int, int]:
     """FLOPs and rows of an ``einsum`` (one multiply-add per point of its index space: the
-    product of every letter's size). With two operands, the rows are those of the first one's
-    letters that reach the output and not the second (a linear written as ``"bnd,de->bne"``:
-    ``b × n``; attention's ``"bhqd,bhkd->bhqk"``: ``q``, its batch letters run apart); 1
-    otherwise. An ellipsis stands for the broadcast dimensions it covers (batch letters)."""
+    product of every letter's size). With two operands, the rows are the smaller of the two
+    operands' own letters that reach the output (a linear written as ``"bnd,de->bne"``:
+    ``b × n``; ``"ij,j->i"``: 1, a GEMV; attention's ``"bhqd,bhkd->bhqk"``: the smaller of
+    ``q`` and ``k``, its batch letters run apart); 1 otherwise. An ellipsis stands for the
+    broadcast dimensions it covers (batch letters)."""
     spec = equation.replace(" ", "")
     inputs, arrow, output = spec.partition("->")
     terms = inputs.split(",")
@@ -234,8 +235,11 @@ def einsum_work(equation: str, operands: Sequence[Tensor]) -> tuple[int, int]:
     flops = math.prod(sizes.values())
     if len(terms) != 2:
         return int(flops), 1
-    own = set(terms[0]) & set(output) - set(terms[1])
-    return int(flops), max(1, math.prod(sizes[c] for c in own))
+    # the rows a GEMM's shared operand meets: the smaller of the two operands' own output
+    # letters (x·Wᵀ either way round: the batch; W·v: 1, a GEMV)
+    own = [math.prod(sizes[c] for c in set(mine) & set(output) - set(other))
+           for mine, other in (terms, terms[::-1])]
+    return int(flops), max(1, min(own))
 
 
 def _attention_module_ops(args: Sequence[Any], kwargs: dict[str, Any]

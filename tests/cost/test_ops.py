@@ -344,7 +344,10 @@ class _Einsums(nn.Module):
         scores = torch.einsum("bnd,bmd->bnm", x, x)  # attention: n rows, b GEMMs
         implicit = torch.einsum("ij,jk", x[0], x[0].T)  # output "ik": 10 rows
         batched = torch.einsum("...nd,...md->...nm", x, x[:1])  # broadcast batch: as scores
-        return tokens.sum() + scores.sum() + implicit.sum() + batched.sum()
+        gemv = torch.einsum("ij,j->i", x[0], x[0, 0])  # a matrix times a vector: 1 row
+        turned = torch.einsum("oi,bi->bo", weight.T, x[0])  # the weights first: still 10 rows
+        return (tokens.sum() + scores.sum() + implicit.sum() + batched.sum() + gemv.sum()
+                + turned.sum())
 
 
 def test_einsum_is_a_matmul_by_its_index_space() -> None:
@@ -354,7 +357,7 @@ def test_einsum_is_a_matmul_by_its_index_space() -> None:
            if op.kind == "linear"]
     assert [(op.flops, op.rows) for op in ops] == [
         (2 * 10 * 16 * 32, 20), (2 * 10 * 10 * 16, 10), (10 * 16 * 10, 10),
-        (2 * 10 * 10 * 16, 10)]
+        (2 * 10 * 10 * 16, 10), (10 * 16, 1), (32 * 16 * 10, 10)]
 
 
 class _Dot(nn.Module):
