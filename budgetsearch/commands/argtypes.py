@@ -41,3 +41,15 @@ def non_negative_float(text: str) -> float:
 def fraction(text: str) -> float:
     return _number(text, lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)",
                    "a fraction in [0, 1)")
+
+
+def input_size(text: str) -> int:
+    """An image side in pixels, 16 to 512 (``profile --input-size``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a side in pixels (16-512), got {text!r}") \
+            from None
+    if not 16 <= value <= 512:
+        raise argparse.ArgumentTypeError(f"expected a side in pixels (16-512), got {text!r}")
+    return value

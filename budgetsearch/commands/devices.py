@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from budgetsearch.commands.argtypes import (
+    input_size,
     positive_float,
     positive_int,
 )
@@ -448,18 +449,6 @@ def _refit(args: argparse.Namespace, outs: dict[str, Path], table: Path, command
     write_text_atomic(table, kept.to_csv(index=False))
     print(f"measurements: {table} (timed nothing)")
     return 0
-
-
-def input_size(text: str) -> int:
-    """``--input-size``: a side of 16 to 512 pixels."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a side in pixels (16-512), got {text!r}") \
-            from None
-    if not 16 <= value <= 512:
-        raise argparse.ArgumentTypeError(f"expected a side in pixels (16-512), got {text!r}")
-    return value
 
 
 def _add_profile_parser(sub: Any) -> None:

@@ -316,7 +316,7 @@ def _layer_proxy(operator: str, args: Sequence[Any], kwargs: Mapping[str, Any]
         return None
 
 
-class _FunctionalPoolShapes(TorchFunctionMode):
+class _FunctionalCalls(TorchFunctionMode):
     """Input/output shapes of functional pooling calls, keyed by (calling module, operator),
     and the functional convs and linears each module calls (:func:`_layer_proxy`)."""
 
@@ -408,7 +408,7 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
 
         return hook
 
-    functional = _FunctionalPoolShapes()
+    functional = _FunctionalCalls()
     try:
         for name, module in model.named_modules():
             handles.append(module.register_forward_hook(hook_for(name)))
@@ -480,8 +480,7 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
                 flops = sum(c for o, c in flops_by_op.items() if _op_of_operator(o) == op)
                 rest = [_fixed_record(f"{name}#{o}", _op_of_operator(o), c, 0)
                         for o, c in flops_by_op.items() if _op_of_operator(o) != op]
-            record = replace(_leaf_record(name, layer, shape, flops, params,
-                                          calls.get(name, 0)), params=params)
+            record = _leaf_record(name, layer, shape, flops, params, calls.get(name, 0))
             # priced through the trace: a leaf of no parameters, or one whose own forward the
             # trace records (a LayerScale's multiply) unless its record is a layer
             traced = record.op not in LAYER_OPS and (
@@ -525,7 +524,7 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
     extra_ops, folded = trace_ops(
         model, example_input, layer_names=scalable,
         layer_ops={r.name: r.op for r in records if r.op in LAYER_OPS and r.name in modules},
-        closed={r.name for r in records if r.op not in LAYER_OPS and not r.traced})
+        priced_whole={r.name for r in records if r.op not in LAYER_OPS and not r.traced})
     records = [replace(r, folded=True) if r.name in folded else r for r in records]
     inventory = LayerInventory(records, extra_ops=extra_ops)
     if inventory.total_flops != total:  # a bookkeeping bug, not a user mistake
@@ -554,7 +553,7 @@ def _functional_convs(
     fvcore_flops: int,
 ) -> list[LayerRecord]:
     """One conv record per functional conv a container calls (``calls``: its functional layers
-    in order, :class:`_FunctionalPoolShapes`), each priced as the ``nn.Conv*d`` it runs; [] when
+    in order, :class:`_FunctionalCalls`), each priced as the ``nn.Conv*d`` it runs; [] when
     one cannot be sized or their FLOPs (fvcore's convention: output elements × input channels
     per group × kernel; a transposed conv's over its input) do not add up to fvcore's count."""
     convs = [(proxy, shapes) for proxy, shapes in calls

@@ -196,11 +196,13 @@ def matmul_rows(name: str, inputs: Sequence[Tensor], output: Tensor) -> int:
     return max(1, int(rows))
 
 
-def attention_work(query: Tensor, key: Tensor, value: Tensor) -> tuple[int, int]:
-    """FLOPs and rows of one attention call (``q·kᵀ``, then the weights times ``v``): per query
-    row, ``Tk × (d + d_v)`` multiply-adds; each of its GEMMs runs over the ``Tq`` query rows."""
-    flops = math.prod(query.shape[:-1]) * key.shape[-2] * (query.shape[-1] + value.shape[-1])
-    return int(flops), max(1, int(query.shape[-2]))
+def attention_work(query: Sequence[int], key: Sequence[int], value: Sequence[int]
+                   ) -> tuple[int, int]:
+    """FLOPs and rows of one attention call of these shapes (``q·kᵀ``, then the weights times
+    ``v``): per query row, ``Tk × (d + d_v)`` multiply-adds; each of its GEMMs runs over the
+    ``Tq`` query rows."""
+    flops = math.prod(query[:-1]) * key[-2] * (query[-1] + value[-1])
+    return int(flops), max(1, int(query[-2]))
 
 
 def einsum_work(equation: str, operands: Sequence[Tensor]) -> tuple[int, int]:
@@ -267,9 +269,10 @@ def _attention_module_ops(args: Sequence[Any], kwargs: dict[str, Any]
             rows = tensor.shape[0] * batch
             ops.append((part, rows * (tensor.shape[-1] + embed) + embed * (tensor.shape[-1] + 1),
                         rows * tensor.shape[-1] * embed, rows))
-    # attention_work over (batch, heads, length, embed / heads): its heads make up embed
-    ops.append(("attention", batch * embed * (2 * length + 2 * sources),
-                batch * length * sources * 2 * embed, length))
+    # its heads together: one attention of width embed over (batch, length) queries
+    flops, rows = attention_work((batch, length, embed), (batch, sources, embed),
+                                 (batch, sources, embed))
+    ops.append(("attention", batch * embed * (2 * length + 2 * sources), flops, rows))
     ops.append(("out_proj", length * batch * 2 * embed + embed * (embed + 1),
                 length * batch * embed * embed, length * batch))
     return ops
@@ -462,7 +465,7 @@ class _Recorder(TorchFunctionMode):
             elements = sum(t.numel() for t in outputs)
         flops, rows, weight_elements = 0, 1, 0
         if name in _ATTENTION and len(inputs) >= 3 and min(t.dim() for t in inputs[:3]) >= 2:
-            flops, rows = attention_work(*inputs[:3])
+            flops, rows = attention_work(*(t.shape for t in inputs[:3]))
         elif name in _EINSUMS and args and isinstance(args[0], str):
             flops, rows = einsum_work(args[0], inputs)
         elif name in _RESAMPLES and inputs:
@@ -517,7 +520,8 @@ def trace_extra_ops(
 
 def trace_ops(
     model: nn.Module, example_input: Tensor, *, layer_names: set[str] | None = None,
-    layer_ops: Mapping[str, str] | None = None, closed: frozenset[str] | set[str] = frozenset(),
+    layer_ops: Mapping[str, str] | None = None,
+    priced_whole: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[list[ExtraOp], set[str]]:
     """:func:`trace_extra_ops`, and the names of the BatchNorm layers a conv's output feeds
     directly: a compiling runtime folds them into that conv's weights (a pre-activation
@@ -525,15 +529,15 @@ def trace_ops(
     records' ops by module name (``conv``, ``linear``, ``batchnorm``, ``pool``): what a custom
     module's record is (one calling ``F.conv2d`` is a conv), and which of the calls a module
     with its own forward makes its record prices (:data:`LAYER_CALLS`; the others are traced).
-    Without it, the modules' types say. ``closed``: modules priced whole by their own record,
-    whose forward the trace must not open (one running a conv the trace has no kind for)."""
-    recorder = _trace(model, example_input, layer_names, layer_ops, closed)
+    Without it, the modules' types say. ``priced_whole``: modules priced whole by their own
+    record, whose forward the trace must not open (one running a conv it has no kind for)."""
+    recorder = _trace(model, example_input, layer_names, layer_ops, priced_whole)
     return recorder.ops, recorder.folded
 
 
 def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None,
            layer_ops: Mapping[str, str] | None = None,
-           keep_closed: frozenset[str] | set[str] = frozenset()) -> _Recorder:
+           priced_whole: frozenset[str] | set[str] = frozenset()) -> _Recorder:
     recorder = _Recorder()
     handles = []
     modules = dict(model.named_modules())
@@ -544,12 +548,12 @@ def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None
     leaves = {
         name: module for name, module in modules.items()
         if not any(True for _ in module.children())
-        and (prices_itself(module) or name in keep_closed)
+        and (prices_itself(module) or name in priced_whole)
     }
     # leaves whose forward is their own, and layers with children (a BatchNorm holding its
     # activation): scopes whose calls are traced, but for the one their record prices
     opened = {name for name, module in leaves.items()
-              if runs_own_forward(module) and name not in keep_closed}
+              if runs_own_forward(module) and name not in priced_whole}
     opened |= {name for name in layer_ops if name in modules and name not in leaves}
     convs = {name for name, op in layer_ops.items() if op == "conv"}
 
@@ -568,7 +572,7 @@ def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None
 
     def leave(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if any(id(t) in recorder.live for t in _tensors(inputs)):
+            if any(recorder.is_live(t) for t in _tensors(inputs)):
                 recorder.live.update(id(t) for t in _tensors(output))  # whatever ran inside
                 recorder.keep.extend(_tensors(output))
             if name in closed:

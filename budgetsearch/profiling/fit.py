@@ -541,7 +541,10 @@ def refit_profile(
                 for n, w, t in zip(rows["network"], rows["set"], times, strict=True)}
     # counts equal and no row twice, so the measured networks are the drawn ones iff none is
     # missing
-    shapes = shapes_from_text(old.provenance.get("input_shapes"))
+    try:
+        shapes = shapes_from_text(old.provenance.get("input_shapes"))
+    except ValueError as error:
+        raise ProfileValueError(f"{old.path or old.name}: provenance.{error}") from None
     fit_specs, holdout_specs = fit_set_specs(n_fit, n_holdout, seed=seed, shapes=shapes)
     missing = [(spec.label, which) for which, specs in (("fit", fit_specs),
                                                         ("holdout", holdout_specs))

@@ -171,6 +171,7 @@ def test_profile_refit_recovers_the_model_from_its_measurements(
     ("inf", [], "must be a positive finite number, got inf"),
     ("twice", [], "appears twice in the onnxruntime measurements"),
     ("seed", [], "box-ort.yaml: provenance.seed must be an integer, got 'abc'"),
+    ("shapes", [], "box-ort.yaml: provenance.input_shapes must read like"),
     ("version", [], "box-ort.yaml: its measurements are of networks drawn by generator version "
                     "1, and this budgetsearch draws version"),
 ])
@@ -189,6 +190,8 @@ def test_profile_refit_refuses_measurements_it_cannot_use(
     truth = _current(load_profile("cpu-2core-x86-ort", check=False))
     if change == "seed":
         truth = replace(truth, provenance={**truth.provenance, "seed": "abc"})
+    if change == "shapes":
+        truth = replace(truth, provenance={**truth.provenance, "input_shapes": "28, 32"})
     if change == "version":  # measured before the generator recorded its version
         truth = replace(truth, provenance={k: v for k, v in truth.provenance.items()
                                            if k != "generator_version"})
