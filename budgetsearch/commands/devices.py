@@ -21,6 +21,9 @@ from budgetsearch.commands.options import (
 from budgetsearch.errors import UsageError
 from budgetsearch.files import write_text_atomic
 
+# --runtime's names for more than one runtime
+_RUNTIME_CHOICES = {"both": ["pytorch-eager", "onnxruntime"],
+                    "cuda": ["pytorch-cuda", "pytorch-cuda-fp16"]}
 _PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 # A profiling run whose two halves of rounds agree for fewer networks than this is called noisy
 # (the quiet AVX-512 machine of 2026-12-02 agreed with itself for 88-100% of networks).
@@ -136,7 +139,9 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     width = max([20, *(len(row["name"]) + 1 for row in rows)])
-    print(f"{'name':<{width}} {'source':<9} {'runtime':<14} {'thr':>3}  predictor error")
+    runtime_width = max([14, *(len(row["runtime"]) for row in rows)])
+    print(f"{'name':<{width}} {'source':<9} {'runtime':<{runtime_width}} {'thr':>3}  "
+          f"predictor error")
     for row in rows:
         error = row["predictor_error"]
         if error is None:
@@ -169,7 +174,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
             else:
                 text += "; never checked on this machine"
         threads = row["threads"] if row["threads"] is not None else "-"
-        print(f"{row['name']:<{width}} {row['source']:<9} {row['runtime']:<14} {threads!s:>3}  "
+        print(f"{row['name']:<{width}} {row['source']:<9} {row['runtime']:<{runtime_width}} "
+              f"{threads!s:>3}  "
               f"{text}")
         if row.get("published_check"):
             print(f"{'':<{width + 30}} {row['published_check']}")
@@ -319,10 +325,12 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     import numpy as np
     import pandas as pd
+    import torch
 
     from budgetsearch.cost import save_profile
     from budgetsearch.cost.profiles import default_profile_path
     from budgetsearch.profiling.fit import RUNTIME_SUFFIX, profile_this_machine
+    from budgetsearch.profiling.timing import cuda_unavailable, is_cuda
 
     if not _PROFILE_NAME.match(args.name):
         raise UsageError(
@@ -332,7 +340,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_profile_path(args.name)
     if out.suffix not in (".yaml", ".yml"):
         raise UsageError(f"--out must be a .yaml file path, got {str(out)!r}")
-    runtimes = ["pytorch-eager", "onnxruntime"] if args.runtime == "both" else [args.runtime]
+    runtimes = _RUNTIME_CHOICES.get(args.runtime, [args.runtime])
+    for runtime in runtimes:
+        why = cuda_unavailable(runtime)
+        if why:
+            raise UsageError(f"--runtime {args.runtime}: {why}")
     outs = {rt: out.with_name(out.stem + RUNTIME_SUFFIX[rt] + out.suffix) for rt in runtimes}
     for path in outs.values():
         if args.refit and not path.is_file():
@@ -352,7 +364,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     args.fit = 216 if args.fit is None else args.fit
     args.holdout = 54 if args.holdout is None else args.holdout
     args.seed = 0 if args.seed is None else args.seed
-    print(f"profiling this CPU ({', '.join(runtimes)}) with {args.threads} thread(s): "
+    where = ("this GPU, " + torch.cuda.get_device_name(0) if any(map(is_cuda, runtimes))
+             else "this CPU")
+    print(f"profiling {where} ({', '.join(runtimes)}) with {args.threads} thread(s): "
           f"{args.fit} networks to fit, {args.holdout} held out, {args.rounds} interleaved rounds")
     profiles, report = profile_this_machine(
         args.name, runtimes=runtimes, n_fit=args.fit, n_holdout=args.holdout, rounds=args.rounds,
@@ -453,11 +467,12 @@ def _refit(args: argparse.Namespace, outs: dict[str, Path], table: Path, command
 
 def _add_profile_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "profile", help="measure this machine's CPU latency and write a device profile",
+        "profile", help="measure this machine's CPU (or GPU) latency and write a device profile",
         description="Time a varied set of generated networks (plain, residual, bottleneck, "
         "depthwise-separable, inverted residual with squeeze-excitation, grouped, concat, "
         "shuffle, built-in WRN/ResNets dense and pruned; 1x28x28, 3x32x32, 3x64x64; batch 1) on "
-        "this CPU in PyTorch eager and/or onnxruntime, fit the per-op latency model, measure its "
+        "this CPU in PyTorch eager and/or onnxruntime (or on a CUDA GPU in PyTorch, float32 "
+        "and/or float16), fit the per-op latency model, measure its "
         "error on held-out networks and leave-one-family-out, and write a measured profile (YAML, "
         "with the anchors its drift check re-times) plus the per-network measurements (CSV).",
     )
@@ -465,9 +480,13 @@ def _add_profile_parser(sub: Any) -> None:
     p.add_argument("--out", help="YAML path (default NAME.yaml in $BUDGETSEARCH_PROFILE_DIR "
                    "when set, else in hw_profiles/ of a writable source checkout, else in "
                    "~/.config/budgetsearch/hw_profiles; onnxruntime: NAME-ort.yaml)")
-    p.add_argument("--runtime", choices=("pytorch-eager", "onnxruntime", "both"),
+    p.add_argument("--runtime", choices=("pytorch-eager", "onnxruntime", "both",
+                                         "pytorch-cuda", "pytorch-cuda-fp16", "cuda"),
                    default="pytorch-eager",
-                   help="runtime to time in (both: NAME.yaml and NAME-ort.yaml from one build)")
+                   help="runtime to time in: on the CPU pytorch-eager, onnxruntime or both "
+                   "(NAME.yaml and NAME-ort.yaml from one build); on the first CUDA GPU "
+                   "pytorch-cuda (float32), pytorch-cuda-fp16 or cuda (both: NAME.yaml and "
+                   "NAME-fp16.yaml)")
     p.add_argument("--threads", type=positive_int, default=1, help="threads (default 1)")
     p.add_argument("--fit", type=positive_int, default=None,
                    help="networks to fit (default 216, 24 per family; --refit: as measured)")

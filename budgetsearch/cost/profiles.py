@@ -460,7 +460,8 @@ class DeviceProfile:
 
     @property
     def runtime(self) -> str:
-        """What runs the network: ``pytorch-eager``, ``onnxruntime`` or the datasheet's stack."""
+        """What runs the network: ``pytorch-eager``, ``onnxruntime``, ``pytorch-cuda[-fp16]``
+        or the datasheet's stack."""
         return str(self.provenance.get("runtime", "pytorch-eager" if self.source == "measured"
                                        else "datasheet"))
 
@@ -589,7 +590,7 @@ _PROVENANCE_KEYS = {
     "date", "host", "cpu", "device", "power_mode", "clocks", "load_average", "method", "notes",
     "input_shapes", "timing", "fit_networks", "sources", "runtime", "runtime_version",
     "cpu_flags", "onnx_opset", "fit_families", "seconds", "seed", "generator_version",
-    "repeatability",
+    "repeatability", "gpu",
 }
 _LATENCY_KEYS = {
     "combine": str,

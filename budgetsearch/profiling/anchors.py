@@ -758,7 +758,12 @@ def last_check(name: str) -> dict[str, Any] | None:
 def not_this_machine(profile: DeviceProfile) -> str | None:
     """Why ``profile`` does not stand for this machine (None when it does): measured on another
     CPU kind (another model, or the same model name with other SIMD flags), on more threads
-    than this machine has, or in a runtime not installed here."""
+    than this machine has, or in a runtime not installed here; a GPU profile, on a GPU of
+    another name or none (its host CPU may differ: the check's overhead factor follows it)."""
+    from budgetsearch.profiling.timing import RUNTIMES, is_cuda
+
+    if is_cuda(profile.runtime):
+        return _not_this_gpu(profile)
     cpu = str(profile.provenance.get("cpu") or "")
     here = cpu_name()
     if not cpu or here not in cpu:
@@ -782,8 +787,20 @@ def not_this_machine(profile: DeviceProfile) -> str | None:
             import onnxruntime  # noqa: F401
         except ImportError:
             return "measured in onnxruntime, which is not installed here"
-    if profile.runtime not in ("pytorch-eager", "onnxruntime"):
+    if profile.runtime not in RUNTIMES:
         return f"measured in {profile.runtime}, which budgetsearch does not time"
+    return None
+
+
+def _not_this_gpu(profile: DeviceProfile) -> str | None:
+    """Why a GPU profile does not stand for this machine's first CUDA device (None when it
+    does): no CUDA device, or one of another name."""
+    gpu = str(profile.provenance.get("gpu") or "")
+    if not torch.cuda.is_available():
+        return f"measured on {gpu or 'an unrecorded GPU'}; this machine has no CUDA device"
+    here = torch.cuda.get_device_name(0)
+    if not gpu or gpu != here:
+        return f"measured on {gpu or 'an unrecorded GPU'}, not on this machine's {here}"
     return None
 
 

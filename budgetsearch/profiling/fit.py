@@ -56,11 +56,15 @@ from budgetsearch.profiling.timing import (
     ONNX_OPSET,
     RUNTIMES,
     check_runtime,
+    cuda_device_text,
+    cuda_unavailable,
     export_onnx,
     halves_agreement,
+    is_cuda,
     make_runner,
     method_text,
     quietest_round,
+    runtime_dtype,
     time_rounds,
 )
 
@@ -128,7 +132,8 @@ AREA_FEATURES: tuple[tuple[str, str], ...] = tuple(
 # fitted for it (its "kind" is no op kind; the profile keeps the table and that factor).
 SMALL_GEMM_FEATURE = ("small_gemm", "scale")
 SMALL_GEMM_AREAS = 16  # output areas up to this one: the table's, not the area terms' FLOPs
-RUNTIME_SUFFIX = {"pytorch-eager": "", "onnxruntime": "-ort"}
+RUNTIME_SUFFIX = {"pytorch-eager": "", "onnxruntime": "-ort", "pytorch-cuda": "",
+                  "pytorch-cuda-fp16": "-fp16"}
 
 
 def features_for(runtime: str, *, small_gemm: bool = False) -> tuple[tuple[str, str], ...]:
@@ -136,6 +141,10 @@ def features_for(runtime: str, *, small_gemm: bool = False) -> tuple[tuple[str, 
     (``small_gemm``: an eager fit with a small-GEMM table, whose factor comes last)."""
     if runtime == "onnxruntime":
         return FEATURES + COMPILED_FEATURES
+    if is_cuda(runtime):
+        # cuDNN picks its own kernels; the CPU's two conv paths, SIMD blocks and small-GEMM
+        # repacking do not exist there, so a GPU profile fits the per-kind terms alone
+        return FEATURES
     if not small_gemm:
         return FEATURES + EAGER_FEATURES + AREA_FEATURES
     # the table prices the small areas (the weights' repacking swamps their FLOPs): offline on
@@ -148,13 +157,22 @@ def features_for(runtime: str, *, small_gemm: bool = False) -> tuple[tuple[str, 
 def runtime_settings(runtime: str, channel_block: int) -> dict[str, Any]:
     """The profile settings a runtime's kernels fix: the SIMD ``channel_block``; for
     onnxruntime a ``channel_alignment`` of half the block (8 on AVX-512, where 8- and 16-aligned
-    convs both ran the fast kernels) and ``prepacked_weights``; for eager PyTorch's
-    ``conv_dispatch``."""
+    convs both ran the fast kernels) and ``prepacked_weights``; for eager on the CPU PyTorch's
+    ``conv_dispatch``; the bytes of an element (2 in float16)."""
     compiled = runtime == "onnxruntime"
     return {"channel_block": channel_block,
             "channel_alignment": max(4, channel_block // 2) if compiled else 0,
             "prepacked_weights": compiled,
-            "conv_dispatch": "" if compiled else "pytorch"}
+            "conv_dispatch": "pytorch" if runtime == "pytorch-eager" else "",
+            "bytes_per_element": 2 if runtime_dtype(runtime) == "float16" else 4}
+
+
+def channel_block_of(runtime: str, provenance: Mapping[str, Any]) -> int:
+    """The channel block a profile of ``runtime`` measured with ``provenance`` prices in: the
+    CPU's SIMD lanes (:func:`simd_channel_block`), 1 on a GPU (no block is modelled there)."""
+    if is_cuda(runtime):
+        return 1
+    return simd_channel_block(str(provenance.get("cpu_flags", "")) or None)
 
 
 def simd_channel_block(flags: str | None = None) -> int:
@@ -178,6 +196,14 @@ def _cpu_text(provenance: Mapping[str, Any]) -> str:
     return f"{cpu}, {({16: 'AVX-512', 8: 'AVX2'}).get(lanes, 'no AVX2')}"
 
 
+def _machine_text(provenance: Mapping[str, Any], runtime: str) -> str:
+    """What a profile of ``runtime`` was measured on: the GPU (by name) or the CPU."""
+    if is_cuda(runtime):
+        gpu = str(provenance.get("gpu") or "an unrecorded GPU").split(" (")[0]
+        return f"{gpu} (host {_cpu_text(provenance)})"
+    return _cpu_text(provenance)
+
+
 def _unit_profile(kind: str, term: str, channel_block: int = 1,
                   runtime: str = "pytorch-eager", threads: int = 1,
                   table: tuple[float, ...] | None = None) -> DeviceProfile:
@@ -191,7 +217,7 @@ def _unit_profile(kind: str, term: str, channel_block: int = 1,
     small_gemm = None if table is None else SmallGemm(
         table, scale=1.0 if (kind, term) == SMALL_GEMM_FEATURE else 0.0)
     return DeviceProfile(name=f"unit-{kind}-{term}", description="", source="measured", ops=ops,
-                         combine="sum", bytes_per_element=4,
+                         combine="sum",
                          provenance={"threads": threads, "runtime": runtime},
                          small_gemm=small_gemm, **runtime_settings(runtime, channel_block))
 
@@ -271,7 +297,7 @@ def profile_from_coefficients(
     ops = {kind: OpLatency(**values) for kind, values in terms.items()}
     return DeviceProfile(
         name=name, description=description, source="measured", ops=ops, combine="sum",
-        bytes_per_element=4, network_overhead_ms=float(coefficients[-1]), sparse_speedup=0.0,
+        network_overhead_ms=float(coefficients[-1]), sparse_speedup=0.0,
         small_gemm=fitted_gemm, **runtime_settings(runtime, channel_block),
         provenance=provenance,
     )
@@ -421,7 +447,7 @@ def fit_profile(
     the timings took). An eager fit given ``small_gemm`` (a table timed alone) fits the factor it
     prices at."""
     timing = dict(timing or {})
-    block = simd_channel_block(str(provenance.get("cpu_flags", "")) or None)
+    block = channel_block_of(runtime, provenance)
     threads = int(provenance.get("threads", 1))
     fit_features = np.stack([network_features(n, block, runtime, threads, small_gemm)
                              for n in fit])
@@ -430,8 +456,8 @@ def fit_profile(
     coefficients = fit_coefficients(fit_features, fit_ms)
     profile = profile_from_coefficients(
         name, coefficients, provenance=provenance,
-        description=f"measured on {_cpu_text(provenance)}, {runtime}, {threads} thread(s), "
-                    f"float32, batch 1",
+        description=f"measured on {_machine_text(provenance, runtime)}, {runtime}, {threads} "
+                    f"thread(s), {runtime_dtype(runtime)}, batch 1",
         channel_block=block, runtime=runtime, small_gemm=small_gemm,
     )
     rows = []
@@ -632,15 +658,17 @@ def profile_this_machine(
     command: str = "",
     input_shapes: tuple[tuple[int, ...], ...] = INPUT_SHAPES,
 ) -> tuple[dict[str, DeviceProfile], ProfileReport]:
-    """Time the fit set on this CPU in each runtime, fit a profile per runtime, measure its error.
+    """Time the fit set on this machine in each runtime (the CPU's, or a CUDA GPU's), fit a
+    profile per runtime, measure its error.
 
-    Profiles are named ``name`` (PyTorch eager) and ``name-ort`` (onnxruntime). The fit set's
+    Profiles are named ``name`` (PyTorch eager, on the CPU or in float32 on the GPU),
+    ``name-ort`` (onnxruntime) and ``name-fp16`` (float16 on the GPU). The fit set's
     networks take one of ``input_shapes`` each (add the sizes you deploy at: a profile fitted
     on 28–64 px priced networks at 128 px 18% low, experiments/README.md).
 
     Raises:
         ValueError: fewer than 2 networks per family to fit, no held-out network, bad rounds,
-            threads or runtime.
+            threads or runtime, or a CUDA runtime on a machine without a CUDA GPU.
     """
     if n_fit < 2 * len(FAMILIES) or n_holdout < 1:
         raise ValueError(f"n_fit must be ≥ {2 * len(FAMILIES)} (2 per family) and n_holdout ≥ 1, "
@@ -649,6 +677,9 @@ def profile_this_machine(
         raise ValueError(f"rounds, inner and threads must be ≥ 1, got {rounds}, {inner}, {threads}")
     for runtime in runtimes:
         check_runtime(runtime)
+        why = cuda_unavailable(runtime)
+        if why:
+            raise ValueError(why)
     started = time.perf_counter()
     fit, holdout = build_fit_set(n_fit, n_holdout, seed=seed, progress=progress,
                                  shapes=input_shapes)
@@ -669,6 +700,10 @@ def profile_this_machine(
             import onnxruntime
 
             runtime_version = f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)"
+        gpu = {}
+        if is_cuda(runtime):
+            runtime_version = f"torch {torch.__version__}, {cuda_device_text()}"
+            gpu = {"gpu": torch.cuda.get_device_name(0)}
         provenance = {
             "tool": "budgetsearch profile",
             "tool_version": __version__,
@@ -676,14 +711,15 @@ def profile_this_machine(
             "runtime_version": runtime_version,
             "torch_version": str(torch.__version__),
             "python_version": sys.version.split()[0],
-            "dtype": "float32",
+            "dtype": runtime_dtype(runtime),
             "batch_size": 1,
             "threads": threads,
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "host": platform.node(),
             "cpu": f"{cpu_name()} ({os.cpu_count()} logical CPUs visible)",
             "cpu_flags": cpu_flags(),
-            "device": "cpu",
+            "device": "cuda" if is_cuda(runtime) else "cpu",
+            **gpu,
             "load_average": f"before: {load_before} | after: {_load_average()}",
             "method": "whole-network forward passes; per-op-kind t = a*FLOPs + g*activation bytes"
                       " + gw*weight bytes + b (fvcore layers and the ops fvcore does not count), "

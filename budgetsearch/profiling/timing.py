@@ -1,6 +1,7 @@
 """The one timer and the one method every measured latency in budgetsearch uses.
 
-Method (written into each profile's ``provenance.timing``): batch 1, float32, eval mode, a fixed
+Method (written into each profile's ``provenance.timing``): batch 1, float32 (float16 in
+``pytorch-cuda-fp16``), eval mode, a fixed
 thread count; ``warmup`` calls per network first; then ``rounds`` interleaved rounds, each visiting
 every network once in a shuffled order (so that load from other processes spreads over all
 networks); a visit times a burst of ``inner`` calls with ``time.perf_counter_ns`` and keeps the
@@ -8,9 +9,13 @@ burst's median; a network's time is the **minimum over rounds of the burst media
 in which the machine was quietest: on a shared machine this is the statistic that repeats from
 day to day; the median inside a burst removes single preemptions).
 
-Two runtimes: ``pytorch-eager`` (``torch.inference_mode``, ``torch.set_num_threads``) and
+Runtimes: ``pytorch-eager`` (``torch.inference_mode``, ``torch.set_num_threads``) and
 ``onnxruntime`` (``torch.onnx.export`` with the TorchScript exporter, opset 17, then an
-``InferenceSession`` on the CPU execution provider with ``intra_op_num_threads`` = threads).
+``InferenceSession`` on the CPU execution provider with ``intra_op_num_threads`` = threads) on
+the CPU; ``pytorch-cuda`` and ``pytorch-cuda-fp16`` (PyTorch eager on the first CUDA device, a copy
+of the model in float32 or float16, PyTorch's default cuDNN settings) on a GPU. A CUDA call ends
+with ``torch.cuda.synchronize()``, so the same host timer reads the time a caller waits for the
+result (kernel launches included: at batch 1 they are most of it).
 
 Example:
     >>> import torch
@@ -22,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import io
 import random
 import statistics
@@ -34,14 +40,18 @@ import numpy as np
 import torch
 from torch import nn
 
-RUNTIMES = ("pytorch-eager", "onnxruntime")
+RUNTIMES = ("pytorch-eager", "onnxruntime", "pytorch-cuda", "pytorch-cuda-fp16")
+#: The runtimes that run on a CUDA GPU, and the dtype each runs the network in.
+CUDA_DTYPES = {"pytorch-cuda": torch.float32, "pytorch-cuda-fp16": torch.float16}
 ONNX_OPSET = 17
 TIMER = "time.perf_counter_ns"
 
 
 def method_text(*, rounds: int, inner: int, warmup: int, threads: int, runtime: str) -> str:
     """The method as one line, for the profile's ``provenance.timing``."""
-    return (f"{TIMER}; {runtime}, {threads} thread(s), batch 1, float32; {warmup} warm-up calls, "
+    synchronised = ", torch.cuda.synchronize() ending each call" if is_cuda(runtime) else ""
+    return (f"{TIMER}; {runtime}, {threads} thread(s), batch 1, {runtime_dtype(runtime)}"
+            f"{synchronised}; {warmup} warm-up calls, "
             f"{rounds} interleaved shuffled rounds x burst of {inner} calls; burst median, "
             f"then minimum over rounds (budgetsearch.profiling.timing)")
 
@@ -50,6 +60,33 @@ def check_runtime(runtime: str) -> None:
     """Raise ``ValueError`` for an unknown runtime name."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+
+
+def is_cuda(runtime: str) -> bool:
+    """True for the runtimes that run on a CUDA GPU."""
+    return runtime in CUDA_DTYPES
+
+
+def runtime_dtype(runtime: str) -> str:
+    """The dtype ``runtime`` runs networks in, by name (``float32``, ``float16``)."""
+    return str(CUDA_DTYPES.get(runtime, torch.float32)).removeprefix("torch.")
+
+
+def cuda_unavailable(runtime: str) -> str | None:
+    """Why ``runtime`` cannot run here (None when it can, or is no CUDA runtime)."""
+    if not is_cuda(runtime):
+        return None
+    if not torch.cuda.is_available():
+        return f"{runtime} needs a CUDA GPU and this machine has none (torch.cuda.is_available())"
+    return None
+
+
+def cuda_device_text() -> str:
+    """This machine's first CUDA device by name, with the CUDA and cuDNN versions torch runs."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return (f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}, cuDNN {cudnn}, "
+            f"TF32 convs {'on' if torch.backends.cudnn.allow_tf32 else 'off'}, TF32 matmuls "
+            f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})")
 
 
 def export_onnx(model: nn.Module, example_input: torch.Tensor) -> bytes:
@@ -125,16 +162,40 @@ def make_runner(
     model: nn.Module, example_input: torch.Tensor, *, runtime: str, threads: int,
     onnx_bytes: bytes | None = None,
 ) -> Callable[[], Any]:
-    """One forward pass of ``model`` in ``runtime`` as a zero-argument call."""
+    """One forward pass of ``model`` in ``runtime`` as a zero-argument call (a CUDA runtime runs
+    a copy of the model on the GPU: ``model`` itself stays where it is)."""
     check_runtime(runtime)
     if runtime == "onnxruntime":
         data = onnx_bytes if onnx_bytes is not None else export_onnx(model, example_input)
         return onnx_runner(data, example_input, threads=threads)
+    if is_cuda(runtime):
+        return _cuda_runner(model, example_input, CUDA_DTYPES[runtime])
     model.eval()
 
     def forward() -> Any:
         with torch.inference_mode():
             return model(example_input)
+
+    return forward
+
+
+def _cuda_runner(model: nn.Module, example_input: torch.Tensor,
+                 dtype: torch.dtype) -> Callable[[], Any]:
+    """One forward pass of a copy of ``model`` in ``dtype`` on the first CUDA device, waited for."""
+    why = cuda_unavailable("pytorch-cuda")
+    if why:
+        raise RuntimeError(why)
+    device = torch.device("cuda", 0)
+    copy_ = copy.deepcopy(model).eval().to(device=device, dtype=dtype)
+    # integer inputs (token ids) keep their dtype; float ones take the network's
+    x = (example_input.to(device=device, dtype=dtype) if example_input.is_floating_point()
+         else example_input.to(device))
+
+    def forward() -> Any:
+        with torch.inference_mode():
+            out = copy_(x)
+        torch.cuda.synchronize(device)
+        return out
 
     return forward
 

@@ -8,6 +8,7 @@ import pytest
 
 from budgetsearch.cli import main
 from budgetsearch.cost import load_profile
+from budgetsearch.profiling.timing import RUNTIMES
 
 
 def test_devices_lists_every_profile(capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,7 +63,7 @@ def test_devices_json_gives_runtime_threads_and_errors(
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["jetson-orin-nano"]["predictor_error"] is None
     measured = [row for row in rows.values() if row["source"] == "measured"]
-    assert measured and all(row["runtime"] in ("pytorch-eager", "onnxruntime") for row in measured)
+    assert measured and all(row["runtime"] in RUNTIMES for row in measured)
     assert all(row["threads"] and row["predictor_error"]["networks"] > 0 for row in measured)
 
 
