@@ -10,8 +10,9 @@ shipped plus its automatic drift check (forced fresh here):
 
 1. times ≥ 30 torchvision networks from families not in the fit set (ResNet, MobileNet v2/v3,
    ShuffleNet v2, SqueezeNet, MnasNet, EfficientNet, RegNet, GoogLeNet, DenseNet) at 1×28×28,
-   3×32×32 and 3×64×64, plus channel-pruned ResNet-18 / MobileNet-v2 variants priced through
-   ``kept_channels`` of the dense network, by the profile's own timer and method;
+   3×32×32 and 3×64×64 (``--input-size N``: at 3×N×N instead), plus channel-pruned
+   ResNet-18 / MobileNet-v2 variants priced through ``kept_channels`` of the dense network,
+   by the profile's own timer and method;
    and, reported apart (their family is in the fit set), four compact mixed-connectivity
    WRN-16-2s from the library's channel-magnitude pruner, priced as a trial prices them (kept
    channels plus the gathers they run);
@@ -196,11 +197,12 @@ def _prune_mobilenet_v2(model: nn.Module, fraction: float, align: int = 0
     return small.eval(), kept
 
 
-def foreign_networks(quick: bool) -> list[dict[str, Any]]:
+def foreign_networks(quick: bool, shapes: tuple[tuple[int, ...], ...] = SHAPES
+                     ) -> list[dict[str, Any]]:
     """Build, trace and check every network; skip the ones a small input breaks."""
     networks = []
     names = list(FAMILIES)[:6] if quick else list(FAMILIES)
-    for shape in SHAPES:
+    for shape in shapes:
         for name in names:
             torch.manual_seed(0)
             x = torch.randn(shape)
@@ -369,15 +371,20 @@ def main() -> None:
                              "CPU kind (model and SIMD flags), eager and onnxruntime")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--quick", action="store_true", help="6 families only (a smoke run)")
+    parser.add_argument("--input-size", type=int, action="append", metavar="N",
+                        help="the foreign networks at 3xNxN (repeatable) instead of 1x28x28, "
+                             "3x32x32 and 3x64x64 (a GPU is deployed at 224)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.profiles = args.profiles or shipped_profiles_of_this_machine()
     os.environ["BUDGETSEARCH_DRIFT_MAX_AGE_S"] = "0"  # a fresh automatic check, not a stored one
     meter = LoadMeter()
     started = datetime.datetime.now()
-    print(f"latency accuracy benchmark, {started:%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, "
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    print(f"latency accuracy benchmark, {started:%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs{gpu}, "
           f"torch {torch.__version__}")
-    networks = foreign_networks(args.quick)
+    shapes = tuple((1, 3, n, n) for n in args.input_size) if args.input_size else SHAPES
+    networks = foreign_networks(args.quick, shapes)
     print(f"{len(networks)} networks from families not in the fit set")
     compact = compact_networks()
     foreign = np.array([True] * len(networks) + [False] * len(compact))

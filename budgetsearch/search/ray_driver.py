@@ -113,6 +113,15 @@ def validate_request(request: RunRequest) -> None:
                          f"search is Optuna-only), got {','.join(request.optuna.objectives)!r}")
     if request.ray_address is not None:
         parse_ray_address(request.ray_address)
+    elif request.gpus_per_trial > 0:
+        # a local Ray has this machine's CUDA devices: with fewer, no trial could ever start
+        import torch
+
+        here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if request.gpus_per_trial > here:
+            raise ValueError(f"gpus_per_trial {request.gpus_per_trial:g}: this machine has "
+                             f"{here} CUDA GPU(s) for a local Ray (join a cluster with GPUs: "
+                             f"--ray-address; or --gpus-per-trial 0 to train on CPUs)")
 
 
 def search_value(row: dict[str, Any]) -> float:
@@ -372,6 +381,18 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
+def _check_gpus(ray: Any, gpus_per_trial: float) -> None:
+    """Raise ``ValueError`` when no trial could start: it asks for more GPUs than the cluster
+    has (Tune would leave every trial pending, waiting for them, until the run's timeout)."""
+    if gpus_per_trial <= 0:
+        return
+    available = float(ray.cluster_resources().get("GPU", 0.0))
+    if gpus_per_trial > available:
+        raise ValueError(f"gpus_per_trial {gpus_per_trial:g}: the Ray cluster has "
+                         f"{available:g} GPU(s), so no trial could start (give it a GPU node, "
+                         f"or --gpus-per-trial 0 to train on CPUs)")
+
+
 def run_ray(space: SearchSpace, settings: TrialSettings, run_dir: Path, request: RunRequest, *,
             resume: bool = False, progress: ProgressFn | None = None) -> list[dict[str, Any]]:
     """Run (or, with ``resume``, restore) the Tune experiment; returns every trial's row.
@@ -409,6 +430,7 @@ def run_ray(space: SearchSpace, settings: TrialSettings, run_dir: Path, request:
     check = parent_check(settings)  # before Ray's processes start: they would slow the check
     started = _init_ray(request.ray_address)
     try:
+        _check_gpus(ray, request.gpus_per_trial)
         trainable = tune.with_resources(
             make_trainable(space, settings, run_dir, check),
             {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial})

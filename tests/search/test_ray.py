@@ -135,6 +135,8 @@ def test_trial_settings_follow_resources() -> None:
     (["--max-concurrent", "2"], "--max-concurrent need(s) --engine ray"),
     (["--engine", "ray", "--ray-address", "nowhere"], "ray_address must be 'auto' or HOST:PORT"),
     (["--engine", "ray", "--objectives", "accuracy,latency"], "Optuna-only"),
+    (["--engine", "ray", "--gpus-per-trial", "99"],
+     "gpus_per_trial 99: this machine has"),
 ])
 def test_cli_rejects_bad_ray_options_in_one_line(
         args: list[str], message: str, tmp_path: Path,
@@ -306,6 +308,17 @@ def test_sweep_on_a_cluster_fills_results_csv(ray_cluster: SimpleNamespace, tmp_
     assert table["hp_lam"].between(0.1, 1.0).all() and table["params"].gt(0).all()
     assert all((out / p).is_file() for p in table["model_path"])  # relative to the run folder
     assert not ray.is_initialized()  # the driver let go of the cluster
+
+
+@pytest.mark.ray
+def test_a_cluster_without_the_gpus_asked_for_is_one_line(
+        ray_cluster: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Tune would leave every trial pending, waiting for a GPU the cluster does not have."""
+    code = main(_run_args(ray_cluster.address, tmp_path / "run", tmp_path, "--trials", "1",
+                          "--gpus-per-trial", "64"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "gpus_per_trial 64: the Ray cluster has 0 GPU(s)" in err
 
 
 @pytest.mark.ray
