@@ -67,6 +67,7 @@ from budgetsearch.cost.ops import (
     MAX_POOL_MODULES,
     POOL_MODULES,
     ExtraOp,
+    on_model_device,
     pool_taps,
     prices_itself,
     runs_own_forward,
@@ -379,6 +380,7 @@ def layer_inventory(model: nn.Module, example_input: Tensor) -> LayerInventory:
 
     if not isinstance(example_input, Tensor):
         raise TypeError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
+    example_input = on_model_device(model, example_input)
     was_training = model.training
     model.eval()
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}

@@ -60,6 +60,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -535,9 +536,19 @@ def trace_ops(
     return recorder.ops, recorder.folded
 
 
+def on_model_device(model: nn.Module, example_input: Tensor) -> Tensor:
+    """``example_input`` on the device of ``model``'s first parameter or buffer: a network
+    trained on a GPU is priced with the example input its caller made on the CPU."""
+    held = next(itertools.chain(model.parameters(), model.buffers()), None)
+    if held is None or held.device == example_input.device:
+        return example_input
+    return example_input.to(held.device)
+
+
 def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None,
            layer_ops: Mapping[str, str] | None = None,
            priced_whole: frozenset[str] | set[str] = frozenset()) -> _Recorder:
+    example_input = on_model_device(model, example_input)
     recorder = _Recorder()
     handles = []
     modules = dict(model.named_modules())

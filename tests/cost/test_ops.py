@@ -771,3 +771,25 @@ def test_a_weight_norm_conv_never_prices_negative_weights() -> None:
     conv = nn.utils.parametrizations.weight_norm(nn.Conv2d(4, 8, 3))
     inv = layer_inventory(nn.Sequential(conv), torch.zeros(1, 4, 10, 10))
     assert all(r.weight_params <= r.params for r in inv)
+
+
+def test_a_network_on_another_device_is_traced_with_the_callers_cpu_input() -> None:
+    """A trial trained on a GPU prices its compact network with the example input it made on
+    the CPU (issue 16, found on an H200: every BAR trial failed 'Expected all tensors to be on
+    the same device'); the meta device stands in for the GPU here."""
+    from budgetsearch.cost.ops import index_op_elements, on_model_device
+
+    class Gather(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.register_buffer("keep", torch.tensor([0, 2]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).index_select(1, self.keep)
+
+    x = torch.zeros(1, 3, 8, 8)
+    on_cpu = index_op_elements(Gather(), x)
+    assert on_cpu and index_op_elements(Gather().to("meta"), x) == on_cpu
+    assert on_model_device(Gather().to("meta"), x).device.type == "meta"
+    assert on_model_device(nn.ReLU(), x) is x  # nothing held: the input stays where it is
