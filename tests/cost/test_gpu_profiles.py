@@ -134,3 +134,24 @@ def test_profile_writes_both_gpu_profiles(tmp_path: Path) -> None:
         assert profile.runtime == runtime and profile.predictor_error.networks == 4
         assert profile.provenance["gpu"] == torch.cuda.get_device_name(0)
         assert anchors.not_this_machine(profile) is None
+
+
+def test_a_runner_that_names_a_warm_up_time_is_called_that_long_before_the_rounds() -> None:
+    """An idle GPU clocks down: its runners (``warmup_s``) are called on until the device is at
+    speed; a CPU runner gets its warm-up calls only."""
+    import time
+
+    from budgetsearch.profiling.timing import time_rounds
+
+    calls: list[float] = []
+
+    def gpu_like() -> None:
+        calls.append(time.perf_counter())
+
+    gpu_like.warmup_s = 0.05  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    time_rounds([gpu_like], rounds=1, inner=1, warmup=1)
+    assert calls[-2] - started >= 0.05 and len(calls) > 3  # warmed ≥ 0.05 s, then one timed
+    cpu_calls: list[int] = []
+    time_rounds([lambda: cpu_calls.append(1)], rounds=1, inner=1, warmup=2)
+    assert len(cpu_calls) == 3
