@@ -60,7 +60,16 @@ def _this_machine_hint(runtime: str) -> str:
             here.append(name)
     if here:
         return f"measured on this machine: {', '.join(here)}"
-    return "to measure this one: 'budgetsearch profile --name NAME'"
+    from budgetsearch.profiling.timing import cuda_unavailable, is_cuda
+
+    if is_cuda(runtime):
+        flag = "--runtime cuda"
+        if cuda_unavailable(runtime):
+            return (f"a GPU is measured on a machine with one: 'budgetsearch profile --name NAME "
+                    f"{flag}'")
+    else:
+        flag = "" if runtime == "pytorch-eager" else f"--runtime {runtime}"
+    return f"to measure this one: 'budgetsearch profile --name NAME{' ' + flag if flag else ''}'"
 
 
 def unchecked_notice(profile: Any) -> None:
@@ -178,7 +187,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
               f"{threads!s:>3}  "
               f"{text}")
         if row.get("published_check"):
-            print(f"{'':<{width + 30}} {row['published_check']}")
+            print(f"{'':<{width + runtime_width + 16}} {row['published_check']}")
     return 0
 
 

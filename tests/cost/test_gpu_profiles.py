@@ -155,3 +155,14 @@ def test_a_runner_that_names_a_warm_up_time_is_called_that_long_before_the_round
     cpu_calls: list[int] = []
     time_rounds([lambda: cpu_calls.append(1)], rounds=1, inner=1, warmup=2)
     assert len(cpu_calls) == 3
+
+
+def test_devices_says_a_gpu_profile_is_made_on_a_gpu(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUDGETSEARCH_DRIFT_CHECK", "0")
+    _no_cuda(monkeypatch)
+    assert main(["devices", "--no-check"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("gpu-h200 "))
+    assert "not checked here: measured on NVIDIA H200; this machine has no CUDA device" in line
+    assert "a GPU is measured on a machine with one: 'budgetsearch profile --name NAME " \
+        "--runtime cuda'" in line
