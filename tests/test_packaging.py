@@ -19,7 +19,8 @@ from budgetsearch.search.space import SPACE_DIR, load_space, space_names
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_PROFILES = {"cpu-2core-x86", "cpu-2core-x86-ort", "cpu-2core-x86-avx2",
                     "cpu-2core-x86-avx2-ort", "cpu-2core-x86-xeon", "cpu-2core-x86-xeon-ort",
-                    "jetson-nano", "jetson-orin-nano", "jetson-xavier-nx"}
+                    "gpu-h200", "gpu-h200-fp16", "jetson-nano", "jetson-orin-nano",
+                    "jetson-xavier-nx"}
 SHIPPED_SPACES = {"bar", "channel-magnitude", "dense", "erf", "magnitude"}
 # What goes into the wheel: the package, the two top-level data folders, what pyproject names.
 SOURCES = ("pyproject.toml", "README.md", "budgetsearch", "hw_profiles", "search_spaces")

@@ -90,7 +90,8 @@ def test_api_rejects_zero_trials() -> None:
 @pytest.mark.parametrize("argv,fragment", [
     (["--device", "nosuch", "--target-latency", "1ms"],
      "device must be a profile name (cpu-2core-x86, cpu-2core-x86-avx2, cpu-2core-x86-avx2-ort, "
-     "cpu-2core-x86-ort, cpu-2core-x86-xeon, cpu-2core-x86-xeon-ort, jetson-nano"),
+     "cpu-2core-x86-ort, cpu-2core-x86-xeon, cpu-2core-x86-xeon-ort, gpu-h200, gpu-h200-fp16, "
+     "jetson-nano"),
     (["--model", "vgg"], "--model must be a built-in name (resnet-20, "),
     (["--dataset", "imagenet"], "dataset must be one of cifar10, cifar100, fashion-mnist"),
     (["--pruner", "foo", "--model", "wrn-10-1", "--dataset", "synthetic"],

@@ -19,8 +19,8 @@ from budgetsearch.cost.profiles import (
 )
 
 SHIPPED = ["cpu-2core-x86", "cpu-2core-x86-avx2", "cpu-2core-x86-avx2-ort", "cpu-2core-x86-ort",
-           "cpu-2core-x86-xeon", "cpu-2core-x86-xeon-ort", "jetson-nano", "jetson-orin-nano",
-           "jetson-xavier-nx"]
+           "cpu-2core-x86-xeon", "cpu-2core-x86-xeon-ort", "gpu-h200", "gpu-h200-fp16",
+           "jetson-nano", "jetson-orin-nano", "jetson-xavier-nx"]
 
 
 def _user_profile(folder: Path, name: str, *, aliases: tuple[str, ...] = ()) -> Path:
