@@ -65,7 +65,12 @@ from budgetsearch.profiling.anchors import (
     measure_anchors,
     refit_text,
 )
-from budgetsearch.profiling.recalibrate import recalibration_networks, refit_drift, time_draw
+from budgetsearch.profiling.recalibrate import (
+    draw_shapes,
+    recalibration_networks,
+    refit_drift,
+    time_draw,
+)
 from budgetsearch.profiling.timing import export_onnx, make_runner, time_runners
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -400,7 +405,7 @@ def main() -> None:
         check = profile.last_check or {}
         # the re-fit's draw, timed right after the check (the machine the check saw): what the
         # simulated days re-fit on, apart from the passes' drift (timed again after them too)
-        refit_nets = recalibration_networks()
+        refit_nets = recalibration_networks(shapes=draw_shapes(shipped))
         draw_at_check = time_draw(shipped, refit_nets)
         # two independent passes (own shuffles): how far the machine agrees with itself is the
         # ceiling of any predictor's share within ±10 %; the prediction is judged against their

@@ -60,9 +60,9 @@ def _this_machine_hint(runtime: str) -> str:
             here.append(name)
     if here:
         return f"measured on this machine: {', '.join(here)}"
-    from budgetsearch.profiling.timing import cuda_unavailable, is_cuda
+    from budgetsearch.profiling.timing import cuda_unavailable, runs_on_cuda
 
-    if is_cuda(runtime):
+    if runs_on_cuda(runtime):
         flag = "--runtime cuda"
         if cuda_unavailable(runtime):
             return (f"a GPU is measured on a machine with one: 'budgetsearch profile --name NAME "
@@ -339,7 +339,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from budgetsearch.cost import save_profile
     from budgetsearch.cost.profiles import default_profile_path
     from budgetsearch.profiling.fit import RUNTIME_SUFFIX, profile_this_machine
-    from budgetsearch.profiling.timing import cuda_unavailable, is_cuda
+    from budgetsearch.profiling.timing import cuda_unavailable, runs_on_cuda
 
     if not _PROFILE_NAME.match(args.name):
         raise UsageError(
@@ -352,7 +352,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     runtimes = _RUNTIME_CHOICES.get(args.runtime, [args.runtime])
     for runtime in runtimes:
         why = cuda_unavailable(runtime)
-        if why:
+        if why and not args.refit:  # a re-fit times nothing: it needs no GPU
             raise UsageError(f"--runtime {args.runtime}: {why}")
     outs = {rt: out.with_name(out.stem + RUNTIME_SUFFIX[rt] + out.suffix) for rt in runtimes}
     for path in outs.values():
@@ -373,7 +373,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     args.fit = 216 if args.fit is None else args.fit
     args.holdout = 54 if args.holdout is None else args.holdout
     args.seed = 0 if args.seed is None else args.seed
-    where = ("this GPU, " + torch.cuda.get_device_name(0) if any(map(is_cuda, runtimes))
+    where = ("this GPU, " + torch.cuda.get_device_name(0) if any(map(runs_on_cuda, runtimes))
              else "this CPU")
     print(f"profiling {where} ({', '.join(runtimes)}) with {args.threads} thread(s): "
           f"{args.fit} networks to fit, {args.holdout} held out, {args.rounds} interleaved rounds")

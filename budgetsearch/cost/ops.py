@@ -537,12 +537,15 @@ def trace_ops(
 
 
 def on_model_device(model: nn.Module, example_input: Tensor) -> Tensor:
-    """``example_input`` on the device of ``model``'s first parameter or buffer: a network
-    trained on a GPU is priced with the example input its caller made on the CPU."""
-    held = next(itertools.chain(model.parameters(), model.buffers()), None)
-    if held is None or held.device == example_input.device:
+    """``example_input`` on the device every parameter and buffer of ``model`` is on: a network
+    trained on a GPU is priced with the example input its caller made on the CPU. A network
+    spread over devices (or holding none) gets the input as given: where it enters is its own
+    business (a pipeline, an offloading hook)."""
+    devices = {t.device for t in itertools.chain(model.parameters(), model.buffers())}
+    if len(devices) != 1:
         return example_input
-    return example_input.to(held.device)
+    (device,) = devices
+    return example_input if device == example_input.device else example_input.to(device)
 
 
 def _trace(model: nn.Module, example_input: Tensor, layer_names: set[str] | None,

@@ -619,9 +619,7 @@ def check_drift(
                    f"{abs(result['drift_pct']):.0f}% {direction}{typical} than when profiled "
                    f"({profile.provenance.get('date', '?')}); latency predictions rescaled "
                    f"({factors_text(check)}{refit_text(check)}{kept_text}; {seconds:.1f} s check; "
-                   f"re-profile with "
-                   f"'budgetsearch profile --name {profile.name} --runtime {profile.runtime} "
-                   f"--force')")
+                   f"re-profile with '{reprofile_command(profile)}')")
         (announce or (lambda line: print(line, file=sys.stderr)))(message)
     return replace(checked_profile, last_check=check)
 
@@ -760,9 +758,9 @@ def not_this_machine(profile: DeviceProfile) -> str | None:
     CPU kind (another model, or the same model name with other SIMD flags), on more threads
     than this machine has, or in a runtime not installed here; a GPU profile, on a GPU of
     another name or none (its host CPU may differ: the check's overhead factor follows it)."""
-    from budgetsearch.profiling.timing import RUNTIMES, is_cuda
+    from budgetsearch.profiling.timing import RUNTIMES, runs_on_cuda
 
-    if is_cuda(profile.runtime):
+    if runs_on_cuda(profile.runtime):
         return _not_this_gpu(profile)
     cpu = str(profile.provenance.get("cpu") or "")
     here = cpu_name()
@@ -820,7 +818,8 @@ def _listed(flags: list[str], most: int = 4) -> str:
 
 
 def is_this_machine(profile: DeviceProfile) -> bool:
-    """True when ``profile`` was measured on this CPU kind, in a runtime available here."""
+    """True when ``profile`` was measured on this CPU kind (a GPU profile: on this machine's
+    GPU), in a runtime available here."""
     return not_this_machine(profile) is None
 
 
@@ -841,9 +840,29 @@ def unchecked_reason(profile: DeviceProfile) -> str | None:
             "#" in str(a.get("name", "")) for a in profile.anchors["networks"]):
         return (f"its anchors were drawn by fit-set generator version {version} and this "
                 f"budgetsearch builds version {GENERATOR_VERSION}; re-profile with "
-                f"'budgetsearch profile --name {profile.name} --runtime {profile.runtime} "
-                f"--force'")
+                f"'{reprofile_command(profile)}'")
     return None
+
+
+def reprofile_command(profile: DeviceProfile) -> str:
+    """The ``budgetsearch profile`` command that measures ``profile`` again: its name without
+    the runtime's suffix (``--name X --runtime onnxruntime`` writes ``X-ort``), its threads and
+    the input sizes it was fitted at beyond the default ones."""
+    from budgetsearch.profiling.networks import INPUT_SHAPES, shapes_from_text
+    from budgetsearch.profiling.timing import RUNTIME_SUFFIX
+
+    suffix = RUNTIME_SUFFIX.get(profile.runtime, "")
+    name = profile.name.removesuffix(suffix) if suffix else profile.name
+    flags = [f"--name {name}", f"--runtime {profile.runtime}"]
+    if profile.threads != 1:
+        flags.append(f"--threads {profile.threads}")
+    try:
+        shapes = shapes_from_text(profile.provenance.get("input_shapes"))
+    except ValueError:
+        shapes = INPUT_SHAPES
+    flags += [f"--input-size {s[-1]}" for s in shapes
+              if s not in INPUT_SHAPES and len(s) == 4 and s[1] == 3 and s[2] == s[3]]
+    return f"budgetsearch profile {' '.join(flags)} --force"
 
 
 def check_enabled() -> bool:

@@ -54,16 +54,17 @@ from budgetsearch.profiling.networks import (
 from budgetsearch.profiling.small_gemm import measure_small_gemm
 from budgetsearch.profiling.timing import (
     ONNX_OPSET,
+    RUNTIME_SUFFIX,
     RUNTIMES,
     check_runtime,
     cuda_device_text,
     cuda_unavailable,
     export_onnx,
     halves_agreement,
-    is_cuda,
     make_runner,
     method_text,
     quietest_round,
+    runs_on_cuda,
     runtime_dtype,
     time_rounds,
 )
@@ -132,8 +133,6 @@ AREA_FEATURES: tuple[tuple[str, str], ...] = tuple(
 # fitted for it (its "kind" is no op kind; the profile keeps the table and that factor).
 SMALL_GEMM_FEATURE = ("small_gemm", "scale")
 SMALL_GEMM_AREAS = 16  # output areas up to this one: the table's, not the area terms' FLOPs
-RUNTIME_SUFFIX = {"pytorch-eager": "", "onnxruntime": "-ort", "pytorch-cuda": "",
-                  "pytorch-cuda-fp16": "-fp16"}
 
 
 def features_for(runtime: str, *, small_gemm: bool = False) -> tuple[tuple[str, str], ...]:
@@ -141,7 +140,7 @@ def features_for(runtime: str, *, small_gemm: bool = False) -> tuple[tuple[str, 
     (``small_gemm``: an eager fit with a small-GEMM table, whose factor comes last)."""
     if runtime == "onnxruntime":
         return FEATURES + COMPILED_FEATURES
-    if is_cuda(runtime):
+    if runs_on_cuda(runtime):
         # cuDNN picks its own kernels; the CPU's two conv paths, SIMD blocks and small-GEMM
         # repacking do not exist there, so a GPU profile fits the per-kind terms alone
         return FEATURES
@@ -170,7 +169,7 @@ def runtime_settings(runtime: str, channel_block: int) -> dict[str, Any]:
 def channel_block_of(runtime: str, provenance: Mapping[str, Any]) -> int:
     """The channel block a profile of ``runtime`` measured with ``provenance`` prices in: the
     CPU's SIMD lanes (:func:`simd_channel_block`), 1 on a GPU (no block is modelled there)."""
-    if is_cuda(runtime):
+    if runs_on_cuda(runtime):
         return 1
     return simd_channel_block(str(provenance.get("cpu_flags", "")) or None)
 
@@ -198,7 +197,7 @@ def _cpu_text(provenance: Mapping[str, Any]) -> str:
 
 def _machine_text(provenance: Mapping[str, Any], runtime: str) -> str:
     """What a profile of ``runtime`` was measured on: the GPU (by name) or the CPU."""
-    if is_cuda(runtime):
+    if runs_on_cuda(runtime):
         gpu = str(provenance.get("gpu") or "an unrecorded GPU").split(" (")[0]
         return f"{gpu} (host {_cpu_text(provenance)})"
     return _cpu_text(provenance)
@@ -701,7 +700,7 @@ def profile_this_machine(
 
             runtime_version = f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)"
         gpu = {}
-        if is_cuda(runtime):
+        if runs_on_cuda(runtime):
             runtime_version = f"torch {torch.__version__}, {cuda_device_text()}"
             gpu = {"gpu": torch.cuda.get_device_name(0)}
         provenance = {
@@ -718,7 +717,7 @@ def profile_this_machine(
             "host": platform.node(),
             "cpu": f"{cpu_name()} ({os.cpu_count()} logical CPUs visible)",
             "cpu_flags": cpu_flags(),
-            "device": "cuda" if is_cuda(runtime) else "cpu",
+            "device": "cuda" if runs_on_cuda(runtime) else "cpu",
             **gpu,
             "load_average": f"before: {load_before} | after: {_load_average()}",
             "method": "whole-network forward passes; per-op-kind t = a*FLOPs + g*activation bytes"

@@ -41,11 +41,27 @@ ROUNDS, INNER, WARMUP = 8, 5, 2
 TIMING_DEADLINE_S = 20.0  # no further round starts after this (one always runs)
 
 
-def recalibration_networks(count: int = NETWORKS) -> list[Any]:
-    """The fit-set generator's networks the re-fit times (built, with their inventories)."""
-    from budgetsearch.profiling.networks import build_spec, sample_specs
+def recalibration_networks(count: int = NETWORKS, shapes: tuple[tuple[int, ...], ...] | None = None
+                           ) -> list[Any]:
+    """The fit-set generator's networks the re-fit times (built, with their inventories), at
+    ``shapes`` (default: the generator's 28-64 px)."""
+    from budgetsearch.profiling.networks import INPUT_SHAPES, build_spec, sample_specs
 
-    return [build_spec(spec) for spec in sample_specs(count, seed=SEED)]
+    specs = sample_specs(count, seed=SEED, shapes=shapes or INPUT_SHAPES)
+    return [build_spec(spec) for spec in specs]
+
+
+def draw_shapes(profile: DeviceProfile) -> tuple[tuple[int, ...], ...] | None:
+    """The input shapes the re-fit of ``profile`` draws at: a GPU profile's own (at 28-64 px a
+    GPU runs launch-bound: on the H200 pair compute was 0.3% of those networks' price, median,
+    and a factor fitted on them took it to x0.687 where 224-px networks needed x0.879,
+    2026-12-04); None (the default draw) for a CPU's, whose re-fit the default draw held."""
+    from budgetsearch.profiling.networks import shapes_from_text
+    from budgetsearch.profiling.timing import runs_on_cuda
+
+    if not runs_on_cuda(profile.runtime):
+        return None
+    return shapes_from_text(profile.provenance.get("input_shapes"))
 
 
 def overhead_parts(profile: DeviceProfile, networks: Sequence[Any]) -> np.ndarray:
@@ -131,7 +147,8 @@ def refit_drift(
     (the drift check passes its anchors' cache).
     """
     started = time.perf_counter()
-    networks = list(networks) if networks is not None else recalibration_networks(count)
+    networks = (list(networks) if networks is not None
+                else recalibration_networks(count, draw_shapes(profile)))
     rounds_run = None
     if measure is None:
         from budgetsearch.profiling.timing import quietest_round

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import random
 import statistics
 import time
@@ -41,6 +42,9 @@ import torch
 from torch import nn
 
 RUNTIMES = ("pytorch-eager", "onnxruntime", "pytorch-cuda", "pytorch-cuda-fp16")
+#: What ``budgetsearch profile --name NAME`` appends to NAME for each runtime's profile.
+RUNTIME_SUFFIX = {"pytorch-eager": "", "onnxruntime": "-ort", "pytorch-cuda": "",
+                  "pytorch-cuda-fp16": "-fp16"}
 #: Seconds of calls before a GPU is timed: an idle GPU runs at a fraction of its clock (an H200
 #: read 345 MHz idle, 1980 MHz under load, 2026-10-28) and raises it only under work, so a few
 #: warm-up calls of a small network (the drift check's, in a fresh process) would time it slow.
@@ -53,8 +57,8 @@ TIMER = "time.perf_counter_ns"
 
 def method_text(*, rounds: int, inner: int, warmup: int, threads: int, runtime: str) -> str:
     """The method as one line, for the profile's ``provenance.timing``."""
-    synchronised = ", torch.cuda.synchronize() ending each call" if is_cuda(runtime) else ""
-    warm = f" (then calls for {GPU_WARMUP_S:g} s: the GPU's clock)" if is_cuda(runtime) else ""
+    synchronised = ", torch.cuda.synchronize() ending each call" if runs_on_cuda(runtime) else ""
+    warm = f" (then calls for {GPU_WARMUP_S:g} s: the GPU's clock)" if runs_on_cuda(runtime) else ""
     return (f"{TIMER}; {runtime}, {threads} thread(s), batch 1, {runtime_dtype(runtime)}"
             f"{synchronised}; {warmup} warm-up calls{warm}, "
             f"{rounds} interleaved shuffled rounds x burst of {inner} calls; burst median, "
@@ -67,7 +71,7 @@ def check_runtime(runtime: str) -> None:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
 
 
-def is_cuda(runtime: str) -> bool:
+def runs_on_cuda(runtime: str) -> bool:
     """True for the runtimes that run on a CUDA GPU."""
     return runtime in CUDA_DTYPES
 
@@ -79,7 +83,7 @@ def runtime_dtype(runtime: str) -> str:
 
 def cuda_unavailable(runtime: str) -> str | None:
     """Why ``runtime`` cannot run here (None when it can, or is no CUDA runtime)."""
-    if not is_cuda(runtime):
+    if not runs_on_cuda(runtime):
         return None
     if not torch.cuda.is_available():
         return f"{runtime} needs a CUDA GPU and this machine has none (torch.cuda.is_available())"
@@ -173,8 +177,8 @@ def make_runner(
     if runtime == "onnxruntime":
         data = onnx_bytes if onnx_bytes is not None else export_onnx(model, example_input)
         return onnx_runner(data, example_input, threads=threads)
-    if is_cuda(runtime):
-        return _cuda_runner(model, example_input, CUDA_DTYPES[runtime])
+    if runs_on_cuda(runtime):
+        return _cuda_runner(model, example_input, runtime)
     model.eval()
 
     def forward() -> Any:
@@ -185,23 +189,47 @@ def make_runner(
 
 
 def _cuda_runner(model: nn.Module, example_input: torch.Tensor,
-                 dtype: torch.dtype) -> Callable[[], Any]:
-    """One forward pass of a copy of ``model`` in ``dtype`` on the first CUDA device, waited for."""
-    why = cuda_unavailable("pytorch-cuda")
+                 runtime: str) -> Callable[[], Any]:
+    """One forward pass of ``model`` in ``runtime``'s dtype on the first CUDA device, waited for:
+    the model itself where it is already there in that dtype, else a copy (the caller's model
+    stays where it is). Its ``warmup_s`` asks :func:`time_rounds` for :data:`GPU_WARMUP_S`.
+
+    Raises:
+        RuntimeError: no CUDA device; a model that cannot be copied; one whose forward fails in
+            that dtype (float32 tensors it makes itself beside float16 weights).
+    """
+    why = cuda_unavailable(runtime)
     if why:
         raise RuntimeError(why)
-    device = torch.device("cuda", 0)
-    copy_ = copy.deepcopy(model).eval().to(device=device, dtype=dtype)
+    device, dtype = torch.device("cuda", 0), CUDA_DTYPES[runtime]
+    held = list(itertools.chain(model.parameters(), model.buffers()))
+    if held and all(t.device == device and (t.dtype == dtype or not t.is_floating_point())
+                    for t in held):
+        gpu_model = model.eval()
+    else:
+        try:
+            gpu_model = copy.deepcopy(model)
+        except Exception as error:  # noqa: BLE001 (pickle's errors have no common type)
+            raise RuntimeError(f"{runtime}: the model cannot be copied to the GPU "
+                               f"({type(error).__name__}: {error}); move it there in "
+                               f"{str(dtype).removeprefix('torch.')} yourself") from None
+        gpu_model = gpu_model.eval().to(device=device, dtype=dtype)
     # integer inputs (token ids) keep their dtype; float ones take the network's
     x = (example_input.to(device=device, dtype=dtype) if example_input.is_floating_point()
          else example_input.to(device))
 
     def forward() -> Any:
         with torch.inference_mode():
-            out = copy_(x)
+            out = gpu_model(x)
         torch.cuda.synchronize(device)
         return out
 
+    try:
+        forward()
+    except RuntimeError as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RuntimeError(f"{runtime}: the model does not run in "
+                           f"{str(dtype).removeprefix('torch.')} ({first})") from None
     forward.warmup_s = GPU_WARMUP_S  # type: ignore[attr-defined]
     return forward
 
@@ -260,7 +288,12 @@ def time_rounds(
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Each runner's burst median in each round, ms: shape (runners, rounds run) (see
-    :func:`time_runners`, which takes the minimum over the rounds)."""
+    :func:`time_runners`, which takes the minimum over the rounds).
+
+    ``warmup`` calls of each runner come first; a runner with a ``warmup_s`` attribute (a CUDA
+    runner: :data:`GPU_WARMUP_S`) has all of them called on until that many seconds have passed
+    since (``warmup=0``: no warm-up of either kind). The warm-up counts against ``deadline_s``.
+    """
     if rounds < 1 or inner < 1 or warmup < 0 or threads < 1:
         raise ValueError(f"rounds, inner and threads must be ≥ 1 and warmup ≥ 0, got {rounds}, "
                          f"{inner}, {threads}, {warmup}")
@@ -270,13 +303,14 @@ def time_rounds(
     started = time.perf_counter()
     samples: list[list[float]] = [[] for _ in runners]
     try:
+        # a runner that names a warm-up time (a GPU's: GPU_WARMUP_S) is called on, round robin,
+        # until that long has passed since the warm-up began, so that the first round meets the
+        # device at speed
+        warm_until = time.perf_counter() + max(
+            (float(getattr(run, "warmup_s", 0.0)) for run in runners), default=0.0)
         for run in runners:
             for _ in range(warmup):
                 run()
-        # a runner that names a warm-up time (a GPU's: GPU_WARMUP_S) is called on, round robin,
-        # until that long has passed, so that the first round meets the device at speed
-        warm_until = time.perf_counter() + max(
-            (float(getattr(run, "warmup_s", 0.0)) for run in runners), default=0.0)
         while runners and warmup and time.perf_counter() < warm_until:
             for run in runners:
                 run()

@@ -381,16 +381,24 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-def _check_gpus(ray: Any, gpus_per_trial: float) -> None:
-    """Raise ``ValueError`` when no trial could start: it asks for more GPUs than the cluster
-    has (Tune would leave every trial pending, waiting for them, until the run's timeout)."""
+def _check_gpus(ray: Any, gpus_per_trial: float, *, local: bool) -> None:
+    """No trial could start when it asks for more GPUs than one node has (a trial's resources
+    come from one node; Tune would leave every trial pending until the run's timeout): on a
+    local Ray that is final (``ValueError``); a joined cluster may still add such a node (an
+    autoscaler), so it gets one line on stderr."""
     if gpus_per_trial <= 0:
         return
-    available = float(ray.cluster_resources().get("GPU", 0.0))
-    if gpus_per_trial > available:
-        raise ValueError(f"gpus_per_trial {gpus_per_trial:g}: the Ray cluster has "
-                         f"{available:g} GPU(s), so no trial could start (give it a GPU node, "
-                         f"or --gpus-per-trial 0 to train on CPUs)")
+    largest = max((float(node.get("Resources", {}).get("GPU", 0.0))
+                   for node in ray.nodes() if node.get("Alive", True)), default=0.0)
+    if gpus_per_trial <= largest:
+        return
+    text = (f"gpus_per_trial {gpus_per_trial:g}: the largest node of the Ray cluster has "
+            f"{largest:g} GPU(s), so no trial can start")
+    if local:
+        raise ValueError(f"{text} (join a cluster with GPUs: --ray-address; or "
+                         f"--gpus-per-trial 0 to train on CPUs)")
+    print(f"budgetsearch: {text} until a node with {gpus_per_trial:g} joins (an autoscaler's); "
+          f"the trials wait", file=sys.stderr)
 
 
 def run_ray(space: SearchSpace, settings: TrialSettings, run_dir: Path, request: RunRequest, *,
@@ -430,7 +438,7 @@ def run_ray(space: SearchSpace, settings: TrialSettings, run_dir: Path, request:
     check = parent_check(settings)  # before Ray's processes start: they would slow the check
     started = _init_ray(request.ray_address)
     try:
-        _check_gpus(ray, request.gpus_per_trial)
+        _check_gpus(ray, request.gpus_per_trial, local=request.ray_address is None)
         trainable = tune.with_resources(
             make_trainable(space, settings, run_dir, check),
             {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial})

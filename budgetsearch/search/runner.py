@@ -142,9 +142,10 @@ def choose_space(request: RunRequest) -> tuple[SearchSpace, TargetPlan | None, l
 
 def measure_latency_ms(model: Any, input_shape: tuple[int, ...], *, threads: int | None = None,
                        runtime: str = "pytorch-eager", rounds: int = 5) -> float:
-    """ms of one batch-1 forward pass on this CPU in ``runtime`` (``pytorch-eager`` or
-    ``onnxruntime``, as the device profile names it), by the profiles' own timer and method
-    (:mod:`budgetsearch.profiling.timing`), so that it compares with their predictions."""
+    """ms of one batch-1 forward pass on this machine in ``runtime`` (``pytorch-eager`` or
+    ``onnxruntime`` on the CPU, ``pytorch-cuda[-fp16]`` on its GPU, as the device profile names
+    it), by the profiles' own timer and method (:mod:`budgetsearch.profiling.timing`), so that it
+    compares with their predictions."""
     import torch
 
     from budgetsearch.profiling.timing import make_runner, time_runners
@@ -516,7 +517,7 @@ def _run_locked(request: RunRequest, settings: TrialSettings, space: SearchSpace
             model_error = (f"model file {best['model_path']} is corrupt, truncated or not a "
                            f"PyTorch file ({type(error).__name__}: {detail})")
         else:
-            profile = _local_cpu_profile(settings.device_profile)
+            profile = _local_profile(settings.device_profile)
             if profile is not None:
                 threads = profile.provenance.get("threads")
                 try:
@@ -550,9 +551,10 @@ def _train_images(settings: TrialSettings) -> int:
     return len(trial_data(settings).train)
 
 
-def _local_cpu_profile(profile_name: str | None) -> DeviceProfile | None:
-    """The run's device profile when it was measured on this CPU kind (whatever its name), in
-    a runtime available here: the one "measured here" compares with; else None."""
+def _local_profile(profile_name: str | None) -> DeviceProfile | None:
+    """The run's device profile when it was measured on this machine kind (this CPU kind, or
+    this GPU for a GPU profile; whatever its name), in a runtime available here: the one
+    "measured here" compares with; else None."""
     from budgetsearch.profiling.anchors import is_this_machine
 
     if not profile_name:

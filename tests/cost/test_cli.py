@@ -163,6 +163,31 @@ def test_profile_refit_recovers_the_model_from_its_measurements(
     assert [a["recorded_ms"] for a in kept["networks"]] == [0.123] * len(anchors)
 
 
+def test_a_gpu_profile_refits_on_a_machine_without_a_gpu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--refit times nothing, so a GPU profile is fitted again anywhere (a GPU's own fit terms,
+    float16 priced in 2-byte elements), from measurements that are a known profile's own
+    predictions."""
+    from dataclasses import replace
+
+    import torch
+
+    from budgetsearch.cost import save_profile
+    from budgetsearch.profiling.networks import INPUT_SHAPES, shapes_text
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    shipped = load_profile("gpu-h200-fp16", check=False)
+    truth = replace(_current(shipped), provenance={
+        **_current(shipped).provenance, "input_shapes": shapes_text(INPUT_SHAPES)})
+    save_profile(truth.rescaled(overhead=2.0, work=0.5), tmp_path / "box-fp16.yaml")
+    _synthetic_measurements(tmp_path / "box.csv", "pytorch-cuda-fp16", truth)
+    assert main(["profile", "--name", "box", "--out", str(tmp_path / "box.yaml"), "--runtime",
+                 "pytorch-cuda-fp16", "--refit"]) == 0
+    refitted = load_profile(tmp_path / "box-fp16.yaml", check=False)
+    assert refitted.runtime == "pytorch-cuda-fp16" and refitted.bytes_per_element == 2
+    assert refitted.predictor_error.within_10pct == 1.0
+
+
 @pytest.mark.parametrize(("change", "flags", "message"), [
     ("none", ["--seed", "1"], "is not one seed 1 draws"),
     ("none", ["--fit", "18"], "hold 60 fit networks of onnxruntime, --fit says 18"),

@@ -152,6 +152,9 @@ def test_a_runner_that_names_a_warm_up_time_is_called_that_long_before_the_round
     started = time.perf_counter()
     time_rounds([gpu_like], rounds=1, inner=1, warmup=1)
     assert calls[-2] - started >= 0.05 and len(calls) > 3  # warmed ≥ 0.05 s, then one timed
+    calls.clear()
+    time_rounds([gpu_like], rounds=1, inner=1, warmup=0)
+    assert len(calls) == 1  # warmup=0: no warm-up of either kind
     cpu_calls: list[int] = []
     time_rounds([lambda: cpu_calls.append(1)], rounds=1, inner=1, warmup=2)
     assert len(cpu_calls) == 3
@@ -166,3 +169,24 @@ def test_devices_says_a_gpu_profile_is_made_on_a_gpu(
     assert "not checked here: measured on NVIDIA H200; this machine has no CUDA device" in line
     assert "a GPU is measured on a machine with one: 'budgetsearch profile --name NAME " \
         "--runtime cuda'" in line
+
+
+def test_the_re_profile_hint_names_the_command_that_writes_this_profile() -> None:
+    """``--name X --runtime pytorch-cuda-fp16`` writes X-fp16: the hint names X, with the sizes
+    the profile was fitted at."""
+    from budgetsearch.profiling.anchors import reprofile_command
+
+    assert reprofile_command(load_profile("gpu-h200-fp16", check=False)) == (
+        "budgetsearch profile --name gpu-h200 --runtime pytorch-cuda-fp16 --input-size 128 "
+        "--input-size 224 --force")
+    assert reprofile_command(load_profile("cpu-2core-x86-ort", check=False)) == (
+        "budgetsearch profile --name cpu-2core-x86 --runtime onnxruntime --force")
+
+
+def test_a_gpu_profile_re_fits_its_drift_at_the_sizes_it_was_fitted_at() -> None:
+    """At 28-64 px a GPU runs launch-bound: its re-fit draws at the profile's own sizes (224 px
+    on the shipped pair), a CPU's at the default ones."""
+    from budgetsearch.profiling.recalibrate import draw_shapes
+
+    assert (1, 3, 224, 224) in draw_shapes(load_profile("gpu-h200", check=False))
+    assert draw_shapes(load_profile("cpu-2core-x86-xeon", check=False)) is None

@@ -793,3 +793,5 @@ def test_a_network_on_another_device_is_traced_with_the_callers_cpu_input() -> N
     assert on_cpu and index_op_elements(Gather().to("meta"), x) == on_cpu
     assert on_model_device(Gather().to("meta"), x).device.type == "meta"
     assert on_model_device(nn.ReLU(), x) is x  # nothing held: the input stays where it is
+    spread = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Linear(8, 2).to("meta"))
+    assert on_model_device(spread, x) is x  # over two devices: where it enters is its own
