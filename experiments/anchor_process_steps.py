@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import latency_accuracy as bench  # noqa: E402
+from anchor_snapshots import snapshot_ratio  # noqa: E402
 
 from budgetsearch.cost import load_profile  # noqa: E402
-from budgetsearch.profiling.anchors import measure_anchors  # noqa: E402
 from budgetsearch.profiling.recalibrate import recalibration_networks, time_draw  # noqa: E402
 
 
@@ -34,18 +34,12 @@ def main() -> None:
     bench.one_thread_quietly()
     name = args.profile or bench.shipped_profiles_of_this_machine()[0]
     profile = load_profile(name, check=False)
-    recorded = {a["name"]: float(a["recorded_ms"]) for a in profile.anchors["networks"]}
-    timing = {k: int(profile.anchors[k]) for k in ("rounds", "inner") if k in profile.anchors}
     load = bench.LoadMeter()
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     print(f"anchor snapshots of {name} along the benchmark's steps, {now}")
 
     def snapshots(step: str) -> None:
-        ratios = []
-        for _ in range(args.snapshots):
-            today = measure_anchors(list(recorded), runtime=profile.runtime,
-                                    threads=profile.threads, **timing)
-            ratios.append(statistics.median(today[n] / recorded[n] for n in recorded))
+        ratios = [snapshot_ratio(profile) for _ in range(args.snapshots)]
         print(f"{step:<44} median x{statistics.median(ratios):.3f} "
               f"(x{min(ratios):.3f}-x{max(ratios):.3f})")
 

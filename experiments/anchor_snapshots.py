@@ -23,8 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import latency_accuracy as bench  # noqa: E402
 
-from budgetsearch.cost import load_profile  # noqa: E402
+from budgetsearch.cost import DeviceProfile, load_profile  # noqa: E402
 from budgetsearch.profiling.anchors import measure_anchors  # noqa: E402
+
+
+def snapshot_ratio(profile: DeviceProfile) -> float:
+    """One snapshot of ``profile``'s anchors as the drift check takes it (its rounds and bursts):
+    the median ratio of today's times to the recorded ones."""
+    recorded = {a["name"]: float(a["recorded_ms"]) for a in profile.anchors["networks"]}
+    timing = {k: int(profile.anchors[k]) for k in ("rounds", "inner") if k in profile.anchors}
+    today = measure_anchors(list(recorded), runtime=profile.runtime, threads=profile.threads,
+                            **timing)
+    return statistics.median(today[n] / recorded[n] for n in recorded)
 
 
 def main() -> None:
@@ -42,17 +52,13 @@ def main() -> None:
         print(f"built and kept {len(kept)} networks first")
     name = args.profile or bench.shipped_profiles_of_this_machine()[0]
     profile = load_profile(name, check=False)
-    recorded = {a["name"]: float(a["recorded_ms"]) for a in profile.anchors["networks"]}
-    timing = {k: int(profile.anchors[k]) for k in ("rounds", "inner") if k in profile.anchors}
     load = bench.LoadMeter()
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     print(f"anchor snapshots of {name} ({profile.runtime}), {now}; recorded: "
           f"{profile.anchors.get('recorded', 'in the fit run')}")
     ratios = []
     for k in range(args.snapshots):
-        today = measure_anchors(list(recorded), runtime=profile.runtime,
-                                threads=profile.threads, **timing)
-        ratio = statistics.median(today[n] / recorded[n] for n in recorded)
+        ratio = snapshot_ratio(profile)
         ratios.append(ratio)
         print(f"snapshot {k + 1:2d}: x{ratio:.3f}")
     triples = [min(ratios[i:i + 3]) for i in range(0, len(ratios) - 2, 3)]
