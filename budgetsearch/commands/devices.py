@@ -62,14 +62,12 @@ def _this_machine_hint(runtime: str) -> str:
         return f"measured on this machine: {', '.join(here)}"
     from budgetsearch.profiling.timing import cuda_unavailable, runs_on_cuda
 
-    if runs_on_cuda(runtime):
-        flag = "--runtime cuda"
-        if cuda_unavailable(runtime):
-            return (f"a GPU is measured on a machine with one: 'budgetsearch profile --name NAME "
-                    f"{flag}'")
-    else:
-        flag = "" if runtime == "pytorch-eager" else f"--runtime {runtime}"
-    return f"to measure this one: 'budgetsearch profile --name NAME{' ' + flag if flag else ''}'"
+    flag = (" --runtime cuda" if runs_on_cuda(runtime)
+            else "" if runtime == "pytorch-eager" else f" --runtime {runtime}")
+    command = f"'budgetsearch profile --name NAME{flag}'"
+    if cuda_unavailable(runtime):
+        return f"a GPU is measured on a machine with one: {command}"
+    return f"to measure this one: {command}"
 
 
 def unchecked_notice(profile: Any) -> None:
@@ -338,8 +336,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     from budgetsearch.cost import save_profile
     from budgetsearch.cost.profiles import default_profile_path
-    from budgetsearch.profiling.fit import RUNTIME_SUFFIX, profile_this_machine
-    from budgetsearch.profiling.timing import cuda_unavailable, runs_on_cuda
+    from budgetsearch.profiling.fit import profile_this_machine
+    from budgetsearch.profiling.timing import RUNTIME_SUFFIX, cuda_unavailable, runs_on_cuda
 
     if not _PROFILE_NAME.match(args.name):
         raise UsageError(

@@ -64,6 +64,7 @@ from budgetsearch.cost.dispatch import (
 )
 from budgetsearch.cost.metrics import canonical_metric
 from budgetsearch.cost.ops import (
+    FUNCTIONAL_CONVS,
     MAX_POOL_MODULES,
     POOL_MODULES,
     ExtraOp,
@@ -279,15 +280,10 @@ _FUNCTIONAL_POOLS = frozenset({
 
 #: Functional convolutions and linears, their arguments after the input and weight in order.
 _FUNCTIONAL_LAYERS: dict[str, tuple[str, ...]] = {
-    **{f"conv{d}d": ("bias", "stride", "padding", "dilation", "groups") for d in (1, 2, 3)},
-    **{f"conv_transpose{d}d": ("bias", "stride", "padding", "output_padding", "groups",
-                               "dilation") for d in (1, 2, 3)},
+    **{name: ("bias", "stride", "padding", "output_padding", "groups", "dilation")
+       if name.startswith("conv_transpose") else ("bias", "stride", "padding", "dilation", "groups")
+       for name in FUNCTIONAL_CONVS},
     "linear": ("bias",),
-}
-_CONV_CLASSES: dict[str, type[nn.Module]] = {
-    "conv1d": nn.Conv1d, "conv2d": nn.Conv2d, "conv3d": nn.Conv3d,
-    "conv_transpose1d": nn.ConvTranspose1d, "conv_transpose2d": nn.ConvTranspose2d,
-    "conv_transpose3d": nn.ConvTranspose3d,
 }
 
 
@@ -311,7 +307,7 @@ def _layer_proxy(operator: str, args: Sequence[Any], kwargs: Mapping[str, Any]
             cin, cout = weight.shape[0], weight.shape[1] * groups
         else:
             cin, cout = weight.shape[1] * groups, weight.shape[0]
-        return _CONV_CLASSES[operator](cin, cout, tuple(weight.shape[2:]), bias=bias,
+        return FUNCTIONAL_CONVS[operator](cin, cout, tuple(weight.shape[2:]), bias=bias,
                                        device="meta", **options)
     except (TypeError, ValueError, RuntimeError, IndexError):
         return None

@@ -125,10 +125,15 @@ _POOLS = {  # average pools and reductions, then the max pools
     "avg_pool1d", "avg_pool2d", "avg_pool3d", "lp_pool1d", "lp_pool2d", "lp_pool3d",
     *_MAX_POOLS,
 }
+#: torch's functional convolutions, and the layer class each one is the call of
+FUNCTIONAL_CONVS: dict[str, type[nn.Module]] = {
+    "conv1d": nn.Conv1d, "conv2d": nn.Conv2d, "conv3d": nn.Conv3d,
+    "conv_transpose1d": nn.ConvTranspose1d, "conv_transpose2d": nn.ConvTranspose2d,
+    "conv_transpose3d": nn.ConvTranspose3d,
+}
 #: the call a layer record of each op prices (a custom-forward layer's other calls are traced)
 LAYER_CALLS: dict[str, set[str]] = {
-    "conv": {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-             "conv_transpose3d"},
+    "conv": set(FUNCTIONAL_CONVS),
     "linear": {"linear", "matmul", "__matmul__", "addmm", "mm"},
     "batchnorm": {"batch_norm"},
     "pool": _POOLS,

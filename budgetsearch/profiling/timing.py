@@ -212,7 +212,7 @@ def _cuda_runner(model: nn.Module, example_input: torch.Tensor,
         except Exception as error:  # noqa: BLE001 (pickle's errors have no common type)
             raise RuntimeError(f"{runtime}: the model cannot be copied to the GPU "
                                f"({type(error).__name__}: {error}); move it there in "
-                               f"{str(dtype).removeprefix('torch.')} yourself") from None
+                               f"{runtime_dtype(runtime)} yourself") from None
         gpu_model = gpu_model.eval().to(device=device, dtype=dtype)
     # integer inputs (token ids) keep their dtype; float ones take the network's
     x = (example_input.to(device=device, dtype=dtype) if example_input.is_floating_point()
@@ -228,8 +228,8 @@ def _cuda_runner(model: nn.Module, example_input: torch.Tensor,
         forward()
     except RuntimeError as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise RuntimeError(f"{runtime}: the model does not run in "
-                           f"{str(dtype).removeprefix('torch.')} ({first})") from None
+        raise RuntimeError(f"{runtime}: the model does not run in {runtime_dtype(runtime)} "
+                           f"({first})") from None
     forward.warmup_s = GPU_WARMUP_S  # type: ignore[attr-defined]
     return forward
 

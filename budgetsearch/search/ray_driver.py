@@ -97,6 +97,10 @@ def parse_ray_address(address: str) -> tuple[str, int] | None:
     return match["host"].strip("[]"), port
 
 
+#: what a run asking for GPUs it cannot have can do instead
+_NO_GPU_HINT = "join a cluster with GPUs: --ray-address; or --gpus-per-trial 0 to train on CPUs"
+
+
 def validate_request(request: RunRequest) -> None:
     """Reject Ray settings the engine cannot run, naming the option and the value."""
     if isinstance(request.max_concurrent, bool) or not isinstance(request.max_concurrent, int) \
@@ -120,8 +124,7 @@ def validate_request(request: RunRequest) -> None:
         here = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if request.gpus_per_trial > here:
             raise ValueError(f"gpus_per_trial {request.gpus_per_trial:g}: this machine has "
-                             f"{here} CUDA GPU(s) for a local Ray (join a cluster with GPUs: "
-                             f"--ray-address; or --gpus-per-trial 0 to train on CPUs)")
+                             f"{here} CUDA GPU(s) for a local Ray ({_NO_GPU_HINT})")
 
 
 def search_value(row: dict[str, Any]) -> float:
@@ -395,8 +398,7 @@ def _check_gpus(ray: Any, gpus_per_trial: float, *, local: bool) -> None:
     text = (f"gpus_per_trial {gpus_per_trial:g}: the largest node of the Ray cluster has "
             f"{largest:g} GPU(s), so no trial can start")
     if local:
-        raise ValueError(f"{text} (join a cluster with GPUs: --ray-address; or "
-                         f"--gpus-per-trial 0 to train on CPUs)")
+        raise ValueError(f"{text} ({_NO_GPU_HINT})")
     print(f"budgetsearch: {text} until a node with {gpus_per_trial:g} joins (an autoscaler's); "
           f"the trials wait", file=sys.stderr)
 
