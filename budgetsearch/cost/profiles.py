@@ -861,8 +861,8 @@ def anchor_label(name: str) -> re.Match[str] | None:
     return match
 
 
-_ANCHOR_KEYS = {"networks", "rounds", "inner", "warmup", "tolerance_pct", "budget_s", "method",
-                "recorded", "factors"}
+_ANCHOR_KEYS = {"networks", "rounds", "inner", "settle", "warmup", "tolerance_pct", "budget_s",
+                "method", "recorded", "factors"}
 _ANCHOR_NETWORK_KEYS = {"name", "input_shape", "recorded_ms", "predicted_ms", "overhead_share"}
 
 
@@ -901,7 +901,7 @@ def _check_anchors(where: str, anchors: Mapping[str, Any]) -> None:
     for part in ("method", "recorded"):
         if part in anchors:
             _check_type(where, f"anchors.{part}", anchors[part], str)
-    for part, low in (("rounds", 1), ("inner", 1), ("warmup", 0)):
+    for part, low in (("rounds", 1), ("inner", 1), ("settle", 0), ("warmup", 0)):
         value = anchors.get(part, low)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1000:
             raise ValueError(f"{where}: key 'anchors.{part}' must be an integer from {low} to "

@@ -266,13 +266,25 @@ def _onnx_cached(name: str, model: nn.Module, x: torch.Tensor) -> bytes:
     return data
 
 
+def recorded_timing(profile: DeviceProfile) -> dict[str, int]:
+    """How ``profile``'s anchors were timed, to be timed again alike: ``rounds``, ``inner`` and
+    ``settle`` (untimed calls before each burst, :data:`~budgetsearch.profiling.timing.SETTLE`;
+    0 for a profile that does not say: those were recorded before it existed)."""
+    anchors = profile.anchors or {}
+    return {"rounds": int(anchors.get("rounds", ANCHOR_ROUNDS)),
+            "inner": int(anchors.get("inner", ANCHOR_INNER)),
+            "settle": int(anchors.get("settle", 0))}
+
+
 def measure_anchors(
     names: list[str], *, runtime: str, threads: int, budget_s: float = BUDGET_S,
-    rounds: int = ANCHOR_ROUNDS, inner: int = ANCHOR_INNER,
+    rounds: int = ANCHOR_ROUNDS, inner: int = ANCHOR_INNER, settle: int | None = None,
 ) -> dict[str, float]:
     """Milliseconds of each anchor today, by the profile's timer and method (``rounds`` rounds of
-    bursts of ``inner``: those its anchors were recorded with), within ``budget_s``."""
-    from budgetsearch.profiling.timing import make_runner, time_runners
+    ``settle`` untimed calls and a burst of ``inner``: those its anchors were recorded with;
+    ``settle`` None: the method's :data:`~budgetsearch.profiling.timing.SETTLE`), within
+    ``budget_s``."""
+    from budgetsearch.profiling.timing import SETTLE, make_runner, time_runners
 
     runners = []
     for name in names:
@@ -283,8 +295,9 @@ def measure_anchors(
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ValueError(f"drift-check anchor {name!r} cannot be built: {first}") from None
         runners.append(make_runner(model, x, runtime=runtime, threads=threads, onnx_bytes=data))
-    times = time_runners(runners, rounds=rounds, inner=inner,
-                         warmup=ANCHOR_WARMUP, threads=threads, deadline_s=budget_s * 0.6)
+    times = time_runners(runners, rounds=rounds, inner=inner, warmup=ANCHOR_WARMUP,
+                         threads=threads, deadline_s=budget_s * 0.6,
+                         settle=SETTLE if settle is None else settle)
     return dict(zip(names, map(float, times), strict=True))
 
 
@@ -293,7 +306,8 @@ def anchors_key(profile: DeviceProfile) -> str:
     times and how they are timed): a re-fit that keeps them keeps this machine's history."""
     anchors = dict(profile.anchors or {})
     text = json.dumps([profile.name, profile.runtime, anchors.get("networks"),
-                       anchors.get("rounds"), anchors.get("inner")], sort_keys=True, default=str)
+                       anchors.get("rounds"), anchors.get("inner"), anchors.get("settle")],
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -502,8 +516,7 @@ def check_drift(
               if "overhead_share" in a}
     # the minimum over as many rounds as the recorded times took: a minimum over more rounds
     # reads faster (profiles that do not say: ANCHOR_ROUNDS, as far as the budget allows)
-    timing = {"rounds": int(profile.anchors.get("rounds", ANCHOR_ROUNDS)),
-              "inner": int(profile.anchors.get("inner", ANCHOR_INNER))}
+    timing = recorded_timing(profile)
 
     def timed() -> tuple[dict[str, float], dict[str, Any], float]:
         if measure is None:

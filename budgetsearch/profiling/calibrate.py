@@ -125,6 +125,7 @@ def calibrate_to_network(profile: DeviceProfile, model: nn.Module, example_input
             prices ``model`` at no time. Whatever the runtime raises for a network it cannot
             run (a forward that fails, an ONNX export it refuses) propagates.
     """
+    from budgetsearch.profiling.anchors import recorded_timing
     from budgetsearch.profiling.timing import make_runner, quietest_round, time_rounds
 
     refusal = calibration_refusal(profile)
@@ -146,7 +147,7 @@ def calibrate_to_network(profile: DeviceProfile, model: nn.Module, example_input
     runner = make_runner(model, example_input, runtime=profile.runtime, threads=threads)
     # the profiles' method; no round starts after ``seconds`` (a slow network gets fewer)
     per_round = time_rounds([runner], rounds=rounds, inner=_INNER, threads=threads,
-                            deadline_s=seconds)
+                            deadline_s=seconds, settle=recorded_timing(profile)["settle"])
     measured = float(quietest_round(per_round)[0])
     calibration = NetworkCalibration(profile, name, measured, priced, int(per_round.shape[1]),
                                      time.perf_counter() - started, float(share), date)

@@ -39,7 +39,7 @@ from budgetsearch.cost.profiles import (
     PredictorError,
     SmallGemm,
 )
-from budgetsearch.profiling.anchors import build_anchor, cpu_flags, cpu_name
+from budgetsearch.profiling.anchors import build_anchor, cpu_flags, cpu_name, recorded_timing
 from budgetsearch.profiling.networks import (
     FAMILIES,
     GENERATOR_VERSION,
@@ -56,6 +56,7 @@ from budgetsearch.profiling.timing import (
     ONNX_OPSET,
     RUNTIME_SUFFIX,
     RUNTIMES,
+    SETTLE,
     check_runtime,
     cuda_device_text,
     cuda_unavailable,
@@ -442,9 +443,9 @@ def fit_profile(
 ) -> tuple[DeviceProfile, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Fit one runtime's profile from timings: (profile, per-network rows, leave-one-family-out).
     Its drift-check anchors are held-out networks with their times in the fit set's run
-    (:func:`pick_anchors`), re-timed by the check with ``timing``'s ``rounds`` and ``inner`` (those
-    the timings took). An eager fit given ``small_gemm`` (a table timed alone) fits the factor it
-    prices at."""
+    (:func:`pick_anchors`), re-timed by the check with ``timing``'s ``rounds``, ``inner`` and
+    ``settle`` (those the timings took). An eager fit given ``small_gemm`` (a table timed alone)
+    fits the factor it prices at."""
     timing = dict(timing or {})
     block = channel_block_of(runtime, provenance)
     threads = int(provenance.get("threads", 1))
@@ -590,7 +591,7 @@ def refit_profile(
         provenance=provenance,
         command=old.predictor_error.command if old.predictor_error else command,
         small_gemm=old.small_gemm,
-        timing={k: old.anchors[k] for k in ("rounds", "inner") if k in (old.anchors or {})})
+        timing=recorded_timing(old))
     old_networks = (old.anchors or {}).get("networks") or []
     if old.anchors and old.anchors.get("recorded") and (
             [a["name"] for a in old_networks]
@@ -625,7 +626,7 @@ def recorded_as_checked(profile: DeviceProfile, *, snapshots: int = ANCHOR_SNAPS
         return profile
     names = [a["name"] for a in profile.anchors["networks"]]
     threads = profile.threads
-    timing = {k: int(profile.anchors[k]) for k in ("rounds", "inner") if k in profile.anchors}
+    timing = recorded_timing(profile)
     if measure is None:
         def measure(anchors: list[str]) -> dict[str, float]:
             return measure_anchors(anchors, runtime=profile.runtime, threads=threads, **timing)
@@ -724,7 +725,7 @@ def profile_this_machine(
                       " + gw*weight bytes + b (fvcore layers and the ops fvcore does not count), "
                       "fitted by NNLS on relative error (budgetsearch.profiling.fit)",
             "timing": method_text(rounds=rounds, inner=inner, warmup=3, threads=threads,
-                                  runtime=runtime),
+                                  runtime=runtime, settle=SETTLE),
             "fit_networks": n_fit,
             "seed": seed,
             "generator_version": GENERATOR_VERSION,
@@ -745,7 +746,7 @@ def profile_this_machine(
         profile, rows, lofo = fit_profile(
             profile_name, fit, holdout, fit_ms_all[:n_fit], fit_ms_all[n_fit:],
             runtime=runtime, provenance=provenance, command=command, small_gemm=small_gemm,
-            timing={"rounds": rounds, "inner": inner},
+            timing={"rounds": rounds, "inner": inner, "settle": SETTLE},
         )
         profiles[runtime] = recorded_as_checked(profile, snapshots=ANCHOR_SNAPSHOTS)
         report.rows += rows

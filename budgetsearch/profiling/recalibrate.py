@@ -114,12 +114,14 @@ def _draw_rounds(profile: DeviceProfile, networks: Sequence[Any], *,
                  onnx_export: Callable[[str, Any, Any], bytes] | None = None) -> np.ndarray:
     """:func:`time_draw`'s burst medians, (networks, rounds run): a slow machine runs fewer
     rounds than asked before the deadline, and the re-fit records how many."""
+    from budgetsearch.profiling.anchors import recorded_timing
     from budgetsearch.profiling.timing import make_runner, time_rounds
 
     try:
         rounds = max(1, int((profile.anchors or {}).get("rounds", ROUNDS)))
+        settle = recorded_timing(profile)["settle"]  # as the profile's networks were timed
     except (TypeError, ValueError):
-        rounds = ROUNDS
+        rounds, settle = ROUNDS, 0
     export = onnx_export if profile.runtime == "onnxruntime" else None
     runners = [make_runner(n.model, n.example_input, runtime=profile.runtime,
                            threads=profile.threads,
@@ -127,7 +129,7 @@ def _draw_rounds(profile: DeviceProfile, networks: Sequence[Any], *,
                            else None)
                for n in networks]
     return time_rounds(runners, rounds=rounds, inner=INNER, warmup=WARMUP,
-                       threads=profile.threads, deadline_s=TIMING_DEADLINE_S)
+                       threads=profile.threads, deadline_s=TIMING_DEADLINE_S, settle=settle)
 
 
 def refit_drift(

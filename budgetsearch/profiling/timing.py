@@ -1,13 +1,14 @@
 """The one timer and the one method every measured latency in budgetsearch uses.
 
 Method (written into each profile's ``provenance.timing``): batch 1, float32 (float16 in
-``pytorch-cuda-fp16``), eval mode, a fixed
-thread count; ``warmup`` calls per network first; then ``rounds`` interleaved rounds, each visiting
-every network once in a shuffled order (so that load from other processes spreads over all
-networks); a visit times a burst of ``inner`` calls with ``time.perf_counter_ns`` and keeps the
-burst's median; a network's time is the **minimum over rounds of the burst medians** (the round
-in which the machine was quietest: on a shared machine this is the statistic that repeats from
-day to day; the median inside a burst removes single preemptions).
+``pytorch-cuda-fp16``), eval mode, a fixed thread count; ``warmup`` calls per network first; then
+``rounds`` interleaved rounds, each visiting every network once in a shuffled order (so that load
+from other processes spreads over all networks); a visit makes ``settle`` untimed calls, then times
+a burst of ``inner`` calls with ``time.perf_counter_ns`` and keeps the burst's median (the
+network's steady state, as a deployed network that runs call after call meets it: see
+:data:`SETTLE`); a network's time is the **minimum over rounds of the burst medians** (the round in
+which the machine was quietest: on a shared machine this is the statistic that repeats from day to
+day; the median inside a burst removes single preemptions).
 
 Runtimes: ``pytorch-eager`` (``torch.inference_mode``, ``torch.set_num_threads``) and
 ``onnxruntime`` (``torch.onnx.export`` with the TorchScript exporter, opset 17, then an
@@ -51,17 +52,26 @@ RUNTIME_SUFFIX = {"pytorch-eager": "", "onnxruntime": "-ort", "pytorch-cuda": ""
 GPU_WARMUP_S = 0.3
 #: The runtimes that run on a CUDA GPU, and the dtype each runs the network in.
 CUDA_DTYPES = {"pytorch-cuda": torch.float32, "pytorch-cuda-fp16": torch.float16}
+#: Untimed calls before each timed burst. The first calls of a network after another one ran are
+#: slow (cold caches and allocator): on 2026-12-04 (Intel Xeon, eager, 22 torchvision networks)
+#: calls 1-4 of a burst ran x1.31, x1.26, x1.15, x1.07 of the burst's steady state, so a median of
+#: the first 5 read x1.13-1.15 of it, and the same networks timed alone (as deployed) ran x0.84-0.94
+#: of their interleaved time. After 3 untimed calls the burst's median is within ~2% of it.
+#: Profiles recorded before this (no ``settle`` in their anchors) were timed with none.
+SETTLE = 3
 ONNX_OPSET = 17
 TIMER = "time.perf_counter_ns"
 
 
-def method_text(*, rounds: int, inner: int, warmup: int, threads: int, runtime: str) -> str:
+def method_text(*, rounds: int, inner: int, warmup: int, threads: int, runtime: str,
+                settle: int = SETTLE) -> str:
     """The method as one line, for the profile's ``provenance.timing``."""
     synchronised = ", torch.cuda.synchronize() ending each call" if runs_on_cuda(runtime) else ""
     warm = f" (then calls for {GPU_WARMUP_S:g} s: the GPU's clock)" if runs_on_cuda(runtime) else ""
     return (f"{TIMER}; {runtime}, {threads} thread(s), batch 1, {runtime_dtype(runtime)}"
             f"{synchronised}; {warmup} warm-up calls{warm}, "
-            f"{rounds} interleaved shuffled rounds x burst of {inner} calls; burst median, "
+            f"{rounds} interleaved shuffled rounds x ({settle} untimed calls, then a burst of "
+            f"{inner} calls); burst median, "
             f"then minimum over rounds (budgetsearch.profiling.timing)")
 
 
@@ -244,6 +254,7 @@ def time_runners(
     seed: int = 0,
     deadline_s: float | None = None,
     progress: Callable[[int], None] | None = None,
+    settle: int = SETTLE,
 ) -> np.ndarray:
     """Milliseconds per call of each runner by the method of this module (see its docstring).
 
@@ -252,7 +263,7 @@ def time_runners(
     """
     return quietest_round(time_rounds(runners, rounds=rounds, inner=inner, warmup=warmup,
                                       threads=threads, seed=seed, deadline_s=deadline_s,
-                                      progress=progress))
+                                      progress=progress, settle=settle))
 
 
 def quietest_round(per_round_ms: np.ndarray) -> np.ndarray:
@@ -286,6 +297,7 @@ def time_rounds(
     seed: int = 0,
     deadline_s: float | None = None,
     progress: Callable[[int], None] | None = None,
+    settle: int = SETTLE,
 ) -> np.ndarray:
     """Each runner's burst median in each round, ms: shape (runners, rounds run) (see
     :func:`time_runners`, which takes the minimum over the rounds).
@@ -294,9 +306,9 @@ def time_rounds(
     runner: :data:`GPU_WARMUP_S`) has all of them called on until that many seconds have passed
     since (``warmup=0``: no warm-up of either kind). The warm-up counts against ``deadline_s``.
     """
-    if rounds < 1 or inner < 1 or warmup < 0 or threads < 1:
-        raise ValueError(f"rounds, inner and threads must be ≥ 1 and warmup ≥ 0, got {rounds}, "
-                         f"{inner}, {threads}, {warmup}")
+    if rounds < 1 or inner < 1 or warmup < 0 or threads < 1 or settle < 0:
+        raise ValueError(f"rounds, inner and threads must be ≥ 1 and warmup and settle ≥ 0, got "
+                         f"{rounds}, {inner}, {threads}, {warmup}, {settle}")
     rng = random.Random(seed)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -321,6 +333,8 @@ def time_rounds(
             rng.shuffle(order)
             for i in order:
                 run = runners[i]
+                for _ in range(settle):  # the first calls after another network are cold
+                    run()
                 burst = []
                 for _ in range(inner):
                     begin = time.perf_counter_ns()

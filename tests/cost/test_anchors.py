@@ -542,7 +542,8 @@ def test_old_snapshots_and_another_profiles_are_forgotten(state: Path) -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [("rounds", 0), ("rounds", True), ("rounds", 2.5),
-                                            ("inner", 10**6), ("warmup", -1)])
+                                            ("inner", 10**6), ("warmup", -1), ("settle", -1),
+                                            ("settle", "3")])
 def test_how_the_anchors_were_timed_is_checked(key: str, value: object) -> None:
     data = {**MEASURED, "anchors": {**MEASURED["anchors"], key: value}}
     with pytest.raises(ValueError, match=rf"<profile>: key 'anchors.{key}' must be an integer"):
@@ -562,11 +563,12 @@ def test_the_check_times_as_many_rounds_as_the_recorded_times_took(
 
     monkeypatch.setattr(anchors, "measure_anchors", fake)
     profile = profile_from_dict({**MEASURED, "anchors": {**MEASURED["anchors"], "rounds": 8,
-                                                         "inner": 3}})
+                                                         "inner": 3, "settle": 2}})
     check_drift(profile, announce=pytest.fail)
-    assert seen["rounds"] == 8 and seen["inner"] == 3
+    assert seen["rounds"] == 8 and seen["inner"] == 3 and seen["settle"] == 2
     check_drift(profile_from_dict(MEASURED), announce=pytest.fail)  # an older profile: as before
     assert seen["rounds"] == anchors.ANCHOR_ROUNDS and seen["inner"] == anchors.ANCHOR_INNER
+    assert seen["settle"] == 0  # recorded before untimed calls settled each burst: none
 
 
 def test_a_profile_records_its_anchors_as_the_check_times_them() -> None:

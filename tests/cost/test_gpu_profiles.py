@@ -150,13 +150,13 @@ def test_a_runner_that_names_a_warm_up_time_is_called_that_long_before_the_round
 
     gpu_like.warmup_s = 0.05  # type: ignore[attr-defined]
     started = time.perf_counter()
-    time_rounds([gpu_like], rounds=1, inner=1, warmup=1)
+    time_rounds([gpu_like], rounds=1, inner=1, warmup=1, settle=0)
     assert calls[-2] - started >= 0.05 and len(calls) > 3  # warmed ≥ 0.05 s, then one timed
     calls.clear()
-    time_rounds([gpu_like], rounds=1, inner=1, warmup=0)
+    time_rounds([gpu_like], rounds=1, inner=1, warmup=0, settle=0)
     assert len(calls) == 1  # warmup=0: no warm-up of either kind
     cpu_calls: list[int] = []
-    time_rounds([lambda: cpu_calls.append(1)], rounds=1, inner=1, warmup=2)
+    time_rounds([lambda: cpu_calls.append(1)], rounds=1, inner=1, warmup=2, settle=0)
     assert len(cpu_calls) == 3
 
 

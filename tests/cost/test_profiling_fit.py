@@ -206,3 +206,41 @@ def test_a_pool_that_would_empty_a_small_map_is_left_out(label: str) -> None:
 
     model, x = build_labelled(label)
     assert model.eval()(x).shape[0] == 1
+
+
+def test_each_burst_times_the_steady_state_after_its_untimed_calls() -> None:
+    """A network's first calls after another one ran are slow: each visit makes ``settle``
+    untimed calls first, and only the burst after them is timed."""
+    import time
+
+    from budgetsearch.profiling.timing import SETTLE, time_rounds
+
+    cold_ms, warm_ms = 20.0, 1.0
+    calls: list[int] = []
+
+    def runner() -> None:  # cold on the first SETTLE calls of each visit, then warm
+        calls.append(1)
+        time.sleep((cold_ms if len(calls) % (SETTLE + 3) <= SETTLE and
+                    len(calls) % (SETTLE + 3) else warm_ms) * 1e-3)
+
+    per_round = time_rounds([runner], rounds=2, inner=3, warmup=0)
+    assert len(calls) == 2 * (SETTLE + 3)  # settle + inner calls per visit, nothing else
+    assert per_round.max() < cold_ms / 2  # the burst never met a cold call
+    calls.clear()
+    unsettled = time_rounds([runner], rounds=2, inner=3, warmup=0, settle=0)
+    assert unsettled.max() > cold_ms / 2  # settle=0 (profiles recorded before it): cold calls
+    with pytest.raises(ValueError, match="settle"):
+        time_rounds([runner], rounds=1, settle=-1)
+
+
+def test_a_profile_records_how_its_anchors_were_timed_and_old_ones_had_no_settle() -> None:
+    from dataclasses import replace
+
+    from budgetsearch.profiling.anchors import recorded_timing
+
+    profile = _unit()
+    legacy = replace(profile, anchors={k: v for k, v in profile.anchors.items() if k != "settle"})
+    assert recorded_timing(legacy)["settle"] == 0
+    assert recorded_timing(replace(profile, anchors={**profile.anchors, "settle": 3})) == {
+        "rounds": int(profile.anchors.get("rounds", 40)), "inner": int(profile.anchors["inner"]),
+        "settle": 3}
