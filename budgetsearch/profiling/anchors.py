@@ -301,6 +301,37 @@ def measure_anchors(
     return dict(zip(names, map(float, times), strict=True))
 
 
+_CHILD = ("import json, sys\n"
+          "from budgetsearch.profiling.anchors import measure_anchors\n"
+          "asked = json.load(sys.stdin)\n"
+          "print(json.dumps(measure_anchors(asked['names'], **asked['timing'])))\n")
+
+
+def measure_anchors_fresh(names: list[str], *, runtime: str, threads: int, **timing: Any
+                          ) -> dict[str, float]:
+    """:func:`measure_anchors` in a new Python process: the state a drift check meets in
+    ``budgetsearch run`` (a process that has built nothing yet), not that of the process asking.
+
+    Why: a process's history moves the anchors. Recorded in the profiling process, right after
+    the fit set's run, onnxruntime's anchors read x1.11-1.21 of their recorded times in any
+    later process on 2026-12-04 (20:48-20:52, the machine unchanged), and eager's read
+    x0.82-0.86 before untimed calls settled each burst (19:54)."""
+    import subprocess
+
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    asked = json.dumps({"names": list(names),
+                        "timing": {"runtime": runtime, "threads": threads, **timing}})
+    done = subprocess.run([sys.executable, "-c", _CHILD], input=asked, capture_output=True,
+                          text=True, env=env, timeout=600)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"timing the anchors in a new process failed: {last}")
+    lines = done.stdout.strip().splitlines()
+    return {str(k): float(v) for k, v in json.loads(lines[-1]).items()}
+
+
 def anchors_key(profile: DeviceProfile) -> str:
     """A short hash of what a snapshot's drift is measured against (the anchors, their recorded
     times and how they are timed): a re-fit that keeps them keeps this machine's history."""

@@ -611,16 +611,18 @@ ANCHOR_SNAPSHOTS = 3  # check-style snapshots whose quietest records each anchor
 def recorded_as_checked(profile: DeviceProfile, *, snapshots: int = ANCHOR_SNAPSHOTS,
                         measure: Any = None) -> DeviceProfile:
     """``profile`` with its anchors' recorded times taken as the drift check takes them: the
-    anchors alone, by the check's rounds and bursts (``measure``: names → ms, default
-    :func:`~budgetsearch.profiling.anchors.measure_anchors`), the quietest of ``snapshots``
-    (the one of lowest median ratio: the statistic a check applies, ``anchors.smoothed``).
+    anchors alone, by the check's rounds and bursts, in a new process as ``budgetsearch run``'s
+    check is (``measure``: names → ms, default
+    :func:`~budgetsearch.profiling.anchors.measure_anchors_fresh`), the quietest of
+    ``snapshots`` (the one of lowest median ratio: the statistic a check applies,
+    ``anchors.smoothed``).
 
     Why: timed alone, nine networks find their weights in cache where, interleaved with the fit
     set's 270, they did not; on 2026-12-02 (15:08) the same anchors ran ×0.85–0.93 of their
     fit-run times alone and ×0.95–0.96 interleaved with the benchmark's networks, which ran as
     the profile priced them. A check that compares like with like reads the machine, not the
     loop it was timed in."""
-    from budgetsearch.profiling.anchors import measure_anchors
+    from budgetsearch.profiling.anchors import measure_anchors_fresh
 
     if not profile.anchors or not profile.anchors.get("networks"):
         return profile
@@ -629,7 +631,8 @@ def recorded_as_checked(profile: DeviceProfile, *, snapshots: int = ANCHOR_SNAPS
     timing = recorded_timing(profile)
     if measure is None:
         def measure(anchors: list[str]) -> dict[str, float]:
-            return measure_anchors(anchors, runtime=profile.runtime, threads=threads, **timing)
+            return measure_anchors_fresh(anchors, runtime=profile.runtime, threads=threads,
+                                         **timing)
     taken = [measure(names) for _ in range(max(1, snapshots))]
     # the whole snapshot of lowest median ratio to the first: a check compares one snapshot's
     # median ratio with it (each anchor's own minimum would read lower than any snapshot)
@@ -640,7 +643,7 @@ def recorded_as_checked(profile: DeviceProfile, *, snapshots: int = ANCHOR_SNAPS
         {**a, "recorded_ms": round(float(quietest[a["name"]]), 5)}
         for a in profile.anchors["networks"]]
     anchors["recorded"] = (f"alone, as the check times them: the quietest of {len(taken)} "
-                           f"snapshots right after the fit set's run")
+                           f"snapshots right after the fit set's run, each in a new process")
     return replace(profile, anchors=anchors)
 
 

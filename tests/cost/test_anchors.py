@@ -853,3 +853,17 @@ def test_installed_checks_that_cannot_be_listed_do_not_stop_pricing(
     monkeypatch.setattr(profiles, "_PROFILE_CHECKS", [])
     with pytest.warns(UserWarning, match="could not be listed: ValueError: malformed"):
         assert load_profile("jetson").name == "jetson-orin-nano"
+
+
+def test_a_profile_records_its_anchors_in_a_new_process() -> None:
+    """A process's history moves the anchors (onnxruntime's read x1.11-1.21 of what the
+    profiling process recorded, 2026-12-04): they are recorded as ``budgetsearch run`` checks
+    them, in a process that has built nothing yet."""
+    from budgetsearch.profiling.anchors import measure_anchors_fresh
+
+    names = ["conv-stack-32", "mlp-1024"]
+    times = measure_anchors_fresh(names, runtime="pytorch-eager", threads=1, rounds=1, inner=1,
+                                  settle=0)
+    assert list(times) == names and all(ms > 0 for ms in times.values())
+    with pytest.raises(RuntimeError, match="in a new process failed: .*no-such-anchor"):
+        measure_anchors_fresh(["no-such-anchor"], runtime="pytorch-eager", threads=1)
