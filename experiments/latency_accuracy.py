@@ -21,9 +21,11 @@ shipped plus its automatic drift check (forced fresh here):
    predictor; prints predicted vs measured (geometric mean of the passes) per network, the share
    within ±10 % / ±20 % and the median |err|, and the share after the one factor that centres
    the errors (an oracle that removes drift and the model's bias on these families together:
-   what is left is the model's scatter); then times each network alone, round after round (as a
-   deployed network runs, its weights in cache) and prints the same prediction against those
-   times and the ratio alone / interleaved (the fit set is timed interleaved);
+   what is left is the model's scatter); then times each network alone, round after round (its
+   weights in cache) and prints the same prediction against those times and the ratio alone /
+   interleaved; then, the **headline**, times each network alone in a new Python process of its
+   own (as a deployed network runs, and as a profile prices since 2026-12-04:
+   ``fit.priced_as_in_a_new_process``: a process holding many networks slows each of them);
 3. prints the profile's leave-one-family-out table (fit without a family, predict it);
    The automatic check runs when the profile is loaded, before anything is built (as
    ``budgetsearch run`` makes it); the share with the check made again once every network is
@@ -48,6 +50,7 @@ import datetime
 import json
 import os
 import resource
+import sys
 import time
 import warnings
 from dataclasses import replace
@@ -347,6 +350,45 @@ def measure_alone(runners: list[Any], profile: DeviceProfile, rounds: int) -> np
                      for run in runners])
 
 
+_FRESH_CHILD = """
+import sys, torch
+from budgetsearch.profiling.timing import make_runner, time_runners
+path, runtime, threads, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+saved = torch.load(path, weights_only=False)
+run = make_runner(saved["model"], saved["x"], runtime=runtime, threads=threads,
+                  onnx_bytes=saved.get("onnx"))
+print(float(time_runners([run], rounds=rounds, inner=5, warmup=3, threads=threads)[0]))
+"""
+
+
+def measure_fresh(networks: list[dict[str, Any]], profile: DeviceProfile, rounds: int
+                  ) -> np.ndarray:
+    """Each network timed alone in a new Python process of its own (as a deployed network runs:
+    nothing else built in its process), by the same method otherwise. One process holding many
+    networks slows each of them (the profiles' fit run of 270: x1.25 on 2026-12-04, 21:00)."""
+    import subprocess
+    import tempfile
+
+    threads = int(profile.provenance.get("threads", 1))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH"))
+        if p)}
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "network.pt"
+        for n in networks:
+            saved = {"model": n["model"], "x": n["x"]}
+            if profile.runtime == "onnxruntime":
+                saved["onnx"] = export_onnx(n["model"], n["x"])
+            torch.save(saved, path)
+            done = subprocess.run([sys.executable, "-c", _FRESH_CHILD, str(path),
+                                   profile.runtime, str(threads), str(rounds)],
+                                  capture_output=True, text=True, env=env, timeout=600)
+            lines = done.stdout.strip().splitlines()
+            times.append(float(lines[-1]) if done.returncode == 0 and lines else float("nan"))
+    return np.array(times)
+
+
 def predict(networks: list[dict[str, Any]], profile: DeviceProfile) -> np.ndarray:
     return np.array([n["inventory"].predict_latency_ms(profile, kept_channels=n["kept"],
                                                        index_ops=n.get("index_ops", ()))
@@ -427,6 +469,7 @@ def main() -> None:
         second = measure(runners, profile, args.rounds, seed=1)
         alone = measure_alone(runners, profile, args.rounds)
         del runners
+        fresh = measure_fresh(networks, profile, args.rounds)
         measured = np.sqrt(first * second)
         retest = shares((100 * (second - first) / first)[foreign])
         predicted = predict(networks, profile)
@@ -452,17 +495,35 @@ def main() -> None:
             rows.append({"profile": name, "runtime": profile.runtime, "network": n["network"],
                          "family": n["family"], "pruned": n["pruned"], "predicted_ms": p,
                          "measured_ms": m, "error_pct": e})
-        for row, a, b, c in zip(rows[-len(networks):], first, second, alone, strict=True):
-            row.update(pass1_ms=a, pass2_ms=b, alone_ms=c)
+        for row, a, b, c, f in zip(rows[-len(networks):], first, second, alone, fresh,
+                                   strict=True):
+            row.update(pass1_ms=a, pass2_ms=b, alone_ms=c, fresh_ms=f)
         overall = shares(errors)
         per_family = {}
         for family in dict.fromkeys(n["family"] for n in networks):
             mask = np.array([n["family"] == family for n in networks])
             per_family[family] = shares(all_errors[mask])
-        print(f"share within ±10%: {overall['within_10pct']:.0%}, within ±20%: "
+        print(f"interleaved in this process with the others: share within ±10%: "
+              f"{overall['within_10pct']:.0%}, within ±20%: "
               f"{overall['within_20pct']:.0%}, median |err| {overall['median_abs_pct']:.1f}% "
               f"(median signed {overall['median_pct']:+.1f}%) over {overall['networks']} networks "
               f"from families not in the fit set")
+        # As deployed: each network alone in a process of its own (the profile's prices are of
+        # one, fit.priced_as_in_a_new_process), against the same prediction
+        fresh_errors = (100 * (predicted - fresh) / fresh)[foreign]
+        fresh_errors = fresh_errors[np.isfinite(fresh_errors)]
+        in_own_process = shares(fresh_errors)
+        fresh_factor = float(np.exp(np.nanmedian(np.log(fresh[foreign] / predicted[foreign]))))
+        fresh_centred = shares(100 * (fresh_factor * predicted[foreign] - fresh[foreign])
+                               / fresh[foreign])
+        print(f"HEADLINE, each network timed alone in a new process of its own (as deployed; "
+              f"what the profile prices): {in_own_process['within_10pct']:.0%} within ±10%, "
+              f"{in_own_process['within_20pct']:.0%} within ±20%, median |err| "
+              f"{in_own_process['median_abs_pct']:.1f}% (median signed "
+              f"{in_own_process['median_pct']:+.1f}%) over {in_own_process['networks']} networks; "
+              f"centred (x{fresh_factor:.3f}, an oracle): {fresh_centred['within_10pct']:.0%}; "
+              f"own process / interleaved: median "
+              f"x{np.nanmedian(fresh[foreign] / measured[foreign]):.3f}")
         # The one factor that centres this run's foreign errors (median log ratio 0): it removes
         # the machine's drift and the model's bias on these families together, which no drift
         # check can (the bias is not the machine's); what is left is the model's scatter.
@@ -562,6 +623,8 @@ def main() -> None:
         summary["profiles"][name] = {"runtime": profile.runtime, "check": check,
                                      "repeatability": retest,
                                      "overall": overall, "alone": deployed,
+                                     "own_process": in_own_process,
+                                     "own_process_centred": fresh_centred,
                                      "best_single_factor": {"factor": best, **oracle},
                                      f"check_with_{other_factors}_factors": other,
                                      "without_check": unchecked,

@@ -590,7 +590,7 @@ _PROVENANCE_KEYS = {
     "date", "host", "cpu", "device", "power_mode", "clocks", "load_average", "method", "notes",
     "input_shapes", "timing", "fit_networks", "sources", "runtime", "runtime_version",
     "cpu_flags", "onnx_opset", "fit_families", "seconds", "seed", "generator_version",
-    "repeatability", "gpu",
+    "repeatability", "gpu", "process_state",
 }
 _LATENCY_KEYS = {
     "combine": str,
@@ -708,6 +708,13 @@ def profile_from_dict(data: Any, *, where: str = "<profile>") -> DeviceProfile:
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
             raise ValueError(f"{where}: key 'provenance.repeatability' must be a mapping whose "
                              f"'within_10pct' is a share in [0, 1], got {agreement!r}")
+    if "process_state" in provenance:  # prices moved from the fit run's process to a new one
+        state = provenance["process_state"]
+        factor = state.get("factor") if isinstance(state, dict) else None
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
+                0 < factor < 100):
+            raise ValueError(f"{where}: key 'provenance.process_state' must be a mapping whose "
+                             f"'factor' is a positive number, got {state!r}")
 
     has_model, has_roofline = "latency_model" in data, "roofline" in data
     if source == "datasheet" and (not has_roofline or has_model):

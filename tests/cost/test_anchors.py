@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -867,3 +868,37 @@ def test_a_profile_records_its_anchors_in_a_new_process() -> None:
     assert list(times) == names and all(ms > 0 for ms in times.values())
     with pytest.raises(RuntimeError, match="in a new process failed: .*no-such-anchor"):
         measure_anchors_fresh(["no-such-anchor"], runtime="pytorch-eager", threads=1)
+
+
+def test_prices_move_from_the_fit_run_to_a_process_of_their_own() -> None:
+    """A process holding the fit set's 270 networks slows each of them (its anchors ran x0.80 of
+    their fit-run times in a new process, 2026-12-04): a profile prices a network in a process
+    of its own, scaled by the anchors' median ratio, and says so in its provenance."""
+    from dataclasses import replace
+
+    from budgetsearch.cost import layer_inventory
+    from budgetsearch.profiling.anchors import build_anchor
+    from budgetsearch.profiling.fit import priced_as_in_a_new_process
+
+    fitted = profile_from_dict(MEASURED)
+    run = _recorded(fitted)
+    ratios = [0.7, 0.8, 0.9, 0.75, 1.2, 0.85, 0.95, 0.6, 1.0]
+    alone = {n: ms * ratios[i % len(ratios)] for i, (n, ms) in enumerate(run.items())}
+    checked = replace(fitted, anchors={**fitted.anchors, "networks": [
+        {**a, "recorded_ms": alone[a["name"]]} for a in fitted.anchors["networks"]]})
+    priced = priced_as_in_a_new_process(fitted, checked)
+    factor = statistics.median(alone[n] / run[n] for n in run)
+    assert priced.provenance["process_state"]["factor"] == pytest.approx(factor, abs=1e-4)
+    assert _recorded(priced) == pytest.approx(alone)  # the anchors stay as recorded alone
+    model, x = build_anchor("conv-stack-32")
+    inventory = layer_inventory(model, x)
+    assert inventory.predict_latency_ms(priced) == pytest.approx(
+        inventory.predict_latency_ms(fitted) * factor)
+    assert profile_from_dict(priced.as_yaml_dict()).provenance["process_state"]["factor"] == (
+        pytest.approx(factor, abs=1e-4))
+    data = priced.as_yaml_dict()
+    data["provenance"]["process_state"] = {"factor": -1}
+    with pytest.raises(ValueError, match="provenance.process_state"):
+        profile_from_dict(data)
+    assert priced_as_in_a_new_process(fitted, replace(checked, anchors=None)).provenance == (
+        fitted.provenance)  # no anchors: nothing to move by
