@@ -114,12 +114,12 @@ def _draw_rounds(profile: DeviceProfile, networks: Sequence[Any], *,
                  onnx_export: Callable[[str, Any, Any], bytes] | None = None) -> np.ndarray:
     """:func:`time_draw`'s burst medians, (networks, rounds run): a slow machine runs fewer
     rounds than asked before the deadline, and the re-fit records how many."""
-    from budgetsearch.profiling.anchors import recorded_timing
     from budgetsearch.profiling.timing import make_runner, time_rounds
 
     try:
         rounds = max(1, int((profile.anchors or {}).get("rounds", ROUNDS)))
-        settle = recorded_timing(profile)["settle"]  # as the profile's networks were timed
+        # as the profile's networks were timed (none recorded: before untimed calls existed)
+        settle = max(0, int((profile.anchors or {}).get("settle", 0)))
     except (TypeError, ValueError):
         rounds, settle = ROUNDS, 0
     export = onnx_export if profile.runtime == "onnxruntime" else None
