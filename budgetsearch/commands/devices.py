@@ -406,6 +406,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
                   + ("" if agreement >= REPEATABLE else
                      f"; below {REPEATABLE:.0%}: this machine's speed swung during the run, "
                      f"which caps the profile's accuracy; profile it again when it is quieter"))
+        state = profile.provenance.get("process_state")
+        if state:
+            print(f"{runtime}: prices are of a network in a process of its own: the anchors ran "
+                  f"x{state['factor']:.3f} of their fit-run times in a new process, and every "
+                  f"price is scaled by it (the fit run holds every network in one process)")
         lofo = report.leave_one_family_out[runtime]
         print(f"{runtime}: leave-one-family-out within ±10%: "
               + json.dumps({f: v["within_10pct"] for f, v in lofo.items()}))

@@ -158,9 +158,28 @@ def test_profile_refit_recovers_the_model_from_its_measurements(
     save_profile(replace(refitted, anchors=alone), tmp_path / "box-ort.yaml")
     assert main(["profile", "--name", "box", "--out", str(tmp_path / "box.yaml"), "--runtime",
                  "onnxruntime", "--refit"]) == 0
-    kept = load_profile(tmp_path / "box-ort.yaml", check=False).anchors
+    kept_profile = load_profile(tmp_path / "box-ort.yaml", check=False)
+    kept = kept_profile.anchors
     assert kept["recorded"] == "alone (test)"
     assert [a["recorded_ms"] for a in kept["networks"]] == [0.123] * len(anchors)
+    assert "process_state" not in kept_profile.provenance  # not recorded in a new process
+    # anchors recorded in a new process at half their fit-run times: the re-fit prices every
+    # network in a process of its own, at half the fit's prices, and says so
+    from budgetsearch.cost import layer_inventory
+    from budgetsearch.profiling.anchors import build_anchor
+    from budgetsearch.profiling.fit import NEW_PROCESS
+
+    fresh = {**kept, "recorded": f"alone ({NEW_PROCESS}, test)", "networks": [
+        {**a, "recorded_ms": recorded[a["name"]] * 0.5} for a in anchors]}
+    save_profile(replace(kept_profile, anchors=fresh), tmp_path / "box-ort.yaml")
+    assert main(["profile", "--name", "box", "--out", str(tmp_path / "box.yaml"), "--runtime",
+                 "onnxruntime", "--refit"]) == 0
+    moved = load_profile(tmp_path / "box-ort.yaml", check=False)
+    assert moved.provenance["process_state"]["factor"] == pytest.approx(0.5, abs=1e-3)
+    model, x = build_anchor("conv-stack-32")
+    inventory = layer_inventory(model, x)
+    assert inventory.predict_latency_ms(moved) == pytest.approx(
+        0.5 * inventory.predict_latency_ms(kept_profile), rel=1e-3)
 
 
 def test_a_gpu_profile_refits_on_a_machine_without_a_gpu(
