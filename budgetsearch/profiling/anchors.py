@@ -585,7 +585,7 @@ def check_drift(
 
         from budgetsearch.profiling.recalibrate import refit_drift
 
-        refit = partial(refit_drift, onnx_export=_onnx_cached)
+        refit = partial(refit_drift, onnx_export=_onnx_cached, alone=_alone(today))
     refitted = None
     spread = 100.0 * max(abs(r / result["scale"] - 1.0) for r in result["ratios"].values())
     if (drift > tolerance_pct or spread > SPREAD_REFIT_PCT) and refit is not None:
@@ -668,6 +668,21 @@ def check_drift(
     return replace(checked_profile, last_check=check)
 
 
+def _alone(today: Mapping[str, float]) -> list[Any]:
+    """The anchors as :func:`~budgetsearch.profiling.recalibrate.refit_drift` times them inside
+    its draw: built, with their times alone today (none that cannot be built)."""
+    from types import SimpleNamespace
+
+    built = []
+    for name, ms in today.items():
+        try:
+            model, x = build_anchor(name)
+        except ValueError:
+            continue
+        built.append(SimpleNamespace(label=name, model=model, example_input=x, alone_ms=ms))
+    return built
+
+
 def _drift_pct(result: Mapping[str, Any]) -> float:
     """How far a check's factors are from 1, in %: the larger of the two (to 6 decimals, so that
     x1.100 and x0.900 both sit at the 10 % tolerance, not on either side of it by a rounding
@@ -729,8 +744,11 @@ def refit_text(check: Mapping[str, Any]) -> str:
         return ""
     if "failed" in refitted:
         return f", by the anchors alone (the re-fit on networks failed: {refitted['failed']})"
-    return (f", fitted on {refitted.get('networks', '?')} networks timed now, median |err| "
-            f"{refitted.get('residual_pct', float('nan'))}% on them")
+    effect = refitted.get("process_effect")
+    moved = (f", their times over x{effect:.3f} (the anchors in the draw's one process against "
+             f"alone)" if isinstance(effect, (int, float)) else "")
+    return (f", fitted on {refitted.get('networks', '?')} networks timed now{moved}, median "
+            f"|err| {refitted.get('residual_pct', float('nan'))}% on them")
 
 
 def refit_enabled() -> bool:

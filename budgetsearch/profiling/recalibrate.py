@@ -137,6 +137,7 @@ def refit_drift(
     measure: Callable[[Sequence[Any]], np.ndarray] | None = None,
     networks: Sequence[Any] | None = None,
     onnx_export: Callable[[str, Any, Any], bytes] | None = None,
+    alone: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Time :func:`recalibration_networks` by the profile's timer and fit its two drift factors.
 
@@ -147,16 +148,31 @@ def refit_drift(
     (tests; the benchmark's simulations reuse one timing), ``networks`` the build;
     ``onnx_export`` (label, model, input → ONNX bytes) caches an onnxruntime profile's exports
     (the drift check passes its anchors' cache).
+
+    ``alone``: networks (``label``, ``model``, ``example_input``, ``alone_ms``: their time today
+    in a process of their own, the drift check's anchors) timed inside the draw's rounds. A
+    profile whose prices are of a process of its own (``provenance.process_state``) has the
+    draw's times divided by their median ratio in the draw to alone (``process_effect``): the
+    draw runs 36 networks in one process, which slows each of them (2026-12-04, 22:01: the
+    anchors read x0.898 and a draw without this re-fitted x1.04 / x1.11).
     """
     started = time.perf_counter()
     networks = (list(networks) if networks is not None
                 else recalibration_networks(count, draw_shapes(profile)))
-    rounds_run = None
+    rounds_run, effect = None, None
     if measure is None:
         from budgetsearch.profiling.timing import quietest_round
 
-        per_round = _draw_rounds(profile, networks, onnx_export=onnx_export)
-        today, rounds_run = quietest_round(per_round), int(per_round.shape[1])
+        reference = list(alone) if (profile.provenance or {}).get("process_state") else []
+        per_round = _draw_rounds(profile, [*networks, *reference], onnx_export=onnx_export)
+        timed, rounds_run = quietest_round(per_round), int(per_round.shape[1])
+        today = timed[:len(networks)]
+        ratios = [t / float(r.alone_ms) for t, r in zip(timed[len(networks):], reference,
+                                                         strict=True)
+                  if float(r.alone_ms) > 0 and t > 0]
+        if ratios:
+            effect = float(statistics.median(ratios))
+            today = today / effect
     else:
         today = np.asarray(measure(networks), dtype=float)
     parts = overhead_parts(profile, networks)
@@ -166,5 +182,6 @@ def refit_drift(
     return {"overhead_scale": round(overhead, 4), "work_scale": round(work, 4),
             "scale": round(float(statistics.median(today / parts.sum(1))), 4),
             "networks": len(networks), "rounds": rounds_run,
+            **({"process_effect": round(effect, 4)} if effect is not None else {}),
             "seconds": round(time.perf_counter() - started, 2),
             "residual_pct": round(float(np.median(np.abs(fitted / today - 1.0))) * 100, 1)}

@@ -316,3 +316,38 @@ def test_the_draw_is_timed_over_as_many_rounds_as_the_profile_was(
     recalibrate.time_draw(replace(profile, anchors={**profile.anchors, "rounds": "x"}), draw[:2])
     assert seen == [6, recalibrate.ROUNDS, recalibrate.ROUNDS] and recalibrate.ROUNDS == 8
     assert recalibrate.refit_drift(profile, networks=draw)["rounds"] == recalibrate.ROUNDS
+
+
+def test_a_draw_timed_in_one_process_is_brought_to_a_process_of_its_own(
+        draw: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile prices a network in a process of its own; the draw runs its networks in one
+    process, which slows each of them. The anchors, timed inside the draw's rounds, say by how
+    much against their times alone, and the draw's times are divided by it (2026-12-04 22:01:
+    without this the check read x0.898 and the re-fit moved the prices up x1.04 / x1.11)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from budgetsearch.profiling import timing
+    from budgetsearch.profiling.anchors import build_anchor
+
+    profile = profile_from_dict(MEASURED)
+    truth = overhead_parts(profile, draw) @ np.array([0.9, 0.9])  # a machine x0.9 today
+    model, x = build_anchor("conv-stack-32")
+    alone = [SimpleNamespace(label="conv-stack-32", model=model, example_input=x, alone_ms=2.0)]
+    seen: list[int] = []
+
+    def one_process(runners, *, rounds, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append(len(runners))  # the draw's networks slowed x1.25, the anchor too
+        times = [*(truth * 1.25), 2.0 * 1.25][:len(runners)]
+        return np.tile(np.array(times)[:, None], (1, rounds))
+
+    monkeypatch.setattr(timing, "time_rounds", one_process)
+    own = replace(profile, provenance={**profile.provenance, "process_state": {"factor": 0.8}})
+    out = refit_drift(own, networks=draw, alone=alone)
+    assert seen[-1] == len(draw) + 1 and out["process_effect"] == pytest.approx(1.25)
+    assert out["overhead_scale"] == pytest.approx(0.9, rel=1e-3)
+    assert out["work_scale"] == pytest.approx(0.9, rel=1e-3)
+    # a profile priced in its fit run's process: the draw is as it was timed
+    out = refit_drift(profile, networks=draw, alone=alone)
+    assert seen[-1] == len(draw) and "process_effect" not in out
+    assert out["scale"] == pytest.approx(0.9 * 1.25, rel=1e-3)
