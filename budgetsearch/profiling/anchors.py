@@ -585,7 +585,7 @@ def check_drift(
 
         from budgetsearch.profiling.recalibrate import refit_drift
 
-        refit = partial(refit_drift, onnx_export=_onnx_cached, alone=_alone(today))
+        refit = partial(refit_drift, onnx_export=_onnx_cached, alone=anchors_alone(today))
     refitted = None
     spread = 100.0 * max(abs(r / result["scale"] - 1.0) for r in result["ratios"].values())
     if (drift > tolerance_pct or spread > SPREAD_REFIT_PCT) and refit is not None:
@@ -668,7 +668,7 @@ def check_drift(
     return replace(checked_profile, last_check=check)
 
 
-def _alone(today: Mapping[str, float]) -> list[Any]:
+def anchors_alone(today: Mapping[str, float]) -> list[Any]:
     """The anchors as :func:`~budgetsearch.profiling.recalibrate.refit_drift` times them inside
     its draw: built, with their times alone today (none that cannot be built)."""
     from types import SimpleNamespace

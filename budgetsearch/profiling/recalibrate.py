@@ -101,13 +101,30 @@ def fit_factors(parts: np.ndarray, today_ms: np.ndarray) -> tuple[float, float]:
 
 
 def time_draw(profile: DeviceProfile, networks: Sequence[Any], *,
-              onnx_export: Callable[[str, Any, Any], bytes] | None = None) -> np.ndarray:
+              onnx_export: Callable[[str, Any, Any], bytes] | None = None,
+              alone: Sequence[Any] = ()) -> np.ndarray:
     """Milliseconds of each built network by the profile's timer, runtime and threads, as the
     re-fit times them (the rounds the profile's anchors record, else :data:`ROUNDS`; none
-    started after :data:`TIMING_DEADLINE_S`)."""
+    started after :data:`TIMING_DEADLINE_S`), brought to a process of its own by ``alone`` as
+    :func:`refit_drift` brings them."""
+    return _draw_today(profile, networks, onnx_export=onnx_export, alone=alone)[0]
+
+
+def _draw_today(profile: DeviceProfile, networks: Sequence[Any], *,
+                onnx_export: Callable[[str, Any, Any], bytes] | None = None,
+                alone: Sequence[Any] = ()) -> tuple[np.ndarray, int, float | None]:
+    """(ms of each network, rounds run, the process effect divided out or None): see
+    :func:`refit_drift`'s ``alone``."""
     from budgetsearch.profiling.timing import quietest_round
 
-    return quietest_round(_draw_rounds(profile, networks, onnx_export=onnx_export))
+    reference = list(alone) if (profile.provenance or {}).get("process_state") else []
+    per_round = _draw_rounds(profile, [*networks, *reference], onnx_export=onnx_export)
+    timed = quietest_round(per_round)
+    today = timed[:len(networks)]
+    ratios = [t / float(r.alone_ms) for t, r in zip(timed[len(networks):], reference, strict=True)
+              if float(r.alone_ms) > 0 and t > 0]
+    effect = float(statistics.median(ratios)) if ratios else None
+    return (today / effect if effect else today), int(per_round.shape[1]), effect
 
 
 def _draw_rounds(profile: DeviceProfile, networks: Sequence[Any], *,
@@ -161,18 +178,8 @@ def refit_drift(
                 else recalibration_networks(count, draw_shapes(profile)))
     rounds_run, effect = None, None
     if measure is None:
-        from budgetsearch.profiling.timing import quietest_round
-
-        reference = list(alone) if (profile.provenance or {}).get("process_state") else []
-        per_round = _draw_rounds(profile, [*networks, *reference], onnx_export=onnx_export)
-        timed, rounds_run = quietest_round(per_round), int(per_round.shape[1])
-        today = timed[:len(networks)]
-        ratios = [t / float(r.alone_ms) for t, r in zip(timed[len(networks):], reference,
-                                                         strict=True)
-                  if float(r.alone_ms) > 0 and t > 0]
-        if ratios:
-            effect = float(statistics.median(ratios))
-            today = today / effect
+        today, rounds_run, effect = _draw_today(profile, networks, onnx_export=onnx_export,
+                                                alone=alone)
     else:
         today = np.asarray(measure(networks), dtype=float)
     parts = overhead_parts(profile, networks)
