@@ -50,7 +50,6 @@ import datetime
 import json
 import os
 import resource
-import sys
 import time
 import warnings
 from dataclasses import replace
@@ -79,7 +78,12 @@ from budgetsearch.profiling.recalibrate import (
     refit_drift,
     time_draw,
 )
-from budgetsearch.profiling.timing import export_onnx, make_runner, time_runners
+from budgetsearch.profiling.timing import (
+    export_onnx,
+    in_new_process,
+    make_runner,
+    time_runners,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = ((1, 1, 28, 28), (1, 3, 32, 32), (1, 3, 64, 64))
@@ -367,13 +371,9 @@ def measure_fresh(networks: list[dict[str, Any]], profile: DeviceProfile, rounds
     """Each network timed alone in a new Python process of its own (as a deployed network runs:
     nothing else built in its process), by the same method otherwise. One process holding many
     networks slows each of them (the profiles' fit run of 270: x1.25 on 2026-12-04, 21:00)."""
-    import subprocess
     import tempfile
 
     threads = int(profile.provenance.get("threads", 1))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH"))
-        if p)}
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "network.pt"
@@ -382,11 +382,11 @@ def measure_fresh(networks: list[dict[str, Any]], profile: DeviceProfile, rounds
             if profile.runtime == "onnxruntime":
                 saved["onnx"] = export_onnx(n["model"], n["x"])
             torch.save(saved, path)
-            done = subprocess.run([sys.executable, "-c", _FRESH_CHILD, str(path),
-                                   profile.runtime, str(threads), str(rounds)],
-                                  capture_output=True, text=True, env=env, timeout=600)
-            lines = done.stdout.strip().splitlines()
-            times.append(float(lines[-1]) if done.returncode == 0 and lines else float("nan"))
+            try:
+                times.append(float(in_new_process(_FRESH_CHILD, [str(path), profile.runtime,
+                                                                 str(threads), str(rounds)])))
+            except RuntimeError:  # a network that fails there is left out of the share
+                times.append(float("nan"))
     return np.array(times)
 
 

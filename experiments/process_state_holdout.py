@@ -14,8 +14,6 @@ times (``recalibrate.fit_factors``, as a drift re-fit does).
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +25,7 @@ import pandas as pd
 from budgetsearch.cost import layer_inventory, load_profile
 from budgetsearch.profiling.networks import build_labelled
 from budgetsearch.profiling.recalibrate import fit_factors, overhead_parts
+from budgetsearch.profiling.timing import RUNTIME_SUFFIX, in_new_process
 
 CHILD = """
 import sys, torch
@@ -52,13 +51,12 @@ def main() -> None:
                         "the two-factor one on (needs --fitted)")
     args = parser.parse_args()
     profile = load_profile(args.profile, check=False)
-    table = Path(profile.path).with_suffix(".csv") if profile.path else None
-    if table is None or not table.is_file():
-        table = Path(str(profile.path).replace("-ort.yaml", ".yaml")).with_suffix(".csv")
+    # the measurements beside the profile, named as `budgetsearch profile` names them (no suffix)
+    suffix = RUNTIME_SUFFIX.get(profile.runtime, "")
+    table = Path(str(profile.path)).with_name(
+        f"{profile.name.removesuffix(suffix) if suffix else profile.name}.csv")
     rows = pd.read_csv(table)
     held = rows[(rows["runtime"] == profile.runtime) & (rows["set"] == "holdout")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)}
     fresh = []
     if args.times is not None:
         saved = pd.read_csv(args.times).set_index("network")
@@ -66,9 +64,7 @@ def main() -> None:
     for label, ms in zip(held["network"], held["measured_ms"], strict=True):
         if args.times is not None:
             continue
-        done = subprocess.run([sys.executable, "-c", CHILD, label], capture_output=True,
-                              text=True, env=env, check=True)
-        fresh.append(float(done.stdout.strip().splitlines()[-1]))
+        fresh.append(float(in_new_process(CHILD, [label], what=f"timing {label}")))
         print(f"{label:32s} fit run {ms:8.3f} ms, own process {fresh[-1]:8.3f} ms, "
               f"x{fresh[-1] / ms:.3f}", flush=True)
     fit_ms, own = held["measured_ms"].to_numpy(), np.array(fresh)
@@ -97,16 +93,14 @@ def rescore(tables: list[Path], shipped: Any, two: Any) -> None:
     """Each table's foreign networks (own-process times) priced by ``shipped`` and ``two``, no
     drift check: within ±10%, median signed error, centred."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import latency_accuracy as bench
+    from rescore_profiles import foreign_networks, price_ratios
 
-    foreign = [n for n in bench.foreign_networks(quick=False) if n["family"] != "compact-wrn"]
+    foreign = foreign_networks()
     for table in tables:
         rows = pd.read_csv(table)
         rows = rows[rows["profile"] == shipped.name]
-        fresh = dict(zip(rows["network"], rows["fresh_ms"], strict=True))
         for label, profile in (("shipped", shipped), ("two factors", two)):
-            ratio = np.array([n["inventory"].predict_latency_ms(profile, kept_channels=n["kept"])
-                              / fresh[n["network"]] for n in foreign])
+            ratio = np.array(list(price_ratios(rows, profile, foreign, "fresh_ms").values()))
             print(f"{table.name} {label:<12}: {np.mean(abs(ratio - 1) <= 0.1):.0%} within ±10%, "
                   f"median {100 * (np.median(ratio) - 1):+.1f}%, centred "
                   f"{np.mean(abs(ratio / np.median(ratio) - 1) <= 0.1):.0%}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,19 +26,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import latency_accuracy as bench  # noqa: E402
 
-from budgetsearch.cost.profiles import load_profile  # noqa: E402
+from budgetsearch.cost.profiles import DeviceProfile, load_profile  # noqa: E402
+
+
+def foreign_networks() -> list[dict[str, Any]]:
+    """The benchmark's 48 foreign networks, built and traced (its compact WRNs left out)."""
+    return [n for n in bench.foreign_networks(quick=False) if n["family"] != "compact-wrn"]
+
+
+def price_ratios(rows: pd.DataFrame, profile: DeviceProfile, networks: list[dict[str, Any]],
+                 column: str = "measured_ms") -> dict[str, float]:
+    """Per network of a benchmark table's ``rows`` (one profile's): ``profile``'s price (no
+    drift check) over the time in ``column``."""
+    times = dict(zip(rows["network"], rows[column], strict=True))
+    return {n["network"]: n["inventory"].predict_latency_ms(profile, kept_channels=n["kept"])
+            / times[n["network"]] for n in networks if n["network"] in times}
 
 
 def main() -> None:
     table = pd.read_csv(sys.argv[1])
-    networks = [n for n in bench.foreign_networks(quick=False) if n["family"] != "compact-wrn"]
+    networks = foreign_networks()
     for path in sys.argv[2:]:
         profile = load_profile(path, check=False)
-        rows = table[table["profile"] == profile.name]
-        measured = dict(zip(rows["network"], rows["measured_ms"], strict=True))
-        priced = {n["network"]: n["inventory"].predict_latency_ms(profile, kept_channels=n["kept"])
-                  for n in networks if n["network"] in measured}
-        ratio = np.array([priced[k] / measured[k] for k in priced])
+        priced = price_ratios(table[table["profile"] == profile.name], profile, networks)
+        ratio = np.array(list(priced.values()))
         factor = 1 / np.median(ratio)
         print(f"{path}: {len(ratio)} networks; as recorded {np.mean(abs(ratio - 1) <= 0.1):.0%} "
               f"within ±10% (median {100 * (np.median(ratio) - 1):+.1f}%), centred "

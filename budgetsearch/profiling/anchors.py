@@ -316,20 +316,12 @@ def measure_anchors_fresh(names: list[str], *, runtime: str, threads: int, **tim
     the fit set's run, onnxruntime's anchors read x1.11-1.21 of their recorded times in any
     later process on 2026-12-04 (20:48-20:52, the machine unchanged), and eager's read
     x0.82-0.86 before untimed calls settled each burst (19:54)."""
-    import subprocess
+    from budgetsearch.profiling.timing import in_new_process
 
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     asked = json.dumps({"names": list(names),
                         "timing": {"runtime": runtime, "threads": threads, **timing}})
-    done = subprocess.run([sys.executable, "-c", _CHILD], input=asked, capture_output=True,
-                          text=True, env=env, timeout=600)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"timing the anchors in a new process failed: {last}")
-    lines = done.stdout.strip().splitlines()
-    return {str(k): float(v) for k, v in json.loads(lines[-1]).items()}
+    printed = in_new_process(_CHILD, stdin=asked, what="timing the anchors")
+    return {str(k): float(v) for k, v in json.loads(printed).items()}
 
 
 def anchors_key(profile: DeviceProfile) -> str:
@@ -581,11 +573,14 @@ def check_drift(
             other[1]["scale"], typical)
         today, result, drift = other if lone_step else quieter
     if refit is None and measure is None and refit_enabled():
-        from functools import partial
-
         from budgetsearch.profiling.recalibrate import refit_drift
 
-        refit = partial(refit_drift, onnx_export=_onnx_cached, alone=anchors_alone(today))
+        def refit_now(profile: DeviceProfile, today: Mapping[str, float] = today
+                      ) -> Mapping[str, Any]:
+            # the anchors are built for the draw only when a re-fit runs (most checks do not)
+            return refit_drift(profile, onnx_export=_onnx_cached, alone=anchors_alone(today))
+
+        refit = refit_now
     refitted = None
     spread = 100.0 * max(abs(r / result["scale"] - 1.0) for r in result["ratios"].values())
     if (drift > tolerance_pct or spread > SPREAD_REFIT_PCT) and refit is not None:

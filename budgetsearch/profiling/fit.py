@@ -664,13 +664,12 @@ def priced_as_in_a_new_process(fitted: DeviceProfile, checked: DeviceProfile) ->
     benchmark ran x0.94 of a profile priced at fit-run times in its process of 52 networks
     (onnxruntime's anchors: x0.80-1.08, median x0.99). The factor is kept in
     ``provenance.process_state``."""
-    names = [a["name"] for a in (checked.anchors or {}).get("networks", [])]
     def times(profile: DeviceProfile) -> dict[str, float]:
         return {a["name"]: float(a["recorded_ms"])
                 for a in (profile.anchors or {}).get("networks", [])}
 
     run, alone = times(fitted), times(checked)
-    ratios = [alone[n] / run[n] for n in names if run.get(n, 0) > 0 and alone.get(n, 0) > 0]
+    ratios = [ms / run[n] for n, ms in alone.items() if run.get(n, 0) > 0 and ms > 0]
     if not ratios:
         return checked
     factor = float(np.median(ratios))

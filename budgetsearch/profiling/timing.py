@@ -75,6 +75,33 @@ def method_text(*, rounds: int, inner: int, warmup: int, threads: int, runtime: 
             f"then minimum over rounds (budgetsearch.profiling.timing)")
 
 
+def in_new_process(code: str, args: Sequence[str] = (), *, stdin: str | None = None,
+                   what: str = "the code", timeout_s: float = 600.0) -> str:
+    """The last line ``code`` prints when run by this Python in a new process (with ``args`` and
+    ``stdin``; this budgetsearch importable there): a network timed in a process of its own, as a
+    deployed one runs, not beside whatever the asking process holds.
+
+    Raises:
+        RuntimeError: the process failed or printed nothing (its last error line, naming
+            ``what`` was run).
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, "-c", code, *args], input=stdin, capture_output=True,
+                          text=True, env=env, timeout=timeout_s)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{what} in a new process failed: {last}")
+    return lines[-1]
+
+
 def check_runtime(runtime: str) -> None:
     """Raise ``ValueError`` for an unknown runtime name."""
     if runtime not in RUNTIMES:
