@@ -868,8 +868,8 @@ def anchor_label(name: str) -> re.Match[str] | None:
     return match
 
 
-_ANCHOR_KEYS = {"networks", "rounds", "inner", "settle", "warmup", "tolerance_pct", "budget_s",
-                "method", "recorded", "factors"}
+_ANCHOR_KEYS = {"networks", "rounds", "inner", "settle", "settle_mb", "warmup", "tolerance_pct",
+                "budget_s", "method", "recorded", "factors", "alone"}
 _ANCHOR_NETWORK_KEYS = {"name", "input_shape", "recorded_ms", "predicted_ms", "overhead_share"}
 
 
@@ -913,6 +913,14 @@ def _check_anchors(where: str, anchors: Mapping[str, Any]) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1000:
             raise ValueError(f"{where}: key 'anchors.{part}' must be an integer from {low} to "
                              f"1000 (how the anchors were timed), got {value!r}")
+    settle_mb = anchors.get("settle_mb", 0.0)
+    if isinstance(settle_mb, bool) or not isinstance(settle_mb, (int, float)) or not (
+            0.0 <= settle_mb <= 1000.0):
+        raise ValueError(f"{where}: key 'anchors.settle_mb' must be a number from 0 to 1000 "
+                         f"(MB of weights per extra untimed call), got {settle_mb!r}")
+    if not isinstance(anchors.get("alone", False), bool):
+        raise ValueError(f"{where}: key 'anchors.alone' must be true or false (the fit set timed "
+                         f"each network in a process of its own), got {anchors['alone']!r}")
     factors = anchors.get("factors", 1)
     if isinstance(factors, bool) or factors not in (1, 2):
         raise ValueError(f"{where}: key 'anchors.factors' must be 1 (one drift factor) or 2 "

@@ -266,25 +266,28 @@ def _onnx_cached(name: str, model: nn.Module, x: torch.Tensor) -> bytes:
     return data
 
 
-def recorded_timing(profile: DeviceProfile) -> dict[str, int]:
-    """How ``profile``'s anchors were timed, to be timed again alike: ``rounds``, ``inner`` and
-    ``settle`` (untimed calls before each burst, :data:`~budgetsearch.profiling.timing.SETTLE`;
-    0 for a profile that does not say: those were recorded before it existed)."""
+def recorded_timing(profile: DeviceProfile) -> dict[str, Any]:
+    """How ``profile``'s anchors were timed, to be timed again alike: ``rounds``, ``inner``,
+    ``settle`` (untimed calls before each burst, :data:`~budgetsearch.profiling.timing.SETTLE`)
+    and ``settle_mb`` (:data:`~budgetsearch.profiling.timing.SETTLE_MB`); 0 for one a profile
+    does not record: it was timed before that existed."""
     anchors = profile.anchors or {}
     return {"rounds": int(anchors.get("rounds", ANCHOR_ROUNDS)),
             "inner": int(anchors.get("inner", ANCHOR_INNER)),
-            "settle": int(anchors.get("settle", 0))}
+            "settle": int(anchors.get("settle", 0)),
+            "settle_mb": float(anchors.get("settle_mb", 0.0))}
 
 
 def measure_anchors(
     names: list[str], *, runtime: str, threads: int, budget_s: float = BUDGET_S,
     rounds: int = ANCHOR_ROUNDS, inner: int = ANCHOR_INNER, settle: int | None = None,
+    settle_mb: float | None = None,
 ) -> dict[str, float]:
     """Milliseconds of each anchor today, by the profile's timer and method (``rounds`` rounds of
-    ``settle`` untimed calls and a burst of ``inner``: those its anchors were recorded with;
-    ``settle`` None: the method's :data:`~budgetsearch.profiling.timing.SETTLE`), within
-    ``budget_s``."""
-    from budgetsearch.profiling.timing import SETTLE, make_runner, time_runners
+    ``settle`` untimed calls, more by ``settle_mb``, and a burst of ``inner``: those its anchors
+    were recorded with; None: the method's :data:`~budgetsearch.profiling.timing.SETTLE` and
+    :data:`~budgetsearch.profiling.timing.SETTLE_MB`), within ``budget_s``."""
+    from budgetsearch.profiling.timing import SETTLE, SETTLE_MB, make_runner, time_runners
 
     runners = []
     for name in names:
@@ -297,7 +300,8 @@ def measure_anchors(
         runners.append(make_runner(model, x, runtime=runtime, threads=threads, onnx_bytes=data))
     times = time_runners(runners, rounds=rounds, inner=inner, warmup=ANCHOR_WARMUP,
                          threads=threads, deadline_s=budget_s * 0.6,
-                         settle=SETTLE if settle is None else settle)
+                         settle=SETTLE if settle is None else settle,
+                         settle_mb=SETTLE_MB if settle_mb is None else settle_mb)
     return dict(zip(names, map(float, times), strict=True))
 
 
@@ -328,8 +332,10 @@ def anchors_key(profile: DeviceProfile) -> str:
     """A short hash of what a snapshot's drift is measured against (the anchors, their recorded
     times and how they are timed): a re-fit that keeps them keeps this machine's history."""
     anchors = dict(profile.anchors or {})
-    text = json.dumps([profile.name, profile.runtime, anchors.get("networks"),
-                       anchors.get("rounds"), anchors.get("inner"), anchors.get("settle")],
+    how = [anchors.get("rounds"), anchors.get("inner"), anchors.get("settle")]
+    if "settle_mb" in anchors:  # (appended only where recorded: older keys stay as they were)
+        how.append(anchors["settle_mb"])
+    text = json.dumps([profile.name, profile.runtime, anchors.get("networks"), *how],
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -146,8 +146,10 @@ def calibrate_to_network(profile: DeviceProfile, model: nn.Module, example_input
     started, date = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
     runner = make_runner(model, example_input, runtime=profile.runtime, threads=threads)
     # the profiles' method; no round starts after ``seconds`` (a slow network gets fewer)
+    recorded = recorded_timing(profile)
     per_round = time_rounds([runner], rounds=rounds, inner=_INNER, threads=threads,
-                            deadline_s=seconds, settle=recorded_timing(profile)["settle"])
+                            deadline_s=seconds, settle=recorded["settle"],
+                            settle_mb=recorded["settle_mb"])
     measured = float(quietest_round(per_round)[0])
     calibration = NetworkCalibration(profile, name, measured, priced, int(per_round.shape[1]),
                                      time.perf_counter() - started, float(share), date)

@@ -39,6 +39,8 @@ from budgetsearch.cost.profiles import (
     PredictorError,
     SmallGemm,
 )
+from budgetsearch.profiling.alone import METHOD as ALONE_METHOD
+from budgetsearch.profiling.alone import time_each_alone
 from budgetsearch.profiling.anchors import build_anchor, cpu_flags, cpu_name, recorded_timing
 from budgetsearch.profiling.networks import (
     FAMILIES,
@@ -57,6 +59,7 @@ from budgetsearch.profiling.timing import (
     RUNTIME_SUFFIX,
     RUNTIMES,
     SETTLE,
+    SETTLE_MB,
     check_runtime,
     cuda_device_text,
     cuda_unavailable,
@@ -382,8 +385,10 @@ def time_fit_set(
     networks: Sequence[BuiltNetwork], *, runtime: str, threads: int, rounds: int, inner: int,
     warmup: int = 3, seed: int = 0, progress: bool = False, release_models: bool = False,
 ) -> np.ndarray:
-    """Time ``networks`` in one interleaved run: each network's burst median per round, ms,
-    shape (networks, rounds); the network's time is the minimum over its row.
+    """Time ``networks``: each network's burst median per round, ms, shape (networks, rounds);
+    the network's time is the minimum over its row. On the CPU each network is timed alone in
+    a process of its own (:mod:`budgetsearch.profiling.alone`: a process that has run others
+    runs it slower, as no deployed network does); on a GPU in one interleaved run.
 
     ``release_models`` (onnxruntime only) moves each model's weights to the meta device once
     its session is made: the last runtime of a profiling run needs them no more, and 270 eager
@@ -396,6 +401,16 @@ def time_fit_set(
     if release_models and runtime != "onnxruntime":
         raise ValueError(f"release_models needs the onnxruntime runtime (eager runs the models "
                          f"themselves), got {runtime!r}")
+    if not runs_on_cuda(runtime):
+        with tqdm(total=rounds * len(networks), desc=f"timing {runtime}, each alone",
+                  disable=not progress) as bar:
+            per_round = time_each_alone([n.label for n in networks], runtime=runtime,
+                                        threads=threads, rounds=rounds, inner=inner,
+                                        warmup=warmup, progress=bar.update)
+        if release_models:
+            for network in networks:
+                network.model.to("meta")  # timed elsewhere; the structure stays
+        return per_round
     runners = []
     for network in tqdm(networks, desc=f"preparing {runtime}", disable=not progress):
         model, x = network.model, network.example_input
@@ -439,13 +454,13 @@ def fit_profile(
     provenance: dict[str, Any],
     command: str = "",
     small_gemm: SmallGemm | None = None,
-    timing: dict[str, int] | None = None,
+    timing: dict[str, Any] | None = None,
 ) -> tuple[DeviceProfile, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Fit one runtime's profile from timings: (profile, per-network rows, leave-one-family-out).
     Its drift-check anchors are held-out networks with their times in the fit set's run
-    (:func:`pick_anchors`), re-timed by the check with ``timing``'s ``rounds``, ``inner`` and
-    ``settle`` (those the timings took). An eager fit given ``small_gemm`` (a table timed alone)
-    fits the factor it prices at."""
+    (:func:`pick_anchors`), re-timed by the check with ``timing``'s ``rounds``, ``inner``,
+    ``settle`` and ``settle_mb`` (those the timings took). An eager fit given ``small_gemm`` (a
+    table timed alone) fits the factor it prices at."""
     timing = dict(timing or {})
     block = channel_block_of(runtime, provenance)
     threads = int(provenance.get("threads", 1))
@@ -591,7 +606,8 @@ def refit_profile(
         provenance=provenance,
         command=old.predictor_error.command if old.predictor_error else command,
         small_gemm=old.small_gemm,
-        timing=recorded_timing(old))
+        timing={**recorded_timing(old),
+                **({"alone": True} if (old.anchors or {}).get("alone") else {})})
     old_networks = (old.anchors or {}).get("networks") or []
     if old.anchors and old.anchors.get("recorded") and (
             [a["name"] for a in old_networks]
@@ -603,7 +619,7 @@ def refit_profile(
             **profile.anchors, "recorded": old.anchors["recorded"],
             "networks": [{**a, "recorded_ms": recorded[a["name"]]}
                          for a in profile.anchors["networks"]]})
-        if NEW_PROCESS in str(old.anchors["recorded"]):
+        if NEW_PROCESS in str(old.anchors["recorded"]) and not profile.anchors.get("alone"):
             profile = priced_as_in_a_new_process(fitted, profile)
     return replace(profile, description=old.description, aliases=old.aliases), new_rows, lofo
 
@@ -763,7 +779,8 @@ def profile_this_machine(
                       " + gw*weight bytes + b (fvcore layers and the ops fvcore does not count), "
                       "fitted by NNLS on relative error (budgetsearch.profiling.fit)",
             "timing": method_text(rounds=rounds, inner=inner, warmup=3, threads=threads,
-                                  runtime=runtime, settle=SETTLE),
+                                  runtime=runtime, settle=SETTLE, settle_mb=SETTLE_MB)
+                      + ("" if runs_on_cuda(runtime) else f"; {ALONE_METHOD}"),
             "fit_networks": n_fit,
             "seed": seed,
             "generator_version": GENERATOR_VERSION,
@@ -784,10 +801,13 @@ def profile_this_machine(
         profile, rows, lofo = fit_profile(
             profile_name, fit, holdout, fit_ms_all[:n_fit], fit_ms_all[n_fit:],
             runtime=runtime, provenance=provenance, command=command, small_gemm=small_gemm,
-            timing={"rounds": rounds, "inner": inner, "settle": SETTLE},
+            timing={"rounds": rounds, "inner": inner, "settle": SETTLE,
+                    "settle_mb": SETTLE_MB, **({} if runs_on_cuda(runtime) else {"alone": True})},
         )
-        profiles[runtime] = priced_as_in_a_new_process(
-            profile, recorded_as_checked(profile, snapshots=ANCHOR_SNAPSHOTS))
+        recorded = recorded_as_checked(profile, snapshots=ANCHOR_SNAPSHOTS)
+        # networks timed alone were priced as a deployed one runs: no process factor to apply
+        profiles[runtime] = (recorded if (profile.anchors or {}).get("alone")
+                             else priced_as_in_a_new_process(profile, recorded))
         report.rows += rows
         report.leave_one_family_out[runtime] = lofo
     report.seconds = time.perf_counter() - started

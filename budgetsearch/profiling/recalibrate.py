@@ -137,8 +137,16 @@ def _draw_rounds(profile: DeviceProfile, networks: Sequence[Any], *,
         rounds = max(1, int((profile.anchors or {}).get("rounds", ROUNDS)))
         # as the profile's networks were timed (none recorded: before untimed calls existed)
         settle = max(0, int((profile.anchors or {}).get("settle", 0)))
+        settle_mb = max(0.0, float((profile.anchors or {}).get("settle_mb", 0.0)))
     except (TypeError, ValueError):
-        rounds, settle = ROUNDS, 0
+        rounds, settle, settle_mb = ROUNDS, 0, 0.0
+    if (profile.anchors or {}).get("alone"):  # as its fit set was: each alone
+        from budgetsearch.profiling.alone import time_each_alone
+
+        return time_each_alone([n.label for n in networks], runtime=profile.runtime,
+                               threads=profile.threads, rounds=rounds, inner=INNER,
+                               warmup=WARMUP, settle=settle, settle_mb=settle_mb,
+                               deadline_s=TIMING_DEADLINE_S)
     export = onnx_export if profile.runtime == "onnxruntime" else None
     runners = [make_runner(n.model, n.example_input, runtime=profile.runtime,
                            threads=profile.threads,
@@ -146,7 +154,8 @@ def _draw_rounds(profile: DeviceProfile, networks: Sequence[Any], *,
                            else None)
                for n in networks]
     return time_rounds(runners, rounds=rounds, inner=INNER, warmup=WARMUP,
-                       threads=profile.threads, deadline_s=TIMING_DEADLINE_S, settle=settle)
+                       threads=profile.threads, deadline_s=TIMING_DEADLINE_S, settle=settle,
+                       settle_mb=settle_mb)
 
 
 def refit_drift(

@@ -3,11 +3,12 @@
 Method (written into each profile's ``provenance.timing``): batch 1, float32 (float16 in
 ``pytorch-cuda-fp16``), eval mode, a fixed thread count; ``warmup`` calls per network first; then
 ``rounds`` interleaved rounds, each visiting every network once in a shuffled order (so that load
-from other processes spreads over all networks); a visit makes ``settle`` untimed calls, then times
-a burst of ``inner`` calls with ``time.perf_counter_ns`` and keeps the burst's median (the
-network's steady state, as a deployed network that runs call after call meets it: see
-:data:`SETTLE`); a network's time is the **minimum over rounds of the burst medians** (the round in
-which the machine was quietest: on a shared machine this is the statistic that repeats from day to
+from other processes spreads over all networks); a visit makes ``settle`` untimed calls (more for
+a network with many MB of weights, until they are cached: :data:`SETTLE_MB`), then times a burst
+of ``inner`` calls with ``time.perf_counter_ns`` and keeps the burst's median (the network's
+steady state, as a deployed network that runs call after call meets it: see :data:`SETTLE`); a
+network's time is the **minimum over rounds of the burst medians** (the round in which the
+machine was quietest: on a shared machine this is the statistic that repeats from day to
 day; the median inside a burst removes single preemptions).
 
 Runtimes: ``pytorch-eager`` (``torch.inference_mode``, ``torch.set_num_threads``) and
@@ -31,6 +32,7 @@ from __future__ import annotations
 import copy
 import io
 import itertools
+import math
 import random
 import statistics
 import time
@@ -59,19 +61,34 @@ CUDA_DTYPES = {"pytorch-cuda": torch.float32, "pytorch-cuda-fp16": torch.float16
 #: of their interleaved time. After 3 untimed calls the burst's median is within ~2% of it.
 #: Profiles recorded before this (no ``settle`` in their anchors) were timed with none.
 SETTLE = 3
+#: One more untimed call per this many MB of a network's weights (a runner's ``weight_bytes``),
+#: up to :data:`SETTLE_MAX_S` of settling. A network's weights become resident in the host's
+#: shared cache only over several passes: on 2026-12-05 (Intel Xeon, eager, 1 thread), after
+#: 300 MB had been written, the calls of a network ran >5% above its steady state for 4
+#: (MobileNet-v2, 14 MB), 6-7 (EfficientNet-B0, RegNet-X 400MF, 21-22 MB), 10 (ResNet-18,
+#: 47 MB) and 16 (GoogLeNet, 52 MB) calls; a 45 MB tensor summed after 0.2 s idle took 7 passes
+#: to reach its cached speed (x2.7 first), 8 MB two; beyond ~90 MB nothing became resident
+#: (resnet34, resnet50: within 5% from the first call). A profile's interleaved rounds with 3
+#: untimed calls had timed such a network half-cached (ResNet-18 x1.33 of its steady state),
+#: while a deployed one runs call after call with its weights cached.
+SETTLE_MB = 3.0
+#: The most seconds of untimed calls before a burst that :data:`SETTLE_MB` asks for.
+SETTLE_MAX_S = 0.15
 ONNX_OPSET = 17
 TIMER = "time.perf_counter_ns"
 
 
 def method_text(*, rounds: int, inner: int, warmup: int, threads: int, runtime: str,
-                settle: int = SETTLE) -> str:
+                settle: int = SETTLE, settle_mb: float = SETTLE_MB) -> str:
     """The method as one line, for the profile's ``provenance.timing``."""
     synchronised = ", torch.cuda.synchronize() ending each call" if runs_on_cuda(runtime) else ""
     warm = f" (then calls for {GPU_WARMUP_S:g} s: the GPU's clock)" if runs_on_cuda(runtime) else ""
+    more = (f" or more, one per {settle_mb:g} MB of weights up to {SETTLE_MAX_S:g} s (the "
+            f"weights cached)" if settle_mb > 0 and not runs_on_cuda(runtime) else "")
     return (f"{TIMER}; {runtime}, {threads} thread(s), batch 1, {runtime_dtype(runtime)}"
             f"{synchronised}; {warmup} warm-up calls{warm}, "
-            f"{rounds} interleaved shuffled rounds x ({settle} untimed calls, then a burst of "
-            f"{inner} calls); burst median, "
+            f"{rounds} interleaved shuffled rounds x ({settle} untimed calls{more}, then a "
+            f"burst of {inner} calls); burst median, "
             f"then minimum over rounds (budgetsearch.profiling.timing)")
 
 
@@ -211,18 +228,36 @@ def make_runner(
     """One forward pass of ``model`` in ``runtime`` as a zero-argument call (a CUDA runtime runs
     a copy of the model on the GPU: ``model`` itself stays where it is)."""
     check_runtime(runtime)
-    if runtime == "onnxruntime":
-        data = onnx_bytes if onnx_bytes is not None else export_onnx(model, example_input)
-        return onnx_runner(data, example_input, threads=threads)
     if runs_on_cuda(runtime):
         return _cuda_runner(model, example_input, runtime)
-    model.eval()
+    if runtime == "onnxruntime":
+        data = onnx_bytes if onnx_bytes is not None else export_onnx(model, example_input)
+        forward = onnx_runner(data, example_input, threads=threads)
+    else:
+        model.eval()
 
-    def forward() -> Any:
-        with torch.inference_mode():
-            return model(example_input)
+        def forward() -> Any:
+            with torch.inference_mode():
+                return model(example_input)
 
+    # how long its weights take to become cached: time_rounds settles it longer (SETTLE_MB)
+    forward.weight_bytes = weight_bytes(model)  # type: ignore[attr-defined]
     return forward
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of ``model``'s parameters and buffers (each tensor once)."""
+    seen = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return sum(t.numel() * t.element_size() for t in seen.values())
+
+
+def settle_calls(run: Callable[[], Any], settle: int, settle_mb: float) -> int:
+    """How many untimed calls :func:`time_rounds` makes of ``run`` before a burst, at most
+    (see :data:`SETTLE_MB`): ``settle``, or one per ``settle_mb`` MB of its ``weight_bytes`` if
+    more (``settle_mb`` 0: ``settle``; a runner that names no weight bytes: ``settle``)."""
+    if settle_mb <= 0:
+        return settle
+    return max(settle, math.ceil(float(getattr(run, "weight_bytes", 0)) / 1e6 / settle_mb))
 
 
 def _cuda_runner(model: nn.Module, example_input: torch.Tensor,
@@ -282,6 +317,7 @@ def time_runners(
     deadline_s: float | None = None,
     progress: Callable[[int], None] | None = None,
     settle: int = SETTLE,
+    settle_mb: float = SETTLE_MB,
 ) -> np.ndarray:
     """Milliseconds per call of each runner by the method of this module (see its docstring).
 
@@ -290,13 +326,13 @@ def time_runners(
     """
     return quietest_round(time_rounds(runners, rounds=rounds, inner=inner, warmup=warmup,
                                       threads=threads, seed=seed, deadline_s=deadline_s,
-                                      progress=progress, settle=settle))
+                                      progress=progress, settle=settle, settle_mb=settle_mb))
 
 
 def quietest_round(per_round_ms: np.ndarray) -> np.ndarray:
     """Each runner's time by this module's method: its minimum over the rounds of
-    :func:`time_rounds`' matrix (no runners: none)."""
-    return per_round_ms.min(axis=1) if len(per_round_ms) else np.empty(0)
+    :func:`time_rounds`' matrix (no runners: none; NaN: a round not run)."""
+    return np.nanmin(per_round_ms, axis=1) if len(per_round_ms) else np.empty(0)
 
 
 def halves_agreement(per_round_ms: np.ndarray, tolerance: float = 0.10) -> float | None:
@@ -311,6 +347,7 @@ def halves_agreement(per_round_ms: np.ndarray, tolerance: float = 0.10) -> float
     # reads faster)
     half = per_round_ms.shape[1] // 2
     first, second = per_round_ms[:, :half].min(axis=1), per_round_ms[:, -half:].min(axis=1)
+    # (a runner that ran fewer rounds, NaN, counts as not agreeing)
     return float(np.mean(np.abs(second / first - 1.0) <= tolerance))
 
 
@@ -325,6 +362,7 @@ def time_rounds(
     deadline_s: float | None = None,
     progress: Callable[[int], None] | None = None,
     settle: int = SETTLE,
+    settle_mb: float = SETTLE_MB,
 ) -> np.ndarray:
     """Each runner's burst median in each round, ms: shape (runners, rounds run) (see
     :func:`time_runners`, which takes the minimum over the rounds).
@@ -333,14 +371,16 @@ def time_rounds(
     runner: :data:`GPU_WARMUP_S`) has all of them called on until that many seconds have passed
     since (``warmup=0``: no warm-up of either kind). The warm-up counts against ``deadline_s``.
     """
-    if rounds < 1 or inner < 1 or warmup < 0 or threads < 1 or settle < 0:
-        raise ValueError(f"rounds, inner and threads must be ≥ 1 and warmup and settle ≥ 0, got "
-                         f"{rounds}, {inner}, {threads}, {warmup}, {settle}")
+    if rounds < 1 or inner < 1 or warmup < 0 or threads < 1 or settle < 0 or settle_mb < 0:
+        raise ValueError(f"rounds, inner and threads must be ≥ 1 and warmup, settle and "
+                         f"settle_mb ≥ 0, got {rounds}, {inner}, {threads}, {warmup}, {settle}, "
+                         f"{settle_mb}")
     rng = random.Random(seed)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
     samples: list[list[float]] = [[] for _ in runners]
+    settles = [settle_calls(run, settle, settle_mb) for run in runners]
     try:
         # a runner that names a warm-up time (a GPU's: GPU_WARMUP_S) is called on, round robin,
         # until that long has passed since the warm-up began, so that the first round meets the
@@ -360,8 +400,13 @@ def time_rounds(
             rng.shuffle(order)
             for i in order:
                 run = runners[i]
-                for _ in range(settle):  # the first calls after another network are cold
+                # the first calls after another network are cold; a network with many MB of
+                # weights runs slow until they are cached (SETTLE_MB), up to SETTLE_MAX_S
+                began, calls = time.perf_counter(), 0
+                while calls < settle or (calls < settles[i]
+                                         and time.perf_counter() - began < SETTLE_MAX_S):
                     run()
+                    calls += 1
                 burst = []
                 for _ in range(inner):
                     begin = time.perf_counter_ns()

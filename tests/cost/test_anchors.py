@@ -551,6 +551,13 @@ def test_how_the_anchors_were_timed_is_checked(key: str, value: object) -> None:
         profile_from_dict(data)
 
 
+@pytest.mark.parametrize("value", [-0.5, "3", True, 1e6])
+def test_the_anchors_settle_mb_is_checked(value: object) -> None:
+    data = {**MEASURED, "anchors": {**MEASURED["anchors"], "settle_mb": value}}
+    with pytest.raises(ValueError, match=r"<profile>: key 'anchors.settle_mb' must be a number"):
+        profile_from_dict(data)
+
+
 def test_the_check_times_as_many_rounds_as_the_recorded_times_took(
         state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A minimum over more rounds reads faster: the check re-times with the profile's own."""
@@ -564,12 +571,15 @@ def test_the_check_times_as_many_rounds_as_the_recorded_times_took(
 
     monkeypatch.setattr(anchors, "measure_anchors", fake)
     profile = profile_from_dict({**MEASURED, "anchors": {**MEASURED["anchors"], "rounds": 8,
-                                                         "inner": 3, "settle": 2}})
+                                                         "inner": 3, "settle": 2,
+                                                         "settle_mb": 3.0}})
     check_drift(profile, announce=pytest.fail)
     assert seen["rounds"] == 8 and seen["inner"] == 3 and seen["settle"] == 2
+    assert seen["settle_mb"] == 3.0
     check_drift(profile_from_dict(MEASURED), announce=pytest.fail)  # an older profile: as before
     assert seen["rounds"] == anchors.ANCHOR_ROUNDS and seen["inner"] == anchors.ANCHOR_INNER
     assert seen["settle"] == 0  # recorded before untimed calls settled each burst: none
+    assert seen["settle_mb"] == 0.0
 
 
 def test_a_profile_records_its_anchors_as_the_check_times_them() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -233,6 +235,47 @@ def test_each_burst_times_the_steady_state_after_its_untimed_calls() -> None:
         time_rounds([runner], rounds=1, settle=-1)
 
 
+def test_a_network_with_many_mb_of_weights_settles_until_they_are_cached() -> None:
+    """Weights become cached over several passes (``SETTLE_MB``): a runner naming its
+    ``weight_bytes`` gets one untimed call per ``settle_mb`` MB (at least ``settle``), bounded
+    by ``SETTLE_MAX_S``; ``settle_mb=0`` (profiles recorded before it) keeps ``settle``."""
+    import time
+
+    from budgetsearch.profiling import timing
+    from budgetsearch.profiling.timing import make_runner, settle_calls, time_rounds, weight_bytes
+
+    calls: list[int] = []
+
+    def runner() -> None:
+        calls.append(1)
+
+    runner.weight_bytes = 30_000_000  # type: ignore[attr-defined]
+    assert settle_calls(runner, 3, 3.0) == 10 and settle_calls(runner, 12, 3.0) == 12
+    assert settle_calls(runner, 3, 0.0) == 3 and settle_calls(lambda: None, 3, 3.0) == 3
+    time_rounds([runner], rounds=2, inner=5, warmup=0, settle=3, settle_mb=3.0)
+    assert len(calls) == 2 * (10 + 5)
+    calls.clear()
+    time_rounds([runner], rounds=2, inner=5, warmup=0, settle=3, settle_mb=0.0)
+    assert len(calls) == 2 * (3 + 5)
+
+    def slow() -> None:  # its settling would take 1 s: the bound stops it after ~SETTLE_MAX_S
+        calls.append(1)
+        time.sleep(0.05)
+
+    slow.weight_bytes = 60_000_000  # type: ignore[attr-defined]
+    calls.clear()
+    time_rounds([slow], rounds=1, inner=1, warmup=0, settle=3, settle_mb=3.0)
+    assert 3 + 1 <= len(calls) <= math.ceil(timing.SETTLE_MAX_S / 0.05) + 2
+    with pytest.raises(ValueError, match="settle_mb"):
+        time_rounds([runner], rounds=1, settle_mb=-1.0)
+    # make_runner names the bytes of the model's parameters and buffers (fp32: 4 per element)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4))
+    expected = 4 * (4 * 2 * 9 + 4 + 4 + 4 + 4 + 4) + 8  # conv w, b; bn w, b, mean, var; int64
+    assert weight_bytes(net) == expected
+    run = make_runner(net, torch.zeros(1, 2, 6, 6), runtime="pytorch-eager", threads=1)
+    assert run.weight_bytes == expected  # type: ignore[attr-defined]
+
+
 def test_a_profile_records_how_its_anchors_were_timed_and_old_ones_had_no_settle() -> None:
     from dataclasses import replace
 
@@ -240,7 +283,26 @@ def test_a_profile_records_how_its_anchors_were_timed_and_old_ones_had_no_settle
 
     profile = _unit()
     legacy = replace(profile, anchors={k: v for k, v in profile.anchors.items() if k != "settle"})
-    assert recorded_timing(legacy)["settle"] == 0
-    assert recorded_timing(replace(profile, anchors={**profile.anchors, "settle": 3})) == {
+    assert recorded_timing(legacy)["settle"] == 0 and recorded_timing(legacy)["settle_mb"] == 0
+    assert recorded_timing(replace(profile, anchors={**profile.anchors, "settle": 3,
+                                                     "settle_mb": 3.0})) == {
         "rounds": int(profile.anchors.get("rounds", 40)), "inner": int(profile.anchors["inner"]),
-        "settle": 3}
+        "settle": 3, "settle_mb": 3.0}
+
+
+def test_each_fit_network_is_timed_alone_in_a_process_of_its_own() -> None:
+    """On the CPU the fit set is timed one network per forked process (a process that has run
+    others runs each network slower): a row per label, a column per round, NaN for the rounds a
+    deadline cut; a label naming no fit-set network fails as the forked process raised it."""
+
+    from budgetsearch.profiling.alone import time_each_alone
+
+    labels = [NetworkSpec(f, (1, 1, 28, 28), 3).label for f in ("plain", "wrn")]
+    per_round = time_each_alone(labels, runtime="pytorch-eager", threads=1, rounds=3, inner=2,
+                                warmup=1)
+    assert per_round.shape == (2, 3) and (per_round > 0).all()
+    cut = time_each_alone(labels[:1], runtime="pytorch-eager", threads=1, rounds=50, inner=2,
+                          warmup=1, deadline_s=1e-6)
+    assert cut.shape == (1, 1)  # the first round always runs; none started after the deadline
+    with pytest.raises(ValueError, match="fit-set network"):
+        time_each_alone(["nonsense"], runtime="pytorch-eager", threads=1, rounds=1, inner=1)
