@@ -11,28 +11,61 @@ networks in one process, so its prices were a crowded process's: a single "proce
 (anchors in a new process against the fit run, x0.79) corrected the level but not the spread
 (networks under 8 ms x0.77-0.81, larger ones x0.95).
 
-How: a ``multiprocessing`` forkserver imports torch and budgetsearch once and never runs a
-network; each network is built from its fit-set label and timed in a process forked from it,
-one at a time (the machine stays as quiet as in an interleaved run), by
-:func:`~budgetsearch.profiling.timing.time_rounds` with that one runner: its warm-up, then
-``rounds`` rounds of untimed calls and a burst, back to back. A fork costs ~0.1 s, a new
-interpreter ~1.5 s: 9 anchors took 4.1 s forked against 16.1 s as new processes, their times
-within 1% (median) of each other.
+How: a server process (a new interpreter, started once per call) imports torch and
+budgetsearch and never runs a network; for each network it forks a process that builds it from
+its fit-set label and times it alone, one at a time (the machine stays as quiet as in an
+interleaved run), by :func:`~budgetsearch.profiling.timing.time_rounds` with that one runner:
+its warm-up, then ``rounds`` rounds of untimed calls and a burst, back to back. A fork costs
+~0.1 s, a new interpreter ~1.5 s: 9 anchors took 4.1 s forked against 16.1 s as new processes,
+their times within 1% (median) of each other. (Not ``multiprocessing``: its forkserver and spawn
+re-run the caller's main script, which a user's unguarded script cannot survive.)
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 
-#: What the forkserver imports once, so that each forked network starts with them loaded.
-PRELOAD = ("torch", "budgetsearch.profiling.networks", "budgetsearch.profiling.timing")
 #: What a profile's ``provenance.timing`` adds to the method text for networks timed so.
 METHOD = "each network alone in a process of its own (forked from a server that runs none)"
+
+# The server: reads one request per line on stdin, forks, and answers one line of JSON on its
+# own copy of stdout (fd 1 itself goes to stderr, so that nothing a library prints can corrupt
+# the answers).
+_SERVER = r"""
+import json, os, sys
+answers = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+import torch
+import budgetsearch.profiling.networks, budgetsearch.profiling.timing
+from budgetsearch.profiling.alone import _time_labelled
+for line in sys.stdin:
+    ask = json.loads(line)
+    if ask["runtime"] == "onnxruntime":
+        import onnxruntime  # loaded once, before the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            out = {"ms": _time_labelled(ask["label"], ask["runtime"], ask["threads"],
+                                        ask["timing"])}
+        except BaseException as error:
+            out = {"error": type(error).__name__, "message": str(error)}
+        with os.fdopen(write, "w") as pipe:
+            pipe.write(json.dumps(out))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    answers.write((data or json.dumps({"error": "RuntimeError",
+                                       "message": "the forked process died"})) + "\n")
+    answers.flush()
+"""
 
 
 def _time_labelled(label: str, runtime: str, threads: int, timing: dict[str, Any]
@@ -61,7 +94,13 @@ def time_each_alone(
 
     Raises:
         ValueError: a label that names no fit-set network (as the forked process raised it).
+        RuntimeError: the server or a forked process failed otherwise.
     """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
     from budgetsearch.profiling.timing import SETTLE, SETTLE_MB, check_runtime
 
     check_runtime(runtime)
@@ -69,17 +108,32 @@ def time_each_alone(
               "settle": SETTLE if settle is None else settle,
               "settle_mb": SETTLE_MB if settle_mb is None else settle_mb,
               "deadline_s": None if deadline_s is None else deadline_s / max(1, len(labels))}
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([*PRELOAD, *(("onnxruntime",) if runtime == "onnxruntime"
-                                                else ())])
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     rows: list[list[float]] = []
-    # one worker, a fresh one per network: the networks run one at a time, each in a process
-    # that has run nothing else
-    with ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
-        for label in labels:
-            rows.append(pool.submit(_time_labelled, label, runtime, threads, timing).result())
-            if progress is not None:
-                progress(len(rows[-1]))
+    with subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          env=env) as server:
+        assert server.stdin is not None and server.stdout is not None
+        try:
+            for label in labels:
+                server.stdin.write(json.dumps({"label": label, "runtime": runtime,
+                                               "threads": threads, "timing": timing}) + "\n")
+                server.stdin.flush()
+                line = server.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"timing {label} alone: the server process ended "
+                                       f"(exit status {server.wait()})")
+                answer = json.loads(line)
+                if "error" in answer:
+                    kind = ValueError if answer["error"] == "ValueError" else RuntimeError
+                    raise kind(answer.get("message", answer["error"]))
+                rows.append([float(v) for v in answer["ms"]])
+                if progress is not None:
+                    progress(len(rows[-1]))
+        finally:
+            server.stdin.close()
     out = np.full((len(rows), max((len(r) for r in rows), default=0)), np.nan)
     for i, row in enumerate(rows):
         out[i, :len(row)] = row
