@@ -52,7 +52,7 @@ for line in sys.stdin:
         os.close(read)
         try:
             out = {"ms": _time_labelled(ask["label"], ask["runtime"], ask["threads"],
-                                        ask["timing"])}
+                                        ask["timing"], ask["onnx"])}
         except BaseException as error:
             out = {"error": type(error).__name__, "message": str(error)}
         with os.fdopen(write, "w") as pipe:
@@ -68,9 +68,12 @@ for line in sys.stdin:
 """
 
 
-def _time_labelled(label: str, runtime: str, threads: int, timing: dict[str, Any]
-                   ) -> list[float]:
-    """In the forked process: build the network ``label`` names and time it alone."""
+def _time_labelled(label: str, runtime: str, threads: int, timing: dict[str, Any],
+                   onnx_path: str | None = None) -> list[float]:
+    """In the forked process: build the network ``label`` names (onnxruntime: load its export
+    from ``onnx_path`` when given) and time it alone."""
+    from pathlib import Path
+
     import torch
 
     from budgetsearch.profiling.networks import build_labelled
@@ -78,7 +81,8 @@ def _time_labelled(label: str, runtime: str, threads: int, timing: dict[str, Any
 
     torch.set_num_threads(threads)
     model, x = build_labelled(label)
-    run = make_runner(model, x, runtime=runtime, threads=threads)
+    onnx = Path(onnx_path).read_bytes() if onnx_path else None
+    run = make_runner(model, x, runtime=runtime, threads=threads, onnx_bytes=onnx)
     return [float(v) for v in time_rounds([run], threads=threads, **timing)[0]]
 
 
@@ -86,11 +90,20 @@ def time_each_alone(
     labels: Sequence[str], *, runtime: str, threads: int, rounds: int, inner: int,
     warmup: int = 3, settle: int | None = None, settle_mb: float | None = None,
     deadline_s: float | None = None, progress: Callable[[int], None] | None = None,
+    passes: int = 1, onnx: Sequence[bytes] | None = None,
 ) -> np.ndarray:
     """Each fit-set network ``labels`` name, built and timed alone in a process of its own:
     its burst median per round, ms, shape (networks, rounds); NaN where a network ran fewer
     rounds (``deadline_s``, shared evenly: no round of a network starts after its share).
-    ``progress`` is called with the rounds each network ran.
+    ``progress`` is called with the rounds each network ran; ``onnx``: each network's export
+    (onnxruntime; else each forked process exports its own).
+
+    ``passes`` > 1 splits the rounds into that many passes over all networks, each in a new
+    process, every other pass in reverse order (so that every network's passes lie as far
+    apart in the run as any other's): a machine whose speed moves during the run meets every
+    network in several of its states, as interleaved rounds did, and the first half of the
+    rounds against the second says how far the run agreed with itself
+    (:func:`~budgetsearch.profiling.timing.halves_agreement`).
 
     Raises:
         ValueError: a label that names no fit-set network (as the forked process raised it).
@@ -99,42 +112,64 @@ def time_each_alone(
     import os
     import subprocess
     import sys
+    import tempfile
     from pathlib import Path
 
     from budgetsearch.profiling.timing import SETTLE, SETTLE_MB, check_runtime
 
     check_runtime(runtime)
-    timing = {"rounds": rounds, "inner": inner, "warmup": warmup,
+    if passes < 1 or rounds < passes:
+        raise ValueError(f"passes must be from 1 to rounds ({rounds}), got {passes}")
+    if onnx is not None and len(onnx) != len(labels):
+        raise ValueError(f"onnx must hold one export per label ({len(labels)}), got {len(onnx)}")
+    share = None if deadline_s is None else deadline_s / max(1, len(labels) * passes)
+    timing = {"inner": inner, "warmup": warmup, "deadline_s": share,
               "settle": SETTLE if settle is None else settle,
-              "settle_mb": SETTLE_MB if settle_mb is None else settle_mb,
-              "deadline_s": None if deadline_s is None else deadline_s / max(1, len(labels))}
+              "settle_mb": SETTLE_MB if settle_mb is None else settle_mb}
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    rows: list[list[float]] = []
-    with subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                          env=env) as server:
-        assert server.stdin is not None and server.stdout is not None
-        try:
-            for label in labels:
-                server.stdin.write(json.dumps({"label": label, "runtime": runtime,
-                                               "threads": threads, "timing": timing}) + "\n")
-                server.stdin.flush()
-                line = server.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"timing {label} alone: the server process ended "
-                                       f"(exit status {server.wait()})")
-                answer = json.loads(line)
-                if "error" in answer:
-                    kind = ValueError if answer["error"] == "ValueError" else RuntimeError
-                    raise kind(answer.get("message", answer["error"]))
-                rows.append([float(v) for v in answer["ms"]])
-                if progress is not None:
-                    progress(len(rows[-1]))
-        finally:
-            server.stdin.close()
-    out = np.full((len(rows), max((len(r) for r in rows), default=0)), np.nan)
-    for i, row in enumerate(rows):
-        out[i, :len(row)] = row
-    return out
+    rows: list[list[float]] = [[] for _ in labels]
+    with tempfile.TemporaryDirectory() as folder:
+        paths: list[str | None] = [None] * len(labels)
+        for i, data in enumerate(onnx or ()):
+            path = Path(folder) / f"{i}.onnx"
+            path.write_bytes(data)
+            paths[i] = str(path)
+        with subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env=env) as server:
+            assert server.stdin is not None and server.stdout is not None
+            try:
+                for done in range(passes):
+                    # the last pass takes the rounds left over
+                    timing["rounds"] = rounds // passes + (rounds % passes
+                                                           if done == passes - 1 else 0)
+                    for i in range(len(labels))[::1 if done % 2 == 0 else -1]:
+                        ms = _ask(server, {"label": labels[i], "runtime": runtime,
+                                           "threads": threads, "timing": timing,
+                                           "onnx": paths[i]})
+                        # a pass a deadline cut short keeps its columns: NaN for rounds not run
+                        rows[i] += ms + [float("nan")] * (int(timing["rounds"]) - len(ms))
+                        if progress is not None:
+                            progress(len(ms))
+            finally:
+                server.stdin.close()
+    per_round = np.array(rows, dtype=float).reshape(len(labels), -1)
+    return per_round[:, ~np.isnan(per_round).all(axis=0)]  # rounds no network ran: dropped
+
+
+def _ask(server: Any, request: dict[str, Any]) -> list[float]:
+    """One network timed by the server: its burst medians (the forked process's error raised
+    here: ValueError as such, anything else as RuntimeError)."""
+    server.stdin.write(json.dumps(request) + "\n")
+    server.stdin.flush()
+    line = server.stdout.readline()
+    if not line:
+        raise RuntimeError(f"timing {request['label']} alone: the server process ended (exit "
+                           f"status {server.wait()})")
+    answer = json.loads(line)
+    if "error" in answer:
+        kind = ValueError if answer["error"] == "ValueError" else RuntimeError
+        raise kind(answer.get("message", answer["error"]))
+    return [float(v) for v in answer["ms"]]

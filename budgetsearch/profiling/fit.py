@@ -73,6 +73,13 @@ from budgetsearch.profiling.timing import (
     time_rounds,
 )
 
+# Passes over the fit set when each network is timed alone (budgetsearch.profiling.alone): the
+# rounds split between them, the second in reverse order. One pass timed each network's rounds
+# within a second, so a machine whose speed moved during the 10-minute run (7 minutes apart the
+# same networks ran x0.93 of each other on 2026-12-04) left that move in the fit as noise, and
+# the run's agreement with itself (98%) could not see it.
+ALONE_PASSES = 2
+
 # (kind, term) pairs fitted, in design-matrix order; then one per-forward intercept.
 FEATURES: tuple[tuple[str, str], ...] = (
     ("conv", "ms_per_gflop"), ("conv", "ms_per_mb"), ("conv", "ms_per_weight_mb"),
@@ -402,11 +409,16 @@ def time_fit_set(
         raise ValueError(f"release_models needs the onnxruntime runtime (eager runs the models "
                          f"themselves), got {runtime!r}")
     if not runs_on_cuda(runtime):
+        exports = None
+        if runtime == "onnxruntime":  # exported here, once: the passes' processes load them
+            exports = [export_onnx(n.model, n.example_input)
+                       for n in tqdm(networks, desc="exporting", disable=not progress)]
         with tqdm(total=rounds * len(networks), desc=f"timing {runtime}, each alone",
                   disable=not progress) as bar:
             per_round = time_each_alone([n.label for n in networks], runtime=runtime,
                                         threads=threads, rounds=rounds, inner=inner,
-                                        warmup=warmup, progress=bar.update)
+                                        warmup=warmup, progress=bar.update,
+                                        passes=min(ALONE_PASSES, rounds), onnx=exports)
         if release_models:
             for network in networks:
                 network.model.to("meta")  # timed elsewhere; the structure stays
@@ -780,7 +792,9 @@ def profile_this_machine(
                       "fitted by NNLS on relative error (budgetsearch.profiling.fit)",
             "timing": method_text(rounds=rounds, inner=inner, warmup=3, threads=threads,
                                   runtime=runtime, settle=SETTLE, settle_mb=SETTLE_MB)
-                      + ("" if runs_on_cuda(runtime) else f"; {ALONE_METHOD}"),
+                      + ("" if runs_on_cuda(runtime) else
+                         f"; {ALONE_METHOD}, in {min(ALONE_PASSES, rounds)} passes over the set "
+                         f"(every other one reversed)"),
             "fit_networks": n_fit,
             "seed": seed,
             "generator_version": GENERATOR_VERSION,

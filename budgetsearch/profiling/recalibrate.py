@@ -143,10 +143,12 @@ def _draw_rounds(profile: DeviceProfile, networks: Sequence[Any], *,
     if (profile.anchors or {}).get("alone"):  # as its fit set was: each alone
         from budgetsearch.profiling.alone import time_each_alone
 
+        exports = ([onnx_export(n.label, n.model, n.example_input) for n in networks]
+                   if onnx_export is not None and profile.runtime == "onnxruntime" else None)
         return time_each_alone([n.label for n in networks], runtime=profile.runtime,
                                threads=profile.threads, rounds=rounds, inner=INNER,
                                warmup=WARMUP, settle=settle, settle_mb=settle_mb,
-                               deadline_s=TIMING_DEADLINE_S)
+                               deadline_s=TIMING_DEADLINE_S, onnx=exports)
     export = onnx_export if profile.runtime == "onnxruntime" else None
     runners = [make_runner(n.model, n.example_input, runtime=profile.runtime,
                            threads=profile.threads,

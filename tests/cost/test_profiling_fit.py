@@ -306,3 +306,16 @@ def test_each_fit_network_is_timed_alone_in_a_process_of_its_own() -> None:
     assert cut.shape == (1, 1)  # the first round always runs; none started after the deadline
     with pytest.raises(ValueError, match="fit-set network"):
         time_each_alone(["nonsense"], runtime="pytorch-eager", threads=1, rounds=1, inner=1)
+    # passes split the rounds (the last takes the rest); onnxruntime loads the given exports
+    from budgetsearch.profiling.networks import build_labelled
+    from budgetsearch.profiling.timing import export_onnx
+
+    exports = [export_onnx(*build_labelled(label)) for label in labels]
+    passes = time_each_alone(labels, runtime="onnxruntime", threads=1, rounds=3, inner=1,
+                             warmup=0, passes=2, onnx=exports)
+    assert passes.shape == (2, 3) and (passes > 0).all()
+    with pytest.raises(ValueError, match="passes must be from 1 to rounds"):
+        time_each_alone(labels, runtime="onnxruntime", threads=1, rounds=1, inner=1, passes=2)
+    with pytest.raises(ValueError, match="one export per label"):
+        time_each_alone(labels, runtime="onnxruntime", threads=1, rounds=2, inner=1,
+                        onnx=exports[:1])
