@@ -9,7 +9,12 @@ be cached (2026-12-05). Two measurements, in this order:
    each of 24 back-to-back calls to the network's steady state (median over 8 repeats), and the
    last call more than 5% above it.
 
+3. **Interleaved.** Twelve torchvision networks at 3x32x32 timed interleaved (the profiles'
+   rounds) with 3 untimed calls per visit, then with one more per 3 MB of weights
+   (``timing.SETTLE_MB``), each against its steady state alone (20 untimed calls).
+
     PYTHONPATH=. python experiments/process_history.py [PROFILE] [--no-onednn] [--skip-caching]
+        [--only-interleaved]
 """
 
 from __future__ import annotations
@@ -94,11 +99,34 @@ def caching() -> None:
               flush=True)
 
 
+INTERLEAVED = ("resnet18", "resnet34", "mobilenet_v2", "mobilenet_v3_large",
+               "shufflenet_v2_x1_0", "squeezenet1_1", "mnasnet0_5", "efficientnet_b0",
+               "regnet_x_400mf", "regnet_y_400mf", "googlenet", "densenet121")
+
+
+def interleaved() -> None:
+    import torchvision
+
+    x = torch.randn(1, 3, 32, 32)
+    runs = [make_runner(getattr(torchvision.models, n)().eval(), x, runtime="pytorch-eager",
+                        threads=1) for n in INTERLEAVED]
+    fixed = time_runners(runs, rounds=6, inner=5, warmup=3, threads=1, settle_mb=0.0)
+    by_mb = time_runners(runs, rounds=6, inner=5, warmup=3, threads=1)
+    alone = np.array([time_runners([r], rounds=6, inner=5, warmup=3, threads=1, settle=20)[0]
+                      for r in runs])
+    for name, f, b, a in zip(INTERLEAVED, fixed, by_mb, alone, strict=True):
+        print(f"  {name:<20} alone {a:6.3f} ms; interleaved, 3 untimed x{f / a:.3f}, "
+              f"by weight MB x{b / a:.3f}")
+    print(f"  median: 3 untimed x{np.median(fixed / alone):.3f}, by weight MB "
+          f"x{np.median(by_mb / alone):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", nargs="?", default="cpu-2core-x86-xeon")
     parser.add_argument("--no-onednn", action="store_true")
     parser.add_argument("--skip-caching", action="store_true")
+    parser.add_argument("--only-interleaved", action="store_true")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
@@ -106,6 +134,10 @@ def main() -> None:
         torch.backends.mkldnn.enabled = False
     print(f"process history and weight caching, {datetime.datetime.now():%Y-%m-%d %H:%M}, "
           f"{args.profile}, oneDNN {'off' if args.no_onednn else 'on'}")
+    if args.only_interleaved:
+        print("3. interleaved against alone")
+        interleaved()
+        return
     print("1. history")
     history(args.profile)
     if not args.skip_caching:

@@ -1,12 +1,12 @@
 """Each fit-set network timed in a process of its own, as a deployed network runs.
 
 Why: a process that has run other networks runs each network slower, and keeps doing so after
-they are freed. On 2026-12-05 (00:00-00:20, Intel Xeon, PyTorch eager, 1 thread, other processes
-idle) the nine drift-check anchors of ``cpu-2core-x86-xeon`` ran x1.07 of their fresh-process
-times once 12 fit-set networks had run in their process, x1.11 after 24, x1.24 after 180 and
-x1.37 after all 270 of a profiling run (``gc`` disabled or frozen: the same), while with
-oneDNN's primitive cache off (``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0``) or oneDNN off the same
-history cost 2-7%: the state lives in the process's oneDNN caches. A profile timed its 270
+they are freed. On 2026-12-05 (Intel Xeon, PyTorch eager, 1 thread, other processes idle;
+``experiments/process_history.py``) the nine drift-check anchors of ``cpu-2core-x86-xeon`` ran
+x1.01-1.07 of their fresh-process times once 12 fit-set networks had run in their process,
+x1.06-1.11 after 24, x1.08-1.12 after 48 and x1.26-1.37 after all 270 of a profiling run (two
+runs); with oneDNN's primitive cache off (``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0``) x1.03-1.05:
+most of the state lives in that cache. A profile timed its 270
 networks in one process, so its prices were a crowded process's: a single "process factor"
 (anchors in a new process against the fit run, x0.79) corrected the level but not the spread
 (networks under 8 ms x0.77-0.81, larger ones x0.95).
@@ -15,7 +15,8 @@ How: a server process (a new interpreter, started once per call) imports torch a
 budgetsearch and never runs a network; for each network it forks a process that builds it from
 its fit-set label and times it alone, one at a time (the machine stays as quiet as in an
 interleaved run), by :func:`~budgetsearch.profiling.timing.time_rounds` with that one runner:
-its warm-up, then ``rounds`` rounds of untimed calls and a burst, back to back. A fork costs
+its warm-up, then its rounds of untimed calls and a burst, back to back (in ``passes`` passes
+over the networks, each network in a new process each pass). A fork costs
 ~0.1 s, a new interpreter ~1.5 s: 9 anchors took 4.1 s forked against 16.1 s as new processes,
 their times within 1% (median) of each other. (Not ``multiprocessing``: its forkserver and spawn
 re-run the caller's main script, which a user's unguarded script cannot survive.)
@@ -66,6 +67,14 @@ for line in sys.stdin:
                                        "message": "the forked process died"})) + "\n")
     answers.flush()
 """
+
+
+def supported() -> bool:
+    """Whether this platform can fork (not Windows): where it cannot, a profile times its
+    networks in one process and corrects by a process factor, as before."""
+    import os
+
+    return hasattr(os, "fork")
 
 
 def _time_labelled(label: str, runtime: str, threads: int, timing: dict[str, Any],

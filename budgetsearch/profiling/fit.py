@@ -40,6 +40,7 @@ from budgetsearch.cost.profiles import (
     SmallGemm,
 )
 from budgetsearch.profiling.alone import METHOD as ALONE_METHOD
+from budgetsearch.profiling.alone import supported as alone_supported
 from budgetsearch.profiling.alone import time_each_alone
 from budgetsearch.profiling.anchors import build_anchor, cpu_flags, cpu_name, recorded_timing
 from budgetsearch.profiling.networks import (
@@ -388,6 +389,12 @@ def build_fit_set(n_fit: int, n_holdout: int, *, seed: int, progress: bool = Fal
     return built[:n_fit], built[n_fit:]
 
 
+def timed_alone(runtime: str) -> bool:
+    """Whether a profiling run times each network of ``runtime`` alone in a process of its own
+    (:mod:`budgetsearch.profiling.alone`): on the CPU where the platform can fork."""
+    return not runs_on_cuda(runtime) and alone_supported()
+
+
 def time_fit_set(
     networks: Sequence[BuiltNetwork], *, runtime: str, threads: int, rounds: int, inner: int,
     warmup: int = 3, seed: int = 0, progress: bool = False, release_models: bool = False,
@@ -408,7 +415,7 @@ def time_fit_set(
     if release_models and runtime != "onnxruntime":
         raise ValueError(f"release_models needs the onnxruntime runtime (eager runs the models "
                          f"themselves), got {runtime!r}")
-    if not runs_on_cuda(runtime):
+    if timed_alone(runtime):
         exports = None
         if runtime == "onnxruntime":  # exported here, once: the passes' processes load them
             exports = [export_onnx(n.model, n.example_input)
@@ -792,9 +799,8 @@ def profile_this_machine(
                       "fitted by NNLS on relative error (budgetsearch.profiling.fit)",
             "timing": method_text(rounds=rounds, inner=inner, warmup=3, threads=threads,
                                   runtime=runtime, settle=SETTLE, settle_mb=SETTLE_MB)
-                      + ("" if runs_on_cuda(runtime) else
-                         f"; {ALONE_METHOD}, in {min(ALONE_PASSES, rounds)} passes over the set "
-                         f"(every other one reversed)"),
+                      + (f"; {ALONE_METHOD}, in {min(ALONE_PASSES, rounds)} passes over the "
+                         f"set (every other one reversed)" if timed_alone(runtime) else ""),
             "fit_networks": n_fit,
             "seed": seed,
             "generator_version": GENERATOR_VERSION,
@@ -816,7 +822,7 @@ def profile_this_machine(
             profile_name, fit, holdout, fit_ms_all[:n_fit], fit_ms_all[n_fit:],
             runtime=runtime, provenance=provenance, command=command, small_gemm=small_gemm,
             timing={"rounds": rounds, "inner": inner, "settle": SETTLE,
-                    "settle_mb": SETTLE_MB, **({} if runs_on_cuda(runtime) else {"alone": True})},
+                    "settle_mb": SETTLE_MB, **({"alone": True} if timed_alone(runtime) else {})},
         )
         recorded = recorded_as_checked(profile, snapshots=ANCHOR_SNAPSHOTS)
         # networks timed alone were priced as a deployed one runs: no process factor to apply

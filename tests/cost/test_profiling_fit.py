@@ -319,3 +319,18 @@ def test_each_fit_network_is_timed_alone_in_a_process_of_its_own() -> None:
     with pytest.raises(ValueError, match="one export per label"):
         time_each_alone(labels, runtime="onnxruntime", threads=1, rounds=2, inner=1,
                         onnx=exports[:1])
+
+
+def test_where_the_platform_cannot_fork_the_fit_set_is_timed_in_one_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from budgetsearch.profiling import fit
+
+    networks = [build_spec(NetworkSpec("plain", (1, 1, 28, 28), 3))]
+    assert fit.timed_alone("pytorch-eager") and fit.timed_alone("onnxruntime")
+    assert not fit.timed_alone("pytorch-cuda")
+    monkeypatch.setattr(fit, "alone_supported", lambda: False)
+    monkeypatch.setattr(fit, "time_each_alone", lambda *a, **k: pytest.fail("forked"))
+    assert not fit.timed_alone("pytorch-eager")
+    per_round = fit.time_fit_set(networks, runtime="pytorch-eager", threads=1, rounds=2,
+                                 inner=1)
+    assert per_round.shape == (1, 2) and (per_round > 0).all()
