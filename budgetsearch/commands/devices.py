@@ -374,7 +374,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     where = ("this GPU, " + torch.cuda.get_device_name(0) if any(map(runs_on_cuda, runtimes))
              else "this CPU")
     print(f"profiling {where} ({', '.join(runtimes)}) with {args.threads} thread(s): "
-          f"{args.fit} networks to fit, {args.holdout} held out, {args.rounds} interleaved rounds")
+          f"{args.fit} networks to fit, {args.holdout} held out, {args.rounds} rounds "
+          f"{'interleaved' if any(map(runs_on_cuda, runtimes)) else 'each, alone'}")
     profiles, report = profile_this_machine(
         args.name, runtimes=runtimes, n_fit=args.fit, n_holdout=args.holdout, rounds=args.rounds,
         threads=args.threads, seed=args.seed, progress=not args.no_progress, command=command,
@@ -506,7 +507,8 @@ def _add_profile_parser(sub: Any) -> None:
                    help="held-out networks to measure the error on (default 54; --refit: as "
                    "measured)")
     p.add_argument("--rounds", type=positive_int, default=8,
-                   help="interleaved timing rounds (default 8)")
+                   help="timing rounds per network (default 8; on the CPU in 2 passes over "
+                        "the set, each network alone in a process of its own)")
     p.add_argument("--seed", type=int, default=None,
                    help="draw of the generated networks (default 0; --refit: the profile's)")
     p.add_argument("--input-size", type=input_size, action="append", metavar="N",

@@ -30,9 +30,6 @@ from typing import Any
 
 import numpy as np
 
-#: What a profile's ``provenance.timing`` adds to the method text for networks timed so.
-METHOD = "each network alone in a process of its own (forked from a server that runs none)"
-
 # The server: reads one request per line on stdin, forks, and answers one line of JSON on its
 # own copy of stdout (fd 1 itself goes to stderr, so that nothing a library prints can corrupt
 # the answers).

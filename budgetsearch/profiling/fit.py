@@ -39,7 +39,6 @@ from budgetsearch.cost.profiles import (
     PredictorError,
     SmallGemm,
 )
-from budgetsearch.profiling.alone import METHOD as ALONE_METHOD
 from budgetsearch.profiling.alone import supported as alone_supported
 from budgetsearch.profiling.alone import time_each_alone
 from budgetsearch.profiling.anchors import build_anchor, cpu_flags, cpu_name, recorded_timing
@@ -798,9 +797,9 @@ def profile_this_machine(
                       " + gw*weight bytes + b (fvcore layers and the ops fvcore does not count), "
                       "fitted by NNLS on relative error (budgetsearch.profiling.fit)",
             "timing": method_text(rounds=rounds, inner=inner, warmup=3, threads=threads,
-                                  runtime=runtime, settle=SETTLE, settle_mb=SETTLE_MB)
-                      + (f"; {ALONE_METHOD}, in {min(ALONE_PASSES, rounds)} passes over the "
-                         f"set (every other one reversed)" if timed_alone(runtime) else ""),
+                                  runtime=runtime, settle=SETTLE, settle_mb=SETTLE_MB,
+                                  alone_passes=min(ALONE_PASSES, rounds)
+                                  if timed_alone(runtime) else 0),
             "fit_networks": n_fit,
             "seed": seed,
             "generator_version": GENERATOR_VERSION,

@@ -140,7 +140,9 @@ def _draw_rounds(profile: DeviceProfile, networks: Sequence[Any], *,
         settle_mb = max(0.0, float((profile.anchors or {}).get("settle_mb", 0.0)))
     except (TypeError, ValueError):
         rounds, settle, settle_mb = ROUNDS, 0, 0.0
-    if (profile.anchors or {}).get("alone"):  # as its fit set was: each alone
+    from budgetsearch.profiling.alone import supported as alone_supported
+
+    if (profile.anchors or {}).get("alone") and alone_supported():  # as its fit set was timed
         from budgetsearch.profiling.alone import time_each_alone
 
         exports = ([onnx_export(n.label, n.model, n.example_input) for n in networks]

@@ -79,17 +79,22 @@ TIMER = "time.perf_counter_ns"
 
 
 def method_text(*, rounds: int, inner: int, warmup: int, threads: int, runtime: str,
-                settle: int = SETTLE, settle_mb: float = SETTLE_MB) -> str:
-    """The method as one line, for the profile's ``provenance.timing``."""
+                settle: int = SETTLE, settle_mb: float = SETTLE_MB, alone_passes: int = 0) -> str:
+    """The method as one line, for the profile's ``provenance.timing`` (``alone_passes``: each
+    network alone in a process of its own, in that many passes over the set:
+    :mod:`budgetsearch.profiling.alone`)."""
     synchronised = ", torch.cuda.synchronize() ending each call" if runs_on_cuda(runtime) else ""
     warm = f" (then calls for {GPU_WARMUP_S:g} s: the GPU's clock)" if runs_on_cuda(runtime) else ""
     more = (f" or more, one per {settle_mb:g} MB of weights up to {SETTLE_MAX_S:g} s (the "
             f"weights cached)" if settle_mb > 0 and not runs_on_cuda(runtime) else "")
+    visit = f"({settle} untimed calls{more}, then a burst of {inner} calls)"
+    how = (f"{rounds} interleaved shuffled rounds x {visit}" if alone_passes < 1 else
+           f"{rounds} rounds of {visit}, each network alone in a process of its own (forked "
+           f"from a server that runs none), in {alone_passes} pass(es) over the set, every "
+           f"other one reversed")
     return (f"{TIMER}; {runtime}, {threads} thread(s), batch 1, {runtime_dtype(runtime)}"
-            f"{synchronised}; {warmup} warm-up calls{warm}, "
-            f"{rounds} interleaved shuffled rounds x ({settle} untimed calls{more}, then a "
-            f"burst of {inner} calls); burst median, "
-            f"then minimum over rounds (budgetsearch.profiling.timing)")
+            f"{synchronised}; {warmup} warm-up calls{warm}, {how}; burst median, then minimum "
+            f"over rounds (budgetsearch.profiling.timing)")
 
 
 def in_new_process(code: str, args: Sequence[str] = (), *, stdin: str | None = None,
