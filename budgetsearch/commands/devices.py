@@ -336,7 +336,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     from budgetsearch.cost import save_profile
     from budgetsearch.cost.profiles import default_profile_path
-    from budgetsearch.profiling.fit import profile_this_machine
+    from budgetsearch.profiling.fit import profile_this_machine, timed_alone
     from budgetsearch.profiling.timing import RUNTIME_SUFFIX, cuda_unavailable, runs_on_cuda
 
     if not _PROFILE_NAME.match(args.name):
@@ -375,7 +375,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
              else "this CPU")
     print(f"profiling {where} ({', '.join(runtimes)}) with {args.threads} thread(s): "
           f"{args.fit} networks to fit, {args.holdout} held out, {args.rounds} rounds "
-          f"{'interleaved' if any(map(runs_on_cuda, runtimes)) else 'each, alone'}")
+          f"{'each, alone' if all(map(timed_alone, runtimes)) else 'interleaved'}")
     profiles, report = profile_this_machine(
         args.name, runtimes=runtimes, n_fit=args.fit, n_holdout=args.holdout, rounds=args.rounds,
         threads=args.threads, seed=args.seed, progress=not args.no_progress, command=command,

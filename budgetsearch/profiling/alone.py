@@ -30,11 +30,19 @@ from typing import Any
 
 import numpy as np
 
+#: Seconds a forked process may take to build and time one network before it is killed (the
+#: largest fit-set network, 184 ms a call, takes ~15 s at 8 rounds).
+CHILD_TIMEOUT_S = 300.0
+
 # The server: reads one request per line on stdin, forks, and answers one line of JSON on its
 # own copy of stdout (fd 1 itself goes to stderr, so that nothing a library prints can corrupt
-# the answers).
+# the answers). The working directory is not on its path (a budgetsearch/ folder there would
+# shadow the package); the package's root is, first, as in the caller. A child is guarded whole
+# (it never returns into the server's loop) and killed after CHILD_TIMEOUT_S.
 _SERVER = r"""
-import json, os, sys
+import json, os, select, signal, sys
+root, timeout = sys.argv[1], float(sys.argv[2])
+sys.path[:] = [root] + [p for p in sys.path if p not in ("", ".", root)]
 answers = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)
 import torch
@@ -47,18 +55,29 @@ for line in sys.stdin:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(read)
+        code = 1
         try:
-            out = {"ms": _time_labelled(ask["label"], ask["runtime"], ask["threads"],
-                                        ask["timing"], ask["onnx"])}
-        except BaseException as error:
-            out = {"error": type(error).__name__, "message": str(error)}
-        with os.fdopen(write, "w") as pipe:
-            pipe.write(json.dumps(out))
-        os._exit(0)
+            os.close(read)
+            try:
+                out = {"ms": _time_labelled(ask["label"], ask["runtime"], ask["threads"],
+                                            ask["timing"], ask["onnx"])}
+            except BaseException as error:
+                out = {"error": type(error).__name__, "message": str(error)}
+            with os.fdopen(write, "w") as pipe:
+                pipe.write(json.dumps(out))
+            code = 0
+        finally:
+            os._exit(code)
     os.close(write)
-    with os.fdopen(read) as pipe:
-        data = pipe.read()
+    data = ""
+    if select.select([read], [], [], timeout)[0]:
+        with os.fdopen(read) as pipe:
+            data = pipe.read()
+    else:
+        os.close(read)
+        os.kill(pid, signal.SIGKILL)
+        data = json.dumps({"error": "RuntimeError",
+                           "message": f"killed after {timeout:g} s without an answer"})
     os.waitpid(pid, 0)
     answers.write((data or json.dumps({"error": "RuntimeError",
                                        "message": "the forked process died"})) + "\n")
@@ -67,11 +86,13 @@ for line in sys.stdin:
 
 
 def supported() -> bool:
-    """Whether this platform can fork (not Windows): where it cannot, a profile times its
-    networks in one process and corrects by a process factor, as before."""
+    """Whether this platform forks safely after torch is imported (Linux): elsewhere a profile
+    times its networks in one process and corrects by a process factor, as before (Windows
+    cannot fork; macOS forbids much of its runtime after a fork without exec)."""
     import os
+    import sys
 
-    return hasattr(os, "fork")
+    return hasattr(os, "fork") and sys.platform.startswith("linux")
 
 
 def _time_labelled(label: str, runtime: str, threads: int, timing: dict[str, Any],
@@ -100,9 +121,10 @@ def time_each_alone(
 ) -> np.ndarray:
     """Each fit-set network ``labels`` name, built and timed alone in a process of its own:
     its burst median per round, ms, shape (networks, rounds); NaN where a network ran fewer
-    rounds (``deadline_s``, shared evenly: no round of a network starts after its share).
-    ``progress`` is called with the rounds each network ran; ``onnx``: each network's export
-    (onnxruntime; else each forked process exports its own).
+    rounds. ``deadline_s`` bounds the whole call: each network gets what is left of it shared
+    over the networks still to time (no round of a network starts after its share; its first
+    always runs). ``progress`` is called with the rounds each network ran; ``onnx``: each
+    network's export (onnxruntime; else each forked process exports its own).
 
     ``passes`` > 1 splits the rounds into that many passes over all networks, each in a new
     process, every other pass in reverse order (so that every network's passes lie as far
@@ -113,12 +135,13 @@ def time_each_alone(
 
     Raises:
         ValueError: a label that names no fit-set network (as the forked process raised it).
-        RuntimeError: the server or a forked process failed otherwise.
+        RuntimeError: the server or a forked process failed otherwise (the server's last
+            error line quoted), or a network took over :data:`CHILD_TIMEOUT_S`.
     """
-    import os
     import subprocess
     import sys
     import tempfile
+    import time
     from pathlib import Path
 
     from budgetsearch.profiling.timing import SETTLE, SETTLE_MB, check_runtime
@@ -128,13 +151,13 @@ def time_each_alone(
         raise ValueError(f"passes must be from 1 to rounds ({rounds}), got {passes}")
     if onnx is not None and len(onnx) != len(labels):
         raise ValueError(f"onnx must hold one export per label ({len(labels)}), got {len(onnx)}")
-    share = None if deadline_s is None else deadline_s / max(1, len(labels) * passes)
-    timing = {"inner": inner, "warmup": warmup, "deadline_s": share,
-              "settle": SETTLE if settle is None else settle,
-              "settle_mb": SETTLE_MB if settle_mb is None else settle_mb}
-    env = dict(os.environ)
+    if not labels:
+        return np.empty((0, 0))
+    timing: dict[str, Any] = {"inner": inner, "warmup": warmup,
+                              "settle": SETTLE if settle is None else settle,
+                              "settle_mb": SETTLE_MB if settle_mb is None else settle_mb}
     package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    started, requests_left = time.perf_counter(), len(labels) * passes
     rows: list[list[float]] = [[] for _ in labels]
     with tempfile.TemporaryDirectory() as folder:
         paths: list[str | None] = [None] * len(labels)
@@ -142,9 +165,11 @@ def time_each_alone(
             path = Path(folder) / f"{i}.onnx"
             path.write_bytes(data)
             paths[i] = str(path)
-        with subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              env=env) as server:
+        log = Path(folder) / "server.log"
+        with log.open("w") as errors, subprocess.Popen(
+                [sys.executable, "-c", _SERVER, package_root, str(CHILD_TIMEOUT_S)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                text=True) as server:
             assert server.stdin is not None and server.stdout is not None
             try:
                 for done in range(passes):
@@ -152,10 +177,15 @@ def time_each_alone(
                     timing["rounds"] = rounds // passes + (rounds % passes
                                                            if done == passes - 1 else 0)
                     for i in range(len(labels))[::1 if done % 2 == 0 else -1]:
-                        ms = _ask(server, {"label": labels[i], "runtime": runtime,
-                                           "threads": threads, "timing": timing,
-                                           "onnx": paths[i]})
-                        # a pass a deadline cut short keeps its columns: NaN for rounds not run
+                        if deadline_s is not None:  # what is left, shared over what is left
+                            left = deadline_s - (time.perf_counter() - started)
+                            timing["deadline_s"] = max(0.0, left) / requests_left
+                        requests_left -= 1
+                        ms = _ask(server, log, {"label": labels[i], "runtime": runtime,
+                                                "threads": threads, "timing": timing,
+                                                "onnx": paths[i]})
+                        # a network a deadline cut short keeps its columns: NaN for rounds not
+                        # run
                         rows[i] += ms + [float("nan")] * (int(timing["rounds"]) - len(ms))
                         if progress is not None:
                             progress(len(ms))
@@ -165,17 +195,29 @@ def time_each_alone(
     return per_round[:, ~np.isnan(per_round).all(axis=0)]  # rounds no network ran: dropped
 
 
-def _ask(server: Any, request: dict[str, Any]) -> list[float]:
-    """One network timed by the server: its burst medians (the forked process's error raised
-    here: ValueError as such, anything else as RuntimeError)."""
-    server.stdin.write(json.dumps(request) + "\n")
-    server.stdin.flush()
-    line = server.stdout.readline()
+def _ask(server: Any, log: Any, request: dict[str, Any]) -> list[float]:
+    """One network timed by the server: its burst medians (a label naming no fit-set network
+    raised as ValueError; anything else that failed as RuntimeError, quoting ``log``, the
+    server's stderr)."""
+    def failed(why: str) -> RuntimeError:
+        lines = [t for t in log.read_text(errors="replace").splitlines() if t.strip()]
+        last = f" (its last error line: {lines[-1].strip()})" if lines else ""
+        return RuntimeError(f"timing {request['label']} alone: {why}{last}")
+
+    try:
+        server.stdin.write(json.dumps(request) + "\n")
+        server.stdin.flush()
+        line = server.stdout.readline()
+    except OSError as error:  # the server's end of the pipe is gone
+        raise failed(f"the server process is gone ({error})") from None
     if not line:
-        raise RuntimeError(f"timing {request['label']} alone: the server process ended (exit "
-                           f"status {server.wait()})")
-    answer = json.loads(line)
+        raise failed(f"the server process ended (exit status {server.wait()})")
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        raise failed(f"the forked process's answer was cut short: {line[:80]!r}") from None
     if "error" in answer:
-        kind = ValueError if answer["error"] == "ValueError" else RuntimeError
-        raise kind(answer.get("message", answer["error"]))
+        if answer["error"] == "ValueError":
+            raise ValueError(answer.get("message", answer["error"]))
+        raise failed(f"{answer['error']}: {answer.get('message', '')}")
     return [float(v) for v in answer["ms"]]

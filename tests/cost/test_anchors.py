@@ -558,6 +558,13 @@ def test_the_anchors_settle_mb_is_checked(value: object) -> None:
         profile_from_dict(data)
 
 
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_the_anchors_alone_flag_is_checked(value: object) -> None:
+    data = {**MEASURED, "anchors": {**MEASURED["anchors"], "alone": value}}
+    with pytest.raises(ValueError, match=r"<profile>: key 'anchors.alone' must be true or false"):
+        profile_from_dict(data)
+
+
 def test_the_check_times_as_many_rounds_as_the_recorded_times_took(
         state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A minimum over more rounds reads faster: the check re-times with the profile's own."""

@@ -319,6 +319,24 @@ def test_each_fit_network_is_timed_alone_in_a_process_of_its_own() -> None:
     with pytest.raises(ValueError, match="one export per label"):
         time_each_alone(labels, runtime="onnxruntime", threads=1, rounds=2, inner=1,
                         onnx=exports[:1])
+    assert time_each_alone([], runtime="pytorch-eager", threads=1, rounds=2, inner=1).size == 0
+    # an export that is no ONNX: the forked process fails, the server says why and lives on
+    with pytest.raises(RuntimeError, match=r"timing .* alone: .*"):
+        time_each_alone(labels[:1], runtime="onnxruntime", threads=1, rounds=1, inner=1,
+                        onnx=[b"not onnx"])
+
+
+def test_a_forked_process_that_hangs_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network that never answers is killed after CHILD_TIMEOUT_S and reported; the server
+    goes on to the next one."""
+    from budgetsearch.profiling import alone
+
+    monkeypatch.setattr(alone, "CHILD_TIMEOUT_S", 2.0)
+    label = NetworkSpec("plain", (1, 1, 28, 28), 3).label
+    with pytest.raises(RuntimeError, match="killed after 2 s"):
+        # so many rounds of so many calls that it cannot finish in 2 s
+        alone.time_each_alone([label], runtime="pytorch-eager", threads=1, rounds=1000,
+                              inner=1000, warmup=0)
 
 
 def test_where_the_platform_cannot_fork_the_fit_set_is_timed_in_one_process(
