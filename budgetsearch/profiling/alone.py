@@ -144,7 +144,7 @@ def time_each_alone(
     import time
     from pathlib import Path
 
-    from budgetsearch.profiling.timing import SETTLE, SETTLE_MB, check_runtime
+    from budgetsearch.profiling.timing import SETTLE, SETTLE_MB, check_runtime, package_root
 
     check_runtime(runtime)
     if passes < 1 or rounds < passes:
@@ -156,7 +156,6 @@ def time_each_alone(
     timing: dict[str, Any] = {"inner": inner, "warmup": warmup,
                               "settle": SETTLE if settle is None else settle,
                               "settle_mb": SETTLE_MB if settle_mb is None else settle_mb}
-    package_root = str(Path(__file__).resolve().parents[2])
     started, requests_left = time.perf_counter(), len(labels) * passes
     rows: list[list[float]] = [[] for _ in labels]
     with tempfile.TemporaryDirectory() as folder:
@@ -167,7 +166,7 @@ def time_each_alone(
             paths[i] = str(path)
         log = Path(folder) / "server.log"
         with log.open("w") as errors, subprocess.Popen(
-                [sys.executable, "-c", _SERVER, package_root, str(CHILD_TIMEOUT_S)],
+                [sys.executable, "-c", _SERVER, package_root(), str(CHILD_TIMEOUT_S)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
                 text=True) as server:
             assert server.stdin is not None and server.stdout is not None

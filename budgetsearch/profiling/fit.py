@@ -760,6 +760,7 @@ def profile_this_machine(
     for index, runtime in enumerate(runtimes):
         load_before = _load_average()
         last = index == len(runtimes) - 1 and runtime == "onnxruntime"  # no pass after it
+        alone = timed_alone(runtime)  # as time_fit_set times them, and so recorded
         per_round = time_fit_set([*fit, *holdout], runtime=runtime, threads=threads,
                                  rounds=rounds, inner=inner, seed=seed, progress=progress,
                                  release_models=last)
@@ -798,8 +799,7 @@ def profile_this_machine(
                       "fitted by NNLS on relative error (budgetsearch.profiling.fit)",
             "timing": method_text(rounds=rounds, inner=inner, warmup=3, threads=threads,
                                   runtime=runtime, settle=SETTLE, settle_mb=SETTLE_MB,
-                                  alone_passes=min(ALONE_PASSES, rounds)
-                                  if timed_alone(runtime) else 0),
+                                  alone_passes=min(ALONE_PASSES, rounds) if alone else 0),
             "fit_networks": n_fit,
             "seed": seed,
             "generator_version": GENERATOR_VERSION,
@@ -821,11 +821,11 @@ def profile_this_machine(
             profile_name, fit, holdout, fit_ms_all[:n_fit], fit_ms_all[n_fit:],
             runtime=runtime, provenance=provenance, command=command, small_gemm=small_gemm,
             timing={"rounds": rounds, "inner": inner, "settle": SETTLE,
-                    "settle_mb": SETTLE_MB, **({"alone": True} if timed_alone(runtime) else {})},
+                    "settle_mb": SETTLE_MB, **({"alone": True} if alone else {})},
         )
         recorded = recorded_as_checked(profile, snapshots=ANCHOR_SNAPSHOTS)
         # networks timed alone were priced as a deployed one runs: no process factor to apply
-        profiles[runtime] = (recorded if (profile.anchors or {}).get("alone")
+        profiles[runtime] = (recorded if alone
                              else priced_as_in_a_new_process(profile, recorded))
         report.rows += rows
         report.leave_one_family_out[runtime] = lofo

@@ -110,11 +110,9 @@ def in_new_process(code: str, args: Sequence[str] = (), *, stdin: str | None = N
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root(), env.get("PYTHONPATH")) if p)
     done = subprocess.run([sys.executable, "-c", code, *args], input=stdin, capture_output=True,
                           text=True, env=env, timeout=timeout_s)
     lines = done.stdout.strip().splitlines()
@@ -122,6 +120,14 @@ def in_new_process(code: str, args: Sequence[str] = (), *, stdin: str | None = N
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"{what} in a new process failed: {last}")
     return lines[-1]
+
+
+def package_root() -> str:
+    """The folder this budgetsearch is imported from (a checkout's root, or site-packages): what
+    a new Python process puts on its path to import the same one."""
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parents[2])
 
 
 def check_runtime(runtime: str) -> None:
